@@ -1,0 +1,88 @@
+// One view over a model's weights whether they sit in a single model.safetensors
+// or in shards listed by model.safetensors.index.json. Resolves a tensor name to
+// its file, and checks that the index and the shards agree.
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace Platform.Core.Safetensors;
+
+public sealed class ModelWeights : IDisposable
+{
+    private readonly Dictionary<string, SafetensorsFile> _byTensor = new(StringComparer.Ordinal);
+    private readonly List<SafetensorsFile> _files = [];
+
+    public IReadOnlyCollection<string> TensorNames => _byTensor.Keys;
+    public IReadOnlyList<SafetensorsFile> Files => _files;
+
+    public static ModelWeights Open(string modelDirectory)
+    {
+        var weights = new ModelWeights();
+        try
+        {
+            string single = Path.Combine(modelDirectory, "model.safetensors");
+            string index = Path.Combine(modelDirectory, "model.safetensors.index.json");
+            if (File.Exists(index)) weights.OpenSharded(modelDirectory, index);
+            else if (File.Exists(single)) weights.Add(SafetensorsFile.Open(single));
+            else
+                throw new ModelLoadException($"{modelDirectory}: no model.safetensors and no model.safetensors.index.json; point --model at a HuggingFace model directory with safetensors weights.");
+            return weights;
+        }
+        catch
+        {
+            weights.Dispose();
+            throw;
+        }
+    }
+
+    private void OpenSharded(string dir, string indexPath)
+    {
+        JsonObject? map;
+        try
+        {
+            map = (JsonNode.Parse(File.ReadAllText(indexPath)) as JsonObject)?["weight_map"] as JsonObject;
+        }
+        catch (JsonException e)
+        {
+            throw new ModelLoadException($"{indexPath} is not valid JSON ({e.Message}).", e);
+        }
+        if (map is null)
+            throw new ModelLoadException($"{indexPath}: missing 'weight_map' object (tensor name -> shard file).");
+        var shards = new Dictionary<string, SafetensorsFile>(StringComparer.Ordinal);
+        foreach (var (tensor, fileNode) in map)
+        {
+            string? file = fileNode?.GetValue<string>();
+            if (string.IsNullOrEmpty(file) || file.Contains('/') || file.Contains('\\'))
+                throw new ModelLoadException($"{indexPath}: weight_map['{tensor}'] must name a shard file in the same directory.");
+            if (!shards.TryGetValue(file, out var shard))
+            {
+                shard = SafetensorsFile.Open(Path.Combine(dir, file));
+                shards[file] = shard;
+                _files.Add(shard);
+            }
+            if (!shard.Tensors.ContainsKey(tensor))
+                throw new ModelLoadException($"{indexPath}: weight_map puts '{tensor}' in {file}, but that shard does not contain it.");
+            _byTensor[tensor] = shard;
+        }
+    }
+
+    private void Add(SafetensorsFile file)
+    {
+        _files.Add(file);
+        foreach (var name in file.Tensors.Keys) _byTensor[name] = file;
+    }
+
+    public bool Contains(string name) => _byTensor.ContainsKey(name);
+
+    public (SafetensorsFile File, TensorInfo Info) Get(string name)
+    {
+        if (!_byTensor.TryGetValue(name, out var file))
+            throw new ModelLoadException($"tensor '{name}' is missing from the checkpoint ({string.Join(", ", _files.Select(f => Path.GetFileName(f.Path)))}); the weights do not match the architecture in config.json.");
+        return (file, file.Tensors[name]);
+    }
+
+    public void Dispose()
+    {
+        foreach (var f in _files) f.Dispose();
+        _files.Clear();
+    }
+}

@@ -1,0 +1,82 @@
+// The seam between scheduler and block pool (after vLLM v1's kv_cache_manager):
+// FindCachedPrefix, AllocateSlots, CacheFullBlocks and Free. Running out of
+// blocks is a return value; the scheduler decides whom to preempt.
+using Platform.Core.Hashing;
+using Platform.Engine.Scheduling;
+
+namespace Platform.Engine.KvCache;
+
+public sealed class KvCacheManager
+{
+    private readonly BlockPool _pool;
+    private readonly BlockHasher _hasher;
+    private readonly List<int> _scratch = new(64);
+
+    public KvCacheManager(BlockPool pool, BlockHasher hasher)
+    {
+        _pool = pool;
+        _hasher = hasher;
+    }
+
+    public BlockPool Pool => _pool;
+    public int BlockSize => _hasher.BlockSize;
+
+    public int BlocksFor(int tokens) => (tokens + BlockSize - 1) / BlockSize;
+
+    /// <summary>
+    /// Takes references on the longest run of cached blocks that prefixes the request's
+    /// tokens and returns how many tokens they cover. At least one token is always left
+    /// to compute, since the last prompt position must run to produce logits.
+    /// </summary>
+    public int AcquireCachedPrefix(EngineRequest request)
+    {
+        _hasher.ExtendHashes(request.BlockHashes, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(request.Tokens));
+        int usable = (request.Tokens.Count - 1) / BlockSize;
+        int hits = 0;
+        while (hits < usable && hits < request.BlockHashes.Count && _pool.TryGetCached(request.BlockHashes[hits], out int block))
+        {
+            _pool.Touch(block);
+            request.Blocks.Add(block);
+            hits++;
+        }
+        _pool.RecordPrefixLookup(Math.Min(usable, request.BlockHashes.Count), hits);
+        request.NumCachedBlocks = hits;
+        return hits * BlockSize;
+    }
+
+    /// <summary>Ensures blocks for NumComputed + <paramref name="newTokens"/> tokens; false when the pool is short.</summary>
+    public bool AllocateSlots(EngineRequest request, int newTokens)
+    {
+        int needed = BlocksFor(request.NumComputed + newTokens) - request.Blocks.Count;
+        if (needed <= 0) return true;
+        _scratch.Clear();
+        if (!_pool.TryAllocate(needed, _scratch)) return false;
+        request.Blocks.AddRange(_scratch);
+        return true;
+    }
+
+    /// <summary>Registers the blocks that became full and computed in the prefix cache.</summary>
+    public void CacheFullBlocks(EngineRequest request)
+    {
+        int full = request.NumComputed / BlockSize;
+        if (full <= request.NumCachedBlocks) return;
+        _hasher.ExtendHashes(request.BlockHashes, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(request.Tokens)[..(full * BlockSize)]);
+        for (int i = request.NumCachedBlocks; i < full; i++)
+        {
+            ulong parent = i == 0 ? BlockHasher.RootParent : request.BlockHashes[i - 1];
+            _pool.Cache(request.Blocks[i], request.BlockHashes[i], parent);
+        }
+        request.NumCachedBlocks = full;
+    }
+
+    /// <summary>Releases the request's blocks, tail first, and resets its computed state.</summary>
+    public void Free(EngineRequest request)
+    {
+        for (int i = request.Blocks.Count - 1; i >= 0; i--) _scratch.Add(request.Blocks[i]);
+        _pool.Release(_scratch);
+        _scratch.Clear();
+        request.Blocks.Clear();
+        request.NumComputed = 0;
+        request.NumCachedBlocks = 0;
+    }
+}

@@ -1,0 +1,149 @@
+// The Llama-family forward pass (llama, mistral, qwen2) over a paged KV cache:
+// RMSNorm, rotary embeddings with the configured scaling, grouped-query
+// attention, SwiGLU MLP and the output head. Linear layers run on the whole
+// flattened batch at once; attention runs per sequence over the KV gathered
+// from its slots, with a causal mask offset by what was computed before. GQA is
+// folded (query heads grouped under their KV head) because TorchSharp's
+// scaled_dot_product_attention has no GQA flag. Callers own the dispose scope.
+using Platform.Core.Models;
+using Platform.Engine.KvCache;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Platform.Engine.Model;
+
+public sealed class LlamaModel : IDisposable
+{
+    private readonly LlamaWeights _weights;
+    private readonly Tensor _invFreq;     // float64 [headDim/2]
+    private readonly double _ropeScale;   // yarn's attention factor on cos/sin
+    private readonly double _softmaxScale;
+
+    public ModelConfig Config { get; }
+    public ScalarType Dtype { get; }
+    public long ParameterBytes => _weights.ParameterBytes;
+
+    public LlamaModel(ModelConfig config, LlamaWeights weights, ScalarType dtype)
+    {
+        Config = config;
+        _weights = weights;
+        Dtype = dtype;
+        var rope = RopeFrequencies.Compute(config.HeadDim, config.RopeTheta, config.RopeScaling, config.MaxPositionEmbeddings);
+        _invFreq = torch.tensor(rope.InverseFrequencies, torch.float64).DetachFromDisposeScope();
+        _ropeScale = rope.AttentionScale;
+        _softmaxScale = 1.0 / Math.Sqrt(config.HeadDim);
+    }
+
+    public static LlamaModel Load(string modelDirectory, ScalarType dtype, IProgress<double>? progress = null)
+    {
+        var config = ModelConfig.Load(modelDirectory);
+        var weights = LlamaWeights.Load(modelDirectory, config, dtype, progress);
+        return new LlamaModel(config, weights, dtype);
+    }
+
+    /// <summary>Runs the batch, writing its K/V into <paramref name="kv"/>; returns float32 logits [LogitRows, vocab].</summary>
+    public Tensor Forward(ForwardBatch batch, PagedKvStore kv)
+    {
+        var c = Config;
+        int t = batch.NumTokens;
+        var ids = torch.tensor(batch.InputIds.ToArray(), torch.int64);
+        var slots = torch.tensor(batch.Slots.ToArray(), torch.int64);
+        var (cos, sin) = RotaryTables(batch.Positions);
+        var contextSlots = batch.Sequences.Select(s => torch.tensor(s.ContextSlots, torch.int64)).ToArray();
+        var masks = batch.Sequences.Select(CausalMask).ToArray();
+
+        int qSize = c.NumHeads * c.HeadDim, kvSize = c.NumKvHeads * c.HeadDim;
+        var x = _weights.Embedding.index_select(0, ids);
+        for (int l = 0; l < c.NumLayers; l++)
+        {
+            var w = _weights.Layers[l];
+            var h = RmsNorm(x, w.InputNorm);
+            var qkv = torch.nn.functional.linear(h, w.QkvWeight, w.QkvBias);
+            var q = qkv.narrow(1, 0, qSize).view(t, c.NumHeads, c.HeadDim);
+            var k = qkv.narrow(1, qSize, kvSize).view(t, c.NumKvHeads, c.HeadDim);
+            var v = qkv.narrow(1, qSize + kvSize, kvSize).view(t, c.NumKvHeads, c.HeadDim);
+            q = ApplyRotary(q, cos, sin);
+            k = ApplyRotary(k, cos, sin);
+            kv.Write(l, slots, k, v.contiguous());
+
+            var outputs = new Tensor[batch.Sequences.Count];
+            for (int s = 0; s < batch.Sequences.Count; s++)
+            {
+                var seq = batch.Sequences[s];
+                var (keys, values) = kv.Gather(l, contextSlots[s]);
+                outputs[s] = Attend(q.narrow(0, seq.TokenStart, seq.NumTokens), keys, values, masks[s]);
+            }
+            var attention = outputs.Length == 1 ? outputs[0] : torch.cat(outputs, 0);
+            x = x + torch.nn.functional.linear(attention, w.OWeight);
+
+            h = RmsNorm(x, w.PostNorm);
+            var gateUp = torch.nn.functional.linear(h, w.GateUpWeight);
+            var gate = gateUp.narrow(1, 0, c.IntermediateSize);
+            var up = gateUp.narrow(1, c.IntermediateSize, c.IntermediateSize);
+            x = x + torch.nn.functional.linear(torch.nn.functional.silu(gate) * up, w.DownWeight);
+        }
+        var rows = torch.tensor(batch.LogitRows.ToArray(), torch.int64);
+        var last = RmsNorm(x.index_select(0, rows), _weights.FinalNorm);
+        return torch.nn.functional.linear(last, _weights.LmHead).to_type(torch.float32);
+    }
+
+    private Tensor RmsNorm(Tensor x, Tensor weight)
+    {
+        var xf = x.to_type(torch.float32);
+        var normed = xf * torch.rsqrt(xf.pow(2).mean([-1], keepdim: true) + Config.RmsNormEps);
+        return normed.to_type(Dtype) * weight;
+    }
+
+    /// <summary>cos and sin of position × inverse frequency, computed in float64 so large positions stay exact.</summary>
+    private (Tensor Cos, Tensor Sin) RotaryTables(List<long> positions)
+    {
+        var pos = torch.tensor(positions.ToArray(), torch.float64).unsqueeze(1);
+        var angles = pos * _invFreq.unsqueeze(0);
+        var full = torch.cat([angles, angles], 1);
+        var cos = (full.cos() * _ropeScale).to_type(Dtype).unsqueeze(1);
+        var sin = (full.sin() * _ropeScale).to_type(Dtype).unsqueeze(1);
+        return (cos, sin);
+    }
+
+    /// <summary>HF's rotate-half convention: the first and second halves of each head are the pairs.</summary>
+    private Tensor ApplyRotary(Tensor x, Tensor cos, Tensor sin)
+    {
+        int half = Config.HeadDim / 2;
+        var x1 = x.narrow(2, 0, half);
+        var x2 = x.narrow(2, half, half);
+        var rotated = torch.cat([-x2, x1], 2);
+        return x * cos + rotated * sin;
+    }
+
+    /// <summary>Mask for a chunk of queries that follows (ContextLength − NumTokens) earlier tokens; null for one query.</summary>
+    private Tensor? CausalMask(SequenceSlice seq)
+    {
+        if (seq.NumTokens == 1) return null;
+        int offset = seq.ContextLength - seq.NumTokens;
+        var queryPos = torch.arange(offset, seq.ContextLength, torch.int64).unsqueeze(1);
+        var keyPos = torch.arange(0, seq.ContextLength, torch.int64).unsqueeze(0);
+        var allowed = keyPos <= queryPos;
+        var mask = torch.zeros([seq.NumTokens, seq.ContextLength], Dtype).masked_fill(allowed.logical_not(), double.NegativeInfinity);
+        // Folded GQA puts the query heads of one KV head one after another along the query axis.
+        return mask.repeat(Config.QueriesPerKvHead, 1);
+    }
+
+    /// <summary>Attention of one sequence's queries [L, heads, d] over its keys/values [S, kvHeads, d] → [L, heads·d].</summary>
+    private Tensor Attend(Tensor q, Tensor keys, Tensor values, Tensor? mask)
+    {
+        var c = Config;
+        long l = q.shape[0];
+        int groups = c.QueriesPerKvHead;
+        var qf = q.reshape(l, c.NumKvHeads, groups, c.HeadDim).permute(1, 2, 0, 3).reshape(c.NumKvHeads, groups * l, c.HeadDim);
+        var kf = keys.permute(1, 0, 2);
+        var vf = values.permute(1, 0, 2);
+        var o = torch.nn.functional.scaled_dot_product_attention(qf, kf, vf, mask, 0.0, false);
+        return o.reshape(c.NumKvHeads, groups, l, c.HeadDim).permute(2, 0, 1, 3).reshape(l, c.NumHeads * c.HeadDim);
+    }
+
+    public void Dispose()
+    {
+        _weights.Dispose();
+        _invFreq.Dispose();
+    }
+}

@@ -1,0 +1,128 @@
+// Loads a Llama-family checkpoint into TorchSharp tensors of the compute dtype.
+// Every tensor's name and shape is checked against config.json before any data
+// is copied, so a mismatched checkpoint is a ModelLoadException naming the file
+// and tensor, not a shape error deep inside libtorch. q/k/v and gate/up are
+// fused into one matrix each: one pass over the input per layer instead of 3+2.
+using Platform.Core;
+using Platform.Core.Models;
+using Platform.Core.Safetensors;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Platform.Engine.Model;
+
+public sealed class LayerWeights : IDisposable
+{
+    public required Tensor InputNorm { get; init; }
+    public required Tensor QkvWeight { get; init; }
+    public Tensor? QkvBias { get; init; }
+    public required Tensor OWeight { get; init; }
+    public required Tensor PostNorm { get; init; }
+    public required Tensor GateUpWeight { get; init; }
+    public required Tensor DownWeight { get; init; }
+
+    public void Dispose()
+    {
+        InputNorm.Dispose(); QkvWeight.Dispose(); QkvBias?.Dispose(); OWeight.Dispose();
+        PostNorm.Dispose(); GateUpWeight.Dispose(); DownWeight.Dispose();
+    }
+}
+
+public sealed class LlamaWeights : IDisposable
+{
+    public required Tensor Embedding { get; init; }
+    public required LayerWeights[] Layers { get; init; }
+    public required Tensor FinalNorm { get; init; }
+    /// <summary>The output projection (the embedding itself when tied).</summary>
+    public required Tensor LmHead { get; init; }
+    public required long ParameterBytes { get; init; }
+
+    public static LlamaWeights Load(string modelDirectory, ModelConfig config, ScalarType dtype, IProgress<double>? progress = null)
+    {
+        using var files = ModelWeights.Open(modelDirectory);
+        bool tied = config.TieWordEmbeddings || !files.Contains("lm_head.weight");
+        var expected = RandomModelGenerator.TensorShapes(config with { TieWordEmbeddings = tied }).ToList();
+        foreach (var (name, shape) in expected)
+        {
+            var (file, info) = files.Get(name);
+            if (!info.Shape.SequenceEqual(shape))
+                throw new ModelLoadException(
+                    $"{file.Path}: tensor '{name}' has shape [{string.Join(", ", info.Shape)}] but config.json implies [{string.Join(", ", shape)}]; the weights and config.json do not belong together.");
+            TorchDtypes.FromSafetensors(info.Dtype, $"{file.Path}: tensor '{name}'");
+        }
+
+        long totalBytes = expected.Sum(e => e.Shape.Aggregate(1L, (a, b) => a * b));
+        long loaded = 0;
+        Tensor Load(string name)
+        {
+            var (file, info) = files.Get(name);
+            var t = ToTensor(file, info, dtype);
+            loaded += info.ElementCount;
+            progress?.Report((double)loaded / totalBytes);
+            return t;
+        }
+
+        var layers = new LayerWeights[config.NumLayers];
+        Tensor? embedding = null;
+        try
+        {
+            embedding = Load("model.embed_tokens.weight");
+            for (int i = 0; i < config.NumLayers; i++)
+            {
+                string p = $"model.layers.{i}.";
+                Tensor Cat(params string[] names)
+                {
+                    var parts = names.Select(Load).ToArray();
+                    var fused = torch.cat(parts, 0);
+                    foreach (var part in parts) part.Dispose();
+                    return fused;
+                }
+                layers[i] = new LayerWeights
+                {
+                    InputNorm = Load(p + "input_layernorm.weight"),
+                    QkvWeight = Cat(p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"),
+                    QkvBias = config.AttentionBias ? Cat(p + "self_attn.q_proj.bias", p + "self_attn.k_proj.bias", p + "self_attn.v_proj.bias") : null,
+                    OWeight = Load(p + "self_attn.o_proj.weight"),
+                    PostNorm = Load(p + "post_attention_layernorm.weight"),
+                    GateUpWeight = Cat(p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"),
+                    DownWeight = Load(p + "mlp.down_proj.weight"),
+                };
+            }
+            var finalNorm = Load("model.norm.weight");
+            var lmHead = tied ? embedding : Load("lm_head.weight");
+            return new LlamaWeights
+            {
+                Embedding = embedding,
+                Layers = layers,
+                FinalNorm = finalNorm,
+                LmHead = lmHead,
+                ParameterBytes = totalBytes * TorchDtypes.ElementSize(dtype),
+            };
+        }
+        catch
+        {
+            embedding?.Dispose();
+            foreach (var l in layers) l?.Dispose();
+            throw;
+        }
+    }
+
+    private static unsafe Tensor ToTensor(SafetensorsFile file, TensorInfo info, ScalarType dtype)
+    {
+        var source = TorchDtypes.FromSafetensors(info.Dtype, $"{file.Path}: tensor '{info.Name}'");
+        var raw = torch.empty(info.Shape, source);
+        new ReadOnlySpan<byte>(file.GetPointer(info), checked((int)info.ByteLength)).CopyTo(raw.bytes);
+        if (source == dtype) return raw;
+        var converted = raw.to_type(dtype);
+        raw.Dispose();
+        return converted;
+    }
+
+    public void Dispose()
+    {
+        Embedding.Dispose();
+        foreach (var l in Layers) l.Dispose();
+        FinalNorm.Dispose();
+        if (!ReferenceEquals(LmHead, Embedding)) LmHead.Dispose();
+    }
+}

@@ -1,0 +1,74 @@
+// The engine's state for one request. One scheduling model, stated once (as in
+// vLLM v1): a request has Tokens (prompt then outputs) and NumComputed, the
+// tokens whose KV is in the cache; each step catches NumComputed up towards
+// Tokens.Count under a token budget. Prefill, chunked prefill, decode and
+// recompute after preemption are all the same thing.
+using System.Threading.Channels;
+using Platform.Core.Tokenization;
+
+namespace Platform.Engine.Scheduling;
+
+public enum RequestStatus { Waiting, Running, Finished }
+
+public enum FinishReason { Stop, Length, Abort, Error }
+
+public sealed class EngineRequest
+{
+    public EngineRequest(string id, IReadOnlyList<int> prompt, SamplingParams sampling, ulong seed, int maxTotalTokens,
+        bool returnLogits, ChannelWriter<GenerationChunk> output, IncrementalDecoder? decoder, long arrivalOrder)
+    {
+        Id = id;
+        Tokens = new List<int>(prompt.Count + sampling.MaxTokens);
+        Tokens.AddRange(prompt);
+        PromptLength = prompt.Count;
+        Sampling = sampling;
+        Seed = seed;
+        MaxTotalTokens = maxTotalTokens;
+        ReturnLogits = returnLogits;
+        Output = output;
+        Decoder = decoder;
+        ArrivalOrder = arrivalOrder;
+    }
+
+    public string Id { get; }
+    public List<int> Tokens { get; }
+    public int PromptLength { get; }
+    public int OutputLength => Tokens.Count - PromptLength;
+    public SamplingParams Sampling { get; }
+    public ulong Seed { get; }
+    /// <summary>Prompt plus outputs may not exceed this (the context limit).</summary>
+    public int MaxTotalTokens { get; }
+    public bool ReturnLogits { get; }
+    public ChannelWriter<GenerationChunk> Output { get; }
+    public IncrementalDecoder? Decoder { get; }
+    public long ArrivalOrder { get; }
+
+    public RequestStatus Status { get; set; } = RequestStatus.Waiting;
+    public int NumComputed { get; set; }
+    /// <summary>KV blocks, in sequence order.</summary>
+    public List<int> Blocks { get; } = [];
+    /// <summary>Chained hashes of the full blocks of Tokens (extended as tokens arrive).</summary>
+    public List<ulong> BlockHashes { get; } = [];
+    /// <summary>How many leading blocks are already registered in the prefix cache.</summary>
+    public int NumCachedBlocks { get; set; }
+    /// <summary>Prompt tokens served from the prefix cache at first admission.</summary>
+    public int CachedPromptTokens { get; set; } = -1;
+    public int Preemptions { get; set; }
+    /// <summary>Generated text withheld because it may be the start of a stop string.</summary>
+    public string PendingText { get; set; } = "";
+    public int RemainingTokens => Tokens.Count - NumComputed;
+}
+
+/// <summary>One streamed piece of a generation.</summary>
+/// <param name="TokenIds">Tokens generated since the previous chunk.</param>
+/// <param name="Text">Text for those tokens (may lag behind them at UTF-8 or stop-string boundaries).</param>
+/// <param name="Logits">With ReturnLogits: the logits each token was sampled from.</param>
+public sealed record GenerationChunk(
+    IReadOnlyList<int> TokenIds,
+    string Text,
+    FinishReason? Finish,
+    int PromptTokens,
+    int CachedTokens,
+    int CompletionTokens,
+    IReadOnlyList<float[]>? Logits = null,
+    string? Error = null);

@@ -1,0 +1,36 @@
+// What the caller asks of one generation: length, randomness and when to stop.
+// Validate() rejects values that would make sampling meaningless (NaN, negative),
+// with messages the router passes on as 400s.
+namespace Platform.Engine.Scheduling;
+
+public sealed record SamplingParams
+{
+    public int MaxTokens { get; init; } = 16;
+    /// <summary>0 means greedy.</summary>
+    public double Temperature { get; init; } = 1.0;
+    /// <summary>0 means no top-k cut.</summary>
+    public int TopK { get; init; }
+    public double TopP { get; init; } = 1.0;
+    /// <summary>Seed for reproducible sampling; null draws one at admission.</summary>
+    public ulong? Seed { get; init; }
+    public IReadOnlyList<int> StopTokenIds { get; init; } = [];
+    public IReadOnlyList<string> StopStrings { get; init; } = [];
+    /// <summary>Keep going past the model's end-of-sequence tokens.</summary>
+    public bool IgnoreEos { get; init; }
+
+    public static readonly SamplingParams Greedy = new() { Temperature = 0 };
+
+    public void Validate()
+    {
+        if (MaxTokens < 1) throw new EngineRequestException($"max_tokens must be at least 1, got {MaxTokens}.");
+        if (double.IsNaN(Temperature) || double.IsInfinity(Temperature) || Temperature < 0)
+            throw new EngineRequestException($"temperature must be a finite number >= 0, got {Temperature}.");
+        if (TopK < 0) throw new EngineRequestException($"top_k must be >= 0 (0 disables it), got {TopK}.");
+        if (double.IsNaN(TopP) || TopP <= 0 || TopP > 1) throw new EngineRequestException($"top_p must be in (0, 1], got {TopP}.");
+        foreach (var s in StopStrings)
+            if (string.IsNullOrEmpty(s)) throw new EngineRequestException("stop strings must not be empty.");
+    }
+}
+
+/// <summary>A request the engine cannot serve as asked (maps to HTTP 400): the message says what to change.</summary>
+public sealed class EngineRequestException(string message) : Exception(message);
