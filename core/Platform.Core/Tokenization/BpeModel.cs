@@ -1,0 +1,165 @@
+// Rank-based byte-level BPE, the Hugging Face "BPE" model without dropout: a piece becomes UTF-8
+// bytes, each byte a symbol, then the adjacent pair with the lowest merge rank is merged (leftmost
+// first on ties) until no pair has a merge. A priority queue over a linked list keeps long pieces
+// O(n log n); a bounded cache keeps repeated words to one dictionary lookup.
+using System.Collections.Concurrent;
+using System.Text;
+
+namespace Platform.Core.Tokenization;
+
+internal sealed class BpeModel
+{
+    private const int MaxCachedPieceLength = 128;
+    private const int MaxCacheEntries = 100_000;
+
+    private readonly Dictionary<string, int> _vocab;
+    private readonly Dictionary<long, (int Rank, int NewId)> _merges;
+    private readonly int[] _byteIds;
+    private readonly bool _ignoreMerges;
+    private readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
+
+    /// <param name="vocab">Byte-level token string to id.</param>
+    /// <param name="merges">Pair (left id, right id) in rank order; each pair's concatenation must be in the vocab.</param>
+    /// <param name="byteIds">Id of the single-byte token for each byte value, or -1 when absent.</param>
+    /// <param name="unknownId">Id used for a byte that has no token (Hugging Face unk_token), if any.</param>
+    public BpeModel(Dictionary<string, int> vocab, IReadOnlyList<(int Left, int Right, int Merged)> merges, int[] byteIds, int? unknownId, bool ignoreMerges)
+    {
+        _vocab = vocab;
+        _ignoreMerges = ignoreMerges;
+        _byteIds = byteIds;
+        UnknownId = unknownId;
+        _merges = new Dictionary<long, (int, int)>(merges.Count);
+        for (var rank = 0; rank < merges.Count; rank++)
+        {
+            var (left, right, merged) = merges[rank];
+            // Hugging Face keeps the first (lowest) rank when a pair is listed twice.
+            _merges.TryAdd(Key(left, right), (rank, merged));
+        }
+    }
+
+    public int? UnknownId { get; }
+
+    /// <summary>Appends the ids of one pre-tokenized piece.</summary>
+    public void EncodePiece(string piece, List<int> output)
+    {
+        if (piece.Length <= MaxCachedPieceLength && _cache.TryGetValue(piece, out var cached))
+        {
+            output.AddRange(cached);
+            return;
+        }
+
+        var ids = EncodeUncached(piece);
+        if (piece.Length <= MaxCachedPieceLength)
+        {
+            if (_cache.Count >= MaxCacheEntries)
+            {
+                _cache.Clear();
+            }
+
+            _cache.TryAdd(piece, ids);
+        }
+
+        output.AddRange(ids);
+    }
+
+    private int[] EncodeUncached(string piece)
+    {
+        var bytes = Encoding.UTF8.GetBytes(piece);
+        if (_ignoreMerges && _vocab.TryGetValue(ByteLevel.Encode(bytes), out var whole))
+        {
+            return [whole];
+        }
+
+        var symbols = new List<int>(bytes.Length);
+        foreach (var b in bytes)
+        {
+            var id = _byteIds[b];
+            if (id >= 0)
+            {
+                symbols.Add(id);
+            }
+            else if (UnknownId is int unk)
+            {
+                symbols.Add(unk);
+            }
+
+            // Like Hugging Face without unk_token: a byte with no token is dropped. Load refuses such vocabularies.
+        }
+
+        return Merge(symbols);
+    }
+
+    private int[] Merge(List<int> symbols)
+    {
+        var n = symbols.Count;
+        if (n < 2)
+        {
+            return [.. symbols];
+        }
+
+        var sym = symbols.ToArray();
+        var prev = new int[n];
+        var next = new int[n];
+        for (var i = 0; i < n; i++)
+        {
+            prev[i] = i - 1;
+            next[i] = i + 1 < n ? i + 1 : -1;
+        }
+
+        // Priority: rank in the high 32 bits, position of the left symbol in the low 32 bits.
+        var queue = new PriorityQueue<(int Pos, int Left, int Right, int NewId), long>();
+        for (var i = 0; i + 1 < n; i++)
+        {
+            TryEnqueue(queue, sym, i, i + 1);
+        }
+
+        var alive = n;
+        while (queue.TryDequeue(out var e, out _))
+        {
+            var right = next[e.Pos];
+            if (sym[e.Pos] != e.Left || right < 0 || sym[right] != e.Right)
+            {
+                continue; // stale: one side was merged since this entry was queued
+            }
+
+            sym[e.Pos] = e.NewId;
+            sym[right] = -1;
+            var after = next[right];
+            next[e.Pos] = after;
+            if (after >= 0)
+            {
+                prev[after] = e.Pos;
+            }
+
+            alive--;
+            if (prev[e.Pos] >= 0)
+            {
+                TryEnqueue(queue, sym, prev[e.Pos], e.Pos);
+            }
+
+            if (after >= 0)
+            {
+                TryEnqueue(queue, sym, e.Pos, after);
+            }
+        }
+
+        var result = new int[alive];
+        var k = 0;
+        for (var i = 0; i >= 0; i = next[i])
+        {
+            result[k++] = sym[i];
+        }
+
+        return result;
+    }
+
+    private void TryEnqueue(PriorityQueue<(int, int, int, int), long> queue, int[] sym, int left, int right)
+    {
+        if (_merges.TryGetValue(Key(sym[left], sym[right]), out var m))
+        {
+            queue.Enqueue((left, sym[left], sym[right], m.NewId), ((long)m.Rank << 32) | (uint)left);
+        }
+    }
+
+    private static long Key(int left, int right) => ((long)left << 32) | (uint)right;
+}

@@ -1,0 +1,166 @@
+// Chat prompt rendering for the two families we serve first: Llama-3 headers and ChatML (Qwen).
+// These are hand-written equivalents of the families' Jinja templates; Resolve picks one by
+// looking at the model's raw chat_template, then at config.json's model_type. A Jinja interpreter
+// for arbitrary templates is a later step; until then unknown templates fail loudly here.
+using System.Text;
+using System.Text.RegularExpressions;
+
+namespace Platform.Core.Tokenization;
+
+public sealed record ChatMessage(string Role, string Content);
+
+public interface IChatTemplate
+{
+    string Name { get; }
+
+    string Render(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt);
+}
+
+/// <summary>No supported chat template family fits the model.</summary>
+public sealed class ChatTemplateException : ModelLoadException
+{
+    public ChatTemplateException(string message)
+        : base(message)
+    {
+    }
+}
+
+/// <summary>
+/// Llama-3 Instruct: BOS, then per message "&lt;|start_header_id|&gt;role&lt;|end_header_id|&gt;\n\n" + trimmed
+/// content + "&lt;|eot_id|&gt;" (the official template applies Jinja's trim to the content).
+/// </summary>
+public sealed class Llama3ChatTemplate : IChatTemplate
+{
+    private readonly string _bosToken;
+
+    public Llama3ChatTemplate(string bosToken = "<|begin_of_text|>")
+    {
+        _bosToken = bosToken;
+    }
+
+    public string Name => "llama3";
+
+    public string Render(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt)
+    {
+        ArgumentNullException.ThrowIfNull(messages);
+        var sb = new StringBuilder(_bosToken);
+        foreach (var m in messages)
+        {
+            sb.Append("<|start_header_id|>").Append(m.Role).Append("<|end_header_id|>\n\n")
+              .Append(JinjaTrim(m.Content)).Append("<|eot_id|>");
+        }
+
+        if (addGenerationPrompt)
+        {
+            sb.Append("<|start_header_id|>assistant<|end_header_id|>\n\n");
+        }
+
+        return sb.ToString();
+    }
+
+    // Jinja's trim is Python's str.strip(): Unicode whitespace at both ends.
+    private static string JinjaTrim(string s) => s.Trim();
+}
+
+/// <summary>
+/// ChatML: per message "&lt;|im_start|&gt;role\ncontent&lt;|im_end|&gt;\n". Qwen2's template adds a default
+/// system message when the conversation does not start with one; pass it as defaultSystemPrompt.
+/// </summary>
+public sealed class ChatMlChatTemplate : IChatTemplate
+{
+    private readonly string? _defaultSystemPrompt;
+
+    public ChatMlChatTemplate(string? defaultSystemPrompt = null)
+    {
+        _defaultSystemPrompt = defaultSystemPrompt;
+    }
+
+    public string Name => "chatml";
+
+    public string Render(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt)
+    {
+        ArgumentNullException.ThrowIfNull(messages);
+        var sb = new StringBuilder();
+        if (_defaultSystemPrompt is not null && (messages.Count == 0 || messages[0].Role != "system"))
+        {
+            Append(sb, "system", _defaultSystemPrompt);
+        }
+
+        foreach (var m in messages)
+        {
+            Append(sb, m.Role, m.Content);
+        }
+
+        if (addGenerationPrompt)
+        {
+            sb.Append("<|im_start|>assistant\n");
+        }
+
+        return sb.ToString();
+    }
+
+    private static void Append(StringBuilder sb, string role, string content) =>
+        sb.Append("<|im_start|>").Append(role).Append('\n').Append(content).Append("<|im_end|>\n");
+}
+
+public static class ChatTemplates
+{
+    private const string Supported = "supported families: llama3 (Llama-3 header tokens) and chatml (<|im_start|>/<|im_end|>, e.g. Qwen2)";
+
+    // Qwen2's template: {% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are ...<|im_end|>\n' }}{% endif %}
+    private static readonly Regex QwenDefaultSystem = new(
+        @"messages\[0\]\['role'\]\s*!=\s*'system'\s*%\}\s*\{\{\s*'<\|im_start\|>system\\n(?<prompt>[^'\\]*)<\|im_end\|>\\n'",
+        RegexOptions.CultureInvariant);
+
+    /// <summary>Picks the template family for a model.</summary>
+    /// <param name="rawTemplate">tokenizer_config.json's chat_template, if any.</param>
+    /// <param name="modelType">config.json's model_type, e.g. "llama", "mistral", "qwen2".</param>
+    /// <exception cref="ChatTemplateException">No supported family fits; the message lists the supported ones.</exception>
+    public static IChatTemplate Resolve(string? rawTemplate, string modelType, HfTokenizer tokenizer)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        if (rawTemplate is not null)
+        {
+            if (rawTemplate.Contains("<|start_header_id|>", StringComparison.Ordinal))
+            {
+                return Llama3(tokenizer) ?? throw new ChatTemplateException(
+                    "The chat_template uses Llama-3 header tokens, but the vocabulary lacks <|start_header_id|>, <|end_header_id|> or <|eot_id|>; the tokenizer and template do not match.");
+            }
+
+            if (rawTemplate.Contains("<|im_start|>", StringComparison.Ordinal))
+            {
+                var m = QwenDefaultSystem.Match(rawTemplate);
+                return ChatMl(tokenizer, m.Success ? m.Groups["prompt"].Value : null) ?? throw new ChatTemplateException(
+                    "The chat_template uses ChatML, but the vocabulary lacks <|im_start|> or <|im_end|>; the tokenizer and template do not match.");
+            }
+        }
+
+        IChatTemplate? byModelType = modelType switch
+        {
+            "llama" or "mistral" => Llama3(tokenizer),
+            "qwen2" => ChatMl(tokenizer, null),
+            _ => null,
+        };
+        return byModelType ?? throw new ChatTemplateException(
+            $"No supported chat template for model_type '{modelType}'" +
+            (rawTemplate is null ? " (tokenizer_config.json has no chat_template)" : " (its chat_template is neither Llama-3 nor ChatML)") +
+            $"; {Supported}. Use a model of a supported family, or send prompts as raw text or token ids.");
+    }
+
+    private static Llama3ChatTemplate? Llama3(HfTokenizer tokenizer)
+    {
+        if (tokenizer.TokenToId("<|start_header_id|>") is null || tokenizer.TokenToId("<|end_header_id|>") is null
+            || tokenizer.TokenToId("<|eot_id|>") is null)
+        {
+            return null;
+        }
+
+        var bos = tokenizer.BosTokenId is int id ? tokenizer.IdToToken(id)! : "<|begin_of_text|>";
+        return tokenizer.TokenToId(bos) is null ? null : new Llama3ChatTemplate(bos);
+    }
+
+    private static ChatMlChatTemplate? ChatMl(HfTokenizer tokenizer, string? defaultSystemPrompt) =>
+        tokenizer.TokenToId("<|im_start|>") is null || tokenizer.TokenToId("<|im_end|>") is null
+            ? null
+            : new ChatMlChatTemplate(defaultSystemPrompt);
+}

@@ -1,0 +1,314 @@
+// A Hugging Face byte-level BPE tokenizer (Llama-3, Qwen2, GPT-2 families) loaded from a model
+// directory. Encoding: added/special tokens are cut out of the text first (leftmost, longest
+// match), the rest is normalized, pre-tokenized and BPE-encoded piece by piece. Decoding maps ids
+// back to bytes (added tokens stand for their literal text) and decodes UTF-8 once at the end.
+// Thread-safe after Load: all state is read-only except the BPE word cache, which is concurrent.
+using System.Text;
+using System.Text.RegularExpressions;
+
+namespace Platform.Core.Tokenization;
+
+public sealed class HfTokenizer
+{
+    private readonly BpeModel _model;
+    private readonly PreTokenizer _preTokenizer;
+    private readonly bool _normalizeNfc;
+    private readonly Regex? _addedTokenRegex;
+    private readonly Dictionary<string, int> _addedByContent;
+    private readonly Dictionary<string, int> _tokenToId;
+    private readonly string?[] _idToToken;
+    private readonly byte[]?[] _idToBytes;
+    private readonly bool[] _isSpecial;
+    private readonly bool[] _isAdded;
+
+    private HfTokenizer(TokenizerSpec spec, TokenizerConfigSpec? config)
+    {
+        var file = spec.SourceFile;
+        _preTokenizer = spec.PreTokenizer;
+        _normalizeNfc = spec.NormalizeNfc;
+
+        // Added tokens: tokenizer.json's list wins; tokenizer_config.json's added_tokens_decoder fills in
+        // (the only source of special tokens for vocab.json + merges.txt).
+        var added = new Dictionary<int, AddedTokenSpec>();
+        foreach (var t in config?.AddedTokens ?? [])
+        {
+            added[t.Id] = t;
+        }
+
+        foreach (var t in spec.AddedTokens)
+        {
+            added[t.Id] = t;
+        }
+
+        var maxId = -1;
+        foreach (var id in spec.Vocab.Values)
+        {
+            maxId = Math.Max(maxId, id);
+        }
+
+        foreach (var id in added.Keys)
+        {
+            maxId = Math.Max(maxId, id);
+        }
+
+        VocabSize = maxId + 1;
+        _idToToken = new string?[VocabSize];
+        _idToBytes = new byte[VocabSize][];
+        _isSpecial = new bool[VocabSize];
+        _isAdded = new bool[VocabSize];
+        _tokenToId = new Dictionary<string, int>(spec.Vocab, StringComparer.Ordinal);
+        foreach (var (token, id) in spec.Vocab)
+        {
+            _idToToken[id] = token;
+            _idToBytes[id] = ByteLevel.DecodeToken(token);
+        }
+
+        _addedByContent = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var t in added.Values.OrderBy(t => t.Id))
+        {
+            _idToToken[t.Id] = t.Content;
+            _idToBytes[t.Id] = Encoding.UTF8.GetBytes(t.Content);
+            _isAdded[t.Id] = true;
+            _isSpecial[t.Id] = t.Special;
+            _addedByContent[t.Content] = t.Id;
+            _tokenToId[t.Content] = t.Id;
+        }
+
+        // Special tokens named in tokenizer_config.json are special even when only listed in vocab.json.
+        BosTokenId = ResolveConfigToken(config, config?.BosToken, "bos_token");
+        EosTokenId = ResolveConfigToken(config, config?.EosToken, "eos_token");
+        foreach (var id in new[] { BosTokenId, EosTokenId })
+        {
+            if (id is int special && !_isAdded[special])
+            {
+                _isAdded[special] = true;
+                _isSpecial[special] = true;
+                _addedByContent[_idToToken[special]!] = special;
+            }
+        }
+
+        AddBosByDefault = config?.AddBosToken ?? false;
+        ChatTemplate = config?.ChatTemplate;
+        _addedTokenRegex = BuildAddedTokenRegex(_addedByContent.Keys);
+
+        var byteIds = new int[256];
+        for (var b = 0; b < 256; b++)
+        {
+            byteIds[b] = spec.Vocab.TryGetValue(ByteLevel.ByteToChar[b].ToString(), out var id) ? id : -1;
+        }
+
+        int? unknownId = null;
+        if (spec.UnknownToken is { } unk)
+        {
+            if (!_tokenToId.TryGetValue(unk, out var unkId))
+            {
+                throw TokenizerFiles.Error(file, "model.unk_token", $"unk_token '{unk}' is not in the vocabulary.",
+                    "set unk_token to null or to a token that is in model.vocab.");
+            }
+
+            unknownId = unkId;
+        }
+        else
+        {
+            var missing = Array.IndexOf(byteIds, -1);
+            if (missing >= 0)
+            {
+                throw TokenizerFiles.Error(file, spec.SourceFile.EndsWith("vocab.json", StringComparison.Ordinal) ? "(root)" : "model.vocab",
+                    $"byte 0x{missing:X2} (token '{ByteLevel.ByteToChar[missing]}') has no token, so some text could not be encoded.",
+                    "a byte-level BPE vocabulary must contain all 256 byte tokens; use the model's original tokenizer files.");
+            }
+        }
+
+        var merges = new List<(int, int, int)>(spec.Merges.Count);
+        foreach (var (left, right, field) in spec.Merges)
+        {
+            merges.Add((MergePart(file, field, left), MergePart(file, field, right), MergeResult(file, field, left + right, spec.Vocab)));
+        }
+
+        _model = new BpeModel(spec.Vocab, merges, byteIds, unknownId, spec.IgnoreMerges);
+    }
+
+    /// <summary>Number of ids, including added tokens: every id is in [0, VocabSize).</summary>
+    public int VocabSize { get; }
+
+    public int? BosTokenId { get; }
+
+    public int? EosTokenId { get; }
+
+    /// <summary>tokenizer_config.json's add_bos_token (false when absent).</summary>
+    public bool AddBosByDefault { get; }
+
+    /// <summary>The raw Jinja chat_template from tokenizer_config.json, if any.</summary>
+    public string? ChatTemplate { get; }
+
+    /// <summary>
+    /// Loads tokenizer.json (or vocab.json + merges.txt) and tokenizer_config.json from a model directory.
+    /// </summary>
+    /// <exception cref="TokenizerLoadException">A file is missing, unreadable, malformed or inconsistent.</exception>
+    public static HfTokenizer Load(string modelDirectory)
+    {
+        if (!Directory.Exists(modelDirectory))
+        {
+            throw TokenizerFiles.Error(modelDirectory, "(directory)", "the model directory does not exist.",
+                "pass the directory that holds tokenizer.json (or vocab.json and merges.txt).");
+        }
+
+        var tokenizerJson = Path.Combine(modelDirectory, "tokenizer.json");
+        var vocabJson = Path.Combine(modelDirectory, "vocab.json");
+        var mergesTxt = Path.Combine(modelDirectory, "merges.txt");
+        TokenizerSpec spec;
+        if (File.Exists(tokenizerJson))
+        {
+            spec = TokenizerFiles.ReadTokenizerJson(tokenizerJson);
+        }
+        else if (File.Exists(vocabJson) && File.Exists(mergesTxt))
+        {
+            spec = TokenizerFiles.ReadVocabAndMerges(vocabJson, mergesTxt);
+        }
+        else
+        {
+            throw TokenizerFiles.Error(tokenizerJson, "(file)", "no tokenizer found: neither tokenizer.json nor vocab.json + merges.txt exist.",
+                "download tokenizer.json (and tokenizer_config.json) from the model repository into this directory.");
+        }
+
+        var configPath = Path.Combine(modelDirectory, "tokenizer_config.json");
+        var config = File.Exists(configPath) ? TokenizerFiles.ReadConfig(configPath) : null;
+        return new HfTokenizer(spec, config);
+    }
+
+    /// <summary>Encodes text; added/special tokens written literally in the text become their single ids.</summary>
+    public IReadOnlyList<int> Encode(string text, bool addBos = false)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var ids = new List<int>(text.Length / 3 + 2);
+        if (addBos)
+        {
+            ids.Add(BosTokenId ?? throw new InvalidOperationException(
+                "This tokenizer has no BOS token (tokenizer_config.json has no bos_token); encode with addBos: false."));
+        }
+
+        if (_addedTokenRegex is null)
+        {
+            EncodeOrdinary(text, ids);
+            return ids;
+        }
+
+        var last = 0;
+        for (var m = _addedTokenRegex.Match(text); m.Success; m = m.NextMatch())
+        {
+            if (m.Index > last)
+            {
+                EncodeOrdinary(text[last..m.Index], ids);
+            }
+
+            ids.Add(_addedByContent[m.Value]);
+            last = m.Index + m.Length;
+        }
+
+        if (last < text.Length)
+        {
+            EncodeOrdinary(text[last..], ids);
+        }
+
+        return ids;
+    }
+
+    /// <summary>Decodes ids to text; invalid UTF-8 (e.g. half an emoji) becomes U+FFFD as in Hugging Face.</summary>
+    public string Decode(IEnumerable<int> ids, bool skipSpecialTokens = false)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        var bytes = new List<byte>();
+        foreach (var id in ids)
+        {
+            if (TokenBytes(id, skipSpecialTokens) is { } b)
+            {
+                bytes.AddRange(b);
+            }
+        }
+
+        return Encoding.UTF8.GetString(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(bytes));
+    }
+
+    /// <summary>True for added tokens flagged special (and the BOS/EOS tokens named in tokenizer_config.json).</summary>
+    public bool IsSpecial(int id) => id >= 0 && id < VocabSize && _isSpecial[id];
+
+    /// <summary>The token string of an id (byte-level form for ordinary tokens), or null for an unused id.</summary>
+    public string? IdToToken(int id) => id >= 0 && id < VocabSize ? _idToToken[id] : null;
+
+    /// <summary>The id of a token string (byte-level form for ordinary tokens, literal text for added tokens).</summary>
+    public int? TokenToId(string token) => _tokenToId.TryGetValue(token, out var id) ? id : null;
+
+    public IncrementalDecoder CreateIncrementalDecoder(bool skipSpecialTokens = true) => new(this, skipSpecialTokens);
+
+    /// <summary>The bytes an id stands for, or null when it is skipped as special.</summary>
+    internal byte[]? TokenBytes(int id, bool skipSpecialTokens)
+    {
+        if (id < 0 || id >= VocabSize || _idToBytes[id] is not { } bytes)
+        {
+            throw new ArgumentOutOfRangeException(nameof(id), id, $"Token id {id} is not in this tokenizer's vocabulary (size {VocabSize}).");
+        }
+
+        return skipSpecialTokens && _isSpecial[id] ? null : bytes;
+    }
+
+    private void EncodeOrdinary(string text, List<int> ids)
+    {
+        if (_normalizeNfc)
+        {
+            // Note: with InvariantGlobalization the runtime has no normalization data and this is a no-op.
+            text = text.Normalize(NormalizationForm.FormC);
+        }
+
+        foreach (var piece in _preTokenizer.Split(text))
+        {
+            _model.EncodePiece(piece, ids);
+        }
+    }
+
+    private int? ResolveConfigToken(TokenizerConfigSpec? config, string? token, string field)
+    {
+        if (token is null)
+        {
+            return null;
+        }
+
+        if (_tokenToId.TryGetValue(token, out var id))
+        {
+            return id;
+        }
+
+        throw TokenizerFiles.Error(config!.SourceFile!, field, $"token '{token}' is not in the vocabulary or the added tokens.",
+            $"set {field} to a token of this tokenizer, or to null.");
+    }
+
+    private int MergePart(string file, string field, string token)
+    {
+        if (_tokenToId.TryGetValue(token, out var id) && !_isAdded[id])
+        {
+            return id;
+        }
+
+        throw TokenizerFiles.Error(file, field, $"the merge references token '{token}', which is not in the vocabulary.",
+            "the vocabulary and merges come from different tokenizers; re-download both from the same model repository.");
+    }
+
+    private static int MergeResult(string file, string field, string merged, Dictionary<string, int> vocab)
+    {
+        if (vocab.TryGetValue(merged, out var id))
+        {
+            return id;
+        }
+
+        throw TokenizerFiles.Error(file, field, $"the merge produces '{merged}', which is not in the vocabulary.",
+            "the vocabulary and merges come from different tokenizers; re-download both from the same model repository.");
+    }
+
+    private static Regex? BuildAddedTokenRegex(IEnumerable<string> contents)
+    {
+        // Longest first so that alternation (leftmost, first alternative wins) gives leftmost-longest matches.
+        var sorted = contents.OrderByDescending(c => c.Length).ThenBy(c => c, StringComparer.Ordinal).ToList();
+        return sorted.Count == 0
+            ? null
+            : new Regex(string.Join('|', sorted.Select(Regex.Escape)), RegexOptions.CultureInvariant | RegexOptions.Compiled);
+    }
+}
