@@ -74,7 +74,7 @@ public static class RandomModelGenerator
             TieWordEmbeddings = options.TieWordEmbeddings ?? options.Preset == "tiny",
             MaxPositionEmbeddings = options.MaxPositionEmbeddings ?? config.MaxPositionEmbeddings,
             BosTokenId = tokenizer.BosTokenId,
-            EosTokenIds = tokenizer.EosTokenIds,
+            EosTokenIds = tokenizer.StopTokenIds.Count > 0 ? tokenizer.StopTokenIds : [tokenizer.EosTokenId],
             TorchDtype = options.Dtype switch
             {
                 SafetensorsDtype.F16 => "float16",

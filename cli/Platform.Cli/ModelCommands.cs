@@ -1,0 +1,90 @@
+// `platform model ...`: create-random writes a random-weight model in the
+// HuggingFace layout; logits dumps every prompt position's logits as .npy so
+// numerics can be compared with other implementations.
+using System.CommandLine;
+using Platform.Core;
+using Platform.Core.Models;
+using Platform.Core.Safetensors;
+using Platform.Engine;
+using Platform.Engine.Model;
+using Spectre.Console;
+using TorchSharp;
+
+namespace Platform.Cli;
+
+internal static class ModelCommands
+{
+    public static Command Create()
+    {
+        var command = new Command("model", "Create and inspect models");
+        command.Subcommands.Add(CreateRandom());
+        command.Subcommands.Add(Logits());
+        return command;
+    }
+
+    private static Command CreateRandom()
+    {
+        var preset = new Option<string>("--preset") { Description = "tiny | small | medium (TinyLlama-1.1B shape)", DefaultValueFactory = _ => "tiny" };
+        preset.AcceptOnlyFromAmong([.. RandomModelGenerator.Presets]);
+        var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 1 };
+        var output = new Option<string>("--out") { Description = "Output directory", Required = true };
+        var arch = new Option<string>("--arch") { Description = "llama | qwen2 | mistral", DefaultValueFactory = _ => "llama" };
+        arch.AcceptOnlyFromAmong([.. ModelConfig.SupportedModelTypes]);
+        var dtype = new Option<string>("--dtype") { Description = "F32 | F16 | BF16", DefaultValueFactory = _ => "F32" };
+        dtype.AcceptOnlyFromAmong("F32", "F16", "BF16");
+        var shards = new Option<int>("--shards") { Description = "Split the weights into N safetensors files", DefaultValueFactory = _ => 1 };
+        var command = new Command("create-random", "Write a random-weight model in HuggingFace layout") { preset, seed, output, arch, dtype, shards };
+        command.SetAction(parse =>
+        {
+            var options = new RandomModelOptions
+            {
+                Preset = parse.GetValue(preset)!,
+                Seed = parse.GetValue(seed),
+                ModelType = parse.GetValue(arch)!,
+                Dtype = Enum.Parse<SafetensorsDtype>(parse.GetValue(dtype)!),
+                Shards = parse.GetValue(shards),
+            };
+            CreateWithProgress(parse.GetValue(output)!, options);
+            return 0;
+        });
+        return command;
+    }
+
+    public static void CreateWithProgress(string dir, RandomModelOptions options)
+    {
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+        console.Progress()
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+            .Start(ctx =>
+            {
+                var task = ctx.AddTask($"writing {options.Preset} model", maxValue: 1.0);
+                RandomModelGenerator.Create(dir, options, new Progress<double>(p => task.Value = p));
+                task.Value = 1.0;
+            });
+    }
+
+    private static Command Logits()
+    {
+        var model = new Option<string>("--model") { Required = true, Description = "HuggingFace model directory" };
+        var ids = new Option<string>("--prompt-ids") { Required = true, Description = "Comma-separated token ids" };
+        var output = new Option<string>("--out") { Required = true, Description = "Output .npy file" };
+        var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "float32" };
+        var command = new Command("logits", "Write the logits of every prompt position as a float32 .npy [n_tokens, vocab]") { model, ids, output, dtype };
+        command.SetAction(parse =>
+        {
+            try
+            {
+                var tokens = ModelLoading.ParseIds(parse.GetValue(ids)!);
+                var logits = LogitsDump.Compute(parse.GetValue(model)!, tokens, TorchDtypes.Parse(parse.GetValue(dtype)!));
+                Npy.WriteFloat32(parse.GetValue(output)!, logits, tokens.Count, logits.Length / tokens.Count);
+                return 0;
+            }
+            catch (Exception e) when (e is ModelLoadException or ArgumentException)
+            {
+                Console.Error.WriteLine($"error: {e.Message}");
+                return 2;
+            }
+        });
+        return command;
+    }
+}

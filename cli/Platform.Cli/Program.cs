@@ -1,0 +1,9 @@
+// The `platform` command: a thin shell over the libraries. Each verb lives in
+// its own file; this one only assembles the command tree.
+using System.CommandLine;
+using Platform.Cli;
+
+var root = new RootCommand("Long-context LLM serving platform");
+root.Subcommands.Add(GenerateCommand.Create());
+root.Subcommands.Add(ModelCommands.Create());
+return await root.Parse(args).InvokeAsync();

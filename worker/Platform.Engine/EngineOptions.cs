@@ -1,0 +1,39 @@
+// Engine settings with defaults that suit a CPU; validated at start with
+// messages that say which setting to change.
+namespace Platform.Engine;
+
+public sealed record EngineOptions
+{
+    /// <summary>Tokens per KV block; a power of two. Router and workers must agree (it is part of the model fingerprint).</summary>
+    public int BlockSize { get; init; } = 16;
+    /// <summary>Token budget of one step: chunked prefill splits longer prompts.</summary>
+    public int MaxBatchTokens { get; init; } = 512;
+    public int MaxRunningRequests { get; init; } = 64;
+    /// <summary>Exact KV pool size in blocks (wins over the byte settings).</summary>
+    public int? NumKvBlocks { get; init; }
+    /// <summary>KV pool size in bytes (wins over the fraction).</summary>
+    public long? KvCacheBytes { get; init; }
+    /// <summary>Fraction of the memory left after the weights that the KV pool may take.</summary>
+    public double KvCacheMemoryFraction { get; init; } = 0.3;
+    /// <summary>float32 (default, fastest on CPU), bfloat16 or float16.</summary>
+    public string ComputeDtype { get; init; } = "float32";
+    /// <summary>Threads for libtorch and our kernels; default: every core.</summary>
+    public int? Threads { get; init; }
+    /// <summary>Caps the context below the model's max_position_embeddings.</summary>
+    public int? MaxContextTokens { get; init; }
+    /// <summary>Seed for requests that do not bring one (null: random per process).</summary>
+    public ulong? DefaultSeed { get; init; }
+
+    public void Validate()
+    {
+        if (BlockSize < 1 || (BlockSize & (BlockSize - 1)) != 0)
+            throw new ArgumentException($"BlockSize must be a power of two (e.g. 16), got {BlockSize}.");
+        if (MaxBatchTokens < 1) throw new ArgumentException($"MaxBatchTokens must be positive, got {MaxBatchTokens}.");
+        if (MaxRunningRequests < 1) throw new ArgumentException($"MaxRunningRequests must be positive, got {MaxRunningRequests}.");
+        if (NumKvBlocks is < 1) throw new ArgumentException($"NumKvBlocks must be positive, got {NumKvBlocks}.");
+        if (KvCacheBytes is < 1) throw new ArgumentException($"KvCacheBytes must be positive, got {KvCacheBytes}.");
+        if (KvCacheMemoryFraction is <= 0 or > 1) throw new ArgumentException($"KvCacheMemoryFraction must be in (0, 1], got {KvCacheMemoryFraction}.");
+        if (Threads is < 1) throw new ArgumentException($"Threads must be positive, got {Threads}.");
+        if (MaxContextTokens is < 1) throw new ArgumentException($"MaxContextTokens must be positive, got {MaxContextTokens}.");
+    }
+}

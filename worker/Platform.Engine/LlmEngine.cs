@@ -1,0 +1,431 @@
+// The engine: one thread owns the model, the KV cache and the scheduler and runs
+// step after step (schedule → forward → sample → stream out). Callers never
+// touch that state: they submit through a command queue and read their tokens
+// from a per-request channel as an IAsyncEnumerable. Cancelling the enumeration
+// aborts the request on the engine thread and frees its blocks at once.
+// A fault in the forward pass fails every in-flight request with an error,
+// marks the engine unhealthy and releases their memory; it never hangs callers.
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Platform.Core.Hashing;
+using Platform.Core.KvEvents;
+using Platform.Core.Models;
+using Platform.Core.Tokenization;
+using Platform.Engine.KvCache;
+using Platform.Engine.Model;
+using Platform.Engine.Sampling;
+using Platform.Engine.Scheduling;
+using TorchSharp;
+
+namespace Platform.Engine;
+
+public sealed partial class LlmEngine : IDisposable
+{
+    private readonly LlamaModel _model;
+    private readonly PagedKvStore _kvStore;
+    private readonly KvCacheManager _kv;
+    private readonly Scheduler _scheduler;
+    private readonly Sampler _sampler = new();
+    private readonly ConcurrentQueue<Action> _commands = new();
+    private readonly SemaphoreSlim _wake = new(0);
+    private readonly Thread _thread;
+    private readonly ILogger _logger;
+    private readonly HashSet<int> _eosTokens;
+    private readonly List<KvEvent> _eventBuffer = new(256);
+    private readonly List<EngineRequest> _impossible = [];
+    private readonly Random _seedSource;
+    private readonly object _subscribersLock = new();
+    private Action<IReadOnlyList<KvEvent>>[] _subscribers = [];
+    private volatile bool _stopping;
+    private long _arrivals;
+    private long _steps;
+    private EngineStats _stats;
+
+    public ModelConfig Config => _model.Config;
+    public HfTokenizer? Tokenizer { get; }
+    public EngineOptions Options { get; }
+    public ModelFingerprint Fingerprint { get; }
+    /// <summary>The block hasher the router must share (same block size, same seed).</summary>
+    public BlockHasher Hasher { get; }
+    public int MaxContextTokens { get; }
+    public int TotalKvBlocks => _kvStore.NumBlocks;
+    public bool Healthy { get; private set; } = true;
+    public string? LastError { get; private set; }
+
+    public LlmEngine(LlamaModel model, HfTokenizer? tokenizer, EngineOptions options, ulong weightsChecksum = 0, ILogger? logger = null)
+    {
+        options.Validate();
+        _model = model;
+        Tokenizer = tokenizer;
+        Options = options;
+        _logger = logger ?? NullLogger.Instance;
+        var c = model.Config;
+        MaxContextTokens = Math.Min(options.MaxContextTokens ?? c.MaxPositionEmbeddings, c.MaxPositionEmbeddings);
+        Fingerprint = new ModelFingerprint(c.ModelType, c.NumLayers, c.NumKvHeads, c.HeadDim, c.VocabSize, weightsChecksum,
+            TorchDtypes.Name(model.Dtype), options.BlockSize);
+        Hasher = new BlockHasher(options.BlockSize, Fingerprint.HashSeed);
+        _eosTokens = [.. c.EosTokenIds];
+        if (tokenizer?.EosTokenId is { } eos) _eosTokens.Add(eos);
+        _seedSource = options.DefaultSeed is { } s ? new Random((int)(s ^ (s >> 32))) : new Random();
+
+        long bytesPerBlock = PagedKvStore.BytesPerBlockFor(c.NumLayers, options.BlockSize, c.NumKvHeads, c.HeadDim, model.Dtype);
+        int blocks = options.NumKvBlocks ?? (int)Math.Clamp((options.KvCacheBytes ?? DefaultKvBytes(options.KvCacheMemoryFraction)) / bytesPerBlock, 1, int.MaxValue / options.BlockSize);
+        _kvStore = new PagedKvStore(c.NumLayers, blocks, options.BlockSize, c.NumKvHeads, c.HeadDim, model.Dtype);
+        _kv = new KvCacheManager(new BlockPool(blocks), Hasher);
+        _scheduler = new Scheduler(_kv, options.MaxBatchTokens, options.MaxRunningRequests);
+        _stats = Snapshot();
+        if (options.Threads is { } threads) torch.set_num_threads(threads);
+        _thread = new Thread(Loop) { Name = "engine-loop", IsBackground = true };
+        _thread.Start();
+        LogStarted(_logger, c.ModelType, c.NumLayers, blocks, options.BlockSize, MaxContextTokens);
+    }
+
+    /// <summary>Loads model and tokenizer from a HuggingFace directory and starts the engine.</summary>
+    public static LlmEngine Load(string modelDirectory, EngineOptions options, IProgress<double>? progress = null, ILogger? logger = null)
+    {
+        options.Validate();
+        var model = LlamaModel.Load(modelDirectory, TorchDtypes.Parse(options.ComputeDtype), progress);
+        try
+        {
+            HfTokenizer? tokenizer = File.Exists(Path.Combine(modelDirectory, "tokenizer.json")) || File.Exists(Path.Combine(modelDirectory, "vocab.json"))
+                ? HfTokenizer.Load(modelDirectory)
+                : null;
+            return new LlmEngine(model, tokenizer, options, ModelFingerprint.ChecksumWeights(modelDirectory), logger);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    private static long DefaultKvBytes(double fraction)
+    {
+        long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+        try
+        {
+            foreach (var line in File.ReadLines("/proc/meminfo"))
+                if (line.StartsWith("MemAvailable:", StringComparison.Ordinal))
+                {
+                    available = long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+                    break;
+                }
+        }
+        catch (IOException)
+        {
+            // Not Linux: keep the GC's figure.
+        }
+        return (long)(available * fraction);
+    }
+
+    /// <summary>
+    /// Validates and submits a request; the tokens stream back as chunks. Throws
+    /// <see cref="EngineRequestException"/> at once for a request that cannot be served.
+    /// </summary>
+    public IAsyncEnumerable<GenerationChunk> GenerateAsync(GenerationRequest request, CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(_stopping, this);
+        request.Sampling.Validate();
+        var prompt = request.PromptTokens;
+        if (prompt.Count == 0) throw new EngineRequestException("the prompt is empty; send at least one token.");
+        foreach (int id in prompt)
+            if (id < 0 || id >= Config.VocabSize)
+                throw new EngineRequestException($"token id {id} is outside the vocabulary [0, {Config.VocabSize}).");
+        if (prompt.Count >= MaxContextTokens)
+            throw new EngineRequestException($"the prompt has {prompt.Count} tokens but this model's context holds at most {MaxContextTokens}; shorten the prompt.");
+        if (prompt.Count + request.Sampling.MaxTokens > MaxContextTokens)
+            throw new EngineRequestException(
+                $"the prompt ({prompt.Count} tokens) plus max_tokens ({request.Sampling.MaxTokens}) exceeds the context of {MaxContextTokens} tokens; lower max_tokens to at most {MaxContextTokens - prompt.Count}.");
+        int needBlocks = _kv.BlocksFor(prompt.Count + 1);
+        if (needBlocks > _kvStore.NumBlocks)
+            throw new EngineRequestException(
+                $"the prompt needs {needBlocks * Options.BlockSize} tokens of KV cache but this worker holds {_kvStore.NumBlocks * Options.BlockSize}; shorten the prompt or give the worker more KV memory.");
+
+        var channel = Channel.CreateUnbounded<GenerationChunk>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        ulong seed = request.Sampling.Seed ?? NextSeed();
+        var engineRequest = new EngineRequest(request.RequestId ?? Guid.NewGuid().ToString("n"), prompt, request.Sampling, seed,
+            MaxContextTokens, request.ReturnLogits, channel.Writer, Tokenizer?.CreateIncrementalDecoder(), Interlocked.Increment(ref _arrivals));
+        Enqueue(() =>
+        {
+            _scheduler.Add(engineRequest);
+        });
+        return ReadAsync(engineRequest, channel.Reader, cancellationToken);
+    }
+
+    private ulong NextSeed()
+    {
+        lock (_seedSource) return (ulong)_seedSource.NextInt64();
+    }
+
+    private async IAsyncEnumerable<GenerationChunk> ReadAsync(EngineRequest request, ChannelReader<GenerationChunk> reader,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        bool finished = false;
+        using var registration = cancellationToken.Register(() => Enqueue(() => Abort(request)));
+        try
+        {
+            while (await reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                while (reader.TryRead(out var chunk))
+                {
+                    if (chunk.Finish is not null) finished = true;
+                    yield return chunk;
+                }
+            }
+        }
+        finally
+        {
+            // The consumer stopped early (break, dispose, exception): free the request's blocks.
+            if (!finished) Enqueue(() => Abort(request));
+        }
+    }
+
+    /// <summary>Counters for load reports and metrics (a snapshot refreshed after every step).</summary>
+    public EngineStats GetStats() => Volatile.Read(ref _stats);
+
+    /// <summary>
+    /// Receives KV events on the engine thread after each step (keep the handler quick).
+    /// The returned snapshot holds every block cached at subscription time, with the
+    /// sequence number of the last event it includes.
+    /// </summary>
+    public Task<KvSubscription> SubscribeKvEventsAsync(Action<IReadOnlyList<KvEvent>> handler)
+    {
+        var tcs = new TaskCompletionSource<KvSubscription>(TaskCreationOptions.RunContinuationsAsynchronously);
+        Enqueue(() =>
+        {
+            lock (_subscribersLock) _subscribers = [.. _subscribers, handler];
+            var blocks = _kv.Pool.SnapshotCached();
+            tcs.SetResult(new KvSubscription(_kv.Pool.LastEventSequence, blocks, () =>
+            {
+                lock (_subscribersLock) _subscribers = _subscribers.Where(s => s != handler).ToArray();
+            }));
+        });
+        return tcs.Task;
+    }
+
+    private void Enqueue(Action command)
+    {
+        _commands.Enqueue(command);
+        _wake.Release();
+    }
+
+    private void Abort(EngineRequest request)
+    {
+        if (request.Status == RequestStatus.Finished) return;
+        _scheduler.Remove(request);
+        request.Output.TryComplete();
+        RefreshStats();
+    }
+
+    private void Loop()
+    {
+        using var noGrad = torch.no_grad();
+        if (Options.Threads is { } threads) torch.set_num_threads(threads);
+        while (!_stopping)
+        {
+            while (_commands.TryDequeue(out var command)) command();
+            if (!_scheduler.HasWork)
+            {
+                _wake.Wait();
+                continue;
+            }
+            try
+            {
+                Step();
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                FailAll(e);
+            }
+        }
+        while (_commands.TryDequeue(out var command)) command();
+        FailAll(new ObjectDisposedException(nameof(LlmEngine), "the engine is shutting down"));
+    }
+
+    private void Step()
+    {
+        _impossible.Clear();
+        var scheduled = _scheduler.Schedule(_impossible);
+        foreach (var r in _impossible)
+        {
+            FinishWithError(r, $"the sequence needs {_kv.BlocksFor(r.Tokens.Count) * Options.BlockSize} tokens of KV cache but this worker holds {_kvStore.NumBlocks * Options.BlockSize}.");
+        }
+        if (scheduled.Count == 0)
+        {
+            PublishEvents();
+            RefreshStats();
+            return;
+        }
+
+        var batch = new ForwardBatch();
+        var sampling = new List<EngineRequest>(scheduled.Count);
+        foreach (var s in scheduled)
+        {
+            var r = s.Request;
+            var slice = batch.AddSequence(r.Tokens, r.NumComputed, s.NumTokens, r.Blocks, Options.BlockSize);
+            if (r.NumComputed + s.NumTokens == r.Tokens.Count)
+            {
+                batch.LogitRows.Add(slice.TokenStart + slice.NumTokens - 1);
+                sampling.Add(r);
+            }
+        }
+
+        float[] logits;
+        using (torch.NewDisposeScope())
+        {
+            var output = _model.Forward(batch, _kvStore);
+            logits = output.data<float>().ToArray();
+        }
+        _scheduler.Commit(scheduled);
+        _steps++;
+
+        int vocab = Config.VocabSize;
+        for (int i = 0; i < sampling.Count; i++)
+        {
+            var row = logits.AsSpan(i * vocab, vocab);
+            var r = sampling[i];
+            var p = r.Sampling;
+            int token = _sampler.Sample(row, p.Temperature, p.TopK, p.TopP, r.Seed, r.OutputLength);
+            r.Tokens.Add(token);
+            Emit(r, token, r.ReturnLogits ? row.ToArray() : null);
+        }
+        PublishEvents();
+        RefreshStats();
+    }
+
+    /// <summary>Streams one new token, applying stop conditions (EOS, stop ids, stop strings, lengths).</summary>
+    private void Emit(EngineRequest r, int token, float[]? logits)
+    {
+        var p = r.Sampling;
+        FinishReason? finish = null;
+        bool stopToken = (!p.IgnoreEos && _eosTokens.Contains(token)) || p.StopTokenIds.Contains(token);
+        string text = "";
+        if (stopToken) finish = FinishReason.Stop;
+        else if (r.Decoder is { } decoder)
+        {
+            r.PendingText += decoder.Push(token);
+            if (p.StopStrings.Count > 0 && FindStop(r.PendingText, p.StopStrings) is int cut and >= 0)
+            {
+                text = r.PendingText[..cut];
+                r.PendingText = "";
+                finish = FinishReason.Stop;
+            }
+        }
+        if (finish is null && (r.OutputLength >= p.MaxTokens || r.Tokens.Count >= r.MaxTotalTokens)) finish = FinishReason.Length;
+
+        if (finish is null)
+        {
+            int hold = p.StopStrings.Count == 0 ? 0 : p.StopStrings.Max(s => s.Length) - 1;
+            int release = Math.Max(0, r.PendingText.Length - hold);
+            // Never split a surrogate pair between chunks.
+            if (release > 0 && release < r.PendingText.Length && char.IsHighSurrogate(r.PendingText[release - 1])) release--;
+            text = r.PendingText[..release];
+            r.PendingText = r.PendingText[release..];
+        }
+        else if (finish == FinishReason.Length || (stopToken && r.Decoder is not null))
+        {
+            text = r.PendingText + (r.Decoder?.Flush() ?? "");
+            r.PendingText = "";
+        }
+
+        r.Output.TryWrite(new GenerationChunk([token], text, finish, r.PromptLength, Math.Max(0, r.CachedPromptTokens), r.OutputLength,
+            logits is null ? null : [logits]));
+        if (finish is not null)
+        {
+            _scheduler.Finish(r);
+            r.Output.TryComplete();
+        }
+    }
+
+    private static int FindStop(string text, IReadOnlyList<string> stops)
+    {
+        int best = -1;
+        foreach (var s in stops)
+        {
+            int i = text.IndexOf(s, StringComparison.Ordinal);
+            if (i >= 0 && (best < 0 || i < best)) best = i;
+        }
+        return best;
+    }
+
+    private void FinishWithError(EngineRequest r, string message)
+    {
+        if (r.Status != RequestStatus.Finished) _scheduler.Remove(r);
+        r.Output.TryWrite(new GenerationChunk([], "", FinishReason.Error, r.PromptLength, Math.Max(0, r.CachedPromptTokens), r.OutputLength, null, message));
+        r.Output.TryComplete();
+    }
+
+    private void FailAll(Exception e)
+    {
+        if (e is not ObjectDisposedException)
+        {
+            Healthy = false;
+            LastError = e.Message;
+            LogStepFailed(_logger, e);
+        }
+        foreach (var r in _scheduler.Running.Concat(_scheduler.Waiting).ToList())
+            FinishWithError(r, $"engine failure: {e.Message}");
+        PublishEvents();
+        RefreshStats();
+    }
+
+    private void PublishEvents()
+    {
+        _eventBuffer.Clear();
+        _kv.Pool.DrainEvents(_eventBuffer);
+        if (_eventBuffer.Count == 0) return;
+        var events = _eventBuffer.ToArray();
+        foreach (var s in _subscribers)
+        {
+            try
+            {
+                s(events);
+            }
+            catch (Exception e)
+            {
+                LogSubscriberFailed(_logger, e);
+            }
+        }
+    }
+
+    private void RefreshStats() => Volatile.Write(ref _stats, Snapshot());
+
+    private EngineStats Snapshot() => new(
+        _scheduler.RunningCount, _scheduler.WaitingCount, _scheduler.QueuedPrefillTokens,
+        _kv.Pool.UsedBlocks, _kv.Pool.FreeBlocks, _kv.Pool.TotalBlocks, _kv.Pool.CachedBlocks,
+        _scheduler.TotalPreemptions, _kv.Pool.PrefixQueries, _kv.Pool.PrefixHits, _steps);
+
+    public void Dispose()
+    {
+        if (_stopping) return;
+        _stopping = true;
+        _wake.Release();
+        _thread.Join();
+        _kvStore.Dispose();
+        _model.Dispose();
+        _wake.Dispose();
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Engine started: {ModelType}, {Layers} layers, {Blocks} KV blocks of {BlockSize} tokens, context {Context}")]
+    private static partial void LogStarted(ILogger logger, string modelType, int layers, int blocks, int blockSize, int context);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Engine step failed; failing all in-flight requests")]
+    private static partial void LogStepFailed(ILogger logger, Exception e);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "A KV event subscriber threw")]
+    private static partial void LogSubscriberFailed(ILogger logger, Exception e);
+}
+
+public sealed record EngineStats(int Running, int Waiting, long QueuedPrefillTokens, int KvBlocksUsed, int KvBlocksFree, int KvBlocksTotal,
+    int KvBlocksCached, long Preemptions, long PrefixQueriedBlocks, long PrefixHitBlocks, long Steps);
+
+/// <summary>A live KV event subscription with the snapshot it starts from.</summary>
+public sealed class KvSubscription(long lastSequence, IReadOnlyList<(ulong Hash, ulong Parent)> blocks, Action unsubscribe) : IDisposable
+{
+    public long SnapshotSequence { get; } = lastSequence;
+    public IReadOnlyList<(ulong Hash, ulong Parent)> CachedBlocks { get; } = blocks;
+    public void Dispose() => unsubscribe();
+}

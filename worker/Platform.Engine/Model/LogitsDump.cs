@@ -1,0 +1,27 @@
+// Logits of every position of one prompt, in one forward pass over a KV store
+// sized to the prompt: the numerics check behind `platform model logits`.
+using Platform.Engine.KvCache;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Platform.Engine.Model;
+
+public static class LogitsDump
+{
+    public static float[] Compute(string modelDirectory, IReadOnlyList<int> tokens, ScalarType dtype)
+    {
+        using var model = LlamaModel.Load(modelDirectory, dtype);
+        var c = model.Config;
+        foreach (int t in tokens)
+            if (t < 0 || t >= c.VocabSize) throw new ArgumentException($"token id {t} is outside the vocabulary [0, {c.VocabSize}).");
+        const int blockSize = 16;
+        int blocks = (tokens.Count + blockSize - 1) / blockSize;
+        using var kv = new PagedKvStore(c.NumLayers, blocks, blockSize, c.NumKvHeads, c.HeadDim, dtype);
+        var batch = new ForwardBatch();
+        batch.AddSequence(tokens, 0, tokens.Count, Enumerable.Range(0, blocks).ToArray(), blockSize);
+        batch.LogitRows.AddRange(Enumerable.Range(0, tokens.Count));
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        return model.Forward(batch, kv).data<float>().ToArray();
+    }
+}
