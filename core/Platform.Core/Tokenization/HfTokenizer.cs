@@ -122,7 +122,7 @@ public sealed class HfTokenizer
         var merges = new List<(int, int, int)>(spec.Merges.Count);
         foreach (var (left, right, field) in spec.Merges)
         {
-            merges.Add((MergePart(file, field, left), MergePart(file, field, right), MergeResult(file, field, left + right, spec.Vocab)));
+            merges.Add((MergePart(file, field, left, spec.Vocab), MergePart(file, field, right, spec.Vocab), MergeResult(file, field, left + right, spec.Vocab)));
         }
 
         _model = new BpeModel(spec.Vocab, merges, byteIds, unknownId, spec.IgnoreMerges);
@@ -281,9 +281,9 @@ public sealed class HfTokenizer
             $"set {field} to a token of this tokenizer, or to null.");
     }
 
-    private int MergePart(string file, string field, string token)
+    private static int MergePart(string file, string field, string token, Dictionary<string, int> vocab)
     {
-        if (_tokenToId.TryGetValue(token, out var id) && !_isAdded[id])
+        if (vocab.TryGetValue(token, out var id))
         {
             return id;
         }
