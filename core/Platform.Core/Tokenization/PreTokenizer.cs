@@ -159,7 +159,7 @@ internal sealed class PreTokenizer
         public override void Apply(string piece, List<string> output)
         {
             var last = 0;
-            for (var m = _regex.Match(piece); m.Success; m = m.NextMatch())
+            foreach (var m in _regex.EnumerateMatches(piece))
             {
                 if (m.Length == 0)
                 {
@@ -173,7 +173,7 @@ internal sealed class PreTokenizer
 
                 if (!_removeMatches)
                 {
-                    output.Add(m.Value);
+                    output.Add(piece.Substring(m.Index, m.Length));
                 }
 
                 last = m.Index + m.Length;
