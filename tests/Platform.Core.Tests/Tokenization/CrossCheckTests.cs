@@ -39,6 +39,7 @@ public sealed class CrossCheckTests
             "日本語のテキスト 中文 한국어 😀👍🏽 👨‍👩‍👧 café naïve",
             "  spaces   and\t\ttabs\n\n\nlines \r\n end  ",
             "they'RE HERE, it'S fine, I'll go",
+            "Supercalifragilisticexpialidociousriverfishermanferrymantownbakersbread and 1234567",
         ];
         foreach (var text in texts)
         {

@@ -113,6 +113,10 @@ public sealed class TinyTokenizerTests
         { " 42", [' ', '4', '2'] },
         // Non-special added token in the middle of text; "é" is two byte tokens 0xC3 0xA9.
         { "he<extra>é", [256, ExtraId, 0xC3, 0xA9] },
+        // Longer than the small-word path (24 bytes): the priority-queue merge must agree. No merge joins o+h.
+        { string.Concat(Enumerable.Repeat("hello", 10)), Enumerable.Repeat(259, 10).ToArray() },
+        // 31 l's: pairs merge left to right, one l is left over.
+        { new string('l', 31), [.. Enumerable.Repeat(257, 15), 'l'] },
         // Whitespace run before a word: "\s+(?!\S)" takes all but the last space, which goes with the word.
         { "   world", [' ', ' ', 263] },
     };
