@@ -10,6 +10,8 @@ namespace Platform.Core.Tokenization;
 
 public sealed class HfTokenizer
 {
+    private const string AddedGroup = "added";
+
     private readonly BpeModel _model;
     private readonly PreTokenizer _preTokenizer;
     private readonly bool _normalizeNfc;
@@ -89,7 +91,13 @@ public sealed class HfTokenizer
 
         AddBosByDefault = config?.AddBosToken ?? false;
         ChatTemplate = config?.ChatTemplate;
-        _addedTokenRegex = BuildAddedTokenRegex(_addedByContent.Keys);
+        var specs = new Dictionary<string, AddedTokenSpec>(StringComparer.Ordinal);
+        foreach (var t in added.Values)
+        {
+            specs.TryAdd(t.Content, t);
+        }
+
+        _addedTokenRegex = BuildAddedTokenRegex(_addedByContent.Select(kv => specs.GetValueOrDefault(kv.Key) ?? new AddedTokenSpec(kv.Value, kv.Key, Special: true)));
 
         var byteIds = new int[256];
         for (var b = 0; b < 256; b++)
@@ -201,7 +209,7 @@ public sealed class HfTokenizer
                 EncodeOrdinary(text[last..m.Index], ids);
             }
 
-            ids.Add(_addedByContent[m.Value]);
+            ids.Add(_addedByContent[m.Groups[AddedGroup].Value]);
             last = m.Index + m.Length;
         }
 
@@ -303,12 +311,16 @@ public sealed class HfTokenizer
             "the vocabulary and merges come from different tokenizers; re-download both from the same model repository.");
     }
 
-    private static Regex? BuildAddedTokenRegex(IEnumerable<string> contents)
+    private static Regex? BuildAddedTokenRegex(IEnumerable<AddedTokenSpec> tokens)
     {
         // Longest first so that alternation (leftmost, first alternative wins) gives leftmost-longest matches.
-        var sorted = contents.OrderByDescending(c => c.Length).ThenBy(c => c, StringComparer.Ordinal).ToList();
-        return sorted.Count == 0
+        // Every alternative captures the token itself in the same named group; lstrip/rstrip add \s* outside it.
+        var alternatives = tokens
+            .OrderByDescending(t => t.Content.Length).ThenBy(t => t.Content, StringComparer.Ordinal)
+            .Select(t => (t.LStrip ? @"\s*" : "") + $"(?<{AddedGroup}>{Regex.Escape(t.Content)})" + (t.RStrip ? @"\s*" : ""))
+            .ToList();
+        return alternatives.Count == 0
             ? null
-            : new Regex(string.Join('|', sorted.Select(Regex.Escape)), RegexOptions.CultureInvariant | RegexOptions.Compiled);
+            : new Regex(string.Join('|', alternatives), RegexOptions.CultureInvariant | RegexOptions.Compiled);
     }
 }

@@ -7,7 +7,8 @@ using System.Text.RegularExpressions;
 
 namespace Platform.Core.Tokenization;
 
-internal sealed record AddedTokenSpec(int Id, string Content, bool Special);
+/// <summary>An added token; LStrip/RStrip make a literal match also swallow the whitespace on that side (Hugging Face semantics).</summary>
+internal sealed record AddedTokenSpec(int Id, string Content, bool Special, bool LStrip = false, bool RStrip = false);
 
 internal sealed record TokenizerSpec(
     string SourceFile,
@@ -290,9 +291,10 @@ internal static class TokenizerFiles
             throw Error(path, field + ".content", "missing or empty.", RedownloadFix);
         }
 
-        var special = t.TryGetProperty("special", out var s) && s.ValueKind == JsonValueKind.True;
-        return new AddedTokenSpec(id, content.GetString()!, special);
+        return new AddedTokenSpec(id, content.GetString()!, IsTrue(t, "special"), IsTrue(t, "lstrip"), IsTrue(t, "rstrip"));
     }
+
+    private static bool IsTrue(JsonElement obj, string name) => obj.TryGetProperty(name, out var e) && e.ValueKind == JsonValueKind.True;
 
     private static bool ReadNormalizer(string path, JsonElement root)
     {

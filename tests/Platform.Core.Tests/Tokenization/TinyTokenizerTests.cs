@@ -150,6 +150,23 @@ public sealed class TinyTokenizerTests
         Assert.Equal("<extra>", tok.Decode([ExtraId], skipSpecialTokens: true));
     }
 
+    [Fact]
+    public void Lstrip_and_rstrip_added_tokens_swallow_adjacent_whitespace()
+    {
+        using var dir = new TempDirectory();
+        WriteTokenizerJson(dir.Path);
+        var root = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(dir.File("tokenizer.json")))!;
+        root["added_tokens"]!.AsArray().Add(new JsonObject { ["id"] = 267, ["content"] = "<mask>", ["special"] = true, ["lstrip"] = true });
+        root["added_tokens"]!.AsArray().Add(new JsonObject { ["id"] = 268, ["content"] = "<r>", ["special"] = true, ["rstrip"] = true });
+        File.WriteAllText(dir.File("tokenizer.json"), root.ToJsonString());
+        var tok = HfTokenizer.Load(dir.Path);
+
+        Assert.Equal(['a', 267, 'b'], tok.Encode("a  <mask>b"));
+        Assert.Equal([268, 'x', 267], tok.Encode("<r> \t x <mask>"));
+        // Without stripping the spaces stay ordinary text.
+        Assert.Equal(['a', ' ', EndId], tok.Encode("a <|end|>"));
+    }
+
     [Theory]
     [MemberData(nameof(HandDerived))]
     public void Vocab_json_and_merges_txt_give_the_same_ids(string text, int[] expected)
