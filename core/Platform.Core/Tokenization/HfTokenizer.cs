@@ -12,6 +12,9 @@ public sealed class HfTokenizer
 {
     private const string AddedGroup = "added";
 
+    // Ids index dense arrays; real vocabularies are below 300K, so 16M only rejects corrupt files.
+    private const int MaxTokenId = 1 << 24;
+
     private readonly BpeModel _model;
     private readonly PreTokenizer _preTokenizer;
     private readonly bool _normalizeNfc;
@@ -51,6 +54,12 @@ public sealed class HfTokenizer
         foreach (var id in added.Keys)
         {
             maxId = Math.Max(maxId, id);
+        }
+
+        if (maxId >= MaxTokenId)
+        {
+            throw TokenizerFiles.Error(file, "model.vocab", $"token id {maxId} is implausibly large (limit {MaxTokenId - 1}).",
+                "token ids must be dense from 0; re-download the tokenizer files from the model repository.");
         }
 
         VocabSize = maxId + 1;

@@ -131,6 +131,19 @@ public sealed class LoadErrorTests
     }
 
     [Fact]
+    public void Implausible_token_id()
+    {
+        using var dir = new TempDirectory();
+        var root = TinyJson(dir);
+        root["model"]!["vocab"]!["ld"] = 2_000_000_000;
+        Save(dir, root);
+        var ex = LoadFails(dir.Path);
+
+        Assert.Equal("model.vocab", ex.Field);
+        Assert.Contains("2000000000", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Added_token_without_id()
     {
         using var dir = new TempDirectory();
