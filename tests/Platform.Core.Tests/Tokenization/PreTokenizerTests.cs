@@ -27,6 +27,16 @@ public sealed class PreTokenizerTests
     }
 
     [Fact]
+    public void Astral_letters_and_digits_are_letters_and_digits_like_in_rust()
+    {
+        // U+1D41B (math bold b) is Ll and U+20000/U+20001 (CJK Ext. B) are Lo, so \p{L}+ runs through them.
+        Assert.Equal(["a\U0001D41Bc", " \U00020000\U00020001"], SplitLlama3("a\U0001D41Bc \U00020000\U00020001"));
+        // U+1D7CF.. (math bold digits) are Nd: groups of three code points, never half a character.
+        Assert.Equal(["𝟏𝟐𝟑", "𝟒𝟓"], SplitLlama3("𝟏𝟐𝟑𝟒𝟓"));
+        Assert.Equal("ab\u00AA\u00AAc\uD83D\uDE00", PreTokenizer.ShadowAstral("ab\U0001D41Bc😀"));
+    }
+
+    [Fact]
     public void Surrogate_rewrite_touches_only_negated_classes()
     {
         Assert.Equal(@"(?:[\uD800-\uDBFF][\uDC00-\uDFFF]|[^\s\p{L}])+|[a-z]\[", PreTokenizer.MakeSurrogateAware(@"[^\s\p{L}]+|[a-z]\["));
