@@ -155,7 +155,7 @@ public sealed class HfTokenizer
     /// <summary>tokenizer_config.json's add_bos_token (false when absent).</summary>
     public bool AddBosByDefault { get; }
 
-    /// <summary>The raw Jinja chat_template from tokenizer_config.json, if any.</summary>
+    /// <summary>The raw Jinja chat template from tokenizer_config.json (or chat_template.jinja), if any.</summary>
     public string? ChatTemplate { get; }
 
     /// <summary>
@@ -190,6 +190,16 @@ public sealed class HfTokenizer
 
         var configPath = Path.Combine(modelDirectory, "tokenizer_config.json");
         var config = File.Exists(configPath) ? TokenizerFiles.ReadConfig(configPath) : null;
+
+        // Newer transformers versions save the template next to the config as chat_template.jinja.
+        var jinjaPath = Path.Combine(modelDirectory, "chat_template.jinja");
+        if (config?.ChatTemplate is null && File.Exists(jinjaPath))
+        {
+            var template = TokenizerFiles.ReadText(jinjaPath);
+            config = config is null
+                ? new TokenizerConfigSpec(null, null, null, null, template, [])
+                : config with { ChatTemplate = template };
+        }
         return new HfTokenizer(spec, config);
     }
 

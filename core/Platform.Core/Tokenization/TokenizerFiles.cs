@@ -217,6 +217,18 @@ internal static class TokenizerFiles
         return new TokenizerConfigSpec(path, bos, eos, addBos, template, added);
     }
 
+    public static string ReadText(string path)
+    {
+        try
+        {
+            return File.ReadAllText(path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw Error(path, "(file)", $"cannot be read: {ex.Message}", "check that the file exists and is readable.", ex);
+        }
+    }
+
     internal static TokenizerLoadException Error(string file, string field, string problem, string fix, Exception? inner = null) =>
         new(file, field, problem, fix, inner);
 

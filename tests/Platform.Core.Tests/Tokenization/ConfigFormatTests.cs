@@ -36,6 +36,18 @@ public sealed class ConfigFormatTests
     }
 
     [Fact]
+    public void Chat_template_jinja_file_is_used_when_the_config_has_none()
+    {
+        using var dir = new TempDirectory();
+        TinyTokenizerTests.WriteTokenizerJson(dir.Path);
+        File.WriteAllText(dir.File("chat_template.jinja"), "{{ messages }}");
+        Assert.Equal("{{ messages }}", HfTokenizer.Load(dir.Path).ChatTemplate);
+
+        File.WriteAllText(dir.File("tokenizer_config.json"), """{"chat_template": "from config"}""");
+        Assert.Equal("from config", HfTokenizer.Load(dir.Path).ChatTemplate);
+    }
+
+    [Fact]
     public void Vocab_json_bos_token_named_in_config_becomes_special()
     {
         // GPT-2 style: <|endoftext|> lives in vocab.json, only tokenizer_config.json says it is special.

@@ -159,6 +159,25 @@ public sealed class RoundTripTests : IClassFixture<SyntheticTokenizerFixture>
     }
 
     [Fact]
+    public void Concurrent_encoding_gives_the_same_ids()
+    {
+        // A fresh instance, so the threads race on an empty word cache; expected ids come from another instance.
+        var tok = HfTokenizer.Load(_fx.Llama3Dir);
+        var texts = Enumerable.Range(0, 64).Select(i => $"request {i}: the ferryman counts {i * 37} waves 🌊 under 日本 skies").ToArray();
+        var expected = texts.Select(t => _fx.Llama3.Encode(t).ToArray()).ToArray();
+        var results = new int[texts.Length][];
+
+        Parallel.For(0, texts.Length * 8, new ParallelOptions { MaxDegreeOfParallelism = 4 }, i =>
+        {
+            var ids = tok.Encode(texts[i % texts.Length]).ToArray();
+            Assert.Equal(expected[i % texts.Length], ids);
+            results[i % texts.Length] = ids;
+        });
+
+        Assert.All(results, Assert.NotNull);
+    }
+
+    [Fact]
     public void Decode_rejects_ids_outside_the_vocabulary()
     {
         var tok = _fx.Llama3;
