@@ -20,6 +20,19 @@ public sealed class SyntheticTokenizerTests
     }
 
     [Theory]
+    [InlineData("llama3", "906842C7721A449971441F63454CFC4BC96B98F60320256B53BD1F59E5D25654")]
+    [InlineData("chatml", "9A6C9399B908F9B42AA8A2AFDD517F6DB820270033CA6E76C3306A06D4155E19")]
+    public void Output_is_pinned_across_processes(string family, string sha256)
+    {
+        // Random-weight test models ship this tokenizer: a change here changes every generated model's token ids.
+        // If the change is intended (new corpus, new format), update the hash.
+        using var dir = new TempDirectory();
+        SyntheticTokenizer.Write(dir.Path, 1000, family);
+
+        Assert.Equal(sha256, Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(dir.File("tokenizer.json")))));
+    }
+
+    [Theory]
     [InlineData("llama3", 512)]
     [InlineData("chatml", 512)]
     [InlineData("llama3", 4096)]
