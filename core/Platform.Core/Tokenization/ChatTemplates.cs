@@ -43,7 +43,8 @@ public sealed class Llama3ChatTemplate : IChatTemplate
     public string Render(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt)
     {
         ArgumentNullException.ThrowIfNull(messages);
-        var sb = new StringBuilder(_bosToken);
+        // The official template prepends BOS to the first message, so an empty conversation has none.
+        var sb = new StringBuilder(messages.Count > 0 ? _bosToken : "");
         foreach (var m in messages)
         {
             sb.Append("<|start_header_id|>").Append(m.Role).Append("<|end_header_id|>\n\n")
@@ -81,7 +82,7 @@ public sealed class ChatMlChatTemplate : IChatTemplate
     {
         ArgumentNullException.ThrowIfNull(messages);
         var sb = new StringBuilder();
-        if (_defaultSystemPrompt is not null && (messages.Count == 0 || messages[0].Role != "system"))
+        if (_defaultSystemPrompt is not null && messages.Count > 0 && messages[0].Role != "system")
         {
             Append(sb, "system", _defaultSystemPrompt);
         }
@@ -107,9 +108,11 @@ public static class ChatTemplates
 {
     private const string Supported = "supported families: llama3 (Llama-3 header tokens) and chatml (<|im_start|>/<|im_end|>, e.g. Qwen2)";
 
-    // Qwen2's template: {% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are ...<|im_end|>\n' }}{% endif %}
+    // A complete system turn written as a literal in the template is the default system prompt that Qwen2
+    // ('You are a helpful assistant.') and Qwen2.5 ('You are Qwen, created by Alibaba Cloud. ...') insert
+    // when the conversation has no system message: {{ '<|im_start|>system\nYou are ...<|im_end|>\n' }}.
     private static readonly Regex QwenDefaultSystem = new(
-        @"messages\[0\]\['role'\]\s*!=\s*'system'\s*%\}\s*\{\{\s*'<\|im_start\|>system\\n(?<prompt>[^'\\]*)<\|im_end\|>\\n'",
+        @"'<\|im_start\|>system\\n(?<prompt>[^'\\]+)<\|im_end\|>\\n'",
         RegexOptions.CultureInvariant);
 
     /// <summary>Picks the template family for a model.</summary>

@@ -71,6 +71,28 @@ public sealed class ChatTemplateTests : IClassFixture<SyntheticTokenizerFixture>
     }
 
     [Fact]
+    public void Resolve_reads_qwen25_default_system_prompt()
+    {
+        // The non-tool branch of Qwen2.5-Instruct's template (whitespace control as in the original).
+        const string qwen25 =
+            "{%- if tools %}{{- '<|im_start|>system\\n' }}{%- else %}\n    {%- if messages[0]['role'] == 'system' %}\n" +
+            "        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n    {%- else %}\n" +
+            "        {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}\n" +
+            "    {%- endif %}\n{%- endif %}";
+        var t = ChatTemplates.Resolve(qwen25, "qwen2", _fx.ChatMl);
+
+        Assert.StartsWith("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi",
+            t.Render([new("user", "Hi")], addGenerationPrompt: true), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Empty_conversation_renders_only_the_generation_prompt()
+    {
+        Assert.Equal("<|start_header_id|>assistant<|end_header_id|>\n\n", new Llama3ChatTemplate().Render([], addGenerationPrompt: true));
+        Assert.Equal("<|im_start|>assistant\n", new ChatMlChatTemplate("default").Render([], addGenerationPrompt: true));
+    }
+
+    [Fact]
     public void Resolve_falls_back_to_model_type()
     {
         Assert.Equal("llama3", ChatTemplates.Resolve(null, "llama", _fx.Llama3).Name);
