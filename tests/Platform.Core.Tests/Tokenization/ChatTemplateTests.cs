@@ -41,6 +41,44 @@ public sealed class ChatTemplateTests : IClassFixture<SyntheticTokenizerFixture>
             t.Render([new("user", "  Hi \n")], addGenerationPrompt: false));
     }
 
+    // The parts of Llama-3.1-Instruct's template that matter without tools.
+    private const string Llama31Template =
+        "{{- bos_token }}\n{%- if not date_string is defined %}\n    {%- set date_string = \"26 Jul 2024\" %}\n{%- endif %}\n" +
+        "{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}\n{{- \"Cutting Knowledge Date: December 2023\\n\" }}\n" +
+        "{{- \"Today Date: \" + date_string + \"\\n\\n\" }}\n{{- system_message }}\n{{- \"<|eot_id|>\" }}";
+
+    private sealed class FixedClock(DateTimeOffset now) : TimeProvider
+    {
+        public override DateTimeOffset GetUtcNow() => now;
+    }
+
+    [Fact]
+    public void Llama31_adds_the_knowledge_date_system_turn()
+    {
+        var t = ChatTemplates.Resolve(Llama31Template, "llama", _fx.Llama3);
+
+        Assert.Equal("llama3.1", t.Name);
+        Assert.Equal(
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>" +
+            "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+            t.Render([new("user", "Hi")], addGenerationPrompt: true));
+        Assert.Equal(
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\nYou are terse.<|eot_id|>" +
+            "<|start_header_id|>user<|end_header_id|>\n\nWhat is 2+2?<|eot_id|>",
+            t.Render(Conversation.Take(2).ToList(), addGenerationPrompt: false));
+    }
+
+    [Fact]
+    public void Llama32_prints_todays_date_from_the_clock()
+    {
+        var template = Llama31Template.Replace("{%- if not date_string is defined %}",
+            "{%- if strftime_now is defined %}{%- set date_string = strftime_now(\"%d %b %Y\") %}{%- endif %}{%- if not date_string is defined %}",
+            StringComparison.Ordinal);
+        var t = ChatTemplates.Resolve(template, "llama", _fx.Llama3, new FixedClock(new DateTimeOffset(2026, 3, 5, 12, 0, 0, TimeSpan.Zero)));
+
+        Assert.Contains("Today Date: 05 Mar 2026\n\n", t.Render([new("user", "Hi")], addGenerationPrompt: true), StringComparison.Ordinal);
+    }
+
     [Fact]
     public void ChatMl_renders_the_official_format()
     {
