@@ -1,7 +1,9 @@
-// Chat prompt rendering for the two families we serve first: Llama-3 headers and ChatML (Qwen).
-// These are hand-written equivalents of the families' Jinja templates; Resolve picks one by
-// looking at the model's raw chat_template, then at config.json's model_type. A Jinja interpreter
-// for arbitrary templates is a later step; until then unknown templates fail loudly here.
+// Chat prompt rendering for the two families we serve first: Llama-3 headers (3.0 and the 3.1+
+// knowledge-date variant) and ChatML (Qwen2/2.5, with their default system prompt). These are
+// hand-written equivalents of the families' Jinja templates for plain conversations (no tools);
+// Resolve picks one by looking at the model's raw chat_template, then at config.json's model_type.
+// A Jinja interpreter for arbitrary templates is a later step; until then unknown templates fail
+// loudly here.
 using System.Text;
 using System.Text.RegularExpressions;
 
@@ -129,7 +131,7 @@ public sealed class ChatMlChatTemplate : IChatTemplate
 
 public static class ChatTemplates
 {
-    private const string Supported = "supported families: llama3 (Llama-3 header tokens) and chatml (<|im_start|>/<|im_end|>, e.g. Qwen2)";
+    private const string Supported = "supported families: llama3 (Llama-3 and 3.1+ header tokens) and chatml (<|im_start|>/<|im_end|>, e.g. Qwen2)";
 
     // A complete system turn written as a literal in the template is the default system prompt that Qwen2
     // ('You are a helpful assistant.') and Qwen2.5 ('You are Qwen, created by Alibaba Cloud. ...') insert
@@ -143,8 +145,9 @@ public static class ChatTemplates
     /// <summary>Picks the template family for a model.</summary>
     /// <param name="rawTemplate">tokenizer_config.json's chat_template, if any.</param>
     /// <param name="modelType">config.json's model_type, e.g. "llama", "mistral", "qwen2".</param>
-    /// <exception cref="ChatTemplateException">No supported family fits; the message lists the supported ones.</exception>
+    /// <param name="tokenizer">The model's tokenizer: the family's special tokens must be in its vocabulary.</param>
     /// <param name="timeProvider">Clock for templates that print today's date (Llama-3.2's strftime_now); system clock when null.</param>
+    /// <exception cref="ChatTemplateException">No supported family fits; the message lists the supported ones.</exception>
     public static IChatTemplate Resolve(string? rawTemplate, string modelType, HfTokenizer tokenizer, TimeProvider? timeProvider = null)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
