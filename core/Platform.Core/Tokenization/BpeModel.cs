@@ -12,11 +12,15 @@ internal sealed class BpeModel
     private const int MaxCachedPieceLength = 128;
     private const int MaxCacheEntries = 100_000;
 
+    // Up to this many bytes a plain rescan (O(n^2), no allocations) beats the priority queue.
+    private const int SmallWordLength = 24;
+
     private readonly Dictionary<string, int> _vocab;
     private readonly Dictionary<long, (int Rank, int NewId)> _merges;
     private readonly int[] _byteIds;
     private readonly bool _ignoreMerges;
     private readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
+    private int _cacheCount;
 
     /// <param name="vocab">Byte-level token string to id.</param>
     /// <param name="merges">Pair (left id, right id) in rank order; each pair's concatenation must be in the vocab.</param>
@@ -51,12 +55,17 @@ internal sealed class BpeModel
         var ids = EncodeUncached(piece);
         if (piece.Length <= MaxCachedPieceLength)
         {
-            if (_cache.Count >= MaxCacheEntries)
+            // ConcurrentDictionary.Count takes every lock, so the size is tracked separately (approximately under races).
+            if (_cacheCount >= MaxCacheEntries)
             {
                 _cache.Clear();
+                Interlocked.Exchange(ref _cacheCount, 0);
             }
 
-            _cache.TryAdd(piece, ids);
+            if (_cache.TryAdd(piece, ids))
+            {
+                Interlocked.Increment(ref _cacheCount);
+            }
         }
 
         output.AddRange(ids);
@@ -95,6 +104,11 @@ internal sealed class BpeModel
         if (n < 2)
         {
             return [.. symbols];
+        }
+
+        if (n <= SmallWordLength)
+        {
+            return MergeSmall(symbols);
         }
 
         var sym = symbols.ToArray();
@@ -151,6 +165,36 @@ internal sealed class BpeModel
         }
 
         return result;
+    }
+
+    /// <summary>Same result as the queue: repeatedly merge the lowest-rank pair, leftmost on ties.</summary>
+    private int[] MergeSmall(List<int> symbols)
+    {
+        while (symbols.Count > 1)
+        {
+            var bestPos = -1;
+            var bestRank = int.MaxValue;
+            var bestId = 0;
+            for (var i = 0; i + 1 < symbols.Count; i++)
+            {
+                if (_merges.TryGetValue(Key(symbols[i], symbols[i + 1]), out var m) && m.Rank < bestRank)
+                {
+                    bestPos = i;
+                    bestRank = m.Rank;
+                    bestId = m.NewId;
+                }
+            }
+
+            if (bestPos < 0)
+            {
+                break;
+            }
+
+            symbols[bestPos] = bestId;
+            symbols.RemoveAt(bestPos + 1);
+        }
+
+        return [.. symbols];
     }
 
     private void TryEnqueue(PriorityQueue<(int, int, int, int), long> queue, int[] sym, int left, int right)

@@ -10,6 +10,11 @@ namespace Platform.Core.Tokenization;
 
 public sealed class HfTokenizer
 {
+    private const string AddedGroup = "added";
+
+    // Ids index dense arrays; real vocabularies are below 300K, so 16M only rejects corrupt files.
+    private const int MaxTokenId = 1 << 24;
+
     private readonly BpeModel _model;
     private readonly PreTokenizer _preTokenizer;
     private readonly bool _normalizeNfc;
@@ -51,6 +56,12 @@ public sealed class HfTokenizer
             maxId = Math.Max(maxId, id);
         }
 
+        if (maxId >= MaxTokenId)
+        {
+            throw TokenizerFiles.Error(file, "model.vocab", $"token id {maxId} is implausibly large (limit {MaxTokenId - 1}).",
+                "token ids must be dense from 0; re-download the tokenizer files from the model repository.");
+        }
+
         VocabSize = maxId + 1;
         _idToToken = new string?[VocabSize];
         _idToBytes = new byte[VocabSize][];
@@ -89,7 +100,13 @@ public sealed class HfTokenizer
 
         AddBosByDefault = config?.AddBosToken ?? false;
         ChatTemplate = config?.ChatTemplate;
-        _addedTokenRegex = BuildAddedTokenRegex(_addedByContent.Keys);
+        var specs = new Dictionary<string, AddedTokenSpec>(StringComparer.Ordinal);
+        foreach (var t in added.Values)
+        {
+            specs.TryAdd(t.Content, t);
+        }
+
+        _addedTokenRegex = BuildAddedTokenRegex(_addedByContent.Select(kv => specs.GetValueOrDefault(kv.Key) ?? new AddedTokenSpec(kv.Value, kv.Key, Special: true)));
 
         var byteIds = new int[256];
         for (var b = 0; b < 256; b++)
@@ -122,7 +139,7 @@ public sealed class HfTokenizer
         var merges = new List<(int, int, int)>(spec.Merges.Count);
         foreach (var (left, right, field) in spec.Merges)
         {
-            merges.Add((MergePart(file, field, left), MergePart(file, field, right), MergeResult(file, field, left + right, spec.Vocab)));
+            merges.Add((MergePart(file, field, left, spec.Vocab), MergePart(file, field, right, spec.Vocab), MergeResult(file, field, left + right, spec.Vocab)));
         }
 
         _model = new BpeModel(spec.Vocab, merges, byteIds, unknownId, spec.IgnoreMerges);
@@ -138,7 +155,7 @@ public sealed class HfTokenizer
     /// <summary>tokenizer_config.json's add_bos_token (false when absent).</summary>
     public bool AddBosByDefault { get; }
 
-    /// <summary>The raw Jinja chat_template from tokenizer_config.json, if any.</summary>
+    /// <summary>The raw Jinja chat template from tokenizer_config.json (or chat_template.jinja), if any.</summary>
     public string? ChatTemplate { get; }
 
     /// <summary>
@@ -173,6 +190,16 @@ public sealed class HfTokenizer
 
         var configPath = Path.Combine(modelDirectory, "tokenizer_config.json");
         var config = File.Exists(configPath) ? TokenizerFiles.ReadConfig(configPath) : null;
+
+        // Newer transformers versions save the template next to the config as chat_template.jinja.
+        var jinjaPath = Path.Combine(modelDirectory, "chat_template.jinja");
+        if (config?.ChatTemplate is null && File.Exists(jinjaPath))
+        {
+            var template = TokenizerFiles.ReadText(jinjaPath);
+            config = config is null
+                ? new TokenizerConfigSpec(null, null, null, null, template, [])
+                : config with { ChatTemplate = template };
+        }
         return new HfTokenizer(spec, config);
     }
 
@@ -201,7 +228,7 @@ public sealed class HfTokenizer
                 EncodeOrdinary(text[last..m.Index], ids);
             }
 
-            ids.Add(_addedByContent[m.Value]);
+            ids.Add(_addedByContent[m.Groups[AddedGroup].Value]);
             last = m.Index + m.Length;
         }
 
@@ -281,9 +308,9 @@ public sealed class HfTokenizer
             $"set {field} to a token of this tokenizer, or to null.");
     }
 
-    private int MergePart(string file, string field, string token)
+    private static int MergePart(string file, string field, string token, Dictionary<string, int> vocab)
     {
-        if (_tokenToId.TryGetValue(token, out var id) && !_isAdded[id])
+        if (vocab.TryGetValue(token, out var id))
         {
             return id;
         }
@@ -303,12 +330,16 @@ public sealed class HfTokenizer
             "the vocabulary and merges come from different tokenizers; re-download both from the same model repository.");
     }
 
-    private static Regex? BuildAddedTokenRegex(IEnumerable<string> contents)
+    private static Regex? BuildAddedTokenRegex(IEnumerable<AddedTokenSpec> tokens)
     {
         // Longest first so that alternation (leftmost, first alternative wins) gives leftmost-longest matches.
-        var sorted = contents.OrderByDescending(c => c.Length).ThenBy(c => c, StringComparer.Ordinal).ToList();
-        return sorted.Count == 0
+        // Every alternative captures the token itself in the same named group; lstrip/rstrip add \s* outside it.
+        var alternatives = tokens
+            .OrderByDescending(t => t.Content.Length).ThenBy(t => t.Content, StringComparer.Ordinal)
+            .Select(t => (t.LStrip ? @"\s*" : "") + $"(?<{AddedGroup}>{Regex.Escape(t.Content)})" + (t.RStrip ? @"\s*" : ""))
+            .ToList();
+        return alternatives.Count == 0
             ? null
-            : new Regex(string.Join('|', sorted.Select(Regex.Escape)), RegexOptions.CultureInvariant | RegexOptions.Compiled);
+            : new Regex(string.Join('|', alternatives), RegexOptions.CultureInvariant | RegexOptions.Compiled);
     }
 }

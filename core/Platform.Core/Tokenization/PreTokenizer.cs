@@ -1,9 +1,14 @@
 // Splits text into the pieces that BPE encodes independently, following the Hugging Face
 // pre_tokenizer pipeline (Sequence of Split / ByteLevel / Digits). Patterns from tokenizer.json run
-// on .NET's regex engine after one rewrite: .NET matches UTF-16 units, the Rust engine matches code
-// points, so each negated class [^...] also accepts a whole surrogate pair. That makes emoji and other
-// astral symbols group exactly as in Hugging Face. Known gap: astral letters/digits (CJK Ext. B,
-// math alphanumerics) are not \p{L}/\p{N} to .NET and may split differently.
+// on .NET's regex engine, which matches UTF-16 units where Hugging Face's Rust engine matches code
+// points. Two adjustments make astral characters (emoji, CJK Ext. B, math letters) split as in Rust:
+//  * each negated class [^...] in the pattern also accepts a whole surrogate pair, so a symbol such as
+//    an emoji counts as one character (e.g. the optional one-character prefix of a word);
+//  * the regex runs on a same-length "shadow" of the text in which an astral letter or number is
+//    replaced by two BMP stand-ins of its class, so \p{L} / \p{N} see it; pieces are cut from the
+//    original text, never inside a surrogate pair. Known gap: an astral digit counts as two
+//    characters against \p{N}{1,3}, which only matters when it is mixed with BMP digits.
+using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
 
@@ -139,6 +144,45 @@ internal sealed class PreTokenizer
         return pattern.Length - 1;
     }
 
+    /// <summary>
+    /// Same-length copy of text in which each astral letter becomes "ªª" and each astral number "٠٠"
+    /// (BMP characters of the same class); other characters are unchanged. Returns text itself when it has no surrogates.
+    /// </summary>
+    internal static string ShadowAstral(string text)
+    {
+        var first = text.AsSpan().IndexOfAnyInRange('\uD800', '\uDFFF');
+        if (first < 0)
+        {
+            return text;
+        }
+
+        var chars = text.ToCharArray();
+        for (var i = first; i + 1 < chars.Length; i++)
+        {
+            if (!char.IsSurrogatePair(chars[i], chars[i + 1]))
+            {
+                continue;
+            }
+
+            var standIn = CharUnicodeInfo.GetUnicodeCategory(char.ConvertToUtf32(chars[i], chars[i + 1])) switch
+            {
+                UnicodeCategory.UppercaseLetter or UnicodeCategory.LowercaseLetter or UnicodeCategory.TitlecaseLetter
+                    or UnicodeCategory.ModifierLetter or UnicodeCategory.OtherLetter => 'ª',
+                UnicodeCategory.DecimalDigitNumber or UnicodeCategory.LetterNumber or UnicodeCategory.OtherNumber => '٠',
+                _ => '\0',
+            };
+            if (standIn != '\0')
+            {
+                chars[i] = standIn;
+                chars[i + 1] = standIn;
+            }
+
+            i++;
+        }
+
+        return new string(chars);
+    }
+
     internal abstract class Step
     {
         public abstract void Apply(string piece, List<string> output);
@@ -158,31 +202,49 @@ internal sealed class PreTokenizer
 
         public override void Apply(string piece, List<string> output)
         {
-            var last = 0;
-            for (var m = _regex.Match(piece); m.Success; m = m.NextMatch())
+            var subject = ShadowAstral(piece);
+            if (_removeMatches)
             {
-                if (m.Length == 0)
+                var last = 0;
+                foreach (var m in _regex.EnumerateMatches(subject))
                 {
-                    continue;
+                    if (m.Index > last)
+                    {
+                        output.Add(piece[last..m.Index]);
+                    }
+
+                    last = Math.Max(last, m.Index + m.Length);
                 }
 
-                if (m.Index > last)
+                if (last < piece.Length)
                 {
-                    output.Add(piece[last..m.Index]);
+                    output.Add(piece[last..]);
                 }
 
-                if (!_removeMatches)
-                {
-                    output.Add(m.Value);
-                }
-
-                last = m.Index + m.Length;
+                return;
             }
 
-            if (last < piece.Length)
+            // Isolated: matches and the gaps between them tile the piece; cut at every match boundary
+            // except inside a surrogate pair (so no piece ever holds half a character).
+            var start = 0;
+            foreach (var m in _regex.EnumerateMatches(subject))
             {
-                output.Add(piece[last..]);
+                Cut(piece, m.Index, ref start, output);
+                Cut(piece, m.Index + m.Length, ref start, output);
             }
+
+            Cut(piece, piece.Length, ref start, output);
+        }
+
+        private static void Cut(string piece, int at, ref int start, List<string> output)
+        {
+            if (at <= start || (at < piece.Length && char.IsLowSurrogate(piece[at]) && char.IsHighSurrogate(piece[at - 1])))
+            {
+                return;
+            }
+
+            output.Add(piece[start..at]);
+            start = at;
         }
     }
 

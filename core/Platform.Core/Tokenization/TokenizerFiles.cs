@@ -7,7 +7,8 @@ using System.Text.RegularExpressions;
 
 namespace Platform.Core.Tokenization;
 
-internal sealed record AddedTokenSpec(int Id, string Content, bool Special);
+/// <summary>An added token; LStrip/RStrip make a literal match also swallow the whitespace on that side (Hugging Face semantics).</summary>
+internal sealed record AddedTokenSpec(int Id, string Content, bool Special, bool LStrip = false, bool RStrip = false);
 
 internal sealed record TokenizerSpec(
     string SourceFile,
@@ -216,6 +217,18 @@ internal static class TokenizerFiles
         return new TokenizerConfigSpec(path, bos, eos, addBos, template, added);
     }
 
+    public static string ReadText(string path)
+    {
+        try
+        {
+            return File.ReadAllText(path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw Error(path, "(file)", $"cannot be read: {ex.Message}", "check that the file exists and is readable.", ex);
+        }
+    }
+
     internal static TokenizerLoadException Error(string file, string field, string problem, string fix, Exception? inner = null) =>
         new(file, field, problem, fix, inner);
 
@@ -290,9 +303,10 @@ internal static class TokenizerFiles
             throw Error(path, field + ".content", "missing or empty.", RedownloadFix);
         }
 
-        var special = t.TryGetProperty("special", out var s) && s.ValueKind == JsonValueKind.True;
-        return new AddedTokenSpec(id, content.GetString()!, special);
+        return new AddedTokenSpec(id, content.GetString()!, IsTrue(t, "special"), IsTrue(t, "lstrip"), IsTrue(t, "rstrip"));
     }
+
+    private static bool IsTrue(JsonElement obj, string name) => obj.TryGetProperty(name, out var e) && e.ValueKind == JsonValueKind.True;
 
     private static bool ReadNormalizer(string path, JsonElement root)
     {
