@@ -277,7 +277,7 @@ public sealed partial class LlmEngine : IDisposable
         using (torch.NewDisposeScope())
         {
             var output = _model.Forward(batch, _kvStore);
-            logits = output.data<float>().ToArray();
+            logits = sampling.Count == 0 ? [] : System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(output.contiguous().bytes).ToArray();
         }
         _scheduler.Commit(scheduled);
         _steps++;
@@ -335,8 +335,14 @@ public sealed partial class LlmEngine : IDisposable
             logits is null ? null : [logits]));
         if (finish is not null)
         {
-            _scheduler.Finish(r);
-            r.Output.TryComplete();
+            try
+            {
+                _scheduler.Finish(r);
+            }
+            finally
+            {
+                r.Output.TryComplete();
+            }
         }
     }
 

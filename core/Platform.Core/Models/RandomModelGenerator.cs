@@ -179,7 +179,8 @@ public static class RandomModelGenerator
         double std = name switch
         {
             _ when name.EndsWith(".bias", StringComparison.Ordinal) => 0.1,
-            "model.embed_tokens.weight" => 1.0,
+            // A tied embedding is also the output head: scale it like one so logits have std ≈ 1.
+            "model.embed_tokens.weight" => c.TieWordEmbeddings ? 1.0 / Math.Sqrt(c.HiddenSize) : 1.0,
             _ when name.Contains("down_proj", StringComparison.Ordinal) => 1.0 / Math.Sqrt(c.IntermediateSize),
             _ when name.Contains("o_proj", StringComparison.Ordinal) => 1.0 / Math.Sqrt((double)c.NumHeads * c.HeadDim),
             _ => 1.0 / Math.Sqrt(c.HiddenSize),

@@ -72,6 +72,7 @@ public sealed class KvCacheManager
     /// <summary>Releases the request's blocks, tail first, and resets its computed state.</summary>
     public void Free(EngineRequest request)
     {
+        _scratch.Clear();
         for (int i = request.Blocks.Count - 1; i >= 0; i--) _scratch.Add(request.Blocks[i]);
         _pool.Release(_scratch);
         _scratch.Clear();

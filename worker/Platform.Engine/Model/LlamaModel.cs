@@ -82,6 +82,7 @@ public sealed class LlamaModel : IDisposable
             var up = gateUp.narrow(1, c.IntermediateSize, c.IntermediateSize);
             x = x + torch.nn.functional.linear(torch.nn.functional.silu(gate) * up, w.DownWeight);
         }
+        if (batch.LogitRows.Count == 0) return torch.empty([0, c.VocabSize], torch.float32);
         var rows = torch.tensor(batch.LogitRows.ToArray(), torch.int64);
         var last = RmsNorm(x.index_select(0, rows), _weights.FinalNorm);
         return torch.nn.functional.linear(last, _weights.LmHead).to_type(torch.float32);
