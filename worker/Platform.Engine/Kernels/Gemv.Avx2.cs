@@ -1,0 +1,260 @@
+// AVX2 + FMA inner kernels for Gemv, shared by fp32 and fp16 weights through a static-abstract
+// "row loader" type parameter (the JIT specialises and inlines each instantiation).
+//
+// Register tiling (16 ymm registers): a tile is R weight rows x Bt batch rows, each weight vector
+// loaded (and for fp16 decoded) once and multiplied into Bt accumulators, each input vector
+// loaded once and used for R rows.
+//   batch 1   : 4 rows x 1  ->  4 accumulators (4 independent FMA chains cover the 4-cycle latency)
+//   batch 2   : 2 rows x 2  ->  4 accumulators
+//   batch 3-4 : 2 rows x 4  ->  8 accumulators + 2 weight + 4 input registers
+//   batch > 4 : tiles of 4, then a 1-2-3 row remainder tile, per row pair, so a row pair
+//               (2 x inFeatures, <= 45 KB for 5632) is re-read from L1/L2, never from DRAM.
+// Ragged edges reuse the same kernels with clamped pointers: a missing 4th row or batch row is
+// computed as a duplicate of the last real one and written to the same place twice, which is
+// harmless and avoids separate edge kernels. inFeatures % 8 != 0 is finished with scalar code.
+// Note the arithmetic ceiling: batch b needs b FMAs per 8 weights, and 2 cores x 2 FMA/cycle cannot
+// keep up with 72 GB/s of fp32 weights beyond batch ~4-6, so batch 8 is compute-bound by design.
+//
+// fp16 decode without F16C (.NET 10 exposes no vcvtph2ps for 256-bit vectors outside AVX-512/AVX10):
+// sign-extend the 16-bit pattern to 32 bits (vpmovsxwd, straight from memory), shift left 13 and
+// clear bits 28-30. That leaves sign in bit 31, the 5-bit exponent and 10-bit mantissa at the fp32
+// positions, i.e. exactly w * 2^-112 for every finite half, subnormals included (a half subnormal
+// becomes an fp32 subnormal with the same significand). The 2^112 is not multiplied back per
+// vector: the caller pre-scales the inputs by 2^56 and the sums by 2^56 (exact powers of two; no
+// overflow unless |input| > 2^72). Half inf/NaN (exponent 31) is mapped to fp32 inf/NaN by one
+// compare + blend. Three ALU ops per 8 weights plus the FMA(s).
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Platform.Engine.Kernels;
+
+public static unsafe partial class Gemv
+{
+    private interface IRowLoader
+    {
+        static abstract int ElementSize { get; }
+
+        /// <summary>8 weights starting at element k, as fp32 (times the loader's fixed scale).</summary>
+        static abstract Vector256<float> Load(byte* row, int k);
+
+        /// <summary>One weight, same scale as <see cref="Load"/>.</summary>
+        static abstract float LoadScalar(byte* row, int k);
+    }
+
+    private readonly struct F32Loader : IRowLoader
+    {
+        public static int ElementSize => sizeof(float);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Load(byte* row, int k) => Avx.LoadVector256((float*)row + k);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float LoadScalar(byte* row, int k) => ((float*)row)[k];
+    }
+
+    /// <summary>fp16 weights decoded to w * 2^-112 (see header).</summary>
+    private readonly struct F16Loader : IRowLoader
+    {
+        public static int ElementSize => sizeof(short);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Load(byte* row, int k)
+        {
+            Vector256<int> bits = Avx2.ConvertToVector256Int32((short*)row + k);
+            bits = Avx2.And(Avx2.ShiftLeftLogical(bits, 13), Vector256.Create(unchecked((int)0x8FFF_FFFF)));
+            Vector256<int> exponent = Vector256.Create(0x0F80_0000);
+            Vector256<int> infOrNan = Avx2.CompareEqual(Avx2.And(bits, exponent), exponent);
+            bits = Avx2.Or(bits, Avx2.And(infOrNan, Vector256.Create(0x7F80_0000)));
+            return bits.AsSingle();
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float LoadScalar(byte* row, int k) => DecodeHalfScaled(((short*)row)[k]);
+    }
+
+    /// <summary>Scalar twin of <see cref="F16Loader.Load"/>: half bits to w * 2^-112 as fp32.</summary>
+    internal static float DecodeHalfScaled(short half)
+    {
+        int bits = (half << 13) & unchecked((int)0x8FFF_FFFF);
+        if ((bits & 0x0F80_0000) == 0x0F80_0000)
+            bits |= 0x7F80_0000;
+        return BitConverter.Int32BitsToSingle(bits);
+    }
+
+    private static void ChunkF32Avx2(void* job, int chunk) => ChunkAvx2<F32Loader>((Job*)job, chunk);
+
+    private static void ChunkF16Avx2(void* job, int chunk) => ChunkAvx2<F16Loader>((Job*)job, chunk);
+
+    private static void ChunkAvx2<TL>(Job* job, int chunk) where TL : struct, IRowLoader
+    {
+        RowRange(job, chunk, out int start, out int end);
+        int k = job->InFeatures;
+        int n = job->OutFeatures;
+        int batch = job->Batch;
+        long rowBytes = (long)k * TL.ElementSize;
+        byte* weight = (byte*)job->Weight;
+        float* input = job->Input;
+        float* sums = stackalloc float[16];
+
+        if (batch == 1)
+        {
+            for (int row = start; row < end; row += 4)
+            {
+                int r1 = Math.Min(row + 1, end - 1), r2 = Math.Min(row + 2, end - 1), r3 = Math.Min(row + 3, end - 1);
+                Dot4x1<TL>(weight + row * rowBytes, weight + r1 * rowBytes, weight + r2 * rowBytes, weight + r3 * rowBytes, input, k, sums);
+                Store(job, row, 0, sums[0]);
+                Store(job, r1, 0, sums[1]);
+                Store(job, r2, 0, sums[2]);
+                Store(job, r3, 0, sums[3]);
+            }
+            return;
+        }
+
+        for (int row = start; row < end; row += 2)
+        {
+            int r1 = Math.Min(row + 1, end - 1);
+            byte* w0 = weight + row * rowBytes;
+            byte* w1 = weight + r1 * rowBytes;
+            for (int b = 0; b < batch; b += 4)
+            {
+                int left = batch - b;
+                if (left == 1 || left == 2)
+                {
+                    int b1 = b + left - 1;
+                    Dot2x2<TL>(w0, w1, input + (long)b * k, input + (long)b1 * k, k, sums);
+                    Store(job, row, b, sums[0]);
+                    Store(job, row, b1, sums[1]);
+                    Store(job, r1, b, sums[2]);
+                    Store(job, r1, b1, sums[3]);
+                }
+                else
+                {
+                    int b2 = b + 2, b3 = Math.Min(b + 3, batch - 1);
+                    Dot2x4<TL>(w0, w1, input + (long)b * k, input + (long)(b + 1) * k, input + (long)b2 * k, input + (long)b3 * k, k, sums);
+                    Store(job, row, b, sums[0]);
+                    Store(job, row, b + 1, sums[1]);
+                    Store(job, row, b2, sums[2]);
+                    Store(job, row, b3, sums[3]);
+                    Store(job, r1, b, sums[4]);
+                    Store(job, r1, b + 1, sums[5]);
+                    Store(job, r1, b2, sums[6]);
+                    Store(job, r1, b3, sums[7]);
+                }
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store(Job* job, int row, int b, float sum)
+    {
+        float value = sum * job->Scale;
+        if (job->Bias != null)
+            value += job->Bias[row];
+        job->Output[(long)b * job->OutFeatures + row] = value;
+    }
+
+    private static void Dot4x1<TL>(byte* w0, byte* w1, byte* w2, byte* w3, float* x, int k, float* sums) where TL : struct, IRowLoader
+    {
+        Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0;
+        int i = 0;
+        for (; i <= k - 8; i += 8)
+        {
+            Vector256<float> xv = Avx.LoadVector256(x + i);
+            a0 = Fma.MultiplyAdd(TL.Load(w0, i), xv, a0);
+            a1 = Fma.MultiplyAdd(TL.Load(w1, i), xv, a1);
+            a2 = Fma.MultiplyAdd(TL.Load(w2, i), xv, a2);
+            a3 = Fma.MultiplyAdd(TL.Load(w3, i), xv, a3);
+        }
+        float s0 = Vector256.Sum(a0), s1 = Vector256.Sum(a1), s2 = Vector256.Sum(a2), s3 = Vector256.Sum(a3);
+        for (; i < k; i++)
+        {
+            float xs = x[i];
+            s0 += TL.LoadScalar(w0, i) * xs;
+            s1 += TL.LoadScalar(w1, i) * xs;
+            s2 += TL.LoadScalar(w2, i) * xs;
+            s3 += TL.LoadScalar(w3, i) * xs;
+        }
+        sums[0] = s0;
+        sums[1] = s1;
+        sums[2] = s2;
+        sums[3] = s3;
+    }
+
+    private static void Dot2x2<TL>(byte* w0, byte* w1, float* x0, float* x1, int k, float* sums) where TL : struct, IRowLoader
+    {
+        Vector256<float> a00 = Vector256<float>.Zero, a01 = a00, a10 = a00, a11 = a00;
+        int i = 0;
+        for (; i <= k - 8; i += 8)
+        {
+            Vector256<float> v0 = TL.Load(w0, i);
+            Vector256<float> v1 = TL.Load(w1, i);
+            Vector256<float> y0 = Avx.LoadVector256(x0 + i);
+            Vector256<float> y1 = Avx.LoadVector256(x1 + i);
+            a00 = Fma.MultiplyAdd(v0, y0, a00);
+            a01 = Fma.MultiplyAdd(v0, y1, a01);
+            a10 = Fma.MultiplyAdd(v1, y0, a10);
+            a11 = Fma.MultiplyAdd(v1, y1, a11);
+        }
+        float s00 = Vector256.Sum(a00), s01 = Vector256.Sum(a01), s10 = Vector256.Sum(a10), s11 = Vector256.Sum(a11);
+        for (; i < k; i++)
+        {
+            float u0 = TL.LoadScalar(w0, i), u1 = TL.LoadScalar(w1, i);
+            s00 += u0 * x0[i];
+            s01 += u0 * x1[i];
+            s10 += u1 * x0[i];
+            s11 += u1 * x1[i];
+        }
+        sums[0] = s00;
+        sums[1] = s01;
+        sums[2] = s10;
+        sums[3] = s11;
+    }
+
+    private static void Dot2x4<TL>(byte* w0, byte* w1, float* x0, float* x1, float* x2, float* x3, int k, float* sums) where TL : struct, IRowLoader
+    {
+        Vector256<float> a00 = Vector256<float>.Zero, a01 = a00, a02 = a00, a03 = a00;
+        Vector256<float> a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+        int i = 0;
+        for (; i <= k - 8; i += 8)
+        {
+            Vector256<float> v0 = TL.Load(w0, i);
+            Vector256<float> v1 = TL.Load(w1, i);
+            Vector256<float> y = Avx.LoadVector256(x0 + i);
+            a00 = Fma.MultiplyAdd(v0, y, a00);
+            a10 = Fma.MultiplyAdd(v1, y, a10);
+            y = Avx.LoadVector256(x1 + i);
+            a01 = Fma.MultiplyAdd(v0, y, a01);
+            a11 = Fma.MultiplyAdd(v1, y, a11);
+            y = Avx.LoadVector256(x2 + i);
+            a02 = Fma.MultiplyAdd(v0, y, a02);
+            a12 = Fma.MultiplyAdd(v1, y, a12);
+            y = Avx.LoadVector256(x3 + i);
+            a03 = Fma.MultiplyAdd(v0, y, a03);
+            a13 = Fma.MultiplyAdd(v1, y, a13);
+        }
+        float s00 = Vector256.Sum(a00), s01 = Vector256.Sum(a01), s02 = Vector256.Sum(a02), s03 = Vector256.Sum(a03);
+        float s10 = Vector256.Sum(a10), s11 = Vector256.Sum(a11), s12 = Vector256.Sum(a12), s13 = Vector256.Sum(a13);
+        for (; i < k; i++)
+        {
+            float u0 = TL.LoadScalar(w0, i), u1 = TL.LoadScalar(w1, i);
+            float y0 = x0[i], y1 = x1[i], y2 = x2[i], y3 = x3[i];
+            s00 += u0 * y0;
+            s01 += u0 * y1;
+            s02 += u0 * y2;
+            s03 += u0 * y3;
+            s10 += u1 * y0;
+            s11 += u1 * y1;
+            s12 += u1 * y2;
+            s13 += u1 * y3;
+        }
+        sums[0] = s00;
+        sums[1] = s01;
+        sums[2] = s02;
+        sums[3] = s03;
+        sums[4] = s10;
+        sums[5] = s11;
+        sums[6] = s12;
+        sums[7] = s13;
+    }
+}
