@@ -27,6 +27,7 @@ internal static unsafe class KernelBench
         double trialSeconds = 0.2;
         var shapes = new List<(int Out, int In)>();
         var batches = new List<int>();
+        bool cached = false;
         for (int i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -40,6 +41,9 @@ internal static unsafe class KernelBench
                     break;
                 case "--batch" when i + 1 < args.Length:
                     batches.Add(int.Parse(args[++i]));
+                    break;
+                case "--cached":
+                    cached = true; // one copy per shape: small shapes then run from cache (kernel compute cost)
                     break;
                 case "--threads" when i + 1 < args.Length:
                     KernelThreads.Count = int.Parse(args[++i]);
@@ -69,7 +73,7 @@ internal static unsafe class KernelBench
         {
             string shape = $"{outFeatures}x{inFeatures}";
             long elements = (long)outFeatures * inFeatures;
-            int copies = (int)Math.Max(1, (ReplicateBytes + elements * 4 - 1) / (elements * 4));
+            int copies = cached ? 1 : (int)Math.Max(1, (ReplicateBytes + elements * 4 - 1) / (elements * 4));
             using var scope = torch.NewDisposeScope();
             var weights32 = new Tensor[copies];
             var weights16 = new Tensor[copies];

@@ -15,7 +15,7 @@ internal static class Program
             default:
                 Console.Error.WriteLine("usage: Platform.Bench <mode> [args]");
                 Console.Error.WriteLine("modes:");
-                Console.Error.WriteLine("  kernels [--shape OUTxIN]... [--batch N]... [--threads N] [--chunk-kb N] [--seconds S]");
+                Console.Error.WriteLine("  kernels [--shape OUTxIN]... [--batch N]... [--threads N] [--cached] [--chunk-kb N] [--seconds S]");
                 Console.Error.WriteLine("      decode GEMV (fp32/fp16/TorchSharp linear) vs streaming-read bandwidth");
                 return 2;
         }

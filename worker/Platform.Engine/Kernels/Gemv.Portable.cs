@@ -3,6 +3,7 @@
 // widened into a per-thread fp32 row buffer with the runtime's Half conversion, then treated
 // like fp32. Correct everywhere; not tuned, the target hardware takes the AVX2 path.
 using System.Numerics;
+using System.Runtime.CompilerServices;
 
 namespace Platform.Engine.Kernels;
 
@@ -11,6 +12,7 @@ public static unsafe partial class Gemv
     [ThreadStatic]
     private static float[]? _rowBuffer;
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void ChunkF32Portable(void* p, int chunk)
     {
         var job = (Job*)p;
@@ -21,6 +23,7 @@ public static unsafe partial class Gemv
             PortableRow(job, row, new ReadOnlySpan<float>(weight + (long)row * k, k));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void ChunkF16Portable(void* p, int chunk)
     {
         var job = (Job*)p;
@@ -52,6 +55,7 @@ public static unsafe partial class Gemv
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
     {
         int width = Vector<float>.Count;

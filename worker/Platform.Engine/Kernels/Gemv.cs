@@ -15,6 +15,8 @@
 //
 // Threading: see KernelPool. Calls are meant to come from one engine thread at a time; a
 // concurrent call is still correct (it runs single-threaded) but gets no parallelism.
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
 namespace Platform.Engine.Kernels;
@@ -59,7 +61,9 @@ public static unsafe partial class Gemv
 
     /// <summary>
     /// As <see cref="MatVecF32"/> with IEEE fp16 weights (converted to fp32 in registers; the
-    /// products and sums are fp32). Inputs, bias and outputs are fp32.
+    /// products and sums are fp32). Inputs, bias and outputs are fp32. Weights must be finite
+    /// (check once with <see cref="AllFinite"/>): inf/NaN weights give unspecified finite results
+    /// on the AVX2 path. Inputs must stay below 2^72 in magnitude (activations are far smaller).
     /// </summary>
     public static void MatVecF16(Half* weight, int outFeatures, int inFeatures, float* input, int batch, float* output, float* bias = null)
     {
@@ -92,6 +96,40 @@ public static unsafe partial class Gemv
             job.Scale = F16OutputScale;
             Dispatch(ref job, sizeof(Half), &ChunkF16Avx2);
         }
+    }
+
+    /// <summary>
+    /// True when none of the <paramref name="count"/> fp16 values is inf or NaN. The AVX2
+    /// <see cref="MatVecF16"/> assumes finite weights (see Gemv.Avx2.cs); model loaders call
+    /// this once per fp16 weight tensor. Reads at memory speed (AVX2: 16 halves per compare).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static bool AllFinite(Half* values, long count)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        if (count > 0 && values == null)
+            throw new ArgumentNullException(nameof(values));
+        ushort* bits = (ushort*)values;
+        long i = 0;
+        if (Avx2.IsSupported)
+        {
+            // A half is inf/NaN exactly when its 5 exponent bits are all ones.
+            Vector256<ushort> exponent = Vector256.Create((ushort)0x7C00);
+            Vector256<ushort> found = Vector256<ushort>.Zero;
+            for (; i + 16 <= count; i += 16)
+            {
+                Vector256<ushort> e = Avx2.And(Avx.LoadVector256(bits + i), exponent);
+                found = Avx2.Or(found, Avx2.CompareEqual(e, exponent));
+            }
+            if (!Avx.TestZ(found, found))
+                return false;
+        }
+        for (; i < count; i++)
+        {
+            if ((bits[i] & 0x7C00) == 0x7C00)
+                return false;
+        }
+        return true;
     }
 
     /// <summary>One call's arguments, shared with the pool threads by pointer.</summary>
@@ -168,12 +206,13 @@ public static unsafe partial class Gemv
         return buffer;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void ScaleInto(float* source, float* destination, long count, float scale)
     {
         long i = 0;
         if (Avx.IsSupported)
         {
-            var s = System.Runtime.Intrinsics.Vector256.Create(scale);
+            var s = Vector256.Create(scale);
             for (; i + 8 <= count; i += 8)
                 Avx.Store(destination + i, Avx.Multiply(Avx.LoadVector256(source + i), s));
         }

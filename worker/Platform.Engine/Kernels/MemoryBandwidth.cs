@@ -11,6 +11,7 @@
 // to the last thread's finish. Best of N repeats, in GB/s (1e9 bytes per second).
 using System.Diagnostics;
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -98,6 +99,7 @@ public static unsafe class MemoryBandwidth
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float ReadSlice(byte* start, long bytes)
     {
         float* p = (float*)start;
