@@ -64,6 +64,8 @@ internal static unsafe class KernelBench
         double bandwidthStart = MemoryBandwidth.MeasureStreamingReadGBps(threads: threads);
         Console.WriteLine($"streaming read: {bandwidthStart:F1} GB/s (512 MB, {threads} threads, best of 5)");
 
+        MeasureDispatch(threads);
+
         var rows = new List<(string Shape, int Batch, string Method, double Microseconds, double GBps)>();
         if (shapes.Count == 0)
             shapes.AddRange([(2048, 5632), (5632, 2048), (32000, 2048)]);
@@ -184,5 +186,29 @@ internal static unsafe class KernelBench
             scale = Math.Max(scale, Math.Abs(e32[i]));
         }
         Console.WriteLine($"  check {outFeatures}x{inFeatures} batch {batch}: max |ours - torch| f32 {d32:E1}, f16 {d16:E1} (max |y| {scale:F2})");
+    }
+
+    private static void NoOp(void* context, int chunk)
+    {
+    }
+
+    /// <summary>Per-call cost of fanning 8 empty chunks out to the threads: our pool vs Parallel.For.</summary>
+    private static void MeasureDispatch(int threads)
+    {
+        const int Calls = 20_000;
+        var options = new ParallelOptions { MaxDegreeOfParallelism = threads };
+        double pool = double.MaxValue, parallelFor = double.MaxValue;
+        for (int trial = 0; trial < 3; trial++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            for (int i = 0; i < Calls; i++)
+                KernelPool.Run(&NoOp, null, 8, threads);
+            pool = Math.Min(pool, Stopwatch.GetElapsedTime(start).TotalMicroseconds / Calls);
+            start = Stopwatch.GetTimestamp();
+            for (int i = 0; i < Calls; i++)
+                Parallel.For(0, 8, options, static _ => { });
+            parallelFor = Math.Min(parallelFor, Stopwatch.GetElapsedTime(start).TotalMicroseconds / Calls);
+        }
+        Console.WriteLine($"dispatch of 8 empty chunks on {threads} threads: KernelPool {pool:F2} us/call, Parallel.For {parallelFor:F2} us/call");
     }
 }

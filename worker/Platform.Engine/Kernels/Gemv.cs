@@ -8,7 +8,7 @@
 // traffic than batch 1 (see Gemv.Avx2.cs for the register tiling).
 //
 // Work split: outFeatures is cut into chunks of whole rows of ~256 KB of weights (at least
-// 4 chunks per thread, rows a multiple of 4) that KernelPool hands out dynamically. 256 KB is
+// 4 chunks per thread, rows a multiple of 2 for the 2-row batch 3-4 tile) that KernelPool hands out dynamically. 256 KB is
 // ~4 us of streaming per core: large enough that the per-chunk atomic (~50-100 ns) and the
 // hardware prefetcher's ramp-up at each chunk start stay in the noise, small enough that a
 // 2 MB k/v projection still splits into 8 chunks. Matrices under 64 KB run on the caller only.
@@ -162,7 +162,7 @@ public static unsafe partial class Gemv
         long rows = Math.Max(1, ChunkBytes / rowBytes);
         long rowsForBalance = (job.OutFeatures + 4L * threads - 1) / (4L * threads);
         rows = Math.Min(rows, rowsForBalance);
-        rows = (rows + 3) & ~3L;
+        rows = (rows + 1) & ~1L;
         job.RowsPerChunk = (int)Math.Min(rows, job.OutFeatures);
         int chunks = (job.OutFeatures + job.RowsPerChunk - 1) / job.RowsPerChunk;
         fixed (Job* p = &job)

@@ -5,7 +5,8 @@
 // the small projections (e.g. 256x2048 fp16 = 1 MB, ~17 us at 58 GB/s) leave room for only
 // a few microseconds of dispatch. Here a call costs one Volatile.Write per helper plus an
 // Interlocked.Increment per chunk while the helpers are spinning; a parked helper is woken
-// through a SemaphoreSlim (one futex wake). Chunks are claimed dynamically rather than split
+// through a SemaphoreSlim (one futex wake). Measured (bench `kernels`, 2 threads, 8 empty
+// chunks): 0.26 us per call here vs 1.1-1.7 us for Parallel.For with the same chunks. Chunks are claimed dynamically rather than split
 // statically so a helper descheduled by a noisy neighbour on the shared cores does not hold
 // the whole call back: the caller simply takes more chunks.
 //
