@@ -4,14 +4,16 @@
 // Access pattern: each thread walks its chunk one weight row at a time, i.e. one sequential
 // stream per core. Tiles of several rows (4 x 1, 2 x 4, reading 2-4 interleaved row streams)
 // save input loads but were measured slower from DRAM on this VM: batch 1 fp16 reached 26-33 GB/s
-// with 4 row streams vs 41-49 GB/s with one (32000 x 2048, 2 threads, alternating runs). The hardware prefetcher does not cross 4 KB pages and a 2048-wide fp16
-// row is exactly one page, so every extra stream pays its own ramp-up.
+// with 4 row streams vs 41-49 GB/s with one (32000 x 2048, 2 threads, alternating runs). The
+// hardware prefetcher does not cross 4 KB pages and a 2048-wide fp16 row is exactly one page, so
+// every extra stream pays its own ramp-up.
 // Every kernel also issues one software prefetch per 64 bytes of weights, 4 KB ahead of the
 // read position (rows of a chunk are contiguous, so that runs into the next row, as wanted).
 // Alternating runs, 2 threads, best of each (the VM's bandwidth swings 2x from run to run):
 // batch 8 fp32 34 vs 18 GB/s (2048 x 5632), batch 4 fp32 43 vs 27, batch 2 fp16 41-42 vs 18-19,
 // batch 1 fp16 (2048 x 5632) best 52 vs 38 (weak: 1 of 3 runs was lower); fp32 batch 1 and
-// 5632 x 2048 batch 1 unchanged within the noise. 8 KB ahead measured the same as 4 KB; 0.5-2 KB did not help batch 1.
+// 5632 x 2048 batch 1 unchanged within the noise. 8 KB ahead measured the same as 4 KB;
+// 0.5-2 KB did not help batch 1.
 // Register tiling within the row (16 ymm registers): each weight vector is loaded (and for fp16
 // decoded) once and multiplied into one accumulator per batch row, with 8 independent FMA chains
 // where the batch allows (FMA latency 4 x 2 ports):
