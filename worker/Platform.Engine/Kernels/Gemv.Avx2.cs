@@ -103,7 +103,7 @@ public static unsafe partial class Gemv
     /// <summary>How far ahead of the weight being read the kernels prefetch (see header).</summary>
     private const int PrefetchBytes = 4096;
 
-    /// <summary>Software prefetch into L1; prefetches never fault, so running past the matrix end is harmless.</summary>
+    /// <summary>Software prefetch into L1 (never faults, so running past the matrix end is harmless).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Prefetch(byte* current) => Sse.Prefetch0(current + PrefetchBytes);
 

@@ -8,10 +8,12 @@
 // traffic than batch 1 (see Gemv.Avx2.cs for the register tiling).
 //
 // Work split: outFeatures is cut into chunks of whole rows of ~256 KB of weights (at least
-// 4 chunks per thread, rows a multiple of 2 for the 2-row batch 3-4 tile) that KernelPool hands out dynamically. 256 KB is
-// ~4 us of streaming per core: large enough that the per-chunk atomic (~50-100 ns) and the
-// hardware prefetcher's ramp-up at each chunk start stay in the noise, small enough that a
-// 2 MB k/v projection still splits into 8 chunks. Matrices under 64 KB run on the caller only.
+// 4 chunks per thread, rows a multiple of 2 for the 2-row batch 3-4 tile) that KernelPool hands
+// out dynamically. 256 KB is ~7 us of streaming per core: large enough that the per-chunk atomic
+// (~50-100 ns) and the prefetch ramp-up at each chunk start stay in the noise, small enough that
+// a 2 MB k/v projection still splits into 8 chunks. A sweep of 64/256/1024 KB (5632 x 2048 and
+// 2048 x 5632, batch 1 and 8) found 256 KB at least as good as either neighbour within the noise.
+// Matrices under 64 KB run on the caller only.
 //
 // Threading: see KernelPool. Calls are meant to come from one engine thread at a time; a
 // concurrent call is still correct (it runs single-threaded) but gets no parallelism.
