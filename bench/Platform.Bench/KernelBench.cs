@@ -5,7 +5,7 @@
 // gate/up 5632x2048, lm_head 32000x2048) and batch 1/4/8 it times Gemv.MatVecF32, Gemv.MatVecF16
 // and torch.nn.functional.linear (fp32, torch.set_num_threads = KernelThreads.Count) and prints
 // GB/s of weights read (weight bytes per call / time per call) and that as a fraction of the
-// streaming bandwidth. Weights are torch.randn tensors; our kernels read the very same memory
+// streaming bandwidth. Weights are torch.randn * 0.02 tensors; our kernels read the very same memory
 // (Tensor.bytes). Every shape is replicated until one pass over the copies is >= 192 MB (6x the
 // 32 MB L3), and calls rotate over the copies, so every call streams from DRAM as in decode.
 // Each cell is the best of 3 trials of >= --seconds (default 0.2 s): the 2 cores are shared,
