@@ -6,8 +6,9 @@
 // and torch.nn.functional.linear (fp32, torch.set_num_threads = KernelThreads.Count) and prints
 // GB/s of weights read (weight bytes per call / time per call) and that as a fraction of the
 // streaming bandwidth. Weights are torch.randn * 0.02 tensors; our kernels read the very same memory
-// (Tensor.bytes). Every shape is replicated until one pass over the copies is >= 192 MB (6x the
-// 32 MB L3), and calls rotate over the copies, so every call streams from DRAM as in decode.
+// (Tensor.bytes). Every shape is replicated until one pass over the fp16 copies is >= 192 MB
+// (6x the 32 MB L3; fp32 is twice that), and calls rotate over the copies, so every call streams
+// from DRAM as in decode.
 // Each cell is the best of 3 trials of >= --seconds (default 0.2 s): the 2 cores are shared,
 // so the best trial is the least disturbed one; compare ratios, not absolute numbers. The
 // roofline is the better of two streaming probes (start and end of the run, best of 20 each).
@@ -78,7 +79,7 @@ internal static unsafe class KernelBench
         {
             string shape = $"{outFeatures}x{inFeatures}";
             long elements = (long)outFeatures * inFeatures;
-            int copies = cached ? 1 : (int)Math.Max(1, (ReplicateBytes + elements * 4 - 1) / (elements * 4));
+            int copies = cached ? 1 : (int)Math.Max(1, (ReplicateBytes + elements * 2 - 1) / (elements * 2)); // sized on fp16
             using var scope = torch.NewDisposeScope();
             var weights32 = new Tensor[copies];
             var weights16 = new Tensor[copies];
