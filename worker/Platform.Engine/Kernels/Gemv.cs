@@ -5,9 +5,10 @@
 // on one core) while a two-core AVX2/FMA loop reads ~72 GB/s, and decode is bound by exactly
 // that weight stream. The design point is that each weight row is streamed from DRAM once per
 // call and reused from registers/L1 for every batch row, so batch 8 costs no more memory
-// traffic than batch 1 (see Gemv.Avx2.cs for the register tiling). In time it costs ~1.4x
-// batch 1 for fp32 and ~2.5x for fp16, because at batch 8 two AVX2 cores run out of FMAs
-// before DRAM runs out of bandwidth (measured ~0.7 and ~0.4 of the streaming roofline).
+// traffic than batch 1 (see Gemv.Avx2.cs for the register tiling). In time it costs 1.3-2.2x
+// batch 1 for fp32 and 2.5-3.2x for fp16 (bench, TinyLlama shapes), because at batch 8 two AVX2
+// cores run out of FMAs before DRAM runs out of bandwidth: ~28-35 GB/s fp32 and ~19 GB/s fp16
+// against a streaming probe of 48-75 GB/s, still 8 tokens for the price of 1.3-3.
 //
 // Work split: outFeatures is cut into chunks of whole rows of ~256 KB of weights (at least
 // 4 chunks per thread, rows a multiple of 2 for the 2-row batch 3-4 tile) that KernelPool hands
