@@ -1,0 +1,23 @@
+// Entry point of the benchmarks: `dotnet run -c Release --project bench/Platform.Bench -- <mode> [args]`.
+// Each mode lives in its own file and takes the remaining arguments; add a case per mode.
+namespace Platform.Bench;
+
+internal static class Program
+{
+    private static int Main(string[] args)
+    {
+        string mode = args.Length > 0 ? args[0] : "";
+        string[] rest = args.Length > 0 ? args[1..] : [];
+        switch (mode)
+        {
+            case "kernels":
+                return KernelBench.Run(rest);
+            default:
+                Console.Error.WriteLine("usage: Platform.Bench <mode> [args]");
+                Console.Error.WriteLine("modes:");
+                Console.Error.WriteLine("  kernels [--shape OUTxIN]... [--batch N]... [--threads N] [--cached] [--chunk-kb N] [--seconds S]");
+                Console.Error.WriteLine("      decode GEMV (fp32/fp16/TorchSharp linear) vs streaming-read bandwidth");
+                return 2;
+        }
+    }
+}

@@ -1,0 +1,227 @@
+// Decode-time matrix-vector products: output[b, n] = bias[n] + sum_k weight[n, k] * input[b, k]
+// for a handful of token rows (batch 1..16) against a row-major [outFeatures, inFeatures] weight.
+//
+// Why our own: for one token TorchSharp's fp32 linear reads weights at ~24 GB/s (its GEMV runs
+// on one core) while a two-core AVX2/FMA loop reads ~72 GB/s, and decode is bound by exactly
+// that weight stream. The design point is that each weight row is streamed from DRAM once per
+// call and reused from registers/L1 for every batch row, so batch 8 costs no more memory
+// traffic than batch 1 (see Gemv.Avx2.cs for the register tiling). In time it costs 1.3-2.2x
+// batch 1 for fp32 and 2.5-3.2x for fp16 (bench, TinyLlama shapes), because at batch 8 two AVX2
+// cores run out of FMAs before DRAM runs out of bandwidth: ~28-35 GB/s fp32 and ~19 GB/s fp16
+// against a streaming probe of 48-75 GB/s, still 8 tokens for the price of 1.3-3.
+//
+// Work split: outFeatures is cut into chunks of whole rows of ~256 KB of weights (at least
+// 4 chunks per thread, rows a multiple of 2 for the 2-row batch 3-4 tile) that KernelPool hands
+// out dynamically. 256 KB is ~7 us of streaming per core: large enough that the per-chunk atomic
+// (~50-100 ns) and the prefetch ramp-up at each chunk start stay in the noise, small enough that
+// a 2 MB k/v projection still splits into 8 chunks. A sweep of 64/256/1024 KB (5632 x 2048 and
+// 2048 x 5632, batch 1 and 8) found 256 KB at least as good as either neighbour within the noise.
+// Matrices under 64 KB run on the caller only.
+//
+// Threading: see KernelPool. Calls are meant to come from one engine thread at a time; a
+// concurrent call is still correct (it runs single-threaded) but gets no parallelism.
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Platform.Engine.Kernels;
+
+public static unsafe partial class Gemv
+{
+    /// <summary>Target weight bytes per work chunk (see header). Internal so the bench can sweep it.</summary>
+    internal static int ChunkBytes { get; set; } = 256 * 1024;
+
+    /// <summary>Below this many weight bytes a call runs on the calling thread only.</summary>
+    internal static int ParallelThresholdBytes { get; set; } = 64 * 1024;
+
+    /// <summary>Forces the portable (non-AVX2) path; for tests on AVX2 machines.</summary>
+    internal static bool ForcePortable { get; set; }
+
+    /// <summary>True when the AVX2+FMA kernels are used on this machine.</summary>
+    public static bool IsAccelerated => Avx2.IsSupported && Fma.IsSupported && !ForcePortable;
+
+    /// <summary>
+    /// output[b, n] = bias[n] + sum_k weight[n, k] * input[b, k] for b &lt; batch, with fp32 weights.
+    /// weight is row-major [outFeatures, inFeatures]; input is [batch, inFeatures]; output is
+    /// [batch, outFeatures] (all contiguous; output must not overlap the others); bias is
+    /// [outFeatures] or null. Designed for batch 1..16 (larger batches work but belong to libtorch).
+    /// Uses up to <see cref="KernelThreads.Count"/> threads; call from one thread at a time.
+    /// </summary>
+    public static void MatVecF32(float* weight, int outFeatures, int inFeatures, float* input, int batch, float* output, float* bias = null)
+    {
+        Validate(weight, outFeatures, inFeatures, input, batch, output);
+        var job = new Job
+        {
+            Weight = weight,
+            OutFeatures = outFeatures,
+            InFeatures = inFeatures,
+            Input = input,
+            Batch = batch,
+            Output = output,
+            Bias = bias,
+            Scale = 1f,
+        };
+        Dispatch(ref job, sizeof(float), IsAccelerated ? &ChunkF32Avx2 : &ChunkF32Portable);
+    }
+
+    /// <summary>
+    /// As <see cref="MatVecF32"/> with IEEE fp16 weights (converted to fp32 in registers; the
+    /// products and sums are fp32). Inputs, bias and outputs are fp32. Weights must be finite
+    /// (check once with <see cref="AllFinite"/>): inf/NaN weights give unspecified finite results
+    /// on the AVX2 path. Inputs must stay below 2^72 in magnitude (activations are far smaller).
+    /// </summary>
+    public static void MatVecF16(Half* weight, int outFeatures, int inFeatures, float* input, int batch, float* output, float* bias = null)
+    {
+        Validate(weight, outFeatures, inFeatures, input, batch, output);
+        var job = new Job
+        {
+            Weight = weight,
+            OutFeatures = outFeatures,
+            InFeatures = inFeatures,
+            Input = input,
+            Batch = batch,
+            Output = output,
+            Bias = bias,
+            Scale = 1f,
+        };
+        if (!IsAccelerated)
+        {
+            Dispatch(ref job, sizeof(Half), &ChunkF16Portable);
+            return;
+        }
+
+        // The AVX2 fp16 path decodes weights as w * 2^-112 (see Gemv.Avx2.cs), so it reads an
+        // input pre-scaled by 2^56 and scales the sums back by 2^56; both are exact powers of two.
+        long inputCount = (long)batch * inFeatures;
+        float[] scaled = ScaledInputBuffer(inputCount);
+        fixed (float* scaledInput = scaled)
+        {
+            ScaleInto(input, scaledInput, inputCount, F16InputScale);
+            job.Input = scaledInput;
+            job.Scale = F16OutputScale;
+            Dispatch(ref job, sizeof(Half), &ChunkF16Avx2);
+        }
+    }
+
+    /// <summary>
+    /// True when none of the <paramref name="count"/> fp16 values is inf or NaN. The AVX2
+    /// <see cref="MatVecF16"/> assumes finite weights (see Gemv.Avx2.cs); model loaders call
+    /// this once per fp16 weight tensor. Reads at memory speed (AVX2: 16 halves per compare).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static bool AllFinite(Half* values, long count)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        if (count > 0 && values == null)
+            throw new ArgumentNullException(nameof(values));
+        ushort* bits = (ushort*)values;
+        long i = 0;
+        if (Avx2.IsSupported)
+        {
+            // A half is inf/NaN exactly when its 5 exponent bits are all ones.
+            Vector256<ushort> exponent = Vector256.Create((ushort)0x7C00);
+            Vector256<ushort> found = Vector256<ushort>.Zero;
+            for (; i + 16 <= count; i += 16)
+            {
+                Vector256<ushort> e = Avx2.And(Avx.LoadVector256(bits + i), exponent);
+                found = Avx2.Or(found, Avx2.CompareEqual(e, exponent));
+            }
+            if (!Avx.TestZ(found, found))
+                return false;
+        }
+        for (; i < count; i++)
+        {
+            if ((bits[i] & 0x7C00) == 0x7C00)
+                return false;
+        }
+        return true;
+    }
+
+    /// <summary>One call's arguments, shared with the pool threads by pointer.</summary>
+    private struct Job
+    {
+        public void* Weight;
+        public int OutFeatures;
+        public int InFeatures;
+        public float* Input;
+        public int Batch;
+        public float* Output;
+        public float* Bias;
+        public float Scale;
+        public int RowsPerChunk;
+    }
+
+    private static void Dispatch(ref Job job, int elementSize, delegate*<void*, int, void> body)
+    {
+        long rowBytes = (long)job.InFeatures * elementSize;
+        long totalBytes = rowBytes * job.OutFeatures;
+        int threads = KernelThreads.Count;
+        if (threads <= 1 || totalBytes < ParallelThresholdBytes)
+        {
+            job.RowsPerChunk = job.OutFeatures;
+            fixed (Job* p = &job)
+                body(p, 0);
+            return;
+        }
+
+        long rows = Math.Max(1, ChunkBytes / rowBytes);
+        long rowsForBalance = (job.OutFeatures + 4L * threads - 1) / (4L * threads);
+        rows = Math.Min(rows, rowsForBalance);
+        rows = (rows + 1) & ~1L;
+        job.RowsPerChunk = (int)Math.Min(rows, job.OutFeatures);
+        int chunks = (job.OutFeatures + job.RowsPerChunk - 1) / job.RowsPerChunk;
+        fixed (Job* p = &job)
+            KernelPool.Run(body, p, chunks, threads);
+    }
+
+    private static void Validate(void* weight, int outFeatures, int inFeatures, float* input, int batch, float* output)
+    {
+        if (weight == null)
+            throw new ArgumentNullException(nameof(weight));
+        if (input == null)
+            throw new ArgumentNullException(nameof(input));
+        if (output == null)
+            throw new ArgumentNullException(nameof(output));
+        ArgumentOutOfRangeException.ThrowIfLessThan(outFeatures, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(inFeatures, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(batch, 1);
+    }
+
+    private static void RowRange(Job* job, int chunk, out int start, out int end)
+    {
+        start = chunk * job->RowsPerChunk;
+        end = Math.Min(job->OutFeatures, start + job->RowsPerChunk);
+    }
+
+    // 2^56 up front and 2^56 after: the fp16 decode yields w * 2^-112 (see Gemv.Avx2.cs).
+    private const float F16InputScale = 72057594037927936f;  // 2^56
+    private const float F16OutputScale = 72057594037927936f; // 2^56
+
+    [ThreadStatic]
+    private static float[]? _scaledInput;
+
+    private static float[] ScaledInputBuffer(long count)
+    {
+        float[]? buffer = _scaledInput;
+        if (buffer is null || buffer.LongLength < count)
+        {
+            buffer = GC.AllocateUninitializedArray<float>(checked((int)Math.Max(count, 4096)), pinned: true);
+            _scaledInput = buffer;
+        }
+        return buffer;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ScaleInto(float* source, float* destination, long count, float scale)
+    {
+        long i = 0;
+        if (Avx.IsSupported)
+        {
+            var s = Vector256.Create(scale);
+            for (; i + 8 <= count; i += 8)
+                Avx.Store(destination + i, Avx.Multiply(Avx.LoadVector256(source + i), s));
+        }
+        for (; i < count; i++)
+            destination[i] = source[i] * scale;
+    }
+}
