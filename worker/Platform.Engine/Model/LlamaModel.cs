@@ -58,7 +58,7 @@ public sealed class LlamaModel : IDisposable
         {
             var w = _weights.Layers[l];
             var h = RmsNorm(x, w.InputNorm);
-            var qkv = torch.nn.functional.linear(h, w.QkvWeight, w.QkvBias);
+            var qkv = w.Qkv.Forward(h);
             var q = qkv.narrow(1, 0, qSize).view(t, c.NumHeads, c.HeadDim);
             var k = qkv.narrow(1, qSize, kvSize).view(t, c.NumKvHeads, c.HeadDim);
             var v = qkv.narrow(1, qSize + kvSize, kvSize).view(t, c.NumKvHeads, c.HeadDim);
@@ -74,18 +74,18 @@ public sealed class LlamaModel : IDisposable
                 outputs[s] = Attend(q.narrow(0, seq.TokenStart, seq.NumTokens), keys, values, masks[s]);
             }
             var attention = outputs.Length == 1 ? outputs[0] : torch.cat(outputs, 0);
-            x = x + torch.nn.functional.linear(attention, w.OWeight);
+            x = x + w.O.Forward(attention);
 
             h = RmsNorm(x, w.PostNorm);
-            var gateUp = torch.nn.functional.linear(h, w.GateUpWeight);
+            var gateUp = w.GateUp.Forward(h);
             var gate = gateUp.narrow(1, 0, c.IntermediateSize);
             var up = gateUp.narrow(1, c.IntermediateSize, c.IntermediateSize);
-            x = x + torch.nn.functional.linear(torch.nn.functional.silu(gate) * up, w.DownWeight);
+            x = x + w.Down.Forward(torch.nn.functional.silu(gate) * up);
         }
         if (batch.LogitRows.Count == 0) return torch.empty([0, c.VocabSize], torch.float32);
         var rows = torch.tensor(batch.LogitRows.ToArray(), torch.int64);
         var last = RmsNorm(x.index_select(0, rows), _weights.FinalNorm);
-        return torch.nn.functional.linear(last, _weights.LmHead).to_type(torch.float32);
+        return _weights.LmHead.Forward(last).to_type(torch.float32);
     }
 
     private Tensor RmsNorm(Tensor x, Tensor weight)

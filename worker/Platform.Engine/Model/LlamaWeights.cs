@@ -14,17 +14,16 @@ namespace Platform.Engine.Model;
 public sealed class LayerWeights : IDisposable
 {
     public required Tensor InputNorm { get; init; }
-    public required Tensor QkvWeight { get; init; }
-    public Tensor? QkvBias { get; init; }
-    public required Tensor OWeight { get; init; }
+    public required Projection Qkv { get; init; }
+    public required Projection O { get; init; }
     public required Tensor PostNorm { get; init; }
-    public required Tensor GateUpWeight { get; init; }
-    public required Tensor DownWeight { get; init; }
+    public required Projection GateUp { get; init; }
+    public required Projection Down { get; init; }
 
     public void Dispose()
     {
-        InputNorm.Dispose(); QkvWeight.Dispose(); QkvBias?.Dispose(); OWeight.Dispose();
-        PostNorm.Dispose(); GateUpWeight.Dispose(); DownWeight.Dispose();
+        InputNorm.Dispose(); Qkv.Weight.Dispose(); Qkv.Bias?.Dispose(); O.Weight.Dispose();
+        PostNorm.Dispose(); GateUp.Weight.Dispose(); Down.Weight.Dispose();
     }
 }
 
@@ -33,8 +32,8 @@ public sealed class LlamaWeights : IDisposable
     public required Tensor Embedding { get; init; }
     public required LayerWeights[] Layers { get; init; }
     public required Tensor FinalNorm { get; init; }
-    /// <summary>The output projection (the embedding itself when tied).</summary>
-    public required Tensor LmHead { get; init; }
+    /// <summary>The output projection (over the embedding itself when tied).</summary>
+    public required Projection LmHead { get; init; }
     public required long ParameterBytes { get; init; }
 
     public static LlamaWeights Load(string modelDirectory, ModelConfig config, ScalarType dtype, IProgress<double>? progress = null)
@@ -80,16 +79,17 @@ public sealed class LlamaWeights : IDisposable
                 layers[i] = new LayerWeights
                 {
                     InputNorm = Load(p + "input_layernorm.weight"),
-                    QkvWeight = Cat(p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"),
-                    QkvBias = config.AttentionBias ? Cat(p + "self_attn.q_proj.bias", p + "self_attn.k_proj.bias", p + "self_attn.v_proj.bias") : null,
-                    OWeight = Load(p + "self_attn.o_proj.weight"),
+                    Qkv = new Projection(
+                        Cat(p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"),
+                        config.AttentionBias ? Cat(p + "self_attn.q_proj.bias", p + "self_attn.k_proj.bias", p + "self_attn.v_proj.bias") : null),
+                    O = new Projection(Load(p + "self_attn.o_proj.weight"), null),
                     PostNorm = Load(p + "post_attention_layernorm.weight"),
-                    GateUpWeight = Cat(p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"),
-                    DownWeight = Load(p + "mlp.down_proj.weight"),
+                    GateUp = new Projection(Cat(p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"), null),
+                    Down = new Projection(Load(p + "mlp.down_proj.weight"), null),
                 };
             }
             var finalNorm = Load("model.norm.weight");
-            var lmHead = tied ? embedding : Load("lm_head.weight");
+            var lmHead = new Projection(tied ? embedding : Load("lm_head.weight"), null);
             return new LlamaWeights
             {
                 Embedding = embedding,
@@ -123,6 +123,6 @@ public sealed class LlamaWeights : IDisposable
         Embedding.Dispose();
         foreach (var l in Layers) l.Dispose();
         FinalNorm.Dispose();
-        if (!ReferenceEquals(LmHead, Embedding)) LmHead.Dispose();
+        if (!ReferenceEquals(LmHead.Weight, Embedding)) LmHead.Weight.Dispose();
     }
 }
