@@ -4,7 +4,7 @@ namespace Platform.Bench;
 
 internal static class Program
 {
-    private static int Main(string[] args)
+    private static async Task<int> Main(string[] args)
     {
         string mode = args.Length > 0 ? args[0] : "";
         string[] rest = args.Length > 0 ? args[1..] : [];
@@ -12,11 +12,15 @@ internal static class Program
         {
             case "kernels":
                 return KernelBench.Run(rest);
+            case "engine":
+                return await EngineBench.Run(rest);
             default:
                 Console.Error.WriteLine("usage: Platform.Bench <mode> [args]");
                 Console.Error.WriteLine("modes:");
                 Console.Error.WriteLine("  kernels [--shape OUTxIN]... [--batch N]... [--threads N] [--cached] [--chunk-kb N] [--seconds S]");
                 Console.Error.WriteLine("      decode GEMV (fp32/fp16/TorchSharp linear) vs streaming-read bandwidth");
+                Console.Error.WriteLine("  engine [--preset small|medium]... [--context N]... [--batch N]... [--decode-tokens N] [--json FILE]");
+                Console.Error.WriteLine("      engine prefill/decode tokens/s at each context and batch, decode as a fraction of the bandwidth bound");
                 return 2;
         }
     }
