@@ -433,6 +433,14 @@ internal sealed class ObjectStore
         obj["metadata"]!["resourceVersion"] = rv.ToString(System.Globalization.CultureInfo.InvariantCulture);
         _objects[(type.Key, ns, name)] = obj.DeepClone().AsObject();
         Publish(new StoredEvent(rv, eventType, type.Key, ns, obj.DeepClone().AsObject()));
+
+        // The garbage collector also removes a dependent whose owners are all gone, e.g. one a
+        // controller created from a stale read just after its owner was deleted.
+        var owners = (obj["metadata"]!["ownerReferences"] as JsonArray ?? []).Select(o => o?["uid"]?.GetValue<string>()).ToList();
+        if (owners.Count > 0 && !_objects.Values.Any(o => owners.Contains(JsonTools.Str(o, "metadata.uid"))))
+        {
+            Remove(type, ns, name, _objects[(type.Key, ns, name)].DeepClone().AsObject());
+        }
     }
 
     private void Publish(StoredEvent e)

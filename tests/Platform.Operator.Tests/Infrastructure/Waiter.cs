@@ -1,6 +1,7 @@
 // Waits for an object to reach a state by list-then-watch through the Kubernetes client (no
-// polling): the predicate sees the current object (null when absent) after the list and after
-// every watch event, and the wait fails with the last seen state after the timeout.
+// polling): the predicate sees each listed object (null when the list is empty) and then the
+// object of every watch event (null for a deletion); the wait fails with the last seen state
+// after the timeout.
 using k8s;
 using k8s.Autorest;
 using k8s.Models;
@@ -43,10 +44,16 @@ public static class Waiter
             while (true)
             {
                 using var listed = await list(null, false, cts.Token);
-                last = listed.Body.Items.FirstOrDefault();
-                if (predicate(last))
+                var match = listed.Body.Items.FirstOrDefault(i => predicate(i));
+                if (match is not null)
                 {
-                    return last;
+                    return match;
+                }
+
+                last = listed.Body.Items.FirstOrDefault();
+                if (last is null && predicate(null))
+                {
+                    return null;
                 }
 
 #pragma warning disable CS0618 // the typed watch extension is the one that works for custom resources
