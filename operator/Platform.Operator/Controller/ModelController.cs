@@ -107,6 +107,7 @@ public sealed partial class ModelController
             {
                 try
                 {
+                    _metrics.ReconcileStarted();
                     var slash = key.IndexOf('/', StringComparison.Ordinal);
                     var result = await _reconciler.ReconcileAsync(key[..slash], key[(slash + 1)..], cancellationToken).ConfigureAwait(false);
                     queue.Forget(key);

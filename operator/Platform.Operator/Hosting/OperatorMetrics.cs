@@ -26,12 +26,13 @@ public sealed class OperatorMetrics : IDisposable
         _meter.CreateObservableGauge("platform_operator_leader", () => Volatile.Read(ref _leader), description: "1 while this replica holds the lease");
     }
 
-    /// <summary>Reconciles done by this instance (tests use it to tell which replica acted).</summary>
+    /// <summary>Reconciles started by this instance (tests use it to tell which replica acted).</summary>
     public long ReconcileCount => Interlocked.Read(ref _reconcileCount);
+
+    public void ReconcileStarted() => Interlocked.Increment(ref _reconcileCount);
 
     public void Reconciled(string result, TimeSpan elapsed)
     {
-        Interlocked.Increment(ref _reconcileCount);
         _reconciles.Add(1, new KeyValuePair<string, object?>("result", result));
         _reconcileSeconds.Record(elapsed.TotalSeconds);
     }

@@ -38,7 +38,7 @@ public sealed class OperatorInstance : IAsyncDisposable
         string[] args =
         [
             "--urls=http://127.0.0.1:0",
-            "--Logging:LogLevel:Default=Warning",
+            "--Logging:LogLevel:Default=" + (Environment.GetEnvironmentVariable("PLATFORM_TEST_LOGLEVEL") ?? "Warning"),
             "--Operator:Identity=" + identity,
             "--Operator:WatchNamespace=" + cluster.Namespace,
             "--Operator:LeaseNamespace=" + cluster.Namespace,
