@@ -53,6 +53,7 @@ public sealed class LongContextModelList : IKubernetesObject<V1ListMeta>, IItems
 public sealed class LongContextModelSpec
 {
     [JsonPropertyName("model")]
+    [SchemaRequired]
     public ModelSpec Model { get; set; } = new();
 
     /// <summary>Worker replicas; the scale subresource's spec.replicas.</summary>
