@@ -25,16 +25,23 @@ public static class ScalingPolicy
 /// <summary>Per-model history of recommendations; not thread-safe (one reconcile per model at a time).</summary>
 public sealed class ScaleStabilizer
 {
-    private readonly List<(DateTimeOffset At, int Replicas)> _history = [];
+    private readonly List<(DateTimeOffset At, int Replicas, bool Seed)> _history = [];
 
     public int Stabilize(DateTimeOffset now, int recommendation, int current, TimeSpan upWindow, TimeSpan downWindow)
     {
-        _history.Add((now, recommendation));
+        if (_history.Count == 0)
+        {
+            // A fresh stabiliser (new model, operator restart, failover) counts the current size as
+            // just recommended, so it never scales down before a full down window of evidence.
+            _history.Add((now, current, true));
+        }
+
+        _history.Add((now, recommendation, false));
         var keep = upWindow > downWindow ? upWindow : downWindow;
         _history.RemoveAll(h => now - h.At > keep);
         if (recommendation > current)
         {
-            var lowest = _history.Where(h => now - h.At <= upWindow).Min(h => h.Replicas);
+            var lowest = _history.Where(h => !h.Seed && now - h.At < upWindow).Select(h => h.Replicas).Append(recommendation).Min();
             return Math.Max(current, lowest);
         }
 
