@@ -28,6 +28,7 @@ public sealed class FakeApiServer : IAsyncDisposable
     private readonly ObjectStore _store;
     private readonly TimeProvider _time;
     private readonly CancellationTokenSource _stopping = new();
+    private readonly List<(int Count, TaskCompletionSource Reached)> _watchWaiters = [];
     private int _listRequests;
     private int _watchRequests;
 
@@ -52,6 +53,22 @@ public sealed class FakeApiServer : IAsyncDisposable
     public int WatchRequests => Volatile.Read(ref _watchRequests);
 
     public int OpenWatches => _store.OpenWatches;
+
+    /// <summary>Completes once the server has received this many watch requests in total.</summary>
+    public Task WatchRequestsReached(int count)
+    {
+        lock (_watchWaiters)
+        {
+            if (WatchRequests >= count)
+            {
+                return Task.CompletedTask;
+            }
+
+            var reached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _watchWaiters.Add((count, reached));
+            return reached.Task;
+        }
+    }
 
     public static async Task<FakeApiServer> StartAsync(TimeProvider? time = null)
     {
@@ -340,7 +357,16 @@ public sealed class FakeApiServer : IAsyncDisposable
 
     private async Task WatchAsync(HttpContext ctx, ResourceType type, string? ns)
     {
-        Interlocked.Increment(ref _watchRequests);
+        var total = Interlocked.Increment(ref _watchRequests);
+        lock (_watchWaiters)
+        {
+            foreach (var waiter in _watchWaiters.Where(w => w.Count <= total).ToList())
+            {
+                waiter.Reached.TrySetResult();
+                _watchWaiters.Remove(waiter);
+            }
+        }
+
         var query = ctx.Request.Query;
         var bookmarks = IsTrue(query["allowWatchBookmarks"]);
         var timeout = int.TryParse(query["timeoutSeconds"], out var seconds) && seconds > 0 ? TimeSpan.FromSeconds(seconds) : TimeSpan.FromMinutes(30);

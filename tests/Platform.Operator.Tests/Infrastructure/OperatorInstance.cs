@@ -1,6 +1,7 @@
 // One operator replica started in-process exactly as Program.cs builds it (same host, same
 // services, health endpoints on a loopback port), with its own Kubernetes client, an identity,
-// and short test timings: 1 s lease, 0.8 s renew deadline, 0.2 s retry, 5 ms..1 s backoff.
+// and short test timings: 1 s lease, 0.8 s renew deadline, 0.2 s retry, 5 ms..1 s backoff, 2 s watchdog
+// (the fake sends a bookmark every second on an idle watch).
 // Disposing it stops the host, which is how tests kill a leader.
 using k8s;
 using Microsoft.AspNetCore.Builder;
@@ -46,7 +47,7 @@ public sealed class OperatorInstance : IAsyncDisposable
             "--Operator:LeaseDuration=00:00:01",
             "--Operator:RenewDeadline=00:00:00.8",
             "--Operator:RetryPeriod=00:00:00.2",
-            "--Operator:WatchdogTimeout=00:00:05",
+            "--Operator:WatchdogTimeout=00:00:02",
             "--Operator:BackoffMax=00:00:01",
             "--Operator:WorkerImage=registry.test/worker:1",
             "--Operator:RouterImage=registry.test/router:1",
