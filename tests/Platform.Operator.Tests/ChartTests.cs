@@ -1,7 +1,7 @@
 // What can be checked of the Helm chart without a helm binary (none is installed here, and no
 // test pretends to render): every template is YAML once template actions are stripped; every
 // pod meets the restricted Pod Security profile; the ClusterRole grants exactly what the
-// operator calls (no wildcard, no delete, no secrets); values.yaml and values.schema.json
+// operator calls (no wildcard, no delete, secrets only by get); values.yaml and values.schema.json
 // describe the same keys; image names and tags come only from values.yaml.
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
@@ -83,11 +83,13 @@ public sealed partial class ChartTests
 
         Assert.DoesNotContain(granted, g => g.Contains('*', StringComparison.Ordinal));
         Assert.DoesNotContain(granted, g => g.EndsWith(":delete", StringComparison.Ordinal) || g.EndsWith(":deletecollection", StringComparison.Ordinal));
-        Assert.DoesNotContain(granted, g => g.Contains("/secrets", StringComparison.Ordinal));
+        // Secrets: a single get (the Redis password for the KV purge), never list or watch.
+        Assert.Equal(["/secrets:get"], granted.Where(g => g.Contains("/secrets", StringComparison.Ordinal)));
         string[] expected =
         [
             "/configmaps:create", "/configmaps:get", "/configmaps:update",
             "/events:create",
+            "/secrets:get",
             "/services:create", "/services:get", "/services:update",
             "apps/deployments:create", "apps/deployments:get", "apps/deployments:list", "apps/deployments:update", "apps/deployments:watch",
             "apps/statefulsets:create", "apps/statefulsets:get", "apps/statefulsets:list", "apps/statefulsets:update", "apps/statefulsets:watch",
@@ -96,7 +98,7 @@ public sealed partial class ChartTests
             "serving.longcontext.dev/longcontextmodels/finalizers:update",
             "serving.longcontext.dev/longcontextmodels/scale:get", "serving.longcontext.dev/longcontextmodels/scale:patch", "serving.longcontext.dev/longcontextmodels/scale:update",
             "serving.longcontext.dev/longcontextmodels/status:get", "serving.longcontext.dev/longcontextmodels/status:patch", "serving.longcontext.dev/longcontextmodels/status:update",
-            "serving.longcontext.dev/longcontextmodels:get", "serving.longcontext.dev/longcontextmodels:list", "serving.longcontext.dev/longcontextmodels:watch",
+            "serving.longcontext.dev/longcontextmodels:get", "serving.longcontext.dev/longcontextmodels:list", "serving.longcontext.dev/longcontextmodels:update", "serving.longcontext.dev/longcontextmodels:watch",
         ];
         Assert.Equal(expected.Order(StringComparer.Ordinal), granted);
 

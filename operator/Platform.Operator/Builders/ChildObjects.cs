@@ -68,7 +68,7 @@ public static class ChildObjects
             kvCache = new
             {
                 hostMemory = spec.KvCache.HostMemory,
-                remote = spec.KvCache.Remote is { } r ? new { address = r.Redis.Address, ttlSeconds = r.TtlSeconds, passwordEnv = r.Redis.SecretRef is null ? null : "REDIS_PASSWORD" } : null,
+                remote = spec.KvCache.Remote is { } r ? new { address = r.Redis.Address, ttlSeconds = r.TtlSeconds, keyPrefix = Names.KvKeyPrefix(ns, name), passwordEnv = r.Redis.SecretRef is null ? null : "REDIS_PASSWORD" } : null,
                 distAttention = new { enabled = spec.KvCache.DistAttention.Enabled, maxPeers = spec.KvCache.DistAttention.MaxPeers },
             },
             ports = new { grpc = Names.WorkerGrpcPort, http = Names.HttpPort },

@@ -51,5 +51,8 @@ public static class Names
     public static string WorkerSelector(string model) =>
         string.Join(",", SelectorLabels(model, WorkerComponent).OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => kv.Key + "=" + kv.Value));
 
+    /// <summary>Prefix of every remote KV key of one model; the finalizer purges exactly these.</summary>
+    public static string KvKeyPrefix(string ns, string model) => $"lcm:{ns}:{model}:";
+
     public static string Endpoint(string model, string ns) => $"http://{RouterService(model)}.{ns}.svc:{RouterServicePort}";
 }

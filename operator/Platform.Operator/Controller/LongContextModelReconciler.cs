@@ -4,7 +4,10 @@
 // then compute status conditions from what the children report and write the status
 // subresource only when it changed. An invalid spec sets Degraded and touches nothing else.
 // With autoscaling enabled it also runs the built-in policy and asks to be requeued after the
-// policy interval. Errors (409 included) propagate: the controller retries with backoff.
+// policy interval. With remote.purgeOnDelete it keeps a finalizer on the model and, once the
+// model is being deleted, purges its keys from the remote KV store before letting it go (the
+// only thing outside the cluster; children go by garbage collection).
+// Errors (409 included) propagate: the controller retries with backoff.
 using System.Collections.Concurrent;
 using System.Net;
 using k8s;
@@ -15,6 +18,7 @@ using Platform.Operator.Api;
 using Platform.Operator.Autoscaling;
 using Platform.Operator.Builders;
 using Platform.Operator.Hosting;
+using Platform.Operator.KvStore;
 
 namespace Platform.Operator.Controller;
 
@@ -28,17 +32,19 @@ public sealed partial class LongContextModelReconciler
     private readonly IKubernetes _client;
     private readonly ImageDefaults _images;
     private readonly IRouterLoadSource _loadSource;
+    private readonly IKvStorePurger _purger;
     private readonly EventRecorder _events;
     private readonly OperatorMetrics _metrics;
     private readonly TimeProvider _time;
     private readonly ILogger<LongContextModelReconciler> _logger;
     private readonly ConcurrentDictionary<string, ScaleStabilizer> _stabilizers = new(StringComparer.Ordinal);
 
-    public LongContextModelReconciler(IKubernetes client, ImageDefaults images, IRouterLoadSource loadSource, EventRecorder events, OperatorMetrics metrics, TimeProvider time, ILogger<LongContextModelReconciler> logger)
+    public LongContextModelReconciler(IKubernetes client, ImageDefaults images, IRouterLoadSource loadSource, IKvStorePurger purger, EventRecorder events, OperatorMetrics metrics, TimeProvider time, ILogger<LongContextModelReconciler> logger)
     {
         _client = client;
         _images = images;
         _loadSource = loadSource;
+        _purger = purger;
         _events = events;
         _metrics = metrics;
         _time = time;
@@ -61,9 +67,28 @@ public sealed partial class LongContextModelReconciler
             return ReconcileResult.Done;
         }
 
+        var hasFinalizer = model.Metadata.Finalizers?.Contains(Names.Finalizer) == true;
         if (model.Metadata.DeletionTimestamp is not null)
         {
+            if (hasFinalizer)
+            {
+                await FinalizeAsync(model, cancellationToken).ConfigureAwait(false);
+            }
+
             return ReconcileResult.Done;
+        }
+
+        var wantsFinalizer = model.Spec.KvCache.Remote is { PurgeOnDelete: true };
+        if (wantsFinalizer != hasFinalizer)
+        {
+            var finalizers = model.Metadata.Finalizers?.Where(f => f != Names.Finalizer).ToList() ?? [];
+            if (wantsFinalizer)
+            {
+                finalizers.Add(Names.Finalizer);
+            }
+
+            model.Metadata.Finalizers = finalizers;
+            model = await ReplaceModelAsync(model, cancellationToken).ConfigureAwait(false);
         }
 
         var generation = model.Metadata.Generation ?? 0;
@@ -133,6 +158,42 @@ public sealed partial class LongContextModelReconciler
         await AutoscaleAsync(key, model, now, cancellationToken).ConfigureAwait(false);
         return new ReconcileResult(TimeSpan.FromSeconds(model.Spec.Autoscaling.IntervalSeconds));
     }
+
+    /// <summary>Purges the model's remote KV keys, then removes the finalizer so deletion completes.</summary>
+    private async Task FinalizeAsync(LongContextModel model, CancellationToken cancellationToken)
+    {
+        var key = model.Metadata.NamespaceProperty + "/" + model.Metadata.Name;
+        if (model.Spec.KvCache.Remote is { } remote)
+        {
+            string? password = null;
+            if (remote.Redis.SecretRef is { } secretRef)
+            {
+                var secret = await _client.CoreV1.ReadNamespacedSecretAsync(secretRef.Name, model.Metadata.NamespaceProperty, cancellationToken: cancellationToken).ConfigureAwait(false);
+                password = secret.Data?.TryGetValue(secretRef.Key, out var bytes) == true ? System.Text.Encoding.UTF8.GetString(bytes) : null;
+            }
+
+            var prefix = Names.KvKeyPrefix(model.Metadata.NamespaceProperty, model.Metadata.Name);
+            long purged;
+            try
+            {
+                purged = await _purger.PurgeAsync(remote.Redis.Address, password, prefix, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                await _events.RecordAsync(model, true, "KvPurgeFailed", $"could not purge {prefix}* from {remote.Redis.Address}: {ex.Message}; retrying (remove the finalizer {Names.Finalizer} to give up)", cancellationToken).ConfigureAwait(false);
+                throw;
+            }
+
+            LogPurged(_logger, key, purged, prefix);
+        }
+
+        model.Metadata.Finalizers = model.Metadata.Finalizers.Where(f => f != Names.Finalizer).ToList();
+        await ReplaceModelAsync(model, cancellationToken).ConfigureAwait(false);
+    }
+
+    private Task<LongContextModel> ReplaceModelAsync(LongContextModel model, CancellationToken cancellationToken) =>
+        _client.CustomObjects.ReplaceNamespacedCustomObjectAsync<LongContextModel>(
+            model, LongContextModel.Group, LongContextModel.Version, model.Metadata.NamespaceProperty, LongContextModel.Plural, model.Metadata.Name, cancellationToken: cancellationToken);
 
     /// <summary>Sets the conditions, replica counts, selector and endpoint from the children's status.</summary>
     internal static void ComputeStatus(LongContextModel model, LongContextModelStatus status, V1StatefulSet workers, V1Deployment router, long generation, DateTimeOffset now)
@@ -298,6 +359,9 @@ public sealed partial class LongContextModelReconciler
             desired.Spec.ClusterIPs = existing.Spec.ClusterIPs;
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "{Model}: purged {Count} remote KV keys under {Prefix}")]
+    private static partial void LogPurged(ILogger logger, string model, long count, string prefix);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Model}: invalid spec, marked Degraded: {Message}")]
     private static partial void LogInvalidSpec(ILogger logger, string model, string message);

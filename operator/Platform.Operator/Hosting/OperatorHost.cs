@@ -9,6 +9,7 @@ using Microsoft.Extensions.Options;
 using OpenTelemetry.Metrics;
 using Platform.Operator.Autoscaling;
 using Platform.Operator.Controller;
+using Platform.Operator.KvStore;
 
 namespace Platform.Operator.Hosting;
 
@@ -36,12 +37,14 @@ public static class OperatorHost
         services.TryAddSingleton<IKubernetes>(_ => new Kubernetes(
             KubernetesClientConfiguration.IsInCluster() ? KubernetesClientConfiguration.InClusterConfig() : KubernetesClientConfiguration.BuildConfigFromConfigFile()));
         services.AddHttpClient<IRouterLoadSource, PrometheusRouterLoadSource>(http => http.Timeout = TimeSpan.FromSeconds(5));
+        services.TryAddSingleton<IKvStorePurger, RedisKvStorePurger>();
         services.AddSingleton<OperatorMetrics>();
         services.AddSingleton<EventRecorder>();
         services.AddSingleton(sp => new LongContextModelReconciler(
             sp.GetRequiredService<IKubernetes>(),
             sp.GetRequiredService<OperatorOptions>().Images,
             sp.GetRequiredService<IRouterLoadSource>(),
+            sp.GetRequiredService<IKvStorePurger>(),
             sp.GetRequiredService<EventRecorder>(),
             sp.GetRequiredService<OperatorMetrics>(),
             sp.GetRequiredService<TimeProvider>(),

@@ -10,6 +10,7 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection;
 using Platform.Operator.Autoscaling;
 using Platform.Operator.Hosting;
+using Platform.Operator.KvStore;
 
 namespace Platform.Operator.Tests.Infrastructure;
 
@@ -34,7 +35,7 @@ public sealed class OperatorInstance : IAsyncDisposable
 
     public string Url => _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
 
-    public static async Task<OperatorInstance> StartAsync(TestCluster cluster, string identity, IRouterLoadSource? load = null, params string[] extraArgs)
+    public static async Task<OperatorInstance> StartAsync(TestCluster cluster, string identity, IRouterLoadSource? load = null, IKvStorePurger? purger = null, params string[] extraArgs)
     {
         string[] args =
         [
@@ -60,6 +61,11 @@ public sealed class OperatorInstance : IAsyncDisposable
             if (load is not null)
             {
                 services.AddSingleton(load);
+            }
+
+            if (purger is not null)
+            {
+                services.AddSingleton(purger);
             }
         });
         await app.StartAsync();
