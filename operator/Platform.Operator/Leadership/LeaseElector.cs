@@ -78,6 +78,7 @@ public sealed partial class LeaseElector
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
             // Leadership ended: the work stops with it.
+            LogLeaderWorkStopped(_logger, _settings.Identity);
         }
         catch (Exception ex)
         {
@@ -120,7 +121,8 @@ public sealed partial class LeaseElector
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
-            // Stopped by the caller.
+            // Stopped by the caller: leadership ends without a renew failure.
+            return;
         }
     }
 
@@ -265,6 +267,9 @@ public sealed partial class LeaseElector
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Lease read or write failed")]
     private static partial void LogLeaseError(ILogger logger, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "{Identity}: controller stopped with the end of leadership")]
+    private static partial void LogLeaderWorkStopped(ILogger logger, string identity);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "The controller failed while leading; stepping down")]
     private static partial void LogLeaderWorkFailed(ILogger logger, Exception exception);

@@ -427,13 +427,11 @@ public sealed class FakeApiServer : IAsyncDisposable
                 }
             }
         }
-        catch (OperationCanceledException)
+        catch (Exception ex) when (ex is OperationCanceledException or IOException)
         {
-            // Client went away, the timeout passed or the server is stopping: end the stream.
-        }
-        catch (IOException)
-        {
-            // The client closed the connection mid-write.
+            // Client went away (possibly mid-write), the timeout passed or the server is
+            // stopping: end the stream (the finally unsubscribes).
+            return;
         }
         finally
         {

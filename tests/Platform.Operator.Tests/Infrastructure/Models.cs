@@ -44,6 +44,7 @@ public static class Models
             catch (k8s.Autorest.HttpOperationException ex) when (ex.Response.StatusCode == System.Net.HttpStatusCode.Conflict && attempt < 5)
             {
                 // The operator wrote status in between; read again.
+                continue;
             }
         }
     }

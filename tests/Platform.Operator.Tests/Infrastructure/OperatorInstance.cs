@@ -68,8 +68,23 @@ public sealed class OperatorInstance : IAsyncDisposable
                 services.AddSingleton(purger);
             }
         });
-        await app.StartAsync();
+        try
+        {
+            await app.StartAsync();
+        }
+        catch (Exception) when (Dispose(app))
+        {
+            throw;
+        }
+
         return new OperatorInstance(app, identity);
+    }
+
+    /// <summary>Disposes a host whose start failed; always false so the exception filter rethrows.</summary>
+    private static bool Dispose(WebApplication app)
+    {
+        app.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        return false;
     }
 
     public async ValueTask DisposeAsync()

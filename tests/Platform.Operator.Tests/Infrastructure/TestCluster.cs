@@ -89,14 +89,7 @@ public sealed class TestCluster : IAsyncDisposable
     {
         if (Fake is null)
         {
-            try
-            {
-                await Client.CoreV1.DeleteNamespaceAsync(Namespace).ConfigureAwait(false);
-            }
-            catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.NotFound)
-            {
-                // Already gone.
-            }
+            await DeleteNamespaceAsync().ConfigureAwait(false);
         }
         else
         {
@@ -107,6 +100,20 @@ public sealed class TestCluster : IAsyncDisposable
         foreach (var client in _clients)
         {
             client.Dispose();
+        }
+    }
+
+    /// <summary>Deletes the test namespace on a real cluster; false when it was already gone.</summary>
+    private async Task<bool> DeleteNamespaceAsync()
+    {
+        try
+        {
+            await Client.CoreV1.DeleteNamespaceAsync(Namespace).ConfigureAwait(false);
+            return true;
+        }
+        catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.NotFound)
+        {
+            return false;
         }
     }
 
