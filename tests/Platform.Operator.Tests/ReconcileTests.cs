@@ -142,6 +142,11 @@ public sealed class ReconcileTests : IAsyncLifetime
 
         Assert.Equal(sts.Metadata.ResourceVersion, (await Client.AppsV1.ReadNamespacedStatefulSetAsync("bad-worker", Ns)).Metadata.ResourceVersion);
         Assert.Equal(config.Metadata.ResourceVersion, (await Client.CoreV1.ReadNamespacedConfigMapAsync("bad-config", Ns)).Metadata.ResourceVersion);
+        await Waiter.UntilAsync<Corev1Event, Corev1EventList>(
+            (rv, watch, ct) => Client.CoreV1.ListNamespacedEventWithHttpMessagesAsync(Ns, resourceVersion: rv, watch: watch, cancellationToken: ct),
+            e => e?.InvolvedObject.Name == "bad" && e.Reason == "DegradedTrue" && e.Type == "Warning",
+            Waiter.DefaultTimeout,
+            "the DegradedTrue warning event");
 
         // Fixing the spec clears Degraded and rolls the change out.
         await Models.UpdateSpecAsync(Client, Ns, "bad", s => s.Worker.Engine.BlockSize = 32);
@@ -180,6 +185,23 @@ public sealed class ReconcileTests : IAsyncLifetime
 
         await Waiter.StatefulSetAsync(Client, Ns, "second-worker", s => s is not null);
         Assert.True(fake.ListRequests > listsBefore, "the operator should have relisted after 410");
+    }
+
+    [FakeOnlyFact]
+    public async Task A_dropped_watch_resumes_from_its_version_without_relisting()
+    {
+        var fake = _cluster.RequireFake;
+        await Models.CreateAsync(Client, Models.New("resume", Ns));
+        await Waiter.StatefulSetAsync(Client, Ns, "resume-worker", s => s is not null);
+        var listsBefore = fake.ListRequests;
+        var watchesBefore = fake.WatchRequests;
+
+        fake.DropWatches();
+        await fake.WatchRequestsReached(watchesBefore + 3).WaitAsync(TimeSpan.FromSeconds(10));
+        await Models.UpdateSpecAsync(Client, Ns, "resume", s => s.Replicas = 5);
+
+        await Waiter.StatefulSetAsync(Client, Ns, "resume-worker", s => s!.Spec.Replicas == 5);
+        Assert.Equal(listsBefore, fake.ListRequests);
     }
 
     [FakeOnlyFact]

@@ -177,6 +177,13 @@ public sealed partial class Informer<T, TList>
         {
             return null;
         }
+        catch (HttpRequestException ex) when (ex.InnerException is EndOfStreamException)
+        {
+            // The client peeks at the first line before handing out the stream, so a watch that
+            // the server closes before any event (a timeout, a restart) surfaces as this. It is a
+            // normal end: resume from the same version, no relist.
+            return resourceVersion;
+        }
 
         if (IsExpired(streamError))
         {

@@ -23,7 +23,7 @@ public static class OperatorHost
         var app = builder.Build();
         // Liveness fails only when the election loop died; readiness also waits for the first list.
         app.MapHealthChecks("/healthz", new HealthCheckOptions { ResultStatusCodes = { [HealthStatus.Degraded] = StatusCodes.Status200OK } });
-        app.MapHealthChecks("/readyz");
+        app.MapHealthChecks("/readyz", new HealthCheckOptions { ResultStatusCodes = { [HealthStatus.Degraded] = StatusCodes.Status503ServiceUnavailable } });
         app.MapPrometheusScrapingEndpoint("/metrics");
         return app;
     }
