@@ -94,7 +94,7 @@ public sealed class RedisKvStorePurgerTests : IAsyncLifetime
         probe.Start();
         var unused = ((IPEndPoint)probe.LocalEndpoint).Port;
         probe.Stop();
-        await Assert.ThrowsAsync<RedisConnectionException>(() => new RedisKvStorePurger().PurgeAsync($"127.0.0.1:{unused}", null, "lcm:x:y:", CancellationToken.None));
+        await Assert.ThrowsAsync<RedisConnectionException>(() => new RedisKvStorePurger(TimeSpan.FromMilliseconds(500)).PurgeAsync($"127.0.0.1:{unused}", null, "lcm:x:y:", CancellationToken.None));
     }
 
     private sealed class RedisFactAttribute : FactAttribute

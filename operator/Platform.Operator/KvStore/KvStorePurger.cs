@@ -16,14 +16,20 @@ public interface IKvStorePurger
 public sealed class RedisKvStorePurger : IKvStorePurger
 {
     private const int PageSize = 500;
+    private readonly TimeSpan _timeout;
+
+    /// <summary>Connect and command timeout; StackExchange.Redis's default of 5 s unless given.</summary>
+    public RedisKvStorePurger(TimeSpan? timeout = null) => _timeout = timeout ?? TimeSpan.FromSeconds(5);
 
     public async Task<long> PurgeAsync(string address, string? password, string keyPrefix, CancellationToken cancellationToken)
     {
         var options = ConfigurationOptions.Parse(address);
         options.Password = password;
         options.AbortOnConnectFail = true;
-        options.ConnectTimeout = 5000;
-        options.SyncTimeout = 5000;
+        options.ConnectTimeout = (int)_timeout.TotalMilliseconds;
+        options.SyncTimeout = (int)_timeout.TotalMilliseconds;
+        options.AsyncTimeout = (int)_timeout.TotalMilliseconds;
+        options.ConnectRetry = 1;
         await using var redis = await ConnectionMultiplexer.ConnectAsync(options).WaitAsync(cancellationToken).ConfigureAwait(false);
         var db = redis.GetDatabase();
         long deleted = 0;
