@@ -1,0 +1,115 @@
+// Cross-field checks of a LongContextModel spec. The CRD enforces the same rules with OpenAPI
+// bounds and CEL (x-kubernetes-validations); this copy catches specs that slipped past them
+// (an older CRD, a cluster without CEL) so the reconciler can report Degraded instead of
+// rolling out something the engine would refuse.
+namespace Platform.Operator.Api;
+
+public static class SpecValidator
+{
+    public static readonly IReadOnlySet<string> Dtypes = new HashSet<string>(StringComparer.Ordinal) { "bfloat16", "float16", "float32" };
+    public static readonly IReadOnlySet<string> Policies = new HashSet<string>(StringComparer.Ordinal) { "KvAware", "LeastLoaded", "RoundRobin" };
+
+    /// <summary>Returns every problem found; empty when the spec is valid.</summary>
+    public static IReadOnlyList<string> Validate(LongContextModelSpec spec)
+    {
+        var errors = new List<string>();
+        var model = spec.Model;
+        if (string.IsNullOrWhiteSpace(model.Source))
+        {
+            errors.Add("spec.model.source is required");
+        }
+        else if (!(model.Source.StartsWith("pvc://", StringComparison.Ordinal) || model.Source.StartsWith("hf://", StringComparison.Ordinal) || model.Source.StartsWith("file:///", StringComparison.Ordinal)))
+        {
+            errors.Add($"spec.model.source '{model.Source}' must start with pvc://, hf:// or file:///");
+        }
+
+        if (string.IsNullOrWhiteSpace(model.ServedName))
+        {
+            errors.Add("spec.model.servedName is required");
+        }
+
+        if (!Dtypes.Contains(model.Dtype))
+        {
+            errors.Add($"spec.model.dtype '{model.Dtype}' must be one of bfloat16, float16, float32");
+        }
+
+        if (model.MaxContextTokens < 1)
+        {
+            errors.Add("spec.model.maxContextTokens must be at least 1");
+        }
+
+        if (spec.Replicas < 0)
+        {
+            errors.Add("spec.replicas must not be negative");
+        }
+
+        var auto = spec.Autoscaling;
+        if (auto.MinReplicas < 0 || auto.MaxReplicas < 1)
+        {
+            errors.Add("spec.autoscaling.minReplicas must be >= 0 and maxReplicas >= 1");
+        }
+
+        if (auto.MinReplicas > auto.MaxReplicas)
+        {
+            errors.Add($"spec.autoscaling.minReplicas ({auto.MinReplicas}) must be <= maxReplicas ({auto.MaxReplicas})");
+        }
+
+        if (auto.TargetKvUtilization is <= 0 or > 1 || double.IsNaN(auto.TargetKvUtilization))
+        {
+            errors.Add("spec.autoscaling.targetKvUtilization must be in (0, 1]");
+        }
+
+        if (auto.TargetQueuedPrefillTokensPerReplica < 1)
+        {
+            errors.Add("spec.autoscaling.targetQueuedPrefillTokensPerReplica must be at least 1");
+        }
+
+        if (auto.IntervalSeconds < 1 || auto.ScaleUpStabilizationSeconds < 0 || auto.ScaleDownStabilizationSeconds < 0)
+        {
+            errors.Add("spec.autoscaling intervals must be positive and stabilisation windows not negative");
+        }
+
+        var engine = spec.Worker.Engine;
+        if (engine.BlockSize < 1 || engine.BlockSize > 1024 || (engine.BlockSize & (engine.BlockSize - 1)) != 0)
+        {
+            errors.Add($"spec.worker.engine.blockSize ({engine.BlockSize}) must be a power of two between 1 and 1024");
+        }
+
+        if (engine.MaxBatchTokens < engine.BlockSize)
+        {
+            errors.Add("spec.worker.engine.maxBatchTokens must be at least blockSize");
+        }
+
+        if (engine.KvMemoryFraction is <= 0 or > 1 || double.IsNaN(engine.KvMemoryFraction))
+        {
+            errors.Add("spec.worker.engine.kvMemoryFraction must be in (0, 1]");
+        }
+
+        if (spec.Worker.Resources.Gpus < 0)
+        {
+            errors.Add("spec.worker.resources.gpus must not be negative");
+        }
+
+        if (spec.KvCache.Remote is { } remote && string.IsNullOrWhiteSpace(remote.Redis.Address))
+        {
+            errors.Add("spec.kvCache.remote.redis.address is required when remote is set");
+        }
+
+        if (spec.KvCache.DistAttention.Enabled && spec.KvCache.DistAttention.MaxPeers < 1)
+        {
+            errors.Add("spec.kvCache.distAttention.maxPeers must be at least 1 when DistAttention is enabled");
+        }
+
+        if (spec.Router.Replicas < 1)
+        {
+            errors.Add("spec.router.replicas must be at least 1");
+        }
+
+        if (!Policies.Contains(spec.Router.Policy))
+        {
+            errors.Add($"spec.router.policy '{spec.Router.Policy}' must be one of KvAware, LeastLoaded, RoundRobin");
+        }
+
+        return errors;
+    }
+}

@@ -1,0 +1,406 @@
+// Pure builders of every object the operator owns for a LongContextModel: worker StatefulSet
+// with its headless Service, router Deployment and Service, ConfigMap, PodDisruptionBudget and
+// NetworkPolicy. No I/O: same spec in, same objects out, so they are unit-tested alone and the
+// reconciler only compares hashes. Every pod meets the "restricted" Pod Security profile.
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using k8s;
+using k8s.Models;
+using Platform.Operator.Api;
+
+namespace Platform.Operator.Builders;
+
+/// <summary>Images used when the spec does not name one (set from the chart's values).</summary>
+public sealed record ImageDefaults(string WorkerImage, string RouterImage, string PullPolicy = "IfNotPresent");
+
+/// <summary>Everything the operator wants to exist for one model.</summary>
+public sealed record DesiredChildren(
+    V1ConfigMap ConfigMap,
+    V1Service WorkerService,
+    V1StatefulSet Workers,
+    V1Deployment Router,
+    V1Service RouterService,
+    V1PodDisruptionBudget DisruptionBudget,
+    V1NetworkPolicy NetworkPolicy)
+{
+    public IEnumerable<IKubernetesObject<V1ObjectMeta>> All() =>
+        [ConfigMap, WorkerService, Workers, Router, RouterService, DisruptionBudget, NetworkPolicy];
+}
+
+public static class ChildObjects
+{
+    private const int NonRootUid = 65532;
+    private const string ConfigVolume = "config";
+    private const string ConfigMountPath = "/etc/platform";
+    private static readonly JsonSerializerOptions ConfigJson = new() { WriteIndented = true };
+
+    public static DesiredChildren Build(LongContextModel model, ImageDefaults images)
+    {
+        var configMap = BuildConfigMap(model);
+        var configHash = ConfigHash(configMap.Data);
+        var children = new DesiredChildren(
+            configMap,
+            BuildWorkerService(model),
+            BuildWorkers(model, images, configHash),
+            BuildRouter(model, images, configHash),
+            BuildRouterService(model),
+            BuildDisruptionBudget(model),
+            BuildNetworkPolicy(model));
+        foreach (var child in children.All())
+        {
+            child.Metadata.Annotations ??= new Dictionary<string, string>();
+            child.Metadata.Annotations[Names.SpecHashAnnotation] = SpecHash(child);
+        }
+
+        return children;
+    }
+
+    public static V1ConfigMap BuildConfigMap(LongContextModel model)
+    {
+        var name = model.Metadata.Name;
+        var ns = model.Metadata.NamespaceProperty;
+        var spec = model.Spec;
+        var engine = new
+        {
+            model = new { source = spec.Model.Source, servedName = spec.Model.ServedName, dtype = spec.Model.Dtype, maxContextTokens = spec.Model.MaxContextTokens },
+            engine = new { blockSize = spec.Worker.Engine.BlockSize, maxBatchTokens = spec.Worker.Engine.MaxBatchTokens, kvMemoryFraction = spec.Worker.Engine.KvMemoryFraction },
+            kvCache = new
+            {
+                hostMemory = spec.KvCache.HostMemory,
+                remote = spec.KvCache.Remote is { } r ? new { address = r.Redis.Address, ttlSeconds = r.TtlSeconds, keyPrefix = Names.KvKeyPrefix(ns, name), passwordEnv = r.Redis.SecretRef is null ? null : "REDIS_PASSWORD" } : null,
+                distAttention = new { enabled = spec.KvCache.DistAttention.Enabled, maxPeers = spec.KvCache.DistAttention.MaxPeers },
+            },
+            ports = new { grpc = Names.WorkerGrpcPort, http = Names.HttpPort },
+            peers = new { service = $"{Names.WorkerHeadlessService(name)}.{ns}.svc", statefulSet = Names.WorkerStatefulSet(name) },
+        };
+        var router = new
+        {
+            servedName = spec.Model.ServedName,
+            maxContextTokens = spec.Model.MaxContextTokens,
+            policy = spec.Router.Policy,
+            blockSize = spec.Worker.Engine.BlockSize,
+            port = Names.HttpPort,
+            apiKeyEnv = spec.Router.ApiKeySecretRef is null ? null : "API_KEY",
+            // DNS of the headless Service lists every worker pod (ready or not; the router's own
+            // health checks decide), so the router needs no Kubernetes API access.
+            discovery = new { kind = "dns", service = $"{Names.WorkerHeadlessService(name)}.{ns}.svc", grpcPort = Names.WorkerGrpcPort },
+        };
+        return new V1ConfigMap
+        {
+            ApiVersion = "v1",
+            Kind = "ConfigMap",
+            Metadata = Meta(model, Names.ConfigMap(name), Names.WorkerComponent),
+            Data = new Dictionary<string, string>(StringComparer.Ordinal)
+            {
+                ["engine.json"] = JsonSerializer.Serialize(engine, ConfigJson),
+                ["router.json"] = JsonSerializer.Serialize(router, ConfigJson),
+            },
+        };
+    }
+
+    public static V1Service BuildWorkerService(LongContextModel model)
+    {
+        var name = model.Metadata.Name;
+        return new V1Service
+        {
+            ApiVersion = "v1",
+            Kind = "Service",
+            Metadata = Meta(model, Names.WorkerHeadlessService(name), Names.WorkerComponent),
+            Spec = new V1ServiceSpec
+            {
+                ClusterIP = "None",
+                // Peers must resolve each other while still loading the model.
+                PublishNotReadyAddresses = true,
+                Selector = Names.SelectorLabels(name, Names.WorkerComponent),
+                Ports =
+                [
+                    new V1ServicePort { Name = "grpc", Port = Names.WorkerGrpcPort, TargetPort = Names.WorkerGrpcPort, Protocol = "TCP" },
+                    new V1ServicePort { Name = "http", Port = Names.HttpPort, TargetPort = Names.HttpPort, Protocol = "TCP" },
+                ],
+            },
+        };
+    }
+
+    public static V1StatefulSet BuildWorkers(LongContextModel model, ImageDefaults images, string configHash)
+    {
+        var name = model.Metadata.Name;
+        var spec = model.Spec;
+        var resources = new V1ResourceRequirements { Requests = new Dictionary<string, ResourceQuantity>(), Limits = new Dictionary<string, ResourceQuantity>() };
+        if (spec.Worker.Resources.Gpus > 0)
+        {
+            resources.Limits["nvidia.com/gpu"] = new ResourceQuantity(spec.Worker.Resources.Gpus.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            resources.Requests["nvidia.com/gpu"] = new ResourceQuantity(spec.Worker.Resources.Gpus.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
+
+        if (spec.Worker.Resources.Memory is { Length: > 0 } memory)
+        {
+            resources.Requests["memory"] = new ResourceQuantity(memory);
+            resources.Limits["memory"] = new ResourceQuantity(memory);
+        }
+
+        if (spec.Worker.Resources.Cpu is { Length: > 0 } cpu)
+        {
+            resources.Requests["cpu"] = new ResourceQuantity(cpu);
+        }
+
+        var env = new List<V1EnvVar>
+        {
+            new() { Name = "POD_NAME", ValueFrom = new V1EnvVarSource { FieldRef = new V1ObjectFieldSelector { FieldPath = "metadata.name" } } },
+            new() { Name = "POD_NAMESPACE", ValueFrom = new V1EnvVarSource { FieldRef = new V1ObjectFieldSelector { FieldPath = "metadata.namespace" } } },
+        };
+        if (spec.KvCache.Remote?.Redis.SecretRef is { } redisSecret)
+        {
+            env.Add(SecretEnv("REDIS_PASSWORD", redisSecret));
+        }
+
+        var container = new V1Container
+        {
+            Name = "worker",
+            Image = string.IsNullOrEmpty(spec.Worker.Image) ? images.WorkerImage : spec.Worker.Image,
+            ImagePullPolicy = images.PullPolicy,
+            Args = ["--config", ConfigMountPath + "/engine.json"],
+            Env = env,
+            Ports =
+            [
+                new V1ContainerPort { Name = "grpc", ContainerPort = Names.WorkerGrpcPort, Protocol = "TCP" },
+                new V1ContainerPort { Name = "http", ContainerPort = Names.HttpPort, Protocol = "TCP" },
+            ],
+            Resources = resources,
+            // Loading a long-context model can take many minutes: the startup probe allows an hour
+            // before liveness applies, so a slow load is not a crash loop.
+            StartupProbe = Probe("/healthz", periodSeconds: 10, failureThreshold: 360),
+            LivenessProbe = Probe("/healthz", periodSeconds: 10, failureThreshold: 3),
+            ReadinessProbe = Probe("/readyz", periodSeconds: 5, failureThreshold: 2),
+            VolumeMounts = [new V1VolumeMount { Name = ConfigVolume, MountPath = ConfigMountPath, ReadOnlyProperty = true }, new V1VolumeMount { Name = "tmp", MountPath = "/tmp" }],
+            SecurityContext = ContainerSecurity(),
+        };
+        return new V1StatefulSet
+        {
+            ApiVersion = "apps/v1",
+            Kind = "StatefulSet",
+            Metadata = Meta(model, Names.WorkerStatefulSet(name), Names.WorkerComponent),
+            Spec = new V1StatefulSetSpec
+            {
+                Replicas = spec.Replicas,
+                ServiceName = Names.WorkerHeadlessService(name),
+                // Workers are independent until DistAttention pairs them: start them all at once.
+                PodManagementPolicy = "Parallel",
+                Selector = new V1LabelSelector { MatchLabels = Names.SelectorLabels(name, Names.WorkerComponent) },
+                Template = PodTemplate(model, Names.WorkerComponent, configHash, container, spec.Worker.NodeSelector, spec.Worker.Tolerations),
+            },
+        };
+    }
+
+    public static V1Deployment BuildRouter(LongContextModel model, ImageDefaults images, string configHash)
+    {
+        var name = model.Metadata.Name;
+        var spec = model.Spec;
+        var env = new List<V1EnvVar>
+        {
+            new() { Name = "POD_NAMESPACE", ValueFrom = new V1EnvVarSource { FieldRef = new V1ObjectFieldSelector { FieldPath = "metadata.namespace" } } },
+        };
+        if (spec.Router.ApiKeySecretRef is { } apiKey)
+        {
+            env.Add(SecretEnv("API_KEY", apiKey));
+        }
+
+        var container = new V1Container
+        {
+            Name = "router",
+            Image = string.IsNullOrEmpty(spec.Router.Image) ? images.RouterImage : spec.Router.Image,
+            ImagePullPolicy = images.PullPolicy,
+            Args = ["--config", ConfigMountPath + "/router.json"],
+            Env = env,
+            Ports = [new V1ContainerPort { Name = "http", ContainerPort = Names.HttpPort, Protocol = "TCP" }],
+            LivenessProbe = Probe("/healthz", periodSeconds: 10, failureThreshold: 3),
+            ReadinessProbe = Probe("/readyz", periodSeconds: 5, failureThreshold: 2),
+            VolumeMounts = [new V1VolumeMount { Name = ConfigVolume, MountPath = ConfigMountPath, ReadOnlyProperty = true }, new V1VolumeMount { Name = "tmp", MountPath = "/tmp" }],
+            SecurityContext = ContainerSecurity(),
+        };
+        return new V1Deployment
+        {
+            ApiVersion = "apps/v1",
+            Kind = "Deployment",
+            Metadata = Meta(model, Names.RouterDeployment(name), Names.RouterComponent),
+            Spec = new V1DeploymentSpec
+            {
+                Replicas = spec.Router.Replicas,
+                Selector = new V1LabelSelector { MatchLabels = Names.SelectorLabels(name, Names.RouterComponent) },
+                Template = PodTemplate(model, Names.RouterComponent, configHash, container, nodeSelector: null, tolerations: null),
+            },
+        };
+    }
+
+    public static V1Service BuildRouterService(LongContextModel model)
+    {
+        var name = model.Metadata.Name;
+        return new V1Service
+        {
+            ApiVersion = "v1",
+            Kind = "Service",
+            Metadata = Meta(model, Names.RouterService(name), Names.RouterComponent),
+            Spec = new V1ServiceSpec
+            {
+                Type = "ClusterIP",
+                Selector = Names.SelectorLabels(name, Names.RouterComponent),
+                Ports = [new V1ServicePort { Name = "http", Port = Names.RouterServicePort, TargetPort = Names.HttpPort, Protocol = "TCP" }],
+            },
+        };
+    }
+
+    public static V1PodDisruptionBudget BuildDisruptionBudget(LongContextModel model)
+    {
+        var name = model.Metadata.Name;
+        return new V1PodDisruptionBudget
+        {
+            ApiVersion = "policy/v1",
+            Kind = "PodDisruptionBudget",
+            Metadata = Meta(model, Names.WorkerDisruptionBudget(name), Names.WorkerComponent),
+            Spec = new V1PodDisruptionBudgetSpec
+            {
+                // One worker at a time: each holds KV (and DistAttention loans) that is costly to rebuild.
+                MaxUnavailable = 1,
+                Selector = new V1LabelSelector { MatchLabels = Names.SelectorLabels(name, Names.WorkerComponent) },
+            },
+        };
+    }
+
+    public static V1NetworkPolicy BuildNetworkPolicy(LongContextModel model)
+    {
+        var name = model.Metadata.Name;
+        return new V1NetworkPolicy
+        {
+            ApiVersion = "networking.k8s.io/v1",
+            Kind = "NetworkPolicy",
+            Metadata = Meta(model, Names.WorkerNetworkPolicy(name), Names.WorkerComponent),
+            Spec = new V1NetworkPolicySpec
+            {
+                PodSelector = new V1LabelSelector { MatchLabels = Names.SelectorLabels(name, Names.WorkerComponent) },
+                PolicyTypes = ["Ingress"],
+                Ingress =
+                [
+                    new V1NetworkPolicyIngressRule
+                    {
+                        // Only this model's router and its peer workers reach the worker ports.
+                        FromProperty =
+                        [
+                            new V1NetworkPolicyPeer { PodSelector = new V1LabelSelector { MatchLabels = Names.SelectorLabels(name, Names.RouterComponent) } },
+                            new V1NetworkPolicyPeer { PodSelector = new V1LabelSelector { MatchLabels = Names.SelectorLabels(name, Names.WorkerComponent) } },
+                        ],
+                        Ports =
+                        [
+                            new V1NetworkPolicyPort { Port = Names.WorkerGrpcPort, Protocol = "TCP" },
+                            new V1NetworkPolicyPort { Port = Names.HttpPort, Protocol = "TCP" },
+                        ],
+                    },
+                ],
+            },
+        };
+    }
+
+    /// <summary>Stable hash of ConfigMap data (keys sorted), short enough for an annotation.</summary>
+    public static string ConfigHash(IDictionary<string, string> data)
+    {
+        var text = new StringBuilder();
+        foreach (var (key, value) in data.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+        {
+            text.Append(key).Append('\0').Append(value).Append('\0');
+        }
+
+        return Hash(text.ToString());
+    }
+
+    /// <summary>Hash of a desired object as serialized, excluding the spec-hash annotation itself.</summary>
+    public static string SpecHash(IKubernetesObject<V1ObjectMeta> child)
+    {
+        var annotations = child.Metadata.Annotations;
+        string? previous = null;
+        if (annotations is not null && annotations.TryGetValue(Names.SpecHashAnnotation, out previous))
+        {
+            annotations.Remove(Names.SpecHashAnnotation);
+        }
+
+        var hash = Hash(KubernetesJson.Serialize(child));
+        if (previous is not null)
+        {
+            annotations![Names.SpecHashAnnotation] = previous;
+        }
+
+        return hash;
+    }
+
+    public static V1OwnerReference OwnerReference(LongContextModel model) => new()
+    {
+        ApiVersion = LongContextModel.ApiGroupVersion,
+        Kind = LongContextModel.KindName,
+        Name = model.Metadata.Name,
+        Uid = model.Metadata.Uid,
+        Controller = true,
+        BlockOwnerDeletion = true,
+    };
+
+    private static string Hash(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..16];
+
+    private static V1ObjectMeta Meta(LongContextModel model, string name, string component) => new()
+    {
+        Name = name,
+        NamespaceProperty = model.Metadata.NamespaceProperty,
+        Labels = Names.Labels(model.Metadata.Name, component),
+        OwnerReferences = [OwnerReference(model)],
+    };
+
+    private static V1PodTemplateSpec PodTemplate(LongContextModel model, string component, string configHash, V1Container container, IDictionary<string, string>? nodeSelector, IList<V1Toleration>? tolerations) => new()
+    {
+        Metadata = new V1ObjectMeta
+        {
+            Labels = Names.Labels(model.Metadata.Name, component),
+            Annotations = new Dictionary<string, string> { [Names.ConfigHashAnnotation] = configHash },
+        },
+        Spec = new V1PodSpec
+        {
+            // Neither workers nor router call the Kubernetes API.
+            AutomountServiceAccountToken = false,
+            SecurityContext = new V1PodSecurityContext
+            {
+                RunAsNonRoot = true,
+                RunAsUser = NonRootUid,
+                RunAsGroup = NonRootUid,
+                FsGroup = NonRootUid,
+                SeccompProfile = new V1SeccompProfile { Type = "RuntimeDefault" },
+            },
+            Containers = [container],
+            NodeSelector = nodeSelector is { Count: > 0 } ? new Dictionary<string, string>(nodeSelector) : null,
+            Tolerations = tolerations is { Count: > 0 } ? [.. tolerations] : null,
+            Volumes =
+            [
+                new V1Volume { Name = ConfigVolume, ConfigMap = new V1ConfigMapVolumeSource { Name = Names.ConfigMap(model.Metadata.Name) } },
+                new V1Volume { Name = "tmp", EmptyDir = new V1EmptyDirVolumeSource() },
+            ],
+        },
+    };
+
+    private static V1SecurityContext ContainerSecurity() => new()
+    {
+        RunAsNonRoot = true,
+        AllowPrivilegeEscalation = false,
+        ReadOnlyRootFilesystem = true,
+        Privileged = false,
+        Capabilities = new V1Capabilities { Drop = ["ALL"] },
+        SeccompProfile = new V1SeccompProfile { Type = "RuntimeDefault" },
+    };
+
+    private static V1Probe Probe(string path, int periodSeconds, int failureThreshold) => new()
+    {
+        HttpGet = new V1HTTPGetAction { Path = path, Port = Names.HttpPort },
+        PeriodSeconds = periodSeconds,
+        FailureThreshold = failureThreshold,
+        TimeoutSeconds = 2,
+    };
+
+    private static V1EnvVar SecretEnv(string name, SecretKeyRef secret) => new()
+    {
+        Name = name,
+        ValueFrom = new V1EnvVarSource { SecretKeyRef = new V1SecretKeySelector { Name = secret.Name, Key = secret.Key } },
+    };
+}

@@ -1,0 +1,140 @@
+// The pure builders alone: restricted Pod Security on every pod, GPU and scheduling from the
+// spec, a config hash that moves with engine settings but not with the replica count, a
+// NetworkPolicy admitting only the model's router and peer workers, and determinism.
+using k8s;
+using k8s.Models;
+using Platform.Operator.Api;
+using Platform.Operator.Builders;
+using Platform.Operator.Tests.Infrastructure;
+
+namespace Platform.Operator.Tests;
+
+public sealed class ChildObjectsTests
+{
+    private static readonly ImageDefaults Images = new("reg/worker:1", "reg/router:1");
+
+    private static LongContextModel Model()
+    {
+        var model = Models.New("m", "ns", replicas: 2);
+        model.Metadata.Uid = "uid-1";
+        return model;
+    }
+
+    [Fact]
+    public void Every_pod_meets_the_restricted_pod_security_profile()
+    {
+        var children = ChildObjects.Build(Model(), Images);
+        foreach (var template in new[] { children.Workers.Spec.Template, children.Router.Spec.Template })
+        {
+            var pod = template.Spec;
+            Assert.True(pod.SecurityContext.RunAsNonRoot);
+            Assert.NotEqual(0, pod.SecurityContext.RunAsUser);
+            Assert.Equal("RuntimeDefault", pod.SecurityContext.SeccompProfile.Type);
+            Assert.DoesNotContain(pod.Volumes, v => v.HostPath is not null);
+            Assert.NotEqual(true, pod.HostNetwork);
+            Assert.False(pod.AutomountServiceAccountToken);
+            foreach (var container in pod.Containers)
+            {
+                var sc = container.SecurityContext;
+                Assert.False(sc.AllowPrivilegeEscalation);
+                Assert.NotEqual(true, sc.Privileged);
+                Assert.Equal(["ALL"], sc.Capabilities.Drop);
+                Assert.Null(sc.Capabilities.Add);
+                Assert.True(sc.RunAsNonRoot);
+                Assert.Equal("RuntimeDefault", sc.SeccompProfile.Type);
+                Assert.NotNull(container.ReadinessProbe.HttpGet);
+                Assert.NotNull(container.LivenessProbe.HttpGet);
+            }
+        }
+    }
+
+    [Fact]
+    public void Gpus_memory_and_scheduling_come_from_the_spec()
+    {
+        var model = Model();
+        model.Spec.Worker.NodeSelector = new Dictionary<string, string> { ["pool"] = "h100" };
+        model.Spec.Worker.Tolerations = [new V1Toleration { Key = "nvidia.com/gpu", OperatorProperty = "Exists", Effect = "NoSchedule" }];
+        var workers = ChildObjects.BuildWorkers(model, Images, "hash");
+        var container = workers.Spec.Template.Spec.Containers[0];
+        Assert.Equal("1", container.Resources.Limits["nvidia.com/gpu"].ToString());
+        Assert.Equal("80Gi", container.Resources.Limits["memory"].ToString());
+        Assert.Equal("h100", workers.Spec.Template.Spec.NodeSelector["pool"]);
+        Assert.Equal("nvidia.com/gpu", workers.Spec.Template.Spec.Tolerations[0].Key);
+        Assert.Equal("reg/worker:1", container.Image);
+
+        model.Spec.Worker.Resources.Gpus = 0;
+        model.Spec.Worker.Image = "custom/worker:2";
+        var cpu = ChildObjects.BuildWorkers(model, Images, "hash").Spec.Template.Spec.Containers[0];
+        Assert.False(cpu.Resources.Limits.ContainsKey("nvidia.com/gpu"));
+        Assert.Equal("custom/worker:2", cpu.Image);
+    }
+
+    [Fact]
+    public void Config_hash_follows_engine_settings_but_not_the_replica_count()
+    {
+        var baseline = ChildObjects.Build(Model(), Images);
+        var hash = baseline.Workers.Spec.Template.Metadata.Annotations[Names.ConfigHashAnnotation];
+
+        var scaled = Model();
+        scaled.Spec.Replicas = 7;
+        var scaledChildren = ChildObjects.Build(scaled, Images);
+        Assert.Equal(hash, scaledChildren.Workers.Spec.Template.Metadata.Annotations[Names.ConfigHashAnnotation]);
+        Assert.NotEqual(baseline.Workers.Metadata.Annotations[Names.SpecHashAnnotation], scaledChildren.Workers.Metadata.Annotations[Names.SpecHashAnnotation]);
+
+        var retuned = Model();
+        retuned.Spec.Worker.Engine.KvMemoryFraction = 0.5;
+        var retunedChildren = ChildObjects.Build(retuned, Images);
+        Assert.NotEqual(hash, retunedChildren.Workers.Spec.Template.Metadata.Annotations[Names.ConfigHashAnnotation]);
+        Assert.Equal(
+            retunedChildren.Workers.Spec.Template.Metadata.Annotations[Names.ConfigHashAnnotation],
+            retunedChildren.Router.Spec.Template.Metadata.Annotations[Names.ConfigHashAnnotation]);
+    }
+
+    [Fact]
+    public void The_network_policy_admits_only_the_router_and_peer_workers()
+    {
+        var policy = ChildObjects.BuildNetworkPolicy(Model());
+        Assert.Equal(Names.SelectorLabels("m", Names.WorkerComponent), policy.Spec.PodSelector.MatchLabels);
+        Assert.Equal(["Ingress"], policy.Spec.PolicyTypes);
+        var rule = Assert.Single(policy.Spec.Ingress);
+        Assert.Equal(2, rule.FromProperty.Count);
+        Assert.All(rule.FromProperty, p =>
+        {
+            Assert.Null(p.NamespaceSelector);
+            Assert.Null(p.IpBlock);
+            Assert.Equal("m", p.PodSelector.MatchLabels[Names.InstanceLabel]);
+        });
+        Assert.Equal(
+            [Names.RouterComponent, Names.WorkerComponent],
+            rule.FromProperty.Select(p => p.PodSelector.MatchLabels[Names.ComponentLabel]).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
+    public void Secrets_are_passed_by_reference_never_by_value()
+    {
+        var model = Model();
+        model.Spec.KvCache.Remote = new RemoteKvSpec { Redis = new RedisSpec { Address = "redis:6379", SecretRef = new SecretKeyRef { Name = "redis-auth" } } };
+        model.Spec.Router.ApiKeySecretRef = new SecretKeyRef { Name = "api", Key = "key" };
+        var children = ChildObjects.Build(model, Images);
+        var redis = children.Workers.Spec.Template.Spec.Containers[0].Env.Single(e => e.Name == "REDIS_PASSWORD");
+        Assert.Equal("redis-auth", redis.ValueFrom.SecretKeyRef.Name);
+        Assert.Equal("password", redis.ValueFrom.SecretKeyRef.Key);
+        var apiKey = children.Router.Spec.Template.Spec.Containers[0].Env.Single(e => e.Name == "API_KEY");
+        Assert.Equal("key", apiKey.ValueFrom.SecretKeyRef.Key);
+        Assert.Contains("redis:6379", children.ConfigMap.Data["engine.json"], StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Building_is_deterministic_and_every_child_is_owned()
+    {
+        var a = ChildObjects.Build(Model(), Images).All().Select(c => KubernetesJson.Serialize(c)).ToList();
+        var b = ChildObjects.Build(Model(), Images).All().Select(c => KubernetesJson.Serialize(c)).ToList();
+        Assert.Equal(a, b);
+        Assert.All(ChildObjects.Build(Model(), Images).All(), c =>
+        {
+            Assert.Equal("uid-1", Assert.Single(c.Metadata.OwnerReferences).Uid);
+            Assert.Equal("ns", c.Metadata.NamespaceProperty);
+            Assert.Equal(Names.ManagedBy, c.Metadata.Labels[Names.ManagedByLabel]);
+        });
+    }
+}
