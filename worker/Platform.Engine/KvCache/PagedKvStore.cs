@@ -41,6 +41,10 @@ public sealed class PagedKvStore : IDisposable
         _values[layer].index_copy_(0, slots, v);
     }
 
+    /// <summary>Raw storage of one layer's K and V pools (float32 only), for the paged decode kernel.</summary>
+    public unsafe (IntPtr Keys, IntPtr Values) Pointers(int layer) =>
+        ((IntPtr)Model.TensorPointers.Float32(_keys[layer]), (IntPtr)Model.TensorPointers.Float32(_values[layer]));
+
     /// <summary>K and V of the given slots, in order ([slots, kvHeads, headDim]).</summary>
     public (Tensor K, Tensor V) Gather(int layer, Tensor slots) =>
         (_keys[layer].index_select(0, slots), _values[layer].index_select(0, slots));

@@ -49,7 +49,9 @@ public sealed class LlamaModel : IDisposable
         var ids = torch.tensor(batch.InputIds.ToArray(), torch.int64);
         var slots = torch.tensor(batch.Slots.ToArray(), torch.int64);
         var (cos, sin) = RotaryTables(batch.Positions);
-        var contextSlots = batch.Sequences.Select(s => torch.tensor(s.ContextSlots, torch.int64)).ToArray();
+        // Decode sequences (one new token) go through the paged kernel together; the rest gather and use SDPA.
+        var decode = UsePagedDecode && Dtype == ScalarType.Float32 ? DecodeSet.From(batch) : null;
+        var contextSlots = batch.Sequences.Select(s => decode is not null && s.NumTokens == 1 ? null : torch.tensor(s.ContextSlots, torch.int64)).ToArray();
         var masks = batch.Sequences.Select(CausalMask).ToArray();
 
         int qSize = c.NumHeads * c.HeadDim, kvSize = c.NumKvHeads * c.HeadDim;
@@ -66,14 +68,15 @@ public sealed class LlamaModel : IDisposable
             k = ApplyRotary(k, cos, sin);
             kv.Write(l, slots, k, v.contiguous());
 
-            var outputs = new Tensor[batch.Sequences.Count];
+            var attention = torch.empty([t, qSize], Dtype);
+            if (decode is not null) DecodeAttention(decode, q, kv, l, attention);
             for (int s = 0; s < batch.Sequences.Count; s++)
             {
                 var seq = batch.Sequences[s];
-                var (keys, values) = kv.Gather(l, contextSlots[s]);
-                outputs[s] = Attend(q.narrow(0, seq.TokenStart, seq.NumTokens), keys, values, masks[s]);
+                if (decode is not null && seq.NumTokens == 1) continue;
+                var (keys, values) = kv.Gather(l, contextSlots[s]!);
+                attention.narrow(0, seq.TokenStart, seq.NumTokens).copy_(Attend(q.narrow(0, seq.TokenStart, seq.NumTokens), keys, values, masks[s]));
             }
-            var attention = outputs.Length == 1 ? outputs[0] : torch.cat(outputs, 0);
             x = x + w.O.Forward(attention);
 
             h = RmsNorm(x, w.PostNorm);
@@ -86,6 +89,53 @@ public sealed class LlamaModel : IDisposable
         var rows = torch.tensor(batch.LogitRows.ToArray(), torch.int64);
         var last = RmsNorm(x.index_select(0, rows), _weights.FinalNorm);
         return _weights.LmHead.Forward(last).to_type(torch.float32);
+    }
+
+    /// <summary>Set false to route decode through the gather + SDPA path (benchmarks' baseline, tests).</summary>
+    public static bool UsePagedDecode { get; set; } = true;
+
+    /// <summary>The decode sequences of a batch, flattened for the paged kernel.</summary>
+    private sealed class DecodeSet
+    {
+        public required long[] Rows { get; init; }
+        public required long[] Slots { get; init; }
+        public required int[] Offsets { get; init; }
+        public required int[] Lengths { get; init; }
+
+        public static DecodeSet? From(ForwardBatch batch)
+        {
+            var decodes = batch.Sequences.Where(s => s.NumTokens == 1).ToList();
+            if (decodes.Count == 0) return null;
+            var offsets = new int[decodes.Count];
+            var lengths = new int[decodes.Count];
+            int total = 0;
+            for (int i = 0; i < decodes.Count; i++)
+            {
+                offsets[i] = total;
+                lengths[i] = decodes[i].ContextLength;
+                total += lengths[i];
+            }
+            var slots = new long[total];
+            for (int i = 0; i < decodes.Count; i++) decodes[i].ContextSlots.CopyTo(slots, offsets[i]);
+            return new DecodeSet { Rows = decodes.Select(s => (long)s.TokenStart).ToArray(), Slots = slots, Offsets = offsets, Lengths = lengths };
+        }
+    }
+
+    private unsafe void DecodeAttention(DecodeSet decode, Tensor q, PagedKvStore kv, int layer, Tensor attention)
+    {
+        var c = Config;
+        var rows = torch.tensor(decode.Rows, torch.int64);
+        var queries = q.index_select(0, rows).contiguous();
+        var output = torch.empty([decode.Rows.Length, c.NumHeads * c.HeadDim], ScalarType.Float32);
+        var (keys, values) = kv.Pointers(layer);
+        fixed (long* slots = decode.Slots)
+        fixed (int* offsets = decode.Offsets)
+        fixed (int* lengths = decode.Lengths)
+        {
+            Kernels.PagedAttention.Decode(TensorPointers.Float32(queries), (float*)keys, (float*)values, slots, offsets, lengths,
+                decode.Rows.Length, c.NumHeads, c.NumKvHeads, c.HeadDim, (float)_softmaxScale, TensorPointers.Float32(output));
+        }
+        attention.index_copy_(0, rows, output);
     }
 
     private Tensor RmsNorm(Tensor x, Tensor weight)

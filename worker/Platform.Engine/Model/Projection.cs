@@ -33,10 +33,8 @@ public sealed unsafe class Projection
         InFeatures = (int)weight.shape[1];
         if (weight.dtype == ScalarType.Float32 && weight.is_contiguous() && weight.device_type == DeviceType.CPU)
         {
-            // Weights live for the model's lifetime and libtorch never moves a tensor's storage.
-            fixed (byte* w = weight.bytes) _weight = (float*)w;
-            if (bias is not null)
-                fixed (byte* b = bias.bytes) _bias = (float*)b;
+            _weight = TensorPointers.Float32(weight);
+            if (bias is not null) _bias = bias.is_contiguous() ? TensorPointers.Float32(bias) : throw new ArgumentException("bias must be contiguous");
         }
     }
 
