@@ -65,3 +65,24 @@ public sealed unsafe class PagedAttentionTests
 
     private static float[] RandomArray(Random rng, int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
 }
+
+public sealed class VectorExpTests
+{
+    [Fact]
+    public void Vectorised_exp_is_accurate_over_the_softmax_range()
+    {
+        if (!System.Runtime.Intrinsics.X86.Avx2.IsSupported) return;
+        double worst = 0;
+        for (int i = 0; i <= 80_000; i += 8)
+        {
+            var x = System.Runtime.Intrinsics.Vector256.Create(Enumerable.Range(0, 8).Select(j => -(i + j) / 1000f).ToArray());
+            var e = PagedAttention.Exp(x);
+            for (int j = 0; j < 8; j++)
+            {
+                double expected = Math.Exp(x[j]);
+                worst = Math.Max(worst, Math.Abs(e[j] - expected) / expected);
+            }
+        }
+        Assert.True(worst < 1e-6, $"worst relative error {worst:E2}");
+    }
+}
