@@ -26,29 +26,21 @@ public sealed class BlockHasher
         Seed = seed;
     }
 
-    /// <summary>Hash of one full block given its parent's hash.</summary>
+    /// <summary>Hash of one full block given its parent's hash. Allocation-free: it runs for every block of every request.</summary>
     public ulong HashBlock(ulong parent, ReadOnlySpan<int> blockTokens)
     {
         if (blockTokens.Length != BlockSize)
             throw new ArgumentException($"a block holds exactly {BlockSize} tokens, got {blockTokens.Length}", nameof(blockTokens));
-        var hasher = new XxHash3((long)Seed);
-        Span<byte> parentBytes = stackalloc byte[8];
-        BinaryPrimitives.WriteUInt64LittleEndian(parentBytes, parent);
-        hasher.Append(parentBytes);
-        if (BitConverter.IsLittleEndian)
-        {
-            hasher.Append(MemoryMarshal.AsBytes(blockTokens));
-        }
+        int length = 8 + 4 * BlockSize;
+        byte[]? rented = length > 4096 ? System.Buffers.ArrayPool<byte>.Shared.Rent(length) : null;
+        Span<byte> buffer = rented is null ? stackalloc byte[length] : rented.AsSpan(0, length);
+        BinaryPrimitives.WriteUInt64LittleEndian(buffer, parent);
+        if (BitConverter.IsLittleEndian) MemoryMarshal.AsBytes(blockTokens).CopyTo(buffer[8..]);
         else
-        {
-            Span<byte> tok = stackalloc byte[4];
-            foreach (int t in blockTokens)
-            {
-                BinaryPrimitives.WriteInt32LittleEndian(tok, t);
-                hasher.Append(tok);
-            }
-        }
-        return hasher.GetCurrentHashAsUInt64();
+            for (int i = 0; i < blockTokens.Length; i++) BinaryPrimitives.WriteInt32LittleEndian(buffer.Slice(8 + 4 * i), blockTokens[i]);
+        ulong hash = XxHash3.HashToUInt64(buffer, (long)Seed);
+        if (rented is not null) System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+        return hash;
     }
 
     /// <summary>Hashes of every full block of <paramref name="tokens"/>, in order (a partial tail block has none).</summary>
