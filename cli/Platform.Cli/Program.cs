@@ -6,4 +6,5 @@ using Platform.Cli;
 var root = new RootCommand("Long-context LLM serving platform");
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(ModelCommands.Create());
+root.Subcommands.Add(UpCommand.Create());
 return await root.Parse(args).InvokeAsync();

@@ -1,0 +1,136 @@
+// `platform up`: the whole platform on one machine. Starts N worker processes
+// on loopback (each announces its gRPC address), then the router pointed at
+// them, waits until the router is ready, prints the URL and a curl example,
+// and on Ctrl-C (or SIGTERM) stops the router and then the workers, each
+// draining first. If any child dies, everything is stopped and the exit code
+// says so: no half-running platform is left behind.
+using System.CommandLine;
+using System.Net;
+using System.Net.Sockets;
+using Spectre.Console;
+
+namespace Platform.Cli;
+
+internal static class UpCommand
+{
+    public const string UrlMarker = "PLATFORM_UP_URL";
+
+    public static Command Create()
+    {
+        var model = new Option<string?>("--model") { Description = "HuggingFace model directory" };
+        var demo = new Option<bool>("--demo") { Description = "Use the demo model (created on first run); the default without --model" };
+        var workers = new Option<int>("--workers") { Description = "Worker processes", DefaultValueFactory = _ => 2 };
+        var port = new Option<int>("--port") { Description = "Router HTTP port (0 picks a free one)", DefaultValueFactory = _ => 8000 };
+        var policy = new Option<string>("--policy") { Description = "kv-aware | round-robin | least-loaded | random", DefaultValueFactory = _ => "kv-aware" };
+        var kvBlocks = new Option<int?>("--worker-kv-blocks") { Description = "KV blocks per worker (default: a share of memory)" };
+        var maxContext = new Option<int?>("--max-context") { Description = "Context limit per request" };
+        var apiKey = new Option<string?>("--api-key") { Description = "Require this bearer key on the OpenAI API" };
+        var command = new Command("up", "Run router and workers on this machine") { model, demo, workers, port, policy, kvBlocks, maxContext, apiKey };
+        command.SetAction(async (parse, ct) =>
+        {
+            int n = parse.GetValue(workers);
+            if (n < 1) { await Console.Error.WriteLineAsync("error: --workers must be at least 1."); return 2; }
+            string dir = parse.GetValue(model) ?? DemoModel.Ensure();
+            if (parse.GetValue(model) is { } m && !File.Exists(Path.Combine(m, "config.json")))
+            {
+                await Console.Error.WriteLineAsync($"error: {m} has no config.json; --model must be a HuggingFace model directory.");
+                return 2;
+            }
+            int routerPort = parse.GetValue(port) is 0 ? FreePort() : parse.GetValue(port);
+            int threads = Math.Max(1, Environment.ProcessorCount / n);
+            string baseDir = AppContext.BaseDirectory;
+            var children = new List<ChildProcess>();
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            try
+            {
+                var workerUrls = new List<string>();
+                for (int i = 0; i < n; i++)
+                {
+                    var args = new List<string> { "--model", dir, "--port", "0", "--http-port", "0", "--worker-id", $"worker-{i}", "--threads", threads.ToString() };
+                    if (parse.GetValue(kvBlocks) is { } blocks) args.AddRange(["--kv-blocks", blocks.ToString()]);
+                    if (parse.GetValue(maxContext) is { } ctx) args.AddRange(["--max-context", ctx.ToString()]);
+                    children.Add(ChildProcess.Start($"worker-{i}", Path.Combine(baseDir, "platform-worker.dll"), args));
+                }
+                await AnsiConsole.Status().StartAsync($"starting {n} worker(s)…", async _ =>
+                {
+                    foreach (var w in children)
+                    {
+                        workerUrls.Add(await w.WaitForLineAsync("PLATFORM_WORKER_LISTENING", TimeSpan.FromSeconds(60), stop.Token));
+                        await w.WaitForLineAsync("PLATFORM_WORKER_READY", TimeSpan.FromMinutes(10), stop.Token);
+                    }
+                });
+                var routerArgs = new List<string> { "--model", dir, "--workers", string.Join(',', workerUrls), "--port", routerPort.ToString(), "--policy", parse.GetValue(policy)! };
+                if (parse.GetValue(apiKey) is { } key) routerArgs.AddRange(["--api-key", key]);
+                var router = ChildProcess.Start("router", Path.Combine(baseDir, "platform-router.dll"), routerArgs);
+                children.Add(router);
+                string url = $"http://127.0.0.1:{routerPort}";
+                await WaitReadyAsync(router, url, stop.Token);
+
+                Console.WriteLine($"{UrlMarker} {url}");
+                AnsiConsole.MarkupLine($"[green]ready[/]: router {url} ({parse.GetValue(policy)}), workers {string.Join(", ", workerUrls)}");
+                AnsiConsole.MarkupLine("try:");
+                Console.WriteLine($"  curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' \\");
+                Console.WriteLine($"    -d '{{\"model\":\"{Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}],\"max_tokens\":32}}'");
+                AnsiConsole.MarkupLine("[grey]Ctrl-C stops everything.[/]");
+
+                var died = await Task.WhenAny(children.Select(c => c.Exited).Append(Task.Delay(Timeout.Infinite, stop.Token)));
+                if (!stop.IsCancellationRequested)
+                {
+                    var dead = children.First(c => c.HasExited);
+                    await Console.Error.WriteLineAsync($"error: {dead.Name} exited unexpectedly; stopping. Its last output:{Environment.NewLine}{dead.Tail}");
+                    return 1;
+                }
+                return 0;
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+                return 0;
+            }
+            catch (Exception e) when (e is InvalidOperationException or FileNotFoundException)
+            {
+                await Console.Error.WriteLineAsync($"error: {e.Message}");
+                return 1;
+            }
+            finally
+            {
+                // Router first, so no new request reaches a draining worker.
+                for (int i = children.Count - 1; i >= 0; i--) await children[i].StopAsync(TimeSpan.FromSeconds(15));
+                foreach (var c in children) await c.DisposeAsync();
+            }
+        });
+        return command;
+    }
+
+    private static async Task WaitReadyAsync(ChildProcess router, string url, CancellationToken cancellationToken)
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (DateTime.UtcNow < deadline)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            if (router.HasExited) throw new InvalidOperationException($"the router exited during start. Its last output:{Environment.NewLine}{router.Tail}");
+            try
+            {
+                using var response = await http.GetAsync($"{url}/readyz", cancellationToken);
+                if (response.StatusCode == HttpStatusCode.OK) return;
+            }
+            catch (HttpRequestException)
+            {
+                // Not listening yet.
+            }
+            catch (TaskCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+                // A slow answer during start: ask again.
+            }
+            await Task.Delay(200, cancellationToken);
+        }
+        throw new InvalidOperationException($"the router at {url} was not ready within 60 s. Its last output:{Environment.NewLine}{router.Tail}");
+    }
+
+    private static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+}
