@@ -235,3 +235,34 @@ public sealed class EngineTests
         }
     }
 }
+
+public sealed class EngineFaultTests
+{
+    [Fact]
+    public async Task A_fault_in_the_forward_pass_fails_every_in_flight_request_and_frees_memory()
+    {
+        using var engine = TestModels.Engine(TestModels.TinyLlama);
+        int steps = 0;
+        engine.BeforeStep = () =>
+        {
+            if (Interlocked.Increment(ref steps) == 5) throw new InvalidOperationException("injected fault");
+        };
+        var prompts = Enumerable.Range(0, 3).Select(i => (IReadOnlyList<int>)Enumerable.Range(10 * i, 20).ToList()).ToList();
+        var outcomes = await Task.WhenAll(prompts.Select(async p =>
+        {
+            GenerationChunk? last = null;
+            await foreach (var c in engine.GenerateAsync(new GenerationRequest(p, new SamplingParams { MaxTokens = 50, IgnoreEos = true })))
+                last = c;
+            return last!;
+        }));
+        Assert.All(outcomes, o =>
+        {
+            Assert.Equal(FinishReason.Error, o.Finish);
+            Assert.Contains("injected fault", o.Error);
+        });
+        Assert.False(engine.Healthy);
+        Assert.Equal(0, engine.GetStats().KvBlocksUsed);
+        var refused = Assert.Throws<EngineUnavailableException>(() => engine.GenerateAsync(new GenerationRequest([1, 2], new SamplingParams())));
+        Assert.Contains("injected fault", refused.Message);
+    }
+}

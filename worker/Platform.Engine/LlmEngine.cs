@@ -128,6 +128,8 @@ public sealed partial class LlmEngine : IDisposable
     public IAsyncEnumerable<GenerationChunk> GenerateAsync(GenerationRequest request, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_stopping, this);
+        if (!Healthy)
+            throw new EngineUnavailableException($"the engine failed and refuses new requests until it is restarted: {LastError}");
         request.Sampling.Validate();
         var prompt = request.PromptTokens;
         if (prompt.Count == 0) throw new EngineRequestException("the prompt is empty; send at least one token.");
@@ -245,8 +247,12 @@ public sealed partial class LlmEngine : IDisposable
         FailAll(new ObjectDisposedException(nameof(LlmEngine), "the engine is shutting down"));
     }
 
+    /// <summary>Test hook: called at the start of every step; throwing from it simulates a fault in the forward pass.</summary>
+    internal Action? BeforeStep { get; set; }
+
     private void Step()
     {
+        BeforeStep?.Invoke();
         _impossible.Clear();
         var scheduled = _scheduler.Schedule(_impossible);
         foreach (var r in _impossible)
@@ -424,6 +430,9 @@ public sealed partial class LlmEngine : IDisposable
     [LoggerMessage(Level = LogLevel.Warning, Message = "A KV event subscriber threw")]
     private static partial void LogSubscriberFailed(ILogger logger, Exception e);
 }
+
+/// <summary>The engine cannot take requests (it failed, or is shutting down): maps to HTTP 503.</summary>
+public sealed class EngineUnavailableException(string message) : Exception(message);
 
 public sealed record EngineStats(int Running, int Waiting, long QueuedPrefillTokens, int KvBlocksUsed, int KvBlocksFree, int KvBlocksTotal,
     int KvBlocksCached, long Preemptions, long PrefixQueriedBlocks, long PrefixHitBlocks, long Steps);
