@@ -36,6 +36,7 @@ public sealed class LlamaModel : IDisposable
 
     public static LlamaModel Load(string modelDirectory, ScalarType dtype, IProgress<double>? progress = null)
     {
+        NativeRuntime.Configure();
         var config = ModelConfig.Load(modelDirectory);
         var weights = LlamaWeights.Load(modelDirectory, config, dtype, progress);
         return new LlamaModel(config, weights, dtype);
