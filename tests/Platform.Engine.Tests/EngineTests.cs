@@ -266,3 +266,31 @@ public sealed class EngineFaultTests
         Assert.Contains("injected fault", refused.Message);
     }
 }
+
+public sealed class EngineTracingTests
+{
+    [Fact]
+    public async Task Engine_spans_join_the_callers_trace_and_steps_link_to_requests()
+    {
+        var spans = new System.Collections.Concurrent.ConcurrentBag<System.Diagnostics.Activity>();
+        using var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = s => s.Name is EngineTelemetry.SourceName or "test",
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = a => spans.Add(a),
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
+        using var source = new System.Diagnostics.ActivitySource("test");
+        using var engine = TestModels.Engine(TestModels.TinyLlama);
+        System.Diagnostics.ActivityTraceId traceId;
+        using (var parent = source.StartActivity("router.request"))
+        {
+            traceId = parent!.TraceId;
+            await foreach (var _ in engine.GenerateAsync(new GenerationRequest([1, 2, 3, 4], new SamplingParams { MaxTokens = 3, IgnoreEos = true }))) { }
+        }
+        await EngineTests.WaitFor(() => spans.Any(s => s.OperationName == "engine.decode"));
+        foreach (var name in new[] { "engine.queue", "engine.prefill", "engine.decode" })
+            Assert.Contains(spans, s => s.OperationName == name && s.TraceId == traceId);
+        Assert.Contains(spans, s => s.OperationName == "engine.step" && s.Links.Any(l => l.Context.TraceId == traceId));
+    }
+}

@@ -149,7 +149,10 @@ public sealed partial class LlmEngine : IDisposable
         var channel = Channel.CreateUnbounded<GenerationChunk>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         ulong seed = request.Sampling.Seed ?? NextSeed();
         var engineRequest = new EngineRequest(request.RequestId ?? Guid.NewGuid().ToString("n"), prompt, request.Sampling, seed,
-            MaxContextTokens, request.ReturnLogits, channel.Writer, Tokenizer?.CreateIncrementalDecoder(), Interlocked.Increment(ref _arrivals));
+            MaxContextTokens, request.ReturnLogits, channel.Writer, Tokenizer?.CreateIncrementalDecoder(), Interlocked.Increment(ref _arrivals))
+        {
+            TraceParent = System.Diagnostics.Activity.Current?.Context ?? default,
+        };
         Enqueue(() =>
         {
             _scheduler.Add(engineRequest);
@@ -266,11 +269,18 @@ public sealed partial class LlmEngine : IDisposable
             return;
         }
 
+        using var stepActivity = EngineTelemetry.StartStep(scheduled);
+        var now = DateTimeOffset.UtcNow;
         var batch = new ForwardBatch();
         var sampling = new List<EngineRequest>(scheduled.Count);
         foreach (var s in scheduled)
         {
             var r = s.Request;
+            if (r.AdmittedAt is null)
+            {
+                r.AdmittedAt = now;
+                EngineTelemetry.Span("engine.queue", r, r.ArrivedAt, now, ("prompt.tokens", r.PromptLength));
+            }
             var slice = batch.AddSequence(r.Tokens, r.NumComputed, s.NumTokens, r.Blocks, Options.BlockSize);
             if (r.NumComputed + s.NumTokens == r.Tokens.Count)
             {
@@ -339,6 +349,15 @@ public sealed partial class LlmEngine : IDisposable
 
         r.Output.TryWrite(new GenerationChunk([token], text, finish, r.PromptLength, Math.Max(0, r.CachedPromptTokens), r.OutputLength,
             logits is null ? null : [logits]));
+        var now = DateTimeOffset.UtcNow;
+        if (r.FirstTokenAt is null)
+        {
+            r.FirstTokenAt = now;
+            EngineTelemetry.Span("engine.prefill", r, r.AdmittedAt ?? r.ArrivedAt, now,
+                ("prompt.tokens", r.PromptLength), ("cached.tokens", Math.Max(0, r.CachedPromptTokens)), ("preemptions", r.Preemptions));
+        }
+        if (finish is not null)
+            EngineTelemetry.Span("engine.decode", r, r.FirstTokenAt.Value, now, ("completion.tokens", r.OutputLength), ("finish.reason", finish.ToString()));
         if (finish is not null)
         {
             try

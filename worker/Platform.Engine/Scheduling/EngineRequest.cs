@@ -43,6 +43,12 @@ public sealed class EngineRequest
     public IncrementalDecoder? Decoder { get; }
     public long ArrivalOrder { get; }
 
+    /// <summary>The caller's trace context, so the engine's spans join the request's trace.</summary>
+    public System.Diagnostics.ActivityContext TraceParent { get; init; }
+    public DateTimeOffset ArrivedAt { get; init; } = DateTimeOffset.UtcNow;
+    public DateTimeOffset? AdmittedAt { get; set; }
+    public DateTimeOffset? FirstTokenAt { get; set; }
+
     public RequestStatus Status { get; set; } = RequestStatus.Waiting;
     public int NumComputed { get; set; }
     /// <summary>KV blocks, in sequence order.</summary>
