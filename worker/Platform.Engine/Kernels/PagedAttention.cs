@@ -31,6 +31,7 @@ public static unsafe class PagedAttention
         public int* SlotOffsets;      // start of each sequence's slots in Slots
         public int* ContextLengths;
         public float* Output;         // [seqs, heads, headDim]
+        public float* LogSumExp;      // [seqs, heads] or null
         public int Heads, KvHeads, HeadDim;
         public float Scale;
     }
@@ -40,14 +41,24 @@ public static unsafe class PagedAttention
     /// decode sequence s and query head h (G = heads / kvHeads). Call from one thread at a time.
     /// </summary>
     public static void Decode(float* query, float* keys, float* values, long* slots, int* slotOffsets, int* contextLengths,
-        int sequences, int heads, int kvHeads, int headDim, float scale, float* output)
+        int sequences, int heads, int kvHeads, int headDim, float scale, float* output) =>
+        DecodePartial(query, keys, values, slots, slotOffsets, contextLengths, sequences, heads, kvHeads, headDim, scale, output, null);
+
+    /// <summary>
+    /// As <see cref="Decode"/>, over whatever subset of a sequence's KV the slots name, and also writes
+    /// each head's log-sum-exp of the scaled scores (−∞ for an empty subset, whose output is 0). Partial
+    /// results over disjoint subsets merge exactly with <see cref="AttentionMerge"/>: the DistAttention
+    /// contract, where each worker attends over the blocks it holds.
+    /// </summary>
+    public static void DecodePartial(float* query, float* keys, float* values, long* slots, int* slotOffsets, int* contextLengths,
+        int sequences, int heads, int kvHeads, int headDim, float scale, float* output, float* logSumExp)
     {
         if (sequences <= 0) return;
         if (heads % kvHeads != 0) throw new ArgumentException($"heads ({heads}) must be a multiple of kvHeads ({kvHeads})");
         var job = new Job
         {
             Query = query, Keys = keys, Values = values, Slots = slots, SlotOffsets = slotOffsets, ContextLengths = contextLengths,
-            Output = output, Heads = heads, KvHeads = kvHeads, HeadDim = headDim, Scale = scale,
+            Output = output, LogSumExp = logSumExp, Heads = heads, KvHeads = kvHeads, HeadDim = headDim, Scale = scale,
         };
         KernelPool.Run(&RunChunk, &job, sequences * kvHeads, KernelThreads.Count);
     }
@@ -77,7 +88,8 @@ public static unsafe class PagedAttention
             // Softmax per query head.
             for (int g = 0; g < groups; g++)
             {
-                Softmax(scores + g * length, length);
+                float lse = length == 0 ? float.NegativeInfinity : Softmax(scores + g * length, length);
+                if (job.LogSumExp != null) job.LogSumExp[(long)seq * job.Heads + kvHead * groups + g] = lse;
                 new Span<float>(o + g * d, d).Clear();
             }
             // Pass 2: o_g += p_g(p) · v_p.
@@ -89,9 +101,9 @@ public static unsafe class PagedAttention
         }
     }
 
-    /// <summary>In-place softmax; the exponentials are vectorised (an exp per score per head per layer dominated the kernel with MathF.Exp).</summary>
+    /// <summary>In-place softmax, returning the log-sum-exp; the exponentials are vectorised (an exp per score per head per layer dominated the kernel with MathF.Exp).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Softmax(float* s, int n)
+    private static float Softmax(float* s, int n)
     {
         float max = float.NegativeInfinity;
         for (int p = 0; p < n; p++) if (s[p] > max) max = s[p];
@@ -112,6 +124,7 @@ public static unsafe class PagedAttention
         for (; i < n; i++) { s[i] = MathF.Exp(s[i] - max); sum += s[i]; }
         float inv = 1f / sum;
         for (int p = 0; p < n; p++) s[p] *= inv;
+        return max + MathF.Log(sum);
     }
 
     /// <summary>

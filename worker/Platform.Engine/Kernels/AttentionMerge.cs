@@ -1,0 +1,42 @@
+// Exact merge of partial attention results (DistAttention, after Infinite-LLM):
+// attention over a context split into disjoint groups of KV (held by different
+// workers) equals the merge of each group's partial output o_i and log-sum-exp
+// l_i: out = Σ_i e^(l_i − m) o_i / Σ_i e^(l_i − m), m = max_i l_i. Only the
+// query travels to a group's holder, and only (o_i, l_i) come back.
+namespace Platform.Engine.Kernels;
+
+public static class AttentionMerge
+{
+    /// <summary>
+    /// Merges <paramref name="parts"/> partials of <paramref name="heads"/> heads into <paramref name="output"/> ([heads, headDim]).
+    /// outputs[i] is [heads, headDim], logSumExps[i] is [heads]; a part with log-sum-exp −∞ (no keys) contributes nothing.
+    /// The merged log-sum-exp per head goes to <paramref name="mergedLogSumExp"/> when given, so merges can nest.
+    /// </summary>
+    public static void Merge(IReadOnlyList<float[]> outputs, IReadOnlyList<float[]> logSumExps, int heads, int headDim,
+        Span<float> output, Span<float> mergedLogSumExp = default)
+    {
+        if (outputs.Count != logSumExps.Count) throw new ArgumentException("one log-sum-exp array per partial output");
+        if (output.Length != heads * headDim) throw new ArgumentException($"output must hold {heads}×{headDim} values");
+        output.Clear();
+        for (int h = 0; h < heads; h++)
+        {
+            float max = float.NegativeInfinity;
+            foreach (var l in logSumExps) max = Math.Max(max, l[h]);
+            if (!mergedLogSumExp.IsEmpty) mergedLogSumExp[h] = max;
+            if (float.IsNegativeInfinity(max)) continue;   // no keys anywhere: output stays 0
+            double total = 0;
+            var o = output.Slice(h * headDim, headDim);
+            for (int i = 0; i < outputs.Count; i++)
+            {
+                double w = Math.Exp(logSumExps[i][h] - max);
+                if (w == 0) continue;
+                total += w;
+                var part = outputs[i].AsSpan(h * headDim, headDim);
+                for (int j = 0; j < headDim; j++) o[j] += (float)(w * part[j]);
+            }
+            float inv = (float)(1.0 / total);
+            for (int j = 0; j < headDim; j++) o[j] *= inv;
+            if (!mergedLogSumExp.IsEmpty) mergedLogSumExp[h] = max + (float)Math.Log(total);
+        }
+    }
+}
