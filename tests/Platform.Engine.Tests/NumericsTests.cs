@@ -28,6 +28,11 @@ public sealed class NumericsTests
     [MemberData(nameof(Configs))]
     public void Prefill_and_decode_logits_match_the_float64_reference(string modelType, string rope)
     {
+        foreach (var path in Enum.GetValues<DecodePath>()) CheckAgainstReference(modelType, rope, path);
+    }
+
+    private static void CheckAgainstReference(string modelType, string rope, DecodePath path)
+    {
         string dir = TestModels.Get(TestModels.Tiny(modelType, Rope(rope)));
         var reference = new NaiveReference(dir);
         var rng = new Random(3);
@@ -35,6 +40,7 @@ public sealed class NumericsTests
         var expected = reference.Logits(tokens);
 
         using var model = LlamaModel.Load(dir, torch.float32);
+        model.DecodePath = path;
         var c = model.Config;
         using var kv = new PagedKvStore(c.NumLayers, 8, 16, c.NumKvHeads, c.HeadDim, torch.float32);
         int[] blocks = [5, 2, 7];   // deliberately out of order
@@ -59,7 +65,7 @@ public sealed class NumericsTests
             using var scope = torch.NewDisposeScope();
             using var noGrad = torch.no_grad();
             var logits = model.Forward(step, kv).data<float>().ToArray();
-            AssertClose(expected[t], logits, $"decode position {t}");
+            AssertClose(expected[t], logits, $"{path} decode position {t}");
         }
     }
 

@@ -12,10 +12,11 @@ using static TorchSharp.torch;
 
 namespace Platform.Engine.Model;
 
-public sealed class LlamaModel : IDisposable
+public sealed partial class LlamaModel : IDisposable
 {
     private readonly LlamaWeights _weights;
     private readonly Tensor _invFreq;     // float64 [headDim/2]
+    private readonly double[] _invFreqHost;
     private readonly double _ropeScale;   // yarn's attention factor on cos/sin
     private readonly double _softmaxScale;
 
@@ -30,6 +31,7 @@ public sealed class LlamaModel : IDisposable
         Dtype = dtype;
         var rope = RopeFrequencies.Compute(config.HeadDim, config.RopeTheta, config.RopeScaling, config.MaxPositionEmbeddings);
         _invFreq = torch.tensor(rope.InverseFrequencies, torch.float64).DetachFromDisposeScope();
+        _invFreqHost = rope.InverseFrequencies;
         _ropeScale = rope.AttentionScale;
         _softmaxScale = 1.0 / Math.Sqrt(config.HeadDim);
     }
@@ -45,13 +47,14 @@ public sealed class LlamaModel : IDisposable
     /// <summary>Runs the batch, writing its K/V into <paramref name="kv"/>; returns float32 logits [LogitRows, vocab].</summary>
     public Tensor Forward(ForwardBatch batch, PagedKvStore kv)
     {
+        if (CanRunDecodeStep(batch)) return DecodeStep(batch, kv);
         var c = Config;
         int t = batch.NumTokens;
         var ids = torch.tensor(batch.InputIds.ToArray(), torch.int64);
         var slots = torch.tensor(batch.Slots.ToArray(), torch.int64);
         var (cos, sin) = RotaryTables(batch.Positions);
         // Decode sequences (one new token) go through the paged kernel together; the rest gather and use SDPA.
-        var decode = UsePagedDecode && Dtype == ScalarType.Float32 ? DecodeSet.From(batch) : null;
+        var decode = DecodePath != DecodePath.TorchGather && Dtype == ScalarType.Float32 ? DecodeSet.From(batch) : null;
         var contextSlots = batch.Sequences.Select(s => decode is not null && s.NumTokens == 1 ? null : torch.tensor(s.ContextSlots, torch.int64)).ToArray();
         var masks = batch.Sequences.Select(CausalMask).ToArray();
 
@@ -92,8 +95,8 @@ public sealed class LlamaModel : IDisposable
         return _weights.LmHead.Forward(last).to_type(torch.float32);
     }
 
-    /// <summary>Set false to route decode through the gather + SDPA path (benchmarks' baseline, tests).</summary>
-    public static bool UsePagedDecode { get; set; } = true;
+    /// <summary>Which decode path runs; the slower ones stay as baselines for benchmarks and tests.</summary>
+    public DecodePath DecodePath { get; set; } = DecodePath.Native;
 
     /// <summary>The decode sequences of a batch, flattened for the paged kernel.</summary>
     private sealed class DecodeSet

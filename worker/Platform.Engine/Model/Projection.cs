@@ -38,6 +38,12 @@ public sealed unsafe class Projection
         }
     }
 
+    /// <summary>True when the raw-pointer path (<see cref="Forward(float*, int, float*)"/>) is available.</summary>
+    public bool HasRawWeights => _weight != null;
+
+    /// <summary>y[rows, Out] = x[rows, In] Wᵀ + b on raw float32 buffers through the GEMV (rows ≤ <see cref="MaxGemvRows"/>).</summary>
+    public void Forward(float* x, int rows, float* y) => Gemv.MatVecF32(_weight, OutFeatures, InFeatures, x, rows, y, _bias);
+
     public Tensor Forward(Tensor x)
     {
         long rows = x.shape[0];
