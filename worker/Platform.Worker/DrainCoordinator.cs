@@ -59,14 +59,12 @@ public sealed class DrainCoordinator : IHostedLifecycleService, IDisposable
 
     public void BeginDrain()
     {
-        int inFlight;
         lock (_lock)
         {
             if (_draining) return;
             _draining = true;
-            inFlight = _inFlight;
+            Log.DrainStarted(_logger, _inFlight, _grace.TotalSeconds);
         }
-        Log.DrainStarted(_logger, inFlight, _grace.TotalSeconds);
     }
 
     public async Task StoppingAsync(CancellationToken cancellationToken)

@@ -106,7 +106,9 @@ internal sealed class InferenceService : Inference.InferenceBase
                     _metrics.GeneratedTokens(chunk.TokenIds.Count);
                 }
                 last = chunk;
-                await responseStream.WriteAsync(ProtoMapping.ToProto(chunk), abort.Token);
+                // No token here: cancelling a write resets the HTTP/2 stream, and an abort by the drain must still
+                // reach the client as a final chunk. A client that is gone fails the write by itself.
+                await responseStream.WriteAsync(ProtoMapping.ToProto(chunk));
             }
         }
         catch (OperationCanceledException) when (context.CancellationToken.IsCancellationRequested)

@@ -1,4 +1,5 @@
 // platform-worker: serves one model over gRPC. Run `platform-worker --help`.
+// Exit codes: 0 after a clean stop (SIGTERM drains first), 2 invalid options, 3 the model failed to load.
 using Microsoft.Extensions.Options;
 using Platform.Worker;
 
@@ -15,23 +16,23 @@ try
 }
 catch (Exception e) when (e is InvalidOperationException or FormatException)
 {
+    // Binding failures, e.g. "--port abc": the message names the key and the value.
     Console.Error.WriteLine($"platform-worker: bad configuration: {e.Message}");
     return 2;
 }
 
-await using (app)
+bool loadFailed = false;
+app.Lifetime.ApplicationStopped.Register(() => loadFailed = app.Services.GetRequiredService<EngineHost>().State == EngineState.Failed);
+try
 {
-    try
-    {
-        await app.RunAsync();
-    }
-    catch (OptionsValidationException e)
-    {
-        Console.Error.WriteLine("platform-worker: invalid options:");
-        foreach (var failure in e.Failures) Console.Error.WriteLine($"  - {failure}");
-        Console.Error.WriteLine("Run platform-worker --help for the list of options.");
-        return 2;
-    }
-    var engines = app.Services.GetRequiredService<EngineHost>();
-    return engines.State == EngineState.Failed ? 3 : 0;
+    // RunAsync stops the host on SIGTERM/Ctrl-C (after the drain) and disposes it.
+    await app.RunAsync();
 }
+catch (OptionsValidationException e)
+{
+    Console.Error.WriteLine("platform-worker: invalid options:");
+    foreach (var failure in e.Failures) Console.Error.WriteLine($"  - {failure}");
+    Console.Error.WriteLine("Run platform-worker --help for the list of options.");
+    return 2;
+}
+return loadFailed ? 3 : 0;

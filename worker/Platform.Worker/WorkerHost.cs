@@ -55,14 +55,16 @@ public static class WorkerHost
         {
             var o = context.Configuration.GetSection(WorkerOptions.Section).Get<WorkerOptions>() ?? new WorkerOptions();
             var endpoints = kestrel.ApplicationServices.GetRequiredService<WorkerEndpoints>();
-            // An invalid host is reported by the options validator before anything binds.
+            // Kestrel's options are built with the app, before the validator runs at start; it reports an invalid
+            // host or port then, and nothing binds. Until then use harmless stand-ins.
             var address = o.TryGetListenAddress(out var parsed) ? parsed : IPAddress.Loopback;
-            kestrel.Listen(address, o.Port, listen =>
+            static int Port(int port) => port is >= 0 and <= 65535 ? port : 0;
+            kestrel.Listen(address, Port(o.Port), listen =>
             {
                 listen.Protocols = HttpProtocols.Http2;
                 endpoints.Grpc = listen;
             });
-            kestrel.Listen(address, o.HttpPort, listen =>
+            kestrel.Listen(address, Port(o.HttpPort), listen =>
             {
                 listen.Protocols = HttpProtocols.Http1;
                 endpoints.Http = listen;
@@ -101,8 +103,6 @@ public static class WorkerHost
         configure?.Invoke(builder);
 
         var app = builder.Build();
-        // Create the meter now so /metrics shows the engine gauges before the first request.
-        app.Services.GetRequiredService<WorkerMetrics>();
         app.MapGrpcService<InferenceService>();
         app.MapGrpcHealthChecksService();
         app.MapHealthChecks("/healthz", new HealthCheckOptions { Predicate = r => r.Tags.Contains(HealthTags.Live) });
@@ -111,6 +111,8 @@ public static class WorkerHost
 
         app.Lifetime.ApplicationStarted.Register(() =>
         {
+            // Create the meter now (options are valid by then) so /metrics shows the engine gauges before the first request.
+            app.Services.GetRequiredService<WorkerMetrics>();
             var endpoints = app.Services.GetRequiredService<WorkerEndpoints>();
             var announcer = app.Services.GetRequiredService<WorkerAnnouncer>();
             var o = app.Services.GetRequiredService<IOptions<WorkerOptions>>().Value;

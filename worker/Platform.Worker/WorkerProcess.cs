@@ -54,7 +54,7 @@ public sealed partial class WorkerProcess : IAsyncDisposable
         var worker = new WorkerProcess(process);
         process.OutputDataReceived += (_, e) => worker.OnLine(e.Data);
         process.ErrorDataReceived += (_, e) => worker.OnLine(e.Data);
-        process.Exited += (_, _) => worker.OnExited();
+        process.Exited += (_, _) => _ = worker.OnExitedAsync();
         process.Start();
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
@@ -81,8 +81,10 @@ public sealed partial class WorkerProcess : IAsyncDisposable
         else if (line.Trim() == ReadyLine) _ready.TrySetResult();
     }
 
-    private void OnExited()
+    private async Task OnExitedAsync()
     {
+        // Exited can fire before the last output lines are read; WaitForExitAsync also waits for the end of both streams.
+        await _process.WaitForExitAsync();
         var error = new InvalidOperationException($"platform-worker exited (code {_process.ExitCode}) before it was ready; its output:\n{OutputTail}");
         _ready.TrySetException(error);
         _grpc.TrySetException(error);
