@@ -73,7 +73,7 @@ internal sealed class InferenceService : Inference.InferenceBase
         using var abort = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, _drain.HardStop);
         try
         {
-            var sampling = ProtoMapping.ToSampling(request.Sampling);
+            var sampling = ProtoMapping.ToSampling(request.Sampling, request.PromptTokenIds.Count, engine.MaxContextTokens);
             chunks = engine.GenerateAsync(new GenerationRequest(request.PromptTokenIds.ToArray(), sampling, requestId), abort.Token);
             Log.GenerateStarted(_logger, requestId, request.PromptTokenIds.Count, sampling.MaxTokens);
         }

@@ -48,6 +48,7 @@ public static class WorkerHost
         services.AddSingleton<DrainCoordinator>();
         services.AddHostedService(sp => sp.GetRequiredService<DrainCoordinator>());
         services.AddSingleton<WorkerMetrics>();
+        services.AddSingleton<EngineWatchdog>();
         // Stopping waits up to the drain grace period, then a margin for aborted streams and the server.
         services.Configure<HostOptions>(o => o.ShutdownTimeout = options.DrainGracePeriod + TimeSpan.FromSeconds(15));
 
