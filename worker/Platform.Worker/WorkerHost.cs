@@ -95,7 +95,7 @@ public static class WorkerHost
 
         var telemetry = services.AddOpenTelemetry()
             .ConfigureResource(r => r.AddService("platform-worker", serviceInstanceId: options.ResolvedWorkerId))
-            .WithMetrics(m => m.AddMeter(WorkerTelemetry.MeterName).AddPrometheusExporter())
+            .WithMetrics(m => m.AddMeter(WorkerTelemetry.MeterName).AddRuntimeInstrumentation().AddAspNetCoreInstrumentation().AddPrometheusExporter())
             .WithTracing(t => t
                 .AddSource(WorkerTelemetry.SourceName)
                 .AddAspNetCoreInstrumentation(o => o.Filter = http => !IsProbe(http.Request.Path)));
