@@ -111,3 +111,28 @@ public sealed class GenerateTests
         Assert.Equal(0, (await w.Client.GetLoadAsync(new LoadRequest())).KvBlocksUsed);
     }
 }
+
+public sealed class ConcurrentGenerateTests
+{
+    [Fact]
+    public async Task Concurrent_streams_on_one_connection_each_get_their_own_tokens()
+    {
+        await using var w = await WorkerUnderTest.StartAsync("--kv-blocks", "128");
+        var prompts = Enumerable.Range(0, 6).Select(i => TestModel.Prompt(20 + 7 * i, 50 + i)).ToList();
+        var sequential = new List<List<int>>();
+        foreach (var p in prompts) sequential.Add([.. (await w.GenerateAllAsync(WorkerUnderTest.Request(p, 10))).SelectMany(c => c.TokenIds)]);
+
+        var concurrent = await Task.WhenAll(prompts.Select(async p => (await w.GenerateAllAsync(WorkerUnderTest.Request(p, 10))).SelectMany(c => c.TokenIds).ToList()));
+        for (int i = 0; i < prompts.Count; i++) Assert.Equal(sequential[i], concurrent[i]);
+        Assert.True(sequential.Distinct(new SequenceComparer()).Count() > 1, "different prompts should not all give the same tokens");
+        var load = await w.Client.GetLoadAsync(new LoadRequest());
+        Assert.Equal(0, load.Running);
+        Assert.Equal(0, load.KvBlocksUsed);
+    }
+
+    private sealed class SequenceComparer : IEqualityComparer<List<int>>
+    {
+        public bool Equals(List<int>? x, List<int>? y) => x!.SequenceEqual(y!);
+        public int GetHashCode(List<int> obj) => obj.Aggregate(17, (h, v) => h * 31 + v);
+    }
+}

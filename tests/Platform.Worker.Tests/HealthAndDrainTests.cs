@@ -32,8 +32,19 @@ public sealed class HealthAndDrainTests
         Assert.True(await inFlight.ResponseStream.MoveNext(CancellationToken.None));
         var tokens = inFlight.ResponseStream.Current.TokenIds.ToList();
 
+        using var watch = health.Watch(new HealthCheckRequest());
+        Assert.True(await watch.ResponseStream.MoveNext(CancellationToken.None));
+        Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, watch.ResponseStream.Current.Status);
+
         var stopping = w.Worker.StopAsync();
         Assert.False(stopping.IsCompleted);
+        // Watchers hear of the drain at once (a repeated SERVING from the load may come first).
+        using (var watchTimeout = new CancellationTokenSource(TimeSpan.FromSeconds(5)))
+        {
+            do Assert.True(await watch.ResponseStream.MoveNext(watchTimeout.Token));
+            while (watch.ResponseStream.Current.Status == HealthCheckResponse.Types.ServingStatus.Serving);
+            Assert.Equal(HealthCheckResponse.Types.ServingStatus.NotServing, watch.ResponseStream.Current.Status);
+        }
         Assert.Equal(HealthCheckResponse.Types.ServingStatus.NotServing, (await health.CheckAsync(new HealthCheckRequest())).Status);
         Assert.Equal(HttpStatusCode.ServiceUnavailable, (await http.GetAsync("/readyz")).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/healthz")).StatusCode);

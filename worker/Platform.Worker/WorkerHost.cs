@@ -49,12 +49,18 @@ public static class WorkerHost
         services.AddHostedService(sp => sp.GetRequiredService<DrainCoordinator>());
         services.AddSingleton<WorkerMetrics>();
         services.AddSingleton<EngineWatchdog>();
+        services.AddHostedService<HealthNudger>();
         // Stopping waits up to the drain grace period, then a margin for aborted streams and the server.
         services.Configure<HostOptions>(o => o.ShutdownTimeout = options.DrainGracePeriod + TimeSpan.FromSeconds(15));
 
         builder.WebHost.ConfigureKestrel((context, kestrel) =>
         {
             var o = context.Configuration.GetSection(WorkerOptions.Section).Get<WorkerOptions>() ?? new WorkerOptions();
+            // One router connection multiplexes every request and KV event stream to this worker (default cap: 100).
+            kestrel.Limits.Http2.MaxStreamsPerConnection = 1024;
+            // Pings find a vanished router within ~50 s, so its streams are cancelled and their KV blocks freed.
+            kestrel.Limits.Http2.KeepAlivePingDelay = TimeSpan.FromSeconds(30);
+            kestrel.Limits.Http2.KeepAlivePingTimeout = TimeSpan.FromSeconds(20);
             var endpoints = kestrel.ApplicationServices.GetRequiredService<WorkerEndpoints>();
             // Kestrel's options are built with the app, before the validator runs at start; it reports an invalid
             // host or port then, and nothing binds. Until then use harmless stand-ins.
