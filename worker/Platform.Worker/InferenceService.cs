@@ -203,7 +203,20 @@ internal sealed class InferenceService : Inference.InferenceBase
             if (!channel.Writer.TryWrite(batch)) channel.Writer.TryComplete(new SubscriberOverflowException());
         }
 
-        using var subscription = await engine.SubscribeKvEventsAsync(OnEvents).WaitAsync(context.CancellationToken);
+        // The engine registers the handler on its thread after the current step. If the client leaves
+        // before that, the subscription still completes later and must be disposed then.
+        var subscribing = engine.SubscribeKvEventsAsync(OnEvents);
+        KvSubscription subscription;
+        try
+        {
+            subscription = await subscribing.WaitAsync(context.CancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+            _ = subscribing.ContinueWith(t => t.Result.Dispose(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
+            throw;
+        }
+        using var subscriptionScope = subscription;
         using var end = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, _drain.StreamsEnd);
         string workerId = _options.ResolvedWorkerId;
         Log.KvSubscriberConnected(_logger, context.Peer, subscription.SnapshotSequence, subscription.CachedBlocks.Count);
