@@ -112,6 +112,21 @@ public sealed class GenerateTests
     }
 }
 
+public sealed class LargeMessageTests
+{
+    [Fact]
+    public async Task A_prompt_message_larger_than_grpcs_default_4_MB_reaches_the_engine()
+    {
+        await using var w = await WorkerUnderTest.StartAsync();
+        // 2.5M ids of 2 varint bytes each: a 5 MB message (gRPC's default limit is 4 MB). The engine then
+        // refuses it for the tiny model's 4096-token context, which proves the worker received it whole.
+        var prompt = Enumerable.Repeat(300, 2_500_000).ToArray();
+        var error = await Assert.ThrowsAsync<RpcException>(() => w.GenerateAllAsync(WorkerUnderTest.Request(prompt, 1)));
+        Assert.Equal(StatusCode.InvalidArgument, error.StatusCode);
+        Assert.Contains("2500000 tokens", error.Status.Detail);
+    }
+}
+
 public sealed class ConcurrentGenerateTests
 {
     [Fact]
