@@ -84,6 +84,23 @@ public sealed class GenerateTests
     }
 
     [Fact]
+    public async Task A_client_connection_that_drops_mid_stream_frees_the_requests_blocks()
+    {
+        await using var w = await WorkerUnderTest.StartAsync();
+        var baseline = await w.Client.GetLoadAsync(new LoadRequest());
+        var channel = Grpc.Net.Client.GrpcChannel.ForAddress(w.Worker.GrpcAddress);
+        var client = new Inference.InferenceClient(channel);
+        var call = client.Generate(WorkerUnderTest.Request(TestModel.Prompt(50, 4), 3000));
+        Assert.True(await call.ResponseStream.MoveNext(CancellationToken.None));
+        Assert.Equal(1, (await w.Client.GetLoadAsync(new LoadRequest())).Running);
+
+        channel.Dispose();  // closes the HTTP/2 connection under the running call
+        await Poll.UntilAsync(async () => (await w.Client.GetLoadAsync(new LoadRequest())) is { Running: 0, Waiting: 0 } l && l.KvBlocksUsed == baseline.KvBlocksUsed,
+            TimeSpan.FromSeconds(1), "KV blocks back to baseline after the connection dropped");
+        call.Dispose();
+    }
+
+    [Fact]
     public async Task Bad_requests_are_InvalidArgument_with_the_engines_message_and_the_worker_keeps_serving()
     {
         await using var w = await WorkerUnderTest.StartAsync();

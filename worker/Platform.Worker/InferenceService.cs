@@ -111,9 +111,10 @@ internal sealed class InferenceService : Inference.InferenceBase
                 await responseStream.WriteAsync(ProtoMapping.ToProto(chunk));
             }
         }
-        catch (OperationCanceledException) when (context.CancellationToken.IsCancellationRequested)
+        catch (Exception) when (context.CancellationToken.IsCancellationRequested)
         {
-            // The client went away: the engine request is already aborted and its blocks freed.
+            // The client went away (the engine read or our write failed with it): the engine request is
+            // already aborted and its blocks freed; there is no one left to tell.
             Log.GenerateCancelled(_logger, requestId, completionTokens);
             Finish(activity, "abort", last, request.PromptTokenIds.Count, completionTokens, start);
             return;
