@@ -1,5 +1,9 @@
 // Pieces checked without a server: the stall watchdog on fake time, the mapping
 // of proto sampling fields whose zero means "unset", and options validation.
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
 using Microsoft.Extensions.Time.Testing;
 using Platform.Core.Protos;
 using Platform.Engine;
@@ -79,5 +83,44 @@ public sealed class UnitTests
         Assert.Contains(failures, f => f.Contains("--drain-grace-seconds"));
         Assert.Contains(failures, f => f.Contains("--kv-subscriber-buffer"));
         Assert.Contains(failures, f => f.Contains("MaxBatchTokens must be positive") && f.Contains("--max-batch-tokens"));
+    }
+
+    [Fact]
+    public async Task Health_while_loading_and_after_a_failed_load()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"platform-worker-tests-{Environment.ProcessId}", "unloadable");
+        Directory.CreateDirectory(dir);
+        await File.WriteAllTextAsync(Path.Combine(dir, "config.json"), "{}");
+        var options = Options.Create(new WorkerOptions { ModelDirectory = dir, AnnounceOnStdout = false });
+        var lifetime = new StubLifetime();
+        using var engines = new EngineHost(options, NullLoggerFactory.Instance, lifetime, new WorkerAnnouncer(options));
+        var watchdog = new EngineWatchdog(engines, options, TimeProvider.System);
+        var live = new EngineLivenessCheck(engines, watchdog);
+        var ready = new EngineReadinessCheck(engines, watchdog);
+        async Task<HealthCheckResult> Check(IHealthCheck check) => await check.CheckHealthAsync(new HealthCheckContext());
+
+        Assert.Equal(EngineState.Loading, engines.State);
+        Assert.Equal(HealthStatus.Healthy, (await Check(live)).Status);
+        var loading = await Check(ready);
+        Assert.Equal(HealthStatus.Unhealthy, loading.Status);
+        Assert.Contains("loading", loading.Description);
+
+        await engines.StartAsync(CancellationToken.None);
+        await Assert.ThrowsAnyAsync<Exception>(() => engines.Ready.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(EngineState.Failed, engines.State);
+        var dead = await Check(live);
+        Assert.Equal(HealthStatus.Unhealthy, dead.Status);
+        Assert.Contains("failed to load", dead.Description);
+        Assert.Equal(HealthStatus.Unhealthy, (await Check(ready)).Status);
+        Assert.True(lifetime.StopRequested, "a failed load stops the host");
+    }
+
+    private sealed class StubLifetime : IHostApplicationLifetime
+    {
+        public bool StopRequested { get; private set; }
+        public CancellationToken ApplicationStarted => CancellationToken.None;
+        public CancellationToken ApplicationStopping => CancellationToken.None;
+        public CancellationToken ApplicationStopped => CancellationToken.None;
+        public void StopApplication() => StopRequested = true;
     }
 }

@@ -60,8 +60,8 @@ public sealed class EngineHost : IHostedService, IDisposable
         {
             LoadError = e.Message;
             Log.ModelLoadFailed(_logger, _options.ModelDirectory, e);
-            _ready.SetException(e);
             _lifetime.StopApplication();
+            _ready.SetException(e);
         }
     }
 

@@ -99,7 +99,11 @@ internal sealed class InferenceService : Inference.InferenceBase
                 if (chunk.TokenIds.Count > 0)
                 {
                     long now = _time.GetTimestamp();
-                    if (completionTokens == 0) _metrics.FirstToken(_time.GetElapsedTime(start, now));
+                    if (completionTokens == 0)
+                    {
+                        _metrics.FirstToken(_time.GetElapsedTime(start, now));
+                        activity?.AddEvent(new ActivityEvent("first_token"));
+                    }
                     else _metrics.NextToken(_time.GetElapsedTime(previous, now) / chunk.TokenIds.Count);
                     previous = now;
                     completionTokens += chunk.TokenIds.Count;
