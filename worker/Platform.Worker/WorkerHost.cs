@@ -9,8 +9,8 @@ using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
-using OpenTelemetry;
 using Microsoft.Extensions.Options;
+using OpenTelemetry;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Resources;
 using OpenTelemetry.Trace;
@@ -20,7 +20,10 @@ namespace Platform.Worker;
 
 public static class WorkerHost
 {
-    /// <summary>Builds (does not start) the worker. <paramref name="configure"/> may adjust the builder (tests: logging, time).</summary>
+    /// <summary>
+    /// Builds (does not start) the worker. <paramref name="configure"/> runs before the worker's own registrations:
+    /// it may add configuration sources, logging providers or a TimeProvider (tests use fake time).
+    /// </summary>
     public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { ApplicationName = typeof(WorkerHost).Assembly.GetName().Name });
@@ -34,6 +37,7 @@ public static class WorkerHost
         // Every unhealthy probe result (each second while loading or draining) would be an error line;
         // the worker logs the transitions themselves (loading, loaded, faulted, draining).
         builder.Logging.AddFilter("Microsoft.Extensions.Diagnostics.HealthChecks", LogLevel.Critical);
+        configure?.Invoke(builder);
 
         var services = builder.Services;
         services.AddOptions<WorkerOptions>().BindConfiguration(WorkerOptions.Section).ValidateOnStart();
@@ -106,8 +110,6 @@ public static class WorkerHost
                 .AddSource(WorkerTelemetry.SourceName)
                 .AddAspNetCoreInstrumentation(o => o.Filter = http => !IsProbe(http.Request.Path)));
         if (!string.IsNullOrWhiteSpace(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"])) telemetry.UseOtlpExporter();
-
-        configure?.Invoke(builder);
 
         var app = builder.Build();
         app.MapGrpcService<InferenceService>();
