@@ -101,6 +101,21 @@ public sealed class GenerateTests
     }
 
     [Fact]
+    public async Task An_engine_error_mid_stream_ends_it_with_an_error_chunk()
+    {
+        // 4 blocks hold 64 tokens: the prompt fits, but the sequence outgrows the whole pool while decoding.
+        await using var w = await WorkerUnderTest.StartAsync("--kv-blocks", "4");
+        var chunks = await w.GenerateAllAsync(WorkerUnderTest.Request(TestModel.Prompt(40, 6), 100));
+        var last = chunks[^1];
+        Assert.Equal(FinishReason.Error, last.FinishReason);
+        Assert.Contains("KV cache", last.Error);
+        int tokens = chunks.Sum(c => c.TokenIds.Count);
+        Assert.InRange(tokens, 1, 99);
+        Assert.Equal(tokens, last.CompletionTokens);
+        Assert.Equal(0, (await w.Client.GetLoadAsync(new LoadRequest())).KvBlocksUsed);
+    }
+
+    [Fact]
     public async Task Bad_requests_are_InvalidArgument_with_the_engines_message_and_the_worker_keeps_serving()
     {
         await using var w = await WorkerUnderTest.StartAsync();
