@@ -4,6 +4,7 @@
 using System.Net;
 using Grpc.Core;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
 using Grpc.Health.V1;
 using Platform.Core.Protos;
 
@@ -99,5 +100,28 @@ public sealed class HealthAndDrainTests
         Assert.True(tokens < 4000, $"the stream was cut short ({tokens} tokens)");
         Assert.Equal(tokens, last.CompletionTokens);
         await stopping.WaitAsync(TimeSpan.FromSeconds(20));
+    }
+
+    [Fact]
+    public async Task The_grace_period_is_measured_on_the_injected_clock()
+    {
+        var time = new FakeTimeProvider();
+        await using var worker = await InProcessWorker.StartAsync(TestModel.Dir, [.. WorkerUnderTest.SmallEngine, "--drain-grace-seconds", "30"],
+            builder => builder.Services.AddSingleton<TimeProvider>(time));
+        var drain = worker.Services.GetRequiredService<DrainCoordinator>();
+        var inFlight = drain.TryBeginRequest();
+        Assert.NotNull(inFlight);
+
+        var stopping = worker.StopAsync();
+        await Poll.UntilAsync(() => Task.FromResult(drain.IsDraining), TimeSpan.FromSeconds(5), "draining");
+        time.Advance(TimeSpan.FromSeconds(29));
+        await Task.Delay(50);
+        Assert.False(drain.HardStop.IsCancellationRequested, "aborted before the grace period ended");
+        Assert.False(stopping.IsCompleted);
+
+        time.Advance(TimeSpan.FromSeconds(2));
+        await Poll.UntilAsync(() => Task.FromResult(drain.HardStop.IsCancellationRequested), TimeSpan.FromSeconds(5), "in-flight work aborted after 30 s");
+        inFlight.Dispose();
+        await stopping.WaitAsync(TimeSpan.FromSeconds(10));
     }
 }
