@@ -1,0 +1,79 @@
+// Health and graceful drain: SERVING once loaded; on stop (what SIGTERM does)
+// readiness drops, gRPC health says NOT_SERVING, new Generate calls are
+// Unavailable, and a stream already running finishes with all its tokens.
+using System.Net;
+using Grpc.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Grpc.Health.V1;
+using Platform.Core.Protos;
+
+namespace Platform.Worker.Tests;
+
+public sealed class HealthAndDrainTests
+{
+    [Fact]
+    public async Task Health_is_serving_then_not_serving_while_draining_and_in_flight_streams_finish()
+    {
+        await using var w = await WorkerUnderTest.StartAsync("--drain-grace-seconds", "30");
+        var health = new Health.HealthClient(w.Channel);
+        using var http = new HttpClient { BaseAddress = w.Worker.HttpAddress };
+        Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, (await health.CheckAsync(new HealthCheckRequest())).Status);
+        Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving,
+            (await health.CheckAsync(new HealthCheckRequest { Service = Inference.Descriptor.FullName })).Status);
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/readyz")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/healthz")).StatusCode);
+
+        // A stream in flight when the drain starts, plus a held admission so the drain cannot end
+        // before the assertions below (the tiny model may finish the stream in milliseconds).
+        var drain = w.Worker.Services.GetRequiredService<DrainCoordinator>();
+        var held = drain.TryBeginRequest();
+        Assert.NotNull(held);
+        using var inFlight = w.Client.Generate(WorkerUnderTest.Request(TestModel.Prompt(30, 4), 200));
+        Assert.True(await inFlight.ResponseStream.MoveNext(CancellationToken.None));
+        var tokens = inFlight.ResponseStream.Current.TokenIds.ToList();
+
+        var stopping = w.Worker.StopAsync();
+        Assert.False(stopping.IsCompleted);
+        Assert.Equal(HealthCheckResponse.Types.ServingStatus.NotServing, (await health.CheckAsync(new HealthCheckRequest())).Status);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await http.GetAsync("/readyz")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/healthz")).StatusCode);
+        Assert.True((await w.Client.GetLoadAsync(new LoadRequest())).Draining);
+        var refused = await Assert.ThrowsAsync<RpcException>(() => w.GenerateAllAsync(WorkerUnderTest.Request([1, 2, 3], 2)));
+        Assert.Equal(StatusCode.Unavailable, refused.StatusCode);
+        Assert.Contains("draining", refused.Status.Detail);
+
+        GenerateChunk last = inFlight.ResponseStream.Current;
+        while (await inFlight.ResponseStream.MoveNext(CancellationToken.None))
+        {
+            last = inFlight.ResponseStream.Current;
+            tokens.AddRange(last.TokenIds);
+        }
+        Assert.Equal(FinishReason.Length, last.FinishReason);
+        Assert.Equal(200, tokens.Count);
+
+        held.Dispose();
+        await stopping.WaitAsync(TimeSpan.FromSeconds(20));
+    }
+
+    [Fact]
+    public async Task Streams_still_running_when_the_grace_period_ends_are_aborted_with_a_final_chunk()
+    {
+        // Grace 0: the drain ends at once and aborts what runs. 256 blocks hold the whole 4030-token sequence.
+        await using var w = await WorkerUnderTest.StartAsync("--drain-grace-seconds", "0", "--kv-blocks", "256");
+        using var inFlight = w.Client.Generate(WorkerUnderTest.Request(TestModel.Prompt(30, 5), 4000));
+        Assert.True(await inFlight.ResponseStream.MoveNext(CancellationToken.None));
+        var stopping = w.Worker.StopAsync();
+        GenerateChunk last = inFlight.ResponseStream.Current;
+        int tokens = last.TokenIds.Count;
+        while (await inFlight.ResponseStream.MoveNext(CancellationToken.None))
+        {
+            last = inFlight.ResponseStream.Current;
+            tokens += last.TokenIds.Count;
+        }
+        Assert.Equal(FinishReason.Abort, last.FinishReason);
+        Assert.Contains("retry on another worker", last.Error);
+        Assert.True(tokens < 4000, $"the stream was cut short ({tokens} tokens)");
+        Assert.Equal(tokens, last.CompletionTokens);
+        await stopping.WaitAsync(TimeSpan.FromSeconds(20));
+    }
+}

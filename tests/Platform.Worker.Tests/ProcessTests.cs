@@ -1,0 +1,62 @@
+// The worker as a real child process (`dotnet platform-worker.dll --model DIR
+// --port 0 --http-port 0`), found through its PLATFORM_WORKER_* lines, as the
+// router's end-to-end tests and `platform up` start it.
+using System.Net;
+using Grpc.Health.V1;
+using Grpc.Net.Client;
+using Platform.Core.Protos;
+
+namespace Platform.Worker.Tests;
+
+public sealed class ProcessTests
+{
+    [Fact]
+    public async Task Worker_runs_as_a_process_serves_requests_drains_on_SIGTERM_and_can_be_killed()
+    {
+        string[] args = ["--model", TestModel.Dir, "--port", "0", "--http-port", "0", "--kv-blocks", "64", "--threads", "1", "--worker-id", "proc-1",
+            "--drain-grace-seconds", "5"];
+        await using (var worker = await WorkerProcess.StartAsync(args))
+        {
+            Assert.Equal("127.0.0.1", worker.GrpcAddress.Host);
+            Assert.NotEqual(0, worker.GrpcAddress.Port);
+            using var channel = GrpcChannel.ForAddress(worker.GrpcAddress);
+            var client = new Inference.InferenceClient(channel);
+            Assert.Equal("proc-1", (await client.GetInfoAsync(new InfoRequest())).WorkerId);
+            Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, (await new Health.HealthClient(channel).CheckAsync(new HealthCheckRequest())).Status);
+
+            using var call = client.Generate(WorkerUnderTest.Request(TestModel.Prompt(20, 1), 5));
+            int tokens = 0;
+            GenerateChunk? last = null;
+            while (await call.ResponseStream.MoveNext(CancellationToken.None))
+            {
+                last = call.ResponseStream.Current;
+                tokens += last.TokenIds.Count;
+            }
+            Assert.Equal(5, tokens);
+            Assert.Equal(FinishReason.Length, last!.FinishReason);
+
+            using var http = new HttpClient { BaseAddress = worker.HttpAddress };
+            Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/readyz")).StatusCode);
+            Assert.Contains("vllm_generation_tokens_total", await http.GetStringAsync("/metrics"));
+
+            worker.Terminate();
+            Assert.Equal(0, await worker.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30)));
+            Assert.Contains("Drain complete", worker.OutputTail);
+        }
+
+        await using var second = await WorkerProcess.StartAsync(args);
+        second.Kill();
+        Assert.NotEqual(0, await second.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10)));
+    }
+
+    [Fact]
+    public async Task Invalid_options_exit_with_code_2_and_say_what_to_fix()
+    {
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() =>
+            WorkerProcess.StartAsync(["--model", "/nonexistent/model", "--port", "70000", "--block-size", "3"], readyTimeout: TimeSpan.FromSeconds(60)));
+        Assert.Contains("exited (code 2)", error.Message);
+        Assert.Contains("'/nonexistent/model' does not exist", error.Message);
+        Assert.Contains("--port must be in 0..65535", error.Message);
+        Assert.Contains("BlockSize must be a power of two", error.Message);
+    }
+}

@@ -1,0 +1,88 @@
+// Owns the engine for the process: loads the model on a background thread when
+// the host starts (so Kestrel answers health probes while a large model loads:
+// liveness passes, readiness waits), exposes it once loaded, and disposes it
+// when the service provider is disposed, after the server has stopped.
+using System.Diagnostics;
+using Microsoft.Extensions.Options;
+using Platform.Engine;
+
+namespace Platform.Worker;
+
+public enum EngineState { Loading, Ready, Failed }
+
+public sealed class EngineHost : IHostedService, IDisposable
+{
+    private readonly WorkerOptions _options;
+    private readonly ILogger<EngineHost> _logger;
+    private readonly ILoggerFactory _loggerFactory;
+    private readonly IHostApplicationLifetime _lifetime;
+    private readonly WorkerAnnouncer _announcer;
+    private readonly TaskCompletionSource<LlmEngine> _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private Task _loading = Task.CompletedTask;
+    private volatile LlmEngine? _engine;
+
+    public EngineHost(IOptions<WorkerOptions> options, ILoggerFactory loggerFactory, IHostApplicationLifetime lifetime, WorkerAnnouncer announcer)
+    {
+        _options = options.Value;
+        _loggerFactory = loggerFactory;
+        _logger = loggerFactory.CreateLogger<EngineHost>();
+        _lifetime = lifetime;
+        _announcer = announcer;
+    }
+
+    /// <summary>The engine once loaded, else null.</summary>
+    public LlmEngine? Engine => _engine;
+    public EngineState State => _engine is not null ? EngineState.Ready : _ready.Task.IsFaulted ? EngineState.Failed : EngineState.Loading;
+    /// <summary>Why loading failed (null while loading or after success).</summary>
+    public string? LoadError { get; private set; }
+    /// <summary>Completes with the engine when loaded; faults if loading fails.</summary>
+    public Task<LlmEngine> Ready => _ready.Task;
+
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        _loading = Task.Factory.StartNew(Load, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        return Task.CompletedTask;
+    }
+
+    private void Load()
+    {
+        Log.ModelLoading(_logger, _options.ModelDirectory, _options.ResolvedServedModelName);
+        var watch = Stopwatch.StartNew();
+        try
+        {
+            var engine = LlmEngine.Load(_options.ModelDirectory, _options.Engine, progress: null, _loggerFactory.CreateLogger<LlmEngine>());
+            _engine = engine;
+            Log.ModelLoaded(_logger, watch.Elapsed.TotalSeconds, engine.Fingerprint.Canonical, engine.TotalKvBlocks, engine.MaxContextTokens);
+            _announcer.Announce("PLATFORM_WORKER_READY");
+            _ready.SetResult(engine);
+        }
+        catch (Exception e)
+        {
+            LoadError = e.Message;
+            Log.ModelLoadFailed(_logger, _options.ModelDirectory, e);
+            _ready.SetException(e);
+            _lifetime.StopApplication();
+        }
+    }
+
+    /// <summary>Waits for a load in progress (it cannot be interrupted); the engine itself is disposed with the container.</summary>
+    public Task StopAsync(CancellationToken cancellationToken) => _loading.WaitAsync(cancellationToken);
+
+    public void Dispose() => _engine?.Dispose();
+}
+
+/// <summary>Prints the machine-readable PLATFORM_WORKER_* lines on stdout when enabled.</summary>
+public sealed class WorkerAnnouncer(IOptions<WorkerOptions> options)
+{
+    private readonly bool _enabled = options.Value.AnnounceOnStdout;
+
+    public void Announce(string line)
+    {
+        if (!_enabled) return;
+        lock (this)
+        {
+            Console.Out.WriteLine(line);
+            Console.Out.Flush();
+        }
+    }
+}

@@ -1,0 +1,87 @@
+// Conversions between the gRPC contract (Platform.Core.Protos) and the engine's types.
+using Platform.Engine;
+using Platform.Engine.Scheduling;
+using Proto = Platform.Core.Protos;
+using CoreKv = Platform.Core.KvEvents;
+
+namespace Platform.Worker;
+
+internal static class ProtoMapping
+{
+    /// <summary>Sampling from the wire. Absent or zero fields take the engine defaults where 0 is not a meaningful value.</summary>
+    public static SamplingParams ToSampling(Proto.SamplingOptions? s)
+    {
+        if (s is null) return new SamplingParams();
+        return new SamplingParams
+        {
+            MaxTokens = s.MaxTokens == 0 ? new SamplingParams().MaxTokens : s.MaxTokens,
+            Temperature = s.Temperature,
+            TopK = s.TopK,
+            // proto3 cannot tell 0 from "unset"; top_p 0 would be invalid, so it means "no nucleus cut".
+            TopP = s.TopP == 0 ? 1.0 : s.TopP,
+            Seed = s.HasSeed ? s.Seed : null,
+            StopTokenIds = [.. s.StopTokenIds],
+            StopStrings = [.. s.Stop],
+            IgnoreEos = s.IgnoreEos,
+        };
+    }
+
+    public static Proto.FinishReason ToProto(FinishReason? reason) => reason switch
+    {
+        null => Proto.FinishReason.Unspecified,
+        FinishReason.Stop => Proto.FinishReason.Stop,
+        FinishReason.Length => Proto.FinishReason.Length,
+        FinishReason.Abort => Proto.FinishReason.Abort,
+        _ => Proto.FinishReason.Error,
+    };
+
+    public static Proto.GenerateChunk ToProto(GenerationChunk chunk)
+    {
+        var message = new Proto.GenerateChunk
+        {
+            Text = chunk.Text,
+            FinishReason = ToProto(chunk.Finish),
+            PromptTokens = chunk.PromptTokens,
+            CompletionTokens = chunk.CompletionTokens,
+            Cached = new Proto.CachedTokens { Device = chunk.CachedTokens },
+        };
+        message.TokenIds.AddRange(chunk.TokenIds);
+        if (chunk.Error is not null) message.Error = chunk.Error;
+        return message;
+    }
+
+    public static Proto.LoadReport ToLoadReport(EngineStats? stats, bool healthy, bool draining) => stats is null
+        ? new Proto.LoadReport { Healthy = false, Draining = draining }
+        : new Proto.LoadReport
+        {
+            Running = stats.Running,
+            Waiting = stats.Waiting,
+            QueuedPrefillTokens = stats.QueuedPrefillTokens,
+            KvBlocksUsed = stats.KvBlocksUsed,
+            KvBlocksFree = stats.KvBlocksFree,
+            KvBlocksTotal = stats.KvBlocksTotal,
+            Healthy = healthy,
+            Draining = draining,
+        };
+
+    public static Proto.KvTier ToProto(CoreKv.KvTier tier) => tier switch
+    {
+        CoreKv.KvTier.Host => Proto.KvTier.Host,
+        CoreKv.KvTier.Remote => Proto.KvTier.Remote,
+        _ => Proto.KvTier.Device,
+    };
+
+    public static Proto.KvEvent ToProto(CoreKv.KvEvent e) => new()
+    {
+        Sequence = e.Sequence,
+        Kind = e.Kind switch
+        {
+            CoreKv.KvEventKind.BlockStored => Proto.KvEventKind.Stored,
+            CoreKv.KvEventKind.BlockRemoved => Proto.KvEventKind.Removed,
+            _ => Proto.KvEventKind.Cleared,
+        },
+        BlockHash = e.BlockHash,
+        ParentHash = e.ParentHash,
+        Tier = ToProto(e.Tier),
+    };
+}

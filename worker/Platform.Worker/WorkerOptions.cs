@@ -1,0 +1,153 @@
+// Settings of one worker process, bound from configuration (section "Worker":
+// appsettings, environment variables such as Worker__Port, or the command-line
+// switches in WorkerCommandLine) and validated when the host starts, with
+// messages that name the switch to change.
+using System.Net;
+using Microsoft.Extensions.Options;
+using Platform.Engine;
+
+namespace Platform.Worker;
+
+public sealed class WorkerOptions
+{
+    public const string Section = "Worker";
+
+    /// <summary>HuggingFace model directory: config.json, *.safetensors, tokenizer.json.</summary>
+    public string ModelDirectory { get; set; } = "";
+    /// <summary>The model name clients ask for; defaults to the model directory's name.</summary>
+    public string? ServedModelName { get; set; }
+    /// <summary>Identity in KV events and GetInfo; defaults to $HOSTNAME (the pod name) or machine-pid.</summary>
+    public string? WorkerId { get; set; }
+    /// <summary>IP address to listen on (127.0.0.1 locally, 0.0.0.0 in a pod).</summary>
+    public string Host { get; set; } = "127.0.0.1";
+    /// <summary>gRPC port (HTTP/2 cleartext only); 0 picks a free port and prints it.</summary>
+    public int Port { get; set; } = 50051;
+    /// <summary>HTTP/1.1 port for /healthz, /readyz and /metrics (probes and Prometheus cannot speak cleartext HTTP/2); 0 picks a free port.</summary>
+    public int HttpPort { get; set; } = 8080;
+    /// <summary>After SIGTERM, how long in-flight streams may run before they are aborted.</summary>
+    public double DrainGraceSeconds { get; set; } = 30;
+    /// <summary>Engine event batches buffered per KV event subscriber before it is disconnected (it then resyncs with a snapshot).</summary>
+    public int KvSubscriberBufferBatches { get; set; } = 4096;
+    /// <summary>Largest gRPC message accepted; a 1M-token prompt is up to 5 MB of varints.</summary>
+    public int MaxMessageMegabytes { get; set; } = 64;
+    /// <summary>How often health results are pushed to gRPC Watch callers.</summary>
+    public double HealthPublishSeconds { get; set; } = 1;
+    /// <summary>Print the PLATFORM_WORKER_* lines on stdout (for process fixtures and `platform up`).</summary>
+    public bool AnnounceOnStdout { get; set; } = true;
+
+    public EngineOptions Engine { get; set; } = new();
+
+    public string ResolvedServedModelName =>
+        !string.IsNullOrWhiteSpace(ServedModelName) ? ServedModelName
+        : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(string.IsNullOrEmpty(ModelDirectory) ? "." : ModelDirectory)));
+
+    public string ResolvedWorkerId =>
+        !string.IsNullOrWhiteSpace(WorkerId) ? WorkerId
+        : Environment.GetEnvironmentVariable("HOSTNAME") is { Length: > 0 } hostName ? hostName
+        : $"{Environment.MachineName}-{Environment.ProcessId}";
+
+    public TimeSpan DrainGracePeriod => TimeSpan.FromSeconds(DrainGraceSeconds);
+
+    /// <summary>The listen address; "localhost" means 127.0.0.1 (Kestrel cannot bind port 0 on the name).</summary>
+    public bool TryGetListenAddress(out IPAddress address)
+    {
+        if (string.Equals(Host, "localhost", StringComparison.OrdinalIgnoreCase))
+        {
+            address = IPAddress.Loopback;
+            return true;
+        }
+        return IPAddress.TryParse(Host, out address!);
+    }
+}
+
+/// <summary>Command-line switches of platform-worker, mapped onto configuration keys.</summary>
+public static class WorkerCommandLine
+{
+    public static readonly IReadOnlyDictionary<string, string> SwitchMappings = new Dictionary<string, string>
+    {
+        ["--model"] = "Worker:ModelDirectory",
+        ["--served-model-name"] = "Worker:ServedModelName",
+        ["--worker-id"] = "Worker:WorkerId",
+        ["--host"] = "Worker:Host",
+        ["--port"] = "Worker:Port",
+        ["--http-port"] = "Worker:HttpPort",
+        ["--drain-grace-seconds"] = "Worker:DrainGraceSeconds",
+        ["--kv-subscriber-buffer"] = "Worker:KvSubscriberBufferBatches",
+        ["--max-message-mb"] = "Worker:MaxMessageMegabytes",
+        ["--health-publish-seconds"] = "Worker:HealthPublishSeconds",
+        ["--announce"] = "Worker:AnnounceOnStdout",
+        ["--block-size"] = "Worker:Engine:BlockSize",
+        ["--max-batch-tokens"] = "Worker:Engine:MaxBatchTokens",
+        ["--max-running-requests"] = "Worker:Engine:MaxRunningRequests",
+        ["--kv-blocks"] = "Worker:Engine:NumKvBlocks",
+        ["--kv-bytes"] = "Worker:Engine:KvCacheBytes",
+        ["--kv-memory-fraction"] = "Worker:Engine:KvCacheMemoryFraction",
+        ["--dtype"] = "Worker:Engine:ComputeDtype",
+        ["--threads"] = "Worker:Engine:Threads",
+        ["--max-context"] = "Worker:Engine:MaxContextTokens",
+        ["--seed"] = "Worker:Engine:DefaultSeed",
+    };
+
+    public const string Usage = """
+        platform-worker: serves one model over gRPC (Inference + grpc.health.v1) with /healthz, /readyz and /metrics over HTTP/1.1.
+
+        usage: platform-worker --model DIR [options]
+          --model DIR                 HuggingFace model directory (config.json, *.safetensors, tokenizer.json)   [required]
+          --served-model-name NAME    name clients use (default: the directory's name)
+          --worker-id ID              identity in KV events and GetInfo (default: $HOSTNAME or machine-pid)
+          --host IP                   listen address (default 127.0.0.1; 0.0.0.0 in a pod)
+          --port N                    gRPC port, HTTP/2 cleartext (default 50051; 0 = pick a free one)
+          --http-port N               HTTP/1.1 port for health and metrics (default 8080; 0 = pick a free one)
+          --drain-grace-seconds S     after SIGTERM, time for in-flight streams to finish (default 30)
+          --kv-subscriber-buffer N    event batches buffered per KV subscriber before it is cut off (default 4096)
+          --max-message-mb N          largest gRPC message accepted (default 64)
+          --health-publish-seconds S  period of gRPC health Watch updates (default 1)
+          --announce true|false       print PLATFORM_WORKER_* lines on stdout (default true)
+        engine:
+          --block-size N --max-batch-tokens N --max-running-requests N --kv-blocks N --kv-bytes N
+          --kv-memory-fraction F --dtype float32|bfloat16|float16 --threads N --max-context N --seed N
+
+        Every option is also a configuration key (Worker:Port, Worker:Engine:BlockSize, ...) and an
+        environment variable (Worker__Port, Worker__Engine__BlockSize, ...).
+        With port 0 the worker prints, once bound:
+          PLATFORM_WORKER_LISTENING http://IP:PORT         (gRPC)
+          PLATFORM_WORKER_HTTP_LISTENING http://IP:PORT    (health, metrics)
+        and once the model is loaded: PLATFORM_WORKER_READY
+        """;
+}
+
+/// <summary>Start-time validation: every failure says which switch or key fixes it.</summary>
+internal sealed class WorkerOptionsValidator : IValidateOptions<WorkerOptions>
+{
+    public ValidateOptionsResult Validate(string? name, WorkerOptions o)
+    {
+        var errors = new List<string>();
+        if (string.IsNullOrWhiteSpace(o.ModelDirectory))
+            errors.Add("no model directory: pass --model DIR (a HuggingFace directory with config.json and *.safetensors) or set Worker__ModelDirectory; `platform model create-random` writes a small test model.");
+        else if (!Directory.Exists(o.ModelDirectory))
+            errors.Add($"the model directory '{o.ModelDirectory}' does not exist; check --model.");
+        else if (!File.Exists(Path.Combine(o.ModelDirectory, "config.json")))
+            errors.Add($"the model directory '{o.ModelDirectory}' has no config.json; --model must point at a HuggingFace model directory.");
+        if (!o.TryGetListenAddress(out _))
+            errors.Add($"--host '{o.Host}' is not an IP address; use 127.0.0.1 for loopback or 0.0.0.0 for every interface.");
+        if (o.Port is < 0 or > 65535) errors.Add($"--port must be in 0..65535 (0 picks a free port), got {o.Port}.");
+        if (o.HttpPort is < 0 or > 65535) errors.Add($"--http-port must be in 0..65535 (0 picks a free port), got {o.HttpPort}.");
+        if (o.Port != 0 && o.Port == o.HttpPort)
+            errors.Add($"--port and --http-port are both {o.Port}; gRPC (HTTP/2) and health/metrics (HTTP/1.1) need two ports.");
+        if (!double.IsFinite(o.DrainGraceSeconds) || o.DrainGraceSeconds < 0 || o.DrainGraceSeconds > 3600)
+            errors.Add($"--drain-grace-seconds must be between 0 and 3600, got {o.DrainGraceSeconds}.");
+        if (o.KvSubscriberBufferBatches < 1) errors.Add($"--kv-subscriber-buffer must be at least 1, got {o.KvSubscriberBufferBatches}.");
+        if (o.MaxMessageMegabytes is < 1 or > 2047) errors.Add($"--max-message-mb must be in 1..2047, got {o.MaxMessageMegabytes}.");
+        if (!double.IsFinite(o.HealthPublishSeconds) || o.HealthPublishSeconds < 1)
+            errors.Add($"--health-publish-seconds must be at least 1 (the health publisher's minimum period), got {o.HealthPublishSeconds}.");
+        try
+        {
+            o.Engine.Validate();
+        }
+        catch (ArgumentException e)
+        {
+            errors.Add($"engine: {e.Message} (engine switches: --block-size, --max-batch-tokens, --max-running-requests, --kv-blocks, --kv-bytes, --kv-memory-fraction, --threads, --max-context).");
+        }
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+}
