@@ -20,6 +20,8 @@ public sealed class RouterConfigurationException(string message) : Exception(mes
 
 public static class RouterApp
 {
+    public const string ListeningPrefix = "PLATFORM_ROUTER_LISTENING ";
+
     public static readonly IReadOnlyDictionary<string, string> Switches = new Dictionary<string, string>
     {
         ["--model"] = "Router:Model",
