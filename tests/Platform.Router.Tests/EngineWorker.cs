@@ -33,6 +33,9 @@ internal sealed class FaultPlan
     /// <summary>Fail Generate with Internal after this many chunks.</summary>
     public int? FailAfterChunks { get; set; }
 
+    /// <summary>The W3C traceparent header of the last Generate call.</summary>
+    public string? LastTraceParent { get; set; }
+
     /// <summary>Report unhealthy in GetLoad.</summary>
     public bool Unhealthy { get; set; }
 }
@@ -117,6 +120,7 @@ internal sealed class EngineInferenceService(LlmEngine engine, FaultPlan faults,
     public override async Task Generate(GenerateRequest request, IServerStreamWriter<GenerateChunk> responseStream, ServerCallContext context)
     {
         faults.CountCall();
+        faults.LastTraceParent = context.RequestHeaders.GetValue("traceparent");
         if (faults.FailBeforeFirstToken is { } status) throw new RpcException(new Status(status, "injected failure"));
         var sampling = new SamplingParams
         {

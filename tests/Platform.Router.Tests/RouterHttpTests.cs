@@ -162,6 +162,26 @@ public sealed class RouterHttpTests(TwoWorkerFixture f)
     }
 
     [Fact]
+    public async Task The_callers_trace_context_reaches_the_worker()
+    {
+        const string traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
+        {
+            Content = new StringContent("""{"model":"tiny","prompt":"trace me","max_tokens":1}""", Encoding.UTF8, "application/json"),
+        };
+        request.Headers.Add("traceparent", $"00-{traceId}-00f067aa0ba902b7-01");
+        // The router runs in this process, so its HTTP tracing would also rewrite this client's header: switch that off here.
+        using var client = new HttpClient(new SocketsHttpHandler { ActivityHeadersPropagator = null }) { BaseAddress = new Uri(f.KvAware.Address) };
+        using var response = await client.SendAsync(request);
+        Assert.True(response.IsSuccessStatusCode);
+        string worker = response.Headers.GetValues("x-platform-worker").Single();
+        var faults = worker == f.A.Address ? f.A.Faults : f.B.Faults;
+        Assert.NotNull(faults.LastTraceParent);
+        Assert.Equal(traceId, faults.LastTraceParent!.Split('-')[1]);
+        Assert.NotEqual("00f067aa0ba902b7", faults.LastTraceParent.Split('-')[2]); // the router's own span is the parent
+    }
+
+    [Fact]
     public async Task Health_ready_and_metrics_answer()
     {
         Assert.Equal("ok", await f.KvAware.Http.GetStringAsync("/healthz"));
