@@ -191,5 +191,6 @@ public sealed class RouterHttpTests(TwoWorkerFixture f)
         Assert.Contains("router_placements", metrics, StringComparison.Ordinal);
         Assert.Contains("policy=\"kv-aware\"", metrics, StringComparison.Ordinal);
         Assert.Contains("router_workers_available", metrics, StringComparison.Ordinal);
+        Assert.Contains("router_overhead_seconds_bucket", metrics, StringComparison.Ordinal);
     }
 }

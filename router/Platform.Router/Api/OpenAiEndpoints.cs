@@ -109,6 +109,7 @@ public sealed partial class OpenAiEndpoints
 
     private async Task HandleAdmittedAsync(HttpContext context, bool chat, string route)
     {
+        long arrived = _time.GetTimestamp();
         var (document, bodyError) = await ReadJsonAsync(context).ConfigureAwait(false);
         if (bodyError is not null)
         {
@@ -211,7 +212,7 @@ public sealed partial class OpenAiEndpoints
         string? session = context.Request.Headers[_options.SessionHeader].FirstOrDefault();
         var placement = new PlacementRequest(identity.Hasher.HashPrefix(prompt is int[] a ? a : prompt.ToArray()), prompt.Count, identity.BlockSize, session);
 
-        var started = await _forwarder.StartAsync(grpcRequest, placement, context.RequestAborted).ConfigureAwait(false);
+        var started = await _forwarder.StartAsync(grpcRequest, placement, arrived, context.RequestAborted).ConfigureAwait(false);
         if (started.Stream is null)
         {
             if (started.Error == ForwarderError.Canceled)

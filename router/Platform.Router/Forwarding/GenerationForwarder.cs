@@ -63,10 +63,11 @@ public sealed partial class GenerationForwarder
     public string PolicyName => _policy.Name;
 
     /// <summary>Places and starts the request; never throws for expected failures (see <see cref="ForwarderError"/>).</summary>
-    public async Task<AttemptResult> StartAsync(GenerateRequest request, PlacementRequest placement, CancellationToken cancellationToken)
+    /// <param name="arrived">The request's arrival (TimeProvider timestamp), for the router-overhead histogram.</param>
+    public async Task<AttemptResult> StartAsync(GenerateRequest request, PlacementRequest placement, long arrived, CancellationToken cancellationToken)
     {
         var context = ResilienceContextPool.Shared.Get(cancellationToken);
-        var state = new AttemptState(request, placement, cancellationToken);
+        var state = new AttemptState(request, placement, arrived, cancellationToken);
         context.Properties.Set(StateKey, state);
         try
         {
@@ -89,8 +90,9 @@ public sealed partial class GenerationForwarder
         }
     }
 
-    private sealed class AttemptState(GenerateRequest request, PlacementRequest placement, CancellationToken clientAborted)
+    private sealed class AttemptState(GenerateRequest request, PlacementRequest placement, long arrived, CancellationToken clientAborted)
     {
+        public long Arrived { get; } = arrived;
         public GenerateRequest Request { get; } = request;
         public PlacementRequest Placement { get; } = placement;
         public CancellationToken ClientAborted { get; } = clientAborted;
@@ -159,6 +161,7 @@ public sealed partial class GenerationForwarder
         try
         {
             timeout.CancelAfter(TimeSpan.FromMilliseconds(_options.FirstTokenTimeoutMs));
+            if (state.Tried.Count == 1) _metrics.Overhead(_time.GetElapsedTime(state.Arrived));
             call = connection.Client.Generate(state.Request, cancellationToken: linked.Token);
             if (!await call.ResponseStream.MoveNext(CancellationToken.None).ConfigureAwait(false))
                 return Fail(ForwarderError.WorkerFailed, $"worker {connection.State.Id} closed the stream before the first token");

@@ -13,6 +13,10 @@ public sealed class RouterMetrics : IDisposable
     public const string MeterName = "Platform.Router";
     public static readonly ActivitySource ActivitySource = new(MeterName);
 
+    // Seconds. Router work is sub-millisecond (goal: < 1 ms p99); model latencies span ms to minutes.
+    private static readonly double[] OverheadBuckets = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1];
+    private static readonly double[] LatencyBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+
     private readonly Meter _meter;
     private readonly Counter<long> _requests;
     private readonly Counter<long> _placements;
@@ -22,6 +26,7 @@ public sealed class RouterMetrics : IDisposable
     private readonly Counter<long> _workerFailures;
     private readonly Histogram<double> _ttft;
     private readonly Histogram<double> _placementSeconds;
+    private readonly Histogram<double> _overheadSeconds;
     private readonly UpDownCounter<long> _inFlight;
 
     public RouterMetrics(IMeterFactory meterFactory, WorkerPool pool, PrefixIndex index)
@@ -34,8 +39,13 @@ public sealed class RouterMetrics : IDisposable
         _retries = _meter.CreateCounter<long>("router.retries", description: "Attempts retried on another worker, by the failed worker");
         _kvResyncs = _meter.CreateCounter<long>("router.kv_index.resyncs", description: "KV event resubscriptions by worker and reason");
         _workerFailures = _meter.CreateCounter<long>("router.worker.failures", description: "Failed worker attempts by worker and gRPC status");
-        _ttft = _meter.CreateHistogram<double>("router.time_to_first_token", unit: "s", description: "Time from request to the first token from a worker");
-        _placementSeconds = _meter.CreateHistogram<double>("router.placement.duration", unit: "s", description: "Time to tokenize, hash and place a request");
+        _ttft = _meter.CreateHistogram<double>("router.time_to_first_token", unit: "s", description: "Time from sending to a worker to its first token",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBuckets });
+        _placementSeconds = _meter.CreateHistogram<double>("router.placement.duration", unit: "s", description: "Time the placement policy took to choose a worker",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = OverheadBuckets });
+        _overheadSeconds = _meter.CreateHistogram<double>("router.overhead", unit: "s",
+            description: "Time from the request's arrival to its call to a worker (parse, tokenize, hash, place)",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = OverheadBuckets });
         _inFlight = _meter.CreateUpDownCounter<long>("router.requests.in_flight", description: "Generation requests in progress");
         _meter.CreateObservableGauge("router.workers.available", () => pool.Current.Available.Count, description: "Workers in the pool");
         _meter.CreateObservableGauge("router.kv_index.blocks", () => index.BlockCount, description: "Distinct KV blocks in the prefix index");
@@ -62,6 +72,8 @@ public sealed class RouterMetrics : IDisposable
     public void FirstToken(TimeSpan elapsed) => _ttft.Record(elapsed.TotalSeconds);
 
     public void PlacementTime(TimeSpan elapsed) => _placementSeconds.Record(elapsed.TotalSeconds);
+
+    public void Overhead(TimeSpan elapsed) => _overheadSeconds.Record(elapsed.TotalSeconds);
 
     public void InFlight(int delta) => _inFlight.Add(delta);
 
