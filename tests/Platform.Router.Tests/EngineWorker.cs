@@ -33,6 +33,9 @@ internal sealed class FaultPlan
     /// <summary>Fail Generate with Internal after this many chunks.</summary>
     public int? FailAfterChunks { get; set; }
 
+    /// <summary>Stop sending (but keep the call open) after this many chunks: a frozen worker.</summary>
+    public int? StallAfterChunks { get; set; }
+
     /// <summary>The W3C traceparent header of the last Generate call.</summary>
     public string? LastTraceParent { get; set; }
 
@@ -146,6 +149,7 @@ internal sealed class EngineInferenceService(LlmEngine engine, FaultPlan faults,
         await foreach (var c in chunks)
         {
             if (faults.FailAfterChunks is int n && sent >= n) throw new RpcException(new Status(StatusCode.Internal, "injected mid-stream failure"));
+            if (faults.StallAfterChunks is int stall && sent >= stall) await Task.Delay(Timeout.Infinite, context.CancellationToken);
             var chunk = new GenerateChunk
             {
                 Text = c.Text,

@@ -126,6 +126,33 @@ public sealed class FaultTests
     }
 
     [Fact]
+    public async Task A_frozen_worker_ends_the_stream_with_a_timeout_error_and_in_flight_counts_return_to_zero()
+    {
+        var (a, b, router) = await StartAsync("--Router:InactivityTimeoutMs", "1000");
+        try
+        {
+            a.Faults.StallAfterChunks = 2;
+            b.Faults.StallAfterChunks = 2;
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+            {
+                Content = new StringContent("""{"model":"tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":50,"ignore_eos":true,"stream":true}""", Encoding.UTF8, "application/json"),
+            };
+            var started = DateTime.UtcNow;
+            using var response = await router.Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+            var events = (await response.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+            Assert.True(DateTime.UtcNow - started < TimeSpan.FromSeconds(10), "the stream ended soon after the inactivity timeout");
+            Assert.Equal("data: [DONE]", events[^1]);
+            ErrorShape.Assert(JsonDocument.Parse(events[^2][6..]).RootElement, code: "timeout");
+            await RouterHost.Eventually(() => router.Pool.Current.Available.All(w => w.InFlightRequests == 0 && w.InFlightPrefillTokens == 0), "in-flight counters back to 0");
+            await RouterHost.Eventually(() => a.Engine.GetStats().Running + b.Engine.GetStats().Running == 0, "the stalled worker call was cancelled");
+        }
+        finally
+        {
+            await StopAsync(router, a, b);
+        }
+    }
+
+    [Fact]
     public async Task A_failing_worker_trips_its_breaker_and_stops_getting_traffic()
     {
         var (a, b, router) = await StartAsync("--policy", "round-robin", "--Router:BreakerMinimumThroughput", "2",

@@ -148,6 +148,20 @@ public sealed class RouterHttpTests(TwoWorkerFixture f)
     }
 
     [Fact]
+    public async Task A_session_header_keeps_a_conversation_on_one_worker()
+    {
+        var workers = new HashSet<string>();
+        for (int i = 0; i < 6; i++)
+        {
+            var (status, body, worker) = await f.KvAware.PostAsync("/v1/completions",
+                JsonSerializer.Serialize(new { model = "tiny", prompt = LongText(1000 + i, 20), max_tokens = 1 }), session: "conversation-17");
+            Assert.True(status == 200, body.ToString());
+            workers.Add(worker!);
+        }
+        Assert.Single(workers);
+    }
+
+    [Fact]
     public async Task Round_robin_ignores_the_cache()
     {
         string system = LongText(77, 100);
