@@ -43,6 +43,14 @@ public sealed class WorkerPool
         }
     }
 
+    /// <summary>Replaces the whole set at once (discovery that lists every worker, e.g. Kubernetes endpoints).</summary>
+    public void Replace(IEnumerable<WorkerState> workers)
+    {
+        ArgumentNullException.ThrowIfNull(workers);
+        var next = workers.DistinctBy(w => w.Id).OrderBy(w => w.Id, StringComparer.Ordinal).ToArray();
+        lock (_writeLock) Volatile.Write(ref _current, new WorkerPoolSnapshot(next, _current.Version + 1));
+    }
+
     /// <summary>Removes a worker by id (no-op if absent).</summary>
     public bool Remove(string workerId)
     {

@@ -298,6 +298,54 @@ public sealed class FaultTests
     }
 
     [Fact]
+    public async Task A_worker_with_a_different_model_fingerprint_is_refused()
+    {
+        var a = await EngineWorker.StartAsync(Model);
+        // Same shapes and vocabulary, another config.json: a different fingerprint, hence a different hash seed.
+        var other = await EngineWorker.StartAsync(TestModels.Get(new Platform.Core.Models.RandomModelOptions { Preset = "tiny", Seed = 7, MaxPositionEmbeddings = 2048 }));
+        var router = await RouterHost.StartAsync(Model, [a.Address, other.Address]);
+        try
+        {
+            await router.WaitForWorkers(1);
+            await Task.Delay(1000); // five more health periods
+            Assert.Single(router.Pool.Current.Available);
+            Assert.NotEqual(a.Engine.Fingerprint.Id, other.Engine.Fingerprint.Id);
+        }
+        finally
+        {
+            await StopAsync(router, a, other);
+        }
+    }
+
+    [Fact]
+    public async Task Without_workers_it_is_not_ready_and_still_answers_in_openai_shape()
+    {
+        // Port 1 on loopback: nothing listens, so no worker ever joins.
+        var router = await RouterHost.StartAsync(Model, ["http://127.0.0.1:1"], "--Router:MaxRequestBodyBytes", "2048");
+        try
+        {
+            using (var ready = await router.Http.GetAsync("/readyz")) Assert.Equal(HttpStatusCode.ServiceUnavailable, ready.StatusCode);
+            using (var health = await router.Http.GetAsync("/healthz")) Assert.Equal(HttpStatusCode.OK, health.StatusCode);
+
+            var (tooBig, tooBigBody, _) = await router.PostAsync("/v1/completions", JsonSerializer.Serialize(new { model = "tiny", prompt = new string('x', 5000) }));
+            Assert.Equal(413, tooBig);
+            ErrorShape.Assert(tooBigBody, code: "request_too_large");
+
+            var (none, noneBody, _) = await router.PostAsync("/v1/completions", Small);
+            Assert.Equal(503, none);
+            ErrorShape.Assert(noneBody, code: "no_workers");
+
+            using var unknown = await router.Http.GetAsync("/v2/nothing");
+            Assert.Equal(HttpStatusCode.NotFound, unknown.StatusCode);
+            ErrorShape.Assert(JsonDocument.Parse(await unknown.Content.ReadAsStringAsync()).RootElement);
+        }
+        finally
+        {
+            await router.DisposeAsync();
+        }
+    }
+
+    [Fact]
     public async Task Invalid_options_fail_the_start_with_fixes()
     {
         var e = Assert.Throws<RouterConfigurationException>(() => RouterApp.Build(["--workers", "ftp://x,", "--policy", "fastest", "--Router:MaxRetries", "99"]));

@@ -208,6 +208,11 @@ public sealed class PolicyTests
         Assert.True(pool.Remove("b"));
         Assert.Equal(["a"], pool.Current.Available.Select(w => w.Id));
         Assert.True(pool.Current.Version > before.Version);
+
+        var held = pool.Current;
+        pool.Replace([Worker("z"), Worker("c"), Worker("c")]);
+        Assert.Equal(["a"], held.Available.Select(w => w.Id)); // a reader's snapshot never changes under it
+        Assert.Equal(["c", "z"], pool.Current.Available.Select(w => w.Id));
     }
 
     [Fact]

@@ -4,13 +4,14 @@
 //
 // Order of work for a generation request, each step able to answer alone:
 //   concurrency limit (429) → body size (413) → JSON (400) → parameters (400)
-//   → model name (404) → a worker identity exists (503) → tokenize and check the
+//   → a worker identity exists (503) → model name (404) → tokenize and check the
 //   context (400) → hash blocks, place, start on a worker with retries
 //   (GenerationForwarder: 400/429/502/503/504) → stream or collect.
 // No worker is called before the request is known to be valid. After the first
 // byte went to the client a worker failure becomes an SSE error event followed
 // by [DONE]; a client disconnect disposes the stream, which cancels the worker call.
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http.Features;
@@ -119,59 +120,53 @@ public sealed partial class OpenAiEndpoints
         using var doc = document!;
 
         SamplingRequest sampling;
-        IReadOnlyList<int> prompt;
-        string promptParam;
+        ChatRequest? chatRequest = null;
+        CompletionRequest? completionRequest = null;
+        ApiError? parseError;
         if (chat)
         {
-            var (request, error) = OpenAiRequests.ParseChat(doc.RootElement);
-            if (error is not null)
-            {
-                await Fail(context, route, error).ConfigureAwait(false);
-                return;
-            }
-            if (ModelError(request!.Sampling.Model) is { } modelError)
-            {
-                await Fail(context, route, modelError).ConfigureAwait(false);
-                return;
-            }
-            sampling = request.Sampling;
-            prompt = _model.EncodeChat(request.Messages);
-            promptParam = "messages";
+            (chatRequest, parseError) = OpenAiRequests.ParseChat(doc.RootElement);
+            sampling = chatRequest?.Sampling!;
         }
         else
         {
-            var (request, error) = OpenAiRequests.ParseCompletion(doc.RootElement);
-            if (error is not null)
-            {
-                await Fail(context, route, error).ConfigureAwait(false);
-                return;
-            }
-            if (ModelError(request!.Sampling.Model) is { } modelError)
-            {
-                await Fail(context, route, modelError).ConfigureAwait(false);
-                return;
-            }
-            sampling = request.Sampling;
-            promptParam = "prompt";
-            if (request.PromptIds is { } ids)
-            {
-                int vocab = _model.Config.VocabSize;
-                if (ids.Any(id => id >= vocab))
-                {
-                    await Fail(context, route, ApiError.BadRequest($"prompt token ids must be below the vocabulary size {vocab}.", "prompt")).ConfigureAwait(false);
-                    return;
-                }
-                prompt = ids;
-            }
-            else prompt = _model.EncodePrompt(request.PromptText!);
+            (completionRequest, parseError) = OpenAiRequests.ParseCompletion(doc.RootElement);
+            sampling = completionRequest?.Sampling!;
+        }
+        if (parseError is not null)
+        {
+            await Fail(context, route, parseError).ConfigureAwait(false);
+            return;
         }
 
+        // The served name comes from the workers, so "no worker yet" is answered before "unknown model".
         var identity = _workers.Identity;
         if (identity is null)
         {
             await Fail(context, route, new ApiError(503, "no worker has answered yet; retry when /readyz says ready.", ApiError.Server, null, "no_workers")).ConfigureAwait(false);
             return;
         }
+        if (ModelError(sampling.Model) is { } modelError)
+        {
+            await Fail(context, route, modelError).ConfigureAwait(false);
+            return;
+        }
+
+        IReadOnlyList<int> prompt;
+        string promptParam = chat ? "messages" : "prompt";
+        if (chatRequest is not null) prompt = _model.EncodeChat(chatRequest.Messages);
+        else if (completionRequest!.PromptIds is { } ids)
+        {
+            int vocab = _model.Config.VocabSize;
+            if (ids.Any(id => id >= vocab))
+            {
+                await Fail(context, route, ApiError.BadRequest($"prompt token ids must be below the vocabulary size {vocab}.", "prompt")).ConfigureAwait(false);
+                return;
+            }
+            prompt = ids;
+        }
+        else prompt = _model.EncodePrompt(completionRequest.PromptText!);
+
         int maxContext = MaxContext;
         if (prompt.Count == 0)
         {
@@ -210,7 +205,13 @@ public sealed partial class OpenAiEndpoints
         grpcRequest.PromptTokenIds.AddRange(prompt);
 
         string? session = context.Request.Headers[_options.SessionHeader].FirstOrDefault();
-        var placement = new PlacementRequest(identity.Hasher.HashPrefix(prompt is int[] a ? a : prompt.ToArray()), prompt.Count, identity.BlockSize, session);
+        var hashes = prompt switch
+        {
+            List<int> list => identity.Hasher.HashPrefix(CollectionsMarshal.AsSpan(list)),
+            int[] array => identity.Hasher.HashPrefix(array),
+            _ => identity.Hasher.HashPrefix(prompt.ToArray()),
+        };
+        var placement = new PlacementRequest(hashes, prompt.Count, identity.BlockSize, session);
 
         var started = await _forwarder.StartAsync(grpcRequest, placement, arrived, context.RequestAborted).ConfigureAwait(false);
         if (started.Stream is null)
