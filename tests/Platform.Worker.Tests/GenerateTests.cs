@@ -84,6 +84,38 @@ public sealed class GenerateTests
     }
 
     [Fact]
+    public async Task A_client_connection_that_drops_mid_stream_frees_the_requests_blocks()
+    {
+        await using var w = await WorkerUnderTest.StartAsync();
+        var baseline = await w.Client.GetLoadAsync(new LoadRequest());
+        var channel = Grpc.Net.Client.GrpcChannel.ForAddress(w.Worker.GrpcAddress);
+        var client = new Inference.InferenceClient(channel);
+        var call = client.Generate(WorkerUnderTest.Request(TestModel.Prompt(50, 4), 3000));
+        Assert.True(await call.ResponseStream.MoveNext(CancellationToken.None));
+        Assert.Equal(1, (await w.Client.GetLoadAsync(new LoadRequest())).Running);
+
+        channel.Dispose();  // closes the HTTP/2 connection under the running call
+        await Poll.UntilAsync(async () => (await w.Client.GetLoadAsync(new LoadRequest())) is { Running: 0, Waiting: 0 } l && l.KvBlocksUsed == baseline.KvBlocksUsed,
+            TimeSpan.FromSeconds(1), "KV blocks back to baseline after the connection dropped");
+        call.Dispose();
+    }
+
+    [Fact]
+    public async Task An_engine_error_mid_stream_ends_it_with_an_error_chunk()
+    {
+        // 4 blocks hold 64 tokens: the prompt fits, but the sequence outgrows the whole pool while decoding.
+        await using var w = await WorkerUnderTest.StartAsync("--kv-blocks", "4");
+        var chunks = await w.GenerateAllAsync(WorkerUnderTest.Request(TestModel.Prompt(40, 6), 100));
+        var last = chunks[^1];
+        Assert.Equal(FinishReason.Error, last.FinishReason);
+        Assert.Contains("KV cache", last.Error);
+        int tokens = chunks.Sum(c => c.TokenIds.Count);
+        Assert.InRange(tokens, 1, 99);
+        Assert.Equal(tokens, last.CompletionTokens);
+        Assert.Equal(0, (await w.Client.GetLoadAsync(new LoadRequest())).KvBlocksUsed);
+    }
+
+    [Fact]
     public async Task Bad_requests_are_InvalidArgument_with_the_engines_message_and_the_worker_keeps_serving()
     {
         await using var w = await WorkerUnderTest.StartAsync();
@@ -109,5 +141,45 @@ public sealed class GenerateTests
         var ok = await w.GenerateAllAsync(WorkerUnderTest.Request([1, 2, 3], 2));
         Assert.Equal(FinishReason.Length, ok[^1].FinishReason);
         Assert.Equal(0, (await w.Client.GetLoadAsync(new LoadRequest())).KvBlocksUsed);
+    }
+}
+
+public sealed class LargeMessageTests
+{
+    [Fact]
+    public async Task A_prompt_message_larger_than_grpcs_default_4_MB_reaches_the_engine()
+    {
+        await using var w = await WorkerUnderTest.StartAsync();
+        // 2.5M ids of 2 varint bytes each: a 5 MB message (gRPC's default limit is 4 MB). The engine then
+        // refuses it for the tiny model's 4096-token context, which proves the worker received it whole.
+        var prompt = Enumerable.Repeat(300, 2_500_000).ToArray();
+        var error = await Assert.ThrowsAsync<RpcException>(() => w.GenerateAllAsync(WorkerUnderTest.Request(prompt, 1)));
+        Assert.Equal(StatusCode.InvalidArgument, error.StatusCode);
+        Assert.Contains("2500000 tokens", error.Status.Detail);
+    }
+}
+
+public sealed class ConcurrentGenerateTests
+{
+    [Fact]
+    public async Task Concurrent_streams_on_one_connection_each_get_their_own_tokens()
+    {
+        await using var w = await WorkerUnderTest.StartAsync("--kv-blocks", "128");
+        var prompts = Enumerable.Range(0, 6).Select(i => TestModel.Prompt(20 + 7 * i, 50 + i)).ToList();
+        var sequential = new List<List<int>>();
+        foreach (var p in prompts) sequential.Add([.. (await w.GenerateAllAsync(WorkerUnderTest.Request(p, 10))).SelectMany(c => c.TokenIds)]);
+
+        var concurrent = await Task.WhenAll(prompts.Select(async p => (await w.GenerateAllAsync(WorkerUnderTest.Request(p, 10))).SelectMany(c => c.TokenIds).ToList()));
+        for (int i = 0; i < prompts.Count; i++) Assert.Equal(sequential[i], concurrent[i]);
+        Assert.True(sequential.Distinct(new SequenceComparer()).Count() > 1, "different prompts should not all give the same tokens");
+        var load = await w.Client.GetLoadAsync(new LoadRequest());
+        Assert.Equal(0, load.Running);
+        Assert.Equal(0, load.KvBlocksUsed);
+    }
+
+    private sealed class SequenceComparer : IEqualityComparer<List<int>>
+    {
+        public bool Equals(List<int>? x, List<int>? y) => x!.SequenceEqual(y!);
+        public int GetHashCode(List<int> obj) => obj.Aggregate(17, (h, v) => h * 31 + v);
     }
 }

@@ -32,8 +32,24 @@ public sealed class HealthAndDrainTests
         Assert.True(await inFlight.ResponseStream.MoveNext(CancellationToken.None));
         var tokens = inFlight.ResponseStream.Current.TokenIds.ToList();
 
+        using var watch = health.Watch(new HealthCheckRequest());
+        Assert.True(await watch.ResponseStream.MoveNext(CancellationToken.None));
+        Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, watch.ResponseStream.Current.Status);
+
+        // A KV event subscriber stays connected through the drain and is ended when it completes.
+        using var kvEvents = w.Client.SubscribeKvEvents(new SubscribeKvEventsRequest());
+        Assert.True(await kvEvents.ResponseStream.MoveNext(CancellationToken.None));
+        Assert.True(kvEvents.ResponseStream.Current.IsSnapshot);
+
         var stopping = w.Worker.StopAsync();
         Assert.False(stopping.IsCompleted);
+        // Watchers hear of the drain at once (a repeated SERVING from the load may come first).
+        using (var watchTimeout = new CancellationTokenSource(TimeSpan.FromSeconds(5)))
+        {
+            do Assert.True(await watch.ResponseStream.MoveNext(watchTimeout.Token));
+            while (watch.ResponseStream.Current.Status == HealthCheckResponse.Types.ServingStatus.Serving);
+            Assert.Equal(HealthCheckResponse.Types.ServingStatus.NotServing, watch.ResponseStream.Current.Status);
+        }
         Assert.Equal(HealthCheckResponse.Types.ServingStatus.NotServing, (await health.CheckAsync(new HealthCheckRequest())).Status);
         Assert.Equal(HttpStatusCode.ServiceUnavailable, (await http.GetAsync("/readyz")).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/healthz")).StatusCode);
@@ -51,8 +67,16 @@ public sealed class HealthAndDrainTests
         Assert.Equal(FinishReason.Length, last.FinishReason);
         Assert.Equal(200, tokens.Count);
 
+        // The in-flight stream stored blocks: the subscriber still receives events while draining.
+        Assert.True(await kvEvents.ResponseStream.MoveNext(CancellationToken.None));
+        Assert.NotEmpty(kvEvents.ResponseStream.Current.Events);
+
         held.Dispose();
-        await stopping.WaitAsync(TimeSpan.FromSeconds(20));
+        // Well under the 30 s grace period: nothing in flight, and the KV stream does not hold the server up.
+        await stopping.WaitAsync(TimeSpan.FromSeconds(10));
+        using var endTimeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        while (await kvEvents.ResponseStream.MoveNext(endTimeout.Token)) { }
+        Assert.Equal(StatusCode.OK, kvEvents.GetStatus().StatusCode);
     }
 
     [Fact]

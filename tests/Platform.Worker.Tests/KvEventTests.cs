@@ -48,7 +48,10 @@ public sealed class KvEventTests
         using var late = w.Client.SubscribeKvEvents(new SubscribeKvEventsRequest());
         var lateSnapshot = await NextAsync(late);
         Assert.True(lateSnapshot.IsSnapshot);
+        // The first subscriber has seen (or is about to see) exactly the events up to the late snapshot.
+        while (events[^1].Sequence < lateSnapshot.SnapshotSequence) events.AddRange((await NextAsync(first)).Events);
         Assert.Equal(events[^1].Sequence, lateSnapshot.SnapshotSequence);
+        for (int i = 0; i < events.Count; i++) Assert.Equal(snapshot.SnapshotSequence + 1 + i, events[i].Sequence);
         var held = lateSnapshot.Snapshot.ToDictionary(b => b.BlockHash, b => b.ParentHash);
         Assert.All(expected, h => Assert.True(held.ContainsKey(h), $"block {h:x16} missing from the late snapshot"));
         Assert.Equal(expected[0], held[expected[1]]);

@@ -59,4 +59,16 @@ public sealed class ProcessTests
         Assert.Contains("--port must be in 0..65535", error.Message);
         Assert.Contains("BlockSize must be a power of two", error.Message);
     }
+
+    [Fact]
+    public async Task A_model_that_fails_to_load_exits_with_code_3_and_the_reason()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"platform-worker-tests-{Environment.ProcessId}", "broken-model");
+        Directory.CreateDirectory(dir);
+        await File.WriteAllTextAsync(Path.Combine(dir, "config.json"), "{\"hidden_size\": 64}");
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() =>
+            WorkerProcess.StartAsync(["--model", dir, "--port", "0", "--http-port", "0"], readyTimeout: TimeSpan.FromSeconds(60)));
+        Assert.Contains("exited (code 3)", error.Message);
+        Assert.Contains("model_type", error.Message);
+    }
 }

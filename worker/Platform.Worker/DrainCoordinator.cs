@@ -57,6 +57,9 @@ public sealed class DrainCoordinator : IHostedLifecycleService, IDisposable
         }
     }
 
+    /// <summary>Raised once, when draining begins (after readiness has turned false).</summary>
+    public event Action? DrainStarted;
+
     public void BeginDrain()
     {
         lock (_lock)
@@ -65,6 +68,7 @@ public sealed class DrainCoordinator : IHostedLifecycleService, IDisposable
             _draining = true;
             Log.DrainStarted(_logger, _inFlight, _grace.TotalSeconds);
         }
+        DrainStarted?.Invoke();
     }
 
     public async Task StoppingAsync(CancellationToken cancellationToken)

@@ -60,8 +60,8 @@ public sealed class EngineHost : IHostedService, IDisposable
         {
             LoadError = e.Message;
             Log.ModelLoadFailed(_logger, _options.ModelDirectory, e);
-            _ready.SetException(e);
             _lifetime.StopApplication();
+            _ready.SetException(e);
         }
     }
 
@@ -75,11 +75,12 @@ public sealed class EngineHost : IHostedService, IDisposable
 public sealed class WorkerAnnouncer(IOptions<WorkerOptions> options)
 {
     private readonly bool _enabled = options.Value.AnnounceOnStdout;
+    private readonly object _lock = new();
 
     public void Announce(string line)
     {
         if (!_enabled) return;
-        lock (this)
+        lock (_lock)
         {
             Console.Out.WriteLine(line);
             Console.Out.Flush();

@@ -73,7 +73,7 @@ internal sealed class InferenceService : Inference.InferenceBase
         using var abort = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, _drain.HardStop);
         try
         {
-            var sampling = ProtoMapping.ToSampling(request.Sampling);
+            var sampling = ProtoMapping.ToSampling(request.Sampling, request.PromptTokenIds.Count, engine.MaxContextTokens);
             chunks = engine.GenerateAsync(new GenerationRequest(request.PromptTokenIds.ToArray(), sampling, requestId), abort.Token);
             Log.GenerateStarted(_logger, requestId, request.PromptTokenIds.Count, sampling.MaxTokens);
         }
@@ -99,7 +99,11 @@ internal sealed class InferenceService : Inference.InferenceBase
                 if (chunk.TokenIds.Count > 0)
                 {
                     long now = _time.GetTimestamp();
-                    if (completionTokens == 0) _metrics.FirstToken(_time.GetElapsedTime(start, now));
+                    if (completionTokens == 0)
+                    {
+                        _metrics.FirstToken(_time.GetElapsedTime(start, now));
+                        activity?.AddEvent(new ActivityEvent("first_token"));
+                    }
                     else _metrics.NextToken(_time.GetElapsedTime(previous, now) / chunk.TokenIds.Count);
                     previous = now;
                     completionTokens += chunk.TokenIds.Count;
@@ -111,9 +115,10 @@ internal sealed class InferenceService : Inference.InferenceBase
                 await responseStream.WriteAsync(ProtoMapping.ToProto(chunk));
             }
         }
-        catch (OperationCanceledException) when (context.CancellationToken.IsCancellationRequested)
+        catch (Exception) when (context.CancellationToken.IsCancellationRequested)
         {
-            // The client went away: the engine request is already aborted and its blocks freed.
+            // The client went away (the engine read or our write failed with it): the engine request is
+            // already aborted and its blocks freed; there is no one left to tell.
             Log.GenerateCancelled(_logger, requestId, completionTokens);
             Finish(activity, "abort", last, request.PromptTokenIds.Count, completionTokens, start);
             return;
@@ -203,7 +208,20 @@ internal sealed class InferenceService : Inference.InferenceBase
             if (!channel.Writer.TryWrite(batch)) channel.Writer.TryComplete(new SubscriberOverflowException());
         }
 
-        using var subscription = await engine.SubscribeKvEventsAsync(OnEvents).WaitAsync(context.CancellationToken);
+        // The engine registers the handler on its thread after the current step. If the client leaves
+        // before that, the subscription still completes later and must be disposed then.
+        var subscribing = engine.SubscribeKvEventsAsync(OnEvents);
+        KvSubscription subscription;
+        try
+        {
+            subscription = await subscribing.WaitAsync(context.CancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+            _ = subscribing.ContinueWith(t => t.Result.Dispose(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
+            throw;
+        }
+        using var subscriptionScope = subscription;
         using var end = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, _drain.StreamsEnd);
         string workerId = _options.ResolvedWorkerId;
         Log.KvSubscriberConnected(_logger, context.Peer, subscription.SnapshotSequence, subscription.CachedBlocks.Count);

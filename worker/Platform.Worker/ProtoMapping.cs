@@ -8,13 +8,17 @@ namespace Platform.Worker;
 
 internal static class ProtoMapping
 {
-    /// <summary>Sampling from the wire. Absent or zero fields take the engine defaults where 0 is not a meaningful value.</summary>
-    public static SamplingParams ToSampling(Proto.SamplingOptions? s)
+    /// <summary>
+    /// Sampling from the wire. proto3 cannot tell 0 from "unset", so: max_tokens 0 = up to the end of the
+    /// context (OpenAI's meaning of an absent max_tokens); top_p 0 = no nucleus cut; temperature 0 = greedy
+    /// (the router sends OpenAI's default 1.0 explicitly). No sampling message at all = engine defaults.
+    /// </summary>
+    public static SamplingParams ToSampling(Proto.SamplingOptions? s, int promptTokens, int maxContextTokens)
     {
         if (s is null) return new SamplingParams();
         return new SamplingParams
         {
-            MaxTokens = s.MaxTokens == 0 ? new SamplingParams().MaxTokens : s.MaxTokens,
+            MaxTokens = s.MaxTokens != 0 ? s.MaxTokens : Math.Max(1, maxContextTokens - promptTokens),
             Temperature = s.Temperature,
             TopK = s.TopK,
             // proto3 cannot tell 0 from "unset"; top_p 0 would be invalid, so it means "no nucleus cut".

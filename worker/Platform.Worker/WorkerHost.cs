@@ -9,8 +9,8 @@ using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
-using OpenTelemetry;
 using Microsoft.Extensions.Options;
+using OpenTelemetry;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Resources;
 using OpenTelemetry.Trace;
@@ -20,7 +20,10 @@ namespace Platform.Worker;
 
 public static class WorkerHost
 {
-    /// <summary>Builds (does not start) the worker. <paramref name="configure"/> may adjust the builder (tests: logging, time).</summary>
+    /// <summary>
+    /// Builds (does not start) the worker. <paramref name="configure"/> runs before the worker's own registrations:
+    /// it may add configuration sources, logging providers or a TimeProvider (tests use fake time).
+    /// </summary>
     public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { ApplicationName = typeof(WorkerHost).Assembly.GetName().Name });
@@ -34,6 +37,7 @@ public static class WorkerHost
         // Every unhealthy probe result (each second while loading or draining) would be an error line;
         // the worker logs the transitions themselves (loading, loaded, faulted, draining).
         builder.Logging.AddFilter("Microsoft.Extensions.Diagnostics.HealthChecks", LogLevel.Critical);
+        configure?.Invoke(builder);
 
         var services = builder.Services;
         services.AddOptions<WorkerOptions>().BindConfiguration(WorkerOptions.Section).ValidateOnStart();
@@ -48,12 +52,19 @@ public static class WorkerHost
         services.AddSingleton<DrainCoordinator>();
         services.AddHostedService(sp => sp.GetRequiredService<DrainCoordinator>());
         services.AddSingleton<WorkerMetrics>();
+        services.AddSingleton<EngineWatchdog>();
+        services.AddHostedService<HealthNudger>();
         // Stopping waits up to the drain grace period, then a margin for aborted streams and the server.
         services.Configure<HostOptions>(o => o.ShutdownTimeout = options.DrainGracePeriod + TimeSpan.FromSeconds(15));
 
         builder.WebHost.ConfigureKestrel((context, kestrel) =>
         {
             var o = context.Configuration.GetSection(WorkerOptions.Section).Get<WorkerOptions>() ?? new WorkerOptions();
+            // One router connection multiplexes every request and KV event stream to this worker (default cap: 100).
+            kestrel.Limits.Http2.MaxStreamsPerConnection = 1024;
+            // Pings find a vanished router within ~50 s, so its streams are cancelled and their KV blocks freed.
+            kestrel.Limits.Http2.KeepAlivePingDelay = TimeSpan.FromSeconds(30);
+            kestrel.Limits.Http2.KeepAlivePingTimeout = TimeSpan.FromSeconds(20);
             var endpoints = kestrel.ApplicationServices.GetRequiredService<WorkerEndpoints>();
             // Kestrel's options are built with the app, before the validator runs at start; it reports an invalid
             // host or port then, and nothing binds. Until then use harmless stand-ins.
@@ -94,13 +105,11 @@ public static class WorkerHost
 
         var telemetry = services.AddOpenTelemetry()
             .ConfigureResource(r => r.AddService("platform-worker", serviceInstanceId: options.ResolvedWorkerId))
-            .WithMetrics(m => m.AddMeter(WorkerTelemetry.MeterName).AddPrometheusExporter())
+            .WithMetrics(m => m.AddMeter(WorkerTelemetry.MeterName).AddRuntimeInstrumentation().AddAspNetCoreInstrumentation().AddPrometheusExporter())
             .WithTracing(t => t
                 .AddSource(WorkerTelemetry.SourceName)
                 .AddAspNetCoreInstrumentation(o => o.Filter = http => !IsProbe(http.Request.Path)));
         if (!string.IsNullOrWhiteSpace(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"])) telemetry.UseOtlpExporter();
-
-        configure?.Invoke(builder);
 
         var app = builder.Build();
         app.MapGrpcService<InferenceService>();

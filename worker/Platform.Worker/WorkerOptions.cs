@@ -32,6 +32,8 @@ public sealed class WorkerOptions
     public int MaxMessageMegabytes { get; set; } = 64;
     /// <summary>How often health results are pushed to gRPC Watch callers.</summary>
     public double HealthPublishSeconds { get; set; } = 1;
+    /// <summary>An engine with work that finishes no step for this long is reported dead (liveness) and unready.</summary>
+    public double EngineStallSeconds { get; set; } = 300;
     /// <summary>Print the PLATFORM_WORKER_* lines on stdout (for process fixtures and `platform up`).</summary>
     public bool AnnounceOnStdout { get; set; } = true;
 
@@ -76,6 +78,7 @@ public static class WorkerCommandLine
         ["--max-message-mb"] = "Worker:MaxMessageMegabytes",
         ["--health-publish-seconds"] = "Worker:HealthPublishSeconds",
         ["--announce"] = "Worker:AnnounceOnStdout",
+        ["--engine-stall-seconds"] = "Worker:EngineStallSeconds",
         ["--block-size"] = "Worker:Engine:BlockSize",
         ["--max-batch-tokens"] = "Worker:Engine:MaxBatchTokens",
         ["--max-running-requests"] = "Worker:Engine:MaxRunningRequests",
@@ -102,6 +105,7 @@ public static class WorkerCommandLine
           --kv-subscriber-buffer N    event batches buffered per KV subscriber before it is cut off (default 4096)
           --max-message-mb N          largest gRPC message accepted (default 64)
           --health-publish-seconds S  period of gRPC health Watch updates (default 1)
+          --engine-stall-seconds S    engine with work but no finished step for S seconds = dead (default 300)
           --announce true|false       print PLATFORM_WORKER_* lines on stdout (default true)
         engine:
           --block-size N --max-batch-tokens N --max-running-requests N --kv-blocks N --kv-bytes N
@@ -140,6 +144,8 @@ internal sealed class WorkerOptionsValidator : IValidateOptions<WorkerOptions>
         if (o.MaxMessageMegabytes is < 1 or > 2047) errors.Add($"--max-message-mb must be in 1..2047, got {o.MaxMessageMegabytes}.");
         if (!double.IsFinite(o.HealthPublishSeconds) || o.HealthPublishSeconds < 1)
             errors.Add($"--health-publish-seconds must be at least 1 (the health publisher's minimum period), got {o.HealthPublishSeconds}.");
+        if (!double.IsFinite(o.EngineStallSeconds) || o.EngineStallSeconds < 1)
+            errors.Add($"--engine-stall-seconds must be at least 1 (longer than the slowest engine step), got {o.EngineStallSeconds}.");
         try
         {
             o.Engine.Validate();
