@@ -68,6 +68,7 @@ public static class RouterApp
             .WithMetrics(m => m
                 .AddMeter(RouterMetrics.MeterName)
                 .AddAspNetCoreInstrumentation()
+                .AddRuntimeInstrumentation()
                 .AddPrometheusExporter())
             .WithTracing(t => t
                 .AddSource(RouterMetrics.MeterName)
