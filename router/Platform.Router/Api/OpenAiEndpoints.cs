@@ -1,0 +1,473 @@
+// The OpenAI-compatible HTTP surface: POST /v1/completions, POST
+// /v1/chat/completions (Server-Sent Events ending in "data: [DONE]" when
+// stream is true, one JSON body otherwise) and GET /v1/models.
+//
+// Order of work for a generation request, each step able to answer alone:
+//   concurrency limit (429) → body size (413) → JSON (400) → parameters (400)
+//   → a worker identity exists (503) → model name (404) → tokenize and check the
+//   context (400) → hash blocks, place, start on a worker with retries
+//   (GenerationForwarder: 400/429/502/503/504) → stream or collect.
+// No worker is called before the request is known to be valid. After the first
+// byte went to the client a worker failure becomes an SSE error event followed
+// by [DONE]; a client disconnect disposes the stream, which cancels the worker call.
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Json;
+using Microsoft.AspNetCore.Http.Features;
+using Platform.Core.Protos;
+using Platform.Router.Configuration;
+using Platform.Router.Forwarding;
+using Platform.Router.Model;
+using Platform.Router.Policies;
+using Platform.Router.Telemetry;
+using Platform.Router.Workers;
+
+namespace Platform.Router.Api;
+
+public sealed partial class OpenAiEndpoints
+{
+    private static readonly byte[] DataPrefix = "data: "u8.ToArray();
+    private static readonly byte[] EventEnd = "\n\n"u8.ToArray();
+    private static readonly byte[] Done = "data: [DONE]\n\n"u8.ToArray();
+
+    private readonly ServedModel _model;
+    private readonly WorkerDirectory _workers;
+    private readonly GenerationForwarder _forwarder;
+    private readonly RouterMetrics _metrics;
+    private readonly RouterOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger<OpenAiEndpoints> _logger;
+    private int _inFlight;
+
+    public OpenAiEndpoints(ServedModel model, WorkerDirectory workers, GenerationForwarder forwarder, RouterMetrics metrics,
+        RouterOptions options, TimeProvider time, ILogger<OpenAiEndpoints> logger)
+    {
+        _model = model;
+        _workers = workers;
+        _forwarder = forwarder;
+        _metrics = metrics;
+        _options = options;
+        _time = time;
+        _logger = logger;
+    }
+
+    /// <summary>The name clients must send: configured, else the workers' served name, else the model directory's name.</summary>
+    public string ModelName =>
+        !string.IsNullOrEmpty(_options.ServedModelName) ? _options.ServedModelName
+        : _workers.Identity is { ServedModelName.Length: > 0 } id ? id.ServedModelName
+        : _model.DefaultName;
+
+    private int MaxContext => _workers.Identity is { MaxContextTokens: > 0 } id ? id.MaxContextTokens : _model.Config.MaxPositionEmbeddings;
+
+    public static void Map(IEndpointRouteBuilder app)
+    {
+        app.MapPost("/v1/completions", (HttpContext c, OpenAiEndpoints e) => e.HandleAsync(c, chat: false));
+        app.MapPost("/v1/chat/completions", (HttpContext c, OpenAiEndpoints e) => e.HandleAsync(c, chat: true));
+        app.MapGet("/v1/models", (HttpContext c, OpenAiEndpoints e) => e.ModelsAsync(c));
+    }
+
+    private async Task ModelsAsync(HttpContext context)
+    {
+        context.Response.ContentType = "application/json";
+        await using var w = new Utf8JsonWriter(context.Response.Body);
+        w.WriteStartObject();
+        w.WriteString("object", "list");
+        w.WriteStartArray("data");
+        w.WriteStartObject();
+        w.WriteString("id", ModelName);
+        w.WriteString("object", "model");
+        w.WriteNumber("created", 0);
+        w.WriteString("owned_by", "platform");
+        w.WriteNumber("max_model_len", MaxContext);
+        w.WriteEndObject();
+        w.WriteEndArray();
+        w.WriteEndObject();
+        await w.FlushAsync(context.RequestAborted).ConfigureAwait(false);
+    }
+
+    private async Task HandleAsync(HttpContext context, bool chat)
+    {
+        string route = chat ? "chat" : "completions";
+        if (Interlocked.Increment(ref _inFlight) > _options.MaxConcurrentRequests)
+        {
+            Interlocked.Decrement(ref _inFlight);
+            context.Response.Headers.RetryAfter = "1";
+            await Fail(context, route, new ApiError(429, $"the router is handling {_options.MaxConcurrentRequests} requests; retry shortly.", ApiError.RateLimit, null, "rate_limit_exceeded")).ConfigureAwait(false);
+            return;
+        }
+        _metrics.InFlight(1);
+        try
+        {
+            await HandleAdmittedAsync(context, chat, route).ConfigureAwait(false);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _inFlight);
+            _metrics.InFlight(-1);
+        }
+    }
+
+    private async Task HandleAdmittedAsync(HttpContext context, bool chat, string route)
+    {
+        long arrived = _time.GetTimestamp();
+        var (document, bodyError) = await ReadJsonAsync(context).ConfigureAwait(false);
+        if (bodyError is not null)
+        {
+            await Fail(context, route, bodyError).ConfigureAwait(false);
+            return;
+        }
+        using var doc = document!;
+
+        SamplingRequest sampling;
+        ChatRequest? chatRequest = null;
+        CompletionRequest? completionRequest = null;
+        ApiError? parseError;
+        if (chat)
+        {
+            (chatRequest, parseError) = OpenAiRequests.ParseChat(doc.RootElement);
+            sampling = chatRequest?.Sampling!;
+        }
+        else
+        {
+            (completionRequest, parseError) = OpenAiRequests.ParseCompletion(doc.RootElement);
+            sampling = completionRequest?.Sampling!;
+        }
+        if (parseError is not null)
+        {
+            await Fail(context, route, parseError).ConfigureAwait(false);
+            return;
+        }
+
+        // The served name comes from the workers, so "no worker yet" is answered before "unknown model".
+        var identity = _workers.Identity;
+        if (identity is null)
+        {
+            await Fail(context, route, new ApiError(503, "no worker has answered yet; retry when /readyz says ready.", ApiError.Server, null, "no_workers")).ConfigureAwait(false);
+            return;
+        }
+        if (ModelError(sampling.Model) is { } modelError)
+        {
+            await Fail(context, route, modelError).ConfigureAwait(false);
+            return;
+        }
+
+        IReadOnlyList<int> prompt;
+        string promptParam = chat ? "messages" : "prompt";
+        if (chatRequest is not null) prompt = _model.EncodeChat(chatRequest.Messages);
+        else if (completionRequest!.PromptIds is { } ids)
+        {
+            int vocab = _model.Config.VocabSize;
+            if (ids.Any(id => id >= vocab))
+            {
+                await Fail(context, route, ApiError.BadRequest($"prompt token ids must be below the vocabulary size {vocab}.", "prompt")).ConfigureAwait(false);
+                return;
+            }
+            prompt = ids;
+        }
+        else prompt = _model.EncodePrompt(completionRequest.PromptText!);
+
+        int maxContext = MaxContext;
+        if (prompt.Count == 0)
+        {
+            await Fail(context, route, ApiError.BadRequest("the prompt encodes to no tokens.", promptParam)).ConfigureAwait(false);
+            return;
+        }
+        if (prompt.Count >= maxContext)
+        {
+            await Fail(context, route, ApiError.BadRequest(
+                $"this model's maximum context length is {maxContext} tokens, but the prompt has {prompt.Count}; shorten it.", promptParam, "context_length_exceeded")).ConfigureAwait(false);
+            return;
+        }
+        int maxTokens = sampling.MaxTokens ?? (chat ? maxContext - prompt.Count : Math.Min(16, maxContext - prompt.Count));
+        if (prompt.Count + maxTokens > maxContext)
+        {
+            await Fail(context, route, ApiError.BadRequest(
+                $"this model's maximum context length is {maxContext} tokens; the prompt has {prompt.Count} and max_tokens asks for {maxTokens}. Lower max_tokens to at most {maxContext - prompt.Count}.",
+                "max_tokens", "context_length_exceeded")).ConfigureAwait(false);
+            return;
+        }
+
+        var grpcRequest = new GenerateRequest
+        {
+            RequestId = context.TraceIdentifier,
+            Sampling = new SamplingOptions
+            {
+                MaxTokens = maxTokens,
+                Temperature = sampling.Temperature,
+                TopK = sampling.TopK,
+                TopP = sampling.TopP,
+                IgnoreEos = sampling.IgnoreEos,
+            },
+        };
+        if (sampling.Seed is ulong seed) grpcRequest.Sampling.Seed = seed;
+        grpcRequest.Sampling.Stop.AddRange(sampling.Stop);
+        grpcRequest.PromptTokenIds.AddRange(prompt);
+
+        string? session = context.Request.Headers[_options.SessionHeader].FirstOrDefault();
+        var hashes = prompt switch
+        {
+            List<int> list => identity.Hasher.HashPrefix(CollectionsMarshal.AsSpan(list)),
+            int[] array => identity.Hasher.HashPrefix(array),
+            _ => identity.Hasher.HashPrefix(prompt.ToArray()),
+        };
+        var placement = new PlacementRequest(hashes, prompt.Count, identity.BlockSize, session);
+
+        var started = await _forwarder.StartAsync(grpcRequest, placement, arrived, context.RequestAborted).ConfigureAwait(false);
+        if (started.Stream is null)
+        {
+            if (started.Error == ForwarderError.Canceled)
+            {
+                _metrics.Request(route, 499);
+                return;
+            }
+            var status = ForwarderErrors.HttpStatus(started.Error);
+            await Fail(context, route, new ApiError(status, started.Message,
+                status < 500 && status != 429 ? ApiError.InvalidRequest : status == 429 ? ApiError.RateLimit : ApiError.Server,
+                null, started.Error == ForwarderError.Rejected ? null : SnakeCase(started.Error))).ConfigureAwait(false);
+            return;
+        }
+
+        using var stream = started.Stream;
+        context.Response.Headers["x-platform-worker"] = stream.WorkerId;
+        var response = new ResponseShape(chat, (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("n"),
+            _time.GetUtcNow().ToUnixTimeSeconds(), sampling.Model, prompt.Count);
+        if (sampling.Stream) await StreamAsync(context, route, stream, response, sampling.IncludeUsage).ConfigureAwait(false);
+        else await CollectAsync(context, route, stream, response).ConfigureAwait(false);
+    }
+
+    private ApiError? ModelError(string requested) =>
+        requested == ModelName ? null
+        : new ApiError(404, $"The model '{requested}' does not exist; this router serves '{ModelName}' (see GET /v1/models).", ApiError.InvalidRequest, "model", "model_not_found");
+
+    private async Task<(JsonDocument?, ApiError?)> ReadJsonAsync(HttpContext context)
+    {
+        if (context.Request.ContentLength > _options.MaxRequestBodyBytes)
+            return (null, new ApiError(413, $"the request body is larger than {_options.MaxRequestBodyBytes} bytes.", ApiError.InvalidRequest, null, "request_too_large"));
+        var sizeFeature = context.Features.Get<IHttpMaxRequestBodySizeFeature>();
+        if (sizeFeature is { IsReadOnly: false }) sizeFeature.MaxRequestBodySize = _options.MaxRequestBodyBytes;
+        try
+        {
+            var doc = await JsonDocument.ParseAsync(context.Request.Body, new JsonDocumentOptions { MaxDepth = 64 }, context.RequestAborted).ConfigureAwait(false);
+            return (doc, null);
+        }
+        catch (JsonException e)
+        {
+            return (null, ApiError.BadRequest($"the request body is not valid JSON: {e.Message}", null, "invalid_json"));
+        }
+        catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            return (null, new ApiError(413, $"the request body is larger than {_options.MaxRequestBodyBytes} bytes.", ApiError.InvalidRequest, null, "request_too_large"));
+        }
+    }
+
+    private async Task Fail(HttpContext context, string route, ApiError error)
+    {
+        _metrics.Request(route, error.Status);
+        if (error.Status >= 500) LogServerError(_logger, error.Status, error.Message);
+        Activity.Current?.SetStatus(ActivityStatusCode.Error, error.Message);
+        await error.WriteAsync(context).ConfigureAwait(false);
+    }
+
+    private static string SnakeCase(ForwarderError e)
+    {
+        var sb = new StringBuilder();
+        foreach (char c in e.ToString())
+        {
+            if (char.IsUpper(c) && sb.Length > 0) sb.Append('_');
+            sb.Append(char.ToLowerInvariant(c));
+        }
+        return sb.ToString();
+    }
+
+    private sealed record ResponseShape(bool Chat, string Id, long Created, string Model, int PromptTokens);
+
+    private sealed class Usage(int promptTokens)
+    {
+        public int PromptTokens { get; private set; } = promptTokens;
+        public int CompletionTokens { get; private set; }
+        public int CachedTokens { get; private set; }
+        public string? FinishReason { get; private set; }
+
+        public void Add(GenerateChunk chunk)
+        {
+            if (chunk.PromptTokens > 0) PromptTokens = chunk.PromptTokens;
+            CompletionTokens = Math.Max(CompletionTokens + chunk.TokenIds.Count, chunk.CompletionTokens);
+            if (chunk.Cached is { } c) CachedTokens = Math.Max(CachedTokens, c.Device + c.Host + c.Remote);
+            if (chunk.FinishReason == Platform.Core.Protos.FinishReason.Length) FinishReason = "length";
+            else if (chunk.FinishReason != Platform.Core.Protos.FinishReason.Unspecified) FinishReason = "stop";
+        }
+
+        public void Write(Utf8JsonWriter w)
+        {
+            w.WriteStartObject("usage");
+            w.WriteNumber("prompt_tokens", PromptTokens);
+            w.WriteNumber("completion_tokens", CompletionTokens);
+            w.WriteNumber("total_tokens", PromptTokens + CompletionTokens);
+            w.WriteStartObject("prompt_tokens_details");
+            w.WriteNumber("cached_tokens", CachedTokens);
+            w.WriteEndObject();
+            w.WriteEndObject();
+        }
+    }
+
+    private async Task CollectAsync(HttpContext context, string route, WorkerStream stream, ResponseShape shape)
+    {
+        var usage = new Usage(shape.PromptTokens);
+        var text = new StringBuilder();
+        while (true)
+        {
+            var read = await stream.ReadAsync().ConfigureAwait(false);
+            if (read.Error == ForwarderError.Canceled)
+            {
+                _metrics.Request(route, 499);
+                return;
+            }
+            if (read.Error != ForwarderError.None)
+            {
+                await Fail(context, route, new ApiError(ForwarderErrors.HttpStatus(read.Error), read.Message, ApiError.Server, null, SnakeCase(read.Error))).ConfigureAwait(false);
+                return;
+            }
+            if (read.IsEnd) break;
+            usage.Add(read.Chunk!);
+            text.Append(read.Chunk!.Text);
+            if (read.Chunk.FinishReason != Platform.Core.Protos.FinishReason.Unspecified) break;
+        }
+
+        context.Response.ContentType = "application/json";
+        await using var w = new Utf8JsonWriter(context.Response.Body);
+        w.WriteStartObject();
+        w.WriteString("id", shape.Id);
+        w.WriteString("object", shape.Chat ? "chat.completion" : "text_completion");
+        w.WriteNumber("created", shape.Created);
+        w.WriteString("model", shape.Model);
+        w.WriteStartArray("choices");
+        w.WriteStartObject();
+        w.WriteNumber("index", 0);
+        if (shape.Chat)
+        {
+            w.WriteStartObject("message");
+            w.WriteString("role", "assistant");
+            w.WriteString("content", text.ToString());
+            w.WriteEndObject();
+        }
+        else w.WriteString("text", text.ToString());
+        w.WriteNull("logprobs");
+        w.WriteString("finish_reason", usage.FinishReason ?? "stop");
+        w.WriteEndObject();
+        w.WriteEndArray();
+        usage.Write(w);
+        w.WriteEndObject();
+        await w.FlushAsync(context.RequestAborted).ConfigureAwait(false);
+        _metrics.Request(route, 200);
+    }
+
+    private async Task StreamAsync(HttpContext context, string route, WorkerStream stream, ResponseShape shape, bool includeUsage)
+    {
+        context.Response.ContentType = "text/event-stream";
+        context.Response.Headers.CacheControl = "no-cache";
+        context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
+        var body = context.Response.BodyWriter;
+        var usage = new Usage(shape.PromptTokens);
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>(512);
+        var abort = context.RequestAborted;
+        int status = 200;
+        try
+        {
+            if (shape.Chat) await SendAsync(w => Chunk(w, shape, roleDelta: true, text: "", finish: null)).ConfigureAwait(false);
+            while (true)
+            {
+                var read = await stream.ReadAsync().ConfigureAwait(false);
+                if (read.Error == ForwarderError.Canceled)
+                {
+                    status = 499;
+                    return;
+                }
+                if (read.Error != ForwarderError.None)
+                {
+                    // Tokens may already be on the wire: end with an error event, never hang.
+                    status = ForwarderErrors.HttpStatus(read.Error);
+                    LogMidStreamFailure(_logger, stream.WorkerId, read.Message);
+                    await SendAsync(w => new ApiError(status, read.Message, ApiError.Server, null, SnakeCase(read.Error)).WriteBody(w)).ConfigureAwait(false);
+                    break;
+                }
+                if (read.IsEnd) break;
+                var chunk = read.Chunk!;
+                usage.Add(chunk);
+                bool last = chunk.FinishReason != Platform.Core.Protos.FinishReason.Unspecified;
+                if (chunk.Text.Length > 0 || last)
+                    await SendAsync(w => Chunk(w, shape, roleDelta: false, chunk.Text, last ? usage.FinishReason ?? "stop" : null)).ConfigureAwait(false);
+                if (last) break;
+            }
+            if (includeUsage && status == 200)
+            {
+                await SendAsync(w =>
+                {
+                    w.WriteStartObject();
+                    Header(w, shape);
+                    w.WriteStartArray("choices");
+                    w.WriteEndArray();
+                    usage.Write(w);
+                    w.WriteEndObject();
+                }).ConfigureAwait(false);
+            }
+            await body.WriteAsync(Done, abort).ConfigureAwait(false);
+            await body.FlushAsync(abort).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (abort.IsCancellationRequested)
+        {
+            status = 499;
+        }
+        finally
+        {
+            _metrics.Request(route, status);
+        }
+
+        async Task SendAsync(Action<Utf8JsonWriter> write)
+        {
+            buffer.ResetWrittenCount();
+            using (var w = new Utf8JsonWriter(buffer)) write(w);
+            await body.WriteAsync(DataPrefix, abort).ConfigureAwait(false);
+            await body.WriteAsync(buffer.WrittenMemory, abort).ConfigureAwait(false);
+            await body.WriteAsync(EventEnd, abort).ConfigureAwait(false);
+            await body.FlushAsync(abort).ConfigureAwait(false);
+        }
+    }
+
+    private static void Header(Utf8JsonWriter w, ResponseShape shape)
+    {
+        w.WriteString("id", shape.Id);
+        w.WriteString("object", shape.Chat ? "chat.completion.chunk" : "text_completion");
+        w.WriteNumber("created", shape.Created);
+        w.WriteString("model", shape.Model);
+    }
+
+    private static void Chunk(Utf8JsonWriter w, ResponseShape shape, bool roleDelta, string text, string? finish)
+    {
+        w.WriteStartObject();
+        Header(w, shape);
+        w.WriteStartArray("choices");
+        w.WriteStartObject();
+        w.WriteNumber("index", 0);
+        if (shape.Chat)
+        {
+            w.WriteStartObject("delta");
+            if (roleDelta) w.WriteString("role", "assistant");
+            if (roleDelta || text.Length > 0) w.WriteString("content", text);
+            w.WriteEndObject();
+        }
+        else w.WriteString("text", text);
+        w.WriteNull("logprobs");
+        if (finish is null) w.WriteNull("finish_reason");
+        else w.WriteString("finish_reason", finish);
+        w.WriteEndObject();
+        w.WriteEndArray();
+        w.WriteEndObject();
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Answering {Status}: {Message}")]
+    private static partial void LogServerError(ILogger logger, int status, string message);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Worker {Worker} failed mid-stream; ending the client's stream with an error event: {Message}")]
+    private static partial void LogMidStreamFailure(ILogger logger, string worker, string message);
+}

@@ -1,0 +1,214 @@
+// Parsing and validating OpenAI request bodies (completions and chat
+// completions) into plain values. Everything a client can get wrong is caught
+// here, before any worker is involved, and reported as a 400 naming the
+// parameter: wrong types, non-finite or out-of-range sampling values, features
+// we do not serve (n > 1, logprobs, echo, penalties). Unknown fields are
+// ignored, as OpenAI-compatible servers commonly do.
+using System.Text.Json;
+using Platform.Core.Tokenization;
+
+namespace Platform.Router.Api;
+
+public sealed record SamplingRequest(
+    string Model, int? MaxTokens, double Temperature, double TopP, int TopK, ulong? Seed,
+    IReadOnlyList<string> Stop, bool Stream, bool IncludeUsage, bool IgnoreEos);
+
+/// <summary>A completion request: text to tokenize, or token ids given directly.</summary>
+public sealed record CompletionRequest(SamplingRequest Sampling, string? PromptText, IReadOnlyList<int>? PromptIds);
+
+public sealed record ChatRequest(SamplingRequest Sampling, IReadOnlyList<ChatMessage> Messages);
+
+public static class OpenAiRequests
+{
+    public static (CompletionRequest? Request, ApiError? Error) ParseCompletion(JsonElement root)
+    {
+        var (sampling, error) = ParseSampling(root, chat: false);
+        if (error is not null) return (null, error);
+        if (root.TryGetProperty("echo", out var echo) && echo.ValueKind == JsonValueKind.True)
+            return (null, ApiError.BadRequest("echo is not supported; remove it.", "echo"));
+        if (root.TryGetProperty("best_of", out var bestOf) && bestOf.ValueKind == JsonValueKind.Number && (!bestOf.TryGetInt32(out var b) || b != 1))
+            return (null, ApiError.BadRequest("best_of must be 1.", "best_of"));
+        if (root.TryGetProperty("suffix", out var suffix) && suffix.ValueKind == JsonValueKind.String && suffix.GetString()!.Length > 0)
+            return (null, ApiError.BadRequest("suffix is not supported; remove it.", "suffix"));
+        if (!root.TryGetProperty("prompt", out var prompt) || prompt.ValueKind == JsonValueKind.Null)
+            return (null, ApiError.BadRequest("you must provide a prompt.", "prompt"));
+
+        switch (prompt.ValueKind)
+        {
+            case JsonValueKind.String:
+                return Text(prompt.GetString()!);
+            case JsonValueKind.Array:
+                int n = prompt.GetArrayLength();
+                if (n == 0) return (null, ApiError.BadRequest("prompt is an empty list.", "prompt"));
+                var first = prompt[0];
+                if (first.ValueKind == JsonValueKind.String)
+                    return n == 1 ? Text(first.GetString()!) : (null, ApiError.BadRequest("only one prompt per request is supported; send one string.", "prompt"));
+                if (first.ValueKind == JsonValueKind.Array)
+                    return n == 1 ? Ids(first) : (null, ApiError.BadRequest("only one prompt per request is supported; send one list of token ids.", "prompt"));
+                return Ids(prompt);
+            default:
+                return (null, ApiError.BadRequest("prompt must be a string, a list of token ids, or a one-element list of either.", "prompt"));
+        }
+
+        (CompletionRequest?, ApiError?) Text(string text) =>
+            text.Length == 0
+                ? (null, ApiError.BadRequest("prompt is empty.", "prompt"))
+                : (new CompletionRequest(sampling!, text, null), null);
+
+        (CompletionRequest?, ApiError?) Ids(JsonElement array)
+        {
+            var ids = new List<int>(array.GetArrayLength());
+            foreach (var e in array.EnumerateArray())
+            {
+                if (e.ValueKind != JsonValueKind.Number || !e.TryGetInt32(out int id) || id < 0)
+                    return (null, ApiError.BadRequest("prompt token ids must be non-negative integers.", "prompt"));
+                ids.Add(id);
+            }
+            return ids.Count == 0
+                ? (null, ApiError.BadRequest("prompt is an empty list.", "prompt"))
+                : (new CompletionRequest(sampling!, null, ids), null);
+        }
+    }
+
+    public static (ChatRequest? Request, ApiError? Error) ParseChat(JsonElement root)
+    {
+        var (sampling, error) = ParseSampling(root, chat: true);
+        if (error is not null) return (null, error);
+        if (root.TryGetProperty("tools", out var tools) && tools.ValueKind == JsonValueKind.Array && tools.GetArrayLength() > 0)
+            return (null, ApiError.BadRequest("tools are not supported yet; remove them.", "tools"));
+        if (!root.TryGetProperty("messages", out var messages) || messages.ValueKind != JsonValueKind.Array)
+            return (null, ApiError.BadRequest("messages must be a list of {role, content} objects.", "messages"));
+        if (messages.GetArrayLength() == 0)
+            return (null, ApiError.BadRequest("messages is empty; send at least one message.", "messages"));
+
+        var list = new List<ChatMessage>(messages.GetArrayLength());
+        int i = 0;
+        foreach (var m in messages.EnumerateArray())
+        {
+            string param = $"messages[{i++}]";
+            if (m.ValueKind != JsonValueKind.Object)
+                return (null, ApiError.BadRequest($"{param} must be an object with role and content.", param));
+            if (!m.TryGetProperty("role", out var roleElement) || roleElement.ValueKind != JsonValueKind.String)
+                return (null, ApiError.BadRequest($"{param}.role must be a string.", param + ".role"));
+            string role = roleElement.GetString()!;
+            if (role == "developer") role = "system";
+            if (role is not ("system" or "user" or "assistant"))
+                return (null, ApiError.BadRequest($"{param}.role '{role}' is not supported; use system, developer, user or assistant.", param + ".role"));
+            if (!m.TryGetProperty("content", out var content) || content.ValueKind == JsonValueKind.Null)
+            {
+                if (role != "assistant") return (null, ApiError.BadRequest($"{param}.content is missing.", param + ".content"));
+                list.Add(new ChatMessage(role, ""));
+                continue;
+            }
+            if (content.ValueKind == JsonValueKind.String)
+            {
+                list.Add(new ChatMessage(role, content.GetString()!));
+                continue;
+            }
+            if (content.ValueKind != JsonValueKind.Array)
+                return (null, ApiError.BadRequest($"{param}.content must be a string or a list of text parts.", param + ".content"));
+            var text = new System.Text.StringBuilder();
+            foreach (var part in content.EnumerateArray())
+            {
+                if (part.ValueKind != JsonValueKind.Object || !part.TryGetProperty("type", out var type) || type.GetString() != "text"
+                    || !part.TryGetProperty("text", out var partText) || partText.ValueKind != JsonValueKind.String)
+                    return (null, ApiError.BadRequest($"{param}.content: only text parts ({{\"type\":\"text\",\"text\":...}}) are supported.", param + ".content"));
+                text.Append(partText.GetString());
+            }
+            list.Add(new ChatMessage(role, text.ToString()));
+        }
+        return (new ChatRequest(sampling!, list), null);
+    }
+
+    private static (SamplingRequest?, ApiError?) ParseSampling(JsonElement root, bool chat)
+    {
+        if (root.ValueKind != JsonValueKind.Object) return (null, ApiError.BadRequest("the request body must be a JSON object."));
+        if (!root.TryGetProperty("model", out var modelElement) || modelElement.ValueKind != JsonValueKind.String || modelElement.GetString()!.Length == 0)
+            return (null, ApiError.BadRequest("you must provide a model parameter.", "model"));
+
+        int? maxTokens = null;
+        foreach (var name in chat ? new[] { "max_completion_tokens", "max_tokens" } : ["max_tokens"])
+        {
+            if (!root.TryGetProperty(name, out var e) || e.ValueKind == JsonValueKind.Null) continue;
+            if (e.ValueKind != JsonValueKind.Number || !e.TryGetInt32(out int v) || v < 1)
+                return (null, ApiError.BadRequest($"{name} must be an integer of at least 1.", name));
+            maxTokens = v;
+            break;
+        }
+
+        if (Number(root, "temperature", 1.0, 0, 2, out double temperature) is { } e1) return (null, e1);
+        if (Number(root, "top_p", 1.0, 0, 1, out double topP) is { } e2) return (null, e2);
+        if (topP == 0) return (null, ApiError.BadRequest("top_p must be greater than 0.", "top_p"));
+        foreach (var penalty in new[] { "presence_penalty", "frequency_penalty" })
+        {
+            if (Number(root, penalty, 0, -2, 2, out double p) is { } e3) return (null, e3);
+            if (p != 0) return (null, ApiError.BadRequest($"{penalty} is not supported yet; leave it at 0.", penalty));
+        }
+
+        int topK = 0;
+        if (root.TryGetProperty("top_k", out var k) && k.ValueKind != JsonValueKind.Null)
+        {
+            if (k.ValueKind != JsonValueKind.Number || !k.TryGetInt32(out topK) || topK < -1)
+                return (null, ApiError.BadRequest("top_k must be an integer >= -1 (-1 or 0: no cut).", "top_k"));
+            topK = Math.Max(0, topK);
+        }
+
+        ulong? seed = null;
+        if (root.TryGetProperty("seed", out var s) && s.ValueKind != JsonValueKind.Null)
+        {
+            if (s.ValueKind != JsonValueKind.Number || !s.TryGetInt64(out long sv))
+                return (null, ApiError.BadRequest("seed must be an integer.", "seed"));
+            seed = unchecked((ulong)sv);
+        }
+
+        if (root.TryGetProperty("n", out var n) && n.ValueKind != JsonValueKind.Null && (n.ValueKind != JsonValueKind.Number || !n.TryGetInt32(out int nv) || nv != 1))
+            return (null, ApiError.BadRequest("n must be 1; send separate requests for more choices.", "n"));
+        if (root.TryGetProperty("logprobs", out var lp) && lp.ValueKind is not (JsonValueKind.Null or JsonValueKind.False)
+            && !(lp.ValueKind == JsonValueKind.Number && lp.TryGetInt32(out int lpv) && lpv == 0))
+            return (null, ApiError.BadRequest("logprobs are not supported yet; remove the parameter.", "logprobs"));
+
+        var stop = new List<string>();
+        if (root.TryGetProperty("stop", out var st) && st.ValueKind != JsonValueKind.Null)
+        {
+            if (st.ValueKind == JsonValueKind.String) stop.Add(st.GetString()!);
+            else if (st.ValueKind == JsonValueKind.Array && st.GetArrayLength() <= 4 && st.EnumerateArray().All(x => x.ValueKind == JsonValueKind.String))
+                stop.AddRange(st.EnumerateArray().Select(x => x.GetString()!));
+            else return (null, ApiError.BadRequest("stop must be a string or a list of at most 4 strings.", "stop"));
+            if (stop.Any(x => x.Length == 0)) return (null, ApiError.BadRequest("stop strings must not be empty.", "stop"));
+        }
+
+        if (Bool(root, "stream", out bool stream) is { } e4) return (null, e4);
+        if (Bool(root, "ignore_eos", out bool ignoreEos) is { } e5) return (null, e5);
+        bool includeUsage = false;
+        if (root.TryGetProperty("stream_options", out var so) && so.ValueKind == JsonValueKind.Object)
+        {
+            if (Bool(so, "include_usage", out includeUsage) is { } e6) return (null, e6 with { Param = "stream_options.include_usage" });
+        }
+        else if (so.ValueKind is not (JsonValueKind.Undefined or JsonValueKind.Null))
+        {
+            return (null, ApiError.BadRequest("stream_options must be an object.", "stream_options"));
+        }
+
+        return (new SamplingRequest(modelElement.GetString()!, maxTokens, temperature, topP, topK, seed, stop, stream, includeUsage, ignoreEos), null);
+    }
+
+    private static ApiError? Number(JsonElement root, string name, double fallback, double min, double max, out double value)
+    {
+        value = fallback;
+        if (!root.TryGetProperty(name, out var e) || e.ValueKind == JsonValueKind.Null) return null;
+        if (e.ValueKind != JsonValueKind.Number || !e.TryGetDouble(out value) || !double.IsFinite(value))
+            return ApiError.BadRequest($"{name} must be a finite number.", name);
+        if (value < min || value > max)
+            return ApiError.BadRequest($"{name} is {value}; it must be between {min} and {max}.", name);
+        return null;
+    }
+
+    private static ApiError? Bool(JsonElement root, string name, out bool value)
+    {
+        value = false;
+        if (!root.TryGetProperty(name, out var e) || e.ValueKind == JsonValueKind.Null) return null;
+        if (e.ValueKind is not (JsonValueKind.True or JsonValueKind.False)) return ApiError.BadRequest($"{name} must be true or false.", name);
+        value = e.GetBoolean();
+        return null;
+    }
+}

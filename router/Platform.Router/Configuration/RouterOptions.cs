@@ -1,0 +1,112 @@
+// Router settings (configuration section "Router"; the command line maps
+// --model, --workers, --port, --host, --policy and --api-key onto it). Immutable
+// once bound; Validate returns every problem with the fix, and the host refuses
+// to start on any.
+using Platform.Router.Policies;
+
+namespace Platform.Router.Configuration;
+
+public sealed record RouterOptions
+{
+    public const string Section = "Router";
+
+    /// <summary>The model directory (tokenizer.json, tokenizer_config.json, config.json), the same one the workers load.</summary>
+    public string? Model { get; init; }
+
+    /// <summary>Comma-separated worker gRPC addresses, e.g. http://127.0.0.1:7001,http://127.0.0.1:7002.</summary>
+    public string? Workers { get; init; }
+
+    /// <summary>The model name clients send; empty means the workers' served model name.</summary>
+    public string? ServedModelName { get; init; }
+
+    public string Host { get; init; } = "127.0.0.1";
+    public int Port { get; init; } = 8000;
+
+    /// <summary>Comma-separated bearer keys; empty means no authentication.</summary>
+    public string? ApiKeys { get; init; }
+
+    /// <summary>The request header whose value pins a session to a worker (kv-aware affinity).</summary>
+    public string SessionHeader { get; init; } = "x-session-id";
+
+    public PlacementOptions Placement { get; init; } = new();
+
+    /// <summary>How often each worker's GetLoad is polled; a worker that fails a poll leaves the pool until it answers again.</summary>
+    public int HealthPeriodMs { get; init; } = 1000;
+    /// <summary>Deadline of one health poll.</summary>
+    public int HealthTimeoutMs { get; init; } = 2000;
+
+    /// <summary>Retries on another worker when an attempt fails before its first token (SGLang uses up to 5).</summary>
+    public int MaxRetries { get; init; } = 3;
+    /// <summary>First retry delay; doubles per retry, with jitter.</summary>
+    public int RetryBaseDelayMs { get; init; } = 50;
+
+    /// <summary>Breaker opens when at least this share of a worker's recent attempts failed …</summary>
+    public double BreakerFailureRatio { get; init; } = 0.5;
+    /// <summary>… out of at least this many attempts …</summary>
+    public int BreakerMinimumThroughput { get; init; } = 5;
+    /// <summary>… within this window.</summary>
+    public int BreakerSamplingMs { get; init; } = 30_000;
+    /// <summary>Then the worker gets no traffic for this long before one half-open probe.</summary>
+    public int BreakerBreakMs { get; init; } = 30_000;
+
+    /// <summary>Longest wait for a worker's first chunk (covers queueing and prefill).</summary>
+    public int FirstTokenTimeoutMs { get; init; } = 120_000;
+    /// <summary>Longest silence between chunks once tokens flow (RELIABILITY: a frozen worker errors within 30 s).</summary>
+    public int InactivityTimeoutMs { get; init; } = 30_000;
+
+    /// <summary>Concurrent generation requests before 429.</summary>
+    public int MaxConcurrentRequests { get; init; } = 1024;
+    /// <summary>Largest request body accepted (413 above).</summary>
+    public long MaxRequestBodyBytes { get; init; } = 16L << 20;
+    /// <summary>Largest gRPC message either way (a 1M-token prompt of int32 ids is ~5 MB).</summary>
+    public int MaxGrpcMessageBytes { get; init; } = 64 << 20;
+
+    public IReadOnlyList<Uri> WorkerUris() =>
+        (Workers ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(w => Uri.TryCreate(w, UriKind.Absolute, out var u) ? u : null)
+            .OfType<Uri>()
+            .ToArray();
+
+    public IReadOnlyList<string> Keys() =>
+        (ApiKeys ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+
+    public IReadOnlyList<string> Validate()
+    {
+        var errors = new List<string>();
+        if (string.IsNullOrWhiteSpace(Model))
+            errors.Add("Router:Model is not set; pass --model DIR (the model directory the workers load; the router needs its tokenizer and config).");
+        else if (!File.Exists(Path.Combine(Model, "tokenizer.json")) || !File.Exists(Path.Combine(Model, "config.json")))
+            errors.Add($"Router:Model '{Model}' has no tokenizer.json or config.json; point --model at the model directory.");
+        var entries = (Workers ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (entries.Length == 0)
+            errors.Add("Router:Workers is empty; pass --workers http://127.0.0.1:P1,http://127.0.0.1:P2.");
+        foreach (var w in entries)
+            if (!Uri.TryCreate(w, UriKind.Absolute, out var u) || (u.Scheme != "http" && u.Scheme != "https"))
+                errors.Add($"Router:Workers entry '{w}' is not an http:// or https:// address; write it like http://127.0.0.1:7001.");
+        if (Port is < 0 or > 65535) errors.Add($"Router:Port is {Port}; use 0..65535 (0 picks a free port).");
+        if (string.IsNullOrWhiteSpace(SessionHeader)) errors.Add("Router:SessionHeader is empty; name a header such as x-session-id.");
+        Positive(errors, nameof(HealthPeriodMs), HealthPeriodMs);
+        Positive(errors, nameof(HealthTimeoutMs), HealthTimeoutMs);
+        Positive(errors, nameof(RetryBaseDelayMs), RetryBaseDelayMs);
+        Positive(errors, nameof(BreakerMinimumThroughput), BreakerMinimumThroughput);
+        Positive(errors, nameof(BreakerSamplingMs), BreakerSamplingMs);
+        Positive(errors, nameof(BreakerBreakMs), BreakerBreakMs);
+        Positive(errors, nameof(FirstTokenTimeoutMs), FirstTokenTimeoutMs);
+        Positive(errors, nameof(InactivityTimeoutMs), InactivityTimeoutMs);
+        Positive(errors, nameof(MaxConcurrentRequests), MaxConcurrentRequests);
+        Positive(errors, nameof(MaxGrpcMessageBytes), MaxGrpcMessageBytes);
+        if (MaxRequestBodyBytes < 1024) errors.Add($"Router:MaxRequestBodyBytes is {MaxRequestBodyBytes}; allow at least 1024 bytes.");
+        if (MaxRetries is < 0 or > 10) errors.Add($"Router:MaxRetries is {MaxRetries}; use 0..10 (0 disables retries).");
+        if (BreakerSamplingMs < 500) errors.Add($"Router:BreakerSamplingMs is {BreakerSamplingMs}; Polly needs at least 500 ms.");
+        if (BreakerBreakMs < 500) errors.Add($"Router:BreakerBreakMs is {BreakerBreakMs}; Polly needs at least 500 ms.");
+        if (!(BreakerFailureRatio > 0 && BreakerFailureRatio <= 1))
+            errors.Add($"Router:BreakerFailureRatio is {BreakerFailureRatio}; use a share in (0, 1], e.g. 0.5.");
+        errors.AddRange((Placement ?? new PlacementOptions()).Validate($"{Section}:Placement"));
+        return errors;
+    }
+
+    private static void Positive(List<string> errors, string name, long value)
+    {
+        if (value <= 0) errors.Add($"Router:{name} is {value}; set a positive value.");
+    }
+}

@@ -1,0 +1,95 @@
+// Composition of the router process: configuration (with the command-line
+// switches of `platform-router`), options validation, services, telemetry and
+// the HTTP pipeline. Program.cs only calls Build and Run, and tests host the
+// same app on 127.0.0.1:0.
+using OpenTelemetry;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Trace;
+using Platform.Router.Api;
+using Platform.Router.Configuration;
+using Platform.Router.Forwarding;
+using Platform.Router.Model;
+using Platform.Router.Policies;
+using Platform.Router.Telemetry;
+using Platform.Router.Workers;
+
+namespace Platform.Router;
+
+/// <summary>Options failed validation; the message lists every problem and its fix.</summary>
+public sealed class RouterConfigurationException(string message) : Exception(message);
+
+public static class RouterApp
+{
+    public const string ListeningPrefix = "PLATFORM_ROUTER_LISTENING ";
+
+    public static readonly IReadOnlyDictionary<string, string> Switches = new Dictionary<string, string>
+    {
+        ["--model"] = "Router:Model",
+        ["--workers"] = "Router:Workers",
+        ["--port"] = "Router:Port",
+        ["--host"] = "Router:Host",
+        ["--policy"] = "Router:Placement:Policy",
+        ["--api-key"] = "Router:ApiKeys",
+        ["--served-model-name"] = "Router:ServedModelName",
+    };
+
+    /// <param name="configure">Tests replace services here (e.g. a fake TimeProvider).</param>
+    public static WebApplication Build(string[] args, Action<IServiceCollection>? configure = null)
+    {
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args });
+        builder.Configuration.AddCommandLine(args, Switches.ToDictionary(kv => kv.Key, kv => kv.Value));
+
+        var options = builder.Configuration.GetSection(RouterOptions.Section).Get<RouterOptions>() ?? new RouterOptions();
+        var errors = options.Validate();
+        if (errors.Count > 0)
+            throw new RouterConfigurationException("The router cannot start:\n  " + string.Join("\n  ", errors));
+
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.Limits.MaxRequestBodySize = options.MaxRequestBodyBytes;
+            k.Listen(System.Net.IPAddress.Parse(options.Host == "localhost" ? "127.0.0.1" : options.Host), options.Port);
+        });
+
+        var services = builder.Services;
+        services.AddSingleton(options);
+        services.AddSingleton(TimeProvider.System);
+        services.AddSingleton(sp => ServedModel.Load(options.Model!, sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton<PrefixIndex>();
+        services.AddSingleton(sp => new WorkerDirectory(options, sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton(sp => sp.GetRequiredService<WorkerDirectory>().Pool);
+        services.AddSingleton<IRandomSource>(new SystemRandomSource());
+        services.AddSingleton(sp => PlacementPolicies.Create(options.Placement, sp.GetRequiredService<PrefixIndex>(), sp.GetRequiredService<IRandomSource>()));
+        services.AddSingleton<RouterMetrics>();
+        services.AddSingleton<GenerationForwarder>();
+        services.AddSingleton<OpenAiEndpoints>();
+        services.AddHostedService<WorkerMonitor>();
+
+        var otel = services.AddOpenTelemetry()
+            .WithMetrics(m => m
+                .AddMeter(RouterMetrics.MeterName)
+                .AddAspNetCoreInstrumentation()
+                .AddRuntimeInstrumentation()
+                .AddPrometheusExporter())
+            .WithTracing(t => t
+                .AddSource(RouterMetrics.MeterName)
+                .AddAspNetCoreInstrumentation(o => o.Filter = c => c.Request.Path.StartsWithSegments("/v1", StringComparison.Ordinal))
+                .AddGrpcClientInstrumentation()
+                .AddHttpClientInstrumentation());
+        if (!string.IsNullOrEmpty(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"])) otel.UseOtlpExporter();
+
+        configure?.Invoke(services);
+
+        var app = builder.Build();
+        // Load the tokenizer now: a bad model directory fails the start, not the first request.
+        app.Services.GetRequiredService<ServedModel>();
+        app.UseMiddleware<ApiKeyMiddleware>(options.Keys());
+        app.MapGet("/healthz", () => Results.Text("ok"));
+        app.MapGet("/readyz", (WorkerPool pool) => pool.Current.Available.Count > 0
+            ? Results.Text("ready")
+            : Results.Text("no worker available", statusCode: StatusCodes.Status503ServiceUnavailable));
+        app.MapPrometheusScrapingEndpoint("/metrics");
+        OpenAiEndpoints.Map(app);
+        app.MapFallback((HttpContext c) => new ApiError(404, $"no route {c.Request.Method} {c.Request.Path}; see /v1/completions, /v1/chat/completions, /v1/models.").WriteAsync(c));
+        return app;
+    }
+}
