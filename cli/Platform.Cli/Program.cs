@@ -7,4 +7,6 @@ var root = new RootCommand("Long-context LLM serving platform");
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(ModelCommands.Create());
 root.Subcommands.Add(UpCommand.Create());
-return await root.Parse(args).InvokeAsync();
+// On SIGTERM/Ctrl-C, commands get their cancellation token and time to stop what they started
+// (`up` drains its router and workers); the default 2 s would orphan child processes.
+return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(90) });
