@@ -63,7 +63,7 @@ public sealed class ProcessTests
     [Fact]
     public async Task A_model_that_fails_to_load_exits_with_code_3_and_the_reason()
     {
-        string dir = Path.Combine(Path.GetTempPath(), $"platform-worker-tests-{Environment.ProcessId}", "broken-model");
+        string dir = Path.Combine(TestModel.Root, "broken-model");
         Directory.CreateDirectory(dir);
         await File.WriteAllTextAsync(Path.Combine(dir, "config.json"), "{\"hidden_size\": 64}");
         var error = await Assert.ThrowsAsync<InvalidOperationException>(() =>

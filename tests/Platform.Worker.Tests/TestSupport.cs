@@ -9,9 +9,20 @@ namespace Platform.Worker.Tests;
 
 internal static class TestModel
 {
+    /// <summary>This run's scratch folder, removed when the test process exits.</summary>
+    public static readonly string Root = Path.Combine(Path.GetTempPath(), $"platform-worker-tests-{Environment.ProcessId}");
+
+    static TestModel()
+    {
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            if (Directory.Exists(Root)) Directory.Delete(Root, recursive: true);
+        };
+    }
+
     private static readonly Lazy<string> Tiny = new(() =>
     {
-        string dir = Path.Combine(Path.GetTempPath(), $"platform-worker-tests-{Environment.ProcessId}", "tiny");
+        string dir = Path.Combine(Root, "tiny");
         if (Directory.Exists(dir)) Directory.Delete(dir, true);
         RandomModelGenerator.Create(dir, new RandomModelOptions { Preset = "tiny", Seed = 7 });
         return dir;

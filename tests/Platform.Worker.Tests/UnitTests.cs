@@ -88,7 +88,7 @@ public sealed class UnitTests
     [Fact]
     public async Task Health_while_loading_and_after_a_failed_load()
     {
-        string dir = Path.Combine(Path.GetTempPath(), $"platform-worker-tests-{Environment.ProcessId}", "unloadable");
+        string dir = Path.Combine(TestModel.Root, "unloadable");
         Directory.CreateDirectory(dir);
         await File.WriteAllTextAsync(Path.Combine(dir, "config.json"), "{}");
         var options = Options.Create(new WorkerOptions { ModelDirectory = dir, AnnounceOnStdout = false });

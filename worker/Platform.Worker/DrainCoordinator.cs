@@ -16,7 +16,9 @@ public sealed class DrainCoordinator : IHostedLifecycleService, IDisposable
     private readonly ILogger<DrainCoordinator> _logger;
     private readonly CancellationTokenSource _hardStop = new();
     private readonly CancellationTokenSource _streamsEnd = new();
+    private readonly TaskCompletionSource _graceOver = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private TaskCompletionSource _idle = NewIdle();
+    private ITimer? _graceTimer;
     private int _inFlight;
     private bool _draining;
 
@@ -67,6 +69,8 @@ public sealed class DrainCoordinator : IHostedLifecycleService, IDisposable
             if (_draining) return;
             _draining = true;
             Log.DrainStarted(_logger, _inFlight, _grace.TotalSeconds);
+            // The grace period counts from the moment draining begins (SIGTERM), on the injected clock.
+            _graceTimer = _time.CreateTimer(_ => _graceOver.TrySetResult(), null, _grace, Timeout.InfiniteTimeSpan);
         }
         DrainStarted?.Invoke();
     }
@@ -78,15 +82,19 @@ public sealed class DrainCoordinator : IHostedLifecycleService, IDisposable
         lock (_lock) idle = _idle.Task;
         try
         {
-            await idle.WaitAsync(_grace, _time, cancellationToken);
-            Log.DrainCompleted(_logger);
-        }
-        catch (TimeoutException)
-        {
-            Log.DrainGraceExpired(_logger, InFlight);
-            await _hardStop.CancelAsync();
-            // Aborted streams write a final chunk and return; give them a moment, bounded by the shutdown timeout.
-            await Task.WhenAny(idle, Task.Delay(TimeSpan.FromSeconds(5), _time, cancellationToken));
+            // Ends when the work is done, the grace period is over, or the host's shutdown timeout cuts it short.
+            await Task.WhenAny(idle, _graceOver.Task, Task.Delay(Timeout.InfiniteTimeSpan, cancellationToken));
+            if (idle.IsCompleted)
+            {
+                Log.DrainCompleted(_logger);
+            }
+            else
+            {
+                Log.DrainGraceExpired(_logger, InFlight);
+                await _hardStop.CancelAsync();
+                // Aborted streams write a final chunk and return; give them a moment, bounded by the shutdown timeout.
+                await Task.WhenAny(idle, Task.Delay(TimeSpan.FromSeconds(5), _time, cancellationToken));
+            }
         }
         finally
         {
@@ -102,6 +110,7 @@ public sealed class DrainCoordinator : IHostedLifecycleService, IDisposable
 
     public void Dispose()
     {
+        _graceTimer?.Dispose();
         _hardStop.Dispose();
         _streamsEnd.Dispose();
     }

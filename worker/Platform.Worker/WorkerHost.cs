@@ -28,12 +28,25 @@ public static class WorkerHost
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { ApplicationName = typeof(WorkerHost).Assembly.GetName().Name });
         builder.Configuration.AddCommandLine(args, WorkerCommandLine.SwitchMappings.ToDictionary());
-        builder.Logging.AddSimpleConsole(o =>
+        builder.Logging.ClearProviders();
+        if (string.Equals(builder.Configuration["Worker:LogFormat"], "json", StringComparison.OrdinalIgnoreCase))
         {
-            o.SingleLine = true;
-            o.TimestampFormat = "HH:mm:ss.fff ";
-            o.UseUtcTimestamp = true;
-        });
+            // One JSON object per line, for log collectors in a cluster.
+            builder.Logging.AddJsonConsole(o =>
+            {
+                o.UseUtcTimestamp = true;
+                o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ";
+            });
+        }
+        else
+        {
+            builder.Logging.AddSimpleConsole(o =>
+            {
+                o.SingleLine = true;
+                o.TimestampFormat = "HH:mm:ss.fff ";
+                o.UseUtcTimestamp = true;
+            });
+        }
         // Every unhealthy probe result (each second while loading or draining) would be an error line;
         // the worker logs the transitions themselves (loading, loaded, faulted, draining).
         builder.Logging.AddFilter("Microsoft.Extensions.Diagnostics.HealthChecks", LogLevel.Critical);

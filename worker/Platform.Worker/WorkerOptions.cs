@@ -34,6 +34,8 @@ public sealed class WorkerOptions
     public double HealthPublishSeconds { get; set; } = 1;
     /// <summary>An engine with work that finishes no step for this long is reported dead (liveness) and unready.</summary>
     public double EngineStallSeconds { get; set; } = 300;
+    /// <summary>Console log format: "simple" (one line per entry) or "json" (one object per line).</summary>
+    public string LogFormat { get; set; } = "simple";
     /// <summary>Print the PLATFORM_WORKER_* lines on stdout (for process fixtures and `platform up`).</summary>
     public bool AnnounceOnStdout { get; set; } = true;
 
@@ -79,6 +81,8 @@ public static class WorkerCommandLine
         ["--health-publish-seconds"] = "Worker:HealthPublishSeconds",
         ["--announce"] = "Worker:AnnounceOnStdout",
         ["--engine-stall-seconds"] = "Worker:EngineStallSeconds",
+        ["--log-format"] = "Worker:LogFormat",
+        ["--log-level"] = "Logging:LogLevel:Default",
         ["--block-size"] = "Worker:Engine:BlockSize",
         ["--max-batch-tokens"] = "Worker:Engine:MaxBatchTokens",
         ["--max-running-requests"] = "Worker:Engine:MaxRunningRequests",
@@ -107,6 +111,8 @@ public static class WorkerCommandLine
           --health-publish-seconds S  period of gRPC health Watch updates (default 1)
           --engine-stall-seconds S    engine with work but no finished step for S seconds = dead (default 300)
           --announce true|false       print PLATFORM_WORKER_* lines on stdout (default true)
+          --log-format simple|json    console log format (default simple)
+          --log-level LEVEL           Trace, Debug (per-request lines), Information (default), Warning, ...
         engine:
           --block-size N --max-batch-tokens N --max-running-requests N --kv-blocks N --kv-bytes N
           --kv-memory-fraction F --dtype float32|bfloat16|float16 --threads N --max-context N --seed N
@@ -144,6 +150,8 @@ internal sealed class WorkerOptionsValidator : IValidateOptions<WorkerOptions>
         if (o.MaxMessageMegabytes is < 1 or > 2047) errors.Add($"--max-message-mb must be in 1..2047, got {o.MaxMessageMegabytes}.");
         if (!double.IsFinite(o.HealthPublishSeconds) || o.HealthPublishSeconds < 1)
             errors.Add($"--health-publish-seconds must be at least 1 (the health publisher's minimum period), got {o.HealthPublishSeconds}.");
+        if (o.LogFormat is not ("simple" or "json"))
+            errors.Add($"--log-format must be simple or json, got '{o.LogFormat}'.");
         if (!double.IsFinite(o.EngineStallSeconds) || o.EngineStallSeconds < 1)
             errors.Add($"--engine-stall-seconds must be at least 1 (longer than the slowest engine step), got {o.EngineStallSeconds}.");
         try
