@@ -41,9 +41,15 @@ public sealed class PagedKvStore : IDisposable
         _values[layer].index_copy_(0, slots, v);
     }
 
-    /// <summary>Raw storage of one layer's K and V pools (float32 only), for the paged decode kernel.</summary>
-    public unsafe (IntPtr Keys, IntPtr Values) Pointers(int layer) =>
-        ((IntPtr)Model.TensorPointers.Float32(_keys[layer]), (IntPtr)Model.TensorPointers.Float32(_values[layer]));
+    /// <summary>Raw storage of one layer's K and V pools (float32 only), for the paged decode kernel; taken once, pools never move.</summary>
+    public unsafe (IntPtr Keys, IntPtr Values) Pointers(int layer)
+    {
+        _pointers ??= Enumerable.Range(0, _keys.Length)
+            .Select(l => ((IntPtr)Model.TensorPointers.Float32(_keys[l]), (IntPtr)Model.TensorPointers.Float32(_values[l]))).ToArray();
+        return _pointers[layer];
+    }
+
+    private (IntPtr, IntPtr)[]? _pointers;
 
     /// <summary>K and V of the given slots, in order ([slots, kvHeads, headDim]).</summary>
     public (Tensor K, Tensor V) Gather(int layer, Tensor slots) =>

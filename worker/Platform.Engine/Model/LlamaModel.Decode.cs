@@ -28,6 +28,10 @@ public enum DecodePath
 
 public sealed partial class LlamaModel
 {
+    // Raw pointers of the norm weights and embedding, taken once (weights never move).
+    private IntPtr[]? _inputNorms, _postNorms;
+    private IntPtr _finalNorm, _embedding;
+
     private float[] _x = [], _h = [], _qkv = [], _q = [], _attn = [], _tmp = [], _gateUp = [], _act = [], _cos = [], _sin = [];
 
     private bool CanRunDecodeStep(ForwardBatch batch)
@@ -62,7 +66,14 @@ public sealed partial class LlamaModel
             }
 
         var decode = DecodeSet.From(batch)!;
-        float* embedding = TensorPointers.Float32(_weights.Embedding);
+        if (_inputNorms is null)
+        {
+            _postNorms = _weights.Layers.Select(w => (IntPtr)TensorPointers.Float32(w.PostNorm)).ToArray();
+            _finalNorm = (IntPtr)TensorPointers.Float32(_weights.FinalNorm);
+            _embedding = (IntPtr)TensorPointers.Float32(_weights.Embedding);
+            _inputNorms = _weights.Layers.Select(w => (IntPtr)TensorPointers.Float32(w.InputNorm)).ToArray();
+        }
+        float* embedding = (float*)_embedding;
         fixed (float* x = _x) fixed (float* h = _h) fixed (float* qkv = _qkv) fixed (float* q = _q) fixed (float* attn = _attn)
         fixed (float* tmp = _tmp) fixed (float* gateUp = _gateUp) fixed (float* act = _act) fixed (float* cos = _cos) fixed (float* sin = _sin)
         fixed (long* contextSlots = decode.Slots) fixed (int* offsets = decode.Offsets) fixed (int* lengths = decode.Lengths)
@@ -73,7 +84,7 @@ public sealed partial class LlamaModel
             for (int l = 0; l < c.NumLayers; l++)
             {
                 var w = _weights.Layers[l];
-                RmsNorm(x, TensorPointers.Float32(w.InputNorm), h, t, hidden);
+                RmsNorm(x, (float*)_inputNorms[l], h, t, hidden);
                 w.Qkv.Forward(h, t, qkv);
                 var (keyPool, valuePool) = kv.Pointers(l);
                 for (int r = 0; r < t; r++)
@@ -92,7 +103,7 @@ public sealed partial class LlamaModel
                 w.O.Forward(attn, t, tmp);
                 Add(x, tmp, (long)t * hidden);
 
-                RmsNorm(x, TensorPointers.Float32(w.PostNorm), h, t, hidden);
+                RmsNorm(x, (float*)_postNorms![l], h, t, hidden);
                 w.GateUp.Forward(h, t, gateUp);
                 for (int r = 0; r < t; r++)
                 {
@@ -107,7 +118,7 @@ public sealed partial class LlamaModel
             var logits = new float[(long)n * c.VocabSize];
             for (int i = 0; i < n; i++)
                 new ReadOnlySpan<float>(x + (long)batch.LogitRows[i] * hidden, hidden).CopyTo(new Span<float>(tmp + (long)i * hidden, hidden));
-            RmsNorm(tmp, TensorPointers.Float32(_weights.FinalNorm), h, n, hidden);
+            RmsNorm(tmp, (float*)_finalNorm, h, n, hidden);
             fixed (float* output = logits) _weights.LmHead.Forward(h, n, output);
             return torch.tensor(logits, [n, c.VocabSize]);
         }
