@@ -193,8 +193,9 @@ public sealed class FaultTests
             await RouterHost.Eventually(() => router.Index.WorkerBlockCount(id) > 0, "a's blocks in the index");
 
             await a.DisposeAsync();
+            // The pool drops it first (no more traffic), then its subscription stops and the index forgets it.
             await RouterHost.Eventually(() => router.Pool.Current.Available.Count == 1, "a leaves the pool");
-            Assert.Equal(0, router.Index.WorkerBlockCount(id));
+            await RouterHost.Eventually(() => router.Index.WorkerBlockCount(id) == 0, "the index forgets a's blocks");
             var (status, _, worker) = await router.PostAsync("/v1/completions", Small);
             Assert.Equal(200, status);
             Assert.Equal(WorkerId(b), worker);
@@ -240,6 +241,10 @@ public sealed class FaultTests
         var (a, b, router) = await StartAsync();
         try
         {
+            // Each engine step takes at least 50 ms, so the 900 tokens asked for need 45 s:
+            // the request can only be gone within the 20 s below if the disconnect cancelled it.
+            a.Engine.BeforeStep = () => Thread.Sleep(50);
+            b.Engine.BeforeStep = () => Thread.Sleep(50);
             var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
             {
                 Content = new StringContent("""{"model":"tiny","prompt":"go on forever","max_tokens":900,"ignore_eos":true,"stream":true}""", Encoding.UTF8, "application/json"),
@@ -252,10 +257,8 @@ public sealed class FaultTests
 
             response.Dispose();
             request.Dispose();
-            var started = DateTime.UtcNow;
             await RouterHost.Eventually(() => a.Engine.GetStats().Running + b.Engine.GetStats().Running == 0
-                && a.Engine.GetStats().KvBlocksUsed + b.Engine.GetStats().KvBlocksUsed == 0, "the engine aborts the request", 5000);
-            Assert.True(DateTime.UtcNow - started < TimeSpan.FromSeconds(2), "cancel reached the engine quickly");
+                && a.Engine.GetStats().KvBlocksUsed + b.Engine.GetStats().KvBlocksUsed == 0, "the engine aborts the request", 20_000);
             Assert.Equal(1, a.Faults.GenerateCalls + b.Faults.GenerateCalls); // no failover after a disconnect
         }
         finally

@@ -243,7 +243,7 @@ public sealed partial class OpenAiEndpoints
     private async Task<(JsonDocument?, ApiError?)> ReadJsonAsync(HttpContext context)
     {
         if (context.Request.ContentLength > _options.MaxRequestBodyBytes)
-            return (null, new ApiError(413, $"the request body is larger than {_options.MaxRequestBodyBytes} bytes.", ApiError.InvalidRequest, null, "request_too_large"));
+            return (null, TooLarge(context));
         var sizeFeature = context.Features.Get<IHttpMaxRequestBodySizeFeature>();
         if (sizeFeature is { IsReadOnly: false }) sizeFeature.MaxRequestBodySize = _options.MaxRequestBodyBytes;
         try
@@ -257,8 +257,16 @@ public sealed partial class OpenAiEndpoints
         }
         catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
-            return (null, new ApiError(413, $"the request body is larger than {_options.MaxRequestBodyBytes} bytes.", ApiError.InvalidRequest, null, "request_too_large"));
+            return (null, TooLarge(context));
         }
+    }
+
+    // The unread rest of an oversized body makes the connection unusable: tell the
+    // client to close it, so its next request does not race Kestrel's close.
+    private ApiError TooLarge(HttpContext context)
+    {
+        context.Response.Headers.Connection = "close";
+        return new ApiError(413, $"the request body is larger than {_options.MaxRequestBodyBytes} bytes; send a shorter prompt or raise Router:MaxRequestBodyBytes.", ApiError.InvalidRequest, null, "request_too_large");
     }
 
     private async Task Fail(HttpContext context, string route, ApiError error)
