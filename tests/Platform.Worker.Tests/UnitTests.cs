@@ -93,7 +93,8 @@ public sealed class UnitTests
         await File.WriteAllTextAsync(Path.Combine(dir, "config.json"), "{}");
         var options = Options.Create(new WorkerOptions { ModelDirectory = dir, AnnounceOnStdout = false });
         var lifetime = new StubLifetime();
-        using var engines = new EngineHost(options, NullLoggerFactory.Instance, lifetime, new WorkerAnnouncer(options));
+        using var peers = new KvPeers(options);
+        using var engines = new EngineHost(options, NullLoggerFactory.Instance, lifetime, new WorkerAnnouncer(options), peers);
         var watchdog = new EngineWatchdog(engines, options, TimeProvider.System);
         var live = new EngineLivenessCheck(engines, watchdog);
         var ready = new EngineReadinessCheck(engines, watchdog);

@@ -24,8 +24,26 @@ public sealed record EngineOptions
     /// <summary>Seed for requests that do not bring one (null: random per process).</summary>
     public ulong? DefaultSeed { get; init; }
 
+    /// <summary>DistAttention creditor: lend KV blocks this worker does not need to peers' sequences.</summary>
+    public bool LendKvBlocks { get; init; }
+    /// <summary>Fraction of the pool a creditor always keeps for its own requests.</summary>
+    public double LendReserveFraction { get; init; } = 0.25;
+    /// <summary>DistAttention debtor: the fraction of this worker's pool one borrowing sequence may use locally.</summary>
+    public double DistLocalFraction { get; init; } = 0.75;
+    /// <summary>At most this many creditors hold parts of one sequence.</summary>
+    public int DistMaxPeers { get; init; } = 4;
+    /// <summary>Lease on lent blocks: a creditor reclaims them this long after the debtor last renewed or attended.</summary>
+    public int DistLeaseMs { get; init; } = 15_000;
+    /// <summary>A creditor that does not answer one layer's attention within this fails the sequence.</summary>
+    public int DistAttendTimeoutMs { get; init; } = 10_000;
+
     public void Validate()
     {
+        if (LendReserveFraction is < 0 or >= 1) throw new ArgumentException($"LendReserveFraction must be in [0, 1), got {LendReserveFraction}.");
+        if (DistLocalFraction is <= 0 or > 1) throw new ArgumentException($"DistLocalFraction must be in (0, 1], got {DistLocalFraction}.");
+        if (DistMaxPeers < 1) throw new ArgumentException($"DistMaxPeers must be positive, got {DistMaxPeers}.");
+        if (DistLeaseMs < 100) throw new ArgumentException($"DistLeaseMs must be at least 100, got {DistLeaseMs}.");
+        if (DistAttendTimeoutMs < 1) throw new ArgumentException($"DistAttendTimeoutMs must be positive, got {DistAttendTimeoutMs}.");
         if (BlockSize < 1 || (BlockSize & (BlockSize - 1)) != 0)
             throw new ArgumentException($"BlockSize must be a power of two (e.g. 16), got {BlockSize}.");
         if (MaxBatchTokens < 1) throw new ArgumentException($"MaxBatchTokens must be positive, got {MaxBatchTokens}.");

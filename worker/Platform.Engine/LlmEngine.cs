@@ -141,10 +141,13 @@ public sealed partial class LlmEngine : IDisposable
         if (prompt.Count + request.Sampling.MaxTokens > MaxContextTokens)
             throw new EngineRequestException(
                 $"the prompt ({prompt.Count} tokens) plus max_tokens ({request.Sampling.MaxTokens}) exceeds the context of {MaxContextTokens} tokens; lower max_tokens to at most {MaxContextTokens - prompt.Count}.");
+        // With DistAttention, a sequence whose whole KV (prompt and max_tokens) cannot fit here borrows from peers.
+        int totalTokens = Math.Min(prompt.Count + request.Sampling.MaxTokens, MaxContextTokens);
+        bool distributed = DistAttention is not null && _kv.BlocksFor(totalTokens) > _kvStore.NumBlocks;
         int needBlocks = _kv.BlocksFor(prompt.Count + 1);
-        if (needBlocks > _kvStore.NumBlocks)
+        if (!distributed && needBlocks > _kvStore.NumBlocks)
             throw new EngineRequestException(
-                $"the prompt needs {needBlocks * Options.BlockSize} tokens of KV cache but this worker holds {_kvStore.NumBlocks * Options.BlockSize}; shorten the prompt or give the worker more KV memory.");
+                $"the prompt needs {needBlocks * Options.BlockSize} tokens of KV cache but this worker holds {_kvStore.NumBlocks * Options.BlockSize}; shorten the prompt, give the worker more KV memory, or turn DistAttention on to borrow from peers.");
 
         var channel = Channel.CreateUnbounded<GenerationChunk>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         ulong seed = request.Sampling.Seed ?? NextSeed();
@@ -153,6 +156,7 @@ public sealed partial class LlmEngine : IDisposable
         {
             TraceParent = System.Diagnostics.Activity.Current?.Context ?? default,
         };
+        if (distributed) return GenerateDistributedAsync(engineRequest, totalTokens, channel.Reader, cancellationToken);
         Enqueue(() =>
         {
             _scheduler.Add(engineRequest);
@@ -273,6 +277,7 @@ public sealed partial class LlmEngine : IDisposable
         var now = DateTimeOffset.UtcNow;
         var batch = new ForwardBatch();
         var sampling = new List<EngineRequest>(scheduled.Count);
+        List<ScheduledRequest>? remote = null;
         foreach (var s in scheduled)
         {
             var r = s.Request;
@@ -280,6 +285,11 @@ public sealed partial class LlmEngine : IDisposable
             {
                 r.AdmittedAt = now;
                 EngineTelemetry.Span("engine.queue", r, r.ArrivedAt, now, ("prompt.tokens", r.PromptLength));
+            }
+            if (r.ComputesRemotely)
+            {
+                (remote ??= []).Add(s);
+                continue;
             }
             var slice = batch.AddSequence(r.Tokens, r.NumComputed, s.NumTokens, r.Blocks, Options.BlockSize);
             if (r.NumComputed + s.NumTokens == r.Tokens.Count)
@@ -289,16 +299,37 @@ public sealed partial class LlmEngine : IDisposable
             }
         }
 
-        float[] logits;
-        using (torch.NewDisposeScope())
+        float[] logits = [];
+        if (batch.NumTokens > 0)
         {
-            var output = _model.Forward(batch, _kvStore);
-            logits = sampling.Count == 0 ? [] : System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(output.contiguous().bytes).ToArray();
+            using (torch.NewDisposeScope())
+            {
+                var output = _model.Forward(batch, _kvStore);
+                logits = sampling.Count == 0 ? [] : System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(output.contiguous().bytes).ToArray();
+            }
+        }
+        int vocab = Config.VocabSize;
+        if (remote is not null)
+        {
+            // DistAttention sequences run one by one after the local batch; a failed one has already been ended.
+            var rows = new List<float>(logits);
+            var committed = scheduled.Where(s => !s.Request.ComputesRemotely).ToList();
+            foreach (var s in remote)
+            {
+                if (ForwardRemote(s) is not { } remoteLogits) continue;
+                committed.Add(s);
+                if (s.Request.NumComputed + s.NumTokens == s.Request.Tokens.Count)
+                {
+                    sampling.Add(s.Request);
+                    rows.AddRange(remoteLogits);
+                }
+            }
+            logits = [.. rows];
+            scheduled = committed;
         }
         _scheduler.Commit(scheduled);
         _steps++;
 
-        int vocab = Config.VocabSize;
         for (int i = 0; i < sampling.Count; i++)
         {
             var row = logits.AsSpan(i * vocab, vocab);

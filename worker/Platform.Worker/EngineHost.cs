@@ -21,14 +21,20 @@ public sealed class EngineHost : IHostedService, IDisposable
     private Task _loading = Task.CompletedTask;
     private volatile LlmEngine? _engine;
 
-    public EngineHost(IOptions<WorkerOptions> options, ILoggerFactory loggerFactory, IHostApplicationLifetime lifetime, WorkerAnnouncer announcer)
+    private readonly KvPeers _peers;
+
+    public EngineHost(IOptions<WorkerOptions> options, ILoggerFactory loggerFactory, IHostApplicationLifetime lifetime, WorkerAnnouncer announcer, KvPeers peers)
     {
+        _peers = peers;
         _options = options.Value;
         _loggerFactory = loggerFactory;
         _logger = loggerFactory.CreateLogger<EngineHost>();
         _lifetime = lifetime;
         _announcer = announcer;
     }
+
+    /// <summary>With DistAttention on, lends this worker's spare KV blocks to peers (null otherwise or while loading).</summary>
+    public Engine.DistAttention.KvLender? Lender { get; private set; }
 
     /// <summary>The engine once loaded, else null.</summary>
     public LlmEngine? Engine => _engine;
@@ -50,7 +56,12 @@ public sealed class EngineHost : IHostedService, IDisposable
         var watch = Stopwatch.StartNew();
         try
         {
-            var engine = LlmEngine.Load(_options.ModelDirectory, _options.Engine, progress: null, _loggerFactory.CreateLogger<LlmEngine>());
+            var engine = LlmEngine.Load(_options.ModelDirectory, _options.ResolvedEngine, progress: null, _loggerFactory.CreateLogger<LlmEngine>());
+            if (_options.DistAttentionEnabled)
+            {
+                Lender = new Engine.DistAttention.KvLender(engine);
+                engine.DistAttention = _peers.CreatePlanner(engine.Options);
+            }
             _engine = engine;
             Log.ModelLoaded(_logger, watch.Elapsed.TotalSeconds, engine.Fingerprint.Canonical, engine.TotalKvBlocks, engine.MaxContextTokens);
             _announcer.Announce("PLATFORM_WORKER_READY");
@@ -68,7 +79,11 @@ public sealed class EngineHost : IHostedService, IDisposable
     /// <summary>Waits for a load in progress (it cannot be interrupted); the engine itself is disposed with the container.</summary>
     public Task StopAsync(CancellationToken cancellationToken) => _loading.WaitAsync(cancellationToken);
 
-    public void Dispose() => _engine?.Dispose();
+    public void Dispose()
+    {
+        Lender?.Dispose();
+        _engine?.Dispose();
+    }
 }
 
 /// <summary>Prints the machine-readable PLATFORM_WORKER_* lines on stdout when enabled.</summary>

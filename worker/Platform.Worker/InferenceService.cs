@@ -119,6 +119,13 @@ internal sealed class InferenceService : Inference.InferenceBase
                 await responseStream.WriteAsync(ProtoMapping.ToProto(chunk));
             }
         }
+        catch (EngineRequestException e) when (last is null)
+        {
+            // Refused after planning (DistAttention peers could not hold the sequence): still a bad request, not a fault.
+            Log.GenerateRejected(_logger, requestId, e.Message);
+            activity?.SetStatus(ActivityStatusCode.Error, e.Message);
+            throw new RpcException(new Status(StatusCode.InvalidArgument, e.Message));
+        }
         catch (Exception) when (context.CancellationToken.IsCancellationRequested)
         {
             // The client went away (the engine read or our write failed with it): the engine request is

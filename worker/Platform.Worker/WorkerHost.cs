@@ -60,6 +60,7 @@ public static class WorkerHost
         services.TryAddSingleton(TimeProvider.System);
         services.AddSingleton<WorkerAnnouncer>();
         services.AddSingleton<WorkerEndpoints>();
+        services.AddSingleton<KvPeers>();
         services.AddSingleton<EngineHost>();
         services.AddHostedService(sp => sp.GetRequiredService<EngineHost>());
         services.AddSingleton<DrainCoordinator>();
@@ -126,6 +127,7 @@ public static class WorkerHost
 
         var app = builder.Build();
         app.MapGrpcService<InferenceService>();
+        app.MapGrpcService<KvPeerService>();
         app.MapGrpcHealthChecksService();
         app.MapHealthChecks("/healthz", new HealthCheckOptions { Predicate = r => r.Tags.Contains(HealthTags.Live) });
         app.MapHealthChecks("/readyz", new HealthCheckOptions { Predicate = r => r.Tags.Contains(HealthTags.Ready) });

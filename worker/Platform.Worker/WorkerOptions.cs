@@ -39,7 +39,26 @@ public sealed class WorkerOptions
     /// <summary>Print the PLATFORM_WORKER_* lines on stdout (for process fixtures and `platform up`).</summary>
     public bool AnnounceOnStdout { get; set; } = true;
 
+    /// <summary>DistAttention: "on" lends spare KV memory to peers and lets sequences too long for this worker borrow from them.</summary>
+    public string DistAttention { get; set; } = "off";
+    /// <summary>gRPC addresses of the peer workers (comma-separated http://HOST:PORT) that may lend KV memory.</summary>
+    public string? Peers { get; set; }
+    /// <summary>Caps the KV pool at this many tokens (rounded up to whole blocks); wins over every other KV size setting.</summary>
+    public int? KvTokens { get; set; }
+
+    public bool DistAttentionEnabled => string.Equals(DistAttention, "on", StringComparison.OrdinalIgnoreCase);
+
+    public IReadOnlyList<string> PeerAddresses =>
+        (Peers ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+
     public EngineOptions Engine { get; set; } = new();
+
+    /// <summary>The engine's settings with the worker-level switches (--kv-tokens, --dist-attention) applied.</summary>
+    public EngineOptions ResolvedEngine => Engine with
+    {
+        NumKvBlocks = KvTokens is { } tokens ? (tokens + Engine.BlockSize - 1) / Engine.BlockSize : Engine.NumKvBlocks,
+        LendKvBlocks = DistAttentionEnabled,
+    };
 
     public string ResolvedServedModelName =>
         !string.IsNullOrWhiteSpace(ServedModelName) ? ServedModelName
@@ -93,6 +112,12 @@ public static class WorkerCommandLine
         ["--threads"] = "Worker:Engine:Threads",
         ["--max-context"] = "Worker:Engine:MaxContextTokens",
         ["--seed"] = "Worker:Engine:DefaultSeed",
+        ["--dist-attention"] = "Worker:DistAttention",
+        ["--peers"] = "Worker:Peers",
+        ["--kv-tokens"] = "Worker:KvTokens",
+        ["--dist-max-peers"] = "Worker:Engine:DistMaxPeers",
+        ["--dist-lease-ms"] = "Worker:Engine:DistLeaseMs",
+        ["--lend-reserve-fraction"] = "Worker:Engine:LendReserveFraction",
     };
 
     public const string Usage = """
@@ -116,6 +141,13 @@ public static class WorkerCommandLine
         engine:
           --block-size N --max-batch-tokens N --max-running-requests N --kv-blocks N --kv-bytes N
           --kv-memory-fraction F --dtype float32|bfloat16|float16 --threads N --max-context N --seed N
+          --kv-tokens N               cap the KV pool at N tokens (wins over the other KV sizes)
+        DistAttention (a sequence too long for one worker keeps part of its KV on peers):
+          --dist-attention on|off     lend spare KV memory to peers and borrow from them (default off)
+          --peers URL,URL             gRPC addresses of the peer workers
+          --dist-max-peers N          creditors per sequence at most (default 4)
+          --dist-lease-ms N           lent blocks return to the pool N ms after the borrower goes silent (default 15000)
+          --lend-reserve-fraction F   share of the pool never lent (default 0.25)
 
         Every option is also a configuration key (Worker:Port, Worker:Engine:BlockSize, ...) and an
         environment variable (Worker__Port, Worker__Engine__BlockSize, ...).
@@ -154,9 +186,15 @@ internal sealed class WorkerOptionsValidator : IValidateOptions<WorkerOptions>
             errors.Add($"--log-format must be simple or json, got '{o.LogFormat}'.");
         if (!double.IsFinite(o.EngineStallSeconds) || o.EngineStallSeconds < 1)
             errors.Add($"--engine-stall-seconds must be at least 1 (longer than the slowest engine step), got {o.EngineStallSeconds}.");
+        if (o.DistAttention is not ("on" or "off"))
+            errors.Add($"--dist-attention must be on or off, got '{o.DistAttention}'.");
+        foreach (var peer in o.PeerAddresses)
+            if (!Uri.TryCreate(peer, UriKind.Absolute, out var uri) || uri.Scheme != "http")
+                errors.Add($"--peers: '{peer}' is not an http://HOST:PORT gRPC address of a peer worker.");
+        if (o.KvTokens is < 1) errors.Add($"--kv-tokens must be positive, got {o.KvTokens}.");
         try
         {
-            o.Engine.Validate();
+            o.ResolvedEngine.Validate();
         }
         catch (ArgumentException e)
         {

@@ -17,21 +17,40 @@ public static class AttentionMerge
     {
         if (outputs.Count != logSumExps.Count) throw new ArgumentException("one log-sum-exp array per partial output");
         if (output.Length != heads * headDim) throw new ArgumentException($"output must hold {heads}×{headDim} values");
+        MergeRow(outputs, logSumExps, 0, heads, headDim, output, mergedLogSumExp);
+    }
+
+    /// <summary>
+    /// Row by row for <paramref name="rows"/> queries: outputs[i] is [rows, heads, headDim] and
+    /// logSumExps[i] is [rows, heads]; <paramref name="output"/> receives [rows, heads, headDim].
+    /// </summary>
+    public static void MergeRows(IReadOnlyList<float[]> outputs, IReadOnlyList<float[]> logSumExps, int rows, int heads, int headDim, Span<float> output)
+    {
+        if (outputs.Count != logSumExps.Count) throw new ArgumentException("one log-sum-exp array per partial output");
+        if (output.Length != rows * heads * headDim) throw new ArgumentException($"output must hold {rows}×{heads}×{headDim} values");
+        for (int r = 0; r < rows; r++)
+            MergeRow(outputs, logSumExps, r, heads, headDim, output.Slice(r * heads * headDim, heads * headDim), default);
+    }
+
+    private static void MergeRow(IReadOnlyList<float[]> outputs, IReadOnlyList<float[]> logSumExps, int row, int heads, int headDim,
+        Span<float> output, Span<float> mergedLogSumExp)
+    {
         output.Clear();
+        int lseBase = row * heads, outBase = row * heads * headDim;
         for (int h = 0; h < heads; h++)
         {
             float max = float.NegativeInfinity;
-            foreach (var l in logSumExps) max = Math.Max(max, l[h]);
+            foreach (var l in logSumExps) max = Math.Max(max, l[lseBase + h]);
             if (!mergedLogSumExp.IsEmpty) mergedLogSumExp[h] = max;
             if (float.IsNegativeInfinity(max)) continue;   // no keys anywhere: output stays 0
             double total = 0;
             var o = output.Slice(h * headDim, headDim);
             for (int i = 0; i < outputs.Count; i++)
             {
-                double w = Math.Exp(logSumExps[i][h] - max);
+                double w = Math.Exp(logSumExps[i][lseBase + h] - max);
                 if (w == 0) continue;
                 total += w;
-                var part = outputs[i].AsSpan(h * headDim, headDim);
+                var part = outputs[i].AsSpan(outBase + h * headDim, headDim);
                 for (int j = 0; j < headDim; j++) o[j] += (float)(w * part[j]);
             }
             float inv = (float)(1.0 / total);

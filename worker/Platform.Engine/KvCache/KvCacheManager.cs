@@ -23,6 +23,9 @@ public sealed class KvCacheManager
 
     public int BlocksFor(int tokens) => (tokens + BlockSize - 1) / BlockSize;
 
+    /// <summary>Blocks this worker must hold for the whole of the request (its local share under DistAttention).</summary>
+    public int LocalBlocksFor(EngineRequest request) => BlocksFor(Math.Min(request.Tokens.Count, request.LocalTokenLimit));
+
     /// <summary>
     /// Takes references on the longest run of cached blocks that prefixes the request's
     /// tokens and returns how many tokens they cover. At least one token is always left
@@ -31,7 +34,7 @@ public sealed class KvCacheManager
     public int AcquireCachedPrefix(EngineRequest request)
     {
         _hasher.ExtendHashes(request.BlockHashes, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(request.Tokens));
-        int usable = (request.Tokens.Count - 1) / BlockSize;
+        int usable = Math.Min(request.Tokens.Count - 1, request.LocalTokenLimit) / BlockSize;
         int hits = 0;
         while (hits < usable && hits < request.BlockHashes.Count && _pool.TryGetCached(request.BlockHashes[hits], out int block))
         {
@@ -47,7 +50,8 @@ public sealed class KvCacheManager
     /// <summary>Ensures blocks for NumComputed + <paramref name="newTokens"/> tokens; false when the pool is short.</summary>
     public bool AllocateSlots(EngineRequest request, int newTokens)
     {
-        int needed = BlocksFor(request.NumComputed + newTokens) - request.Blocks.Count;
+        // A DistAttention sequence holds only its local positions here; creditors hold the rest.
+        int needed = BlocksFor(Math.Min(request.NumComputed + newTokens, request.LocalTokenLimit)) - request.Blocks.Count;
         if (needed <= 0) return true;
         _scratch.Clear();
         if (!_pool.TryAllocate(needed, _scratch)) return false;
@@ -58,7 +62,7 @@ public sealed class KvCacheManager
     /// <summary>Registers the blocks that became full and computed in the prefix cache.</summary>
     public void CacheFullBlocks(EngineRequest request)
     {
-        int full = request.NumComputed / BlockSize;
+        int full = Math.Min(request.NumComputed, request.LocalTokenLimit) / BlockSize;
         if (full <= request.NumCachedBlocks) return;
         _hasher.ExtendHashes(request.BlockHashes, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(request.Tokens)[..(full * BlockSize)]);
         for (int i = request.NumCachedBlocks; i < full; i++)

@@ -63,6 +63,13 @@ public sealed class EngineRequest
     /// <summary>Generated text withheld because it may be the start of a stop string.</summary>
     public string PendingText { get; set; } = "";
     public int RemainingTokens => Tokens.Count - NumComputed;
+
+    /// <summary>DistAttention: where the positions beyond this worker's share live (null for a local sequence).</summary>
+    public DistAttention.DistSequence? Dist { get; set; }
+    /// <summary>Positions whose KV lives in this worker's pool.</summary>
+    public int LocalTokenLimit => Dist?.LocalTokens ?? int.MaxValue;
+    /// <summary>True when the next tokens to compute lie on creditors.</summary>
+    public bool ComputesRemotely => Dist is not null && NumComputed >= Dist.LocalTokens;
 }
 
 /// <summary>One streamed piece of a generation.</summary>

@@ -62,6 +62,7 @@ public sealed class Scheduler
         else if (request.Status == RequestStatus.Waiting) _waiting.Remove(request);
         _kv.Free(request);
         request.Status = RequestStatus.Finished;
+        request.Dist?.Release();
     }
 
     /// <summary>Plans one step. Requests that can never fit in the pool are returned in <paramref name="impossible"/>.</summary>
@@ -74,7 +75,7 @@ public sealed class Scheduler
         for (int i = 0; i < _running.Count && budget > 0; i++)
         {
             var request = _running[i];
-            int n = Math.Min(request.RemainingTokens, budget);
+            int n = ChunkOf(request, budget);
             bool placed = false;
             while (true)
             {
@@ -87,7 +88,7 @@ public sealed class Scheduler
             }
             if (!placed)
             {
-                if (_running.Count == 0 && _kv.BlocksFor(request.Tokens.Count) > _kv.Pool.TotalBlocks)
+                if (_running.Count == 0 && _kv.LocalBlocksFor(request) > _kv.Pool.TotalBlocks)
                 {
                     _waiting.Remove(request);
                     impossible.Add(request);
@@ -103,14 +104,14 @@ public sealed class Scheduler
             while (_waiting.First is { } node && budget > 0 && _running.Count < MaxRunning)
             {
                 var request = node.Value;
-                if (_kv.BlocksFor(request.Tokens.Count) > _kv.Pool.TotalBlocks)
+                if (_kv.LocalBlocksFor(request) > _kv.Pool.TotalBlocks)
                 {
                     _waiting.RemoveFirst();
                     impossible.Add(request);
                     continue;
                 }
                 if (request.Blocks.Count == 0) request.NumComputed = _kv.AcquireCachedPrefix(request);
-                int n = Math.Min(request.RemainingTokens, budget);
+                int n = ChunkOf(request, budget);
                 if (!_kv.AllocateSlots(request, n))
                 {
                     // Not enough memory now: hand back the prefix references and wait.
@@ -128,6 +129,18 @@ public sealed class Scheduler
         return _scheduled;
     }
 
+    /// <summary>
+    /// Tokens of the request to compute this step. A DistAttention sequence's chunk never crosses from
+    /// its local positions to its remote ones: the two kinds run through different forward passes.
+    /// </summary>
+    private static int ChunkOf(EngineRequest request, int budget)
+    {
+        int n = Math.Min(request.RemainingTokens, budget);
+        int local = request.LocalTokenLimit;
+        if (request.NumComputed < local && request.NumComputed + n > local) n = local - request.NumComputed;
+        return n;
+    }
+
     /// <summary>Marks the scheduled tokens computed and registers newly full blocks in the prefix cache.</summary>
     public void Commit(IReadOnlyList<ScheduledRequest> scheduled)
     {
@@ -143,6 +156,7 @@ public sealed class Scheduler
         _running.Remove(request);
         _kv.Free(request);
         request.Status = RequestStatus.Finished;
+        request.Dist?.Release();
     }
 
     private void Preempt(EngineRequest request)

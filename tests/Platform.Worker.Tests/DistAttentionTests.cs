@@ -1,0 +1,162 @@
+// DistAttention over real in-process workers talking gRPC on loopback: a
+// sequence whose KV fits on no single worker borrows blocks from one or two
+// creditors, and yields the same tokens and (within 1e-4) the same logits as a
+// worker with memory enough for all of it. Also: refusals say what was needed,
+// lent blocks come back when the sequence ends or its lease runs out, and a
+// creditor killed mid-decode ends the sequence with an error instead of a hang.
+using Grpc.Net.Client;
+using Platform.Core.Protos;
+using Platform.Engine;
+using Microsoft.Extensions.DependencyInjection;
+using Platform.Engine.Scheduling;
+using FinishReason = Platform.Engine.Scheduling.FinishReason;
+
+namespace Platform.Worker.Tests;
+
+public sealed class DistAttentionTests
+{
+    // 256 tokens of KV each: a debtor keeps 3/4 (192) for one sequence, a creditor lends all but 1/4 (192).
+    private static readonly string[] Small = ["--kv-tokens", "256", "--dist-attention", "on"];
+
+    private static SamplingParams Greedy(int maxTokens) => new() { MaxTokens = maxTokens, Temperature = 0, IgnoreEos = true };
+
+    private static async Task<(List<int> Tokens, List<float[]> Logits, GenerationChunk Last)> RunAsync(LlmEngine engine, int[] prompt, int maxTokens,
+        CancellationToken cancellationToken = default)
+    {
+        var tokens = new List<int>();
+        var logits = new List<float[]>();
+        GenerationChunk? last = null;
+        await foreach (var chunk in engine.GenerateAsync(new GenerationRequest(prompt, Greedy(maxTokens), ReturnLogits: true), cancellationToken))
+        {
+            tokens.AddRange(chunk.TokenIds);
+            if (chunk.Logits is not null) logits.AddRange(chunk.Logits);
+            last = chunk;
+        }
+        return (tokens, logits, last!);
+    }
+
+    private static async Task<InProcessWorker> StartAsync(params string[] args) =>
+        await InProcessWorker.StartAsync(TestModel.Dir, ["--threads", "1", "--seed", "1", .. args]);
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task A_sequence_too_long_for_any_worker_matches_one_big_worker(int creditors)
+    {
+        // 1 creditor: the remote part (≈ 230 tokens) fits its 192 lendable tokens only with room to spare when
+        // the prompt is shorter; 2 creditors: a prompt long enough to need both.
+        int promptLength = creditors == 1 ? 330 : 520;
+        const int maxTokens = 12;
+        var prompt = TestModel.Prompt(promptLength, seed: 41 + creditors);
+
+        await using var reference = await StartAsync("--kv-tokens", "4096");
+        var expected = await RunAsync(reference.Engine, prompt, maxTokens);
+
+        var lenders = new List<InProcessWorker>();
+        for (int i = 0; i < creditors; i++) lenders.Add(await StartAsync(Small));
+        try
+        {
+            await using var debtor = await StartAsync([.. Small, "--peers", string.Join(',', lenders.Select(l => l.GrpcAddress.ToString().TrimEnd('/')))]);
+            var actual = await RunAsync(debtor.Engine, prompt, maxTokens);
+
+            Assert.Equal(FinishReason.Length, actual.Last.Finish);
+            Assert.Equal(expected.Tokens, actual.Tokens);
+            Assert.Equal(expected.Logits.Count, actual.Logits.Count);
+            float worst = 0;
+            for (int t = 0; t < expected.Logits.Count; t++)
+                for (int v = 0; v < expected.Logits[t].Length; v++)
+                    worst = Math.Max(worst, Math.Abs(expected.Logits[t][v] - actual.Logits[t][v]));
+            Assert.True(worst <= 1e-4f, $"logits differ by up to {worst}");
+            // Every creditor took part, and every lent block came back once the sequence ended.
+            foreach (var lender in lenders)
+                await Eventually(() => lender.Services.GetRequiredService<EngineHost>().Lender!.LentBlocks == 0, "lent blocks returned");
+            Assert.Equal(0, debtor.Engine.GetDistAttentionStats().BorrowingSequences);
+            Assert.True(debtor.Engine.GetDistAttentionStats().RemoteAttentionTime > TimeSpan.Zero);
+        }
+        finally
+        {
+            foreach (var l in lenders) await l.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task Without_peers_that_can_hold_it_a_long_prompt_is_refused_at_once_with_the_sizes()
+    {
+        await using var alone = await StartAsync("--kv-tokens", "256");
+        var prompt = TestModel.Prompt(600, seed: 3);
+        var refused = Assert.Throws<EngineRequestException>(() => alone.Engine.GenerateAsync(new GenerationRequest(prompt, Greedy(4))));
+        Assert.Contains("holds 256", refused.Message, StringComparison.Ordinal);
+        Assert.Contains("DistAttention", refused.Message, StringComparison.Ordinal);
+
+        await using var lender = await StartAsync(Small);
+        await using var debtor = await StartAsync([.. Small, "--peers", lender.GrpcAddress.ToString().TrimEnd('/')]);
+        // 2,000 tokens: 192 here, the creditor can lend 192: far from enough.
+        var tooLong = TestModel.Prompt(2000, seed: 4);
+        var e = await Assert.ThrowsAsync<EngineRequestException>(async () => await RunAsync(debtor.Engine, tooLong, 4));
+        Assert.Contains("needs 2004 tokens", e.Message, StringComparison.Ordinal);
+        Assert.Contains("can lend 192", e.Message, StringComparison.Ordinal);
+        await Eventually(() => lender.Services.GetRequiredService<EngineHost>().Lender!.LentBlocks == 0, "the partial reservation handed back");
+    }
+
+    [Fact]
+    public async Task A_creditor_process_killed_mid_decode_ends_the_sequence_with_an_error_and_the_debtor_keeps_serving()
+    {
+        await using var lender = await WorkerProcess.StartAsync(["--model", TestModel.Dir, "--port", "0", "--http-port", "0", "--threads", "1", .. Small]);
+        await using var debtor = await StartAsync([.. Small, "--peers", lender.GrpcAddress.ToString().TrimEnd('/'), "--dist-attention", "on"]);
+        debtor.Engine.BeforeStep = () => Thread.Sleep(20);
+        var prompt = TestModel.Prompt(330, seed: 9);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        var chunks = new List<GenerationChunk>();
+        await foreach (var chunk in debtor.Engine.GenerateAsync(new GenerationRequest(prompt, Greedy(50)), timeout.Token))
+        {
+            chunks.Add(chunk);
+            if (chunks.Count == 2) lender.Kill();
+        }
+        var last = chunks[^1];
+        Assert.Equal(FinishReason.Error, last.Finish);
+        Assert.Contains("KV peer", last.Error, StringComparison.Ordinal);
+        Assert.True(chunks.Sum(c => c.TokenIds.Count) < 50);
+        Assert.True(debtor.Engine.Healthy, "one sequence failed, not the engine");
+        Assert.Equal(0, debtor.Engine.GetStats().KvBlocksUsed);
+
+        debtor.Engine.BeforeStep = null;
+        var local = await RunAsync(debtor.Engine, TestModel.Prompt(50, seed: 10), 4);
+        Assert.Equal(FinishReason.Length, local.Last.Finish);
+    }
+
+    [Fact]
+    public async Task A_reservation_whose_debtor_went_silent_expires_and_a_creditor_never_lends_its_reserve()
+    {
+        await using var lender = await StartAsync([.. Small, "--dist-lease-ms", "300"]);
+        using var channel = GrpcChannel.ForAddress(lender.GrpcAddress);
+        var client = new KvPeer.KvPeerClient(channel);
+        string fingerprint = lender.Engine.Fingerprint.Id;
+
+        var probe = await client.ReserveAsync(new ReserveRequest { Tokens = 0, LeaseMs = 300, Fingerprint = fingerprint });
+        Assert.Equal(192, probe.LendableTokens);
+        var tooMuch = await client.ReserveAsync(new ReserveRequest { Tokens = 200, LeaseMs = 300, Fingerprint = fingerprint });
+        Assert.False(tooMuch.Granted);
+        Assert.Contains("can lend 192", tooMuch.Reason, StringComparison.Ordinal);
+        var foreign = await client.ReserveAsync(new ReserveRequest { Tokens = 16, LeaseMs = 300, Fingerprint = "another-model" });
+        Assert.False(foreign.Granted);
+
+        var granted = await client.ReserveAsync(new ReserveRequest { SequenceId = "s", StartPosition = 192, Tokens = 100, LeaseMs = 300, Fingerprint = fingerprint });
+        Assert.True(granted.Granted);
+        var host = lender.Services.GetRequiredService<EngineHost>();
+        Assert.Equal(7, host.Lender!.LentBlocks);
+        // Nobody renews: the lease runs out and the blocks go back.
+        await Eventually(() => host.Lender.LentBlocks == 0, "expired reservation returned");
+        var renewed = await client.RenewAsync(new RenewRequest { ReservationId = granted.ReservationId, LeaseMs = 300 });
+        Assert.False(renewed.Known);
+    }
+
+    private static async Task Eventually(Func<bool> condition, string what, int timeoutMs = 20_000)
+    {
+        var deadline = DateTime.UtcNow.AddMilliseconds(timeoutMs);
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"timed out waiting for: {what}");
+            await Task.Delay(20);
+        }
+    }
+}

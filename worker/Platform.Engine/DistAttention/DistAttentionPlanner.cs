@@ -1,0 +1,75 @@
+// Decides where a sequence too long for this worker keeps its KV: the first
+// LocalTokens positions here, the rest reserved on peers. Peers are asked what
+// they can lend (a Reserve probe answers from the creditor's own accounting:
+// free blocks minus what it keeps for its own work); the ones with the most to
+// lend are used first, at most MaxPeers of them. Either the whole remainder is
+// reserved, or nothing is (what was taken is handed back) and the request is
+// refused at once with how much was needed and how much could be found.
+using Grpc.Core;
+using Platform.Core.Protos;
+using Platform.Engine.Scheduling;
+
+namespace Platform.Engine.DistAttention;
+
+/// <summary>A peer worker that may lend KV memory.</summary>
+public sealed record KvPeerEndpoint(string Name, KvPeer.KvPeerClient Client);
+
+public sealed class DistAttentionPlanner(Func<IReadOnlyList<KvPeerEndpoint>> peers, int maxPeers, int leaseMs, TimeSpan callTimeout, TimeSpan attendTimeout)
+{
+    /// <summary>Reserves positions [localTokens, totalTokens) of the sequence on peers; throws <see cref="EngineRequestException"/> when they cannot hold them.</summary>
+    public async Task<DistSequence> PlanAsync(string sequenceId, string fingerprint, int localTokens, int totalTokens, int blockSize, CancellationToken cancellationToken)
+    {
+        int remote = totalTokens - localTokens;
+        var candidates = peers();
+        if (candidates.Count == 0)
+            throw new EngineRequestException($"the sequence needs {totalTokens} tokens of KV cache but this worker holds {localTokens} for one sequence and has no DistAttention peers; shorten the prompt or max_tokens, or add workers.");
+
+        var probes = await Task.WhenAll(candidates.Select(p => ProbeAsync(p, fingerprint, cancellationToken))).ConfigureAwait(false);
+        var ranked = probes.Where(p => p.Lendable >= blockSize).OrderByDescending(p => p.Lendable).Take(maxPeers).ToList();
+        var segments = new List<RemoteSegment>();
+        long start = localTokens;
+        try
+        {
+            foreach (var (peer, canLend, _) in ranked)
+            {
+                if (remote <= 0) break;
+                int take = Math.Min(remote, canLend / blockSize * blockSize);
+                var reply = await peer.Client.ReserveAsync(new ReserveRequest
+                {
+                    SequenceId = sequenceId, StartPosition = start, Tokens = take, LeaseMs = leaseMs, Fingerprint = fingerprint,
+                }, deadline: DateTime.UtcNow.Add(callTimeout), cancellationToken: cancellationToken).ConfigureAwait(false);
+                if (!reply.Granted) continue;   // its memory went elsewhere since the probe: try the next one
+                segments.Add(new RemoteSegment(peer.Name, peer.Client, reply.ReservationId, start, take));
+                start += take;
+                remote -= take;
+            }
+        }
+        catch (RpcException)
+        {
+            // A peer failed mid-plan: what was reserved is handed back below, the peers left out get no say.
+        }
+        var sequence = new DistSequence(sequenceId, localTokens, segments, leaseMs, attendTimeout);
+        if (remote <= 0) return sequence;
+
+        sequence.Release();
+        int lendable = probes.Sum(p => p.Lendable);
+        string refusals = string.Join("; ", probes.Where(p => p.Reason is not null).Select(p => $"{p.Peer.Name}: {p.Reason}"));
+        throw new EngineRequestException(
+            $"the sequence needs {totalTokens} tokens of KV cache; this worker holds {localTokens} for one sequence and its {candidates.Count} DistAttention peer(s) can lend {lendable}"
+            + (refusals.Length > 0 ? $" ({refusals})" : "") + "; shorten the prompt or max_tokens, or give the workers more KV memory.");
+    }
+
+    private async Task<(KvPeerEndpoint Peer, int Lendable, string? Reason)> ProbeAsync(KvPeerEndpoint peer, string fingerprint, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var reply = await peer.Client.ReserveAsync(new ReserveRequest { Tokens = 0, LeaseMs = leaseMs, Fingerprint = fingerprint },
+                deadline: DateTime.UtcNow.Add(callTimeout), cancellationToken: cancellationToken).ConfigureAwait(false);
+            return (peer, reply.LendableTokens, reply.Reason == "probe" ? null : reply.Reason);
+        }
+        catch (RpcException e)
+        {
+            return (peer, 0, $"unreachable ({e.StatusCode})");
+        }
+    }
+}

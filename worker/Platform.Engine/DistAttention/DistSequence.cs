@@ -1,0 +1,166 @@
+// The debtor side of one borrowed sequence: positions [0, LocalTokens) keep
+// their KV in this worker's pool; the positions after them are split into
+// segments, each reserved on one creditor. Per layer of a step that computes
+// positions at or after LocalTokens, Attend sends each creditor the new tokens'
+// K/V that belong to its segment and the queries, and collects the partial
+// outputs and log-sum-exps to merge with the local part. One bidirectional
+// stream per creditor carries every layer of every step, so a layer does not
+// pay for a new call. A lease keeps the reservations alive while the sequence
+// runs; Release returns them (and a dead debtor's simply expire).
+using System.Runtime.InteropServices;
+using Google.Protobuf;
+using Grpc.Core;
+using Platform.Core.Protos;
+
+namespace Platform.Engine.DistAttention;
+
+/// <summary>A creditor could not serve its part of a sequence: that sequence ends with this message.</summary>
+public sealed class RemoteKvException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>Positions [Start, Start + Tokens) of a sequence, held by one creditor.</summary>
+public sealed class RemoteSegment(string peer, KvPeer.KvPeerClient client, string reservationId, long start, int tokens)
+{
+    public string Peer { get; } = peer;
+    public KvPeer.KvPeerClient Client { get; } = client;
+    public string ReservationId { get; } = reservationId;
+    public long Start { get; } = start;
+    public int Tokens { get; } = tokens;
+    internal AsyncDuplexStreamingCall<AttendRequest, AttendReply>? Stream { get; set; }
+}
+
+public sealed class DistSequence : IDisposable
+{
+    private readonly CancellationTokenSource _lifetime = new();
+    private readonly TimeSpan _attendTimeout;
+    private readonly int _leaseMs;
+    private readonly ITimer _renewal;
+    private int _released;
+
+    public DistSequence(string sequenceId, int localTokens, IReadOnlyList<RemoteSegment> segments, int leaseMs, TimeSpan attendTimeout, TimeProvider? time = null)
+    {
+        SequenceId = sequenceId;
+        LocalTokens = localTokens;
+        Segments = segments;
+        _leaseMs = leaseMs;
+        _attendTimeout = attendTimeout;
+        var period = TimeSpan.FromMilliseconds(Math.Max(50, leaseMs / 3));
+        _renewal = (time ?? TimeProvider.System).CreateTimer(_ => Renew(), null, period, period);
+    }
+
+    public string SequenceId { get; }
+    /// <summary>Positions below this keep their KV locally; the rest live in <see cref="Segments"/>.</summary>
+    public int LocalTokens { get; }
+    public IReadOnlyList<RemoteSegment> Segments { get; }
+    public int RemoteTokens => Segments.Sum(s => s.Tokens);
+    /// <summary>Time spent waiting for creditors (all layers, all steps).</summary>
+    public TimeSpan RemoteAttentionTime { get; private set; }
+
+    /// <summary>
+    /// One layer: stores the K/V of <paramref name="kvPositions"/> on the creditors holding them and returns,
+    /// for every creditor whose positions some query can see, its partial output [rows, heads, headDim]
+    /// and log-sum-exp [rows, heads]. Throws <see cref="RemoteKvException"/> when a creditor fails.
+    /// </summary>
+    public void Attend(int layer, long[] kvPositions, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int kvRow,
+        long[] queryPositions, ReadOnlySpan<float> queries, List<float[]> outputs, List<float[]> logSumExps)
+    {
+        long lastQuery = queryPositions.Length == 0 ? -1 : queryPositions.Max();
+        var pending = new List<(RemoteSegment Segment, Task<AttendReply> Reply)>(Segments.Count);
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        foreach (var segment in Segments)
+        {
+            if (segment.Start > lastQuery) break;   // nobody sees these positions yet
+            var request = new AttendRequest { ReservationId = segment.ReservationId, Layer = layer };
+            int first = -1, count = 0;
+            for (int i = 0; i < kvPositions.Length; i++)
+            {
+                if (kvPositions[i] < segment.Start || kvPositions[i] >= segment.Start + segment.Tokens) continue;
+                if (first < 0) first = i;
+                request.KvPositions.Add(kvPositions[i]);
+                count++;
+            }
+            if (count > 0)
+            {
+                // Positions are consecutive, so a segment's rows are one contiguous slice.
+                request.Keys = ByteString.CopyFrom(MemoryMarshal.AsBytes(keys.Slice(first * kvRow, count * kvRow)));
+                request.Values = ByteString.CopyFrom(MemoryMarshal.AsBytes(values.Slice(first * kvRow, count * kvRow)));
+            }
+            request.QueryPositions.AddRange(queryPositions);
+            request.Queries = ByteString.CopyFrom(MemoryMarshal.AsBytes(queries));
+            pending.Add((segment, ExchangeAsync(segment, request)));
+        }
+        foreach (var (segment, reply) in pending)
+        {
+            AttendReply r;
+            try
+            {
+                r = reply.GetAwaiter().GetResult();
+            }
+            catch (Exception e) when (e is RpcException or OperationCanceledException or InvalidOperationException or IOException)
+            {
+                throw new RemoteKvException($"KV peer {segment.Peer} stopped serving this sequence's positions {segment.Start}..{segment.Start + segment.Tokens - 1}: {Describe(e)}", e);
+            }
+            if (r.Error.Length > 0) throw new RemoteKvException($"KV peer {segment.Peer} refused layer {layer}: {r.Error}");
+            outputs.Add(MemoryMarshal.Cast<byte, float>(r.Outputs.Span).ToArray());
+            logSumExps.Add(MemoryMarshal.Cast<byte, float>(r.LogSumExps.Span).ToArray());
+        }
+        RemoteAttentionTime += System.Diagnostics.Stopwatch.GetElapsedTime(started);
+    }
+
+    private async Task<AttendReply> ExchangeAsync(RemoteSegment segment, AttendRequest request)
+    {
+        segment.Stream ??= segment.Client.Attend(cancellationToken: _lifetime.Token);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_lifetime.Token);
+        timeout.CancelAfter(_attendTimeout);
+        try
+        {
+            await segment.Stream.RequestStream.WriteAsync(request, timeout.Token).ConfigureAwait(false);
+            if (!await segment.Stream.ResponseStream.MoveNext(timeout.Token).ConfigureAwait(false))
+                throw new RemoteKvException($"KV peer {segment.Peer} closed the attention stream");
+            return segment.Stream.ResponseStream.Current;
+        }
+        catch (OperationCanceledException) when (!_lifetime.IsCancellationRequested)
+        {
+            throw new RemoteKvException($"KV peer {segment.Peer} did not answer layer {request.Layer} within {_attendTimeout.TotalMilliseconds:0} ms");
+        }
+    }
+
+    private static string Describe(Exception e) => e switch
+    {
+        RemoteKvException r => r.Message,
+        RpcException r => $"{r.StatusCode}: {r.Status.Detail}",
+        _ => e.Message,
+    };
+
+    private void Renew()
+    {
+        if (Volatile.Read(ref _released) != 0) return;
+        try
+        {
+            foreach (var s in Segments)
+                _ = s.Client.RenewAsync(new RenewRequest { ReservationId = s.ReservationId, LeaseMs = _leaseMs },
+                deadline: DateTime.UtcNow.AddMilliseconds(_leaseMs / 2.0), cancellationToken: _lifetime.Token).ResponseAsync
+                    .ContinueWith(static t => _ = t.Exception, TaskScheduler.Default);
+        }
+        catch (ObjectDisposedException)
+        {
+            // Released meanwhile.
+        }
+    }
+
+    /// <summary>Returns every reservation (in the background: a dead creditor's lease simply expires).</summary>
+    public void Release()
+    {
+        if (Interlocked.Exchange(ref _released, 1) != 0) return;
+        _renewal.Dispose();
+        foreach (var s in Segments)
+        {
+            s.Stream?.Dispose();
+            _ = s.Client.ReleaseAsync(new ReleaseRequest { ReservationId = s.ReservationId }, deadline: DateTime.UtcNow.AddSeconds(5)).ResponseAsync
+                .ContinueWith(static t => _ = t.Exception, TaskScheduler.Default);
+        }
+        _lifetime.Cancel();
+    }
+
+    // The token source is cancelled, not disposed: a renewal already in flight may still read it.
+    public void Dispose() => Release();
+}

@@ -1,0 +1,83 @@
+// The forward pass of a DistAttention step: a chunk of one sequence at
+// positions at or after its LocalTokens, whose KV lives on creditors. Per layer
+// the chunk's queries attend to the local positions [0, LocalTokens) here (all
+// of them precede the chunk, so no mask) through the paged kernel with its
+// log-sum-exp, the creditors store the chunk's K/V and return their causal
+// partials, and the partials merge exactly (AttentionMerge). Projections, norms
+// and the MLP are the same libtorch code as the local path.
+using Platform.Engine.DistAttention;
+using Platform.Engine.KvCache;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Platform.Engine.Model;
+
+public sealed partial class LlamaModel
+{
+    /// <summary>
+    /// Computes positions [start, start + count) of <paramref name="tokens"/> (all at or after the sequence's
+    /// LocalTokens) and returns the float32 logits [1, vocab] of the last one. <paramref name="localSlots"/>
+    /// are the KV slots of positions [0, LocalTokens).
+    /// </summary>
+    public unsafe Tensor ForwardRemote(IReadOnlyList<int> tokens, int start, int count, long[] localSlots, DistSequence remote, PagedKvStore kv)
+    {
+        if (Dtype != ScalarType.Float32) throw new InvalidOperationException("DistAttention needs a float32 model and KV cache.");
+        if (start < remote.LocalTokens) throw new ArgumentException($"position {start} is local (below {remote.LocalTokens})", nameof(start));
+        var c = Config;
+        int qSize = c.NumHeads * c.HeadDim, kvSize = c.NumKvHeads * c.HeadDim;
+        var positions = new List<long>(count);
+        var inputIds = new long[count];
+        for (int i = 0; i < count; i++)
+        {
+            positions.Add(start + i);
+            inputIds[i] = tokens[start + i];
+        }
+        long[] positionArray = [.. positions];
+        var (cos, sin) = RotaryTables(positions);
+        var x = _weights.Embedding.index_select(0, torch.tensor(inputIds, torch.int64));
+
+        var localOut = new float[count * qSize];
+        var localLse = new float[count * c.NumHeads];
+        var merged = new float[count * qSize];
+        var offsets = new int[count];
+        var lengths = Enumerable.Repeat(localSlots.Length, count).ToArray();
+        var outputs = new List<float[]>(remote.Segments.Count + 1);
+        var logSumExps = new List<float[]>(remote.Segments.Count + 1);
+        for (int l = 0; l < c.NumLayers; l++)
+        {
+            var w = _weights.Layers[l];
+            var h = RmsNorm(x, w.InputNorm);
+            var qkv = w.Qkv.Forward(h);
+            var q = ApplyRotary(qkv.narrow(1, 0, qSize).view(count, c.NumHeads, c.HeadDim), cos, sin).contiguous();
+            var k = ApplyRotary(qkv.narrow(1, qSize, kvSize).view(count, c.NumKvHeads, c.HeadDim), cos, sin).contiguous();
+            var v = qkv.narrow(1, qSize + kvSize, kvSize).contiguous();
+
+            var qSpan = new ReadOnlySpan<float>(TensorPointers.Float32(q), count * qSize);
+            var (keyPool, valuePool) = kv.Pointers(l);
+            fixed (long* slots = localSlots) fixed (int* off = offsets) fixed (int* len = lengths)
+            fixed (float* o = localOut) fixed (float* lse = localLse)
+            {
+                Kernels.PagedAttention.DecodePartial(TensorPointers.Float32(q), (float*)keyPool, (float*)valuePool, slots, off, len, count,
+                    c.NumHeads, c.NumKvHeads, c.HeadDim, (float)_softmaxScale, o, lse);
+            }
+            outputs.Clear();
+            logSumExps.Clear();
+            outputs.Add(localOut);
+            logSumExps.Add(localLse);
+            remote.Attend(l, positionArray,
+                new ReadOnlySpan<float>(TensorPointers.Float32(k), count * kvSize), new ReadOnlySpan<float>(TensorPointers.Float32(v), count * kvSize), kvSize,
+                positionArray, qSpan, outputs, logSumExps);
+            Kernels.AttentionMerge.MergeRows(outputs, logSumExps, count, c.NumHeads, c.HeadDim, merged);
+
+            var attention = torch.tensor(merged, [count, qSize]);
+            x = x + w.O.Forward(attention);
+            h = RmsNorm(x, w.PostNorm);
+            var gateUp = w.GateUp.Forward(h);
+            var gate = gateUp.narrow(1, 0, c.IntermediateSize);
+            var up = gateUp.narrow(1, c.IntermediateSize, c.IntermediateSize);
+            x = x + w.Down.Forward(torch.nn.functional.silu(gate) * up);
+        }
+        var last = RmsNorm(x.narrow(0, count - 1, 1), _weights.FinalNorm);
+        return _weights.LmHead.Forward(last).to_type(torch.float32);
+    }
+}
