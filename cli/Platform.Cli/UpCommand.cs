@@ -25,7 +25,12 @@ internal static class UpCommand
         var kvBlocks = new Option<int?>("--worker-kv-blocks") { Description = "KV blocks per worker (default: a share of memory)" };
         var maxContext = new Option<int?>("--max-context") { Description = "Context limit per request" };
         var apiKey = new Option<string?>("--api-key") { Description = "Require this bearer key on the OpenAI API" };
-        var command = new Command("up", "Run router and workers on this machine") { model, demo, workers, port, policy, kvBlocks, maxContext, apiKey };
+        var kvTokens = new Option<int?>("--worker-kv-tokens") { Description = "Cap each worker's KV cache at N tokens (wins over --worker-kv-blocks)" };
+        var distAttention = new Option<string?>("--dist-attention")
+        {
+            Description = "on | off: sequences too long for one worker keep KV on the others (default: on with 2+ workers)",
+        };
+        var command = new Command("up", "Run router and workers on this machine") { model, demo, workers, port, policy, kvBlocks, kvTokens, maxContext, apiKey, distAttention };
         command.SetAction(async (parse, ct) =>
         {
             int n = parse.GetValue(workers);
@@ -36,7 +41,11 @@ internal static class UpCommand
                 await Console.Error.WriteLineAsync($"error: {m} has no config.json; --model must be a HuggingFace model directory.");
                 return 2;
             }
+            string dist = parse.GetValue(distAttention) ?? (n >= 2 ? "on" : "off");
+            if (dist is not ("on" or "off")) { await Console.Error.WriteLineAsync($"error: --dist-attention must be on or off, got '{dist}'."); return 2; }
             int routerPort = parse.GetValue(port) is 0 ? FreePort() : parse.GetValue(port);
+            // DistAttention peers must know each other's addresses before they start: pick the gRPC ports here.
+            var grpcPorts = Enumerable.Range(0, n).Select(_ => dist == "on" ? FreePort() : 0).ToArray();
             int threads = Math.Max(1, Environment.ProcessorCount / n);
             string baseDir = AppContext.BaseDirectory;
             var children = new List<ChildProcess>();
@@ -46,8 +55,12 @@ internal static class UpCommand
                 var workerUrls = new List<string>();
                 for (int i = 0; i < n; i++)
                 {
-                    var args = new List<string> { "--model", dir, "--port", "0", "--http-port", "0", "--worker-id", $"worker-{i}", "--threads", threads.ToString() };
+                    var args = new List<string> { "--model", dir, "--port", grpcPorts[i].ToString(), "--http-port", "0", "--worker-id", $"worker-{i}", "--threads", threads.ToString() };
                     if (parse.GetValue(kvBlocks) is { } blocks) args.AddRange(["--kv-blocks", blocks.ToString()]);
+                    if (parse.GetValue(kvTokens) is { } tokens) args.AddRange(["--kv-tokens", tokens.ToString()]);
+                    args.AddRange(["--dist-attention", dist]);
+                    if (dist == "on" && n > 1)
+                        args.AddRange(["--peers", string.Join(',', grpcPorts.Where((_, j) => j != i).Select(p => $"http://127.0.0.1:{p}"))]);
                     if (parse.GetValue(maxContext) is { } ctx) args.AddRange(["--max-context", ctx.ToString()]);
                     children.Add(ChildProcess.Start($"worker-{i}", Path.Combine(baseDir, "platform-worker.dll"), args));
                 }

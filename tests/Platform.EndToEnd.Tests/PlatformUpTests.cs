@@ -25,23 +25,8 @@ public sealed partial class PlatformUpTests : IDisposable
     [Fact]
     public async Task Platform_up_serves_the_openai_api_and_stops_every_process_on_sigterm()
     {
-        string model = Path.Combine(_dir, "tiny");
-        RandomModelGenerator.Create(model, new RandomModelOptions { Preset = "tiny", Seed = 3 });
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "platform.dll"), "up", "--model", model, "--workers", "2", "--port", "0" })
-            psi.ArgumentList.Add(a);
-        using var up = Process.Start(psi)!;
-        var url = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var output = new System.Collections.Concurrent.ConcurrentQueue<string>();
-        up.OutputDataReceived += (_, e) =>
-        {
-            if (e.Data is null) return;
-            output.Enqueue(e.Data);
-            if (e.Data.StartsWith("PLATFORM_UP_URL ", StringComparison.Ordinal)) url.TrySetResult(e.Data["PLATFORM_UP_URL ".Length..].Trim());
-        };
-        up.ErrorDataReceived += (_, e) => { if (e.Data is not null) output.Enqueue(e.Data); };
-        up.BeginOutputReadLine();
-        up.BeginErrorReadLine();
+        string model = TinyModel();
+        var (up, url, output) = Launch("--model", model, "--workers", "2", "--port", "0");
         try
         {
             var ready = await Task.WhenAny(url.Task, up.WaitForExitAsync(), Task.Delay(TimeSpan.FromMinutes(3)));
@@ -71,6 +56,7 @@ public sealed partial class PlatformUpTests : IDisposable
             Assert.Equal(0, Kill(up.Id, 15));
             bool exited = up.WaitForExit(60_000);
             Assert.True(exited, "platform up did not stop on SIGTERM");
+            up.Dispose();
         }
         // No worker or router of this model is left running.
         await Task.Delay(500);
@@ -78,5 +64,88 @@ public sealed partial class PlatformUpTests : IDisposable
             .Where(p => { try { return File.ReadAllText($"/proc/{p}/cmdline").Contains(model, StringComparison.Ordinal); } catch (IOException) { return false; } catch (UnauthorizedAccessException) { return false; } })
             .ToList();
         Assert.True(orphans.Count == 0, "left running: " + string.Join("; ", orphans.Select(p => File.ReadAllText($"/proc/{p}/cmdline").Replace('\0', ' '))));
+    }
+
+    [Fact]
+    public async Task A_prompt_that_fits_on_no_single_worker_is_served_across_two_with_dist_attention()
+    {
+        string model = TinyModel();
+        // 1,500 prompt tokens; each worker holds 1,024. The reference is one worker with room for everything.
+        var prompt = Enumerable.Range(0, 1500).Select(i => (i * 37 + 11) % 500).ToArray();
+        string body = System.Text.Json.JsonSerializer.Serialize(new { model = "tiny", prompt, max_tokens = 12, temperature = 0 });
+
+        async Task<(string Text, int PromptTokens)> CompleteAsync(params string[] args)
+        {
+            var (up, url, output) = Launch(["--model", model, "--port", "0", .. args]);
+            try
+            {
+                var ready = await Task.WhenAny(url.Task, up.WaitForExitAsync(), Task.Delay(TimeSpan.FromMinutes(3)));
+                Assert.True(ready == url.Task, "platform up did not become ready:\n" + string.Join("\n", output));
+                using var http = new HttpClient { BaseAddress = new Uri(await url.Task), Timeout = TimeSpan.FromMinutes(3) };
+                using var response = await http.PostAsync("/v1/completions", new StringContent(body, System.Text.Encoding.UTF8, "application/json"));
+                string json = await response.Content.ReadAsStringAsync();
+                Assert.True(response.IsSuccessStatusCode, $"{(int)response.StatusCode}: {json}");
+                var root = System.Text.Json.JsonDocument.Parse(json).RootElement;
+                return (root.GetProperty("choices")[0].GetProperty("text").GetString()!, root.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+            }
+            finally
+            {
+                Kill(up.Id, 15);
+                up.WaitForExit(60_000);
+                up.Dispose();
+            }
+        }
+
+        var reference = await CompleteAsync("--workers", "1");
+        var split = await CompleteAsync("--workers", "2", "--worker-kv-tokens", "1024");
+        Assert.Equal(1500, split.PromptTokens);
+        Assert.Equal(reference.Text, split.Text);
+
+        // Without DistAttention the same request is refused at once with the sizes.
+        var (alone, aloneUrl, aloneOutput) = Launch("--model", model, "--port", "0", "--workers", "2", "--worker-kv-tokens", "1024", "--dist-attention", "off");
+        try
+        {
+            var ready = await Task.WhenAny(aloneUrl.Task, alone.WaitForExitAsync(), Task.Delay(TimeSpan.FromMinutes(3)));
+            Assert.True(ready == aloneUrl.Task, "platform up did not become ready:\n" + string.Join("\n", aloneOutput));
+            using var http = new HttpClient { BaseAddress = new Uri(await aloneUrl.Task) };
+            using var response = await http.PostAsync("/v1/completions", new StringContent(body, System.Text.Encoding.UTF8, "application/json"));
+            Assert.Equal(400, (int)response.StatusCode);
+            Assert.Contains("holds 1024", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+        finally
+        {
+            Kill(alone.Id, 15);
+            alone.WaitForExit(60_000);
+            alone.Dispose();
+        }
+    }
+
+    private string TinyModel()
+    {
+        string model = Path.Combine(_dir, "tiny");
+        if (!Directory.Exists(model)) RandomModelGenerator.Create(model, new RandomModelOptions { Preset = "tiny", Seed = 3 });
+        return model;
+    }
+
+    /// <summary>Starts `platform up` with <paramref name="args"/>; the URL completes when it prints PLATFORM_UP_URL.</summary>
+    private static (Process Up, TaskCompletionSource<string> Url, System.Collections.Concurrent.ConcurrentQueue<string> Output) Launch(params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "platform.dll"));
+        psi.ArgumentList.Add("up");
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        var up = Process.Start(psi)!;
+        var url = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var output = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        up.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data is null) return;
+            output.Enqueue(e.Data);
+            if (e.Data.StartsWith("PLATFORM_UP_URL ", StringComparison.Ordinal)) url.TrySetResult(e.Data["PLATFORM_UP_URL ".Length..].Trim());
+        };
+        up.ErrorDataReceived += (_, e) => { if (e.Data is not null) output.Enqueue(e.Data); };
+        up.BeginOutputReadLine();
+        up.BeginErrorReadLine();
+        return (up, url, output);
     }
 }

@@ -15,7 +15,7 @@ namespace Platform.Worker.Tests;
 
 public sealed class DistAttentionTests
 {
-    // 256 tokens of KV each: a debtor keeps 3/4 (192) for one sequence, a creditor lends all but 1/4 (192).
+    // 256 tokens (16 blocks) of KV each: a debtor keeps 90% (14 blocks, 224 tokens) for one sequence, a creditor lends all but 10% (224).
     private static readonly string[] Small = ["--kv-tokens", "256", "--dist-attention", "on"];
 
     private static SamplingParams Greedy(int maxTokens) => new() { MaxTokens = maxTokens, Temperature = 0, IgnoreEos = true };
@@ -43,8 +43,7 @@ public sealed class DistAttentionTests
     [InlineData(2)]
     public async Task A_sequence_too_long_for_any_worker_matches_one_big_worker(int creditors)
     {
-        // 1 creditor: the remote part (≈ 230 tokens) fits its 192 lendable tokens only with room to spare when
-        // the prompt is shorter; 2 creditors: a prompt long enough to need both.
+        // 1 creditor: 342 tokens, 118 of them remote; 2 creditors: 532 tokens, 308 remote (more than one can lend).
         int promptLength = creditors == 1 ? 330 : 520;
         const int maxTokens = 12;
         var prompt = TestModel.Prompt(promptLength, seed: 41 + creditors);
@@ -90,11 +89,11 @@ public sealed class DistAttentionTests
 
         await using var lender = await StartAsync(Small);
         await using var debtor = await StartAsync([.. Small, "--peers", lender.GrpcAddress.ToString().TrimEnd('/')]);
-        // 2,000 tokens: 192 here, the creditor can lend 192: far from enough.
+        // 2,000 tokens: 224 here, the creditor can lend 224: far from enough.
         var tooLong = TestModel.Prompt(2000, seed: 4);
         var e = await Assert.ThrowsAsync<EngineRequestException>(async () => await RunAsync(debtor.Engine, tooLong, 4));
         Assert.Contains("needs 2004 tokens", e.Message, StringComparison.Ordinal);
-        Assert.Contains("can lend 192", e.Message, StringComparison.Ordinal);
+        Assert.Contains("can lend 224", e.Message, StringComparison.Ordinal);
         await Eventually(() => lender.Services.GetRequiredService<EngineHost>().Lender!.LentBlocks == 0, "the partial reservation handed back");
     }
 
@@ -133,10 +132,10 @@ public sealed class DistAttentionTests
         string fingerprint = lender.Engine.Fingerprint.Id;
 
         var probe = await client.ReserveAsync(new ReserveRequest { Tokens = 0, LeaseMs = 300, Fingerprint = fingerprint });
-        Assert.Equal(192, probe.LendableTokens);
-        var tooMuch = await client.ReserveAsync(new ReserveRequest { Tokens = 200, LeaseMs = 300, Fingerprint = fingerprint });
+        Assert.Equal(224, probe.LendableTokens);
+        var tooMuch = await client.ReserveAsync(new ReserveRequest { Tokens = 240, LeaseMs = 300, Fingerprint = fingerprint });
         Assert.False(tooMuch.Granted);
-        Assert.Contains("can lend 192", tooMuch.Reason, StringComparison.Ordinal);
+        Assert.Contains("can lend 224", tooMuch.Reason, StringComparison.Ordinal);
         var foreign = await client.ReserveAsync(new ReserveRequest { Tokens = 16, LeaseMs = 300, Fingerprint = "another-model" });
         Assert.False(foreign.Granted);
 

@@ -27,9 +27,9 @@ public sealed record EngineOptions
     /// <summary>DistAttention creditor: lend KV blocks this worker does not need to peers' sequences.</summary>
     public bool LendKvBlocks { get; init; }
     /// <summary>Fraction of the pool a creditor always keeps for its own requests.</summary>
-    public double LendReserveFraction { get; init; } = 0.25;
+    public double LendReserveFraction { get; init; } = 0.1;
     /// <summary>DistAttention debtor: the fraction of this worker's pool one borrowing sequence may use locally.</summary>
-    public double DistLocalFraction { get; init; } = 0.75;
+    public double DistLocalFraction { get; init; } = 0.9;
     /// <summary>At most this many creditors hold parts of one sequence.</summary>
     public int DistMaxPeers { get; init; } = 4;
     /// <summary>Lease on lent blocks: a creditor reclaims them this long after the debtor last renewed or attended.</summary>
