@@ -4,7 +4,7 @@
 // documents (/api, /apis, APIResourceList) are generated from it.
 using System.Text.Json.Nodes;
 
-namespace Platform.Operator.Tests.Fake;
+namespace Platform.Testing.Kubernetes;
 
 internal sealed record ScaleSpec(string SpecReplicasPath, string StatusReplicasPath, string? LabelSelectorPath);
 
