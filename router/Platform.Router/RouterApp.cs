@@ -2,11 +2,14 @@
 // switches of `platform-router`), options validation, services, telemetry and
 // the HTTP pipeline. Program.cs only calls Build and Run, and tests host the
 // same app on 127.0.0.1:0.
+using k8s;
+using k8s.Exceptions;
 using OpenTelemetry;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Trace;
 using Platform.Router.Api;
 using Platform.Router.Configuration;
+using Platform.Router.Discovery;
 using Platform.Router.Forwarding;
 using Platform.Router.Model;
 using Platform.Router.Policies;
@@ -31,6 +34,11 @@ public static class RouterApp
         ["--policy"] = "Router:Placement:Policy",
         ["--api-key"] = "Router:ApiKeys",
         ["--served-model-name"] = "Router:ServedModelName",
+        ["--discovery"] = "Router:Discovery",
+        ["--worker-service"] = "Router:Kubernetes:WorkerService",
+        ["--namespace"] = "Router:Kubernetes:Namespace",
+        ["--worker-port-name"] = "Router:Kubernetes:PortName",
+        ["--kubeconfig"] = "Router:Kubernetes:Kubeconfig",
     };
 
     /// <param name="configure">Tests replace services here (e.g. a fake TimeProvider).</param>
@@ -63,6 +71,7 @@ public static class RouterApp
         services.AddSingleton<GenerationForwarder>();
         services.AddSingleton<OpenAiEndpoints>();
         services.AddHostedService<WorkerMonitor>();
+        if (options.UsesKubernetes) AddKubernetesDiscovery(services, options.Kubernetes);
 
         var otel = services.AddOpenTelemetry()
             .WithMetrics(m => m
@@ -91,5 +100,29 @@ public static class RouterApp
         OpenAiEndpoints.Map(app);
         app.MapFallback((HttpContext c) => new ApiError(404, $"no route {c.Request.Method} {c.Request.Path}; see /v1/completions, /v1/chat/completions, /v1/models.").WriteAsync(c));
         return app;
+    }
+
+    /// <summary>In-cluster service-account configuration, or the given kubeconfig; the namespace
+    /// defaults to the kubeconfig context's or the pod's own.</summary>
+    private static void AddKubernetesDiscovery(IServiceCollection services, KubernetesDiscoveryOptions options)
+    {
+        KubernetesClientConfiguration config;
+        try
+        {
+            config = string.IsNullOrEmpty(options.Kubeconfig)
+                ? KubernetesClientConfiguration.InClusterConfig()
+                : KubernetesClientConfiguration.BuildConfigFromConfigFile(options.Kubeconfig);
+        }
+        catch (KubeConfigException e)
+        {
+            throw new RouterConfigurationException($"The router cannot start:\n  Router:Kubernetes: cannot load the Kubernetes configuration ({e.Message}); check --kubeconfig, or run in a pod with a service-account token.");
+        }
+        string? ns = string.IsNullOrEmpty(options.Namespace) ? config.Namespace : options.Namespace;
+        if (string.IsNullOrEmpty(ns))
+            throw new RouterConfigurationException("The router cannot start:\n  Router:Kubernetes:Namespace is not set and the configuration names none; pass --namespace NAME (the workers' namespace).");
+        services.AddSingleton<IKubernetes>(_ => new Kubernetes(config));
+        services.AddSingleton(sp => new EndpointSliceWatcher(sp.GetRequiredService<IKubernetes>(), sp.GetRequiredService<WorkerDirectory>(), ns, options,
+            sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<EndpointSliceWatcher>>()));
+        services.AddHostedService(sp => sp.GetRequiredService<EndpointSliceWatcher>());
     }
 }

@@ -2,6 +2,7 @@
 // spec, a config hash that moves with engine settings but not with the replica count, a
 // NetworkPolicy admitting only the model's router and peer workers, and determinism.
 using k8s;
+using Microsoft.Extensions.Configuration;
 using k8s.Models;
 using Platform.Operator.Api;
 using Platform.Operator.Builders;
@@ -32,7 +33,8 @@ public sealed class ChildObjectsTests
             Assert.Equal("RuntimeDefault", pod.SecurityContext.SeccompProfile.Type);
             Assert.DoesNotContain(pod.Volumes, v => v.HostPath is not null);
             Assert.NotEqual(true, pod.HostNetwork);
-            Assert.False(pod.AutomountServiceAccountToken);
+            // Only the router talks to the API server (EndpointSlice discovery), under its own account.
+            Assert.Equal(template == children.Router.Spec.Template, pod.AutomountServiceAccountToken);
             foreach (var container in pod.Containers)
             {
                 var sc = container.SecurityContext;
@@ -119,7 +121,7 @@ public sealed class ChildObjectsTests
         var redis = children.Workers.Spec.Template.Spec.Containers[0].Env.Single(e => e.Name == "REDIS_PASSWORD");
         Assert.Equal("redis-auth", redis.ValueFrom.SecretKeyRef.Name);
         Assert.Equal("password", redis.ValueFrom.SecretKeyRef.Key);
-        var apiKey = children.Router.Spec.Template.Spec.Containers[0].Env.Single(e => e.Name == "API_KEY");
+        var apiKey = children.Router.Spec.Template.Spec.Containers[0].Env.Single(e => e.Name == "Router__ApiKeys");
         Assert.Equal("key", apiKey.ValueFrom.SecretKeyRef.Key);
         Assert.Contains("redis:6379", children.ConfigMap.Data["engine.json"], StringComparison.Ordinal);
     }
@@ -136,5 +138,47 @@ public sealed class ChildObjectsTests
             Assert.Equal("ns", c.Metadata.NamespaceProperty);
             Assert.Equal(Names.ManagedBy, c.Metadata.Labels[Names.ManagedByLabel]);
         });
+    }
+
+    [Fact]
+    public void The_router_discovers_this_models_workers_with_its_own_switches_and_a_list_watch_role()
+    {
+        var model = Model();
+        model.Spec.Router.Policy = "LeastLoaded";
+        var children = ChildObjects.Build(model, Images);
+        var pod = children.Router.Spec.Template.Spec;
+        var args = pod.Containers[0].Args.ToArray();
+
+        // Every switch is one the router knows, and binding them gives Kubernetes discovery of the worker Service.
+        foreach (var option in args.Where(a => a.StartsWith("--", StringComparison.Ordinal)))
+        {
+            Assert.True(Platform.Router.RouterApp.Switches.ContainsKey(option), $"platform-router has no switch {option}");
+        }
+
+        var config = new Microsoft.Extensions.Configuration.ConfigurationBuilder()
+            .AddCommandLine(args, Platform.Router.RouterApp.Switches.ToDictionary(kv => kv.Key, kv => kv.Value))
+            .Build();
+        var options = Microsoft.Extensions.Configuration.ConfigurationBinder.Get<Platform.Router.Configuration.RouterOptions>(config.GetSection("Router"))!;
+        Assert.True(options.UsesKubernetes);
+        Assert.Equal(children.WorkerService.Metadata.Name, options.Kubernetes.WorkerService);
+        Assert.Contains(children.WorkerService.Spec.Ports, p => p.Name == options.Kubernetes.PortName && p.Port == Names.WorkerGrpcPort);
+        Assert.Equal("$(POD_NAMESPACE)", options.Kubernetes.Namespace);
+        Assert.Contains(pod.Containers[0].Env, e => e.Name == "POD_NAMESPACE" && e.ValueFrom.FieldRef.FieldPath == "metadata.namespace");
+        Assert.Equal("least-loaded", options.Placement.Policy);
+        Assert.Empty(options.Placement.Validate("Router:Placement"));
+        Assert.Equal(Names.HttpPort, options.Port);
+        Assert.Equal("0.0.0.0", options.Host);
+
+        // Its account may list and watch EndpointSlices in the model's namespace, and nothing else.
+        Assert.Equal(children.RouterAccount.Metadata.Name, pod.ServiceAccountName);
+        var rule = Assert.Single(children.RouterRole.Rules);
+        Assert.Equal(["discovery.k8s.io"], rule.ApiGroups);
+        Assert.Equal(["endpointslices"], rule.Resources);
+        Assert.Equal(["list", "watch"], rule.Verbs);
+        Assert.Null(rule.ResourceNames);
+        Assert.Equal(children.RouterRole.Metadata.Name, children.RouterRoleBinding.RoleRef.Name);
+        Assert.Equal("Role", children.RouterRoleBinding.RoleRef.Kind);
+        var subject = Assert.Single(children.RouterRoleBinding.Subjects);
+        Assert.Equal((children.RouterAccount.Metadata.Name, "ns"), (subject.Name, subject.NamespaceProperty));
     }
 }

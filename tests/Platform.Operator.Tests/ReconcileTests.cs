@@ -62,8 +62,15 @@ public sealed class ReconcileTests : IAsyncLifetime
         var pdb = await Client.PolicyV1.ReadNamespacedPodDisruptionBudgetAsync("alpha-worker", Ns);
         Assert.Equal("1", pdb.Spec.MaxUnavailable.Value);
         var policy = await Client.NetworkingV1.ReadNamespacedNetworkPolicyAsync("alpha-worker", Ns);
+        // The router's discovery account: ServiceAccount, Role (list/watch EndpointSlices) and RoleBinding.
+        Assert.Equal("alpha-router", router.Spec.Template.Spec.ServiceAccountName);
+        var account = await Client.CoreV1.ReadNamespacedServiceAccountAsync("alpha-router", Ns);
+        var role = await Client.RbacAuthorizationV1.ReadNamespacedRoleAsync("alpha-router", Ns);
+        Assert.Equal(["list", "watch"], Assert.Single(role.Rules).Verbs);
+        var binding = await Client.RbacAuthorizationV1.ReadNamespacedRoleBindingAsync("alpha-router", Ns);
+        Assert.Equal("alpha-router", Assert.Single(binding.Subjects).Name);
 
-        foreach (var child in new IKubernetesObject<V1ObjectMeta>[] { sts, headless, router, routerService, config, pdb, policy })
+        foreach (var child in new IKubernetesObject<V1ObjectMeta>[] { sts, headless, router, routerService, config, pdb, policy, account, role, binding })
         {
             var owner = Assert.Single(child.Metadata.OwnerReferences);
             Assert.Equal(model.Metadata.Uid, owner.Uid);

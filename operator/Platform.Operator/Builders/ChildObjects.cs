@@ -1,6 +1,7 @@
 // Pure builders of every object the operator owns for a LongContextModel: worker StatefulSet
-// with its headless Service, router Deployment and Service, ConfigMap, PodDisruptionBudget and
-// NetworkPolicy. No I/O: same spec in, same objects out, so they are unit-tested alone and the
+// with its headless Service, router Deployment and Service, the router's ServiceAccount with a
+// Role allowing only list/watch of EndpointSlices (its worker discovery), ConfigMap,
+// PodDisruptionBudget and NetworkPolicy. No I/O: same spec in, same objects out, so they are unit-tested alone and the
 // reconciler only compares hashes. Every pod meets the "restricted" Pod Security profile.
 using System.Security.Cryptography;
 using System.Text;
@@ -21,11 +22,14 @@ public sealed record DesiredChildren(
     V1StatefulSet Workers,
     V1Deployment Router,
     V1Service RouterService,
+    V1ServiceAccount RouterAccount,
+    V1Role RouterRole,
+    V1RoleBinding RouterRoleBinding,
     V1PodDisruptionBudget DisruptionBudget,
     V1NetworkPolicy NetworkPolicy)
 {
     public IEnumerable<IKubernetesObject<V1ObjectMeta>> All() =>
-        [ConfigMap, WorkerService, Workers, Router, RouterService, DisruptionBudget, NetworkPolicy];
+        [ConfigMap, WorkerService, Workers, RouterAccount, RouterRole, RouterRoleBinding, Router, RouterService, DisruptionBudget, NetworkPolicy];
 }
 
 public static class ChildObjects
@@ -45,6 +49,9 @@ public static class ChildObjects
             BuildWorkers(model, images, configHash),
             BuildRouter(model, images, configHash),
             BuildRouterService(model),
+            BuildRouterAccount(model),
+            BuildRouterRole(model),
+            BuildRouterRoleBinding(model),
             BuildDisruptionBudget(model),
             BuildNetworkPolicy(model));
         foreach (var child in children.All())
@@ -74,18 +81,6 @@ public static class ChildObjects
             ports = new { grpc = Names.WorkerGrpcPort, http = Names.HttpPort },
             peers = new { service = $"{Names.WorkerHeadlessService(name)}.{ns}.svc", statefulSet = Names.WorkerStatefulSet(name) },
         };
-        var router = new
-        {
-            servedName = spec.Model.ServedName,
-            maxContextTokens = spec.Model.MaxContextTokens,
-            policy = spec.Router.Policy,
-            blockSize = spec.Worker.Engine.BlockSize,
-            port = Names.HttpPort,
-            apiKeyEnv = spec.Router.ApiKeySecretRef is null ? null : "API_KEY",
-            // DNS of the headless Service lists every worker pod (ready or not; the router's own
-            // health checks decide), so the router needs no Kubernetes API access.
-            discovery = new { kind = "dns", service = $"{Names.WorkerHeadlessService(name)}.{ns}.svc", grpcPort = Names.WorkerGrpcPort },
-        };
         return new V1ConfigMap
         {
             ApiVersion = "v1",
@@ -94,7 +89,6 @@ public static class ChildObjects
             Data = new Dictionary<string, string>(StringComparer.Ordinal)
             {
                 ["engine.json"] = JsonSerializer.Serialize(engine, ConfigJson),
-                ["router.json"] = JsonSerializer.Serialize(router, ConfigJson),
             },
         };
     }
@@ -115,7 +109,7 @@ public static class ChildObjects
                 Selector = Names.SelectorLabels(name, Names.WorkerComponent),
                 Ports =
                 [
-                    new V1ServicePort { Name = "grpc", Port = Names.WorkerGrpcPort, TargetPort = Names.WorkerGrpcPort, Protocol = "TCP" },
+                    new V1ServicePort { Name = Names.WorkerGrpcPortName, Port = Names.WorkerGrpcPort, TargetPort = Names.WorkerGrpcPort, Protocol = "TCP" },
                     new V1ServicePort { Name = "http", Port = Names.HttpPort, TargetPort = Names.HttpPort, Protocol = "TCP" },
                 ],
             },
@@ -202,7 +196,8 @@ public static class ChildObjects
         };
         if (spec.Router.ApiKeySecretRef is { } apiKey)
         {
-            env.Add(SecretEnv("API_KEY", apiKey));
+            // The router reads Router:ApiKeys; the environment form of that key.
+            env.Add(SecretEnv("Router__ApiKeys", apiKey));
         }
 
         var container = new V1Container
@@ -210,14 +205,18 @@ public static class ChildObjects
             Name = "router",
             Image = string.IsNullOrEmpty(spec.Router.Image) ? images.RouterImage : spec.Router.Image,
             ImagePullPolicy = images.PullPolicy,
-            Args = ["--config", ConfigMountPath + "/router.json"],
+            Args = RouterArgs(model),
             Env = env,
             Ports = [new V1ContainerPort { Name = "http", ContainerPort = Names.HttpPort, Protocol = "TCP" }],
             LivenessProbe = Probe("/healthz", periodSeconds: 10, failureThreshold: 3),
             ReadinessProbe = Probe("/readyz", periodSeconds: 5, failureThreshold: 2),
-            VolumeMounts = [new V1VolumeMount { Name = ConfigVolume, MountPath = ConfigMountPath, ReadOnlyProperty = true }, new V1VolumeMount { Name = "tmp", MountPath = "/tmp" }],
+            VolumeMounts = [new V1VolumeMount { Name = "tmp", MountPath = "/tmp" }],
             SecurityContext = ContainerSecurity(),
         };
+        var template = PodTemplate(model, Names.RouterComponent, configHash, container, nodeSelector: null, tolerations: null);
+        // The router watches the workers' EndpointSlices: its own account, the token mounted.
+        template.Spec.ServiceAccountName = Names.RouterAccount(name);
+        template.Spec.AutomountServiceAccountToken = true;
         return new V1Deployment
         {
             ApiVersion = "apps/v1",
@@ -227,8 +226,63 @@ public static class ChildObjects
             {
                 Replicas = spec.Router.Replicas,
                 Selector = new V1LabelSelector { MatchLabels = Names.SelectorLabels(name, Names.RouterComponent) },
-                Template = PodTemplate(model, Names.RouterComponent, configHash, container, nodeSelector: null, tolerations: null),
+                Template = template,
             },
+        };
+    }
+
+    /// <summary>The platform-router switches (docs/router.md): Kubernetes discovery of this model's workers.</summary>
+    public static List<string> RouterArgs(LongContextModel model)
+    {
+        var name = model.Metadata.Name;
+        return
+        [
+            "--discovery", "kubernetes",
+            "--worker-service", Names.WorkerHeadlessService(name),
+            // Expanded by the kubelet from the env var (the pod's own namespace).
+            "--namespace", "$(POD_NAMESPACE)",
+            "--worker-port-name", Names.WorkerGrpcPortName,
+            "--host", "0.0.0.0",
+            "--port", Names.HttpPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "--policy", RouterPolicy(model.Spec.Router.Policy),
+            "--served-model-name", model.Spec.Model.ServedName,
+        ];
+    }
+
+    /// <summary>The CRD's policy enum in the router's spelling.</summary>
+    public static string RouterPolicy(string policy) => policy switch
+    {
+        "LeastLoaded" => "least-loaded",
+        "RoundRobin" => "round-robin",
+        _ => "kv-aware",
+    };
+
+    public static V1ServiceAccount BuildRouterAccount(LongContextModel model) => new()
+    {
+        ApiVersion = "v1",
+        Kind = "ServiceAccount",
+        Metadata = Meta(model, Names.RouterAccount(model.Metadata.Name), Names.RouterComponent),
+    };
+
+    /// <summary>Least privilege for discovery: list and watch EndpointSlices in the model's namespace, nothing else.</summary>
+    public static V1Role BuildRouterRole(LongContextModel model) => new()
+    {
+        ApiVersion = "rbac.authorization.k8s.io/v1",
+        Kind = "Role",
+        Metadata = Meta(model, Names.RouterAccount(model.Metadata.Name), Names.RouterComponent),
+        Rules = [new V1PolicyRule { ApiGroups = ["discovery.k8s.io"], Resources = ["endpointslices"], Verbs = ["list", "watch"] }],
+    };
+
+    public static V1RoleBinding BuildRouterRoleBinding(LongContextModel model)
+    {
+        var name = model.Metadata.Name;
+        return new V1RoleBinding
+        {
+            ApiVersion = "rbac.authorization.k8s.io/v1",
+            Kind = "RoleBinding",
+            Metadata = Meta(model, Names.RouterAccount(name), Names.RouterComponent),
+            RoleRef = new V1RoleRef { ApiGroup = "rbac.authorization.k8s.io", Kind = "Role", Name = Names.RouterAccount(name) },
+            Subjects = [new Rbacv1Subject { Kind = "ServiceAccount", Name = Names.RouterAccount(name), NamespaceProperty = model.Metadata.NamespaceProperty }],
         };
     }
 
@@ -359,7 +413,7 @@ public static class ChildObjects
         },
         Spec = new V1PodSpec
         {
-            // Neither workers nor router call the Kubernetes API.
+            // Workers never call the Kubernetes API; the router turns this on for its discovery.
             AutomountServiceAccountToken = false,
             SecurityContext = new V1PodSecurityContext
             {

@@ -30,6 +30,12 @@ public static class Names
     public static string WorkerHeadlessService(string model) => model + "-workers";
     public static string RouterDeployment(string model) => model + "-router";
     public static string RouterService(string model) => model;
+
+    /// <summary>The router's ServiceAccount, and the Role and RoleBinding that let it list and watch EndpointSlices.</summary>
+    public static string RouterAccount(string model) => model + "-router";
+
+    /// <summary>Name of the worker gRPC port on the headless Service (and so on its EndpointSlices); the router selects it by name.</summary>
+    public const string WorkerGrpcPortName = "grpc";
     public static string WorkerDisruptionBudget(string model) => model + "-worker";
     public static string WorkerNetworkPolicy(string model) => model + "-worker";
 

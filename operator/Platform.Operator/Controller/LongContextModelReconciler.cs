@@ -125,6 +125,21 @@ public sealed partial class LongContextModelReconciler
             (o, s, ct) => _client.AppsV1.CreateNamespacedStatefulSetAsync(o, s, cancellationToken: ct),
             (o, n, s, ct) => _client.AppsV1.ReplaceNamespacedStatefulSetAsync(o, n, s, cancellationToken: ct),
             preserve: null, cancellationToken).ConfigureAwait(false);
+        await EnsureAsync(desired.RouterAccount, "ServiceAccount",
+            (n, s, ct) => _client.CoreV1.ReadNamespacedServiceAccountAsync(n, s, cancellationToken: ct),
+            (o, s, ct) => _client.CoreV1.CreateNamespacedServiceAccountAsync(o, s, cancellationToken: ct),
+            (o, n, s, ct) => _client.CoreV1.ReplaceNamespacedServiceAccountAsync(o, n, s, cancellationToken: ct),
+            preserve: null, cancellationToken).ConfigureAwait(false);
+        await EnsureAsync(desired.RouterRole, "Role",
+            (n, s, ct) => _client.RbacAuthorizationV1.ReadNamespacedRoleAsync(n, s, cancellationToken: ct),
+            (o, s, ct) => _client.RbacAuthorizationV1.CreateNamespacedRoleAsync(o, s, cancellationToken: ct),
+            (o, n, s, ct) => _client.RbacAuthorizationV1.ReplaceNamespacedRoleAsync(o, n, s, cancellationToken: ct),
+            preserve: null, cancellationToken).ConfigureAwait(false);
+        await EnsureAsync(desired.RouterRoleBinding, "RoleBinding",
+            (n, s, ct) => _client.RbacAuthorizationV1.ReadNamespacedRoleBindingAsync(n, s, cancellationToken: ct),
+            (o, s, ct) => _client.RbacAuthorizationV1.CreateNamespacedRoleBindingAsync(o, s, cancellationToken: ct),
+            (o, n, s, ct) => _client.RbacAuthorizationV1.ReplaceNamespacedRoleBindingAsync(o, n, s, cancellationToken: ct),
+            preserve: null, cancellationToken).ConfigureAwait(false);
         var router = await EnsureAsync(desired.Router, "Deployment",
             (n, s, ct) => _client.AppsV1.ReadNamespacedDeploymentAsync(n, s, cancellationToken: ct),
             (o, s, ct) => _client.AppsV1.CreateNamespacedDeploymentAsync(o, s, cancellationToken: ct),

@@ -1,5 +1,6 @@
 // Router settings (configuration section "Router"; the command line maps
-// --model, --workers, --port, --host, --policy and --api-key onto it). Immutable
+// --model, --workers, --discovery, --worker-service, --port, --host, --policy,
+// --api-key and the other switches of RouterApp.Switches onto it). Immutable
 // once bound; Validate returns every problem with the fix, and the host refuses
 // to start on any.
 using Platform.Router.Policies;
@@ -13,8 +14,18 @@ public sealed record RouterOptions
     /// <summary>The model directory (tokenizer.json, tokenizer_config.json, config.json), the same one the workers load.</summary>
     public string? Model { get; init; }
 
-    /// <summary>Comma-separated worker gRPC addresses, e.g. http://127.0.0.1:7001,http://127.0.0.1:7002.</summary>
+    /// <summary>Comma-separated worker gRPC addresses, e.g. http://127.0.0.1:7001,http://127.0.0.1:7002 (static discovery).</summary>
     public string? Workers { get; init; }
+
+    /// <summary>How the router finds its workers: "static" (the Workers list) or "kubernetes" (EndpointSlices of a Service).</summary>
+    public string Discovery { get; init; } = StaticDiscovery;
+
+    public const string StaticDiscovery = "static";
+    public const string KubernetesDiscovery = "kubernetes";
+
+    public bool UsesKubernetes => string.Equals(Discovery, KubernetesDiscovery, StringComparison.OrdinalIgnoreCase);
+
+    public KubernetesDiscoveryOptions Kubernetes { get; init; } = new();
 
     /// <summary>The model name clients send; empty means the workers' served model name.</summary>
     public string? ServedModelName { get; init; }
@@ -78,8 +89,16 @@ public sealed record RouterOptions
         else if (!File.Exists(Path.Combine(Model, "tokenizer.json")) || !File.Exists(Path.Combine(Model, "config.json")))
             errors.Add($"Router:Model '{Model}' has no tokenizer.json or config.json; point --model at the model directory.");
         var entries = (Workers ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        if (entries.Length == 0)
-            errors.Add("Router:Workers is empty; pass --workers http://127.0.0.1:P1,http://127.0.0.1:P2.");
+        if (UsesKubernetes)
+        {
+            if (entries.Length > 0)
+                errors.Add("Router:Workers is set but Router:Discovery is kubernetes; drop --workers (the workers come from the Service's EndpointSlices) or use --discovery static.");
+            errors.AddRange((Kubernetes ?? new KubernetesDiscoveryOptions()).Validate($"{Section}:Kubernetes"));
+        }
+        else if (!string.Equals(Discovery, StaticDiscovery, StringComparison.OrdinalIgnoreCase))
+            errors.Add($"Router:Discovery is '{Discovery}'; use --discovery static (with --workers) or --discovery kubernetes (with --worker-service).");
+        else if (entries.Length == 0)
+            errors.Add("Router:Workers is empty; pass --workers http://127.0.0.1:P1,http://127.0.0.1:P2 (or --discovery kubernetes --worker-service NAME in a cluster).");
         foreach (var w in entries)
             if (!Uri.TryCreate(w, UriKind.Absolute, out var u) || (u.Scheme != "http" && u.Scheme != "https"))
                 errors.Add($"Router:Workers entry '{w}' is not an http:// or https:// address; write it like http://127.0.0.1:7001.");

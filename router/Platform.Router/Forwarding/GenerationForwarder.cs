@@ -124,7 +124,12 @@ public sealed partial class GenerationForwarder
         Activity.Current?.SetTag("router.overlap_blocks", placed.OverlapBlocks);
         LogPlaced(_logger, worker.Id, _policy.Name, placed.Reason, placed.OverlapBlocks, placed.Cost);
 
-        var connection = _workers.Find(worker.Id)!;
+        if (_workers.Find(worker) is not { } connection)
+        {
+            // Discovery removed it after the snapshot was read: try another worker.
+            state.LastFailure = AttemptResult.Failed(ForwarderError.Unreachable, $"worker {worker.Id} left the pool", worker.Id);
+            return Outcome.FromResult(state.LastFailure);
+        }
         var outcome = await connection.Breaker.ExecuteOutcomeAsync(
             static (ctx, s) => s.Self.StartOnWorkerAsync(s.Connection, s.State, s.Placed),
             context, (Self: this, Connection: connection, State: state, Placed: placed)).ConfigureAwait(false);

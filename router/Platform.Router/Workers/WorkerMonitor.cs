@@ -1,4 +1,7 @@
-// Static discovery and health checking. Every configured worker is polled each
+// Health checking of the workers discovery knows (WorkerDirectory.Changes: a
+// loop starts for each added address and stops for each removed one; a removed
+// worker leaves the pool at once and its connection is disposed when its
+// in-flight requests are done). Every known worker is polled each
 // HealthPeriodMs: GetInfo until it answers (its identity must agree with the
 // pool's), then GetLoad. A worker that answers healthy and not draining joins
 // the pool and gets a KV event subscription feeding the prefix index; one that
@@ -40,8 +43,50 @@ public sealed partial class WorkerMonitor : BackgroundService
         _timeout = TimeSpan.FromMilliseconds(options.HealthTimeoutMs);
     }
 
-    protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
-        Task.WhenAll(_workers.Connections.Select(c => WatchAsync(c, stoppingToken)));
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        // Changes are handled one at a time, so a worker that leaves and comes back under the same
+        // address has fully left (pool, index) before its new connection starts.
+        var running = new Dictionary<WorkerConnection, (CancellationTokenSource Stop, Task Loop)>();
+        var retiring = new List<Task>();
+        try
+        {
+            await foreach (var change in _workers.Changes.ReadAllAsync(stoppingToken).ConfigureAwait(false))
+            {
+                var c = change.Connection;
+                if (change.Added)
+                {
+                    var stop = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+                    running[c] = (stop, WatchAsync(c, stop.Token));
+                    LogDiscovered(_logger, c.State.Id);
+                }
+                else if (running.Remove(c, out var loop))
+                {
+                    await loop.Stop.CancelAsync().ConfigureAwait(false);
+                    await loop.Loop.ConfigureAwait(false);
+                    loop.Stop.Dispose();
+                    LogForgotten(_logger, c.State.Id);
+                    retiring.RemoveAll(t => t.IsCompleted);
+                    retiring.Add(RetireAsync(c, stoppingToken));
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+        await Task.WhenAll(running.Values.Select(r => r.Loop)).ConfigureAwait(false);
+        foreach (var r in running.Values) r.Stop.Dispose();
+        await Task.WhenAll(retiring).ConfigureAwait(false);
+    }
+
+    /// <summary>Disposes a removed worker's channel once the requests already on it have ended
+    /// (a drained or vanished worker ends them; keep-alive pings notice a dead peer).</summary>
+    private async Task RetireAsync(WorkerConnection c, CancellationToken stop)
+    {
+        while (c.State.InFlightRequests > 0 && !stop.IsCancellationRequested)
+            await _time.DelayOrStop(_period, stop).ConfigureAwait(false);
+        c.Dispose();
+    }
 
     private async Task WatchAsync(WorkerConnection c, CancellationToken stop)
     {
@@ -78,9 +123,12 @@ public sealed partial class WorkerMonitor : BackgroundService
         }
         if (subscription is not null)
         {
+            // Removed by discovery (or the router stops): no new placements, and the index forgets it.
+            _workers.Pool.Remove(c.State.Id);
             await subscription.CancelAsync().ConfigureAwait(false);
             await subscriptionTask!.ConfigureAwait(false);
             subscription.Dispose();
+            _index.RemoveWorker(c.State.Id);
         }
     }
 
@@ -169,6 +217,12 @@ public sealed partial class WorkerMonitor : BackgroundService
             _ => CoreKv.KvEventKind.Cleared,
         },
         e.BlockHash, e.ParentHash, (CoreKv.KvTier)(int)e.Tier);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Worker {Worker} discovered; health checking it")]
+    private static partial void LogDiscovered(ILogger logger, string worker);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Worker {Worker} removed by discovery")]
+    private static partial void LogForgotten(ILogger logger, string worker);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Worker {Worker} joined the pool")]
     private static partial void LogJoined(ILogger logger, string worker);

@@ -57,10 +57,10 @@ public static class Models
     {
         var fake = cluster.RequireFake;
         var sts = fake.Get("apps", "statefulsets", cluster.Namespace, Names.WorkerStatefulSet(model))!;
-        var replicas = (int)Fake.JsonTools.Long(sts["spec"]!["replicas"]);
+        var replicas = (int)Platform.Testing.Kubernetes.JsonTools.Long(sts["spec"]!["replicas"]);
         fake.SetStatus("apps", "statefulsets", cluster.Namespace, Names.WorkerStatefulSet(model), new JsonObject
         {
-            ["observedGeneration"] = Fake.JsonTools.Long(sts["metadata"]!["generation"]),
+            ["observedGeneration"] = Platform.Testing.Kubernetes.JsonTools.Long(sts["metadata"]!["generation"]),
             ["replicas"] = replicas,
             ["readyReplicas"] = replicas,
             ["updatedReplicas"] = replicas,
@@ -68,10 +68,10 @@ public static class Models
             ["availableReplicas"] = replicas,
         });
         var deploy = fake.Get("apps", "deployments", cluster.Namespace, Names.RouterDeployment(model))!;
-        var routers = (int)Fake.JsonTools.Long(deploy["spec"]!["replicas"]);
+        var routers = (int)Platform.Testing.Kubernetes.JsonTools.Long(deploy["spec"]!["replicas"]);
         fake.SetStatus("apps", "deployments", cluster.Namespace, Names.RouterDeployment(model), new JsonObject
         {
-            ["observedGeneration"] = Fake.JsonTools.Long(deploy["metadata"]!["generation"]),
+            ["observedGeneration"] = Platform.Testing.Kubernetes.JsonTools.Long(deploy["metadata"]!["generation"]),
             ["replicas"] = routers,
             ["readyReplicas"] = routers,
             ["updatedReplicas"] = routers,

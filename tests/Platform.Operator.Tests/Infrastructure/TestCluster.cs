@@ -6,7 +6,7 @@ using System.Net;
 using k8s;
 using k8s.Autorest;
 using k8s.Models;
-using Platform.Operator.Tests.Fake;
+using Platform.Testing.Kubernetes;
 
 namespace Platform.Operator.Tests.Infrastructure;
 

@@ -8,7 +8,7 @@
 using System.Text.Json.Nodes;
 using System.Threading.Channels;
 
-namespace Platform.Operator.Tests.Fake;
+namespace Platform.Testing.Kubernetes;
 
 internal sealed record StoredEvent(long ResourceVersion, string Type, string TypeKey, string Namespace, JsonObject Object);
 

@@ -18,7 +18,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
-namespace Platform.Operator.Tests.Fake;
+namespace Platform.Testing.Kubernetes;
 
 public sealed class FakeApiServer : IAsyncDisposable
 {

@@ -4,7 +4,7 @@
 // documents (/api, /apis, APIResourceList) are generated from it.
 using System.Text.Json.Nodes;
 
-namespace Platform.Operator.Tests.Fake;
+namespace Platform.Testing.Kubernetes;
 
 internal sealed record ScaleSpec(string SpecReplicasPath, string StatusReplicasPath, string? LabelSelectorPath);
 
@@ -44,6 +44,9 @@ internal sealed class ResourceTypes
         _types.Add(new("", "v1", "services", "service", "Service", true, ["svc"], true, null, noColumns, ["all"]));
         _types.Add(new("", "v1", "pods", "pod", "Pod", true, ["po"], true, null, noColumns, ["all"]));
         _types.Add(new("", "v1", "events", "event", "Event", true, ["ev"], false, null, noColumns, none));
+        _types.Add(new("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, ["sa"], false, null, noColumns, none));
+        _types.Add(new("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", true, none, false, null, noColumns, none));
+        _types.Add(new("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding", true, none, false, null, noColumns, none));
         _types.Add(new("apps", "v1", "statefulsets", "statefulset", "StatefulSet", true, ["sts"], true, new(".spec.replicas", ".status.replicas", null), noColumns, ["all"]));
         _types.Add(new("apps", "v1", "deployments", "deployment", "Deployment", true, ["deploy"], true, new(".spec.replicas", ".status.replicas", null), noColumns, ["all"]));
         _types.Add(new("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", true, ["pdb"], true, null, noColumns, none));

@@ -3,7 +3,7 @@
 // exists, !exists) and the metadata.name / metadata.namespace field selectors.
 using System.Text.Json.Nodes;
 
-namespace Platform.Operator.Tests.Fake;
+namespace Platform.Testing.Kubernetes;
 
 internal static class JsonTools
 {
