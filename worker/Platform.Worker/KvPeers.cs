@@ -19,8 +19,11 @@ public sealed class KvPeers : IDisposable
     public KvPeers(IOptions<WorkerOptions> options)
     {
         int limit = options.Value.MaxMessageMegabytes * 1024 * 1024;
+        string self = options.Value.ResolvedWorkerId;
         foreach (var address in options.Value.PeerAddresses)
         {
+            // In a cluster every pod gets the same list of StatefulSet names: leave this pod out.
+            if (Uri.TryCreate(address, UriKind.Absolute, out var uri) && uri.Host.Split('.')[0] == self) continue;
             var channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions { MaxReceiveMessageSize = limit, MaxSendMessageSize = limit });
             _channels.Add(channel);
             _endpoints.Add(new KvPeerEndpoint(address, new KvPeer.KvPeerClient(channel)));

@@ -164,7 +164,9 @@ internal sealed class WorkerOptionsValidator : IValidateOptions<WorkerOptions>
     public ValidateOptionsResult Validate(string? name, WorkerOptions o)
     {
         var errors = new List<string>();
-        if (string.IsNullOrWhiteSpace(o.ModelDirectory))
+        if (o.ModelDirectory.StartsWith("hf://", StringComparison.Ordinal) || o.ModelDirectory.StartsWith("pvc://", StringComparison.Ordinal))
+            errors.Add($"--model '{o.ModelDirectory}' is a source URI, not a directory: this worker does not download models; put the model in a volume and pass its mounted directory (the operator mounts pvc://CLAIM/PATH at /models/PATH).");
+        else if (string.IsNullOrWhiteSpace(o.ModelDirectory))
             errors.Add("no model directory: pass --model DIR (a HuggingFace directory with config.json and *.safetensors) or set Worker__ModelDirectory; `platform model create-random` writes a small test model.");
         else if (!Directory.Exists(o.ModelDirectory))
             errors.Add($"the model directory '{o.ModelDirectory}' does not exist; check --model.");

@@ -153,7 +153,7 @@ public static class ChildObjects
             Name = "worker",
             Image = string.IsNullOrEmpty(spec.Worker.Image) ? images.WorkerImage : spec.Worker.Image,
             ImagePullPolicy = images.PullPolicy,
-            Args = ["--config", ConfigMountPath + "/engine.json"],
+            Args = WorkerArgs(model),
             Env = env,
             Ports =
             [
@@ -166,7 +166,7 @@ public static class ChildObjects
             StartupProbe = Probe("/healthz", periodSeconds: 10, failureThreshold: 360),
             LivenessProbe = Probe("/healthz", periodSeconds: 10, failureThreshold: 3),
             ReadinessProbe = Probe("/readyz", periodSeconds: 5, failureThreshold: 2),
-            VolumeMounts = [new V1VolumeMount { Name = ConfigVolume, MountPath = ConfigMountPath, ReadOnlyProperty = true }, new V1VolumeMount { Name = "tmp", MountPath = "/tmp" }],
+            VolumeMounts = [new V1VolumeMount { Name = ConfigVolume, MountPath = ConfigMountPath, ReadOnlyProperty = true }, new V1VolumeMount { Name = "tmp", MountPath = "/tmp" }, .. ModelMounts(model)],
             SecurityContext = ContainerSecurity(),
         };
         return new V1StatefulSet
@@ -210,7 +210,8 @@ public static class ChildObjects
             Ports = [new V1ContainerPort { Name = "http", ContainerPort = Names.HttpPort, Protocol = "TCP" }],
             LivenessProbe = Probe("/healthz", periodSeconds: 10, failureThreshold: 3),
             ReadinessProbe = Probe("/readyz", periodSeconds: 5, failureThreshold: 2),
-            VolumeMounts = [new V1VolumeMount { Name = "tmp", MountPath = "/tmp" }],
+            // The router tokenizes with the model's own tokenizer and chat template: it mounts the model too.
+            VolumeMounts = [new V1VolumeMount { Name = "tmp", MountPath = "/tmp" }, .. ModelMounts(model)],
             SecurityContext = ContainerSecurity(),
         };
         var template = PodTemplate(model, Names.RouterComponent, configHash, container, nodeSelector: null, tolerations: null);
@@ -231,12 +232,73 @@ public static class ChildObjects
         };
     }
 
+    private const string ModelVolume = "model";
+    private const string ModelMountPath = "/models";
+
+    /// <summary>
+    /// Where the pods find the model: pvc://CLAIM/PATH mounts the claim read-only at /models and reads
+    /// /models/PATH; file:///PATH is a path already in the image or node. hf:// is passed through and the
+    /// worker refuses it with the fix (nothing here downloads from a hub).
+    /// </summary>
+    public static (V1Volume? Volume, string Path) ModelLocation(ModelSpec spec)
+    {
+        const string pvc = "pvc://", file = "file://";
+        if (spec.Source.StartsWith(pvc, StringComparison.Ordinal))
+        {
+            var rest = spec.Source[pvc.Length..];
+            int slash = rest.IndexOf('/', StringComparison.Ordinal);
+            string claim = slash < 0 ? rest : rest[..slash];
+            string sub = slash < 0 ? "" : rest[(slash + 1)..].Trim('/');
+            var volume = new V1Volume { Name = ModelVolume, PersistentVolumeClaim = new V1PersistentVolumeClaimVolumeSource { ClaimName = claim, ReadOnlyProperty = true } };
+            return (volume, sub.Length == 0 ? ModelMountPath : $"{ModelMountPath}/{sub}");
+        }
+        if (spec.Source.StartsWith(file, StringComparison.Ordinal)) return (null, spec.Source[file.Length..]);
+        return (null, spec.Source);
+    }
+
+    private static V1VolumeMount[] ModelMounts(LongContextModel model) =>
+        ModelLocation(model.Spec.Model).Volume is null ? [] : [new V1VolumeMount { Name = ModelVolume, MountPath = ModelMountPath, ReadOnlyProperty = true }];
+
+    /// <summary>The platform-worker switches (docs/worker.md) for this model's pods.</summary>
+    public static List<string> WorkerArgs(LongContextModel model)
+    {
+        var name = model.Metadata.Name;
+        var spec = model.Spec;
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        var args = new List<string>
+        {
+            "--model", ModelLocation(spec.Model).Path,
+            "--served-model-name", spec.Model.ServedName,
+            "--host", "0.0.0.0",
+            "--port", Names.WorkerGrpcPort.ToString(inv),
+            "--http-port", Names.HttpPort.ToString(inv),
+            "--dtype", spec.Model.Dtype,
+            "--max-context", spec.Model.MaxContextTokens.ToString(inv),
+            "--block-size", spec.Worker.Engine.BlockSize.ToString(inv),
+            "--max-batch-tokens", spec.Worker.Engine.MaxBatchTokens.ToString(inv),
+            "--kv-memory-fraction", spec.Worker.Engine.KvMemoryFraction.ToString(inv),
+            "--log-format", "json",
+            "--dist-attention", spec.KvCache.DistAttention.Enabled ? "on" : "off",
+        };
+        if (spec.KvCache.DistAttention.Enabled)
+        {
+            // Peers by their StatefulSet identities, up to the most replicas there can be, so scaling does not
+            // change the pods' spec (a missing peer is just unreachable); each worker leaves itself out.
+            int most = spec.Autoscaling.Enabled ? Math.Max(spec.Autoscaling.MaxReplicas, spec.Replicas) : spec.Replicas;
+            string service = Names.WorkerHeadlessService(name);
+            args.AddRange(["--dist-max-peers", spec.KvCache.DistAttention.MaxPeers.ToString(inv), "--peers",
+                string.Join(',', Enumerable.Range(0, most).Select(i => $"http://{Names.WorkerStatefulSet(name)}-{i}.{service}:{Names.WorkerGrpcPort}"))]);
+        }
+        return args;
+    }
+
     /// <summary>The platform-router switches (docs/router.md): Kubernetes discovery of this model's workers.</summary>
     public static List<string> RouterArgs(LongContextModel model)
     {
         var name = model.Metadata.Name;
         return
         [
+            "--model", ModelLocation(model.Spec.Model).Path,
             "--discovery", "kubernetes",
             "--worker-service", Names.WorkerHeadlessService(name),
             // Expanded by the kubelet from the env var (the pod's own namespace).
@@ -430,6 +492,7 @@ public static class ChildObjects
             [
                 new V1Volume { Name = ConfigVolume, ConfigMap = new V1ConfigMapVolumeSource { Name = Names.ConfigMap(model.Metadata.Name) } },
                 new V1Volume { Name = "tmp", EmptyDir = new V1EmptyDirVolumeSource() },
+                .. ModelLocation(model.Spec.Model).Volume is { } modelVolume ? [modelVolume] : Array.Empty<V1Volume>(),
             ],
         },
     };

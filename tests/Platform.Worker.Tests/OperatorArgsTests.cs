@@ -1,0 +1,76 @@
+// The worker pods the operator builds must start: every switch in the
+// StatefulSet's args is one platform-worker knows, and binding them the way
+// the worker does gives the mounted model directory, the engine settings of the
+// spec, and DistAttention peers by their stable StatefulSet names.
+using k8s.Models;
+using Microsoft.Extensions.Configuration;
+using Platform.Operator.Api;
+using Platform.Operator.Builders;
+
+namespace Platform.Worker.Tests;
+
+public sealed class OperatorArgsTests
+{
+    private static LongContextModel Model(string source) => new()
+    {
+        Metadata = new V1ObjectMeta { Name = "m", NamespaceProperty = "ns", Uid = "uid-1" },
+        Spec = new LongContextModelSpec
+        {
+            Model = new ModelSpec { Source = source, ServedName = "served", MaxContextTokens = 65536, Dtype = "float32" },
+            Replicas = 3,
+            Worker = new WorkerSpec { Engine = new EngineSpec { BlockSize = 32, MaxBatchTokens = 4096, KvMemoryFraction = 0.8 } },
+            KvCache = new KvCacheSpec { DistAttention = new DistAttentionSpec { Enabled = true, MaxPeers = 2 } },
+        },
+    };
+
+    private static WorkerOptions Bind(IEnumerable<string> args, string hostName)
+    {
+        var config = new ConfigurationBuilder().AddCommandLine(args.ToArray(), WorkerCommandLine.SwitchMappings.ToDictionary()).Build();
+        var options = config.GetSection(WorkerOptions.Section).Get<WorkerOptions>()!;
+        options.WorkerId = hostName;
+        return options;
+    }
+
+    [Fact]
+    public void The_operators_worker_args_bind_to_a_valid_worker_configuration()
+    {
+        var children = ChildObjects.Build(Model("pvc://models/qwen/7b"), new ImageDefaults("w:1", "r:1"));
+        var pod = children.Workers.Spec.Template.Spec;
+        var args = pod.Containers[0].Args;
+        foreach (var option in args.Where(a => a.StartsWith("--", StringComparison.Ordinal)))
+            Assert.True(WorkerCommandLine.SwitchMappings.ContainsKey(option), $"platform-worker has no switch {option}");
+
+        var o = Bind(args, "m-worker-1");
+        Assert.Equal("/models/qwen/7b", o.ModelDirectory);
+        Assert.Contains(pod.Volumes, v => v.PersistentVolumeClaim?.ClaimName == "models" && v.PersistentVolumeClaim.ReadOnlyProperty == true);
+        Assert.Contains(pod.Containers[0].VolumeMounts, m => m.MountPath == "/models" && m.ReadOnlyProperty == true);
+        Assert.Equal("served", o.ResolvedServedModelName);
+        Assert.Equal(("0.0.0.0", Names.WorkerGrpcPort, Names.HttpPort), (o.Host, o.Port, o.HttpPort));
+        var engine = o.ResolvedEngine;
+        Assert.Equal((32, 4096, 0.8, 65536, "float32"), (engine.BlockSize, engine.MaxBatchTokens, engine.KvCacheMemoryFraction, engine.MaxContextTokens!.Value, engine.ComputeDtype));
+        Assert.True(engine.LendKvBlocks);
+        Assert.Equal(2, engine.DistMaxPeers);
+        engine.Validate();
+
+        // Peers by stable identity; each pod leaves itself out.
+        Assert.Equal(3, o.PeerAddresses.Count);
+        using var peers = new KvPeers(Microsoft.Extensions.Options.Options.Create(o));
+        Assert.Equal(["http://m-worker-0.m-workers:50051", "http://m-worker-2.m-workers:50051"],
+            peers.Endpoints.Select(e => e.Name.Replace(children.WorkerService.Metadata.Name, "m-workers", StringComparison.Ordinal)));
+
+        // The router reads the same model directory for its tokenizer.
+        var router = children.Router.Spec.Template.Spec;
+        Assert.Equal("/models/qwen/7b", router.Containers[0].Args[router.Containers[0].Args.IndexOf("--model") + 1]);
+        Assert.Contains(router.Volumes, v => v.PersistentVolumeClaim?.ClaimName == "models");
+    }
+
+    [Fact]
+    public void A_hub_source_is_refused_by_the_worker_with_the_fix()
+    {
+        var children = ChildObjects.Build(Model("hf://Qwen/Qwen2.5-7B-Instruct-1M"), new ImageDefaults("w:1", "r:1"));
+        var o = Bind(children.Workers.Spec.Template.Spec.Containers[0].Args, "m-worker-0");
+        var result = new WorkerOptionsValidator().Validate(null, o);
+        Assert.True(result.Failed);
+        Assert.Contains("does not download models", result.FailureMessage, StringComparison.Ordinal);
+    }
+}
