@@ -50,6 +50,14 @@ public sealed class WorkerMetrics
         meter.CreateObservableCounter("vllm.prefix_cache_hits", () => Count(s => s.PrefixHitBlocks * BlockSize()), "{token}",
             "Prompt tokens found in the prefix cache.");
         meter.CreateObservableCounter("vllm.num_preemptions", () => Count(s => s.Preemptions), "{preemption}", "Requests preempted for lack of KV blocks.");
+        meter.CreateObservableGauge("platform.dist_attention.lent_blocks", () => Dist(d => d.LentBlocks), "{block}",
+            "KV blocks of this worker held for peers' sequences (DistAttention creditor).");
+        meter.CreateObservableGauge("platform.dist_attention.borrowed_blocks", () => Dist(d => d.BorrowedBlocks), "{block}",
+            "KV blocks this worker's sequences hold on peers (DistAttention debtor).");
+        meter.CreateObservableGauge("platform.dist_attention.borrowing_sequences", () => Dist(d => d.BorrowingSequences), "{sequence}",
+            "Sequences of this worker that keep part of their KV on peers.");
+        meter.CreateObservableCounter("platform.dist_attention.remote_attention_time", () => Dist(d => d.RemoteAttentionTime.TotalSeconds), "s",
+            "Time finished DistAttention sequences waited for their peers' partial attention.");
 
         _ttft = meter.CreateHistogram("vllm.time_to_first_token", "s", "Time from the Generate call to its first token.",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = TtftBuckets });
@@ -61,6 +69,9 @@ public sealed class WorkerMetrics
         _generationTokens = meter.CreateCounter<long>("vllm.generation_tokens", "{token}", "Tokens generated.");
         _requests = meter.CreateCounter<long>("vllm.request_success", "{request}", "Requests that ended, by finished_reason.");
     }
+
+    private IEnumerable<Measurement<double>> Dist(Func<DistAttentionStats, double> read) =>
+        _engines.Engine is { } engine ? [new Measurement<double>(read(engine.GetDistAttentionStats()), _model)] : [];
 
     private int BlockSize() => _engines.Engine?.Options.BlockSize ?? 0;
 
