@@ -14,6 +14,8 @@ internal static class Program
                 return KernelBench.Run(rest);
             case "engine":
                 return await EngineBench.Run(rest);
+            case "dist":
+                return await DistBench.Run(rest);
             default:
                 Console.Error.WriteLine("usage: Platform.Bench <mode> [args]");
                 Console.Error.WriteLine("modes:");
@@ -21,6 +23,8 @@ internal static class Program
                 Console.Error.WriteLine("      decode GEMV (fp32/fp16/TorchSharp linear) vs streaming-read bandwidth");
                 Console.Error.WriteLine("  engine [--preset small|medium]... [--context N]... [--batch N]... [--decode-tokens N] [--json FILE]");
                 Console.Error.WriteLine("      engine prefill/decode tokens/s at each context and batch, decode as a fraction of the bandwidth bound");
+                Console.Error.WriteLine("  dist [--preset small] [--worker-kv-tokens M] [--workers N]... [--decode-tokens N] [--json FILE]");
+                Console.Error.WriteLine("      DistAttention: largest servable prompt with N workers, decode slowdown across two workers");
                 return 2;
         }
     }

@@ -28,6 +28,14 @@ public sealed class RemoteSegment(string peer, KvPeer.KvPeerClient client, strin
     internal AsyncDuplexStreamingCall<AttendRequest, AttendReply>? Stream { get; set; }
 }
 
+/// <summary>A layer's requests in flight to the creditors.</summary>
+public sealed class PendingAttend(int layer, long startedAt)
+{
+    public int Layer { get; } = layer;
+    public long StartedAt { get; } = startedAt;
+    internal List<(RemoteSegment Segment, Task<AttendReply> Reply)> Replies { get; } = [];
+}
+
 public sealed class DistSequence : IDisposable
 {
     private readonly CancellationTokenSource _lifetime = new();
@@ -52,20 +60,20 @@ public sealed class DistSequence : IDisposable
     public int LocalTokens { get; }
     public IReadOnlyList<RemoteSegment> Segments { get; }
     public int RemoteTokens => Segments.Sum(s => s.Tokens);
-    /// <summary>Time spent waiting for creditors (all layers, all steps).</summary>
+    /// <summary>Time from sending a layer to the creditors to having their answers (all layers, all steps).</summary>
     public TimeSpan RemoteAttentionTime { get; private set; }
 
     /// <summary>
-    /// One layer: stores the K/V of <paramref name="kvPositions"/> on the creditors holding them and returns,
-    /// for every creditor whose positions some query can see, its partial output [rows, heads, headDim]
-    /// and log-sum-exp [rows, heads]. Throws <see cref="RemoteKvException"/> when a creditor fails.
+    /// One layer, first half: sends the K/V of <paramref name="kvPositions"/> to the creditors holding them and
+    /// the queries to every creditor whose positions some query can see. The caller computes its local part
+    /// meanwhile and collects the creditors' partials with <see cref="EndAttend"/>.
     /// </summary>
-    public void Attend(int layer, long[] kvPositions, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int kvRow,
-        long[] queryPositions, ReadOnlySpan<float> queries, List<float[]> outputs, List<float[]> logSumExps)
+    public PendingAttend BeginAttend(int layer, long[] kvPositions, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int kvRow,
+        long[] queryPositions, ReadOnlySpan<float> queries)
     {
         long lastQuery = queryPositions.Length == 0 ? -1 : queryPositions.Max();
-        var pending = new List<(RemoteSegment Segment, Task<AttendReply> Reply)>(Segments.Count);
-        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var pending = new PendingAttend(layer, System.Diagnostics.Stopwatch.GetTimestamp());
+        ByteString? queryBytes = null;
         foreach (var segment in Segments)
         {
             if (segment.Start > lastQuery) break;   // nobody sees these positions yet
@@ -85,25 +93,40 @@ public sealed class DistSequence : IDisposable
                 request.Values = ByteString.CopyFrom(MemoryMarshal.AsBytes(values.Slice(first * kvRow, count * kvRow)));
             }
             request.QueryPositions.AddRange(queryPositions);
-            request.Queries = ByteString.CopyFrom(MemoryMarshal.AsBytes(queries));
-            pending.Add((segment, ExchangeAsync(segment, request)));
+            request.Queries = queryBytes ??= ByteString.CopyFrom(MemoryMarshal.AsBytes(queries));
+            pending.Replies.Add((segment, ExchangeAsync(segment, request)));
         }
-        foreach (var (segment, reply) in pending)
+        return pending;
+    }
+
+    /// <summary>
+    /// One layer, second half: adds every contacted creditor's partial output [rows, heads, headDim] and
+    /// log-sum-exp [rows, heads] to the lists. Throws <see cref="RemoteKvException"/> when a creditor failed.
+    /// </summary>
+    public void EndAttend(PendingAttend pending, List<float[]> outputs, List<float[]> logSumExps)
+    {
+        try
         {
-            AttendReply r;
-            try
+            foreach (var (segment, reply) in pending.Replies)
             {
-                r = reply.GetAwaiter().GetResult();
+                AttendReply r;
+                try
+                {
+                    r = reply.GetAwaiter().GetResult();
+                }
+                catch (Exception e) when (e is RpcException or OperationCanceledException or InvalidOperationException or IOException)
+                {
+                    throw new RemoteKvException($"KV peer {segment.Peer} stopped serving this sequence's positions {segment.Start}..{segment.Start + segment.Tokens - 1}: {Describe(e)}", e);
+                }
+                if (r.Error.Length > 0) throw new RemoteKvException($"KV peer {segment.Peer} refused layer {pending.Layer}: {r.Error}");
+                outputs.Add(MemoryMarshal.Cast<byte, float>(r.Outputs.Span).ToArray());
+                logSumExps.Add(MemoryMarshal.Cast<byte, float>(r.LogSumExps.Span).ToArray());
             }
-            catch (Exception e) when (e is RpcException or OperationCanceledException or InvalidOperationException or IOException)
-            {
-                throw new RemoteKvException($"KV peer {segment.Peer} stopped serving this sequence's positions {segment.Start}..{segment.Start + segment.Tokens - 1}: {Describe(e)}", e);
-            }
-            if (r.Error.Length > 0) throw new RemoteKvException($"KV peer {segment.Peer} refused layer {layer}: {r.Error}");
-            outputs.Add(MemoryMarshal.Cast<byte, float>(r.Outputs.Span).ToArray());
-            logSumExps.Add(MemoryMarshal.Cast<byte, float>(r.LogSumExps.Span).ToArray());
         }
-        RemoteAttentionTime += System.Diagnostics.Stopwatch.GetElapsedTime(started);
+        finally
+        {
+            RemoteAttentionTime += System.Diagnostics.Stopwatch.GetElapsedTime(pending.StartedAt);
+        }
     }
 
     private async Task<AttendReply> ExchangeAsync(RemoteSegment segment, AttendRequest request)

@@ -4,7 +4,8 @@
 // of them precede the chunk, so no mask) through the paged kernel with its
 // log-sum-exp, the creditors store the chunk's K/V and return their causal
 // partials, and the partials merge exactly (AttentionMerge). Projections, norms
-// and the MLP are the same libtorch code as the local path.
+// and the MLP are the same libtorch code as the local path. The creditors get
+// their requests before the local part is computed, so the two overlap.
 using Platform.Engine.DistAttention;
 using Platform.Engine.KvCache;
 using TorchSharp;
@@ -52,7 +53,10 @@ public sealed partial class LlamaModel
             var k = ApplyRotary(qkv.narrow(1, qSize, kvSize).view(count, c.NumKvHeads, c.HeadDim), cos, sin).contiguous();
             var v = qkv.narrow(1, qSize + kvSize, kvSize).contiguous();
 
-            var qSpan = new ReadOnlySpan<float>(TensorPointers.Float32(q), count * qSize);
+            // The creditors start on their part while this worker computes its own.
+            var pending = remote.BeginAttend(l, positionArray,
+                new ReadOnlySpan<float>(TensorPointers.Float32(k), count * kvSize), new ReadOnlySpan<float>(TensorPointers.Float32(v), count * kvSize), kvSize,
+                positionArray, new ReadOnlySpan<float>(TensorPointers.Float32(q), count * qSize));
             var (keyPool, valuePool) = kv.Pointers(l);
             fixed (long* slots = localSlots) fixed (int* off = offsets) fixed (int* len = lengths)
             fixed (float* o = localOut) fixed (float* lse = localLse)
@@ -64,9 +68,7 @@ public sealed partial class LlamaModel
             logSumExps.Clear();
             outputs.Add(localOut);
             logSumExps.Add(localLse);
-            remote.Attend(l, positionArray,
-                new ReadOnlySpan<float>(TensorPointers.Float32(k), count * kvSize), new ReadOnlySpan<float>(TensorPointers.Float32(v), count * kvSize), kvSize,
-                positionArray, qSpan, outputs, logSumExps);
+            remote.EndAttend(pending, outputs, logSumExps);
             Kernels.AttentionMerge.MergeRows(outputs, logSumExps, count, c.NumHeads, c.HeadDim, merged);
 
             var attention = torch.tensor(merged, [count, qSize]);
