@@ -73,11 +73,7 @@ public sealed partial class LlamaModel
 
             var attention = torch.tensor(merged, [count, qSize]);
             x = x + w.O.Forward(attention);
-            h = RmsNorm(x, w.PostNorm);
-            var gateUp = w.GateUp.Forward(h);
-            var gate = gateUp.narrow(1, 0, c.IntermediateSize);
-            var up = gateUp.narrow(1, c.IntermediateSize, c.IntermediateSize);
-            x = x + w.Down.Forward(torch.nn.functional.silu(gate) * up);
+            x = x + Mlp(x, w);
         }
         var last = RmsNorm(x.narrow(0, count - 1, 1), _weights.FinalNorm);
         return _weights.LmHead.Forward(last).to_type(torch.float32);

@@ -82,12 +82,7 @@ public sealed partial class LlamaModel : IDisposable
                 attention.narrow(0, seq.TokenStart, seq.NumTokens).copy_(Attend(q.narrow(0, seq.TokenStart, seq.NumTokens), keys, values, masks[s]));
             }
             x = x + w.O.Forward(attention);
-
-            h = RmsNorm(x, w.PostNorm);
-            var gateUp = w.GateUp.Forward(h);
-            var gate = gateUp.narrow(1, 0, c.IntermediateSize);
-            var up = gateUp.narrow(1, c.IntermediateSize, c.IntermediateSize);
-            x = x + w.Down.Forward(torch.nn.functional.silu(gate) * up);
+            x = x + Mlp(x, w);
         }
         if (batch.LogitRows.Count == 0) return torch.empty([0, c.VocabSize], torch.float32);
         var rows = torch.tensor(batch.LogitRows.ToArray(), torch.int64);
@@ -140,6 +135,15 @@ public sealed partial class LlamaModel : IDisposable
                 decode.Rows.Length, c.NumHeads, c.NumKvHeads, c.HeadDim, (float)_softmaxScale, TensorPointers.Float32(output));
         }
         attention.index_copy_(0, rows, output);
+    }
+
+    /// <summary>The SwiGLU block of a layer on the residual stream: down(silu(gate) · up) of the post-attention norm.</summary>
+    private Tensor Mlp(Tensor x, LayerWeights w)
+    {
+        var gateUp = w.GateUp.Forward(RmsNorm(x, w.PostNorm));
+        var gate = gateUp.narrow(1, 0, Config.IntermediateSize);
+        var up = gateUp.narrow(1, Config.IntermediateSize, Config.IntermediateSize);
+        return w.Down.Forward(torch.nn.functional.silu(gate) * up);
     }
 
     private Tensor RmsNorm(Tensor x, Tensor weight)
