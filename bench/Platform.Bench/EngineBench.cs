@@ -126,7 +126,8 @@ internal static class EngineBench
         return 0;
     }
 
-    private static string EnsureModel(string preset)
+    /// <summary>The random-weight preset's model directory under the platform cache, created on first use.</summary>
+    internal static string EnsureModel(string preset)
     {
         string dir = Path.Combine(Environment.GetEnvironmentVariable("PLATFORM_CACHE")
             ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "platform"), $"bench-{preset}");

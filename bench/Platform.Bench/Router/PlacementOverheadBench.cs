@@ -1,0 +1,93 @@
+// The router's own share of a request's latency, measured in-process on the
+// router's placement path with its real libraries: tokenize the prompt text
+// (Core's HfTokenizer, the model's tokenizer.json), hash its blocks (Core's
+// BlockHasher), match it against a PrefixIndex holding 1,000 cached prefixes
+// spread over 4 workers (each prefix on one worker, every 10th on a second
+// one as well), and let the policy choose (Platform.Router.Policies).
+//
+// Each iteration picks a cached prefix at random, appends a fresh user turn
+// and times the whole path with a Stopwatch; the first 10 % are warm-up and are
+// not counted. Besides the percentiles it reports how often kv-aware chose a
+// worker that holds the prompt's prefix (a check that the index was really
+// exercised, not just timed empty).
+using System.Diagnostics;
+using Platform.Core.Hashing;
+using Platform.Core.KvEvents;
+using Platform.Core.Tokenization;
+using Platform.Router.Policies;
+
+namespace Platform.Bench.Router;
+
+public sealed record OverheadResult(string Policy, int CachedPrefixes, int IndexBlocks, int Workers, int PromptTokens, int Iterations,
+    double P50Ms, double P99Ms, double MaxMs, double TokenizeP50Ms, double TokenizeP99Ms, double ChoseHolderFraction);
+
+public static class PlacementOverheadBench
+{
+    public static IReadOnlyList<OverheadResult> Run(string modelDir, IReadOnlyList<string> policies, int prefixes, int workers, int prefixTokens,
+        int userTokens, int iterations, int seed)
+    {
+        var tokenizer = HfTokenizer.Load(modelDir);
+        var hasher = new BlockHasher(16, seed: 12345);
+        var rng = new Random(seed);
+        int ordinaryMax = Enumerable.Range(0, tokenizer.VocabSize).First(tokenizer.IsSpecial);
+
+        string RandomText(int tokens) => tokenizer.Decode(Enumerable.Range(0, tokens).Select(_ => rng.Next(0, ordinaryMax)).ToArray());
+
+        var prefixTexts = new string[prefixes];
+        var index = new PrefixIndex();
+        var held = Enumerable.Range(0, workers).Select(_ => new List<HeldBlock>()).ToArray();
+        var holders = new HashSet<string>[prefixes];
+        for (int p = 0; p < prefixes; p++)
+        {
+            prefixTexts[p] = RandomText(prefixTokens);
+            var hashes = hasher.HashPrefix(tokenizer.Encode(prefixTexts[p]).ToArray());
+            holders[p] = [$"worker-{p % workers}"];
+            if (p % 10 == 0) holders[p].Add($"worker-{(p + 1) % workers}");
+            foreach (var id in holders[p])
+            {
+                var list = held[int.Parse(id["worker-".Length..])];
+                for (int i = 0; i < hashes.Length; i++) list.Add(new HeldBlock(hashes[i], i == 0 ? BlockHasher.RootParent : hashes[i - 1], KvTier.Device));
+            }
+        }
+        for (int w = 0; w < workers; w++) index.ApplySnapshot($"worker-{w}", 1, held[w]);
+        var userTexts = Enumerable.Range(0, 64).Select(_ => " " + RandomText(userTokens)).ToArray();
+        var states = Enumerable.Range(0, workers).Select(w =>
+        {
+            var s = new WorkerState($"worker-{w}");
+            s.ReportLoad(new WorkerLoad(Running: 1 + w % 2, Waiting: w % 3, QueuedPrefillTokens: 128 * w, KvBlocksUsed: 64 + 16 * w, KvBlocksTotal: 4096));
+            return s;
+        }).ToArray();
+
+        var results = new List<OverheadResult>();
+        foreach (var name in policies)
+        {
+            var policy = PlacementPolicies.Create(new PlacementOptions { Policy = name }, index, new SystemRandomSource(seed));
+            int warm = iterations / 10;
+            var total = new List<double>(iterations);
+            var tokenize = new List<double>(iterations);
+            int choseHolder = 0, measured = 0, promptTokens = 0;
+            for (int i = 0; i < warm + iterations; i++)
+            {
+                int p = rng.Next(prefixes);
+                string text = prefixTexts[p] + userTexts[i % userTexts.Length];
+                long start = Stopwatch.GetTimestamp();
+                var tokens = tokenizer.Encode(text);
+                long tokenized = Stopwatch.GetTimestamp();
+                var array = tokens as int[] ?? tokens.ToArray();
+                var request = new PlacementRequest(hasher.HashPrefix(array), array.Length, hasher.BlockSize);
+                var placed = policy.Place(request, states);
+                long end = Stopwatch.GetTimestamp();
+                if (i < warm) continue;
+                measured++;
+                promptTokens = array.Length;
+                total.Add(Stopwatch.GetElapsedTime(start, end).TotalMilliseconds);
+                tokenize.Add(Stopwatch.GetElapsedTime(start, tokenized).TotalMilliseconds);
+                if (placed.Worker is { } chosen && holders[p].Contains(chosen.Id)) choseHolder++;
+            }
+            results.Add(new OverheadResult(name, prefixes, index.BlockCount, workers, promptTokens, measured,
+                Percentiles.Of(total, 0.5), Percentiles.Of(total, 0.99), total.Max(), Percentiles.Of(tokenize, 0.5), Percentiles.Of(tokenize, 0.99),
+                (double)choseHolder / measured));
+        }
+        return results;
+    }
+}
