@@ -79,6 +79,10 @@ public sealed class LoadGenerator(HttpClient http, Uri router, string model)
         return outcomes.Select(o => o!).ToList();
     }
 
+    /// <summary>One request outside a run (warm-up); times are relative to the call.</summary>
+    public Task<RequestOutcome> SendOneAsync(WorkloadRequest request, CancellationToken cancellationToken) =>
+        SendAsync(request, Stopwatch.StartNew(), waited: false, cancellationToken);
+
     private async Task<RequestOutcome> SendAsync(WorkloadRequest request, Stopwatch clock, bool waited, CancellationToken cancellationToken)
     {
         double sent = clock.Elapsed.TotalSeconds;

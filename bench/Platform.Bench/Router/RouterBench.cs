@@ -14,8 +14,10 @@
 // micro-benchmark of the placement path with 1,000 cached prefixes
 // (PlacementOverheadBench). The goals of the issue are checked at the end:
 //   hit rate(kv-aware) ≥ 90 % of the per-worker LRU oracle,
-//   TTFT p50(round-robin) / TTFT p50(kv-aware) ≥ 3 while round-robin keeps up
-//     (its TTFT p50 over the last third of arrivals ≤ 2 × over the first third),
+//   TTFT p50(round-robin) / TTFT p50(kv-aware) ≥ 3 while round-robin is not
+//     saturated: its TTFT p50 ≤ 2 × the TTFT of one cold prompt of the trace's
+//     median length sent alone to the idle cluster (measured per policy after
+//     warm-up), i.e. queueing adds less than one prefill,
 //   placement path p99 < 1 ms.
 // All ratios come from one run; absolute times on 2 shared cores are noisy.
 using System.Globalization;
@@ -34,13 +36,16 @@ internal static class RouterBench
     private sealed record PolicySummary(string Policy, int Requests, int Failed, int HeldForPreviousTurn, long PromptTokens, long CachedTokens,
         double HitRate, double HitRateOfOracle, double TtftP50Ms, double TtftP99Ms, double ItlP50Ms, double ItlP99Ms,
         double OutputTokensPerSecond, double RequestsPerSecond, double TtftP50FirstThirdMs, double TtftP50LastThirdMs,
-        double RouterOverheadP99UpperMs, Dictionary<string, int> RequestsPerWorker, IReadOnlyList<string> Errors);
+        double RouterOverheadP50UpperMs, double RouterOverheadP99UpperMs, double SoloColdTtftMs, Dictionary<string, int> RequestsPerWorker,
+        IReadOnlyList<string> Errors);
 
     public static async Task<int> Run(string[] args)
     {
         bool quick = args.Contains("--quick");
+        // Logs and CI capture: do not wrap the progress lines and the table at 80 columns.
+        if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 240;
         var w = quick
-            ? new WorkloadOptions { Groups = 4, ConversationsPerGroup = 2, SystemPromptTokens = 768, Turns = 3, UserTurnTokens = 32, OutputTokens = 8, Rate = 1.0 }
+            ? new WorkloadOptions { Groups = 4, ConversationsPerGroup = 2, SystemPromptTokens = 512, Turns = 3, UserTurnTokens = 32, OutputTokens = 8, Rate = 0.5 }
             : new WorkloadOptions();
         int workers = 4, overheadPrefixes = 1000;
         int? requests = null, kvBlocks = null;
@@ -121,7 +126,8 @@ internal static class RouterBench
             Math.Max(1, longestPrompt - w.SystemPromptTokens), iterations: quick ? 1000 : 5000, seed: w.Seed);
         foreach (var o in overhead)
             AnsiConsole.MarkupLine($"  {o.Policy,-13} p50 {o.P50Ms * 1000:F0} µs, p99 {o.P99Ms * 1000:F0} µs (tokenize p50 {o.TokenizeP50Ms * 1000:F0} µs), " +
-                                   $"{o.PromptTokens} tok prompt, index {o.IndexBlocks} blocks, chose a holder {o.ChoseHolderFraction:P0}");
+                                   $"{o.PromptTokens} tok prompt, index {o.IndexBlocks} blocks, chose a holder {o.ChoseHolderFraction:P0}; " +
+                                   $"p99 of the 3 trials {string.Join(" / ", o.TrialP99Ms.Select(x => (x * 1000).ToString("F0")))} µs");
 
         var summaries = new List<PolicySummary>();
         var outcomesByPolicy = new Dictionary<string, IReadOnlyList<RequestOutcome>>();
@@ -144,13 +150,20 @@ internal static class RouterBench
                 await cluster.StartWorkersAsync(cts.Token);
                 await cluster.StartRouterAsync(policy, cts.Token);
                 var generator = new LoadGenerator(http, cluster.RouterUrl!, model);
+                await WarmUpAsync(generator, workers, tokenMax, cts.Token);
+                double solo = await SoloColdTtftAsync(generator, (int)Percentiles.Of(trace.Select(r => (double)r.Prompt.Length).ToList(), 0.5), tokenMax, cts.Token);
+                AnsiConsole.MarkupLine($"  [grey]one cold prompt alone: TTFT {solo * 1000:F0} ms[/]");
+                var before = PrometheusText.Buckets(await cluster.RouterMetricsAsync(http, cts.Token), "router_overhead_seconds");
                 var outcomes = await generator.RunAsync(trace, TimeSpan.FromSeconds(5), live =>
                     AnsiConsole.MarkupLine($"  {policy}: {live.Done}/{live.Total} done, {live.Sent - live.Done} in flight, {live.Held} held for their previous turn, " +
                                            $"{live.Failed} failed, hit rate {live.HitRate:P0}, TTFT p50 {live.TtftP50 * 1000:F0} ms"), cts.Token);
                 string metrics = await cluster.RouterMetricsAsync(http, cts.Token);
-                double overheadP99 = PrometheusText.QuantileUpperBound(PrometheusText.Buckets(metrics, "router_overhead_seconds"), 0.99);
+                // The run's own requests: the histogram now minus the warm-up's.
+                var run = PrometheusText.Buckets(metrics, "router_overhead_seconds");
+                foreach (var (bound, count) in before) run[bound] = run.GetValueOrDefault(bound) - count;
                 await cluster.StopRouterAsync();
-                var summary = Summarize(policy, trace, outcomes, lru, overheadP99);
+                var summary = Summarize(policy, trace, outcomes, lru,
+                    PrometheusText.QuantileUpperBound(run, 0.5), PrometheusText.QuantileUpperBound(run, 0.99), solo);
                 summaries.Add(summary);
                 outcomesByPolicy[policy] = outcomes;
                 AnsiConsole.MarkupLine($"  {policy}: hit rate {summary.HitRate:P1}, TTFT p50 {summary.TtftP50Ms:F0} ms, p99 {summary.TtftP99Ms:F0} ms, " +
@@ -160,11 +173,11 @@ internal static class RouterBench
         }
 
         var table = new Table().AddColumns("policy", "hit rate", "of LRU oracle", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms",
-            "out tok/s", "req/s", "TTFT p50 1st/last third ms", "router overhead p99 ≤ ms", "requests per worker", "failed");
+            "out tok/s", "req/s", "lone cold TTFT ms", "router overhead p50/p99 ≤ ms", "requests per worker", "failed");
         foreach (var s in summaries)
             table.AddRow(s.Policy, s.HitRate.ToString("P1"), s.HitRateOfOracle.ToString("P0"), s.TtftP50Ms.ToString("F0"), s.TtftP99Ms.ToString("F0"),
                 s.ItlP50Ms.ToString("F0"), s.ItlP99Ms.ToString("F0"), s.OutputTokensPerSecond.ToString("F1"), s.RequestsPerSecond.ToString("F2"),
-                $"{s.TtftP50FirstThirdMs:F0} / {s.TtftP50LastThirdMs:F0}", s.RouterOverheadP99UpperMs.ToString("G3"),
+                s.SoloColdTtftMs.ToString("F0"), $"{s.RouterOverheadP50UpperMs:G3} / {s.RouterOverheadP99UpperMs:G3}",
                 string.Join(" ", s.RequestsPerWorker.OrderBy(kv => kv.Key).Select(kv => kv.Value)), s.Failed.ToString());
         table.AddRow("oracle: unbounded", unbounded.HitRate.ToString("P1"), "", "", "", "", "", "", "", "", "", "", "");
         table.AddRow(Markup.Escape("oracle: " + lru.Name), lru.HitRate.ToString("P1"), "100%", "", "", "", "", "", "", "", "", "", "");
@@ -197,7 +210,42 @@ internal static class RouterBench
         return summaries.Any(s => s.Failed == s.Requests) ? 1 : 0;
     }
 
-    private static PolicySummary Summarize(string policy, IReadOnlyList<WorkloadRequest> trace, IReadOnlyList<RequestOutcome> outcomes, OracleResult oracle, double overheadP99)
+    /// <summary>
+    /// First requests pay for JIT and libtorch start-up in router and workers (seconds on these cores). Sends rounds of
+    /// one short request per worker, concurrently (every policy spreads simultaneous requests), until each worker
+    /// has served one or five rounds have passed. The 32-token prompts cost each worker two KV blocks of cache.
+    /// </summary>
+    private static async Task WarmUpAsync(LoadGenerator generator, int workers, int tokenMax, CancellationToken cancellationToken)
+    {
+        var rng = new Random(-1);
+        var served = new HashSet<string>();
+        int sent = 0;
+        for (int round = 0; round < 5 && served.Count < workers; round++)
+        {
+            var calls = Enumerable.Range(0, workers).Select(_ => generator.SendOneAsync(
+                new WorkloadRequest(-1, -1, -1, 0, 0, Enumerable.Range(0, 32).Select(_ => rng.Next(tokenMax)).ToArray(), 2, -1), cancellationToken)).ToList();
+            foreach (var outcome in await Task.WhenAll(calls))
+            {
+                sent++;
+                if (!outcome.Ok) throw new InvalidOperationException($"a warm-up request failed: {outcome.Error}");
+                if (outcome.Worker is { } id) served.Add(id);
+            }
+        }
+        AnsiConsole.MarkupLine($"  [grey]warmed up {served.Count}/{workers} workers with {sent} short requests[/]");
+    }
+
+    /// <summary>TTFT of one never-seen prompt of <paramref name="tokens"/> tokens on the idle cluster: the unloaded cost of a cache miss.</summary>
+    private static async Task<double> SoloColdTtftAsync(LoadGenerator generator, int tokens, int tokenMax, CancellationToken cancellationToken)
+    {
+        var rng = new Random(-2);
+        var outcome = await generator.SendOneAsync(
+            new WorkloadRequest(-1, -1, -1, 0, 0, Enumerable.Range(0, tokens).Select(_ => rng.Next(tokenMax)).ToArray(), 1, -1), cancellationToken);
+        if (!outcome.Ok) throw new InvalidOperationException($"the lone cold request failed: {outcome.Error}");
+        return outcome.TtftSeconds;
+    }
+
+    private static PolicySummary Summarize(string policy, IReadOnlyList<WorkloadRequest> trace, IReadOnlyList<RequestOutcome> outcomes, OracleResult oracle,
+        double overheadP50, double overheadP99, double soloSeconds)
     {
         var ok = outcomes.Where(o => o.Ok).ToList();
         long prompt = ok.Sum(o => (long)o.PromptTokens), cached = ok.Sum(o => (long)o.CachedTokens);
@@ -213,7 +261,7 @@ internal static class RouterBench
             Percentiles.Of(ok.Select(o => o.TtftSeconds).ToList(), 0.5) * 1000, Percentiles.Of(ok.Select(o => o.TtftSeconds).ToList(), 0.99) * 1000,
             Percentiles.Of(itl, 0.5) * 1000, Percentiles.Of(itl, 0.99) * 1000,
             span > 0 ? ok.Sum(o => o.CompletionTokens) / span : 0, span > 0 ? ok.Count / span : 0,
-            Percentiles.Of(first, 0.5) * 1000, Percentiles.Of(last, 0.5) * 1000, overheadP99 * 1000,
+            Percentiles.Of(first, 0.5) * 1000, Percentiles.Of(last, 0.5) * 1000, overheadP50 * 1000, overheadP99 * 1000, soloSeconds * 1000,
             ok.GroupBy(o => o.Worker ?? "?").ToDictionary(g => g.Key, g => g.Count()),
             outcomes.Where(o => !o.Ok).Select(o => $"request {o.Index}: {o.Error}").ToList());
     }
@@ -233,17 +281,17 @@ internal static class RouterBench
         else
         {
             double ratio = rr.TtftP50Ms / kv.TtftP50Ms;
-            bool rrKeepsUp = rr.TtftP50LastThirdMs <= 2 * rr.TtftP50FirstThirdMs;
+            bool rrKeepsUp = rr.TtftP50Ms <= 2 * rr.SoloColdTtftMs;
             goals.Add(new GoalCheck("TTFT p50 ≥ 3× better than round-robin (round-robin not saturated)", rrKeepsUp ? ratio >= 3 : null,
-                $"{ratio:F2}× ({rr.TtftP50Ms:F0} ms vs {kv.TtftP50Ms:F0} ms); round-robin TTFT p50 first/last third {rr.TtftP50FirstThirdMs:F0}/{rr.TtftP50LastThirdMs:F0} ms" +
-                (rrKeepsUp ? " (keeps up)" : " (saturated: lower --rate)")));
+                $"{ratio:F2}× ({rr.TtftP50Ms:F0} ms vs {kv.TtftP50Ms:F0} ms); round-robin TTFT p50 {rr.TtftP50Ms / rr.SoloColdTtftMs:F1}× a lone cold prompt ({rr.SoloColdTtftMs:F0} ms)" +
+                (rrKeepsUp ? ", not saturated" : ", saturated: the ratio does not count, lower --rate")));
         }
         var o = overhead.FirstOrDefault(x => x.Policy == "kv-aware") ?? (overhead.Count > 0 ? overhead[0] : null);
         goals.Add(o is null
             ? new GoalCheck("router overhead p99 < 1 ms", null, "no micro-benchmark")
             : new GoalCheck("router overhead p99 < 1 ms", o.P99Ms < 1,
                 $"placement path ({o.Policy}, {o.CachedPrefixes} prefixes, {o.PromptTokens}-token prompt) p99 {o.P99Ms * 1000:F0} µs" +
-                (kv is null ? "" : $"; live router_overhead_seconds p99 ≤ {kv.RouterOverheadP99UpperMs:G3} ms (bucket bound)")));
+                (kv is null ? "" : $"; live router_overhead_seconds (kv-aware run) p50 ≤ {kv.RouterOverheadP50UpperMs:G3} ms, p99 ≤ {kv.RouterOverheadP99UpperMs:G3} ms (bucket bounds)")));
         return goals;
     }
 }
