@@ -150,8 +150,9 @@ internal static class RouterBench
                 await cluster.StartWorkersAsync(cts.Token);
                 await cluster.StartRouterAsync(policy, cts.Token);
                 var generator = new LoadGenerator(http, cluster.RouterUrl!, model);
-                await WarmUpAsync(generator, workers, tokenMax, cts.Token);
-                double solo = await SoloColdTtftAsync(generator, (int)Percentiles.Of(trace.Select(r => (double)r.Prompt.Length).ToList(), 0.5), tokenMax, cts.Token);
+                int medianPrompt = (int)Percentiles.Of(trace.Select(r => (double)r.Prompt.Length).ToList(), 0.5);
+                await WarmUpAsync(generator, workers, medianPrompt, tokenMax, cts.Token);
+                double solo = await SoloColdTtftAsync(generator, medianPrompt, tokenMax, cts.Token);
                 AnsiConsole.MarkupLine($"  [grey]one cold prompt alone: TTFT {solo * 1000:F0} ms[/]");
                 var before = PrometheusText.Buckets(await cluster.RouterMetricsAsync(http, cts.Token), "router_overhead_seconds");
                 var outcomes = await generator.RunAsync(trace, TimeSpan.FromSeconds(5), live =>
@@ -211,11 +212,13 @@ internal static class RouterBench
     }
 
     /// <summary>
-    /// First requests pay for JIT and libtorch start-up in router and workers (seconds on these cores). Sends rounds of
-    /// one short request per worker, concurrently (every policy spreads simultaneous requests), until each worker
-    /// has served one or five rounds have passed. The 32-token prompts cost each worker two KV blocks of cache.
+    /// First requests pay for JIT and libtorch start-up in router and workers, and the first prefill of a given size
+    /// for its allocations (seconds on these cores). Sends rounds of one request per worker with a never-seen prompt
+    /// of <paramref name="tokens"/> tokens, concurrently (simultaneous requests get spread), until each worker has
+    /// served one or five rounds have passed. Their blocks are the oldest in each worker's LRU, so they are the first
+    /// evicted and take no room the workload would have kept.
     /// </summary>
-    private static async Task WarmUpAsync(LoadGenerator generator, int workers, int tokenMax, CancellationToken cancellationToken)
+    private static async Task WarmUpAsync(LoadGenerator generator, int workers, int tokens, int tokenMax, CancellationToken cancellationToken)
     {
         var rng = new Random(-1);
         var served = new HashSet<string>();
@@ -223,7 +226,7 @@ internal static class RouterBench
         for (int round = 0; round < 5 && served.Count < workers; round++)
         {
             var calls = Enumerable.Range(0, workers).Select(_ => generator.SendOneAsync(
-                new WorkloadRequest(-1, -1, -1, 0, 0, Enumerable.Range(0, 32).Select(_ => rng.Next(tokenMax)).ToArray(), 2, -1), cancellationToken)).ToList();
+                new WorkloadRequest(-1, -1, -1, 0, 0, Enumerable.Range(0, tokens).Select(_ => rng.Next(tokenMax)).ToArray(), 2, -1), cancellationToken)).ToList();
             foreach (var outcome in await Task.WhenAll(calls))
             {
                 sent++;
@@ -231,7 +234,7 @@ internal static class RouterBench
                 if (outcome.Worker is { } id) served.Add(id);
             }
         }
-        AnsiConsole.MarkupLine($"  [grey]warmed up {served.Count}/{workers} workers with {sent} short requests[/]");
+        AnsiConsole.MarkupLine($"  [grey]warmed up {served.Count}/{workers} workers with {sent} requests of {tokens} tokens[/]");
     }
 
     /// <summary>TTFT of one never-seen prompt of <paramref name="tokens"/> tokens on the idle cluster: the unloaded cost of a cache miss.</summary>
