@@ -10,10 +10,15 @@
 // not counted. Three trials per policy; the one with the lowest p99 is kept,
 // because on 2 cores shared with other processes the tail of a trial is mostly
 // the OS scheduling something else (the kernels benchmark keeps its best trial
-// for the same reason); every trial's p99 is reported too. Besides the percentiles it reports how often kv-aware chose a
+// for the same reason); every trial's p99 is reported too. Each iteration's
+// thread CPU time (CLOCK_THREAD_CPUTIME_ID) is recorded as well: it leaves out
+// the time the thread sat descheduled while other processes ran, but keeps
+// garbage collections this thread performed, so its p99 is the path's own cost.
+// Besides the percentiles it reports how often kv-aware chose a
 // worker that holds the prompt's prefix (a check that the index was really
 // exercised, not just timed empty).
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using Platform.Core.Hashing;
 using Platform.Core.KvEvents;
 using Platform.Core.Tokenization;
@@ -22,10 +27,28 @@ using Platform.Router.Policies;
 namespace Platform.Bench.Router;
 
 public sealed record OverheadResult(string Policy, int CachedPrefixes, int IndexBlocks, int Workers, int PromptTokens, int Iterations,
-    double P50Ms, double P99Ms, double MaxMs, double TokenizeP50Ms, double TokenizeP99Ms, double ChoseHolderFraction, double[] TrialP99Ms);
+    double P50Ms, double P99Ms, double MaxMs, double CpuP50Ms, double CpuP99Ms, double TokenizeP50Ms, double TokenizeP99Ms, double ChoseHolderFraction,
+    double[] TrialP99Ms);
 
-public static class PlacementOverheadBench
+public static partial class PlacementOverheadBench
 {
+    [StructLayout(LayoutKind.Sequential)]
+    private struct TimeSpec
+    {
+        public long Seconds;
+        public long Nanoseconds;
+    }
+
+    [LibraryImport("libc", EntryPoint = "clock_gettime")]
+    private static partial int ClockGetTime(int clock, out TimeSpec time);
+
+    /// <summary>CPU time this thread has used, in nanoseconds.</summary>
+    private static long ThreadCpuNanoseconds()
+    {
+        const int ClockThreadCpuTimeId = 3;
+        return ClockGetTime(ClockThreadCpuTimeId, out var t) == 0 ? t.Seconds * 1_000_000_000 + t.Nanoseconds : 0;
+    }
+
     public static IReadOnlyList<OverheadResult> Run(string modelDir, IReadOnlyList<string> policies, int prefixes, int workers, int prefixTokens,
         int userTokens, int iterations, int seed)
     {
@@ -82,11 +105,13 @@ public static class PlacementOverheadBench
             int warm = count / 10;
             var total = new List<double>(count);
             var tokenize = new List<double>(count);
+            var cpu = new List<double>(count);
             int choseHolder = 0, measured = 0, promptTokens = 0;
             for (int i = 0; i < warm + count; i++)
             {
                 int p = rng.Next(prefixes);
                 string text = prefixTexts[p] + userTexts[i % userTexts.Length];
+                long cpuStart = ThreadCpuNanoseconds();
                 long start = Stopwatch.GetTimestamp();
                 var tokens = tokenizer.Encode(text);
                 long tokenized = Stopwatch.GetTimestamp();
@@ -94,7 +119,9 @@ public static class PlacementOverheadBench
                 var request = new PlacementRequest(hasher.HashPrefix(array), array.Length, hasher.BlockSize);
                 var placed = policy.Place(request, states);
                 long end = Stopwatch.GetTimestamp();
+                long cpuEnd = ThreadCpuNanoseconds();
                 if (i < warm) continue;
+                cpu.Add((cpuEnd - cpuStart) / 1e6);
                 measured++;
                 promptTokens = array.Length;
                 total.Add(Stopwatch.GetElapsedTime(start, end).TotalMilliseconds);
@@ -102,7 +129,8 @@ public static class PlacementOverheadBench
                 if (placed.Worker is { } chosen && holders[p].Contains(chosen.Id)) choseHolder++;
             }
             return new OverheadResult(name, prefixes, index.BlockCount, workers, promptTokens, measured,
-                Percentiles.Of(total, 0.5), Percentiles.Of(total, 0.99), total.Max(), Percentiles.Of(tokenize, 0.5), Percentiles.Of(tokenize, 0.99),
+                Percentiles.Of(total, 0.5), Percentiles.Of(total, 0.99), total.Max(), Percentiles.Of(cpu, 0.5), Percentiles.Of(cpu, 0.99),
+                Percentiles.Of(tokenize, 0.5), Percentiles.Of(tokenize, 0.99),
                 (double)choseHolder / measured, []);
         }
     }
