@@ -99,8 +99,11 @@ internal static class RouterBench
 
         string modelDir = EngineBench.EnsureModel("small");
         var tokenizer = Platform.Core.Tokenization.HfTokenizer.Load(modelDir);
-        int tokenMax = Enumerable.Range(0, tokenizer.VocabSize).First(tokenizer.IsSpecial);
-        w = w with { TokenMax = tokenMax };
+        int firstSpecial = Enumerable.Range(0, tokenizer.VocabSize).First(tokenizer.IsSpecial);
+        // The workload draws from [0, firstSpecial − 64); warm-up and probe prompts from the 64 ids above, so no block of
+        // theirs can ever equal a workload block (a shared seed once made a warm-up prompt equal a system prompt).
+        var probeTokens = (Min: firstSpecial - 64, Max: firstSpecial);
+        w = w with { TokenMax = probeTokens.Min };
         var trace = SharedPrefixWorkload.Truncate(SharedPrefixWorkload.Generate(w), requests, duration);
         const int blockSize = 16;
         int longestBlocks = trace.Max(r => (r.Prompt.Length + r.MaxTokens) / blockSize + 1);
@@ -151,8 +154,8 @@ internal static class RouterBench
                 await cluster.StartRouterAsync(policy, cts.Token);
                 var generator = new LoadGenerator(http, cluster.RouterUrl!, model);
                 int medianPrompt = (int)Percentiles.Of(trace.Select(r => (double)r.Prompt.Length).ToList(), 0.5);
-                await WarmUpAsync(generator, workers, medianPrompt, tokenMax, cts.Token);
-                double solo = await SoloColdTtftAsync(generator, medianPrompt, tokenMax, cts.Token);
+                await WarmUpAsync(generator, workers, medianPrompt, probeTokens, cts.Token);
+                double solo = await SoloColdTtftAsync(generator, medianPrompt, probeTokens, cts.Token);
                 AnsiConsole.MarkupLine($"  [grey]one cold prompt alone: TTFT {solo * 1000:F0} ms[/]");
                 var before = PrometheusText.Buckets(await cluster.RouterMetricsAsync(http, cts.Token), "router_overhead_seconds");
                 var outcomes = await generator.RunAsync(trace, TimeSpan.FromSeconds(5), live =>
@@ -218,15 +221,15 @@ internal static class RouterBench
     /// served one or five rounds have passed. Their blocks are the oldest in each worker's LRU, so they are the first
     /// evicted and take no room the workload would have kept.
     /// </summary>
-    private static async Task WarmUpAsync(LoadGenerator generator, int workers, int tokens, int tokenMax, CancellationToken cancellationToken)
+    private static async Task WarmUpAsync(LoadGenerator generator, int workers, int tokens, (int Min, int Max) ids, CancellationToken cancellationToken)
     {
-        var rng = new Random(-1);
+        var rng = new Random(1);
         var served = new HashSet<string>();
         int sent = 0;
         for (int round = 0; round < 5 && served.Count < workers; round++)
         {
             var calls = Enumerable.Range(0, workers).Select(_ => generator.SendOneAsync(
-                new WorkloadRequest(-1, -1, -1, 0, 0, Enumerable.Range(0, tokens).Select(_ => rng.Next(tokenMax)).ToArray(), 2, -1), cancellationToken)).ToList();
+                new WorkloadRequest(-1, -1, -1, 0, 0, Enumerable.Range(0, tokens).Select(_ => rng.Next(ids.Min, ids.Max)).ToArray(), 2, -1), cancellationToken)).ToList();
             foreach (var outcome in await Task.WhenAll(calls))
             {
                 sent++;
@@ -238,11 +241,11 @@ internal static class RouterBench
     }
 
     /// <summary>TTFT of one never-seen prompt of <paramref name="tokens"/> tokens on the idle cluster: the unloaded cost of a cache miss.</summary>
-    private static async Task<double> SoloColdTtftAsync(LoadGenerator generator, int tokens, int tokenMax, CancellationToken cancellationToken)
+    private static async Task<double> SoloColdTtftAsync(LoadGenerator generator, int tokens, (int Min, int Max) ids, CancellationToken cancellationToken)
     {
-        var rng = new Random(-2);
+        var rng = new Random(2);
         var outcome = await generator.SendOneAsync(
-            new WorkloadRequest(-1, -1, -1, 0, 0, Enumerable.Range(0, tokens).Select(_ => rng.Next(tokenMax)).ToArray(), 1, -1), cancellationToken);
+            new WorkloadRequest(-1, -1, -1, 0, 0, Enumerable.Range(0, tokens).Select(_ => rng.Next(ids.Min, ids.Max)).ToArray(), 1, -1), cancellationToken);
         if (!outcome.Ok) throw new InvalidOperationException($"the lone cold request failed: {outcome.Error}");
         return outcome.TtftSeconds;
     }
