@@ -197,7 +197,7 @@ internal static class RouterBench
         {
             command = "router " + string.Join(' ', args),
             machine = new { cores = Environment.ProcessorCount },
-            workload = w with { TokenMin = w.TokenMin },
+            workload = w,
             requests = trace.Count,
             cluster = new { workers, kv_blocks_per_worker = kv, block_size = blockSize, threads_per_worker = 1, preset = "small", distinct_blocks = uniqueBlocks },
             oracles = new[] { unbounded, lru }.Select(o => new { o.Name, o.PromptTokens, o.CachedTokens, o.HitRate }),
