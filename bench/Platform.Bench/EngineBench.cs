@@ -126,6 +126,7 @@ internal static class EngineBench
         return 0;
     }
 
+    /// <summary>The random-weight preset's model directory under the platform cache, created on first use.</summary>
     internal static string EnsureModel(string preset)
     {
         string dir = Path.Combine(Environment.GetEnvironmentVariable("PLATFORM_CACHE")

@@ -16,6 +16,8 @@ internal static class Program
                 return await EngineBench.Run(rest);
             case "dist":
                 return await DistBench.Run(rest);
+            case "router":
+                return await Router.RouterBench.Run(rest);
             default:
                 Console.Error.WriteLine("usage: Platform.Bench <mode> [args]");
                 Console.Error.WriteLine("modes:");
@@ -25,6 +27,9 @@ internal static class Program
                 Console.Error.WriteLine("      engine prefill/decode tokens/s at each context and batch, decode as a fraction of the bandwidth bound");
                 Console.Error.WriteLine("  dist [--preset small] [--worker-kv-tokens M] [--workers N]... [--decode-tokens N] [--json FILE]");
                 Console.Error.WriteLine("      DistAttention: largest servable prompt with N workers, decode slowdown across two workers");
+                Console.Error.WriteLine("  router [--quick] [--workers N] [--rate R] [--requests N | --duration S] [--groups N] [--conversations-per-group N]");
+                Console.Error.WriteLine("         [--system-prompt-tokens N] [--turns N] [--output-tokens N] [--seed N] [--policies a,b,c] [--json FILE]");
+                Console.Error.WriteLine("      placement policies on a shared-prefix multi-turn workload over real worker and router processes");
                 return 2;
         }
     }

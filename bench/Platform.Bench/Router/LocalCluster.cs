@@ -1,0 +1,176 @@
+// The processes the `router` benchmark drives, started as `platform up` starts
+// them: N platform-worker processes on loopback (free ports, one engine thread
+// each, a fixed KV pool), then platform-router pointed at them with a policy.
+// Between policies the router is restarted and the workers too: a worker has no
+// API to drop its prefix cache, and a fresh process also resets its metrics.
+// Also reads the router's Prometheus text (workers in the pool, the overhead
+// histogram).
+using System.Globalization;
+using Platform.Cli;
+using Platform.Worker;
+
+namespace Platform.Bench.Router;
+
+public sealed record ClusterOptions(string ModelDir, int Workers, int KvBlocksPerWorker, int ThreadsPerWorker, int MaxBatchTokens);
+
+public sealed class LocalCluster : IAsyncDisposable
+{
+    private readonly ClusterOptions _options;
+    private readonly List<WorkerProcess> _workers = [];
+    private ChildProcess? _router;
+
+    public LocalCluster(ClusterOptions options) => _options = options;
+
+    public Uri? RouterUrl { get; private set; }
+
+    /// <summary>Starts fresh workers (stopping any running ones first), all at once.</summary>
+    public async Task StartWorkersAsync(CancellationToken cancellationToken)
+    {
+        await StopWorkersAsync();
+        var starts = Enumerable.Range(0, _options.Workers).Select(i => WorkerProcess.StartAsync(
+            [
+                "--model", _options.ModelDir, "--port", "0", "--http-port", "0", "--worker-id", $"worker-{i}",
+                "--threads", _options.ThreadsPerWorker.ToString(CultureInfo.InvariantCulture),
+                "--kv-blocks", _options.KvBlocksPerWorker.ToString(CultureInfo.InvariantCulture),
+                "--max-batch-tokens", _options.MaxBatchTokens.ToString(CultureInfo.InvariantCulture),
+                "--seed", "1", "--log-level", "Warning",
+            ], readyTimeout: TimeSpan.FromMinutes(5), cancellationToken: cancellationToken)).ToList();
+        try
+        {
+            _workers.AddRange(await Task.WhenAll(starts));
+        }
+        catch
+        {
+            foreach (var t in starts.Where(t => t.IsCompletedSuccessfully)) await t.Result.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>Starts the router with <paramref name="policy"/> and waits until every worker is in its pool.</summary>
+    public async Task StartRouterAsync(string policy, CancellationToken cancellationToken)
+    {
+        await StopRouterAsync();
+        string dll = Path.Combine(AppContext.BaseDirectory, "platform-router.dll");
+        _router = ChildProcess.Start("router", dll,
+        [
+            "--model", _options.ModelDir, "--workers", string.Join(',', _workers.Select(w => w.GrpcAddress.ToString().TrimEnd('/'))),
+            "--port", "0", "--policy", policy, "--Logging:LogLevel:Default", "Warning",
+        ]);
+        RouterUrl = new Uri(await _router.WaitForLineAsync("PLATFORM_ROUTER_LISTENING", TimeSpan.FromSeconds(60), cancellationToken));
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (DateTime.UtcNow < deadline)
+        {
+            if (_router.HasExited) throw new InvalidOperationException($"the router exited during start:\n{_router.Tail}");
+            try
+            {
+                var metrics = await http.GetStringAsync(new Uri(RouterUrl, "/metrics"), cancellationToken);
+                if (PrometheusText.Gauge(metrics, "router_workers_available") >= _options.Workers) return;
+            }
+            catch (HttpRequestException)
+            {
+                // Not answering yet.
+            }
+            await Task.Delay(250, cancellationToken);
+        }
+        throw new InvalidOperationException($"the router did not see all {_options.Workers} workers within 60 s:\n{_router.Tail}");
+    }
+
+    /// <summary>The router's Prometheus text.</summary>
+    public async Task<string> RouterMetricsAsync(HttpClient http, CancellationToken cancellationToken) =>
+        await http.GetStringAsync(new Uri(RouterUrl ?? throw new InvalidOperationException("no router"), "/metrics"), cancellationToken);
+
+    public async Task StopRouterAsync()
+    {
+        if (_router is null) return;
+        await _router.StopAsync(TimeSpan.FromSeconds(15));
+        await _router.DisposeAsync();
+        _router = null;
+        RouterUrl = null;
+    }
+
+    private async Task StopWorkersAsync()
+    {
+        foreach (var w in _workers) w.Terminate();
+        foreach (var w in _workers)
+        {
+            try
+            {
+                await w.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(20));
+            }
+            catch (TimeoutException)
+            {
+                // DisposeAsync kills it.
+            }
+            await w.DisposeAsync();
+        }
+        _workers.Clear();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await StopRouterAsync();
+        await StopWorkersAsync();
+    }
+}
+
+/// <summary>Just enough of the Prometheus text format for the figures the benchmark reads.</summary>
+public static class PrometheusText
+{
+    /// <summary>Sum of the samples of <paramref name="name"/> (any labels), or NaN when absent.</summary>
+    public static double Gauge(string text, string name)
+    {
+        double sum = double.NaN;
+        foreach (var (_, value) in Samples(text, name))
+            sum = double.IsNaN(sum) ? value : sum + value;
+        return sum;
+    }
+
+    /// <summary>Cumulative histogram buckets (upper bound → count) of <paramref name="name"/>, summed over other labels.</summary>
+    public static SortedDictionary<double, double> Buckets(string text, string name)
+    {
+        var buckets = new SortedDictionary<double, double>();
+        foreach (var (labels, value) in Samples(text, name + "_bucket"))
+        {
+            int at = labels.IndexOf("le=\"", StringComparison.Ordinal);
+            if (at < 0) continue;
+            int end = labels.IndexOf('"', at + 4);
+            string le = labels[(at + 4)..end];
+            double bound = le == "+Inf" ? double.PositiveInfinity : double.Parse(le, CultureInfo.InvariantCulture);
+            buckets[bound] = buckets.GetValueOrDefault(bound) + value;
+        }
+        return buckets;
+    }
+
+    /// <summary>The upper bound of the bucket holding quantile <paramref name="q"/> (an upper estimate), or NaN without samples.</summary>
+    public static double QuantileUpperBound(SortedDictionary<double, double> buckets, double q)
+    {
+        ArgumentNullException.ThrowIfNull(buckets);
+        if (buckets.Count == 0) return double.NaN;
+        double total = buckets.Values.Max();
+        if (total <= 0) return double.NaN;
+        foreach (var (bound, count) in buckets)
+            if (count >= q * total) return bound;
+        return double.PositiveInfinity;
+    }
+
+    private static IEnumerable<(string Labels, double Value)> Samples(string text, string name)
+    {
+        foreach (var raw in text.Split('\n'))
+        {
+            var line = raw.Trim();
+            if (line.Length == 0 || line[0] == '#' || !line.StartsWith(name, StringComparison.Ordinal)) continue;
+            var rest = line[name.Length..];
+            string labels = "";
+            if (rest.StartsWith('{'))
+            {
+                int close = rest.IndexOf('}', StringComparison.Ordinal);
+                labels = rest[..(close + 1)];
+                rest = rest[(close + 1)..];
+            }
+            else if (rest.Length == 0 || rest[0] != ' ') continue; // a longer metric name with this prefix
+            var parts = rest.Trim().Split(' ');
+            if (double.TryParse(parts[0], NumberStyles.Float, CultureInfo.InvariantCulture, out double value)) yield return (labels, value);
+        }
+    }
+}
