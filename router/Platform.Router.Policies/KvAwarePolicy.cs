@@ -14,7 +14,9 @@
 //
 //   cost_w    = prefill_w + QueuedPrefillWeight × queued_w + DecodeLoadWeight × decode_w
 //
-// The worker with the lowest cost wins; ties go to fewer requests, then to the injected random draw.
+// The worker with the lowest cost wins; ties go to fewer requests, then to the worker holding fewer
+// blocks in the index (a new prefix goes where it evicts the least, so groups of requests sharing
+// new prefixes spread over the workers instead of piling up by chance), then to the random draw.
 //
 // Hot-spot guard: with requests_w = max(running + waiting reported, this router's in-flight count)
 // and min = the smallest requests_w among the candidates, a worker is hot when
@@ -77,18 +79,20 @@ public sealed class KvAwarePolicy : IPlacementPolicy
 
         WorkerState? best = null;
         double bestCost = double.PositiveInfinity;
-        int bestRequests = int.MaxValue;
+        int bestRequests = int.MaxValue, bestHeld = int.MaxValue;
         int ties = 0;
         foreach (var w in cool)
         {
             double cost = Cost(request, w, overlaps);
             int requests = WorkerLoadMath.Requests(w);
-            int cmp = best is null ? -1 : (cost, requests).CompareTo((bestCost, bestRequests));
+            int held = _index.WorkerBlockCount(w.Id);
+            int cmp = best is null ? -1 : (cost, requests, held).CompareTo((bestCost, bestRequests, bestHeld));
             if (cmp < 0)
             {
                 best = w;
                 bestCost = cost;
                 bestRequests = requests;
+                bestHeld = held;
                 ties = 1;
             }
             else if (cmp == 0 && _random.Next(++ties) == 0)

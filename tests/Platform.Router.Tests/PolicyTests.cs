@@ -148,6 +148,16 @@ public sealed class PolicyTests
     }
 
     [Fact]
+    public void A_new_prefix_goes_to_the_worker_holding_fewer_blocks_when_costs_and_loads_tie()
+    {
+        // a holds blocks of some other prefix (ids 1..6); the request's blocks (100..) are on nobody.
+        var index = IndexWith("a", 6);
+        var p = new KvAwarePolicy(index, new KvAwareOptions { DecodeLoadWeight = 0 }, new ScriptedRandom(0, 0, 0, 0));
+        var fresh = new PlacementRequest([100, 101, 102], 3 * BlockSize + 5, BlockSize, null);
+        for (int i = 0; i < 4; i++) Assert.Equal("b", p.Place(fresh, [Worker("a"), Worker("b")]).Worker!.Id);
+    }
+
+    [Fact]
     public void Session_affinity_is_stable_and_moves_only_the_departed_workers_sessions()
     {
         var p = new KvAwarePolicy(new PrefixIndex(), new KvAwareOptions(), new ScriptedRandom());
