@@ -14,6 +14,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using Platform.Engine;
 using Platform.Engine.Scheduling;
+using Microsoft.Extensions.DependencyInjection;
 using Platform.Worker;
 using Spectre.Console;
 
@@ -92,7 +93,8 @@ internal static class DistBench
             {
                 split = await DecodeSecondsPerTokenAsync(pair[0].Engine, context, decodeTokens);
                 var waited = pair[0].Engine.GetDistAttentionStats().RemoteAttentionTime;
-                AnsiConsole.MarkupLine($"[grey]waiting for the peer: {waited.TotalMilliseconds / decodeTokens:F2} ms per token ({pair[0].Engine.Config.NumLayers} layers)[/]");
+                var lender = pair[1].Services.GetRequiredService<EngineHost>().Lender!;
+                AnsiConsole.MarkupLine($"[grey]waiting for the peer (prefill and decode): {waited.TotalMilliseconds:F0} ms; the peer serving {lender.AttendCalls} layer calls: {lender.AttendTime.TotalMilliseconds:F0} ms[/]");
             }
             finally { foreach (var w in pair) await w.DisposeAsync(); }
             var big = await StartAsync(model, 1, context * 2, threads);

@@ -56,6 +56,9 @@ public sealed class WorkerMetrics
             "KV blocks this worker's sequences hold on peers (DistAttention debtor).");
         meter.CreateObservableGauge("platform.dist_attention.borrowing_sequences", () => Dist(d => d.BorrowingSequences), "{sequence}",
             "Sequences of this worker that keep part of their KV on peers.");
+        meter.CreateObservableCounter("platform.dist_attention.served_attention_time",
+            () => _engines.Lender is { } lender ? [new Measurement<double>(lender.AttendTime.TotalSeconds, _model)] : Array.Empty<Measurement<double>>(), "s",
+            "Time this worker spent serving peers' attention over the blocks it lent (DistAttention creditor).");
         meter.CreateObservableCounter("platform.dist_attention.remote_attention_time", () => Dist(d => d.RemoteAttentionTime.TotalSeconds), "s",
             "Time finished DistAttention sequences waited for their peers' partial attention.");
 

@@ -39,6 +39,11 @@ public sealed class KvLender : IDisposable
     /// <summary>Blocks currently lent to peers.</summary>
     public int LentBlocks => Volatile.Read(ref _lentBlocks);
     public int Reservations => _reservations.Count;
+    /// <summary>Time spent serving attention for peers (writing their K/V and computing partials).</summary>
+    public TimeSpan AttendTime => TimeSpan.FromTicks(Interlocked.Read(ref _attendTicks));
+    public long AttendCalls => Interlocked.Read(ref _attendCalls);
+
+    private long _attendTicks, _attendCalls;
 
     /// <summary>Reserves blocks for <c>tokens</c> positions; tokens = 0 only asks how much could be lent.</summary>
     public async Task<ReserveReply> ReserveAsync(ReserveRequest request)
@@ -92,7 +97,20 @@ public sealed class KvLender : IDisposable
         if (request.Queries.Length != queries * qRow * 4)
             return new AttendReply { Error = $"queries must hold {queries}×{c.NumHeads}×{c.HeadDim} float32 values" };
 
-        lock (r)
+        long started = System.Diagnostics.Stopwatch.GetTimestamp();
+        try
+        {
+            lock (r) return AttendLocked(request, r, c, kvRow, qRow, newKv, queries);
+        }
+        finally
+        {
+            Interlocked.Add(ref _attendTicks, System.Diagnostics.Stopwatch.GetElapsedTime(started).Ticks);
+            Interlocked.Increment(ref _attendCalls);
+        }
+    }
+
+    private unsafe AttendReply AttendLocked(AttendRequest request, Reservation r, Core.Models.ModelConfig c, int kvRow, int qRow, int newKv, int queries)
+    {
         {
             if (r.Released) return new AttendReply { Error = $"reservation {r.Id} was released" };
             var (keyPool, valuePool) = _engine.KvPointers(request.Layer);
