@@ -47,7 +47,7 @@ internal static class ProtoMapping
             FinishReason = ToProto(chunk.Finish),
             PromptTokens = chunk.PromptTokens,
             CompletionTokens = chunk.CompletionTokens,
-            Cached = new Proto.CachedTokens { Device = chunk.CachedTokens },
+            Cached = ToProto(chunk.CachedByTier),
         };
         message.TokenIds.AddRange(chunk.TokenIds);
         if (chunk.Error is not null) message.Error = chunk.Error;
@@ -67,6 +67,9 @@ internal static class ProtoMapping
             Healthy = healthy,
             Draining = draining,
         };
+
+    public static Proto.CachedTokens ToProto(CachedTokenSplit split) =>
+        new() { Device = split.Device, Host = split.Host, Remote = split.Remote };
 
     public static Proto.KvTier ToProto(CoreKv.KvTier tier) => tier switch
     {
