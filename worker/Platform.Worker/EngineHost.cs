@@ -21,8 +21,12 @@ public sealed class EngineHost : IHostedService, IDisposable
     private Task _loading = Task.CompletedTask;
     private volatile LlmEngine? _engine;
 
-    public EngineHost(IOptions<WorkerOptions> options, ILoggerFactory loggerFactory, IHostApplicationLifetime lifetime, WorkerAnnouncer announcer)
+    private readonly Platform.KvCache.KvTierMetrics _kvMetrics;
+
+    public EngineHost(IOptions<WorkerOptions> options, ILoggerFactory loggerFactory, IHostApplicationLifetime lifetime, WorkerAnnouncer announcer,
+        Platform.KvCache.KvTierMetrics kvMetrics)
     {
+        _kvMetrics = kvMetrics;
         _options = options.Value;
         _loggerFactory = loggerFactory;
         _logger = loggerFactory.CreateLogger<EngineHost>();
@@ -51,6 +55,18 @@ public sealed class EngineHost : IHostedService, IDisposable
         try
         {
             var engine = LlmEngine.Load(_options.ModelDirectory, _options.Engine, progress: null, _loggerFactory.CreateLogger<LlmEngine>());
+            if (_options.KvTier.ParsedMode != Platform.KvCache.KvTierMode.Off)
+            {
+                try
+                {
+                    engine.EnableKvTierAsync(_options.ResolvedKvTier, _kvMetrics).GetAwaiter().GetResult();
+                }
+                catch
+                {
+                    engine.Dispose();
+                    throw;
+                }
+            }
             _engine = engine;
             Log.ModelLoaded(_logger, watch.Elapsed.TotalSeconds, engine.Fingerprint.Canonical, engine.TotalKvBlocks, engine.MaxContextTokens);
             _announcer.Announce("PLATFORM_WORKER_READY");

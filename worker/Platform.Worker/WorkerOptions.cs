@@ -5,6 +5,7 @@
 using System.Net;
 using Microsoft.Extensions.Options;
 using Platform.Engine;
+using Platform.KvCache;
 
 namespace Platform.Worker;
 
@@ -40,6 +41,15 @@ public sealed class WorkerOptions
     public bool AnnounceOnStdout { get; set; } = true;
 
     public EngineOptions Engine { get; set; } = new();
+
+    /// <summary>KV tier below the device pool (host memory, shared Redis store). Off unless configured; `platform up` turns it on.</summary>
+    public KvTierOptions KvTier { get; set; } = new() { Mode = "off" };
+
+    /// <summary>The KV tier settings with the Redis password taken from $REDIS_PASSWORD when not configured (the operator mounts it so).</summary>
+    public KvTierOptions ResolvedKvTier =>
+        KvTier.Remote.Password is null && Environment.GetEnvironmentVariable("REDIS_PASSWORD") is { Length: > 0 } pw
+            ? KvTier with { Remote = KvTier.Remote with { Password = pw } }
+            : KvTier;
 
     public string ResolvedServedModelName =>
         !string.IsNullOrWhiteSpace(ServedModelName) ? ServedModelName
@@ -93,6 +103,17 @@ public static class WorkerCommandLine
         ["--threads"] = "Worker:Engine:Threads",
         ["--max-context"] = "Worker:Engine:MaxContextTokens",
         ["--seed"] = "Worker:Engine:DefaultSeed",
+        ["--kv-tier"] = "Worker:KvTier:Mode",
+        ["--kv-host-memory"] = "Worker:KvTier:HostMemory",
+        ["--kv-store-dtype"] = "Worker:KvTier:StoreDtype",
+        ["--kv-write-queue"] = "Worker:KvTier:WriteQueueBlocks",
+        ["--redis"] = "Worker:KvTier:Remote:Address",
+        ["--redis-user"] = "Worker:KvTier:Remote:User",
+        ["--redis-password"] = "Worker:KvTier:Remote:Password",
+        ["--redis-tls"] = "Worker:KvTier:Remote:Tls",
+        ["--kv-key-prefix"] = "Worker:KvTier:Remote:KeyPrefix",
+        ["--kv-ttl-seconds"] = "Worker:KvTier:Remote:TtlSeconds",
+        ["--kv-remote-timeout-ms"] = "Worker:KvTier:Remote:OperationTimeoutMs",
     };
 
     public const string Usage = """
@@ -116,6 +137,13 @@ public static class WorkerCommandLine
         engine:
           --block-size N --max-batch-tokens N --max-running-requests N --kv-blocks N --kv-bytes N
           --kv-memory-fraction F --dtype float32|bfloat16|float16 --threads N --max-context N --seed N
+        KV tier (docs/kvcache.md):
+          --kv-tier off|host|remote   off (default): device pool only; host: + host memory; remote: + shared Redis store
+          --kv-host-memory SIZE       host-memory budget, e.g. 4GiB (default 1GiB)
+          --kv-store-dtype auto|float16  stored block dtype (auto = lossless)
+          --redis HOST:PORT           the shared store (with --kv-tier remote); --redis-user, --redis-password
+                                      (or $REDIS_PASSWORD), --redis-tls true
+          --kv-key-prefix P --kv-ttl-seconds N --kv-remote-timeout-ms N --kv-write-queue N
 
         Every option is also a configuration key (Worker:Port, Worker:Engine:BlockSize, ...) and an
         environment variable (Worker__Port, Worker__Engine__BlockSize, ...).
@@ -154,6 +182,7 @@ internal sealed class WorkerOptionsValidator : IValidateOptions<WorkerOptions>
             errors.Add($"--log-format must be simple or json, got '{o.LogFormat}'.");
         if (!double.IsFinite(o.EngineStallSeconds) || o.EngineStallSeconds < 1)
             errors.Add($"--engine-stall-seconds must be at least 1 (longer than the slowest engine step), got {o.EngineStallSeconds}.");
+        errors.AddRange((o.KvTier ?? new KvTierOptions()).Validate());
         try
         {
             o.Engine.Validate();
