@@ -126,7 +126,7 @@ internal static class EngineBench
         return 0;
     }
 
-    private static string EnsureModel(string preset)
+    internal static string EnsureModel(string preset)
     {
         string dir = Path.Combine(Environment.GetEnvironmentVariable("PLATFORM_CACHE")
             ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "platform"), $"bench-{preset}");

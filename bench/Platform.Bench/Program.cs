@@ -14,6 +14,8 @@ internal static class Program
                 return KernelBench.Run(rest);
             case "engine":
                 return await EngineBench.Run(rest);
+            case "kvtier":
+                return await KvTierBench.Run(rest);
             default:
                 Console.Error.WriteLine("usage: Platform.Bench <mode> [args]");
                 Console.Error.WriteLine("modes:");
@@ -21,6 +23,8 @@ internal static class Program
                 Console.Error.WriteLine("      decode GEMV (fp32/fp16/TorchSharp linear) vs streaming-read bandwidth");
                 Console.Error.WriteLine("  engine [--preset small|medium]... [--context N]... [--batch N]... [--decode-tokens N] [--json FILE]");
                 Console.Error.WriteLine("      engine prefill/decode tokens/s at each context and batch, decode as a fraction of the bandwidth bound");
+                Console.Error.WriteLine("  kvtier [--preset small] [--prefix N] [--threads N] [--json FILE]");
+                Console.Error.WriteLine("      time to first token with a long shared prefix: cold, device, host, remote (redis-server), remote (embedded Garnet)");
                 return 2;
         }
     }

@@ -234,6 +234,19 @@ public sealed partial class LlmEngine : IDisposable
         LogKvTier(_logger, mode.ToString(), host.Capacity, layout.EncodedBytes, options.Remote.Address ?? "-");
     }
 
+    /// <summary>Forgets every block of the device prefix cache (benchmarks: makes the next lookup go to the lower tiers).</summary>
+    internal Task ClearDeviceCacheAsync()
+    {
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Enqueue(() =>
+        {
+            _kv.Pool.ClearCache();
+            PublishEvents();
+            done.SetResult();
+        });
+        return done.Task;
+    }
+
     private void RequestPublish()
     {
         if (Interlocked.Exchange(ref _publishRequested, 1) == 0)
