@@ -65,8 +65,10 @@ public sealed record RemoteTierOptions
     public int TtlSeconds { get; init; } = 3600;
     /// <summary>Largest value written; bigger blocks stay local.</summary>
     public int MaxValueBytes { get; init; } = 8 << 20;
-    /// <summary>Budget of one put batch, and of a prefix fetch before the request computes instead.</summary>
+    /// <summary>Budget of one put batch, and of each block of a prefix fetch (a fetch that stalls this long computes instead).</summary>
     public int OperationTimeoutMs { get; init; } = 500;
+    /// <summary>Cap on one whole prefix fetch; what arrived by then is used, the rest computed.</summary>
+    public int MaxFetchMs { get; init; } = 5000;
     public int ConnectTimeoutMs { get; init; } = 2000;
     /// <summary>GETs in flight per prefix fetch (pipelining window).</summary>
     public int PipelineDepth { get; init; } = 64;
@@ -85,6 +87,7 @@ public sealed record RemoteTierOptions
         if (TtlSeconds < 0) yield return $"{prefix}:TtlSeconds is {TtlSeconds}; set 0 (no expiry) or more.";
         if (MaxValueBytes < 1024) yield return $"{prefix}:MaxValueBytes is {MaxValueBytes}; set at least 1024.";
         if (OperationTimeoutMs < 1) yield return $"{prefix}:OperationTimeoutMs is {OperationTimeoutMs}; set a positive number of milliseconds.";
+        if (MaxFetchMs < OperationTimeoutMs) yield return $"{prefix}:MaxFetchMs is {MaxFetchMs}; set at least OperationTimeoutMs ({OperationTimeoutMs}).";
         if (ConnectTimeoutMs < 1) yield return $"{prefix}:ConnectTimeoutMs is {ConnectTimeoutMs}; set a positive number of milliseconds.";
         if (PipelineDepth < 1) yield return $"{prefix}:PipelineDepth is {PipelineDepth}; set at least 1.";
         if (PutBatchBlocks < 1) yield return $"{prefix}:PutBatchBlocks is {PutBatchBlocks}; set at least 1.";

@@ -10,7 +10,11 @@
 //
 // Faults never reach a request: every operation has a deadline
 // (OperationTimeoutMs, enforced here rather than by StackExchange.Redis, which
-// only notices timeouts on a 1 s heartbeat); commands fail fast while the
+// only notices timeouts on a 1 s heartbeat). A prefix fetch's deadline is one of
+// progress: each block must arrive within OperationTimeoutMs of the previous one
+// (a hung store is noticed in that time, while a long healthy fetch of many MB is
+// not cut short), and the whole fetch is capped at MaxFetchMs; blocks that arrived
+// before a deadline are still used; commands fail fast while the
 // connection is down (BacklogPolicy.FailFast) and the multiplexer reconnects by
 // itself; a Polly circuit breaker counts failed operations and, once open, makes
 // every operation a free skip for BreakerBreakMs, then lets one probe through.
@@ -201,14 +205,17 @@ public sealed partial class RedisKvTier : IAsyncDisposable
         int issued = 0;
         int depth = _options.PipelineDepth;
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        using var cap = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token);
+        cap.CancelAfter(_options.MaxFetchMs);
         deadline.CancelAfter(_timeout);
         try
         {
             for (; issued < Math.Min(depth, s.Count); issued++) tasks[issued] = _db.StringGetLeaseAsync(Key(s.Hashes[s.Start + issued]));
             for (int i = 0; i < s.Count; i++)
             {
-                using var lease = await tasks[i].WaitAsync(deadline.Token).ConfigureAwait(false);
+                using var lease = await tasks[i].WaitAsync(cap.Token).ConfigureAwait(false);
                 tasks[i] = null!;
+                deadline.CancelAfter(_timeout); // progress: the next block gets a fresh budget
                 if (issued < s.Count)
                 {
                     tasks[issued] = _db.StringGetLeaseAsync(Key(s.Hashes[s.Start + issued]));

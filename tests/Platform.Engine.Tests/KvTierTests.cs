@@ -157,9 +157,9 @@ public sealed class KvTierTests
     }
 
     [Fact]
-    public async Task With_redis_down_requests_are_served_promptly_from_device_and_host()
+    public async Task With_redis_down_requests_are_served_promptly_and_the_tier_resumes_when_it_returns()
     {
-        var redis = await RedisServerProcess.StartAsync();
+        await using var redis = await RedisServerProcess.StartAsync();
         string address = redis.Address;
         await redis.StopAsync();
         using var engine = Engine();
@@ -180,6 +180,21 @@ public sealed class KvTierTests
         var p = Prompt(100, 10);
         var hit = await Run(engine, p);
         Assert.Equal(96, hit.Last.CachedTokens);
+
+        // Redis returns (empty): the tier resumes by itself and new blocks reach it again.
+        await redis.StartAgainAsync();
+        await using var direct = await ConnectionMultiplexer.ConnectAsync(address);
+        var server = direct.GetServer(direct.GetEndPoints()[0]);
+        var until = DateTime.UtcNow.AddSeconds(30);
+        int seed = 100;
+        while (await server.DatabaseSizeAsync() == 0 && DateTime.UtcNow < until)
+        {
+            await Run(engine, Prompt(40, seed++));
+            await engine.KvTiers.FlushAsync();
+            await Task.Delay(200);
+        }
+        Assert.True(await server.DatabaseSizeAsync() > 0, "the remote tier did not resume after Redis came back");
+        Assert.False(engine.KvTiers.Remote.BreakerOpen);
     }
 
     [Fact]

@@ -150,4 +150,28 @@ public sealed class RedisTierTests
         Assert.False(tier.BreakerOpen);
         Assert.Equal(4, await tier.FetchPrefixAsync(hashes, 0, 4, Decoder(layout, hashes, [])));
     }
+
+    [Fact]
+    public async Task A_stalled_server_costs_one_operation_budget_not_the_stall()
+    {
+        await using var server = await RedisServerProcess.StartAsync("--enable-debug-command", "yes");
+        using var metrics = new KvTierMetrics();
+        await using var tier = await RedisKvTier.ConnectAsync(Options(server), "fp1", metrics);
+        var (layout, hashes, encoded) = Blocks(4);
+        var all = Enumerable.Range(0, 4).Select(i => (hashes[i], (ReadOnlyMemory<byte>)encoded[i])).ToList();
+        Assert.Equal(4, await tier.PutAsync(all));
+
+        await using var direct = await ConnectionMultiplexer.ConnectAsync(server.Address);
+        _ = direct.GetDatabase().ExecuteAsync("DEBUG", "SLEEP", "3"); // the server stops answering for 3 s
+        await Task.Delay(100);
+        var sw = Stopwatch.StartNew();
+        Assert.Equal(0, await tier.FetchPrefixAsync(hashes, 0, 4, Decoder(layout, hashes, [])));
+        Assert.Equal(0, await tier.PutAsync(all));
+        Assert.InRange(sw.ElapsedMilliseconds, 0, 1200); // two operations of 300 ms, not 3 s
+
+        var until = DateTime.UtcNow.AddSeconds(15);
+        int n = 0;
+        while (DateTime.UtcNow < until && (n = await tier.FetchPrefixAsync(hashes, 0, 4, Decoder(layout, hashes, []))) != 4) await Task.Delay(200);
+        Assert.Equal(4, n);
+    }
 }
