@@ -39,12 +39,6 @@ internal static class UpCommand
         {
             int n = parse.GetValue(workers);
             if (n < 1) { await Console.Error.WriteLineAsync("error: --workers must be at least 1."); return 2; }
-            string dir = parse.GetValue(model) ?? DemoModel.Ensure();
-            if (parse.GetValue(model) is { } m && !File.Exists(Path.Combine(m, "config.json")))
-            {
-                await Console.Error.WriteLineAsync($"error: {m} has no config.json; --model must be a HuggingFace model directory.");
-                return 2;
-            }
             string tier = parse.GetValue(kvTier)!.ToLowerInvariant();
             if (tier is not ("off" or "host" or "remote"))
             {
@@ -62,6 +56,12 @@ internal static class UpCommand
                 await Console.Error.WriteLineAsync(tier != "remote"
                     ? $"error: --redis is only used with --kv-tier remote (got --kv-tier {tier})."
                     : $"error: --redis '{redisAddress}' is not HOST:PORT (e.g. 127.0.0.1:6379).");
+                return 2;
+            }
+            string dir = parse.GetValue(model) ?? DemoModel.Ensure();
+            if (parse.GetValue(model) is { } m && !File.Exists(Path.Combine(m, "config.json")))
+            {
+                await Console.Error.WriteLineAsync($"error: {m} has no config.json; --model must be a HuggingFace model directory.");
                 return 2;
             }
             EmbeddedGarnet? garnet = null;

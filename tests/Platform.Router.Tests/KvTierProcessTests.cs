@@ -72,6 +72,18 @@ public sealed class KvTierProcessTests
             Assert.Equal(56 * 16, remote);
             Assert.Equal(0, byTier.GetProperty("device").GetInt32());
             Assert.Equal(first.Text, second.Text);
+
+            // The worker's /metrics shows where the prefix came from.
+            var lines = new List<string>();
+            foreach (var w in workers)
+            {
+                using var metricsHttp = new HttpClient { BaseAddress = w.HttpAddress };
+                lines.AddRange((await metricsHttp.GetStringAsync("/metrics")).Split('\n'));
+            }
+            Assert.Contains(lines, l => l.StartsWith("kv_tier_hit_blocks_total{", StringComparison.Ordinal) && l.Contains("tier=\"remote\"", StringComparison.Ordinal)
+                && l.Split(' ')[^1] == "56");
+            Assert.Contains(lines, l => l.StartsWith("kv_tier_written_blocks_total{", StringComparison.Ordinal) && l.Contains("tier=\"remote\"", StringComparison.Ordinal));
+            Assert.Contains(lines, l => l.StartsWith("kv_tier_remote_breaker_open", StringComparison.Ordinal) && l.Split(' ')[^1] == "0");
         }
         finally
         {
