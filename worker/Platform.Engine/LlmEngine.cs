@@ -43,6 +43,7 @@ public sealed partial class LlmEngine : IDisposable
     private volatile bool _stopping;
     private volatile KvTierService? _tiers;
     private int _publishRequested;
+    private KvTierMetrics? _ownedMetrics;
     private long _arrivals;
     private long _steps;
     private EngineStats _stats;
@@ -216,7 +217,7 @@ public sealed partial class LlmEngine : IDisposable
             throw new ArgumentException($"the KV tier needs float32 KV pools but the engine computes in {TorchDtypes.Name(_model.Dtype)}; use --dtype float32 or --kv-tier off.");
         var store = options.StoreDtype.ToLowerInvariant() is "float16" or "fp16" ? KvDtype.Float16 : KvDtype.Float32;
         var layout = KvBlockLayout.For(Fingerprint, KvDtype.Float32, store);
-        metrics ??= new KvTierMetrics();
+        if (metrics is null) metrics = _ownedMetrics = new KvTierMetrics();
         var host = new HostKvTier(options.HostMemoryBytes, layout.EncodedBytes);
         RedisKvTier? remote = mode == KvTierMode.Remote
             ? await RedisKvTier.ConnectAsync(options.Remote, Fingerprint.Id, metrics, _logger, cancellationToken: cancellationToken).ConfigureAwait(false)
@@ -555,6 +556,7 @@ public sealed partial class LlmEngine : IDisposable
                 LogSubscriberFailed(_logger, e);
             }
         }
+        _ownedMetrics?.Dispose();
         _kvStore.Dispose();
         _model.Dispose();
         _wake.Dispose();

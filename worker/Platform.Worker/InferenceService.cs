@@ -177,7 +177,7 @@ internal sealed class InferenceService : Inference.InferenceBase
     public override Task<LoadReport> GetLoad(LoadRequest request, ServerCallContext context)
     {
         var engine = _engines.Engine;
-        return Task.FromResult(ProtoMapping.ToLoadReport(engine?.GetStats(), engine is { Healthy: true }, _drain.IsDraining));
+        return Task.FromResult(ProtoMapping.ToLoadReport(engine?.GetStats(), engine is { Healthy: true }, _drain.IsDraining, engine?.KvTiers));
     }
 
     public override Task<WorkerInfo> GetInfo(InfoRequest request, ServerCallContext context)

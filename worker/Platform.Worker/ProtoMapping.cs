@@ -54,10 +54,13 @@ internal static class ProtoMapping
         return message;
     }
 
-    public static Proto.LoadReport ToLoadReport(EngineStats? stats, bool healthy, bool draining) => stats is null
+    public static Proto.LoadReport ToLoadReport(EngineStats? stats, bool healthy, bool draining, Platform.Engine.KvCache.KvTierService? tiers = null) => stats is null
         ? new Proto.LoadReport { Healthy = false, Draining = draining }
         : new Proto.LoadReport
         {
+            KvHostBlocks = tiers?.Host.Count ?? 0,
+            KvHostCapacityBlocks = tiers?.Host.Capacity ?? 0,
+            KvRemoteAvailable = tiers?.Remote is { IsConnected: true, BreakerOpen: false },
             Running = stats.Running,
             Waiting = stats.Waiting,
             QueuedPrefillTokens = stats.QueuedPrefillTokens,
