@@ -190,6 +190,14 @@ public sealed partial class LlmEngine : IDisposable
         {
             LogPrefetchFailed(_logger, e);
         }
+        if (_stopping)
+        {
+            // The engine loop may already have ended: nobody would run the command below.
+            KvTierService.ReleasePrefetch(request);
+            request.Output.TryWrite(new GenerationChunk([], "", FinishReason.Error, request.PromptLength, 0, 0, null, "the engine is shutting down"));
+            request.Output.TryComplete();
+            return;
+        }
         Enqueue(() =>
         {
             if (request.Status == RequestStatus.Finished || _stopping)
