@@ -64,7 +64,7 @@ internal static class KvTierBench
         {
             Mode = "remote",
             HostMemory = hostBytes.ToString(),
-            Remote = new RemoteTierOptions { Address = address, OperationTimeoutMs = 5000, KeyPrefix = $"bench{Environment.ProcessId}:" },
+            Remote = new RemoteTierOptions { Address = address, KeyPrefix = $"bench{Environment.ProcessId}:" }, // default budgets, as a worker runs
         };
 
         AnsiConsole.MarkupLine($"[grey]{preset} preset, shared prefix {prefix} tokens + 16 distinct, {threads} threads[/]");
