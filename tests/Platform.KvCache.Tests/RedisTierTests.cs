@@ -174,4 +174,24 @@ public sealed class RedisTierTests
         while (DateTime.UtcNow < until && (n = await tier.FetchPrefixAsync(hashes, 0, 4, Decoder(layout, hashes, []))) != 4) await Task.Delay(200);
         Assert.Equal(4, n);
     }
+
+    [Fact]
+    public async Task Auth_from_configuration_is_used_and_a_missing_password_only_disables_the_tier()
+    {
+        await using var server = await RedisServerProcess.StartAsync("--requirepass", "s3cret");
+        using var metrics = new KvTierMetrics();
+        var (layout, hashes, encoded) = Blocks(2);
+        var all = Enumerable.Range(0, 2).Select(i => (hashes[i], (ReadOnlyMemory<byte>)encoded[i])).ToList();
+
+        await using (var authed = await RedisKvTier.ConnectAsync(Options(server) with { Password = "s3cret" }, "fp1", metrics))
+        {
+            Assert.Equal(2, await authed.PutAsync(all));
+            Assert.Equal(2, await authed.FetchPrefixAsync(hashes, 0, 2, Decoder(layout, hashes, [])));
+        }
+        await using var anonymous = await RedisKvTier.ConnectAsync(Options(server), "fp1", metrics);
+        var sw = Stopwatch.StartNew();
+        Assert.Equal(0, await anonymous.PutAsync(all));
+        Assert.Equal(0, await anonymous.FetchPrefixAsync(hashes, 0, 2, Decoder(layout, hashes, [])));
+        Assert.InRange(sw.ElapsedMilliseconds, 0, 3000);
+    }
 }
