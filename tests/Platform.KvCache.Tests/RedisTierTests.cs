@@ -194,4 +194,27 @@ public sealed class RedisTierTests
         Assert.Equal(0, await anonymous.FetchPrefixAsync(hashes, 0, 2, Decoder(layout, hashes, [])));
         Assert.InRange(sw.ElapsedMilliseconds, 0, 3000);
     }
+
+    [Fact]
+    public async Task A_full_store_fails_puts_fast_and_the_tier_resumes_when_there_is_room()
+    {
+        // maxmemory 1 byte with noeviction: every write is refused with OOM.
+        await using var server = await RedisServerProcess.StartAsync("--maxmemory", "1", "--maxmemory-policy", "noeviction");
+        using var metrics = new KvTierMetrics();
+        await using var tier = await RedisKvTier.ConnectAsync(Options(server, breakMs: 1000), "fp1", metrics);
+        var (layout, hashes, encoded) = Blocks(2);
+        var all = Enumerable.Range(0, 2).Select(i => (hashes[i], (ReadOnlyMemory<byte>)encoded[i])).ToList();
+        var sw = Stopwatch.StartNew();
+        for (int i = 0; i < 5; i++) Assert.Equal(0, await tier.PutAsync(all));
+        Assert.InRange(sw.ElapsedMilliseconds, 0, 2000);
+        Assert.True(tier.BreakerOpen, "repeated refusals should open the breaker");
+
+        await using (var direct = await ConnectionMultiplexer.ConnectAsync(server.Address + ",allowAdmin=true"))
+            await direct.GetDatabase().ExecuteAsync("CONFIG", "SET", "maxmemory", "0");
+        var until = DateTime.UtcNow.AddSeconds(15);
+        int stored = 0;
+        while (DateTime.UtcNow < until && (stored = await tier.PutAsync(all)) != 2) await Task.Delay(200);
+        Assert.Equal(2, stored);
+        Assert.Equal(2, await tier.FetchPrefixAsync(hashes, 0, 2, Decoder(layout, hashes, [])));
+    }
 }
