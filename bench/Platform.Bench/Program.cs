@@ -18,6 +18,8 @@ internal static class Program
                 return await DistBench.Run(rest);
             case "router":
                 return await Router.RouterBench.Run(rest);
+            case "kvtier":
+                return await KvTierBench.Run(rest);
             default:
                 Console.Error.WriteLine("usage: Platform.Bench <mode> [args]");
                 Console.Error.WriteLine("modes:");
@@ -30,6 +32,8 @@ internal static class Program
                 Console.Error.WriteLine("  router [--quick] [--workers N] [--rate R] [--requests N | --duration S] [--groups N] [--conversations-per-group N]");
                 Console.Error.WriteLine("         [--system-prompt-tokens N] [--turns N] [--output-tokens N] [--seed N] [--policies a,b,c] [--json FILE]");
                 Console.Error.WriteLine("      placement policies on a shared-prefix multi-turn workload over real worker and router processes");
+                Console.Error.WriteLine("  kvtier [--preset small] [--prefix N] [--threads N] [--json FILE]");
+                Console.Error.WriteLine("      time to first token with a long shared prefix: cold, device, host, remote (redis-server), remote (embedded Garnet)");
                 return 2;
         }
     }

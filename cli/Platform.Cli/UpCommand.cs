@@ -4,9 +4,14 @@
 // and on Ctrl-C (or SIGTERM) stops the router and then the workers, each
 // draining first. If any child dies, everything is stopped and the exit code
 // says so: no half-running platform is left behind.
+// KV tier (docs/kvcache.md): by default (--kv-tier remote) the workers share a
+// Redis-compatible store; without --redis this process runs an embedded Garnet
+// server on loopback for them, stopped last.
 using System.CommandLine;
 using System.Net;
 using System.Net.Sockets;
+using Platform.KvCache;
+using Platform.KvCache.Garnet;
 using Spectre.Console;
 
 namespace Platform.Cli;
@@ -30,11 +35,34 @@ internal static class UpCommand
         {
             Description = "on | off: sequences too long for one worker keep KV on the others (default: on with 2+ workers)",
         };
-        var command = new Command("up", "Run router and workers on this machine") { model, demo, workers, port, policy, kvBlocks, kvTokens, maxContext, apiKey, distAttention };
+        var kvTier = new Option<string>("--kv-tier") { Description = "off | host | remote (host memory + shared store)", DefaultValueFactory = _ => "remote" };
+        var redis = new Option<string?>("--redis") { Description = "HOST:PORT of an external Redis for the shared KV tier (default: an embedded Garnet server)" };
+        var hostMemory = new Option<string>("--kv-host-memory") { Description = "Host-memory KV budget per worker, e.g. 2GiB", DefaultValueFactory = _ => "1GiB" };
+        var garnetMemory = new Option<string>("--garnet-memory") { Description = "Memory of the embedded Garnet store, e.g. 2g", DefaultValueFactory = _ => "1g" };
+        var command = new Command("up", "Run router and workers on this machine") { model, demo, workers, port, policy, kvBlocks, kvTokens, maxContext, apiKey, distAttention, kvTier, redis, hostMemory, garnetMemory };
         command.SetAction(async (parse, ct) =>
         {
             int n = parse.GetValue(workers);
             if (n < 1) { await Console.Error.WriteLineAsync("error: --workers must be at least 1."); return 2; }
+            string tier = parse.GetValue(kvTier)!.ToLowerInvariant();
+            if (tier is not ("off" or "host" or "remote"))
+            {
+                await Console.Error.WriteLineAsync($"error: --kv-tier must be off, host or remote, got '{tier}'.");
+                return 2;
+            }
+            if (!ByteSize.TryParse(parse.GetValue(hostMemory), out long hostBytes) || hostBytes < 1)
+            {
+                await Console.Error.WriteLineAsync($"error: --kv-host-memory '{parse.GetValue(hostMemory)}' is not a size; write e.g. 512MB or 4GiB.");
+                return 2;
+            }
+            string? redisAddress = parse.GetValue(redis);
+            if (redisAddress is not null && (tier != "remote" || !IsHostPort(redisAddress)))
+            {
+                await Console.Error.WriteLineAsync(tier != "remote"
+                    ? $"error: --redis is only used with --kv-tier remote (got --kv-tier {tier})."
+                    : $"error: --redis '{redisAddress}' is not HOST:PORT (e.g. 127.0.0.1:6379).");
+                return 2;
+            }
             string dir = parse.GetValue(model) ?? DemoModel.Ensure();
             if (parse.GetValue(model) is { } m && !File.Exists(Path.Combine(m, "config.json")))
             {
@@ -43,6 +71,21 @@ internal static class UpCommand
             }
             string dist = parse.GetValue(distAttention) ?? (n >= 2 ? "on" : "off");
             if (dist is not ("on" or "off")) { await Console.Error.WriteLineAsync($"error: --dist-attention must be on or off, got '{dist}'."); return 2; }
+            EmbeddedGarnet? garnet = null;
+            if (tier == "remote" && redisAddress is null)
+            {
+                try
+                {
+                    garnet = EmbeddedGarnet.Start(memory: parse.GetValue(garnetMemory)!);
+                }
+                catch (InvalidOperationException e)
+                {
+                    await Console.Error.WriteLineAsync($"error: {e.Message} Pass --redis HOST:PORT to use an external Redis, or --kv-tier host.");
+                    return 1;
+                }
+                redisAddress = garnet.Address;
+            }
+            using var garnetLifetime = garnet;
             int routerPort = parse.GetValue(port) is 0 ? FreePort() : parse.GetValue(port);
             // DistAttention peers must know each other's addresses before they start: pick the gRPC ports here.
             var grpcPorts = Enumerable.Range(0, n).Select(_ => dist == "on" ? FreePort() : 0).ToArray();
@@ -62,6 +105,9 @@ internal static class UpCommand
                     if (dist == "on" && n > 1)
                         args.AddRange(["--peers", string.Join(',', grpcPorts.Where((_, j) => j != i).Select(p => $"http://127.0.0.1:{p}"))]);
                     if (parse.GetValue(maxContext) is { } ctx) args.AddRange(["--max-context", ctx.ToString()]);
+                    args.AddRange(["--kv-tier", tier]);
+                    if (tier != "off") args.AddRange(["--kv-host-memory", parse.GetValue(hostMemory)!]);
+                    if (tier == "remote") args.AddRange(["--redis", redisAddress!]);
                     children.Add(ChildProcess.Start($"worker-{i}", Path.Combine(baseDir, "platform-worker.dll"), args));
                 }
                 await AnsiConsole.Status().StartAsync($"starting {n} worker(s)…", async _ =>
@@ -81,6 +127,7 @@ internal static class UpCommand
 
                 Console.WriteLine($"{UrlMarker} {url}");
                 AnsiConsole.MarkupLine($"[green]ready[/]: router {url} ({parse.GetValue(policy)}), workers {string.Join(", ", workerUrls)}");
+                AnsiConsole.MarkupLine(Markup.Escape($"KV tier: {tier}" + (tier == "remote" ? $", shared store {redisAddress}{(garnet is null ? "" : " (embedded Garnet)")}" : "")));
                 AnsiConsole.MarkupLine("try:");
                 Console.WriteLine($"  curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' \\");
                 Console.WriteLine($"    -d '{{\"model\":\"{Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}],\"max_tokens\":32}}'");
@@ -138,6 +185,12 @@ internal static class UpCommand
             await Task.Delay(200, cancellationToken);
         }
         throw new InvalidOperationException($"the router at {url} was not ready within 60 s. Its last output:{Environment.NewLine}{router.Tail}");
+    }
+
+    private static bool IsHostPort(string address)
+    {
+        int colon = address.LastIndexOf(':');
+        return colon > 0 && int.TryParse(address[(colon + 1)..], out int p) && p is > 0 and < 65536;
     }
 
     private static int FreePort()

@@ -8,6 +8,9 @@
 //   credit_w  = Σ over the leading prompt blocks w holds of TierCredit(best tier of that block on w)
 //               TierCredit: Device = DeviceCredit (1.0), Host = HostCredit (0.8), Remote = RemoteCredit (0.5);
 //               a block below the device must still be copied up, so it saves less than a full block.
+//               The remote store is shared by every worker: past the blocks w itself holds, each further
+//               leading block that any worker reported in the Remote tier counts for w as Remote too
+//               (w fetches it from the store instead of computing it).
 //   prefill_w = max(0, promptTokens − credit_w × blockSize)        prompt tokens w would still compute
 //   queued_w  = max(w's reported queued prefill tokens, prompt tokens this router sent w with no first token yet)
 //   decode_w  = w's KV blocks in use × blockSize                      active decode context (tokens read per step)
@@ -68,13 +71,14 @@ public sealed class KvAwarePolicy : IPlacementPolicy
         if (candidates.Count == 0) return PlacementResult.None;
 
         var overlaps = _index.Match(request.BlockHashes);
+        int shared = _index.SharedRemotePrefix(request.BlockHashes);
         var cool = WithoutHotSpots(candidates);
 
         if (_options.SessionAffinity && !string.IsNullOrEmpty(request.SessionKey))
         {
             var target = RendezvousPick(request.SessionKey, candidates);
             if (cool.Contains(target))
-                return new PlacementResult(target, PlacementReason.SessionAffinity, Overlap(overlaps, target).Blocks, Cost(request, target, overlaps));
+                return new PlacementResult(target, PlacementReason.SessionAffinity, Effective(overlaps, target, shared).Blocks, Cost(request, target, overlaps, shared));
         }
 
         WorkerState? best = null;
@@ -83,7 +87,7 @@ public sealed class KvAwarePolicy : IPlacementPolicy
         int ties = 0;
         foreach (var w in cool)
         {
-            double cost = Cost(request, w, overlaps);
+            double cost = Cost(request, w, overlaps, shared);
             int requests = WorkerLoadMath.Requests(w);
             int held = _index.WorkerBlockCount(w.Id);
             int cmp = best is null ? -1 : (cost, requests, held).CompareTo((bestCost, bestRequests, bestHeld));
@@ -107,18 +111,18 @@ public sealed class KvAwarePolicy : IPlacementPolicy
         {
             // Would a hot worker have won on cost alone? Then the guard changed the decision.
             foreach (var w in candidates)
-                if (!cool.Contains(w) && Cost(request, w, overlaps) < bestCost) avoided = true;
+                if (!cool.Contains(w) && Cost(request, w, overlaps, shared) < bestCost) avoided = true;
         }
-        return new PlacementResult(best, PlacementReason.LowestCost, Overlap(overlaps, best!).Blocks, bestCost, avoided);
+        return new PlacementResult(best, PlacementReason.LowestCost, Effective(overlaps, best!, shared).Blocks, bestCost, avoided);
     }
 
-    /// <summary>The cost formula of the file header for one worker.</summary>
-    public double Cost(PlacementRequest request, WorkerState worker, IReadOnlyDictionary<string, PrefixOverlap> overlaps)
+    /// <summary>The cost formula of the file header for one worker (<paramref name="sharedRemoteBlocks"/>: leading blocks in the shared store).</summary>
+    public double Cost(PlacementRequest request, WorkerState worker, IReadOnlyDictionary<string, PrefixOverlap> overlaps, int sharedRemoteBlocks = 0)
     {
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(worker);
         ArgumentNullException.ThrowIfNull(overlaps);
-        var o = Overlap(overlaps, worker);
+        var o = Effective(overlaps, worker, sharedRemoteBlocks);
         double credit = o.DeviceBlocks * _options.DeviceCredit + o.HostBlocks * _options.HostCredit + o.RemoteBlocks * _options.RemoteCredit;
         double prefill = Math.Max(0, request.PromptTokens - credit * request.BlockSize);
         double queued = WorkerLoadMath.QueuedPrefill(worker);
@@ -128,6 +132,14 @@ public sealed class KvAwarePolicy : IPlacementPolicy
 
     private static PrefixOverlap Overlap(IReadOnlyDictionary<string, PrefixOverlap> overlaps, WorkerState w) =>
         overlaps.TryGetValue(w.Id, out var o) ? o : default;
+
+    /// <summary>w's own overlap, extended by the shared remote store's blocks past it.</summary>
+    private static PrefixOverlap Effective(IReadOnlyDictionary<string, PrefixOverlap> overlaps, WorkerState w, int sharedRemoteBlocks)
+    {
+        var o = Overlap(overlaps, w);
+        int extra = sharedRemoteBlocks - o.Blocks;
+        return extra > 0 ? o with { Blocks = o.Blocks + extra, RemoteBlocks = o.RemoteBlocks + extra } : o;
+    }
 
     private List<WorkerState> WithoutHotSpots(IReadOnlyList<WorkerState> candidates)
     {

@@ -168,6 +168,28 @@ public sealed class PrefixIndex
         return result;
     }
 
+    /// <summary>
+    /// How many leading blocks of <paramref name="blockHashes"/> some worker reported in the Remote tier:
+    /// the shared store holds them, so every worker can fetch them.
+    /// </summary>
+    public int SharedRemotePrefix(ReadOnlySpan<ulong> blockHashes)
+    {
+        byte remote = TierBit(KvTier.Remote);
+        int n = 0;
+        lock (_lock)
+        {
+            for (; n < blockHashes.Length; n++)
+            {
+                if (!_holders.TryGetValue(blockHashes[n], out var holders)) break;
+                bool any = false;
+                foreach (var h in holders)
+                    if ((h.Tiers & remote) != 0) { any = true; break; }
+                if (!any) break;
+            }
+        }
+        return n;
+    }
+
     private static PrefixOverlap Add(PrefixOverlap o, byte tiers) =>
         (tiers & TierBit(KvTier.Device)) != 0 ? o with { Blocks = o.Blocks + 1, DeviceBlocks = o.DeviceBlocks + 1 }
         : (tiers & TierBit(KvTier.Host)) != 0 ? o with { Blocks = o.Blocks + 1, HostBlocks = o.HostBlocks + 1 }

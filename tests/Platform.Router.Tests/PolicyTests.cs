@@ -109,6 +109,35 @@ public sealed class PolicyTests
     }
 
     [Fact]
+    public void Blocks_in_the_shared_remote_store_count_for_every_worker_at_remote_credit()
+    {
+        // a holds blocks 1..6 on device and has also written 1..8 to the shared store; b holds nothing itself.
+        var index = new PrefixIndex();
+        index.ApplySnapshot("a", 0, [
+            .. Enumerable.Range(1, 6).Select(i => new HeldBlock((ulong)i, (ulong)(i - 1), KvTier.Device)),
+            .. Enumerable.Range(1, 8).Select(i => new HeldBlock((ulong)i, (ulong)(i - 1), KvTier.Remote))]);
+        var options = new KvAwareOptions { RemoteCredit = 0.5, DecodeLoadWeight = 0 };
+        var p = new KvAwarePolicy(index, options, new ScriptedRandom());
+        var request = Prompt(10);
+        var a = Worker("a", queued: 1000);
+        var b = Worker("b");
+        Assert.Equal(8, index.SharedRemotePrefix(request.BlockHashes));
+
+        var overlaps = index.Match(request.BlockHashes);
+        // a: 6 device blocks, then 2 more from the store; b: all 8 from the store.
+        Assert.Equal(request.PromptTokens - (6 + 2 * 0.5) * BlockSize + 1000, p.Cost(request, a, overlaps, 8), 6);
+        Assert.Equal(request.PromptTokens - 8 * 0.5 * BlockSize, p.Cost(request, b, overlaps, 8), 6);
+        var placed = p.Place(request, [a, b]);
+        Assert.Equal("b", placed.Worker!.Id);
+        Assert.Equal(8, placed.OverlapBlocks);
+
+        // Without the remote reports b gets no credit at all.
+        var deviceOnly = IndexWith("a", 6);
+        Assert.Equal(0, deviceOnly.SharedRemotePrefix(request.BlockHashes));
+        Assert.Equal(request.PromptTokens, new KvAwarePolicy(deviceOnly, options, new ScriptedRandom()).Cost(request, b, deviceOnly.Match(request.BlockHashes)), 6);
+    }
+
+    [Fact]
     public void Kv_aware_trades_cache_hits_against_queued_prefill()
     {
         var index = IndexWith("a", 4);

@@ -40,6 +40,34 @@ public sealed class GenerateTests
     }
 
     [Fact]
+    public async Task With_the_host_tier_evicted_blocks_come_back_from_host_memory_and_load_and_snapshots_show_it()
+    {
+        await using var w = await WorkerUnderTest.StartAsync("--kv-tier", "host", "--kv-host-memory", "8MB", "--kv-blocks", "12");
+        var p = TestModel.Prompt(100, 3);
+        var first = await w.GenerateAllAsync(WorkerUnderTest.Request(p, 12));
+        await w.Worker.Engine.KvTiers!.FlushAsync();
+        await w.GenerateAllAsync(WorkerUnderTest.Request(TestModel.Prompt(150, 4), 12)); // 10 of the 12 device blocks: p's leave
+        var again = await w.GenerateAllAsync(WorkerUnderTest.Request(p, 12));
+        Assert.Equal(first.SelectMany(c => c.TokenIds), again.SelectMany(c => c.TokenIds));
+        var cached = again[^1].Cached;
+        Assert.Equal(96, cached.Device + cached.Host + cached.Remote);
+        Assert.True(cached.Host >= 48, $"expected blocks from host memory, got {cached}");
+        Assert.Equal(0, cached.Remote);
+
+        var load = await w.Client.GetLoadAsync(new LoadRequest());
+        Assert.True(load.KvHostBlocks >= 6, $"host blocks {load.KvHostBlocks}");
+        Assert.True(load.KvHostCapacityBlocks >= load.KvHostBlocks);
+        Assert.False(load.KvRemoteAvailable);
+
+        using var call = w.Client.SubscribeKvEvents(new SubscribeKvEventsRequest());
+        Assert.True(await call.ResponseStream.MoveNext(CancellationToken.None));
+        var snapshot = call.ResponseStream.Current;
+        Assert.True(snapshot.IsSnapshot);
+        Assert.True(snapshot.Snapshot.Count(b => b.Tier == KvTier.Host) >= 6);
+        Assert.Contains(snapshot.Snapshot, b => b.Tier == KvTier.Device);
+    }
+
+    [Fact]
     public async Task GetInfo_and_GetLoad_describe_the_worker()
     {
         await using var w = await WorkerUnderTest.StartAsync("--served-model-name", "tiny-test", "--worker-id", "w-7");

@@ -86,6 +86,30 @@ public sealed class UnitTests
     }
 
     [Fact]
+    public void Kv_tier_options_are_validated_with_the_switch_to_fix()
+    {
+        var validator = new WorkerOptionsValidator();
+        Assert.Equal("off", new WorkerOptions().KvTier.Mode);
+        var bad = validator.Validate(null, new WorkerOptions
+        {
+            ModelDirectory = TestModel.Dir,
+            KvTier = new Platform.KvCache.KvTierOptions { Mode = "remote", HostMemory = "a lot" },
+        });
+        Assert.False(bad.Succeeded);
+        var failures = bad.Failures!.ToList();
+        Assert.Contains(failures, f => f.Contains("--redis HOST:PORT"));
+        Assert.Contains(failures, f => f.Contains("--kv-host-memory"));
+        var typo = validator.Validate(null, new WorkerOptions { ModelDirectory = TestModel.Dir, KvTier = new Platform.KvCache.KvTierOptions { Mode = "redis" } });
+        Assert.Contains(typo.Failures!, f => f.Contains("--kv-tier off, host or remote"));
+        var ok = validator.Validate(null, new WorkerOptions
+        {
+            ModelDirectory = TestModel.Dir,
+            KvTier = new Platform.KvCache.KvTierOptions { Mode = "remote", HostMemory = "256MB", Remote = new Platform.KvCache.RemoteTierOptions { Address = "127.0.0.1:6379" } },
+        });
+        Assert.True(ok.Succeeded, ok.FailureMessage);
+    }
+
+    [Fact]
     public async Task Health_while_loading_and_after_a_failed_load()
     {
         string dir = Path.Combine(TestModel.Root, "unloadable");
@@ -94,7 +118,8 @@ public sealed class UnitTests
         var options = Options.Create(new WorkerOptions { ModelDirectory = dir, AnnounceOnStdout = false });
         var lifetime = new StubLifetime();
         using var peers = new KvPeers(options);
-        using var engines = new EngineHost(options, NullLoggerFactory.Instance, lifetime, new WorkerAnnouncer(options), peers);
+        using var kvMetrics = new Platform.KvCache.KvTierMetrics();
+        using var engines = new EngineHost(options, NullLoggerFactory.Instance, lifetime, new WorkerAnnouncer(options), kvMetrics, peers);
         var watchdog = new EngineWatchdog(engines, options, TimeProvider.System);
         var live = new EngineLivenessCheck(engines, watchdog);
         var ready = new EngineReadinessCheck(engines, watchdog);

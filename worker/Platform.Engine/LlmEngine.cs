@@ -18,6 +18,7 @@ using Platform.Engine.KvCache;
 using Platform.Engine.Model;
 using Platform.Engine.Sampling;
 using Platform.Engine.Scheduling;
+using Platform.KvCache;
 using TorchSharp;
 
 namespace Platform.Engine;
@@ -40,6 +41,9 @@ public sealed partial class LlmEngine : IDisposable
     private readonly object _subscribersLock = new();
     private Action<IReadOnlyList<KvEvent>>[] _subscribers = [];
     private volatile bool _stopping;
+    private volatile KvTierService? _tiers;
+    private int _publishRequested;
+    private KvTierMetrics? _ownedMetrics;
     private long _arrivals;
     private long _steps;
     private EngineStats _stats;
@@ -53,6 +57,8 @@ public sealed partial class LlmEngine : IDisposable
     public int MaxContextTokens { get; }
     public int TotalKvBlocks => _kvStore.NumBlocks;
     public bool Healthy { get; private set; } = true;
+    /// <summary>The host/remote KV tier, when enabled (EnableKvTierAsync).</summary>
+    public KvTierService? KvTiers => _tiers;
     public string? LastError { get; private set; }
 
     public LlmEngine(LlamaModel model, HfTokenizer? tokenizer, EngineOptions options, ulong weightsChecksum = 0, ILogger? logger = null)
@@ -157,11 +163,111 @@ public sealed partial class LlmEngine : IDisposable
             TraceParent = System.Diagnostics.Activity.Current?.Context ?? default,
         };
         if (distributed) return GenerateDistributedAsync(engineRequest, totalTokens, channel.Reader, cancellationToken);
+        var tiers = _tiers;
+        if (tiers?.Remote is not null) _ = PrefetchThenAddAsync(engineRequest, tiers, cancellationToken);
+        else Enqueue(() => _scheduler.Add(engineRequest));
+        return ReadAsync(engineRequest, channel.Reader, cancellationToken);
+    }
+
+    /// <summary>
+    /// Off the engine thread: fetch the prompt's blocks that only the remote store has (bounded by the
+    /// tier's operation budget), then queue the request; a store that is slow, down or skipped just
+    /// means the request is queued with less (or nothing) prefetched.
+    /// </summary>
+    private async Task PrefetchThenAddAsync(EngineRequest request, KvTierService tiers, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var prompt = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(request.Tokens)[..request.PromptLength];
+            int usable = (request.PromptLength - 1) / Options.BlockSize;
+            if (usable > 0)
+            {
+                Hasher.ExtendHashes(request.BlockHashes, prompt[..(usable * Options.BlockSize)]);
+                request.Prefetch = await tiers.PrefetchAsync(request.BlockHashes, usable, cancellationToken).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // The caller went away; the abort command ends the request.
+        }
+        catch (Exception e)
+        {
+            LogPrefetchFailed(_logger, e);
+        }
+        if (_stopping)
+        {
+            // The engine loop may already have ended: nobody would run the command below.
+            KvTierService.ReleasePrefetch(request);
+            request.Output.TryWrite(new GenerationChunk([], "", FinishReason.Error, request.PromptLength, 0, 0, null, "the engine is shutting down"));
+            request.Output.TryComplete();
+            return;
+        }
         Enqueue(() =>
         {
-            _scheduler.Add(engineRequest);
+            if (request.Status == RequestStatus.Finished || _stopping)
+            {
+                KvTierService.ReleasePrefetch(request);
+                return;
+            }
+            _scheduler.Add(request);
         });
-        return ReadAsync(engineRequest, channel.Reader, cancellationToken);
+    }
+
+    /// <summary>
+    /// Attaches the host (and, in remote mode, the shared Redis-compatible) KV tier. A remote store
+    /// that is down is not an error: the tier is skipped until it answers.
+    /// </summary>
+    public async Task EnableKvTierAsync(KvTierOptions options, KvTierMetrics? metrics = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var errors = options.Validate().ToList();
+        if (errors.Count > 0) throw new ArgumentException(string.Join(" ", errors));
+        var mode = options.ParsedMode;
+        if (mode == KvTierMode.Off) return;
+        if (_tiers is not null) throw new InvalidOperationException("the KV tier is already enabled");
+        if (_model.Dtype != torch.ScalarType.Float32)
+            throw new ArgumentException($"the KV tier needs float32 KV pools but the engine computes in {TorchDtypes.Name(_model.Dtype)}; use --dtype float32 or --kv-tier off.");
+        var store = options.StoreDtype.ToLowerInvariant() is "float16" or "fp16" ? KvDtype.Float16 : KvDtype.Float32;
+        var layout = KvBlockLayout.For(Fingerprint, KvDtype.Float32, store);
+        if (metrics is null) metrics = _ownedMetrics = new KvTierMetrics();
+        var host = new HostKvTier(options.HostMemoryBytes, layout.EncodedBytes);
+        RedisKvTier? remote = mode == KvTierMode.Remote
+            ? await RedisKvTier.ConnectAsync(options.Remote, Fingerprint.Id, metrics, _logger, cancellationToken: cancellationToken).ConfigureAwait(false)
+            : null;
+        var service = new KvTierService(layout, _kvStore, host, remote, metrics, options.WriteQueueBlocks, options.Remote.PutBatchBlocks, _logger);
+        service.EventsPending = RequestPublish;
+        var attached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Enqueue(() =>
+        {
+            _kv.Tiers = service;
+            _tiers = service;
+            attached.SetResult();
+        });
+        await attached.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        LogKvTier(_logger, mode.ToString(), host.Capacity, layout.EncodedBytes, options.Remote.Address ?? "-");
+    }
+
+    /// <summary>Forgets every block of the device prefix cache (benchmarks: makes the next lookup go to the lower tiers).</summary>
+    internal Task ClearDeviceCacheAsync()
+    {
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Enqueue(() =>
+        {
+            _kv.Pool.ClearCache();
+            PublishEvents();
+            done.SetResult();
+        });
+        return done.Task;
+    }
+
+    private void RequestPublish()
+    {
+        if (Interlocked.Exchange(ref _publishRequested, 1) == 0)
+            Enqueue(() =>
+            {
+                Volatile.Write(ref _publishRequested, 0);
+                PublishEvents();
+            });
     }
 
     private ulong NextSeed()
@@ -205,9 +311,12 @@ public sealed partial class LlmEngine : IDisposable
         var tcs = new TaskCompletionSource<KvSubscription>(TaskCreationOptions.RunContinuationsAsynchronously);
         Enqueue(() =>
         {
+            // Pending tier events first, to the existing subscribers; the new one gets them in the snapshot.
+            PublishEvents();
             lock (_subscribersLock) _subscribers = [.. _subscribers, handler];
             var blocks = _kv.Pool.SnapshotCached();
-            tcs.SetResult(new KvSubscription(_kv.Pool.LastEventSequence, blocks, () =>
+            var tiers = _tiers?.SnapshotTiers() ?? [];
+            tcs.SetResult(new KvSubscription(_kv.Pool.LastEventSequence, blocks, tiers, () =>
             {
                 lock (_subscribersLock) _subscribers = _subscribers.Where(s => s != handler).ToArray();
             }));
@@ -223,6 +332,7 @@ public sealed partial class LlmEngine : IDisposable
 
     private void Abort(EngineRequest request)
     {
+        KvTierService.ReleasePrefetch(request);
         if (request.Status == RequestStatus.Finished) return;
         _scheduler.Remove(request);
         request.Output.TryComplete();
@@ -379,7 +489,7 @@ public sealed partial class LlmEngine : IDisposable
         }
 
         r.Output.TryWrite(new GenerationChunk([token], text, finish, r.PromptLength, Math.Max(0, r.CachedPromptTokens), r.OutputLength,
-            logits is null ? null : [logits]));
+            logits is null ? null : [logits], null, Split(r)));
         var now = DateTimeOffset.UtcNow;
         if (r.FirstTokenAt is null)
         {
@@ -416,7 +526,8 @@ public sealed partial class LlmEngine : IDisposable
     private void FinishWithError(EngineRequest r, string message)
     {
         if (r.Status != RequestStatus.Finished) _scheduler.Remove(r);
-        r.Output.TryWrite(new GenerationChunk([], "", FinishReason.Error, r.PromptLength, Math.Max(0, r.CachedPromptTokens), r.OutputLength, null, message));
+        KvTierService.ReleasePrefetch(r);
+        r.Output.TryWrite(new GenerationChunk([], "", FinishReason.Error, r.PromptLength, Math.Max(0, r.CachedPromptTokens), r.OutputLength, null, message, Split(r)));
         r.Output.TryComplete();
     }
 
@@ -434,8 +545,15 @@ public sealed partial class LlmEngine : IDisposable
         RefreshStats();
     }
 
+    private static CachedTokenSplit Split(EngineRequest r)
+    {
+        int cached = Math.Max(0, r.CachedPromptTokens);
+        return new CachedTokenSplit(cached - r.CachedHostTokens - r.CachedRemoteTokens, r.CachedHostTokens, r.CachedRemoteTokens);
+    }
+
     private void PublishEvents()
     {
+        _tiers?.DrainEvents(_kv.Pool);
         _eventBuffer.Clear();
         _kv.Pool.DrainEvents(_eventBuffer);
         if (_eventBuffer.Count == 0) return;
@@ -466,6 +584,18 @@ public sealed partial class LlmEngine : IDisposable
         _stopping = true;
         _wake.Release();
         _thread.Join();
+        if (_tiers is { } tiers)
+        {
+            try
+            {
+                tiers.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(5));
+            }
+            catch (AggregateException e)
+            {
+                LogSubscriberFailed(_logger, e);
+            }
+        }
+        _ownedMetrics?.Dispose();
         _kvStore.Dispose();
         _model.Dispose();
         _wake.Dispose();
@@ -476,6 +606,12 @@ public sealed partial class LlmEngine : IDisposable
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Engine step failed; failing all in-flight requests")]
     private static partial void LogStepFailed(ILogger logger, Exception e);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "KV tier {Mode}: host memory holds {HostBlocks} blocks of {BlockBytes} bytes; remote store {Remote}")]
+    private static partial void LogKvTier(ILogger logger, string mode, int hostBlocks, int blockBytes, string remote);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Remote KV prefetch failed; computing instead")]
+    private static partial void LogPrefetchFailed(ILogger logger, Exception e);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "A KV event subscriber threw")]
     private static partial void LogSubscriberFailed(ILogger logger, Exception e);
@@ -488,9 +624,13 @@ public sealed record EngineStats(int Running, int Waiting, long QueuedPrefillTok
     int KvBlocksCached, long Preemptions, long PrefixQueriedBlocks, long PrefixHitBlocks, long Steps);
 
 /// <summary>A live KV event subscription with the snapshot it starts from.</summary>
-public sealed class KvSubscription(long lastSequence, IReadOnlyList<(ulong Hash, ulong Parent)> blocks, Action unsubscribe) : IDisposable
+public sealed class KvSubscription(long lastSequence, IReadOnlyList<(ulong Hash, ulong Parent)> blocks,
+    IReadOnlyList<(ulong Hash, ulong Parent, KvTier Tier)> tierBlocks, Action unsubscribe) : IDisposable
 {
     public long SnapshotSequence { get; } = lastSequence;
+    /// <summary>Blocks in the device pool.</summary>
     public IReadOnlyList<(ulong Hash, ulong Parent)> CachedBlocks { get; } = blocks;
+    /// <summary>Blocks in the host tier and (as far as this worker knows) the remote store.</summary>
+    public IReadOnlyList<(ulong Hash, ulong Parent, KvTier Tier)> TierBlocks { get; } = tierBlocks;
     public void Dispose() => unsubscribe();
 }

@@ -22,10 +22,13 @@ public sealed class EngineHost : IHostedService, IDisposable
     private volatile LlmEngine? _engine;
 
     private readonly KvPeers _peers;
+    private readonly Platform.KvCache.KvTierMetrics _kvMetrics;
 
-    public EngineHost(IOptions<WorkerOptions> options, ILoggerFactory loggerFactory, IHostApplicationLifetime lifetime, WorkerAnnouncer announcer, KvPeers peers)
+    public EngineHost(IOptions<WorkerOptions> options, ILoggerFactory loggerFactory, IHostApplicationLifetime lifetime, WorkerAnnouncer announcer,
+        Platform.KvCache.KvTierMetrics kvMetrics, KvPeers peers)
     {
         _peers = peers;
+        _kvMetrics = kvMetrics;
         _options = options.Value;
         _loggerFactory = loggerFactory;
         _logger = loggerFactory.CreateLogger<EngineHost>();
@@ -57,6 +60,18 @@ public sealed class EngineHost : IHostedService, IDisposable
         try
         {
             var engine = LlmEngine.Load(_options.ModelDirectory, _options.ResolvedEngine, progress: null, _loggerFactory.CreateLogger<LlmEngine>());
+            if (_options.KvTier.ParsedMode != Platform.KvCache.KvTierMode.Off)
+            {
+                try
+                {
+                    engine.EnableKvTierAsync(_options.ResolvedKvTier, _kvMetrics).GetAwaiter().GetResult();
+                }
+                catch
+                {
+                    engine.Dispose();
+                    throw;
+                }
+            }
             if (_options.DistAttentionEnabled)
             {
                 Lender = new Engine.DistAttention.KvLender(engine);

@@ -143,7 +143,7 @@ internal sealed class InferenceService : Inference.InferenceBase
                 FinishReason = FinishReason.Abort,
                 PromptTokens = last?.PromptTokens ?? request.PromptTokenIds.Count,
                 CompletionTokens = completionTokens,
-                Cached = new CachedTokens { Device = last?.CachedTokens ?? 0 },
+                Cached = ProtoMapping.ToProto(last?.CachedByTier ?? default),
                 Error = "the worker shut down before the request finished (drain grace period elapsed); retry on another worker.",
             }, CancellationToken.None);
             return;
@@ -184,7 +184,7 @@ internal sealed class InferenceService : Inference.InferenceBase
     public override Task<LoadReport> GetLoad(LoadRequest request, ServerCallContext context)
     {
         var engine = _engines.Engine;
-        return Task.FromResult(ProtoMapping.ToLoadReport(engine?.GetStats(), engine is { Healthy: true }, _drain.IsDraining));
+        return Task.FromResult(ProtoMapping.ToLoadReport(engine?.GetStats(), engine is { Healthy: true }, _drain.IsDraining, engine?.KvTiers));
     }
 
     public override Task<WorkerInfo> GetInfo(InfoRequest request, ServerCallContext context)
@@ -240,6 +240,8 @@ internal sealed class InferenceService : Inference.InferenceBase
         var snapshot = new KvEventBatch { IsSnapshot = true, SnapshotSequence = subscription.SnapshotSequence, WorkerId = workerId };
         foreach (var (hash, parent) in subscription.CachedBlocks)
             snapshot.Snapshot.Add(new BlockRef { BlockHash = hash, ParentHash = parent, Tier = KvTier.Device });
+        foreach (var (hash, parent, tier) in subscription.TierBlocks)
+            snapshot.Snapshot.Add(new BlockRef { BlockHash = hash, ParentHash = parent, Tier = ProtoMapping.ToProto(tier) });
         try
         {
             await responseStream.WriteAsync(snapshot, end.Token);

@@ -47,17 +47,20 @@ internal static class ProtoMapping
             FinishReason = ToProto(chunk.Finish),
             PromptTokens = chunk.PromptTokens,
             CompletionTokens = chunk.CompletionTokens,
-            Cached = new Proto.CachedTokens { Device = chunk.CachedTokens },
+            Cached = ToProto(chunk.CachedByTier),
         };
         message.TokenIds.AddRange(chunk.TokenIds);
         if (chunk.Error is not null) message.Error = chunk.Error;
         return message;
     }
 
-    public static Proto.LoadReport ToLoadReport(EngineStats? stats, bool healthy, bool draining) => stats is null
+    public static Proto.LoadReport ToLoadReport(EngineStats? stats, bool healthy, bool draining, Platform.Engine.KvCache.KvTierService? tiers = null) => stats is null
         ? new Proto.LoadReport { Healthy = false, Draining = draining }
         : new Proto.LoadReport
         {
+            KvHostBlocks = tiers?.Host.Count ?? 0,
+            KvHostCapacityBlocks = tiers?.Host.Capacity ?? 0,
+            KvRemoteAvailable = tiers?.Remote is { IsConnected: true, BreakerOpen: false },
             Running = stats.Running,
             Waiting = stats.Waiting,
             QueuedPrefillTokens = stats.QueuedPrefillTokens,
@@ -67,6 +70,9 @@ internal static class ProtoMapping
             Healthy = healthy,
             Draining = draining,
         };
+
+    public static Proto.CachedTokens ToProto(CachedTokenSplit split) =>
+        new() { Device = split.Device, Host = split.Host, Remote = split.Remote };
 
     public static Proto.KvTier ToProto(CoreKv.KvTier tier) => tier switch
     {

@@ -59,6 +59,7 @@ public static class WorkerHost
 
         services.TryAddSingleton(TimeProvider.System);
         services.AddSingleton<WorkerAnnouncer>();
+        services.AddSingleton<Platform.KvCache.KvTierMetrics>();
         services.AddSingleton<WorkerEndpoints>();
         services.AddSingleton<KvPeers>();
         services.AddSingleton<EngineHost>();
@@ -119,7 +120,7 @@ public static class WorkerHost
 
         var telemetry = services.AddOpenTelemetry()
             .ConfigureResource(r => r.AddService("platform-worker", serviceInstanceId: options.ResolvedWorkerId))
-            .WithMetrics(m => m.AddMeter(WorkerTelemetry.MeterName).AddRuntimeInstrumentation().AddAspNetCoreInstrumentation().AddPrometheusExporter())
+            .WithMetrics(m => m.AddMeter(WorkerTelemetry.MeterName, Platform.KvCache.KvTierMetrics.MeterName).AddRuntimeInstrumentation().AddAspNetCoreInstrumentation().AddPrometheusExporter())
             .WithTracing(t => t
                 .AddSource(WorkerTelemetry.SourceName)
                 .AddAspNetCoreInstrumentation(o => o.Filter = http => !IsProbe(http.Request.Path)));

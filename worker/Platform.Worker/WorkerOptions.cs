@@ -5,6 +5,7 @@
 using System.Net;
 using Microsoft.Extensions.Options;
 using Platform.Engine;
+using Platform.KvCache;
 
 namespace Platform.Worker;
 
@@ -59,6 +60,14 @@ public sealed class WorkerOptions
         NumKvBlocks = KvTokens is { } tokens ? (tokens + Engine.BlockSize - 1) / Engine.BlockSize : Engine.NumKvBlocks,
         LendKvBlocks = DistAttentionEnabled,
     };
+    /// <summary>KV tier below the device pool (host memory, shared Redis store). Off unless configured; `platform up` turns it on.</summary>
+    public KvTierOptions KvTier { get; set; } = new() { Mode = "off" };
+
+    /// <summary>The KV tier settings with the Redis password taken from $REDIS_PASSWORD when not configured (the operator mounts it so).</summary>
+    public KvTierOptions ResolvedKvTier =>
+        KvTier.Remote.Password is null && Environment.GetEnvironmentVariable("REDIS_PASSWORD") is { Length: > 0 } pw
+            ? KvTier with { Remote = KvTier.Remote with { Password = pw } }
+            : KvTier;
 
     public string ResolvedServedModelName =>
         !string.IsNullOrWhiteSpace(ServedModelName) ? ServedModelName
@@ -118,6 +127,17 @@ public static class WorkerCommandLine
         ["--dist-max-peers"] = "Worker:Engine:DistMaxPeers",
         ["--dist-lease-ms"] = "Worker:Engine:DistLeaseMs",
         ["--lend-reserve-fraction"] = "Worker:Engine:LendReserveFraction",
+        ["--kv-tier"] = "Worker:KvTier:Mode",
+        ["--kv-host-memory"] = "Worker:KvTier:HostMemory",
+        ["--kv-store-dtype"] = "Worker:KvTier:StoreDtype",
+        ["--kv-write-queue"] = "Worker:KvTier:WriteQueueBlocks",
+        ["--redis"] = "Worker:KvTier:Remote:Address",
+        ["--redis-user"] = "Worker:KvTier:Remote:User",
+        ["--redis-password"] = "Worker:KvTier:Remote:Password",
+        ["--redis-tls"] = "Worker:KvTier:Remote:Tls",
+        ["--kv-key-prefix"] = "Worker:KvTier:Remote:KeyPrefix",
+        ["--kv-ttl-seconds"] = "Worker:KvTier:Remote:TtlSeconds",
+        ["--kv-remote-timeout-ms"] = "Worker:KvTier:Remote:OperationTimeoutMs",
     };
 
     public const string Usage = """
@@ -147,7 +167,14 @@ public static class WorkerCommandLine
           --peers URL,URL             gRPC addresses of the peer workers
           --dist-max-peers N          creditors per sequence at most (default 4)
           --dist-lease-ms N           lent blocks return to the pool N ms after the borrower goes silent (default 15000)
-          --lend-reserve-fraction F   share of the pool never lent (default 0.25)
+          --lend-reserve-fraction F   share of the pool never lent (default 0.1)
+        KV tier (docs/kvcache.md):
+          --kv-tier off|host|remote   off (default): device pool only; host: + host memory; remote: + shared Redis store
+          --kv-host-memory SIZE       host-memory budget, e.g. 4GiB (default 1GiB)
+          --kv-store-dtype auto|float16  stored block dtype (auto = lossless)
+          --redis HOST:PORT           the shared store (with --kv-tier remote); --redis-user, --redis-password
+                                      (or $REDIS_PASSWORD), --redis-tls true
+          --kv-key-prefix P --kv-ttl-seconds N --kv-remote-timeout-ms N --kv-write-queue N
 
         Every option is also a configuration key (Worker:Port, Worker:Engine:BlockSize, ...) and an
         environment variable (Worker__Port, Worker__Engine__BlockSize, ...).
@@ -194,6 +221,7 @@ internal sealed class WorkerOptionsValidator : IValidateOptions<WorkerOptions>
             if (!Uri.TryCreate(peer, UriKind.Absolute, out var uri) || uri.Scheme != "http")
                 errors.Add($"--peers: '{peer}' is not an http://HOST:PORT gRPC address of a peer worker.");
         if (o.KvTokens is < 1) errors.Add($"--kv-tokens must be positive, got {o.KvTokens}.");
+        errors.AddRange((o.KvTier ?? new KvTierOptions()).Validate());
         try
         {
             o.ResolvedEngine.Validate();

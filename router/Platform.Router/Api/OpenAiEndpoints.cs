@@ -295,13 +295,19 @@ public sealed partial class OpenAiEndpoints
         public int PromptTokens { get; private set; } = promptTokens;
         public int CompletionTokens { get; private set; }
         public int CachedTokens { get; private set; }
+        /// <summary>Cached prompt tokens by the KV tier they came from (device, host memory, shared remote store).</summary>
+        public (int Device, int Host, int Remote) CachedByTier { get; private set; }
         public string? FinishReason { get; private set; }
 
         public void Add(GenerateChunk chunk)
         {
             if (chunk.PromptTokens > 0) PromptTokens = chunk.PromptTokens;
             CompletionTokens = Math.Max(CompletionTokens + chunk.TokenIds.Count, chunk.CompletionTokens);
-            if (chunk.Cached is { } c) CachedTokens = Math.Max(CachedTokens, c.Device + c.Host + c.Remote);
+            if (chunk.Cached is { } c && c.Device + c.Host + c.Remote >= CachedTokens)
+            {
+                CachedTokens = c.Device + c.Host + c.Remote;
+                CachedByTier = (c.Device, c.Host, c.Remote);
+            }
             if (chunk.FinishReason == Platform.Core.Protos.FinishReason.Length) FinishReason = "length";
             else if (chunk.FinishReason != Platform.Core.Protos.FinishReason.Unspecified) FinishReason = "stop";
         }
@@ -314,6 +320,12 @@ public sealed partial class OpenAiEndpoints
             w.WriteNumber("total_tokens", PromptTokens + CompletionTokens);
             w.WriteStartObject("prompt_tokens_details");
             w.WriteNumber("cached_tokens", CachedTokens);
+            // Extension (OpenAI clients ignore unknown fields): where the cached tokens came from.
+            w.WriteStartObject("cached_tokens_by_tier");
+            w.WriteNumber("device", CachedByTier.Device);
+            w.WriteNumber("host", CachedByTier.Host);
+            w.WriteNumber("remote", CachedByTier.Remote);
+            w.WriteEndObject();
             w.WriteEndObject();
             w.WriteEndObject();
         }

@@ -114,6 +114,13 @@ public sealed class BlockPool
         return true;
     }
 
+    /// <summary>
+    /// Records a change in a tier below the device (host memory, remote store) in the same gap-free
+    /// event sequence, so the router's index learns every tier from one stream.
+    /// </summary>
+    public void RecordTierEvent(KvEventKind kind, ulong hash, ulong parent, KvTier tier) =>
+        _events.Add(new KvEvent(++_eventSequence, kind, hash, parent, tier));
+
     /// <summary>Forgets every cached hash (blocks in use keep their data but are no longer shared).</summary>
     public void ClearCache()
     {

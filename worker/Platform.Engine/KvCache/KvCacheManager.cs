@@ -19,6 +19,8 @@ public sealed class KvCacheManager
     }
 
     public BlockPool Pool => _pool;
+    /// <summary>The host/remote tiers below the device pool, when enabled.</summary>
+    public KvTierService? Tiers { get; set; }
     public int BlockSize => _hasher.BlockSize;
 
     public int BlocksFor(int tokens) => (tokens + BlockSize - 1) / BlockSize;
@@ -43,6 +45,14 @@ public sealed class KvCacheManager
             hits++;
         }
         _pool.RecordPrefixLookup(Math.Min(usable, request.BlockHashes.Count), hits);
+        request.LookupHostBlocks = 0;
+        request.LookupRemoteBlocks = 0;
+        if (Tiers is { } tiers && hits < usable)
+        {
+            tiers.LoadPrefix(request, _pool, _scratch, usable);
+            hits = request.Blocks.Count;
+        }
+        else KvTierService.ReleasePrefetch(request);
         request.NumCachedBlocks = hits;
         return hits * BlockSize;
     }
@@ -68,7 +78,8 @@ public sealed class KvCacheManager
         for (int i = request.NumCachedBlocks; i < full; i++)
         {
             ulong parent = i == 0 ? BlockHasher.RootParent : request.BlockHashes[i - 1];
-            _pool.Cache(request.Blocks[i], request.BlockHashes[i], parent);
+            if (_pool.Cache(request.Blocks[i], request.BlockHashes[i], parent))
+                Tiers?.OnBlockComputed(request.Blocks[i], request.BlockHashes[i], parent);
         }
         request.NumCachedBlocks = full;
     }

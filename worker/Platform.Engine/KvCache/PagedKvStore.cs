@@ -12,6 +12,7 @@ public sealed class PagedKvStore : IDisposable
 {
     private readonly Tensor[] _keys;
     private readonly Tensor[] _values;
+    private readonly int _elementsPerSlot;
 
     public int NumBlocks { get; }
     public int BlockSize { get; }
@@ -22,6 +23,7 @@ public sealed class PagedKvStore : IDisposable
         NumBlocks = numBlocks;
         BlockSize = blockSize;
         BytesPerBlock = BytesPerBlockFor(numLayers, blockSize, kvHeads, headDim, dtype);
+        _elementsPerSlot = kvHeads * headDim;
         _keys = new Tensor[numLayers];
         _values = new Tensor[numLayers];
         for (int l = 0; l < numLayers; l++)
@@ -50,6 +52,35 @@ public sealed class PagedKvStore : IDisposable
     }
 
     private (IntPtr, IntPtr)[]? _pointers;
+
+    /// <summary>
+    /// Copies one block's K and V of every layer into <paramref name="raw"/> (layer after layer, K then V:
+    /// the KV tier's raw layout). float32 pools only. A block's slots are contiguous in each pool.
+    /// </summary>
+    public unsafe void CopyBlockOut(int block, Span<byte> raw)
+    {
+        int floats = BlockSize * _elementsPerSlot;
+        var dest = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(raw);
+        for (int l = 0; l < _keys.Length; l++)
+        {
+            var (k, v) = Pointers(l);
+            new ReadOnlySpan<float>((float*)k + (long)block * floats, floats).CopyTo(dest.Slice(2 * l * floats, floats));
+            new ReadOnlySpan<float>((float*)v + (long)block * floats, floats).CopyTo(dest.Slice((2 * l + 1) * floats, floats));
+        }
+    }
+
+    /// <summary>Writes one block's K and V of every layer from the tier's raw layout (the inverse of CopyBlockOut).</summary>
+    public unsafe void CopyBlockIn(int block, ReadOnlySpan<byte> raw)
+    {
+        int floats = BlockSize * _elementsPerSlot;
+        var src = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(raw);
+        for (int l = 0; l < _keys.Length; l++)
+        {
+            var (k, v) = Pointers(l);
+            src.Slice(2 * l * floats, floats).CopyTo(new Span<float>((float*)k + (long)block * floats, floats));
+            src.Slice((2 * l + 1) * floats, floats).CopyTo(new Span<float>((float*)v + (long)block * floats, floats));
+        }
+    }
 
     /// <summary>K and V of the given slots, in order ([slots, kvHeads, headDim]).</summary>
     public (Tensor K, Tensor V) Gather(int layer, Tensor slots) =>

@@ -59,6 +59,14 @@ public sealed class EngineRequest
     public int NumCachedBlocks { get; set; }
     /// <summary>Prompt tokens served from the prefix cache at first admission.</summary>
     public int CachedPromptTokens { get; set; } = -1;
+    /// <summary>Prompt tokens of CachedPromptTokens that came from the host tier and from the remote store.</summary>
+    public int CachedHostTokens { get; set; }
+    public int CachedRemoteTokens { get; set; }
+    /// <summary>Blocks the last prefix lookup loaded from host / remote (set by the KV tier at admission).</summary>
+    public int LookupHostBlocks { get; set; }
+    public int LookupRemoteBlocks { get; set; }
+    /// <summary>Blocks fetched from the remote store before queueing, waiting to be loaded at admission.</summary>
+    public KvCache.RemotePrefetch? Prefetch { get; set; }
     public int Preemptions { get; set; }
     /// <summary>Generated text withheld because it may be the start of a stop string.</summary>
     public string PendingText { get; set; } = "";
@@ -84,4 +92,8 @@ public sealed record GenerationChunk(
     int CachedTokens,
     int CompletionTokens,
     IReadOnlyList<float[]>? Logits = null,
-    string? Error = null);
+    string? Error = null,
+    CachedTokenSplit CachedByTier = default);
+
+/// <summary>Cached prompt tokens by the tier they came from (they add up to CachedTokens).</summary>
+public readonly record struct CachedTokenSplit(int Device, int Host, int Remote);

@@ -118,7 +118,12 @@ public sealed class Scheduler
                     _kv.Free(request);
                     break;
                 }
-                if (request.CachedPromptTokens < 0) request.CachedPromptTokens = Math.Min(request.NumComputed, request.PromptLength);
+                if (request.CachedPromptTokens < 0)
+                {
+                    request.CachedPromptTokens = Math.Min(request.NumComputed, request.PromptLength);
+                    request.CachedRemoteTokens = Math.Min(request.LookupRemoteBlocks * _kv.BlockSize, request.CachedPromptTokens);
+                    request.CachedHostTokens = Math.Min(request.LookupHostBlocks * _kv.BlockSize, request.CachedPromptTokens - request.CachedRemoteTokens);
+                }
                 _waiting.RemoveFirst();
                 request.Status = RequestStatus.Running;
                 _running.Add(request);
