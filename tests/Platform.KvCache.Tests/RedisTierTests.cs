@@ -136,7 +136,9 @@ public sealed class RedisTierTests
             Assert.Equal(0, await tier.FetchPrefixAsync(hashes, 0, 4, Decoder(layout, hashes, [])));
             Assert.Equal(0, await tier.PutAsync(all));
         }
-        Assert.InRange(skip.ElapsedMilliseconds, 0, 200);
+        // 200 operations at one budget each would take a minute; skipped, they take next to nothing
+        // (the bound is loose: these machines are shared and a test is not a benchmark).
+        Assert.InRange(skip.ElapsedMilliseconds, 0, 5_000);
 
         await server.StartAgainAsync(); // empty again: nothing persisted
         var until = DateTime.UtcNow.AddSeconds(20);
@@ -148,7 +150,11 @@ public sealed class RedisTierTests
         }
         Assert.True(stored == 4, $"tier did not resume: connected={tier.IsConnected}, breaker={tier.BreakerState}");
         Assert.False(tier.BreakerOpen);
-        Assert.Equal(4, await tier.FetchPrefixAsync(hashes, 0, 4, Decoder(layout, hashes, [])));
+        // Reads resume too (retried: one read may still fall into the reconnect under a loaded machine).
+        int fetched = 0;
+        for (var readUntil = DateTime.UtcNow.AddSeconds(20); DateTime.UtcNow < readUntil && fetched != 4; await Task.Delay(200))
+            fetched = await tier.FetchPrefixAsync(hashes, 0, 4, Decoder(layout, hashes, []));
+        Assert.Equal(4, fetched);
     }
 
     [Fact]
@@ -162,14 +168,14 @@ public sealed class RedisTierTests
         Assert.Equal(4, await tier.PutAsync(all));
 
         await using var direct = await ConnectionMultiplexer.ConnectAsync(server.Address);
-        _ = direct.GetDatabase().ExecuteAsync("DEBUG", "SLEEP", "3"); // the server stops answering for 3 s
+        _ = direct.GetDatabase().ExecuteAsync("DEBUG", "SLEEP", "10"); // the server stops answering for 10 s
         await Task.Delay(100);
         var sw = Stopwatch.StartNew();
         Assert.Equal(0, await tier.FetchPrefixAsync(hashes, 0, 4, Decoder(layout, hashes, [])));
         Assert.Equal(0, await tier.PutAsync(all));
-        Assert.InRange(sw.ElapsedMilliseconds, 0, 1200); // two operations of 300 ms, not 3 s
+        Assert.InRange(sw.ElapsedMilliseconds, 0, 5_000); // two operations of 300 ms (loose on a shared machine), not the 10 s stall
 
-        var until = DateTime.UtcNow.AddSeconds(15);
+        var until = DateTime.UtcNow.AddSeconds(25);
         int n = 0;
         while (DateTime.UtcNow < until && (n = await tier.FetchPrefixAsync(hashes, 0, 4, Decoder(layout, hashes, []))) != 4) await Task.Delay(200);
         Assert.Equal(4, n);
