@@ -99,7 +99,7 @@ public sealed record RemoteTierOptions
     }
 }
 
-/// <summary>Byte sizes written the way people write them: 512MB, 4GiB, 1g, 1048576.</summary>
+/// <summary>Byte sizes written the way people write them: 512MB, 4GiB, 1g, 1048576, and Kubernetes quantities such as 64Gi.</summary>
 public static class ByteSize
 {
     public static long Parse(string text) =>
@@ -116,10 +116,10 @@ public static class ByteSize
         long unit = s[i..].Trim().ToLowerInvariant() switch
         {
             "" or "b" => 1,
-            "k" or "kb" or "kib" => 1L << 10,
-            "m" or "mb" or "mib" => 1L << 20,
-            "g" or "gb" or "gib" => 1L << 30,
-            "t" or "tb" or "tib" => 1L << 40,
+            "k" or "kb" or "kib" or "ki" => 1L << 10,
+            "m" or "mb" or "mib" or "mi" => 1L << 20,
+            "g" or "gb" or "gib" or "gi" => 1L << 30,
+            "t" or "tb" or "tib" or "ti" => 1L << 40,
             _ => 0,
         };
         if (unit == 0 || number < 0 || number * unit > long.MaxValue / 2) return false;

@@ -19,7 +19,12 @@ public sealed class OperatorArgsTests
             Model = new ModelSpec { Source = source, ServedName = "served", MaxContextTokens = 65536, Dtype = "float32" },
             Replicas = 3,
             Worker = new WorkerSpec { Engine = new EngineSpec { BlockSize = 32, MaxBatchTokens = 4096, KvMemoryFraction = 0.8 } },
-            KvCache = new KvCacheSpec { DistAttention = new DistAttentionSpec { Enabled = true, MaxPeers = 2 } },
+            KvCache = new KvCacheSpec
+            {
+                DistAttention = new DistAttentionSpec { Enabled = true, MaxPeers = 2 },
+                HostMemory = "64Gi",
+                Remote = new RemoteKvSpec { Redis = new RedisSpec { Address = "redis.ns:6379" }, TtlSeconds = 600 },
+            },
         },
     };
 
@@ -49,6 +54,8 @@ public sealed class OperatorArgsTests
         var engine = o.ResolvedEngine;
         Assert.Equal((32, 4096, 0.8, 65536, "float32"), (engine.BlockSize, engine.MaxBatchTokens, engine.KvCacheMemoryFraction, engine.MaxContextTokens!.Value, engine.ComputeDtype));
         Assert.True(engine.LendKvBlocks);
+        Assert.Equal(("remote", 64L << 30, "redis.ns:6379", Names.KvKeyPrefix("ns", "m"), 600), (o.KvTier.Mode, o.KvTier.HostMemoryBytes, o.KvTier.Remote.Address, o.KvTier.Remote.KeyPrefix, o.KvTier.Remote.TtlSeconds));
+        Assert.Empty(o.KvTier.Validate());
         Assert.Equal(2, engine.DistMaxPeers);
         engine.Validate();
 

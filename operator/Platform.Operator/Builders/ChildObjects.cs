@@ -280,6 +280,15 @@ public static class ChildObjects
             "--log-format", "json",
             "--dist-attention", spec.KvCache.DistAttention.Enabled ? "on" : "off",
         };
+        // KV tier (docs/kvcache.md): the shared store under this model's key prefix (the finalizer purges exactly
+        // that prefix); its password comes from $REDIS_PASSWORD, mounted from the secret.
+        if (spec.KvCache.Remote is { } remote)
+        {
+            args.AddRange(["--kv-tier", "remote", "--redis", remote.Redis.Address, "--kv-key-prefix", Names.KvKeyPrefix(model.Metadata.NamespaceProperty, name),
+                "--kv-ttl-seconds", remote.TtlSeconds.ToString(inv)]);
+        }
+        else if (spec.KvCache.HostMemory is { Length: > 0 }) args.AddRange(["--kv-tier", "host"]);
+        if (spec.KvCache.HostMemory is { Length: > 0 } host) args.AddRange(["--kv-host-memory", host]);
         if (spec.KvCache.DistAttention.Enabled)
         {
             // Peers by their StatefulSet identities, up to the most replicas there can be, so scaling does not
