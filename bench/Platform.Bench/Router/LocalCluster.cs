@@ -23,6 +23,9 @@ public sealed class LocalCluster : IAsyncDisposable
 
     public Uri? RouterUrl { get; private set; }
 
+    /// <summary>Extra platform-worker switches for the next start (the KV tier's, when a run compares it).</summary>
+    public IReadOnlyList<string> ExtraWorkerArgs { get; set; } = [];
+
     /// <summary>Starts fresh workers (stopping any running ones first), all at once.</summary>
     public async Task StartWorkersAsync(CancellationToken cancellationToken)
     {
@@ -33,7 +36,7 @@ public sealed class LocalCluster : IAsyncDisposable
                 "--threads", _options.ThreadsPerWorker.ToString(CultureInfo.InvariantCulture),
                 "--kv-blocks", _options.KvBlocksPerWorker.ToString(CultureInfo.InvariantCulture),
                 "--max-batch-tokens", _options.MaxBatchTokens.ToString(CultureInfo.InvariantCulture),
-                "--seed", "1", "--log-level", "Warning",
+                "--seed", "1", "--log-level", "Warning", .. ExtraWorkerArgs,
             ], readyTimeout: TimeSpan.FromMinutes(5), cancellationToken: cancellationToken)).ToList();
         try
         {

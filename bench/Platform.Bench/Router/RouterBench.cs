@@ -31,7 +31,7 @@ internal static class RouterBench
     private const string Usage =
         "usage: router [--quick] [--workers N] [--rate R] [--requests N | --duration S] [--groups N] [--conversations-per-group N]\n" +
         "              [--system-prompt-tokens N] [--turns N] [--user-tokens N] [--output-tokens N] [--kv-blocks N] [--seed N]\n" +
-        "              [--policies kv-aware,round-robin,least-loaded] [--overhead-prefixes N] [--json FILE]";
+        "              [--policies kv-aware,round-robin,least-loaded] [--kv-tiers off,remote] [--overhead-prefixes N] [--json FILE]";
 
     private sealed record PolicySummary(string Policy, int Requests, int Failed, int HeldForPreviousTurn, long PromptTokens, long CachedTokens,
         double HitRate, double HitRateOfOracle, double TtftP50Ms, double TtftP99Ms, double ItlP50Ms, double ItlP99Ms,
@@ -52,6 +52,7 @@ internal static class RouterBench
         double? duration = null;
         string? jsonPath = null;
         var policies = new List<string> { "kv-aware", "round-robin", "least-loaded" };
+        var tiers = new List<string> { "off" };
         try
         {
             for (int i = 0; i < args.Length; i++)
@@ -75,6 +76,7 @@ internal static class RouterBench
                     case "--seed": w = w with { Seed = Int() }; break;
                     case "--policies": policies = [.. Next().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)]; break;
                     case "--overhead-prefixes": overheadPrefixes = Int(); break;
+                    case "--kv-tiers": tiers = [.. Next().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)]; break;
                     case "--json": jsonPath = Next(); break;
                     default: throw new FormatException($"unknown argument '{args[i]}'");
                 }
@@ -90,6 +92,7 @@ internal static class RouterBench
         var problems = w.Validate().ToList();
         if (unknown.Count > 0) problems.Add($"unknown policy {string.Join(", ", unknown)}; use {string.Join(", ", Platform.Router.Policies.PlacementPolicies.Names)}.");
         if (workers < 1) problems.Add("--workers must be at least 1.");
+        if (tiers.Any(t => t is not ("off" or "host" or "remote"))) problems.Add("--kv-tiers takes off, host and/or remote.");
         if (problems.Count > 0)
         {
             foreach (var p in problems) Console.Error.WriteLine($"error: {p}");
@@ -147,11 +150,15 @@ internal static class RouterBench
                 Timeout = TimeSpan.FromMinutes(10),
             };
             string model = Path.GetFileName(modelDir.TrimEnd('/'));
-            foreach (var policy in policies)
+            foreach (var (tier, routerPolicy) in tiers.SelectMany(t => policies.Select(p => (t, p))))
             {
+                // With the KV tier on, a fresh embedded Garnet per run (nothing carried over between runs).
+                string policy = tier == "off" ? routerPolicy : $"{routerPolicy}+kv-tier-{tier}";
+                using var garnet = tier == "remote" ? Platform.KvCache.Garnet.EmbeddedGarnet.Start() : null;
+                cluster.ExtraWorkerArgs = tier == "off" ? [] : ["--kv-tier", tier, "--kv-host-memory", "256MB", .. garnet is null ? Array.Empty<string>() : ["--redis", garnet.Address]];
                 AnsiConsole.MarkupLine($"[grey]{policy}: starting {workers} fresh workers and the router…[/]");
                 await cluster.StartWorkersAsync(cts.Token);
-                await cluster.StartRouterAsync(policy, cts.Token);
+                await cluster.StartRouterAsync(routerPolicy, cts.Token);
                 var generator = new LoadGenerator(http, cluster.RouterUrl!, model);
                 int medianPrompt = (int)Percentiles.Of(trace.Select(r => (double)r.Prompt.Length).ToList(), 0.5);
                 await WarmUpAsync(generator, workers, medianPrompt, probeTokens, cts.Token);
@@ -298,6 +305,12 @@ internal static class RouterBench
             : new GoalCheck("router overhead p99 < 1 ms", o.P99Ms < 1,
                 $"placement path ({o.Policy}, {o.CachedPrefixes} prefixes, {o.PromptTokens}-token prompt) p99 {o.P99Ms * 1000:F0} µs wall, {o.CpuP99Ms * 1000:F0} µs thread CPU; without tokenizing (token-id prompts) p99 {o.PlaceP99Ms * 1000:F0} µs" +
                 (kv is null ? "" : $"; live router_overhead_seconds (kv-aware run) p50 ≤ {kv.RouterOverheadP50UpperMs:G3} ms, p99 ≤ {kv.RouterOverheadP99UpperMs:G3} ms (bucket bounds)")));
+        var off = summaries.FirstOrDefault(s => s.Policy == "kv-aware");
+        var on = summaries.FirstOrDefault(s => s.Policy == "kv-aware+kv-tier-remote");
+        goals.Add(off is null || on is null
+            ? new GoalCheck("KV tier on: TTFT p50 ≥ 2× better than off", null, "needs --policies kv-aware --kv-tiers off,remote")
+            : new GoalCheck("KV tier on: TTFT p50 ≥ 2× better than off", off.TtftP50Ms / on.TtftP50Ms >= 2,
+                $"{off.TtftP50Ms / on.TtftP50Ms:F2}× ({off.TtftP50Ms:F0} ms off vs {on.TtftP50Ms:F0} ms on); hit rate {off.HitRate:P1} off vs {on.HitRate:P1} on"));
         return goals;
     }
 }
