@@ -59,7 +59,7 @@ public sealed class RedisTierTests
         var (layout, hashes, encoded) = Blocks(10);
 
         var batch = Enumerable.Range(0, 10).Where(i => i != 6).Select(i => (hashes[i], (ReadOnlyMemory<byte>)encoded[i])).ToList();
-        Assert.Equal(9, await tier.PutAsync(batch));
+        Assert.Equal(9, await Stored.PutAsync(tier, batch, 9));
 
         var taken = new List<int>();
         Assert.Equal(6, await tier.FetchPrefixAsync(hashes, 0, 10, Decoder(layout, hashes, taken)));
@@ -86,7 +86,7 @@ public sealed class RedisTierTests
         using var metrics = new KvTierMetrics();
         await using var tier = await RedisKvTier.ConnectAsync(Options(server), "fp1", metrics);
         var (layout, hashes, encoded) = Blocks(8);
-        await tier.PutAsync(Enumerable.Range(0, 8).Select(i => (hashes[i], (ReadOnlyMemory<byte>)encoded[i])).ToList());
+        await Stored.PutAsync(tier, Enumerable.Range(0, 8).Select(i => (hashes[i], (ReadOnlyMemory<byte>)encoded[i])).ToList(), 8);
 
         await using var direct = await ConnectionMultiplexer.ConnectAsync(server.Address);
         var db = direct.GetDatabase();
@@ -117,7 +117,7 @@ public sealed class RedisTierTests
         await using var tier = await RedisKvTier.ConnectAsync(Options(server, breakMs: 1000), "fp1", metrics);
         var (layout, hashes, encoded) = Blocks(4);
         var all = Enumerable.Range(0, 4).Select(i => (hashes[i], (ReadOnlyMemory<byte>)encoded[i])).ToList();
-        Assert.Equal(4, await tier.PutAsync(all));
+        Assert.Equal(4, await Stored.PutAsync(tier, all, 4));
 
         await server.StopAsync();
         // Failing operations are bounded by the operation budget, then the breaker opens.
@@ -165,7 +165,7 @@ public sealed class RedisTierTests
         await using var tier = await RedisKvTier.ConnectAsync(Options(server), "fp1", metrics);
         var (layout, hashes, encoded) = Blocks(4);
         var all = Enumerable.Range(0, 4).Select(i => (hashes[i], (ReadOnlyMemory<byte>)encoded[i])).ToList();
-        Assert.Equal(4, await tier.PutAsync(all));
+        Assert.Equal(4, await Stored.PutAsync(tier, all, 4));
 
         await using var direct = await ConnectionMultiplexer.ConnectAsync(server.Address);
         _ = direct.GetDatabase().ExecuteAsync("DEBUG", "SLEEP", "10"); // the server stops answering for 10 s
@@ -191,7 +191,7 @@ public sealed class RedisTierTests
 
         await using (var authed = await RedisKvTier.ConnectAsync(Options(server) with { Password = "s3cret" }, "fp1", metrics))
         {
-            Assert.Equal(2, await authed.PutAsync(all));
+            Assert.Equal(2, await Stored.PutAsync(authed, all, 2));
             Assert.Equal(2, await authed.FetchPrefixAsync(hashes, 0, 2, Decoder(layout, hashes, [])));
         }
         await using var anonymous = await RedisKvTier.ConnectAsync(Options(server), "fp1", metrics);
