@@ -103,7 +103,7 @@ public sealed class EngineTests
         var actual = await Task.WhenAll(prompts.Select(p => Run(tight, p, sampling)));
         Assert.True(tight.GetStats().Preemptions > 0, "the tight pool should have preempted");
         for (int i = 0; i < prompts.Count; i++) Assert.Equal(expected[i].Tokens, actual[i].Tokens);
-        Assert.Equal(0, tight.GetStats().KvBlocksUsed);
+        Assert.Equal(0, await EngineStatsWait.Settle(tight, s => s.KvBlocksUsed));
     }
 
     [Fact]
@@ -261,7 +261,7 @@ public sealed class EngineFaultTests
             Assert.Contains("injected fault", o.Error);
         });
         Assert.False(engine.Healthy);
-        Assert.Equal(0, engine.GetStats().KvBlocksUsed);
+        Assert.Equal(0, await EngineStatsWait.Settle(engine, s => s.KvBlocksUsed));
         var refused = Assert.Throws<EngineUnavailableException>(() => engine.GenerateAsync(new GenerationRequest([1, 2], new SamplingParams())));
         Assert.Contains("injected fault", refused.Message);
     }
@@ -292,5 +292,18 @@ public sealed class EngineTracingTests
         foreach (var name in new[] { "engine.queue", "engine.prefill", "engine.decode" })
             Assert.Contains(spans, s => s.OperationName == name && s.TraceId == traceId);
         Assert.Contains(spans, s => s.OperationName == "engine.step" && s.Links.Any(l => l.Context.TraceId == traceId));
+    }
+}
+
+internal static class EngineStatsWait
+{
+    /// <summary>
+    /// A counter from the engine's stats once it reads 0 or 5 s have passed: the snapshot is refreshed at the end of
+    /// the engine's step, a moment after the last chunk reached the caller.
+    /// </summary>
+    public static async Task<int> Settle(LlmEngine engine, Func<EngineStats, int> read)
+    {
+        for (var until = DateTime.UtcNow.AddSeconds(5); read(engine.GetStats()) != 0 && DateTime.UtcNow < until;) await Task.Delay(10);
+        return read(engine.GetStats());
     }
 }
