@@ -41,5 +41,6 @@ if [ "$passed" -eq 0 ] && [ "$failed" -eq 0 ]; then
   echo "no tests ran"; status=1
 fi
 [ "$failed" -gt 0 ] && status=1
-echo "$passed passed, $failed failed, $skipped skipped"
+[ "$skipped" -gt 0 ] && echo "$skipped skipped"
+echo "$passed passed, $failed failed"
 exit $status
