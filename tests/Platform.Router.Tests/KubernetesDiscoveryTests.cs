@@ -39,26 +39,7 @@ internal sealed class SliceCluster : IAsyncDisposable
     public static async Task<SliceCluster> StartAsync()
     {
         var fake = await FakeApiServer.StartAsync();
-        var path = Path.Combine(Path.GetTempPath(), "router-k8s-" + Guid.NewGuid().ToString("N")[..8] + ".kubeconfig");
-        await File.WriteAllTextAsync(path, $"""
-            apiVersion: v1
-            kind: Config
-            clusters:
-            - name: fake
-              cluster:
-                server: {fake.Url}
-            users:
-            - name: router
-              user:
-                token: fake-token
-            contexts:
-            - name: fake
-              context:
-                cluster: fake
-                user: router
-                namespace: {Namespace}
-            current-context: fake
-            """);
+        var path = await fake.WriteKubeconfigAsync("router-k8s-", "router", Namespace);
         var cluster = new SliceCluster(fake, path);
         await cluster.Client.CoreV1.CreateNamespaceAsync(new V1Namespace { Metadata = new V1ObjectMeta { Name = Namespace } });
         return cluster;

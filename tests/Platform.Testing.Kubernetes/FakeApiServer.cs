@@ -72,6 +72,35 @@ public sealed class FakeApiServer : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Writes a kubeconfig for this server (token auth, the given user and default namespace) to a fresh
+    /// temporary file named after <paramref name="prefix"/>, for clients and for the real kubectl.
+    /// </summary>
+    public async Task<string> WriteKubeconfigAsync(string prefix, string user, string defaultNamespace)
+    {
+        var path = Path.Combine(Path.GetTempPath(), prefix + Guid.NewGuid().ToString("N")[..8] + ".kubeconfig");
+        await File.WriteAllTextAsync(path, $"""
+            apiVersion: v1
+            kind: Config
+            clusters:
+            - name: fake
+              cluster:
+                server: {Url}
+            users:
+            - name: {user}
+              user:
+                token: fake-token
+            contexts:
+            - name: fake
+              context:
+                cluster: fake
+                user: {user}
+                namespace: {defaultNamespace}
+            current-context: fake
+            """).ConfigureAwait(false);
+        return path;
+    }
+
     public static async Task<FakeApiServer> StartAsync(TimeProvider? time = null)
     {
         var server = new FakeApiServer(time ?? TimeProvider.System);

@@ -46,26 +46,7 @@ public sealed class TestCluster : IAsyncDisposable
         else
         {
             var fake = await FakeApiServer.StartAsync().ConfigureAwait(false);
-            var kubeconfig = Path.Combine(Path.GetTempPath(), "platform-fake-" + Guid.NewGuid().ToString("N")[..8] + ".kubeconfig");
-            await File.WriteAllTextAsync(kubeconfig, $"""
-                apiVersion: v1
-                kind: Config
-                clusters:
-                - name: fake
-                  cluster:
-                    server: {fake.Url}
-                users:
-                - name: tester
-                  user:
-                    token: fake-token
-                contexts:
-                - name: fake
-                  context:
-                    cluster: fake
-                    user: tester
-                    namespace: default
-                current-context: fake
-                """).ConfigureAwait(false);
+            var kubeconfig = await fake.WriteKubeconfigAsync("platform-fake-", "tester", "default").ConfigureAwait(false);
             cluster = new TestCluster(fake, kubeconfig, "test");
         }
 
