@@ -17,6 +17,7 @@ using Platform.Engine.Scheduling;
 using Microsoft.Extensions.DependencyInjection;
 using Platform.Worker;
 using Spectre.Console;
+using Platform.Core.Networking;
 
 namespace Platform.Bench;
 
@@ -122,7 +123,7 @@ internal static class DistBench
     /// <summary>N in-process workers with free ports; with two or more, DistAttention on and every other worker a peer.</summary>
     private static async Task<List<InProcessWorker>> StartAsync(string model, int n, int kvTokens, int threads)
     {
-        var ports = Enumerable.Range(0, n).Select(_ => FreePort()).ToArray();
+        var ports = Enumerable.Range(0, n).Select(_ => LoopbackPort.Free()).ToArray();
         var workers = new List<InProcessWorker>();
         for (int i = 0; i < n; i++)
         {
@@ -176,12 +177,5 @@ internal static class DistBench
     {
         var rng = new Random(seed);
         return Enumerable.Range(0, length).Select(_ => rng.Next(3, 4000)).ToArray();
-    }
-
-    private static int FreePort()
-    {
-        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        listener.Start();
-        return ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
     }
 }

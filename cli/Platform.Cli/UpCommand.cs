@@ -9,7 +9,7 @@
 // server on loopback for them, stopped last.
 using System.CommandLine;
 using System.Net;
-using System.Net.Sockets;
+using Platform.Core.Networking;
 using Platform.KvCache;
 using Platform.KvCache.Garnet;
 using Spectre.Console;
@@ -86,9 +86,9 @@ internal static class UpCommand
                 redisAddress = garnet.Address;
             }
             using var garnetLifetime = garnet;
-            int routerPort = parse.GetValue(port) is 0 ? FreePort() : parse.GetValue(port);
+            int routerPort = parse.GetValue(port) is 0 ? LoopbackPort.Free() : parse.GetValue(port);
             // DistAttention peers must know each other's addresses before they start: pick the gRPC ports here.
-            var grpcPorts = Enumerable.Range(0, n).Select(_ => dist == "on" ? FreePort() : 0).ToArray();
+            var grpcPorts = Enumerable.Range(0, n).Select(_ => dist == "on" ? LoopbackPort.Free() : 0).ToArray();
             int threads = Math.Max(1, Environment.ProcessorCount / n);
             string baseDir = AppContext.BaseDirectory;
             var children = new List<ChildProcess>();
@@ -191,12 +191,5 @@ internal static class UpCommand
     {
         int colon = address.LastIndexOf(':');
         return colon > 0 && int.TryParse(address[(colon + 1)..], out int p) && p is > 0 and < 65536;
-    }
-
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 }

@@ -3,9 +3,8 @@
 // Workers reach it over RESP like any Redis. Memory is bounded (--memory);
 // without a storage tier Garnet drops the oldest records beyond it, which for a
 // cache of recomputable blocks is the right behaviour.
-using System.Net;
-using System.Net.Sockets;
 using Garnet;
+using Platform.Core.Networking;
 
 namespace Platform.KvCache.Garnet;
 
@@ -25,7 +24,7 @@ public sealed class EmbeddedGarnet : IDisposable
     /// <summary>Starts Garnet on 127.0.0.1 (<paramref name="port"/> 0 = a free port) with a memory budget such as "1g".</summary>
     public static EmbeddedGarnet Start(int port = 0, string memory = "1g")
     {
-        if (port == 0) port = FreePort();
+        if (port == 0) port = LoopbackPort.Free();
         string[] args = ["--bind", "127.0.0.1", "--port", port.ToString(), "--memory", memory, "--index", "64m"];
         GarnetServer server;
         try
@@ -41,11 +40,4 @@ public sealed class EmbeddedGarnet : IDisposable
     }
 
     public void Dispose() => _server.Dispose();
-
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
 }

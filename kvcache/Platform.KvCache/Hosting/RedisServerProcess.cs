@@ -4,6 +4,7 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
+using Platform.Core.Networking;
 
 namespace Platform.KvCache.Hosting;
 
@@ -29,7 +30,7 @@ public sealed class RedisServerProcess : IAsyncDisposable
     {
         string exe = Environment.GetEnvironmentVariable("REDIS_SERVER") ?? "/usr/bin/redis-server";
         if (!File.Exists(exe)) throw new FileNotFoundException($"redis-server not found at {exe}; install it (apt-get install redis-server) or set REDIS_SERVER.", exe);
-        var server = new RedisServerProcess(exe, FreePort(), extraArgs);
+        var server = new RedisServerProcess(exe, LoopbackPort.Free(), extraArgs);
         await server.StartAgainAsync().ConfigureAwait(false);
         return server;
     }
@@ -81,11 +82,4 @@ public sealed class RedisServerProcess : IAsyncDisposable
     }
 
     public async ValueTask DisposeAsync() => await StopAsync().ConfigureAwait(false);
-
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
 }
