@@ -167,7 +167,9 @@ public sealed class ChildObjectsTests
         Assert.Equal("least-loaded", options.Placement.Policy);
         Assert.Empty(options.Placement.Validate("Router:Placement"));
         Assert.Equal(Names.HttpPort, options.Port);
-        Assert.Equal("0.0.0.0", options.Host);
+        // It listens on its pod IP, which the kubelet supplies through the downward API.
+        Assert.Equal("$(POD_IP)", options.Host);
+        Assert.Contains(pod.Containers[0].Env, e => e.Name == "POD_IP" && e.ValueFrom.FieldRef.FieldPath == "status.podIP");
 
         // Its account may list and watch EndpointSlices in the model's namespace, and nothing else.
         Assert.Equal(children.RouterAccount.Metadata.Name, pod.ServiceAccountName);

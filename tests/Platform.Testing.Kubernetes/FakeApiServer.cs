@@ -6,7 +6,13 @@
 // patch (strategic merge patch is treated as merge patch: enough for the objects kubectl
 // patches here), server-side Table output with a CRD's printer columns, finalizers and
 // garbage collection. Server-side apply is not implemented (415), and there are no built-in
-// controllers: tests play the kubelet by writing workload status (MarkReady helpers).
+// controllers: tests play the kubelet by writing workload status (MarkReady helpers), or run
+// the test kubelet (Kubelet/TestKubelet.cs), which runs the pods as local processes.
+// With TLS on (StartAsync(tls: true)) it serves HTTPS with its own self-signed CA, so pods can
+// use the in-cluster configuration (KUBERNETES_SERVICE_HOST and a mounted ca.crt) as in a cluster.
+using System.Net;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -32,18 +38,35 @@ public sealed class FakeApiServer : IAsyncDisposable
     private int _listRequests;
     private int _watchRequests;
 
-    private FakeApiServer(TimeProvider time)
+    private FakeApiServer(TimeProvider time, X509Certificate2? certificate)
     {
         _time = time;
         _store = new ObjectStore(_types, time);
+        Certificate = certificate;
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, listen =>
+        {
+            if (certificate is not null) listen.UseHttps(certificate);
+        }));
         _app = builder.Build();
         _app.Run(HandleAsync);
     }
 
     public string Url { get; private set; } = "";
+
+    /// <summary>The server's certificate (its own CA) when it serves HTTPS; null for plain HTTP.</summary>
+    public X509Certificate2? Certificate { get; }
+
+    /// <summary>The CA certificate in PEM, as a pod's ca.crt or a kubeconfig's certificate-authority-data holds it.</summary>
+    public string? CaPem => Certificate?.ExportCertificatePem();
+
+    /// <summary>The port the server listens on (127.0.0.1).</summary>
+    public int Port => new Uri(Url).Port;
+
+    internal ObjectStore Store => _store;
+
+    internal ResourceTypes Types => _types;
 
     /// <summary>How often an open watch with allowWatchBookmarks gets a BOOKMARK.</summary>
     public TimeSpan BookmarkInterval { get; set; } = TimeSpan.FromSeconds(1);
@@ -85,7 +108,7 @@ public sealed class FakeApiServer : IAsyncDisposable
             clusters:
             - name: fake
               cluster:
-                server: {Url}
+                server: {Url}{(CaPem is { } ca ? "\n    certificate-authority-data: " + Convert.ToBase64String(Encoding.ASCII.GetBytes(ca)) : "")}
             users:
             - name: {user}
               user:
@@ -101,13 +124,31 @@ public sealed class FakeApiServer : IAsyncDisposable
         return path;
     }
 
-    public static async Task<FakeApiServer> StartAsync(TimeProvider? time = null)
+    public static async Task<FakeApiServer> StartAsync(TimeProvider? time = null, bool tls = false)
     {
-        var server = new FakeApiServer(time ?? TimeProvider.System);
+        var server = new FakeApiServer(time ?? TimeProvider.System, tls ? SelfSignedCa() : null);
         await server._app.StartAsync().ConfigureAwait(false);
         var addresses = server._app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses;
-        server.Url = addresses.First();
+        server.Url = addresses.First().Replace("//[::1]", "//127.0.0.1", StringComparison.Ordinal);
         return server;
+    }
+
+    /// <summary>A self-signed CA certificate for 127.0.0.1 and localhost, valid for a day.</summary>
+    private static X509Certificate2 SelfSignedCa()
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest("CN=fake-kube-apiserver", key, HashAlgorithmName.SHA256);
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(certificateAuthority: true, hasPathLengthConstraint: false, pathLengthConstraint: 0, critical: true));
+        request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature | X509KeyUsageFlags.KeyCertSign, critical: true));
+        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1")], critical: false));
+        var san = new SubjectAlternativeNameBuilder();
+        san.AddIpAddress(IPAddress.Loopback);
+        san.AddDnsName("localhost");
+        san.AddDnsName("kubernetes.default.svc");
+        request.CertificateExtensions.Add(san.Build());
+        using var cert = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1));
+        // Kestrel needs the key in a form it can use on every platform: round-trip through PKCS#12.
+        return X509CertificateLoader.LoadPkcs12(cert.Export(X509ContentType.Pkcs12), null);
     }
 
     public void InjectConflicts(string group, string plural, int count) => _store.InjectConflicts(group + "/" + plural, count);

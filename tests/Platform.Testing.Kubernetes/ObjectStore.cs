@@ -443,9 +443,13 @@ internal sealed class ObjectStore
         }
     }
 
+    /// <summary>Raised (under the store's lock: keep handlers short) after every committed change.</summary>
+    public event Action? Changed;
+
     private void Publish(StoredEvent e)
     {
         _history.Add(e);
+        Changed?.Invoke();
         foreach (var w in _watches.Where(w => w.Matches(e)))
         {
             w.Channel.Writer.TryWrite(e);

@@ -30,7 +30,9 @@ public sealed class OperatorArgsTests
 
     private static WorkerOptions Bind(IEnumerable<string> args, string hostName)
     {
-        var config = new ConfigurationBuilder().AddCommandLine(args.ToArray(), WorkerCommandLine.SwitchMappings.ToDictionary()).Build();
+        // The kubelet expands $(POD_IP) from the pod's downward-API env before the worker sees its args.
+        var expanded = args.Select(a => a.Replace("$(" + ChildObjects.PodIpVariable + ")", "10.0.0.7", StringComparison.Ordinal)).ToArray();
+        var config = new ConfigurationBuilder().AddCommandLine(expanded, WorkerCommandLine.SwitchMappings.ToDictionary()).Build();
         var options = config.GetSection(WorkerOptions.Section).Get<WorkerOptions>()!;
         options.WorkerId = hostName;
         return options;
@@ -50,7 +52,8 @@ public sealed class OperatorArgsTests
         Assert.Contains(pod.Volumes, v => v.PersistentVolumeClaim?.ClaimName == "models" && v.PersistentVolumeClaim.ReadOnlyProperty == true);
         Assert.Contains(pod.Containers[0].VolumeMounts, m => m.MountPath == "/models" && m.ReadOnlyProperty == true);
         Assert.Equal("served", o.ResolvedServedModelName);
-        Assert.Equal(("0.0.0.0", Names.WorkerGrpcPort, Names.HttpPort), (o.Host, o.Port, o.HttpPort));
+        Assert.Equal(("10.0.0.7", Names.WorkerGrpcPort, Names.HttpPort), (o.Host, o.Port, o.HttpPort));
+        Assert.Contains(pod.Containers[0].Env, e => e.Name == ChildObjects.PodIpVariable && e.ValueFrom.FieldRef.FieldPath == "status.podIP");
         var engine = o.ResolvedEngine;
         Assert.Equal((32, 4096, 0.8, 65536, "float32"), (engine.BlockSize, engine.MaxBatchTokens, engine.KvCacheMemoryFraction, engine.MaxContextTokens!.Value, engine.ComputeDtype));
         Assert.True(engine.LendKvBlocks);

@@ -142,6 +142,7 @@ public static class ChildObjects
         {
             new() { Name = "POD_NAME", ValueFrom = new V1EnvVarSource { FieldRef = new V1ObjectFieldSelector { FieldPath = "metadata.name" } } },
             new() { Name = "POD_NAMESPACE", ValueFrom = new V1EnvVarSource { FieldRef = new V1ObjectFieldSelector { FieldPath = "metadata.namespace" } } },
+            PodIpEnv(),
         };
         if (spec.KvCache.Remote?.Redis.SecretRef is { } redisSecret)
         {
@@ -193,6 +194,7 @@ public static class ChildObjects
         var env = new List<V1EnvVar>
         {
             new() { Name = "POD_NAMESPACE", ValueFrom = new V1EnvVarSource { FieldRef = new V1ObjectFieldSelector { FieldPath = "metadata.namespace" } } },
+            PodIpEnv(),
         };
         if (spec.Router.ApiKeySecretRef is { } apiKey)
         {
@@ -269,7 +271,7 @@ public static class ChildObjects
         {
             "--model", ModelLocation(spec.Model).Path,
             "--served-model-name", spec.Model.ServedName,
-            "--host", "0.0.0.0",
+            "--host", $"$({PodIpVariable})",
             "--port", Names.WorkerGrpcPort.ToString(inv),
             "--http-port", Names.HttpPort.ToString(inv),
             "--dtype", spec.Model.Dtype,
@@ -313,7 +315,7 @@ public static class ChildObjects
             // Expanded by the kubelet from the env var (the pod's own namespace).
             "--namespace", "$(POD_NAMESPACE)",
             "--worker-port-name", Names.WorkerGrpcPortName,
-            "--host", "0.0.0.0",
+            "--host", $"$({PodIpVariable})",
             "--port", Names.HttpPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
             "--policy", RouterPolicy(model.Spec.Router.Policy),
             "--served-model-name", model.Spec.Model.ServedName,
@@ -523,6 +525,16 @@ public static class ChildObjects
         FailureThreshold = failureThreshold,
         TimeoutSeconds = 2,
     };
+
+    /// <summary>
+    /// The pod's own IP ($POD_IP), which workers and routers listen on (<c>--host $(POD_IP)</c>): every
+    /// client reaches them by pod IP (router → worker, peer → peer, probes, the Services), and a node
+    /// that gives each pod its own address, like the test kubelet on 127.0.0.x, can then run two pods
+    /// with the same container ports side by side.
+    /// </summary>
+    private static V1EnvVar PodIpEnv() => new() { Name = PodIpVariable, ValueFrom = new V1EnvVarSource { FieldRef = new V1ObjectFieldSelector { FieldPath = "status.podIP" } } };
+
+    public const string PodIpVariable = "POD_IP";
 
     private static V1EnvVar SecretEnv(string name, SecretKeyRef secret) => new()
     {
