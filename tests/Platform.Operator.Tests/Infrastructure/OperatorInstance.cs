@@ -35,7 +35,22 @@ public sealed class OperatorInstance : IAsyncDisposable
 
     public string Url => _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
 
-    public static async Task<OperatorInstance> StartAsync(TestCluster cluster, string identity, IRouterLoadSource? load = null, IKvStorePurger? purger = null, params string[] extraArgs)
+    public static Task<OperatorInstance> StartAsync(TestCluster cluster, string identity, IRouterLoadSource? load = null, IKvStorePurger? purger = null, params string[] extraArgs) =>
+        StartAsync(cluster, identity, services =>
+        {
+            if (load is not null)
+            {
+                services.AddSingleton(load);
+            }
+
+            if (purger is not null)
+            {
+                services.AddSingleton(purger);
+            }
+        }, extraArgs);
+
+    /// <summary>Starts a replica with its services changed by <paramref name="configure"/> (after the operator's own).</summary>
+    public static async Task<OperatorInstance> StartAsync(TestCluster cluster, string identity, Action<IServiceCollection> configure, params string[] extraArgs)
     {
         string[] args =
         [
@@ -58,15 +73,7 @@ public sealed class OperatorInstance : IAsyncDisposable
         var app = OperatorHost.Build(args, services =>
         {
             services.AddSingleton<IKubernetes>(client);
-            if (load is not null)
-            {
-                services.AddSingleton(load);
-            }
-
-            if (purger is not null)
-            {
-                services.AddSingleton(purger);
-            }
+            configure(services);
         });
         try
         {

@@ -36,7 +36,9 @@ public sealed class TestCluster : IAsyncDisposable
 
     public IKubernetes Client { get; }
 
-    public static async Task<TestCluster> StartAsync()
+    /// <param name="tls">The fake serves HTTPS with its own CA (what pods of the test kubelet need for
+    /// the in-cluster configuration).</param>
+    public static async Task<TestCluster> StartAsync(bool tls = false)
     {
         TestCluster cluster;
         if (RealKubeconfig is { } path)
@@ -45,7 +47,7 @@ public sealed class TestCluster : IAsyncDisposable
         }
         else
         {
-            var fake = await FakeApiServer.StartAsync().ConfigureAwait(false);
+            var fake = await FakeApiServer.StartAsync(tls: tls).ConfigureAwait(false);
             var kubeconfig = await fake.WriteKubeconfigAsync("platform-fake-", "tester", "default").ConfigureAwait(false);
             cluster = new TestCluster(fake, kubeconfig, "test");
         }
@@ -58,7 +60,7 @@ public sealed class TestCluster : IAsyncDisposable
     /// <summary>A separate client (own connections), e.g. for a second operator replica.</summary>
     public Kubernetes NewClient()
     {
-        var config = Fake is null
+        var config = Fake is null || Fake.Certificate is not null
             ? KubernetesClientConfiguration.BuildConfigFromConfigFile(KubeconfigPath)
             : new KubernetesClientConfiguration { Host = Fake.Url, AccessToken = "fake-token" };
         var client = new Kubernetes(config);

@@ -167,7 +167,7 @@ internal sealed partial class ContainerProcess : IAsyncDisposable
     private Process Launch()
     {
         var psi = new ProcessStartInfo("unshare") { UseShellExecute = false };
-        foreach (var a in new[] { "--mount", "--uts", "--propagation", "private", "--", "/bin/sh", _scriptPath, "sh" }) psi.ArgumentList.Add(a);
+        foreach (var a in new[] { "--mount", "--uts", "--propagation", "private", "--", "/bin/sh", _scriptPath }) psi.ArgumentList.Add(a);
         foreach (var a in _argv) psi.ArgumentList.Add(a);
         psi.Environment.Clear();
         foreach (var (k, v) in _env) psi.Environment[k] = v;
