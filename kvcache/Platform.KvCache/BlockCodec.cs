@@ -1,6 +1,8 @@
 // Encodes one KV block for the host and remote tiers and decodes it back with
 // every check we can make, because a block that decodes wrongly would silently
-// corrupt a generation: any mismatch is a miss (recompute), never data.
+// corrupt a generation: any mismatch is a miss (recompute), never data. The
+// element type is recorded twice (stored and the engine's raw dtype) and checked
+// before anything else, so bytes of one dtype are never read as another.
 //
 // Format (little-endian), 64-byte header then payload:
 //   0  u32 magic "PKVB"          4  u16 format version (1)     6  u8 stored dtype   7  u8 reserved (0)
@@ -75,6 +77,11 @@ public static class BlockCodec
         var header = encoded[..HeaderBytes];
         if (BinaryPrimitives.ReadUInt32LittleEndian(header) != Magic) return DecodeStatus.BadMagic;
         if (BinaryPrimitives.ReadUInt16LittleEndian(header[4..]) != FormatVersion || header[7] != 0) return DecodeStatus.UnsupportedVersion;
+        // The element type first: a block of another dtype (a bfloat16 engine's, read by a float32 one) is
+        // named for what it is, before its (also different) fingerprint.
+        var stored = (KvDtype)header[6];
+        bool convertible = stored == layout.RawDtype || (stored == KvDtype.Float16 && layout.RawDtype == KvDtype.Float32);
+        if (BinaryPrimitives.ReadUInt32LittleEndian(header[52..]) != (uint)layout.RawDtype || !convertible) return DecodeStatus.DtypeMismatch;
         if (BinaryPrimitives.ReadUInt64LittleEndian(header[8..]) != layout.FingerprintSeed) return DecodeStatus.ForeignModel;
         if (BinaryPrimitives.ReadUInt64LittleEndian(header[16..]) != expectedHash) return DecodeStatus.WrongBlock;
         if (BinaryPrimitives.ReadUInt32LittleEndian(header[32..]) != (uint)layout.NumLayers
@@ -82,9 +89,6 @@ public static class BlockCodec
             || BinaryPrimitives.ReadUInt32LittleEndian(header[40..]) != (uint)layout.HeadDim
             || BinaryPrimitives.ReadUInt32LittleEndian(header[44..]) != (uint)layout.BlockSize)
             return DecodeStatus.ShapeMismatch;
-        var stored = (KvDtype)header[6];
-        bool convertible = stored == layout.RawDtype || (stored == KvDtype.Float16 && layout.RawDtype == KvDtype.Float32);
-        if (BinaryPrimitives.ReadUInt32LittleEndian(header[52..]) != (uint)layout.RawDtype || !convertible) return DecodeStatus.DtypeMismatch;
         long payloadBytes = 2L * layout.NumLayers * layout.ElementsPerTensor * KvBlockLayout.ElementSize(stored);
         if (BinaryPrimitives.ReadUInt32LittleEndian(header[48..]) != payloadBytes) return DecodeStatus.LengthMismatch;
         if (encoded.Length < HeaderBytes + payloadBytes) return DecodeStatus.Truncated;

@@ -136,6 +136,21 @@ public sealed class CodecTests
     }
 
     [Fact]
+    public void A_bfloat16_engines_block_is_a_dtype_mismatch_for_a_float32_engine_never_a_misread()
+    {
+        // As two engines of one model would: other dtype, so another fingerprint seed too. The dtype is checked first.
+        var bf16 = Layout(KvDtype.BFloat16, KvDtype.BFloat16, seed: Seed ^ 0xB16);
+        var encoded = Encode(bf16, RandomRaw(bf16));
+        var fp32 = Layout();
+        var destination = new byte[fp32.RawBytes];
+        Assert.Equal(DecodeStatus.DtypeMismatch, BlockCodec.Decode(fp32, Hash, encoded, destination, out _));
+        Assert.All(destination, b => Assert.Equal(0, b));
+        // And the other way round, with the same seed (only the dtype differs).
+        var fp32Block = Encode(fp32, RandomRaw(fp32));
+        Assert.Equal(DecodeStatus.DtypeMismatch, BlockCodec.Decode(Layout(KvDtype.BFloat16, KvDtype.BFloat16), Hash, fp32Block, new byte[bf16.RawBytes], out _));
+    }
+
+    [Fact]
     public void Unsupported_store_dtypes_are_refused_with_a_message()
     {
         var e = Assert.Throws<ArgumentException>(() => Layout(KvDtype.BFloat16, KvDtype.Float16));

@@ -11,12 +11,12 @@ namespace Platform.Worker.Tests;
 
 public sealed class OperatorArgsTests
 {
-    private static LongContextModel Model(string source) => new()
+    private static LongContextModel Model(string source, string dtype = "float32") => new()
     {
         Metadata = new V1ObjectMeta { Name = "m", NamespaceProperty = "ns", Uid = "uid-1" },
         Spec = new LongContextModelSpec
         {
-            Model = new ModelSpec { Source = source, ServedName = "served", MaxContextTokens = 65536, Dtype = "float32" },
+            Model = new ModelSpec { Source = source, ServedName = "served", MaxContextTokens = 65536, Dtype = dtype },
             Replicas = 3,
             Worker = new WorkerSpec { Engine = new EngineSpec { BlockSize = 32, MaxBatchTokens = 4096, KvMemoryFraction = 0.8 } },
             KvCache = new KvCacheSpec
@@ -72,6 +72,28 @@ public sealed class OperatorArgsTests
         var router = children.Router.Spec.Template.Spec;
         Assert.Equal("/models/qwen/7b", router.Containers[0].Args[router.Containers[0].Args.IndexOf("--model") + 1]);
         Assert.Contains(router.Volumes, v => v.PersistentVolumeClaim?.ClaimName == "models");
+    }
+
+    [Fact]
+    public void The_shipped_bfloat16_configuration_with_the_kv_tier_and_dist_attention_is_accepted()
+    {
+        // The CRD defaults to dtype bfloat16, and the operator passes it with --kv-tier and --dist-attention on.
+        var children = ChildObjects.Build(Model("pvc://models/qwen/7b", "bfloat16"), new ImageDefaults("w:1", "r:1"));
+        var args = children.Workers.Spec.Template.Spec.Containers[0].Args;
+        Assert.Equal("bfloat16", args[args.IndexOf("--dtype") + 1]);
+        var o = Bind(args, "m-worker-0");
+        o.ModelDirectory = TestModel.Dir; // the mounted directory, here a real one
+        Assert.Equal("bfloat16", o.ResolvedEngine.ComputeDtype);
+        Assert.Equal(Platform.KvCache.KvTierMode.Remote, o.KvTier.ParsedMode);
+        Assert.True(o.DistAttentionEnabled);
+        var result = new WorkerOptionsValidator().Validate(null, o);
+        Assert.True(result.Succeeded, result.FailureMessage);
+
+        // float16 storage is for a float32 engine only: a bfloat16 worker refuses it with the fix.
+        o.KvTier = o.KvTier with { StoreDtype = "float16" };
+        var refused = new WorkerOptionsValidator().Validate(null, o);
+        Assert.True(refused.Failed);
+        Assert.Contains("--kv-store-dtype auto", refused.FailureMessage, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -23,7 +23,15 @@ public sealed partial class LlmEngine
 
     internal TorchSharp.torch.ScalarType Dtype => _model.Dtype;
     internal int KvBlocksFor(int tokens) => _kv.BlocksFor(tokens);
-    internal (IntPtr Keys, IntPtr Values) KvPointers(int layer) => _kvStore.Pointers(layer);
+
+    /// <summary>Creditor side: stores a debtor's float32 K/V rows in lent slots, in the pool's dtype.</summary>
+    internal void WriteLentKv(int layer, ReadOnlySpan<long> slots, ReadOnlySpan<float> keys, ReadOnlySpan<float> values) =>
+        _kvStore.WriteRows(layer, slots, keys, values);
+
+    /// <summary>Creditor side: attention partials over lent slots (see PagedKvStore.PartialAttention).</summary>
+    internal unsafe void LentKvAttention(int layer, float* queries, long* slots, int slotCount, int* offsets, int* lengths, int count,
+        int heads, int kvHeads, int headDim, float scale, float* output, float* logSumExp) =>
+        _kvStore.PartialAttention(layer, queries, slots, slotCount, offsets, lengths, count, heads, kvHeads, headDim, scale, output, logSumExp);
 
     /// <summary>DistAttention counters: blocks lent to peers, sequences and blocks borrowed from them, time waiting for them.</summary>
     public DistAttentionStats GetDistAttentionStats() => new(Volatile.Read(ref _lentBlocks), Volatile.Read(ref _borrowingSequences),

@@ -225,10 +225,7 @@ public sealed partial class LlmEngine : IDisposable
         var mode = options.ParsedMode;
         if (mode == KvTierMode.Off) return;
         if (_tiers is not null) throw new InvalidOperationException("the KV tier is already enabled");
-        if (_model.Dtype != torch.ScalarType.Float32)
-            throw new ArgumentException($"the KV tier needs float32 KV pools but the engine computes in {TorchDtypes.Name(_model.Dtype)}; use --dtype float32 or --kv-tier off.");
-        var store = options.StoreDtype.ToLowerInvariant() is "float16" or "fp16" ? KvDtype.Float16 : KvDtype.Float32;
-        var layout = KvBlockLayout.For(Fingerprint, KvDtype.Float32, store);
+        var layout = KvBlockLayout.For(Fingerprint, KvTierDtypes.Raw(_model.Dtype), KvTierDtypes.Store(_model.Dtype, options.StoreDtype));
         if (metrics is null) metrics = _ownedMetrics = new KvTierMetrics();
         var host = new HostKvTier(options.HostMemoryBytes, layout.EncodedBytes);
         RedisKvTier? remote = mode == KvTierMode.Remote

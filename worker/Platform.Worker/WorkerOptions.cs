@@ -171,7 +171,7 @@ public static class WorkerCommandLine
         KV tier (docs/kvcache.md):
           --kv-tier off|host|remote   off (default): device pool only; host: + host memory; remote: + shared Redis store
           --kv-host-memory SIZE       host-memory budget, e.g. 4GiB (default 1GiB)
-          --kv-store-dtype auto|float16  stored block dtype (auto = lossless)
+          --kv-store-dtype auto|float16  stored block dtype (auto = the compute dtype, lossless; float16 only for float32)
           --redis HOST:PORT           the shared store (with --kv-tier remote); --redis-user, --redis-password
                                       (or $REDIS_PASSWORD), --redis-tls true
           --kv-key-prefix P --kv-ttl-seconds N --kv-remote-timeout-ms N --kv-write-queue N
@@ -221,7 +221,12 @@ internal sealed class WorkerOptionsValidator : IValidateOptions<WorkerOptions>
             if (!Uri.TryCreate(peer, UriKind.Absolute, out var uri) || uri.Scheme != "http")
                 errors.Add($"--peers: '{peer}' is not an http://HOST:PORT gRPC address of a peer worker.");
         if (o.KvTokens is < 1) errors.Add($"--kv-tokens must be positive, got {o.KvTokens}.");
-        errors.AddRange((o.KvTier ?? new KvTierOptions()).Validate());
+        var kvTier = o.KvTier ?? new KvTierOptions();
+        errors.AddRange(kvTier.Validate());
+        // Any compute dtype works with the KV tier (blocks are stored in it); only float16 storage of bfloat16 is refused.
+        if (!kvTier.Mode.Equals("off", StringComparison.OrdinalIgnoreCase)
+            && Platform.Engine.KvCache.KvTierDtypes.Validate(o.ResolvedEngine.ComputeDtype, kvTier.StoreDtype) is { } dtypeError)
+            errors.Add(dtypeError);
         try
         {
             o.ResolvedEngine.Validate();

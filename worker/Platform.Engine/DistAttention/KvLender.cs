@@ -12,7 +12,9 @@
 // the reservation's slots and computes, for every query, attention over the
 // reservation's positions up to the query's own (causal), with the log-sum-exp
 // the debtor needs for the exact merge. The engine thread never touches lent
-// blocks, so the two never write the same memory.
+// blocks, so the two never write the same memory. K/V, queries and partials
+// travel as float32 whatever the compute dtype; the lent blocks hold the
+// engine's own dtype (bfloat16/float16 rows are widened for the float32 kernel).
 using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
 using Google.Protobuf;
@@ -50,7 +52,6 @@ public sealed class KvLender : IDisposable
     {
         var o = _engine.Options;
         if (!o.LendKvBlocks) return Refuse("this worker does not lend KV memory (DistAttention is off)", 0);
-        if (_engine.Dtype != TorchSharp.torch.ScalarType.Float32) return Refuse("lending needs a float32 KV cache", 0);
         if (request.Fingerprint != _engine.Fingerprint.Id)
             return Refuse($"this worker serves model {_engine.Fingerprint.Id}, not {request.Fingerprint}", 0);
         if (request.Tokens < 0 || request.StartPosition < 0 || request.LeaseMs <= 0)
@@ -93,7 +94,7 @@ public sealed class KvLender : IDisposable
         int newKv = request.KvPositions.Count, queries = request.QueryPositions.Count;
         if (request.Layer < 0 || request.Layer >= c.NumLayers) return new AttendReply { Error = $"layer {request.Layer} is outside [0, {c.NumLayers})" };
         if (request.Keys.Length != newKv * kvRow * 4 || request.Values.Length != newKv * kvRow * 4)
-            return new AttendReply { Error = $"keys and values must hold {newKv}×{c.NumKvHeads}×{c.HeadDim} float32 values" };
+            return new AttendReply { Error = $"keys and values must hold {newKv}×{c.NumKvHeads}×{c.HeadDim} float32 values (DistAttention sends float32 whatever the compute dtype)" };
         if (request.Queries.Length != queries * qRow * 4)
             return new AttendReply { Error = $"queries must hold {queries}×{c.NumHeads}×{c.HeadDim} float32 values" };
 
@@ -113,7 +114,6 @@ public sealed class KvLender : IDisposable
     {
         {
             if (r.Released) return new AttendReply { Error = $"reservation {r.Id} was released" };
-            var (keyPool, valuePool) = _engine.KvPointers(request.Layer);
             var keys = MemoryMarshal.Cast<byte, float>(request.Keys.Span);
             var values = MemoryMarshal.Cast<byte, float>(request.Values.Span);
             for (int i = 0; i < newKv; i++)
@@ -121,9 +121,8 @@ public sealed class KvLender : IDisposable
                 long index = request.KvPositions[i] - r.Start;
                 if (index < 0 || index >= r.Tokens)
                     return new AttendReply { Error = $"position {request.KvPositions[i]} is outside this reservation [{r.Start}, {r.Start + r.Tokens})" };
-                long slot = r.Slots[index];
-                keys.Slice(i * kvRow, kvRow).CopyTo(new Span<float>((float*)keyPool + slot * kvRow, kvRow));
-                values.Slice(i * kvRow, kvRow).CopyTo(new Span<float>((float*)valuePool + slot * kvRow, kvRow));
+                // Rounded to the pool's dtype: exact, since the debtor (same fingerprint, so same dtype) widened them from it.
+                _engine.WriteLentKv(request.Layer, r.Slots.AsSpan((int)index, 1), keys.Slice(i * kvRow, kvRow), values.Slice(i * kvRow, kvRow));
                 r.Written = Math.Max(r.Written, (int)index + 1);
             }
 
@@ -137,7 +136,7 @@ public sealed class KvLender : IDisposable
             fixed (float* qp = q) fixed (long* slots = r.Slots) fixed (int* off = offsets) fixed (int* len = lengths)
             fixed (float* op = output) fixed (float* lp = logSumExp)
             {
-                PagedAttention.DecodePartial(qp, (float*)keyPool, (float*)valuePool, slots, off, len, queries,
+                _engine.LentKvAttention(request.Layer, qp, slots, r.Written, off, len, queries,
                     c.NumHeads, c.NumKvHeads, c.HeadDim, (float)(1.0 / Math.Sqrt(c.HeadDim)), op, lp);
             }
             r.ExpiresAt = _time.GetUtcNow().AddMilliseconds(Math.Max(_engine.Options.DistLeaseMs, 1));

@@ -19,6 +19,10 @@
 //   taken from the host tier (verified, decoded) or from the prefetched remote
 //   blocks, copied into a fresh device block and registered in the prefix cache,
 //   until the first block neither has. Only the remainder is prefilled.
+// Blocks leave and enter the pools as raw bytes of the compute dtype (float32,
+// bfloat16 or float16): no conversion on the engine thread, and a 16-bit engine's
+// blocks take half the bytes. The model fingerprint (and so every block hash and
+// remote key) names that dtype, and the codec header records it.
 // Tier changes (host stored/evicted, remote stored) are queued here and drained
 // by the engine thread into the block pool's event sequence (RecordTierEvent).
 using System.Buffers;
@@ -56,8 +60,9 @@ public sealed class KvTierService : IAsyncDisposable
     public KvTierService(KvBlockLayout layout, PagedKvStore store, HostKvTier host, RedisKvTier? remote, KvTierMetrics metrics, int writeQueueBlocks, int putBatchBlocks, ILogger logger)
     {
         ArgumentNullException.ThrowIfNull(layout);
-        if (layout.RawDtype != KvDtype.Float32)
-            throw new ArgumentException("the KV tier needs float32 KV pools (--dtype float32); run with --kv-tier off for other compute dtypes.");
+        ArgumentNullException.ThrowIfNull(store);
+        if (layout.RawBytes != store.BytesPerBlock)
+            throw new ArgumentException($"a KV block of the tier's layout holds {layout.RawBytes} bytes but the engine's pools hold {store.BytesPerBlock} ({layout.RawDtype} vs {store.Dtype}); the layout must use the pools' dtype.");
         Layout = layout;
         _store = store;
         Host = host;

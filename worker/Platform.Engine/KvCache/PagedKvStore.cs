@@ -3,6 +3,9 @@
 // budget and never part of a dispose scope. A token's slot is
 // block × blockSize + offset; writes scatter by slot, attention gathers a
 // sequence's slots in order.
+// Pools hold the compute dtype (float32, bfloat16 or float16): the KV tier
+// copies blocks out and in as raw bytes of that type, and DistAttention widens
+// rows to float32 only where its float32 kernel reads them.
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -22,6 +25,8 @@ public sealed class PagedKvStore : IDisposable
     {
         NumBlocks = numBlocks;
         BlockSize = blockSize;
+        Dtype = dtype;
+        ElementSize = Model.TorchDtypes.ElementSize(dtype);
         BytesPerBlock = BytesPerBlockFor(numLayers, blockSize, kvHeads, headDim, dtype);
         _elementsPerSlot = kvHeads * headDim;
         _keys = new Tensor[numLayers];
@@ -43,11 +48,20 @@ public sealed class PagedKvStore : IDisposable
         _values[layer].index_copy_(0, slots, v);
     }
 
-    /// <summary>Raw storage of one layer's K and V pools (float32 only), for the paged decode kernel; taken once, pools never move.</summary>
+    /// <summary>Element type of the pools: the engine's compute dtype (float32, bfloat16 or float16).</summary>
+    public ScalarType Dtype { get; }
+
+    /// <summary>Bytes of one element of the pools.</summary>
+    public int ElementSize { get; }
+
+    /// <summary>
+    /// Raw storage of one layer's K and V pools, elements of <see cref="Dtype"/> (the paged decode kernel
+    /// casts them to float* and runs only on float32 pools); taken once, pools never move.
+    /// </summary>
     public unsafe (IntPtr Keys, IntPtr Values) Pointers(int layer)
     {
         _pointers ??= Enumerable.Range(0, _keys.Length)
-            .Select(l => ((IntPtr)Model.TensorPointers.Float32(_keys[l]), (IntPtr)Model.TensorPointers.Float32(_values[l]))).ToArray();
+            .Select(l => ((IntPtr)Model.TensorPointers.Data(_keys[l]), (IntPtr)Model.TensorPointers.Data(_values[l]))).ToArray();
         return _pointers[layer];
     }
 
@@ -55,30 +69,87 @@ public sealed class PagedKvStore : IDisposable
 
     /// <summary>
     /// Copies one block's K and V of every layer into <paramref name="raw"/> (layer after layer, K then V:
-    /// the KV tier's raw layout). float32 pools only. A block's slots are contiguous in each pool.
+    /// the KV tier's raw layout, in the pools' own element type, so no conversion). A block's slots are
+    /// contiguous in each pool.
     /// </summary>
     public unsafe void CopyBlockOut(int block, Span<byte> raw)
     {
-        int floats = BlockSize * _elementsPerSlot;
-        var dest = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(raw);
+        int bytes = BlockSize * _elementsPerSlot * ElementSize;
+        if (raw.Length < 2 * _keys.Length * bytes) throw new ArgumentException($"a raw block needs {2 * _keys.Length * bytes} bytes, got {raw.Length}", nameof(raw));
         for (int l = 0; l < _keys.Length; l++)
         {
             var (k, v) = Pointers(l);
-            new ReadOnlySpan<float>((float*)k + (long)block * floats, floats).CopyTo(dest.Slice(2 * l * floats, floats));
-            new ReadOnlySpan<float>((float*)v + (long)block * floats, floats).CopyTo(dest.Slice((2 * l + 1) * floats, floats));
+            new ReadOnlySpan<byte>((byte*)k + (long)block * bytes, bytes).CopyTo(raw.Slice(2 * l * bytes, bytes));
+            new ReadOnlySpan<byte>((byte*)v + (long)block * bytes, bytes).CopyTo(raw.Slice((2 * l + 1) * bytes, bytes));
         }
     }
 
     /// <summary>Writes one block's K and V of every layer from the tier's raw layout (the inverse of CopyBlockOut).</summary>
     public unsafe void CopyBlockIn(int block, ReadOnlySpan<byte> raw)
     {
-        int floats = BlockSize * _elementsPerSlot;
-        var src = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(raw);
+        int bytes = BlockSize * _elementsPerSlot * ElementSize;
+        if (raw.Length < 2 * _keys.Length * bytes) throw new ArgumentException($"a raw block needs {2 * _keys.Length * bytes} bytes, got {raw.Length}", nameof(raw));
         for (int l = 0; l < _keys.Length; l++)
         {
             var (k, v) = Pointers(l);
-            src.Slice(2 * l * floats, floats).CopyTo(new Span<float>((float*)k + (long)block * floats, floats));
-            src.Slice((2 * l + 1) * floats, floats).CopyTo(new Span<float>((float*)v + (long)block * floats, floats));
+            raw.Slice(2 * l * bytes, bytes).CopyTo(new Span<byte>((byte*)k + (long)block * bytes, bytes));
+            raw.Slice((2 * l + 1) * bytes, bytes).CopyTo(new Span<byte>((byte*)v + (long)block * bytes, bytes));
+        }
+    }
+
+    /// <summary>
+    /// Writes float32 rows ([slots, kvHeads × headDim]) of K and V into the given slots, rounded to the
+    /// pools' element type (DistAttention: a creditor storing the K/V a debtor computed; the debtor's
+    /// values came from the same dtype, so the rounding is exact).
+    /// </summary>
+    public unsafe void WriteRows(int layer, ReadOnlySpan<long> slots, ReadOnlySpan<float> keys, ReadOnlySpan<float> values)
+    {
+        int row = _elementsPerSlot;
+        if (keys.Length < slots.Length * row || values.Length < slots.Length * row) throw new ArgumentException("keys and values must hold a row per slot");
+        var (k, v) = Pointers(layer);
+        for (int i = 0; i < slots.Length; i++)
+        {
+            KvElements.FromFloat(keys.Slice(i * row, row), (byte*)k + slots[i] * row * ElementSize, Dtype);
+            KvElements.FromFloat(values.Slice(i * row, row), (byte*)v + slots[i] * row * ElementSize, Dtype);
+        }
+    }
+
+    /// <summary>
+    /// Attention partials (output and log-sum-exp per query and head, see PagedAttention.DecodePartial) of
+    /// <paramref name="count"/> float32 queries over the slots named by <paramref name="slots"/>, each query
+    /// over <c>slots[offsets[i] .. offsets[i] + lengths[i])</c>. Float32 pools are read in place; bfloat16 and
+    /// float16 pools are first widened to float32 for the first <paramref name="slotCount"/> slots (every
+    /// query's range must lie inside them), so the math is float32 over exactly the stored values.
+    /// </summary>
+    public unsafe void PartialAttention(int layer, float* queries, long* slots, int slotCount, int* offsets, int* lengths, int count,
+        int heads, int kvHeads, int headDim, float scale, float* output, float* logSumExp)
+    {
+        var (k, v) = Pointers(layer);
+        if (Dtype == ScalarType.Float32)
+        {
+            Kernels.PagedAttention.DecodePartial(queries, (float*)k, (float*)v, slots, offsets, lengths, count, heads, kvHeads, headDim, scale, output, logSumExp);
+            return;
+        }
+        int row = _elementsPerSlot;
+        var keyRows = System.Buffers.ArrayPool<float>.Shared.Rent(Math.Max(1, slotCount * row));
+        var valueRows = System.Buffers.ArrayPool<float>.Shared.Rent(Math.Max(1, slotCount * row));
+        var identity = System.Buffers.ArrayPool<long>.Shared.Rent(Math.Max(1, slotCount));
+        try
+        {
+            for (int i = 0; i < slotCount; i++)
+            {
+                KvElements.ToFloat((byte*)k + slots[i] * row * ElementSize, keyRows.AsSpan(i * row, row), Dtype);
+                KvElements.ToFloat((byte*)v + slots[i] * row * ElementSize, valueRows.AsSpan(i * row, row), Dtype);
+                identity[i] = i;
+            }
+            fixed (float* kr = keyRows) fixed (float* vr = valueRows) fixed (long* ids = identity)
+                Kernels.PagedAttention.DecodePartial(queries, kr, vr, ids, offsets, lengths, count, heads, kvHeads, headDim, scale, output, logSumExp);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(keyRows);
+            System.Buffers.ArrayPool<float>.Shared.Return(valueRows);
+            System.Buffers.ArrayPool<long>.Shared.Return(identity);
         }
     }
 

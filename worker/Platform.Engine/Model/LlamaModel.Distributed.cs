@@ -6,6 +6,10 @@
 // partials, and the partials merge exactly (AttentionMerge). Projections, norms
 // and the MLP are the same libtorch code as the local path. The creditors get
 // their requests before the local part is computed, so the two overlap.
+// With a bfloat16/float16 model, queries and K/V are widened to float32 for the
+// wire and the kernel (exact), attention and the merge run in float32 over the
+// stored values, and the merged output is rounded back to the compute dtype,
+// where the local path's SDPA would also round it.
 using Platform.Engine.DistAttention;
 using Platform.Engine.KvCache;
 using TorchSharp;
@@ -22,7 +26,6 @@ public sealed partial class LlamaModel
     /// </summary>
     public unsafe Tensor ForwardRemote(IReadOnlyList<int> tokens, int start, int count, long[] localSlots, DistSequence remote, PagedKvStore kv)
     {
-        if (Dtype != ScalarType.Float32) throw new InvalidOperationException("DistAttention needs a float32 model and KV cache.");
         if (start < remote.LocalTokens) throw new ArgumentException($"position {start} is local (below {remote.LocalTokens})", nameof(start));
         var c = Config;
         int qSize = c.NumHeads * c.HeadDim, kvSize = c.NumKvHeads * c.HeadDim;
@@ -49,19 +52,28 @@ public sealed partial class LlamaModel
             var w = _weights.Layers[l];
             var h = RmsNorm(x, w.InputNorm);
             var qkv = w.Qkv.Forward(h);
-            var q = ApplyRotary(qkv.narrow(1, 0, qSize).view(count, c.NumHeads, c.HeadDim), cos, sin).contiguous();
-            var k = ApplyRotary(qkv.narrow(1, qSize, kvSize).view(count, c.NumKvHeads, c.HeadDim), cos, sin).contiguous();
-            var v = qkv.narrow(1, qSize + kvSize, kvSize).contiguous();
+            var q = ApplyRotary(qkv.narrow(1, 0, qSize).view(count, c.NumHeads, c.HeadDim), cos, sin);
+            var k = ApplyRotary(qkv.narrow(1, qSize, kvSize).view(count, c.NumKvHeads, c.HeadDim), cos, sin);
+            var v = qkv.narrow(1, qSize + kvSize, kvSize);
+            // Queries, K/V and partials travel and are attended in float32; from bfloat16/float16 the widening is exact.
+            if (Dtype != ScalarType.Float32)
+            {
+                q = q.to_type(ScalarType.Float32);
+                k = k.to_type(ScalarType.Float32);
+                v = v.to_type(ScalarType.Float32);
+            }
+            q = q.contiguous();
+            k = k.contiguous();
+            v = v.contiguous();
 
             // The creditors start on their part while this worker computes its own.
             var pending = remote.BeginAttend(l, positionArray,
                 new ReadOnlySpan<float>(TensorPointers.Float32(k), count * kvSize), new ReadOnlySpan<float>(TensorPointers.Float32(v), count * kvSize), kvSize,
                 positionArray, new ReadOnlySpan<float>(TensorPointers.Float32(q), count * qSize));
-            var (keyPool, valuePool) = kv.Pointers(l);
             fixed (long* slots = localSlots) fixed (int* off = offsets) fixed (int* len = lengths)
             fixed (float* o = localOut) fixed (float* lse = localLse)
             {
-                Kernels.PagedAttention.DecodePartial(TensorPointers.Float32(q), (float*)keyPool, (float*)valuePool, slots, off, len, count,
+                kv.PartialAttention(l, TensorPointers.Float32(q), slots, localSlots.Length, off, len, count,
                     c.NumHeads, c.NumKvHeads, c.HeadDim, (float)_softmaxScale, o, lse);
             }
             outputs.Clear();
@@ -71,7 +83,7 @@ public sealed partial class LlamaModel
             remote.EndAttend(pending, outputs, logSumExps);
             Kernels.AttentionMerge.MergeRows(outputs, logSumExps, count, c.NumHeads, c.HeadDim, merged);
 
-            var attention = torch.tensor(merged, [count, qSize]);
+            var attention = torch.tensor(merged, [count, qSize]).to_type(Dtype);
             x = x + w.O.Forward(attention);
             x = x + Mlp(x, w);
         }
