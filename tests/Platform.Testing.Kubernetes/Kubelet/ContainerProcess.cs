@@ -208,13 +208,14 @@ internal sealed partial class ContainerProcess : IAsyncDisposable
         {
             if (startup is not null)
             {
-                int failures = 0;
+                // Probed often, but given the pod's whole budget (failureThreshold × periodSeconds) before a kill.
+                var deadline = DateTime.UtcNow + InitialDelay(startup, capped: false) + FailureBudget(startup);
                 await Task.Delay(InitialDelay(startup), ct).ConfigureAwait(false);
                 while (!await CheckAsync(startup, ct).ConfigureAwait(false))
                 {
-                    if (++failures >= Threshold(startup, "failureThreshold", 3))
+                    if (DateTime.UtcNow >= deadline)
                     {
-                        await AppendLogAsync($"[test-kubelet] startup probe failed {failures} times; killing {Name}").ConfigureAwait(false);
+                        await AppendLogAsync($"[test-kubelet] startup probe failed for {FailureBudget(startup).TotalSeconds:0} s; killing {Name}").ConfigureAwait(false);
                         _ = Kill(process.Id, 9);
                         return;
                     }
@@ -223,9 +224,10 @@ internal sealed partial class ContainerProcess : IAsyncDisposable
             }
             Started = true;
             if (readiness is null) Ready = true;
-            int readyFailures = 0, readySuccesses = 0, liveFailures = 0;
+            int readyFailures = 0, readySuccesses = 0;
+            DateTime? failingSince = null;
             var nextReady = readiness is null ? DateTime.MaxValue : DateTime.UtcNow + (startup is null ? InitialDelay(readiness) : TimeSpan.Zero);
-            var nextLive = liveness is null ? DateTime.MaxValue : DateTime.UtcNow + (startup is null ? InitialDelay(liveness) : TimeSpan.Zero) + Period(liveness);
+            var nextLive = liveness is null ? DateTime.MaxValue : DateTime.UtcNow + (startup is null ? InitialDelay(liveness, capped: false) : TimeSpan.Zero) + Period(liveness);
             while (!ct.IsCancellationRequested)
             {
                 var now = DateTime.UtcNow;
@@ -245,10 +247,11 @@ internal sealed partial class ContainerProcess : IAsyncDisposable
                 }
                 if (liveness is not null && now >= nextLive)
                 {
-                    if (await CheckAsync(liveness, ct).ConfigureAwait(false)) liveFailures = 0;
-                    else if (++liveFailures >= Threshold(liveness, "failureThreshold", 3))
+                    if (await CheckAsync(liveness, ct).ConfigureAwait(false)) failingSince = null;
+                    else if ((failingSince ??= DateTime.UtcNow) + FailureBudget(liveness) <= DateTime.UtcNow)
                     {
-                        await AppendLogAsync($"[test-kubelet] liveness probe failed {liveFailures} times; killing {Name}").ConfigureAwait(false);
+                        // As on a node: failing for failureThreshold periods in a row (the pod's own periods).
+                        await AppendLogAsync($"[test-kubelet] liveness probe failing for {FailureBudget(liveness).TotalSeconds:0} s; killing {Name}").ConfigureAwait(false);
                         _ = Kill(process.Id, 15);
                         return;
                     }
@@ -270,11 +273,15 @@ internal sealed partial class ContainerProcess : IAsyncDisposable
         return period < _options.MaxProbePeriod ? period : _options.MaxProbePeriod;
     }
 
-    private TimeSpan InitialDelay(JsonObject probe)
+    private TimeSpan InitialDelay(JsonObject probe, bool capped = true)
     {
         var delay = TimeSpan.FromSeconds(Threshold(probe, "initialDelaySeconds", 0));
-        return delay < _options.MaxProbePeriod ? delay : _options.MaxProbePeriod;
+        return !capped || delay < _options.MaxProbePeriod ? delay : _options.MaxProbePeriod;
     }
+
+    /// <summary>How long a probe may fail before the container is killed: the pod's own failureThreshold × periodSeconds.</summary>
+    private static TimeSpan FailureBudget(JsonObject probe) =>
+        TimeSpan.FromSeconds(Threshold(probe, "failureThreshold", 3) * Threshold(probe, "periodSeconds", 10));
 
     private static int Threshold(JsonObject probe, string field, int fallback) => probe[field] is { } v ? (int)JsonTools.Long(v) : fallback;
 

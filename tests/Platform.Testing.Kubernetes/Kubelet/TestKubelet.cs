@@ -90,7 +90,7 @@ public sealed class TestKubelet : IAsyncDisposable
         lock (_snapshotLock) return _running.TryGetValue(podName, out var pod) && pod.Containers.Count > 0 && pod.Containers[0].Signal(signal);
     }
 
-    /// <summary>Every container log of the pods ever run by this kubelet, for a failing test's message.</summary>
+    /// <summary>Every container log of the pods ever run by this kubelet (head and tail of each), for a failing test's message.</summary>
     public string Logs(int tailChars = 4000)
     {
         var sb = new StringBuilder();
@@ -100,7 +100,7 @@ public sealed class TestKubelet : IAsyncDisposable
         {
             string text = File.ReadAllText(file);
             sb.Append("==== ").Append(Path.GetRelativePath(root, file)).Append('\n')
-              .Append(text.Length > tailChars ? "..." + text[^tailChars..] : text).Append('\n');
+              .Append(text.Length > 2 * tailChars ? text[..tailChars] + "\n...\n" + text[^tailChars..] : text).Append('\n');
         }
         return sb.ToString();
     }

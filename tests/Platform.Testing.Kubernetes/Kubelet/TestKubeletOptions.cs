@@ -23,7 +23,8 @@ public sealed class TestKubeletOptions
     public string StateDirectory { get; init; } = Path.Combine("/var/tmp", "test-kubelet-" + Guid.NewGuid().ToString("N")[..8]);
 
     /// <summary>Probes run at the pod's period but never less often than this (tests cannot wait
-    /// 10 s per probe); thresholds are kept.</summary>
+    /// 10 s per probe). Readiness then changes after failureThreshold probes at this pace; startup
+    /// and liveness kill only after the pod's own budget (failureThreshold × periodSeconds).</summary>
     public TimeSpan MaxProbePeriod { get; init; } = TimeSpan.FromMilliseconds(500);
 
     /// <summary>First restart delay after a container exits (doubles per restart up to 10×);
