@@ -7,6 +7,8 @@
 // KV tier (docs/kvcache.md): by default (--kv-tier remote) the workers share a
 // Redis-compatible store; without --redis this process runs an embedded Garnet
 // server on loopback for them, stopped last.
+// Memory (WorkerMemory): each worker gets --memory-budget, an equal share of what the machine has
+// left after the router and the store, and sizes its KV pool inside it.
 using System.CommandLine;
 using System.Net;
 using Platform.Core.Networking;
@@ -39,7 +41,11 @@ internal static class UpCommand
         var redis = new Option<string?>("--redis") { Description = "HOST:PORT of an external Redis for the shared KV tier (default: an embedded Garnet server)" };
         var hostMemory = new Option<string>("--kv-host-memory") { Description = "Host-memory KV budget per worker, e.g. 2GiB", DefaultValueFactory = _ => "1GiB" };
         var garnetMemory = new Option<string>("--garnet-memory") { Description = "Memory of the embedded Garnet store, e.g. 2g", DefaultValueFactory = _ => "1g" };
-        var command = new Command("up", "Run router and workers on this machine") { model, demo, workers, port, policy, kvBlocks, kvTokens, maxContext, apiKey, distAttention, kvTier, redis, hostMemory, garnetMemory };
+        var workerMemory = new Option<string?>("--worker-memory")
+        {
+            Description = "Memory budget per worker, e.g. 6GiB (default: the available memory less the router's and the store's, divided among the workers)",
+        };
+        var command = new Command("up", "Run router and workers on this machine") { model, demo, workers, port, policy, kvBlocks, kvTokens, maxContext, apiKey, distAttention, kvTier, redis, hostMemory, garnetMemory, workerMemory };
         command.SetAction(async (parse, ct) =>
         {
             int n = parse.GetValue(workers);
@@ -53,6 +59,31 @@ internal static class UpCommand
             if (!ByteSize.TryParse(parse.GetValue(hostMemory), out long hostBytes) || hostBytes < 1)
             {
                 await Console.Error.WriteLineAsync($"error: --kv-host-memory '{parse.GetValue(hostMemory)}' is not a size; write e.g. 512MB or 4GiB.");
+                return 2;
+            }
+            long tierBytes = tier == "off" ? 0 : hostBytes;
+            long storeBytes = 0;
+            if (tier == "remote" && parse.GetValue(redis) is null && !ByteSize.TryParse(parse.GetValue(garnetMemory), out storeBytes))
+            {
+                await Console.Error.WriteLineAsync($"error: --garnet-memory '{parse.GetValue(garnetMemory)}' is not a size; write e.g. 1g or 2GiB.");
+                return 2;
+            }
+            long memoryBudget;
+            if (parse.GetValue(workerMemory) is { } explicitBudget)
+            {
+                if (!ByteSize.TryParse(explicitBudget, out memoryBudget) || memoryBudget <= tierBytes)
+                {
+                    await Console.Error.WriteLineAsync($"error: --worker-memory '{explicitBudget}' must be a size larger than --kv-host-memory (each worker's host KV tier lives in its budget); write e.g. 6GiB.");
+                    return 2;
+                }
+            }
+            else if (WorkerMemory.PerWorkerBudget(n, storeBytes, tierBytes) is { } share)
+            {
+                memoryBudget = share;
+            }
+            else
+            {
+                await Console.Error.WriteLineAsync($"error: not enough free memory for {n} worker(s) besides the router and the store ({Platform.Engine.KvMemoryBudget.Host.AvailableBytes() >> 20} MiB available); run fewer --workers, lower --kv-host-memory / --garnet-memory, or set --worker-memory.");
                 return 2;
             }
             string? redisAddress = parse.GetValue(redis);
@@ -98,7 +129,8 @@ internal static class UpCommand
                 var workerUrls = new List<string>();
                 for (int i = 0; i < n; i++)
                 {
-                    var args = new List<string> { "--model", dir, "--port", grpcPorts[i].ToString(), "--http-port", "0", "--worker-id", $"worker-{i}", "--threads", threads.ToString() };
+                    var args = new List<string> { "--model", dir, "--port", grpcPorts[i].ToString(), "--http-port", "0", "--worker-id", $"worker-{i}", "--threads", threads.ToString(),
+                        "--memory-budget", memoryBudget.ToString(System.Globalization.CultureInfo.InvariantCulture) };
                     if (parse.GetValue(kvBlocks) is { } blocks) args.AddRange(["--kv-blocks", blocks.ToString()]);
                     if (parse.GetValue(kvTokens) is { } tokens) args.AddRange(["--kv-tokens", tokens.ToString()]);
                     args.AddRange(["--dist-attention", dist]);

@@ -26,6 +26,9 @@ public sealed class UpOptionsTests
     [InlineData("--kv-host-memory|lots", "--kv-host-memory 'lots' is not a size")]
     [InlineData("--redis|localhost", "--redis 'localhost' is not HOST:PORT")]
     [InlineData("--kv-tier|host|--redis|127.0.0.1:6379", "--redis is only used with --kv-tier remote")]
+    [InlineData("--worker-memory|lots", "--worker-memory 'lots' must be a size")]
+    [InlineData("--worker-memory|512MB|--kv-host-memory|1GiB", "larger than --kv-host-memory")]
+    [InlineData("--workers|1000", "not enough free memory for 1000 worker(s)")]
     public async Task Bad_kv_tier_options_exit_with_code_2(string args, string message)
     {
         var (code, err) = await Up(args.Split('|'));

@@ -1,11 +1,15 @@
 // What can be checked of the Helm chart without a helm binary (none is installed here, and no
 // test pretends to render): every template is YAML once template actions are stripped; every
 // pod meets the restricted Pod Security profile; the ClusterRole grants exactly what the
-// operator calls (no wildcard, no delete, secrets only by get); values.yaml and values.schema.json
-// describe the same keys; image names and tags come only from values.yaml.
+// operator calls (no wildcard, no delete, no secrets: those only by get in rbac-secrets.yaml);
+// values.yaml and values.schema.json describe the same keys; image names and tags come only from
+// values.yaml; the PodMonitors select the operator's labels; the Grafana dashboard queries only
+// the metrics the workers and the router serve.
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
+using Platform.Operator.Builders;
 using Platform.Operator.Tests.Infrastructure;
+using RouterLoadMetrics = Platform.Operator.Autoscaling.PrometheusRouterLoadSource;
 
 namespace Platform.Operator.Tests;
 
@@ -65,7 +69,8 @@ public sealed partial class ChartTests
     public void The_operator_role_grants_only_what_the_operator_calls()
     {
         var docs = AllDocs();
-        var clusterRole = docs.Single(d => JsonStr(d, "kind") == "ClusterRole");
+        // Template actions strip to "x": the operator's ClusterRole is "x", the secrets one "x-secrets".
+        var clusterRole = docs.Single(d => JsonStr(d, "kind") == "ClusterRole" && JsonStr(d, "metadata", "name") == "x");
         var granted = new SortedSet<string>(StringComparer.Ordinal);
         foreach (var rule in clusterRole["rules"]!.AsArray())
         {
@@ -83,13 +88,12 @@ public sealed partial class ChartTests
 
         Assert.DoesNotContain(granted, g => g.Contains('*', StringComparison.Ordinal));
         Assert.DoesNotContain(granted, g => g.EndsWith(":delete", StringComparison.Ordinal) || g.EndsWith(":deletecollection", StringComparison.Ordinal));
-        // Secrets: a single get (the Redis password for the KV purge), never list or watch.
-        Assert.Equal(["/secrets:get"], granted.Where(g => g.Contains("/secrets", StringComparison.Ordinal)));
+        // Secrets: nothing here; rbac-secrets.yaml grants the one get per namespace.
+        Assert.DoesNotContain(granted, g => g.Contains("/secrets", StringComparison.Ordinal));
         string[] expected =
         [
             "/configmaps:create", "/configmaps:get", "/configmaps:update",
             "/events:create",
-            "/secrets:get",
             "/serviceaccounts:create", "/serviceaccounts:get", "/serviceaccounts:update",
             "/services:create", "/services:get", "/services:update",
             "apps/deployments:create", "apps/deployments:get", "apps/deployments:list", "apps/deployments:update", "apps/deployments:watch",
@@ -107,10 +111,152 @@ public sealed partial class ChartTests
         ];
         Assert.Equal(expected.Order(StringComparer.Ordinal), granted);
 
-        var leaseRole = docs.Single(d => JsonStr(d, "kind") == "Role");
+        var leaseRole = docs.Single(d => JsonStr(d, "kind") == "Role" && JsonStr(d, "metadata", "name") == "x-leader-election");
         var leaseRule = Assert.Single(leaseRole["rules"]!.AsArray())!;
         Assert.Equal(["leases"], leaseRule["resources"]!.AsArray().Select(r => r!.GetValue<string>()));
         Assert.Equal(["get", "create", "update"], leaseRule["verbs"]!.AsArray().Select(r => r!.GetValue<string>()));
+    }
+
+    [Fact]
+    public void Secrets_are_readable_only_by_get_through_the_secrets_roles()
+    {
+        var docs = AllDocs();
+        var grantsSecrets = docs.Where(d => JsonStr(d, "kind") is "Role" or "ClusterRole"
+            && d["rules"]!.AsArray().Any(r => r!["resources"]!.AsArray().Any(x => x!.GetValue<string>() == "secrets"))).ToList();
+        // A Role per namespace holding models, or (watching every namespace, none listed) a ClusterRole.
+        Assert.Equal(["ClusterRole", "Role"], grantsSecrets.Select(d => JsonStr(d, "kind")!).Order(StringComparer.Ordinal));
+        foreach (var role in grantsSecrets)
+        {
+            Assert.Equal("x-secrets", JsonStr(role, "metadata", "name"));
+            var rule = Assert.Single(role["rules"]!.AsArray())!;
+            Assert.Equal([""], rule["apiGroups"]!.AsArray().Select(g => g!.GetValue<string>()));
+            Assert.Equal(["secrets"], rule["resources"]!.AsArray().Select(g => g!.GetValue<string>()));
+            Assert.Equal(["get"], rule["verbs"]!.AsArray().Select(g => g!.GetValue<string>()));
+            Assert.NotNull(rule["resourceNames"]);
+        }
+
+        var bindings = docs.Where(d => JsonStr(d, "metadata", "name") == "x-secrets" && JsonStr(d, "kind") is "RoleBinding" or "ClusterRoleBinding").ToList();
+        Assert.Equal(2, bindings.Count);
+        Assert.All(bindings, b => Assert.Equal("x-secrets", JsonStr(b, "roleRef", "name")));
+
+        var template = File.ReadAllText(Path.Combine(Templates, "rbac-secrets.yaml"));
+        Assert.Equal(2, Regex.Count(template, @"with \$?\.Values\.secretAccess\.names \}\}\s*\n\s*resourceNames: \{\{ toJson \. \}\}"));
+        Assert.Contains("list .Values.operator.watchNamespace", template, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void The_pod_monitors_select_the_operators_workers_and_routers_on_their_http_port()
+    {
+        var monitors = AllDocs().Where(d => JsonStr(d, "kind") == "PodMonitor").ToList();
+        var monitor = Assert.Single(monitors); // one template ranging over the two components
+        Assert.Equal("monitoring.coreos.com/v1", JsonStr(monitor, "apiVersion"));
+        var labels = monitor["spec"]!["selector"]!["matchLabels"]!;
+        Assert.Equal(Names.ManagedBy, JsonStr(labels, Names.ManagedByLabel));
+        Assert.Equal(Names.AppName, JsonStr(labels, Names.NameLabel));
+        Assert.NotNull(labels[Names.ComponentLabel]);
+        var template = File.ReadAllText(Path.Combine(Templates, "podmonitor.yaml"));
+        Assert.Contains($"range $component := list \"{Names.WorkerComponent}\" \"{Names.RouterComponent}\"", template, StringComparison.Ordinal);
+        Assert.Contains(".Values.metrics.serviceMonitor.enabled", template, StringComparison.Ordinal);
+        var endpoint = Assert.Single(monitor["spec"]!["podMetricsEndpoints"]!.AsArray())!;
+        Assert.Equal("/metrics", JsonStr(endpoint, "path"));
+        Assert.Equal("http", JsonStr(endpoint, "port"));
+        Assert.Equal("longcontextmodel", JsonStr(endpoint["relabelings"]![0], "targetLabel"));
+
+        // The operator's pods have a port of that name, the one their /metrics is served on.
+        var model = Models.New("m", "ns");
+        var children = ChildObjects.Build(model, new ImageDefaults("w", "r"));
+        foreach (var pod in new[] { children.Workers.Spec.Template, children.Router.Spec.Template })
+        {
+            Assert.Contains(pod.Spec.Containers[0].Ports, p => p.Name == "http" && p.ContainerPort == Names.HttpPort);
+            Assert.Equal(Names.ManagedBy, pod.Metadata.Labels[Names.ManagedByLabel]);
+            Assert.Equal(Names.AppName, pod.Metadata.Labels[Names.NameLabel]);
+        }
+    }
+
+    [Fact]
+    public void Every_operator_setting_the_chart_passes_exists()
+    {
+        var deployment = File.ReadAllText(Path.Combine(Templates, "deployment.yaml"));
+        var settings = Regex.Matches(deployment, @"name: Operator__(\w+)").Select(m => m.Groups[1].Value).ToList();
+        Assert.Contains("MonitoringNamespace", settings);
+        foreach (var setting in settings)
+        {
+            Assert.NotNull(typeof(Platform.Operator.Hosting.OperatorOptions).GetProperty(setting));
+        }
+
+        Assert.Contains("value: {{ .Values.metrics.monitoringNamespace | quote }}", deployment, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void The_grafana_dashboard_queries_only_the_metrics_workers_and_router_serve()
+    {
+        // vLLM's names, which the workers serve, and the router's gauges (the autoscaler's contract).
+        string[] gauges = ["vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc", RouterLoadMetrics.QueuedMetric, RouterLoadMetrics.KvMetric];
+        string[] histograms = ["vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds", "vllm:e2e_request_latency_seconds"];
+        string[] counters = ["vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total"];
+        var served = new HashSet<string>(gauges.Concat(counters).Concat(histograms.SelectMany(h => new[] { h + "_bucket", h + "_sum", h + "_count" })), StringComparer.Ordinal);
+
+        var dashboard = JsonNode.Parse(File.ReadAllText(Path.Combine(RepoPaths.Chart, "dashboards", "platform.json")))!;
+        var expressions = dashboard["panels"]!.AsArray().SelectMany(p => p!["targets"]!.AsArray().Select(t => JsonStr(t, "expr")!))
+            .Concat(dashboard["templating"]!["list"]!.AsArray().Where(v => JsonStr(v, "type") == "query").Select(v => JsonStr(v, "query", "query")!))
+            .ToList();
+        Assert.True(expressions.Count >= 10, $"{expressions.Count} expressions");
+        var used = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var expr in expressions)
+        {
+            var names = MetricNames(expr);
+            Assert.True(names.Count > 0, $"no metric in '{expr}'");
+            foreach (var name in names)
+            {
+                Assert.True(served.Contains(name), $"the dashboard queries '{name}', which nothing serves: '{expr}'");
+                used.Add(name);
+            }
+        }
+
+        // And every served series has a panel.
+        foreach (var metric in gauges.Concat(counters))
+        {
+            Assert.Contains(metric, used);
+        }
+
+        Assert.All(histograms, h => Assert.Contains(h + "_bucket", used));
+
+        var configMap = File.ReadAllText(Path.Combine(Templates, "grafana-dashboard.yaml"));
+        Assert.Contains("grafana_dashboard: \"1\"", configMap, StringComparison.Ordinal);
+        Assert.Contains(".Files.Get \"dashboards/platform.json\"", configMap, StringComparison.Ordinal);
+        Assert.Contains(".Values.metrics.grafanaDashboard.enabled", configMap, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void The_metric_name_extractor_sees_through_promql()
+    {
+        Assert.Equal(["a:b_bucket", "c_total"], MetricNames("""histogram_quantile(0.95, sum by (le, x) (rate(a:b_bucket{ns=~"$ns", y="rate(z)"}[$__rate_interval]))) / clamp_min(sum without (pod) (c_total offset 5m), 1)""").Order(StringComparer.Ordinal));
+        Assert.Equal(["m"], MetricNames("""label_values(m{namespace=~"$namespace"}, longcontextmodel)"""));
+    }
+
+    /// <summary>Metric names in a PromQL expression (or a Grafana label_values query): identifiers that are not
+    /// functions, keywords, label names in matchers or grouping clauses, durations or strings.</summary>
+    internal static List<string> MetricNames(string expr)
+    {
+        var text = Regex.Replace(expr, "\"(?:[^\"\\\\]|\\\\.)*\"", "\"\"");   // strings
+        text = Regex.Replace(text, @"\{[^}]*\}", " ");                              // label matchers
+        text = Regex.Replace(text, @"\[[^\]]*\]", " ");                            // range selectors
+        text = Regex.Replace(text, @"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " "); // grouping labels
+        text = Regex.Replace(text, @"\boffset\s+\S+", " ");
+        text = Regex.Replace(text, @"label_values\(([^,]+),[^)]*\)", "$1");          // Grafana: label_values(metric, label)
+        var names = new List<string>();
+        foreach (Match m in Regex.Matches(text, @"(?<![\w:$.])[a-zA-Z_:][a-zA-Z0-9_:]*(?![\w:])"))
+        {
+            var rest = text[(m.Index + m.Length)..].TrimStart();
+            if (rest.StartsWith('(') || m.Value is "and" or "or" or "unless" or "bool")
+            {
+                continue;
+            }
+
+            names.Add(m.Value);
+        }
+
+        return names.Distinct(StringComparer.Ordinal).ToList();
     }
 
     [Fact]

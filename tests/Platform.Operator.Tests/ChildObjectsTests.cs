@@ -112,6 +112,51 @@ public sealed class ChildObjectsTests
     }
 
     [Fact]
+    public void A_configured_monitoring_namespace_may_reach_only_the_metrics_port()
+    {
+        var policy = ChildObjects.BuildNetworkPolicy(Model(), new MonitoringAccess("monitoring"));
+        Assert.Equal(2, policy.Spec.Ingress.Count);
+        var scrape = policy.Spec.Ingress[1];
+        var peer = Assert.Single(scrape.FromProperty);
+        Assert.Null(peer.PodSelector);
+        Assert.Null(peer.IpBlock);
+        Assert.Equal(new Dictionary<string, string> { ["kubernetes.io/metadata.name"] = "monitoring" }, peer.NamespaceSelector.MatchLabels);
+        var port = Assert.Single(scrape.Ports);
+        Assert.Equal(Names.HttpPort.ToString(System.Globalization.CultureInfo.InvariantCulture), port.Port.Value);
+        Assert.DoesNotContain(policy.Spec.Ingress.SelectMany(r => r.FromProperty), p => p.NamespaceSelector is not null && p.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "monitoring");
+
+        // Through the whole build, as the reconciler calls it; without the setting no such rule.
+        Assert.Equal(2, ChildObjects.Build(Model(), Images, new MonitoringAccess("monitoring")).NetworkPolicy.Spec.Ingress.Count);
+        Assert.Single(ChildObjects.Build(Model(), Images).NetworkPolicy.Spec.Ingress);
+
+        var options = new Platform.Operator.Hosting.OperatorOptions { MonitoringNamespace = "" };
+        Assert.Null(options.Monitoring);
+        options.MonitoringNamespace = "monitoring";
+        Assert.Equal("monitoring", options.Monitoring!.Namespace);
+        Assert.Empty(options.Validate());
+        options.MonitoringNamespace = "Not_A_Namespace";
+        Assert.Contains(options.Validate(), e => e.Contains("monitoring.namespace", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Pods_get_more_termination_grace_than_their_drain_takes()
+    {
+        var children = ChildObjects.Build(Model(), Images);
+        var worker = children.Workers.Spec.Template.Spec;
+        var args = worker.Containers[0].Args;
+        var drain = int.Parse(args[args.IndexOf("--drain-grace-seconds") + 1], System.Globalization.CultureInfo.InvariantCulture);
+        Assert.Equal(Shutdown.WorkerDrainSeconds, drain);
+        // The worker's host waits drain + its stop margin; the kubelet must wait longer than that.
+        Assert.True(worker.TerminationGracePeriodSeconds > drain + Shutdown.WorkerStopMarginSeconds, $"worker grace {worker.TerminationGracePeriodSeconds} s");
+        Assert.True(worker.TerminationGracePeriodSeconds > 30, "Kubernetes' default of 30 s cuts the worker's drain short");
+
+        var router = children.Router.Spec.Template.Spec;
+        var shutdown = router.Containers[0].Env.Single(e => e.Name == "DOTNET_SHUTDOWNTIMEOUTSECONDS");
+        Assert.Equal(Shutdown.RouterShutdownSeconds, int.Parse(shutdown.Value, System.Globalization.CultureInfo.InvariantCulture));
+        Assert.True(router.TerminationGracePeriodSeconds > Shutdown.RouterShutdownSeconds, $"router grace {router.TerminationGracePeriodSeconds} s");
+    }
+
+    [Fact]
     public void Secrets_are_passed_by_reference_never_by_value()
     {
         var model = Model();

@@ -55,6 +55,26 @@ public sealed class CrdSchemaTests
     }
 
     [Fact]
+    public void Hub_sources_are_refused_at_admission_with_the_validators_message()
+    {
+        var source = YamlToJson.Load(RepoPaths.Crd)[0]["spec"]!["versions"]![0]!["schema"]!["openAPIV3Schema"]!
+            ["properties"]!["spec"]!["properties"]!["model"]!["properties"]!["source"]!;
+        var rule = Assert.Single(source["x-kubernetes-validations"]!.AsArray())!;
+        Assert.Equal("!self.startsWith('hf://')", rule["rule"]!.GetValue<string>());
+        // One message for both gates: the API server's CEL rule and the operator's re-check.
+        Assert.Equal(SpecValidator.HfSourceUnsupported, rule["message"]!.GetValue<string>());
+        Assert.Contains("pvc://", SpecValidator.HfSourceUnsupported, StringComparison.Ordinal);
+        Assert.Contains("file://", SpecValidator.HfSourceUnsupported, StringComparison.Ordinal);
+
+        var spec = new LongContextModelSpec { Model = new ModelSpec { Source = "hf://Qwen/Qwen2.5-7B-Instruct-1M", ServedName = "q" } };
+        var error = Assert.Single(SpecValidator.Validate(spec));
+        Assert.Contains("hf://Qwen/Qwen2.5-7B-Instruct-1M", error, StringComparison.Ordinal);
+        Assert.Contains(SpecValidator.HfSourceUnsupported, error, StringComparison.Ordinal);
+        spec.Model.Source = "file:///models/q";
+        Assert.Empty(SpecValidator.Validate(spec));
+    }
+
+    [Fact]
     public void The_chart_ships_the_same_crd()
     {
         Assert.Equal(File.ReadAllText(RepoPaths.Crd), File.ReadAllText(Path.Combine(RepoPaths.Chart, "crds", "longcontextmodels.yaml")));

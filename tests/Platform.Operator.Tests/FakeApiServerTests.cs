@@ -182,7 +182,7 @@ public sealed class FakeApiServerTests : IAsyncLifetime
         var patched = await Client.CustomObjects.PatchNamespacedCustomObjectAsync<LongContextModel>(patch, LongContextModel.Group, LongContextModel.Version, Ns, LongContextModel.Plural, "scaled");
         Assert.Equal("infra", patched.Metadata.Labels["team"]);
         Assert.Equal("RoundRobin", patched.Spec.Router.Policy);
-        Assert.Equal("hf://Qwen/Qwen2.5-7B-Instruct-1M", patched.Spec.Model.Source);
+        Assert.Equal("pvc://models/qwen2.5-7b-1m", patched.Spec.Model.Source);
 
         var scale = await Client.CustomObjects.PatchNamespacedCustomObjectScaleAsync<V1Scale>(
             new V1Patch("""{"spec":{"replicas":5}}""", V1Patch.PatchType.MergePatch), LongContextModel.Group, LongContextModel.Version, Ns, LongContextModel.Plural, "scaled");

@@ -58,7 +58,7 @@ public sealed class ReconcileTests : IAsyncLifetime
         var routerService = await Client.CoreV1.ReadNamespacedServiceAsync("alpha", Ns);
         Assert.Equal(80, routerService.Spec.Ports[0].Port);
         var config = await Client.CoreV1.ReadNamespacedConfigMapAsync("alpha-config", Ns);
-        Assert.Contains("hf://Qwen/Qwen2.5-7B-Instruct-1M", config.Data["engine.json"], StringComparison.Ordinal);
+        Assert.Contains("pvc://models/qwen2.5-7b-1m", config.Data["engine.json"], StringComparison.Ordinal);
         var pdb = await Client.PolicyV1.ReadNamespacedPodDisruptionBudgetAsync("alpha-worker", Ns);
         Assert.Equal("1", pdb.Spec.MaxUnavailable.Value);
         var policy = await Client.NetworkingV1.ReadNamespacedNetworkPolicyAsync("alpha-worker", Ns);

@@ -97,6 +97,19 @@ public sealed class OperatorArgsTests
     }
 
     [Fact]
+    public void The_kubelet_waits_longer_than_the_worker_takes_to_stop()
+    {
+        var children = ChildObjects.Build(Model("pvc://models/qwen/7b"), new ImageDefaults("w:1", "r:1"));
+        var pod = children.Workers.Spec.Template.Spec;
+        var o = Bind(pod.Containers[0].Args, "m-worker-0");
+        Assert.Equal(Shutdown.WorkerDrainSeconds, o.DrainGraceSeconds);
+        // The worker's host gives up at ShutdownTimeout; SIGKILL must come later.
+        Assert.True(TimeSpan.FromSeconds(pod.TerminationGracePeriodSeconds!.Value) > o.ShutdownTimeout,
+            $"terminationGracePeriodSeconds {pod.TerminationGracePeriodSeconds} <= the worker's shutdown timeout {o.ShutdownTimeout}");
+        Assert.Equal(o.ShutdownTimeout, TimeSpan.FromSeconds(Shutdown.WorkerDrainSeconds + Shutdown.WorkerStopMarginSeconds));
+    }
+
+    [Fact]
     public void A_hub_source_is_refused_by_the_worker_with_the_fix()
     {
         var children = ChildObjects.Build(Model("hf://Qwen/Qwen2.5-7B-Instruct-1M"), new ImageDefaults("w:1", "r:1"));

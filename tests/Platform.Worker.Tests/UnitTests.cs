@@ -1,5 +1,6 @@
 // Pieces checked without a server: the stall watchdog on fake time, the mapping
 // of proto sampling fields whose zero means "unset", and options validation.
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -83,6 +84,31 @@ public sealed class UnitTests
         Assert.Contains(failures, f => f.Contains("--drain-grace-seconds"));
         Assert.Contains(failures, f => f.Contains("--kv-subscriber-buffer"));
         Assert.Contains(failures, f => f.Contains("MaxBatchTokens must be positive") && f.Contains("--max-batch-tokens"));
+    }
+
+    [Fact]
+    public void The_memory_budget_switch_reaches_the_engine_less_the_host_tier()
+    {
+        var config = new ConfigurationBuilder()
+            .AddCommandLine(["--model", TestModel.Dir, "--memory-budget", "6GiB", "--kv-tier", "host", "--kv-host-memory", "1GiB"], WorkerCommandLine.SwitchMappings.ToDictionary())
+            .Build();
+        var o = config.GetSection(WorkerOptions.Section).Get<WorkerOptions>()!;
+        // The host KV tier lives in the worker's budget too: the engine sizes its pool from the rest.
+        Assert.Equal(5L << 30, o.ResolvedEngine.MemoryBudgetBytes);
+        Assert.True(new WorkerOptionsValidator().Validate(null, o).Succeeded);
+        Assert.Null(new WorkerOptions().ResolvedEngine.MemoryBudgetBytes);
+        Assert.Equal(6L << 30, new WorkerOptions { MemoryBudget = "6GiB" }.ResolvedEngine.MemoryBudgetBytes);
+
+        var validator = new WorkerOptionsValidator();
+        var notASize = validator.Validate(null, new WorkerOptions { ModelDirectory = TestModel.Dir, MemoryBudget = "plenty" });
+        Assert.Contains(notASize.Failures!, f => f.Contains("--memory-budget 'plenty' is not a size"));
+        var eatenByTier = validator.Validate(null, new WorkerOptions
+        {
+            ModelDirectory = TestModel.Dir,
+            MemoryBudget = "1GiB",
+            KvTier = new Platform.KvCache.KvTierOptions { Mode = "host", HostMemory = "2GiB" },
+        });
+        Assert.Contains(eatenByTier.Failures!, f => f.Contains("lower --kv-host-memory"));
     }
 
     [Fact]

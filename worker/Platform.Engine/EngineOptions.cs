@@ -13,8 +13,10 @@ public sealed record EngineOptions
     public int? NumKvBlocks { get; init; }
     /// <summary>KV pool size in bytes (wins over the fraction).</summary>
     public long? KvCacheBytes { get; init; }
-    /// <summary>Fraction of the memory left after the weights that the KV pool may take.</summary>
+    /// <summary>Fraction of the memory left after the weights that the KV pool may take (KvMemoryBudget: MemAvailable, the cgroup limit, MemoryBudgetBytes).</summary>
     public double KvCacheMemoryFraction { get; init; } = 0.3;
+    /// <summary>Memory this engine's process may use in all (weights, KV pool, runtime); the KV pool's fraction applies to what is left of it. Null: no budget beyond the host's and the cgroup's.</summary>
+    public long? MemoryBudgetBytes { get; init; }
     /// <summary>float32 (default, fastest on CPU), bfloat16 or float16.</summary>
     public string ComputeDtype { get; init; } = "float32";
     /// <summary>Threads for libtorch and our kernels; default: every core.</summary>
@@ -50,6 +52,7 @@ public sealed record EngineOptions
         if (MaxRunningRequests < 1) throw new ArgumentException($"MaxRunningRequests must be positive, got {MaxRunningRequests}.");
         if (NumKvBlocks is < 1) throw new ArgumentException($"NumKvBlocks must be positive, got {NumKvBlocks}.");
         if (KvCacheBytes is < 1) throw new ArgumentException($"KvCacheBytes must be positive, got {KvCacheBytes}.");
+        if (MemoryBudgetBytes is < 1) throw new ArgumentException($"MemoryBudgetBytes must be positive, got {MemoryBudgetBytes}.");
         if (KvCacheMemoryFraction is <= 0 or > 1) throw new ArgumentException($"KvCacheMemoryFraction must be in (0, 1], got {KvCacheMemoryFraction}.");
         if (Threads is < 1) throw new ArgumentException($"Threads must be positive, got {Threads}.");
         if (MaxContextTokens is < 1) throw new ArgumentException($"MaxContextTokens must be positive, got {MaxContextTokens}.");

@@ -78,7 +78,7 @@ public sealed partial class LlmEngine : IDisposable
         _seedSource = options.DefaultSeed is { } s ? new Random((int)(s ^ (s >> 32))) : new Random();
 
         long bytesPerBlock = PagedKvStore.BytesPerBlockFor(c.NumLayers, options.BlockSize, c.NumKvHeads, c.HeadDim, model.Dtype);
-        int blocks = options.NumKvBlocks ?? (int)Math.Clamp((options.KvCacheBytes ?? DefaultKvBytes(options.KvCacheMemoryFraction)) / bytesPerBlock, 1, int.MaxValue / options.BlockSize);
+        int blocks = options.NumKvBlocks ?? (int)Math.Clamp(KvMemoryBudget.Host.KvPoolBytes(options) / bytesPerBlock, 1, int.MaxValue / options.BlockSize);
         _kvStore = new PagedKvStore(c.NumLayers, blocks, options.BlockSize, c.NumKvHeads, c.HeadDim, model.Dtype);
         _kv = new KvCacheManager(new BlockPool(blocks), Hasher);
         _scheduler = new Scheduler(_kv, options.MaxBatchTokens, options.MaxRunningRequests);
@@ -106,25 +106,6 @@ public sealed partial class LlmEngine : IDisposable
             model.Dispose();
             throw;
         }
-    }
-
-    private static long DefaultKvBytes(double fraction)
-    {
-        long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
-        try
-        {
-            foreach (var line in File.ReadLines("/proc/meminfo"))
-                if (line.StartsWith("MemAvailable:", StringComparison.Ordinal))
-                {
-                    available = long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
-                    break;
-                }
-        }
-        catch (IOException)
-        {
-            // Not Linux: keep the GC's figure.
-        }
-        return (long)(available * fraction);
     }
 
     /// <summary>

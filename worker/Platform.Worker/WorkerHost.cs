@@ -70,7 +70,7 @@ public static class WorkerHost
         services.AddSingleton<EngineWatchdog>();
         services.AddHostedService<HealthNudger>();
         // Stopping waits up to the drain grace period, then a margin for aborted streams and the server.
-        services.Configure<HostOptions>(o => o.ShutdownTimeout = options.DrainGracePeriod + TimeSpan.FromSeconds(15));
+        services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
 
         builder.WebHost.ConfigureKestrel((context, kestrel) =>
         {

@@ -46,6 +46,13 @@ public sealed class WorkerOptions
     public string? Peers { get; set; }
     /// <summary>Caps the KV pool at this many tokens (rounded up to whole blocks); wins over every other KV size setting.</summary>
     public int? KvTokens { get; set; }
+    /// <summary>
+    /// Memory this worker may use in all (e.g. 6GiB): weights, KV pool, host KV tier, runtime. The KV pool takes
+    /// its fraction of what is left after the weights and the host tier's budget. `platform up` sets it to a share of
+    /// the machine so N workers never size their pools from the same free memory. Empty: no budget beyond the
+    /// host's available memory and the container's limit.
+    /// </summary>
+    public string? MemoryBudget { get; set; }
 
     public bool DistAttentionEnabled => string.Equals(DistAttention, "on", StringComparison.OrdinalIgnoreCase);
 
@@ -54,12 +61,19 @@ public sealed class WorkerOptions
 
     public EngineOptions Engine { get; set; } = new();
 
-    /// <summary>The engine's settings with the worker-level switches (--kv-tokens, --dist-attention) applied.</summary>
+    /// <summary>The engine's settings with the worker-level switches (--kv-tokens, --dist-attention, --memory-budget) applied.</summary>
     public EngineOptions ResolvedEngine => Engine with
     {
         NumKvBlocks = KvTokens is { } tokens ? (tokens + Engine.BlockSize - 1) / Engine.BlockSize : Engine.NumKvBlocks,
         LendKvBlocks = DistAttentionEnabled,
+        MemoryBudgetBytes = EngineMemoryBudgetBytes ?? Engine.MemoryBudgetBytes,
     };
+
+    /// <summary>--memory-budget less the host KV tier's budget (that memory is this worker's too); null without a budget.</summary>
+    public long? EngineMemoryBudgetBytes =>
+        ByteSize.TryParse(MemoryBudget, out long budget)
+            ? budget - (!KvTier.Mode.Equals("off", StringComparison.OrdinalIgnoreCase) && ByteSize.TryParse(KvTier.HostMemory, out long host) ? host : 0)
+            : null;
     /// <summary>KV tier below the device pool (host memory, shared Redis store). Off unless configured; `platform up` turns it on.</summary>
     public KvTierOptions KvTier { get; set; } = new() { Mode = "off" };
 
@@ -79,6 +93,9 @@ public sealed class WorkerOptions
         : $"{Environment.MachineName}-{Environment.ProcessId}";
 
     public TimeSpan DrainGracePeriod => TimeSpan.FromSeconds(DrainGraceSeconds);
+
+    /// <summary>Stopping waits up to the drain grace period, then a margin for aborted streams and the servers (the host's ShutdownTimeout).</summary>
+    public TimeSpan ShutdownTimeout => DrainGracePeriod + TimeSpan.FromSeconds(15);
 
     /// <summary>The listen address; "localhost" means 127.0.0.1 (Kestrel cannot bind port 0 on the name).</summary>
     public bool TryGetListenAddress(out IPAddress address)
@@ -124,6 +141,7 @@ public static class WorkerCommandLine
         ["--dist-attention"] = "Worker:DistAttention",
         ["--peers"] = "Worker:Peers",
         ["--kv-tokens"] = "Worker:KvTokens",
+        ["--memory-budget"] = "Worker:MemoryBudget",
         ["--dist-max-peers"] = "Worker:Engine:DistMaxPeers",
         ["--dist-lease-ms"] = "Worker:Engine:DistLeaseMs",
         ["--lend-reserve-fraction"] = "Worker:Engine:LendReserveFraction",
@@ -162,6 +180,9 @@ public static class WorkerCommandLine
           --block-size N --max-batch-tokens N --max-running-requests N --kv-blocks N --kv-bytes N
           --kv-memory-fraction F --dtype float32|bfloat16|float16 --threads N --max-context N --seed N
           --kv-tokens N               cap the KV pool at N tokens (wins over the other KV sizes)
+          --memory-budget SIZE        memory this worker may use in all, e.g. 6GiB; the KV pool takes its fraction
+                                      of what is left after the weights and --kv-host-memory (default: none; the
+                                      pool is sized from the smaller of MemAvailable and the cgroup's limit)
         DistAttention (a sequence too long for one worker keeps part of its KV on peers):
           --dist-attention on|off     lend spare KV memory to peers and borrow from them (default off)
           --peers URL,URL             gRPC addresses of the peer workers
@@ -207,6 +228,13 @@ internal sealed class WorkerOptionsValidator : IValidateOptions<WorkerOptions>
             errors.Add($"--port and --http-port are both {o.Port}; gRPC (HTTP/2) and health/metrics (HTTP/1.1) need two ports.");
         if (!double.IsFinite(o.DrainGraceSeconds) || o.DrainGraceSeconds < 0 || o.DrainGraceSeconds > 3600)
             errors.Add($"--drain-grace-seconds must be between 0 and 3600, got {o.DrainGraceSeconds}.");
+        if (o.MemoryBudget is { } budget)
+        {
+            if (!ByteSize.TryParse(budget, out long budgetBytes) || budgetBytes < 1)
+                errors.Add($"--memory-budget '{budget}' is not a size; write e.g. 6GiB or 512MB.");
+            else if (o.EngineMemoryBudgetBytes is < 1)
+                errors.Add($"--memory-budget {budget} leaves nothing once the host KV tier's --kv-host-memory {o.KvTier.HostMemory} is set aside; raise the budget or lower --kv-host-memory.");
+        }
         if (o.KvSubscriberBufferBatches < 1) errors.Add($"--kv-subscriber-buffer must be at least 1, got {o.KvSubscriberBufferBatches}.");
         if (o.MaxMessageMegabytes is < 1 or > 2047) errors.Add($"--max-message-mb must be in 1..2047, got {o.MaxMessageMegabytes}.");
         if (!double.IsFinite(o.HealthPublishSeconds) || o.HealthPublishSeconds < 1)

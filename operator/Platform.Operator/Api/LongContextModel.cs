@@ -75,7 +75,7 @@ public sealed class LongContextModelSpec
 
 public sealed class ModelSpec
 {
-    /// <summary>pvc://claim/path, hf://Org/Name or file:///path.</summary>
+    /// <summary>pvc://claim/path or file:///path; hf://Org/Name is refused until something downloads from a hub.</summary>
     [JsonPropertyName("source")]
     [SchemaRequired]
     public string Source { get; set; } = "";

@@ -7,6 +7,10 @@ namespace Platform.Operator.Api;
 public static class SpecValidator
 {
     public static readonly IReadOnlySet<string> Dtypes = new HashSet<string>(StringComparer.Ordinal) { "bfloat16", "float16", "float32" };
+    /// <summary>Why an hf:// source is refused; the CRD's CEL rule on spec.model.source carries the same message (CrdSchemaTests).</summary>
+    public const string HfSourceUnsupported =
+        "hf:// sources are not supported yet (nothing downloads from a hub); pre-download the model into a PersistentVolumeClaim and use pvc://CLAIM/PATH, or use file:///PATH";
+
     public static readonly IReadOnlySet<string> Policies = new HashSet<string>(StringComparer.Ordinal) { "KvAware", "LeastLoaded", "RoundRobin" };
 
     /// <summary>Returns every problem found; empty when the spec is valid.</summary>
@@ -18,9 +22,15 @@ public static class SpecValidator
         {
             errors.Add("spec.model.source is required");
         }
-        else if (!(model.Source.StartsWith("pvc://", StringComparison.Ordinal) || model.Source.StartsWith("hf://", StringComparison.Ordinal) || model.Source.StartsWith("file:///", StringComparison.Ordinal)))
+        else if (model.Source.StartsWith("hf://", StringComparison.Ordinal))
         {
-            errors.Add($"spec.model.source '{model.Source}' must start with pvc://, hf:// or file:///");
+            // Accepted by the pattern (the scheme is reserved) but refused until something downloads from a hub:
+            // the worker would refuse it and crash-loop.
+            errors.Add($"spec.model.source '{model.Source}': {HfSourceUnsupported}");
+        }
+        else if (!(model.Source.StartsWith("pvc://", StringComparison.Ordinal) || model.Source.StartsWith("file:///", StringComparison.Ordinal)))
+        {
+            errors.Add($"spec.model.source '{model.Source}' must start with pvc:// or file:///");
         }
 
         if (string.IsNullOrWhiteSpace(model.ServedName))

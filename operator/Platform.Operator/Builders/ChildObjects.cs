@@ -1,7 +1,8 @@
 // Pure builders of every object the operator owns for a LongContextModel: worker StatefulSet
 // with its headless Service, router Deployment and Service, the router's ServiceAccount with a
 // Role allowing only list/watch of EndpointSlices (its worker discovery), ConfigMap,
-// PodDisruptionBudget and NetworkPolicy. No I/O: same spec in, same objects out, so they are unit-tested alone and the
+// PodDisruptionBudget and NetworkPolicy (optionally admitting a monitoring namespace to the
+// metrics port). No I/O: same spec in, same objects out, so they are unit-tested alone and the
 // reconciler only compares hashes. Every pod meets the "restricted" Pod Security profile.
 using System.Security.Cryptography;
 using System.Text;
@@ -14,6 +15,9 @@ namespace Platform.Operator.Builders;
 
 /// <summary>Images used when the spec does not name one (set from the chart's values).</summary>
 public sealed record ImageDefaults(string WorkerImage, string RouterImage, string PullPolicy = "IfNotPresent");
+
+/// <summary>A namespace (e.g. Prometheus's) whose pods may scrape the workers' metrics port (Operator:MonitoringNamespace).</summary>
+public sealed record MonitoringAccess(string Namespace);
 
 /// <summary>Everything the operator wants to exist for one model.</summary>
 public sealed record DesiredChildren(
@@ -39,7 +43,7 @@ public static class ChildObjects
     private const string ConfigMountPath = "/etc/platform";
     private static readonly JsonSerializerOptions ConfigJson = new() { WriteIndented = true };
 
-    public static DesiredChildren Build(LongContextModel model, ImageDefaults images)
+    public static DesiredChildren Build(LongContextModel model, ImageDefaults images, MonitoringAccess? monitoring = null)
     {
         var configMap = BuildConfigMap(model);
         var configHash = ConfigHash(configMap.Data);
@@ -53,7 +57,7 @@ public static class ChildObjects
             BuildRouterRole(model),
             BuildRouterRoleBinding(model),
             BuildDisruptionBudget(model),
-            BuildNetworkPolicy(model));
+            BuildNetworkPolicy(model, monitoring));
         foreach (var child in children.All())
         {
             child.Metadata.Annotations ??= new Dictionary<string, string>();
@@ -182,7 +186,7 @@ public static class ChildObjects
                 // Workers are independent until DistAttention pairs them: start them all at once.
                 PodManagementPolicy = "Parallel",
                 Selector = new V1LabelSelector { MatchLabels = Names.SelectorLabels(name, Names.WorkerComponent) },
-                Template = PodTemplate(model, Names.WorkerComponent, configHash, container, spec.Worker.NodeSelector, spec.Worker.Tolerations),
+                Template = WithGrace(PodTemplate(model, Names.WorkerComponent, configHash, container, spec.Worker.NodeSelector, spec.Worker.Tolerations), Shutdown.WorkerTerminationGraceSeconds),
             },
         };
     }
@@ -195,6 +199,8 @@ public static class ChildObjects
         {
             new() { Name = "POD_NAMESPACE", ValueFrom = new V1EnvVarSource { FieldRef = new V1ObjectFieldSelector { FieldPath = "metadata.namespace" } } },
             PodIpEnv(),
+            // The router's drain: in-flight requests may finish for this long after SIGTERM (the pod's grace is longer).
+            new() { Name = Shutdown.HostShutdownTimeoutVariable, Value = Shutdown.RouterShutdownSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture) },
         };
         if (spec.Router.ApiKeySecretRef is { } apiKey)
         {
@@ -216,7 +222,7 @@ public static class ChildObjects
             VolumeMounts = [new V1VolumeMount { Name = "tmp", MountPath = "/tmp" }, .. ModelMounts(model)],
             SecurityContext = ContainerSecurity(),
         };
-        var template = PodTemplate(model, Names.RouterComponent, configHash, container, nodeSelector: null, tolerations: null);
+        var template = WithGrace(PodTemplate(model, Names.RouterComponent, configHash, container, nodeSelector: null, tolerations: null), Shutdown.RouterTerminationGraceSeconds);
         // The router watches the workers' EndpointSlices: its own account, the token mounted.
         template.Spec.ServiceAccountName = Names.RouterAccount(name);
         template.Spec.AutomountServiceAccountToken = true;
@@ -239,8 +245,8 @@ public static class ChildObjects
 
     /// <summary>
     /// Where the pods find the model: pvc://CLAIM/PATH mounts the claim read-only at /models and reads
-    /// /models/PATH; file:///PATH is a path already in the image or node. hf:// is passed through and the
-    /// worker refuses it with the fix (nothing here downloads from a hub).
+    /// /models/PATH; file:///PATH is a path already in the image or node. hf:// never gets here (the CRD and
+    /// SpecValidator refuse it); were it to, it is passed through and the worker refuses it with the fix.
     /// </summary>
     public static (V1Volume? Volume, string Path) ModelLocation(ModelSpec spec)
     {
@@ -280,6 +286,7 @@ public static class ChildObjects
             "--max-batch-tokens", spec.Worker.Engine.MaxBatchTokens.ToString(inv),
             "--kv-memory-fraction", spec.Worker.Engine.KvMemoryFraction.ToString(inv),
             "--log-format", "json",
+            "--drain-grace-seconds", Shutdown.WorkerDrainSeconds.ToString(inv),
             "--dist-attention", spec.KvCache.DistAttention.Enabled ? "on" : "off",
         };
         // KV tier (docs/kvcache.md): the shared store under this model's key prefix (the finalizer purges exactly
@@ -393,9 +400,44 @@ public static class ChildObjects
         };
     }
 
-    public static V1NetworkPolicy BuildNetworkPolicy(LongContextModel model)
+    /// <summary>
+    /// Ingress to the workers: this model's router and peer workers on both ports; with <paramref name="monitoring"/>,
+    /// also any pod of that namespace on the HTTP port only (/metrics; the same port serves the probes), so
+    /// Prometheus can scrape without reaching the gRPC API.
+    /// </summary>
+    public static V1NetworkPolicy BuildNetworkPolicy(LongContextModel model, MonitoringAccess? monitoring = null)
     {
         var name = model.Metadata.Name;
+        var ingress = new List<V1NetworkPolicyIngressRule>
+        {
+            new()
+            {
+                // Only this model's router and its peer workers reach the worker ports.
+                FromProperty =
+                [
+                    new V1NetworkPolicyPeer { PodSelector = new V1LabelSelector { MatchLabels = Names.SelectorLabels(name, Names.RouterComponent) } },
+                    new V1NetworkPolicyPeer { PodSelector = new V1LabelSelector { MatchLabels = Names.SelectorLabels(name, Names.WorkerComponent) } },
+                ],
+                Ports =
+                [
+                    new V1NetworkPolicyPort { Port = Names.WorkerGrpcPort, Protocol = "TCP" },
+                    new V1NetworkPolicyPort { Port = Names.HttpPort, Protocol = "TCP" },
+                ],
+            },
+        };
+        if (monitoring is not null)
+        {
+            ingress.Add(new V1NetworkPolicyIngressRule
+            {
+                // Kubernetes labels every namespace with its own name (kubernetes.io/metadata.name, since 1.21).
+                FromProperty =
+                [
+                    new V1NetworkPolicyPeer { NamespaceSelector = new V1LabelSelector { MatchLabels = new Dictionary<string, string> { [Names.NamespaceNameLabel] = monitoring.Namespace } } },
+                ],
+                Ports = [new V1NetworkPolicyPort { Port = Names.HttpPort, Protocol = "TCP" }],
+            });
+        }
+
         return new V1NetworkPolicy
         {
             ApiVersion = "networking.k8s.io/v1",
@@ -405,23 +447,7 @@ public static class ChildObjects
             {
                 PodSelector = new V1LabelSelector { MatchLabels = Names.SelectorLabels(name, Names.WorkerComponent) },
                 PolicyTypes = ["Ingress"],
-                Ingress =
-                [
-                    new V1NetworkPolicyIngressRule
-                    {
-                        // Only this model's router and its peer workers reach the worker ports.
-                        FromProperty =
-                        [
-                            new V1NetworkPolicyPeer { PodSelector = new V1LabelSelector { MatchLabels = Names.SelectorLabels(name, Names.RouterComponent) } },
-                            new V1NetworkPolicyPeer { PodSelector = new V1LabelSelector { MatchLabels = Names.SelectorLabels(name, Names.WorkerComponent) } },
-                        ],
-                        Ports =
-                        [
-                            new V1NetworkPolicyPort { Port = Names.WorkerGrpcPort, Protocol = "TCP" },
-                            new V1NetworkPolicyPort { Port = Names.HttpPort, Protocol = "TCP" },
-                        ],
-                    },
-                ],
+                Ingress = ingress,
             },
         };
     }
@@ -507,6 +533,12 @@ public static class ChildObjects
             ],
         },
     };
+
+    private static V1PodTemplateSpec WithGrace(V1PodTemplateSpec template, long terminationGraceSeconds)
+    {
+        template.Spec.TerminationGracePeriodSeconds = terminationGraceSeconds;
+        return template;
+    }
 
     private static V1SecurityContext ContainerSecurity() => new()
     {

@@ -9,6 +9,8 @@ public static class Names
     public const string InstanceLabel = "app.kubernetes.io/instance";
     public const string ComponentLabel = "app.kubernetes.io/component";
     public const string ManagedByLabel = "app.kubernetes.io/managed-by";
+    /// <summary>The label Kubernetes puts on every namespace with its own name.</summary>
+    public const string NamespaceNameLabel = "kubernetes.io/metadata.name";
     public const string AppName = "longcontextmodel";
     public const string WorkerComponent = "worker";
     public const string RouterComponent = "router";

@@ -31,6 +31,7 @@ public sealed partial class LongContextModelReconciler
 {
     private readonly IKubernetes _client;
     private readonly ImageDefaults _images;
+    private readonly MonitoringAccess? _monitoring;
     private readonly IRouterLoadSource _loadSource;
     private readonly IKvStorePurger _purger;
     private readonly EventRecorder _events;
@@ -39,10 +40,11 @@ public sealed partial class LongContextModelReconciler
     private readonly ILogger<LongContextModelReconciler> _logger;
     private readonly ConcurrentDictionary<string, ScaleStabilizer> _stabilizers = new(StringComparer.Ordinal);
 
-    public LongContextModelReconciler(IKubernetes client, ImageDefaults images, IRouterLoadSource loadSource, IKvStorePurger purger, EventRecorder events, OperatorMetrics metrics, TimeProvider time, ILogger<LongContextModelReconciler> logger)
+    public LongContextModelReconciler(IKubernetes client, ImageDefaults images, MonitoringAccess? monitoring, IRouterLoadSource loadSource, IKvStorePurger purger, EventRecorder events, OperatorMetrics metrics, TimeProvider time, ILogger<LongContextModelReconciler> logger)
     {
         _client = client;
         _images = images;
+        _monitoring = monitoring;
         _loadSource = loadSource;
         _purger = purger;
         _events = events;
@@ -109,7 +111,7 @@ public sealed partial class LongContextModelReconciler
             return ReconcileResult.Done;
         }
 
-        var desired = ChildObjects.Build(model, _images);
+        var desired = ChildObjects.Build(model, _images, _monitoring);
         await EnsureAsync(desired.ConfigMap, "ConfigMap",
             (n, s, ct) => _client.CoreV1.ReadNamespacedConfigMapAsync(n, s, cancellationToken: ct),
             (o, s, ct) => _client.CoreV1.CreateNamespacedConfigMapAsync(o, s, cancellationToken: ct),

@@ -43,6 +43,7 @@ public static class OperatorHost
         services.AddSingleton(sp => new LongContextModelReconciler(
             sp.GetRequiredService<IKubernetes>(),
             sp.GetRequiredService<OperatorOptions>().Images,
+            sp.GetRequiredService<OperatorOptions>().Monitoring,
             sp.GetRequiredService<IRouterLoadSource>(),
             sp.GetRequiredService<IKvStorePurger>(),
             sp.GetRequiredService<EventRecorder>(),

@@ -13,6 +13,12 @@ public sealed class OperatorOptions
     /// <summary>Namespace to watch; empty watches all namespaces.</summary>
     public string? WatchNamespace { get; set; }
 
+    /// <summary>
+    /// Namespace whose pods (Prometheus) may reach the workers' metrics port through each model's
+    /// NetworkPolicy; empty adds no such rule. The chart sets it from monitoring.namespace.
+    /// </summary>
+    public string? MonitoringNamespace { get; set; }
+
     public string WorkerImage { get; set; } = "ghcr.io/longcontext/platform-worker:latest";
     public string RouterImage { get; set; } = "ghcr.io/longcontext/platform-router:latest";
     public string ImagePullPolicy { get; set; } = "IfNotPresent";
@@ -41,6 +47,8 @@ public sealed class OperatorOptions
 
     public ImageDefaults Images => new(WorkerImage, RouterImage, ImagePullPolicy);
 
+    public MonitoringAccess? Monitoring => string.IsNullOrWhiteSpace(MonitoringNamespace) ? null : new MonitoringAccess(MonitoringNamespace.Trim());
+
     public LeaseSettings LeaseSettings(string identity) => new(LeaseNamespace, LeaseName, identity, LeaseDuration, RenewDeadline, RetryPeriod);
 
     public InformerTimings InformerTimings => new(WatchTimeout, WatchdogTimeout, TimeSpan.FromSeconds(1));
@@ -68,6 +76,11 @@ public sealed class OperatorOptions
             errors.Add($"need 0 < Operator:RetryPeriod ({RetryPeriod}) < RenewDeadline ({RenewDeadline}) < LeaseDuration ({LeaseDuration}); the defaults are 2s, 10s, 15s");
         }
 
+        if (!string.IsNullOrWhiteSpace(MonitoringNamespace) && !IsDnsLabel(MonitoringNamespace.Trim()))
+        {
+            errors.Add($"Operator:MonitoringNamespace '{MonitoringNamespace}' is not a namespace name (lower-case letters, digits and '-', at most 63); set monitoring.namespace in the chart's values.yaml, or leave it empty");
+        }
+
         if (Workers is < 1 or > 64)
         {
             errors.Add($"Operator:Workers ({Workers}) must be between 1 and 64");
@@ -85,4 +98,8 @@ public sealed class OperatorOptions
 
         return errors;
     }
+
+    private static bool IsDnsLabel(string name) =>
+        name.Length is > 0 and <= 63 && char.IsAsciiLetterOrDigit(name[0]) && char.IsAsciiLetterOrDigit(name[^1])
+        && name.All(c => char.IsAsciiLetterLower(c) || char.IsAsciiDigit(c) || c == '-');
 }

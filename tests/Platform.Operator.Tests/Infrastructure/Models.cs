@@ -15,7 +15,7 @@ public static class Models
         Metadata = new V1ObjectMeta { Name = name, NamespaceProperty = ns },
         Spec = new LongContextModelSpec
         {
-            Model = new ModelSpec { Source = "hf://Qwen/Qwen2.5-7B-Instruct-1M", ServedName = name, MaxContextTokens = 1_048_576 },
+            Model = new ModelSpec { Source = "pvc://models/qwen2.5-7b-1m", ServedName = name, MaxContextTokens = 1_048_576 },
             Replicas = replicas,
             Worker = new WorkerSpec { Resources = new WorkerResources { Gpus = 1, Memory = "80Gi" } },
         },
