@@ -21,7 +21,7 @@ public sealed class ShippedSampleTests
     public async Task The_shipped_sample_becomes_ready_and_serves_a_chat_completion_through_its_router_pod()
     {
         await using var running = await RunningCluster.StartAsync(new Dictionary<string, RandomModelOptions> { ["qwen2.5-7b-1m"] = SampleModel });
-        var dbg = Path.Combine(running.ModelsDirectory, "..", "s.yaml"); File.WriteAllText(dbg, File.ReadAllText(RepoPaths.Sample).Replace("kvMemoryFraction: 0.9", "kvMemoryFraction: 0.03")); (await running.KubectlAsync("apply", "--validate=false", "-f", dbg)).EnsureSuccess(); // DEBUG
+        (await running.KubectlAsync("apply", "--validate=false", "-f", RepoPaths.Sample)).EnsureSuccess();
 
         var model = await running.WaitForConditionAsync("qwen-1m", "Ready", "True", TimeSpan.FromMinutes(4));
         Assert.Equal(2, model.Status!.ReadyReplicas);

@@ -1,6 +1,7 @@
 // The device-side KV memory: per layer, one K and one V tensor of shape
-// [blocks × blockSize, kvHeads, headDim], preallocated once from the memory
-// budget and never part of a dispose scope. A token's slot is
+// [blocks × blockSize, kvHeads, headDim], reserved once from the memory
+// budget (zero-filled lazily: pages are committed when first written, see
+// LazyZeroMemory) and never part of a dispose scope. A token's slot is
 // block × blockSize + offset; writes scatter by slot, attention gathers a
 // sequence's slots in order.
 // Pools hold the compute dtype (float32, bfloat16 or float16): the KV tier
@@ -33,8 +34,8 @@ public sealed class PagedKvStore : IDisposable
         _values = new Tensor[numLayers];
         for (int l = 0; l < numLayers; l++)
         {
-            _keys[l] = torch.zeros([(long)numBlocks * blockSize, kvHeads, headDim], dtype).DetachFromDisposeScope();
-            _values[l] = torch.zeros([(long)numBlocks * blockSize, kvHeads, headDim], dtype).DetachFromDisposeScope();
+            _keys[l] = LazyZeroMemory.Zeros([(long)numBlocks * blockSize, kvHeads, headDim], dtype).DetachFromDisposeScope();
+            _values[l] = LazyZeroMemory.Zeros([(long)numBlocks * blockSize, kvHeads, headDim], dtype).DetachFromDisposeScope();
         }
     }
 
