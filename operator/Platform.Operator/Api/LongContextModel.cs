@@ -162,6 +162,10 @@ public sealed class EngineSpec
 
     [JsonPropertyName("kvMemoryFraction")]
     public double KvMemoryFraction { get; set; } = 0.9;
+
+    /// <summary>Caps each worker's KV cache at this many tokens (whole blocks); overrides the fraction.</summary>
+    [JsonPropertyName("kvCacheTokens")]
+    public int? KvCacheTokens { get; set; }
 }
 
 public sealed class KvCacheSpec

@@ -95,6 +95,11 @@ public static class SpecValidator
             errors.Add("spec.worker.engine.kvMemoryFraction must be in (0, 1]");
         }
 
+        if (engine.KvCacheTokens is < 1)
+        {
+            errors.Add("spec.worker.engine.kvCacheTokens must be at least 1 (or unset to size the KV cache from memory)");
+        }
+
         if (spec.Worker.Resources.Gpus < 0)
         {
             errors.Add("spec.worker.resources.gpus must not be negative");

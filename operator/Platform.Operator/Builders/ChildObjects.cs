@@ -289,6 +289,7 @@ public static class ChildObjects
             "--drain-grace-seconds", Shutdown.WorkerDrainSeconds.ToString(inv),
             "--dist-attention", spec.KvCache.DistAttention.Enabled ? "on" : "off",
         };
+        if (spec.Worker.Engine.KvCacheTokens is { } kvTokens) args.AddRange(["--kv-tokens", kvTokens.ToString(inv)]);
         // KV tier (docs/kvcache.md): the shared store under this model's key prefix (the finalizer purges exactly
         // that prefix); its password comes from $REDIS_PASSWORD, mounted from the secret.
         if (spec.KvCache.Remote is { } remote)
