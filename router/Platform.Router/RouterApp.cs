@@ -55,7 +55,8 @@ public static class RouterApp
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.Limits.MaxRequestBodySize = options.MaxRequestBodyBytes;
-            k.Listen(System.Net.IPAddress.Parse(options.Host == "localhost" ? "127.0.0.1" : options.Host), options.Port);
+            foreach (var address in Platform.Core.Networking.ListenAddresses.For(System.Net.IPAddress.Parse(options.Host == "localhost" ? "127.0.0.1" : options.Host)))
+                k.Listen(address, options.Port);
         });
 
         var services = builder.Services;

@@ -95,6 +95,12 @@ public static class WorkerHost
                 listen.Protocols = HttpProtocols.Http1;
                 endpoints.Http = listen;
             });
+            // A pod-IP host is also served on loopback, for kubectl port-forward (Core's ListenAddresses).
+            foreach (var extra in Platform.Core.Networking.ListenAddresses.For(address).Skip(1))
+            {
+                kestrel.Listen(extra, Port(o.Port), listen => listen.Protocols = HttpProtocols.Http2);
+                kestrel.Listen(extra, Port(o.HttpPort), listen => listen.Protocols = HttpProtocols.Http1);
+            }
         });
 
         services.AddGrpc(o =>
