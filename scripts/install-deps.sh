@@ -2,6 +2,7 @@
 # Installs what the build and the tests need on a fresh Debian/Ubuntu machine,
 # and nothing when it is already there (so a second run costs a second).
 #  - redis-server: the remote KV tier's tests run against a real Redis.
+#  - kubectl: the operator's tests drive it against the fake API server.
 #  - libstdc++6 with GLIBCXX_3.4.32: TorchSharp 0.107's native library needs it
 #    and Debian 12 ships an older one. We add Debian 13 (trixie) at a low pin
 #    priority so only libstdc++6 (and what it strictly needs) comes from it;
@@ -32,6 +33,14 @@ if ! command -v redis-server >/dev/null 2>&1; then
   echo "[deps] installing redis-server"
   apt_update_once
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+
+# kubectl: the operator's and cluster tests drive the real binary against the fake API server.
+# Debian's kubernetes-client (1.20) speaks the same REST and watch protocol.
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "[deps] installing kubectl (kubernetes-client)"
+  apt_update_once
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kubernetes-client >/dev/null
 fi
 
 if ! have_glibcxx; then
