@@ -61,7 +61,7 @@ public sealed class ClusterLifecycleTests
             .Sum(l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture));
     }
 
-    [KubectlFact]
+    [ClusterFact]
     public async Task Kubectl_scale_adds_a_worker_the_router_uses_and_scaling_down_drains_without_failing_a_request()
     {
         await using var running = await RunningCluster.StartAsync(TinyPvc());
@@ -109,7 +109,7 @@ public sealed class ClusterLifecycleTests
         await running.WaitForPodsAsync(pods => !pods.Any(p => p.Name == "m-worker-2"), TimeSpan.FromMinutes(1), "the scaled-down worker gone");
     }
 
-    [KubectlFact]
+    [ClusterFact]
     public async Task A_prompt_that_fits_on_no_single_worker_pod_is_served_across_pods_with_dist_attention()
     {
         await using var running = await RunningCluster.StartAsync(TinyPvc());
@@ -134,7 +134,7 @@ public sealed class ClusterLifecycleTests
         Assert.Equal(400, (int)refused.StatusCode);
     }
 
-    [KubectlFact]
+    [ClusterFact]
     public async Task A_worker_pod_killed_mid_stream_ends_the_stream_with_an_error_and_is_restarted()
     {
         await using var running = await RunningCluster.StartAsync(TinyPvc());
@@ -167,7 +167,7 @@ public sealed class ClusterLifecycleTests
         Assert.Equal(4, (int)after["usage"]!["completion_tokens"]!);
     }
 
-    [KubectlFact]
+    [ClusterFact]
     public async Task Deleting_the_model_stops_every_process_and_purges_its_keys_from_the_shared_store()
     {
         if (RedisKvStorePurgerTests.RedisServer is null) throw new InvalidOperationException("redis-server is not installed; ./test.sh installs it");

@@ -133,3 +133,16 @@ public sealed class RunningCluster : IAsyncDisposable
         try { Directory.Delete(state, recursive: true); } catch (IOException) { /* best effort */ }
     }
 }
+
+/// <summary>A test over the test kubelet: needs kubectl and the fake API server (on a real cluster its own
+/// kubelet runs the images, so these are skipped there with the reason).</summary>
+public sealed class ClusterFactAttribute : FactAttribute
+{
+    public ClusterFactAttribute()
+    {
+        if (TestCluster.RealKubeconfig is not null)
+            Skip = $"runs the operator's pods as local processes beside the fake API server; {TestCluster.KubeconfigVariable} points at a real cluster";
+        else if (Kubectl.Path is null)
+            Skip = "kubectl is not on PATH (./test.sh installs it: apt-get install kubernetes-client)";
+    }
+}

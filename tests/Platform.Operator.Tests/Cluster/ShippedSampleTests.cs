@@ -17,7 +17,7 @@ public sealed class ShippedSampleTests
     /// <summary>The sample's model, small: the qwen2 architecture with its 1M-token context.</summary>
     public static readonly RandomModelOptions SampleModel = new() { Preset = "tiny", ModelType = "qwen2", Dtype = SafetensorsDtype.BF16, Seed = 7, MaxPositionEmbeddings = 1_048_576 };
 
-    [KubectlFact]
+    [ClusterFact]
     public async Task The_shipped_sample_becomes_ready_and_serves_a_chat_completion_through_its_router_pod()
     {
         await using var running = await RunningCluster.StartAsync(new Dictionary<string, RandomModelOptions> { ["qwen2.5-7b-1m"] = SampleModel });
