@@ -182,6 +182,7 @@ internal sealed class ObjectStore
                 body.Remove("status");
             }
 
+            FoldStringData(type, body);
             if (type.Kind == "Service" && JsonTools.Str(body, "spec.clusterIP") is null or "")
             {
                 JsonTools.Set(body, "spec.clusterIP", $"10.96.0.{_nextIp++}");
@@ -228,6 +229,7 @@ internal sealed class ObjectStore
                 throw Conflict(type, name, "the object has been modified; please apply your changes to the latest version and try again");
             }
 
+            FoldStringData(type, body);
             JsonObject next;
             if (statusOnly)
             {
@@ -441,6 +443,24 @@ internal sealed class ObjectStore
         {
             Remove(type, ns, name, _objects[(type.Key, ns, name)].DeepClone().AsObject());
         }
+    }
+
+    /// <summary>As the API server does: a Secret's write-only stringData is base64-encoded into data.</summary>
+    private static void FoldStringData(ResourceType type, JsonObject body)
+    {
+        if (type.Kind != "Secret" || body["stringData"] is not JsonObject strings)
+        {
+            return;
+        }
+
+        var data = body["data"] as JsonObject ?? new JsonObject();
+        foreach (var (key, value) in strings)
+        {
+            data[key] = Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes(value?.GetValue<string>() ?? ""));
+        }
+
+        body["data"] = data;
+        body.Remove("stringData");
     }
 
     /// <summary>Raised (under the store's lock: keep handlers short) after every committed change.</summary>
