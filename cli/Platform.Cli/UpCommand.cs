@@ -11,6 +11,7 @@
 // left after the router and the store, and sizes its KV pool inside it.
 using System.CommandLine;
 using System.Net;
+using System.Text.Json;
 using Platform.Core.Networking;
 using Platform.KvCache;
 using Platform.KvCache.Garnet;
@@ -155,10 +156,10 @@ internal static class UpCommand
                 var router = ChildProcess.Start("router", Path.Combine(baseDir, "platform-router.dll"), routerArgs);
                 children.Add(router);
                 string url = $"http://127.0.0.1:{routerPort}";
-                await WaitReadyAsync(router, url, stop.Token);
+                await WaitReadyAsync(router, url, n, stop.Token);
 
                 Console.WriteLine($"{UrlMarker} {url}");
-                AnsiConsole.MarkupLine($"[green]ready[/]: router {url} ({parse.GetValue(policy)}), workers {string.Join(", ", workerUrls)}");
+                AnsiConsole.MarkupLine($"[green]ready[/]: router {url} ({parse.GetValue(policy)}), {n} of {n} workers in its pool: {string.Join(", ", workerUrls)}");
                 AnsiConsole.MarkupLine(Markup.Escape($"KV tier: {tier}" + (tier == "remote" ? $", shared store {redisAddress}{(garnet is null ? "" : " (embedded Garnet)")}" : "")));
                 AnsiConsole.MarkupLine("try:");
                 Console.WriteLine($"  curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' \\");
@@ -193,10 +194,13 @@ internal static class UpCommand
         return command;
     }
 
-    private static async Task WaitReadyAsync(ChildProcess router, string url, CancellationToken cancellationToken)
+    /// <summary>Waits until the router's /readyz reports all <paramref name="workers"/> in its pool: "ready" means every
+    /// worker can be placed on, not merely that the router listens (it answers 503 until a first worker joined).</summary>
+    private static async Task WaitReadyAsync(ChildProcess router, string url, int workers, CancellationToken cancellationToken)
     {
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
         var deadline = DateTime.UtcNow.AddSeconds(60);
+        int inPool = 0;
         while (DateTime.UtcNow < deadline)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -204,7 +208,12 @@ internal static class UpCommand
             try
             {
                 using var response = await http.GetAsync($"{url}/readyz", cancellationToken);
-                if (response.StatusCode == HttpStatusCode.OK) return;
+                if (response.StatusCode == HttpStatusCode.OK)
+                {
+                    using var body = JsonDocument.Parse(await response.Content.ReadAsStringAsync(cancellationToken));
+                    inPool = body.RootElement.GetProperty("workers_in_pool").GetInt32();
+                    if (inPool >= workers) return;
+                }
             }
             catch (HttpRequestException)
             {
@@ -216,7 +225,7 @@ internal static class UpCommand
             }
             await Task.Delay(200, cancellationToken);
         }
-        throw new InvalidOperationException($"the router at {url} was not ready within 60 s. Its last output:{Environment.NewLine}{router.Tail}");
+        throw new InvalidOperationException($"the router at {url} had {inPool} of {workers} workers in its pool after 60 s. Its last output:{Environment.NewLine}{router.Tail}");
     }
 
     private static bool IsHostPort(string address)

@@ -94,13 +94,23 @@ public static class RouterApp
         app.Services.GetRequiredService<ServedModel>();
         app.UseMiddleware<ApiKeyMiddleware>(options.Keys());
         app.MapGet("/healthz", () => Results.Text("ok"));
-        app.MapGet("/readyz", (WorkerPool pool) => pool.Current.Available.Count > 0
-            ? Results.Text("ready")
-            : Results.Text("no worker available", statusCode: StatusCodes.Status503ServiceUnavailable));
+        app.MapGet("/readyz", Readiness);
         app.MapPrometheusScrapingEndpoint("/metrics");
         OpenAiEndpoints.Map(app);
         app.MapFallback((HttpContext c) => new ApiError(404, $"no route {c.Request.Method} {c.Request.Path}; see /v1/completions, /v1/chat/completions, /v1/models.").WriteAsync(c));
         return app;
+    }
+
+    /// <summary>
+    /// Ready means serving: 200 once at least one worker is in the pool, else 503. The body says how many
+    /// are, of how many discovery knows, so a supervisor (`platform up`) can wait for all of them:
+    /// {"ready":true,"workers_in_pool":2,"workers_known":2}.
+    /// </summary>
+    private static IResult Readiness(WorkerPool pool, WorkerDirectory workers)
+    {
+        int inPool = pool.Current.Available.Count;
+        return Results.Json(new ReadinessReport(inPool > 0, inPool, workers.Connections.Count), ReadinessJson.Default.ReadinessReport,
+            statusCode: inPool > 0 ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable);
     }
 
     /// <summary>In-cluster service-account configuration, or the given kubeconfig; the namespace
@@ -127,3 +137,12 @@ public static class RouterApp
         services.AddHostedService(sp => sp.GetRequiredService<EndpointSliceWatcher>());
     }
 }
+
+/// <summary>The body of GET /readyz.</summary>
+public sealed record ReadinessReport(
+    [property: System.Text.Json.Serialization.JsonPropertyName("ready")] bool Ready,
+    [property: System.Text.Json.Serialization.JsonPropertyName("workers_in_pool")] int WorkersInPool,
+    [property: System.Text.Json.Serialization.JsonPropertyName("workers_known")] int WorkersKnown);
+
+[System.Text.Json.Serialization.JsonSerializable(typeof(ReadinessReport))]
+internal sealed partial class ReadinessJson : System.Text.Json.Serialization.JsonSerializerContext;

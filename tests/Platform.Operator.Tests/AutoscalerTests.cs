@@ -2,6 +2,7 @@
 // reads the router's load (a scripted source here), moves spec.replicas through the scale
 // subresource between min and max, and the worker StatefulSet follows.
 using k8s;
+using k8s.Models;
 using Platform.Operator.Api;
 using Platform.Operator.Autoscaling;
 using Platform.Operator.Tests.Infrastructure;
@@ -53,6 +54,22 @@ public sealed class AutoscalerTests : IAsyncLifetime
         Assert.True(_load.Reads >= 2);
     }
 
+    [Fact]
+    public async Task No_reading_holds_replicas_and_records_a_warning_event_naming_the_problem()
+    {
+        _load.Current = null;
+        var model = Models.New("blind", _cluster.Namespace, replicas: 2);
+        model.Spec.Autoscaling = new AutoscalingSpec { Enabled = true, MinReplicas = 1, MaxReplicas = 3, IntervalSeconds = 1 };
+        await Models.CreateAsync(Client, model);
+
+        await Waiter.UntilAsync<Corev1Event, Corev1EventList>(
+            (rv, watch, ct) => Client.CoreV1.ListNamespacedEventWithHttpMessagesAsync(_cluster.Namespace, resourceVersion: rv, watch: watch, cancellationToken: ct),
+            e => e?.InvolvedObject.Name == "blind" && e.Reason == "AutoscalerNoMetrics" && e.Type == "Warning" && e.Message.Contains("scripted: no reading", StringComparison.Ordinal),
+            Waiter.DefaultTimeout,
+            "the AutoscalerNoMetrics warning event");
+        await Waiter.ModelAsync(Client, _cluster.Namespace, "blind", m => m?.Spec.Replicas == 2);
+    }
+
     private sealed class ScriptedLoad : IRouterLoadSource
     {
         private int _reads;
@@ -61,10 +78,12 @@ public sealed class AutoscalerTests : IAsyncLifetime
 
         public int Reads => Volatile.Read(ref _reads);
 
-        public Task<RouterLoad?> GetLoadAsync(LongContextModel model, CancellationToken cancellationToken)
+        public Task<RouterLoadReading> GetLoadAsync(LongContextModel model, CancellationToken cancellationToken)
         {
             Interlocked.Increment(ref _reads);
-            return Task.FromResult(Current);
+            return Task.FromResult(Current is { } load
+                ? RouterLoadReading.Of(load)
+                : RouterLoadReading.None(NoReadingReason.MissingSeries, "scripted: no reading"));
         }
     }
 }

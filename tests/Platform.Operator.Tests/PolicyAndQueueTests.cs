@@ -75,7 +75,7 @@ public sealed class PolicyAndQueueTests
     [Fact]
     public void Prometheus_text_is_summed_and_averaged()
     {
-        var load = PrometheusRouterLoadSource.Parse("""
+        var reading = PrometheusRouterLoadSource.Parse("""
             # HELP platform_router_queued_prefill_tokens Queued prefill tokens by worker
             # TYPE platform_router_queued_prefill_tokens gauge
             platform_router_queued_prefill_tokens{worker="w-0"} 1200
@@ -84,10 +84,26 @@ public sealed class PolicyAndQueueTests
             platform_router_kv_utilization{worker="w-1"} 0.9
             platform_router_requests_total 42
             """);
+        var load = reading.Load;
         Assert.NotNull(load);
         Assert.Equal(2000, load.QueuedPrefillTokens);
         Assert.Equal(0.7, load.KvUtilization, 6);
-        Assert.Null(PrometheusRouterLoadSource.Parse("other_metric 1\n"));
+    }
+
+    [Fact]
+    public void A_missing_contract_series_is_a_reading_that_names_it_not_a_silent_hold()
+    {
+        var none = PrometheusRouterLoadSource.Parse("other_metric 1\n");
+        Assert.Null(none.Load);
+        Assert.Equal(NoReadingReason.MissingSeries, none.Reason);
+        Assert.Contains(Platform.Core.Telemetry.RouterMetricNames.QueuedPrefillTokens, none.Problem, StringComparison.Ordinal);
+        Assert.Contains(Platform.Core.Telemetry.RouterMetricNames.KvUtilization, none.Problem, StringComparison.Ordinal);
+
+        // The old router's names (router_*) do not satisfy the contract either; only the queue present is still missing the KV series.
+        var half = PrometheusRouterLoadSource.Parse(Platform.Core.Telemetry.RouterMetricNames.QueuedPrefillTokens + " 5\nrouter_kv_index_blocks 3\n");
+        Assert.Null(half.Load);
+        Assert.Contains(Platform.Core.Telemetry.RouterMetricNames.KvUtilization, half.Problem, StringComparison.Ordinal);
+        Assert.DoesNotContain(Platform.Core.Telemetry.RouterMetricNames.QueuedPrefillTokens + " and", half.Problem, StringComparison.Ordinal);
     }
 
     [Fact]

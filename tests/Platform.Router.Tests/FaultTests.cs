@@ -268,24 +268,33 @@ public sealed class FaultTests
     }
 
     [Fact]
-    public async Task With_an_api_key_every_route_but_health_needs_it()
+    public async Task With_an_api_key_every_route_but_health_readiness_and_metrics_needs_it()
     {
         var (a, b, router) = await StartAsync("--api-key", "sekret,other");
         try
         {
-            foreach (var path in new[] { "/v1/models", "/metrics" })
+            foreach (var path in new[] { "/v1/models", "/v2/nothing", "/metrics/extra", "/healthz/x" })
             {
                 using var response = await router.Http.GetAsync(path);
-                Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+                Assert.True(response.StatusCode == HttpStatusCode.Unauthorized, $"GET {path} answered {response.StatusCode} without a key");
                 ErrorShape.Assert(JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement, code: "invalid_api_key");
             }
-            var (status, body, _) = await router.PostAsync("/v1/completions", Small);
-            Assert.Equal(401, status);
-            ErrorShape.Assert(body, code: "invalid_api_key");
+            foreach (var path in new[] { "/v1/completions", "/v1/chat/completions" })
+            {
+                var (status, body, _) = await router.PostAsync(path, Small);
+                Assert.Equal(401, status);
+                ErrorShape.Assert(body, code: "invalid_api_key");
+            }
             Assert.Equal(0, a.Faults.GenerateCalls + b.Faults.GenerateCalls);
 
+            // Probes and Prometheus (the operator's autoscaler among them) carry no key, as with vLLM.
             Assert.Equal(HttpStatusCode.OK, (await router.Http.GetAsync("/healthz")).StatusCode);
             Assert.Equal(HttpStatusCode.OK, (await router.Http.GetAsync("/readyz")).StatusCode);
+            using (var metrics = await router.Http.GetAsync("/metrics"))
+            {
+                Assert.Equal(HttpStatusCode.OK, metrics.StatusCode);
+                Assert.Contains(Platform.Core.Telemetry.RouterMetricNames.QueuedPrefillTokens, await metrics.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+            }
 
             using var wrong = new HttpRequestMessage(HttpMethod.Get, "/v1/models");
             wrong.Headers.Authorization = new AuthenticationHeaderValue("Bearer", "nope");

@@ -39,6 +39,8 @@ public sealed partial class LongContextModelReconciler
     private readonly TimeProvider _time;
     private readonly ILogger<LongContextModelReconciler> _logger;
     private readonly ConcurrentDictionary<string, ScaleStabilizer> _stabilizers = new(StringComparer.Ordinal);
+    // Models whose last load read failed, with the reason: the Event is recorded on the transition only.
+    private readonly ConcurrentDictionary<string, NoReadingReason> _noReading = new(StringComparer.Ordinal);
 
     public LongContextModelReconciler(IKubernetes client, ImageDefaults images, MonitoringAccess? monitoring, IRouterLoadSource loadSource, IKvStorePurger purger, EventRecorder events, OperatorMetrics metrics, TimeProvider time, ILogger<LongContextModelReconciler> logger)
     {
@@ -66,6 +68,7 @@ public sealed partial class LongContextModelReconciler
         {
             // Deleted: owner references let the garbage collector remove the children.
             _stabilizers.TryRemove(key, out _);
+            _noReading.TryRemove(key, out _);
             return ReconcileResult.Done;
         }
 
@@ -169,6 +172,7 @@ public sealed partial class LongContextModelReconciler
         if (!model.Spec.Autoscaling.Enabled)
         {
             _stabilizers.TryRemove(key, out _);
+            _noReading.TryRemove(key, out _);
             return ReconcileResult.Done;
         }
 
@@ -294,12 +298,23 @@ public sealed partial class LongContextModelReconciler
     private async Task AutoscaleAsync(string key, LongContextModel model, DateTimeOffset now, CancellationToken cancellationToken)
     {
         var spec = model.Spec.Autoscaling;
-        var load = await _loadSource.GetLoadAsync(model, cancellationToken).ConfigureAwait(false);
-        if (load is null)
+        var reading = await _loadSource.GetLoadAsync(model, cancellationToken).ConfigureAwait(false);
+        if (reading.Load is not { } load)
         {
-            LogNoLoad(_logger, key);
+            // Never silent: a warning each interval, a counter by reason, and an Event when it starts.
+            var reason = reading.Reason ?? NoReadingReason.Unreachable;
+            _metrics.NoLoadReading(reason.ToString());
+            LogNoLoad(_logger, key, reason, reading.Problem ?? "no reading");
+            if (!_noReading.TryGetValue(key, out var previous) || previous != reason)
+            {
+                _noReading[key] = reason;
+                await _events.RecordAsync(model, true, "AutoscalerNoMetrics", $"replicas held at {model.Spec.Replicas}: {reading.Problem}", cancellationToken).ConfigureAwait(false);
+            }
+
             return;
         }
+
+        _noReading.TryRemove(key, out _);
 
         var current = model.Spec.Replicas;
         var recommendation = ScalingPolicy.Recommend(current, load, spec);
@@ -386,8 +401,8 @@ public sealed partial class LongContextModelReconciler
     [LoggerMessage(Level = LogLevel.Information, Message = "{Kind} {Namespace}/{Name} {Operation}")]
     private static partial void LogChildWritten(ILogger logger, string kind, string @namespace, string name, string operation);
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "{Model}: no load reading from the router; replicas held")]
-    private static partial void LogNoLoad(ILogger logger, string model);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Model}: no load reading from the router ({Reason}), replicas held: {Problem}")]
+    private static partial void LogNoLoad(ILogger logger, string model, NoReadingReason reason, string problem);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "{Model}: autoscaled {From} -> {To} replicas (queued {Queued}, KV {Kv})")]
     private static partial void LogScaled(ILogger logger, string model, int from, int to, double queued, double kv);

@@ -13,6 +13,7 @@ public sealed class OperatorMetrics : IDisposable
     private readonly Histogram<double> _reconcileSeconds;
     private readonly Counter<long> _childWrites;
     private readonly Counter<long> _scaleChanges;
+    private readonly Counter<long> _noReadings;
     private int _leader;
     private long _reconcileCount;
 
@@ -23,6 +24,8 @@ public sealed class OperatorMetrics : IDisposable
         _reconcileSeconds = _meter.CreateHistogram<double>("platform_operator_reconcile_duration", unit: "s", description: "Reconcile duration");
         _childWrites = _meter.CreateCounter<long>("platform_operator_child_writes", description: "Creates and replaces of owned objects by kind and operation");
         _scaleChanges = _meter.CreateCounter<long>("platform_operator_autoscale_changes", description: "Replica changes made by the built-in autoscaler");
+        _noReadings = _meter.CreateCounter<long>("platform_operator_autoscale_no_reading",
+            description: "Autoscaler intervals without a load reading from the router, by reason (Unreachable, HttpError, MissingSeries); replicas are held then");
         _meter.CreateObservableGauge("platform_operator_leader", () => Volatile.Read(ref _leader), description: "1 while this replica holds the lease");
     }
 
@@ -41,6 +44,8 @@ public sealed class OperatorMetrics : IDisposable
         _childWrites.Add(1, new KeyValuePair<string, object?>("kind", kind), new KeyValuePair<string, object?>("operation", operation));
 
     public void Scaled() => _scaleChanges.Add(1);
+
+    public void NoLoadReading(string reason) => _noReadings.Add(1, new KeyValuePair<string, object?>("reason", reason));
 
     public void SetLeader(bool leader) => Volatile.Write(ref _leader, leader ? 1 : 0);
 

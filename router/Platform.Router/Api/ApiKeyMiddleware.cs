@@ -1,6 +1,8 @@
 // Optional bearer-key authentication. With keys configured, every route except
-// the health probes (/healthz, /readyz) requires "Authorization: Bearer <key>";
-// anything else gets OpenAI's 401 body. Keys are compared in constant time.
+// the probes and the scrape endpoint (/healthz, /readyz, /metrics, as vLLM does:
+// kubelets and Prometheus, the operator's autoscaler among them, carry no key)
+// requires "Authorization: Bearer <key>"; anything else gets OpenAI's 401 body.
+// Keys are compared in constant time.
 using System.Security.Cryptography;
 using System.Text;
 
@@ -8,6 +10,9 @@ namespace Platform.Router.Api;
 
 public sealed class ApiKeyMiddleware
 {
+    /// <summary>Paths served without a key (exact match): health, readiness and Prometheus metrics.</summary>
+    public static readonly IReadOnlyList<string> Exempt = ["/healthz", "/readyz", "/metrics"];
+
     private readonly RequestDelegate _next;
     private readonly byte[][] _keys;
 
@@ -22,8 +27,7 @@ public sealed class ApiKeyMiddleware
     {
         ArgumentNullException.ThrowIfNull(context);
         var path = context.Request.Path;
-        if (_keys.Length == 0 || path.Equals("/healthz", StringComparison.Ordinal) || path.Equals("/readyz", StringComparison.Ordinal))
-            return _next(context);
+        if (_keys.Length == 0 || IsExempt(path)) return _next(context);
         string header = context.Request.Headers.Authorization.ToString();
         const string scheme = "Bearer ";
         if (header.StartsWith(scheme, StringComparison.OrdinalIgnoreCase))
@@ -37,5 +41,14 @@ public sealed class ApiKeyMiddleware
                 ? "You didn't provide an API key; send it as 'Authorization: Bearer YOUR_KEY'."
                 : "Incorrect API key provided.", ApiError.InvalidRequest, null, "invalid_api_key")
             .WriteAsync(context);
+    }
+
+    private static bool IsExempt(PathString path)
+    {
+        foreach (var exempt in Exempt)
+        {
+            if (path.Equals(exempt, StringComparison.Ordinal)) return true;
+        }
+        return false;
     }
 }

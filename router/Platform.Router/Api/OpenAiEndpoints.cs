@@ -222,6 +222,7 @@ public sealed partial class OpenAiEndpoints
                 return;
             }
             var status = ForwarderErrors.HttpStatus(started.Error);
+            if (started.Error == ForwarderError.Aborted) context.Response.Headers.RetryAfter = "1";
             await Fail(context, route, new ApiError(status, started.Message,
                 status < 500 && status != 429 ? ApiError.InvalidRequest : status == 429 ? ApiError.RateLimit : ApiError.Server,
                 null, started.Error == ForwarderError.Rejected ? null : SnakeCase(started.Error))).ConfigureAwait(false);
@@ -345,6 +346,8 @@ public sealed partial class OpenAiEndpoints
             }
             if (read.Error != ForwarderError.None)
             {
+                // Nothing was sent yet: an aborted generation is a retriable 503, never a truncated 200.
+                if (read.Error == ForwarderError.Aborted) context.Response.Headers.RetryAfter = "1";
                 await Fail(context, route, new ApiError(ForwarderErrors.HttpStatus(read.Error), read.Message, ApiError.Server, null, SnakeCase(read.Error))).ConfigureAwait(false);
                 return;
             }
@@ -405,7 +408,13 @@ public sealed partial class OpenAiEndpoints
                 }
                 if (read.Error != ForwarderError.None)
                 {
-                    // Tokens may already be on the wire: end with an error event, never hang.
+                    // Tokens may already be on the wire: end with an error event, never hang. An aborted
+                    // generation's last text (if any) goes out first, without a finish_reason.
+                    if (read.Chunk is { Text.Length: > 0 } partial)
+                    {
+                        usage.Add(partial);
+                        await SendAsync(w => Chunk(w, shape, roleDelta: false, partial.Text, null)).ConfigureAwait(false);
+                    }
                     status = ForwarderErrors.HttpStatus(read.Error);
                     LogMidStreamFailure(_logger, stream.WorkerId, read.Message);
                     await SendAsync(w => new ApiError(status, read.Message, ApiError.Server, null, SnakeCase(read.Error)).WriteBody(w)).ConfigureAwait(false);

@@ -25,12 +25,16 @@ public enum ForwarderError
     WorkerFailed,
     /// <summary>The client went away; nothing more is sent.</summary>
     Canceled,
+    /// <summary>The worker aborted the generation (FINISH_REASON_ABORT, e.g. its drain grace period ran out):
+    /// retried on another worker before the first token, otherwise a retriable 503 or an SSE error event.</summary>
+    Aborted,
 }
 
 public static class ForwarderErrors
 {
     public static bool IsRetryable(ForwarderError e) =>
-        e is ForwarderError.Saturated or ForwarderError.NotReady or ForwarderError.Unreachable or ForwarderError.Timeout or ForwarderError.WorkerFailed;
+        e is ForwarderError.Saturated or ForwarderError.NotReady or ForwarderError.Unreachable or ForwarderError.Timeout or ForwarderError.WorkerFailed
+            or ForwarderError.Aborted;
 
     /// <summary>Failures that say something about the worker's health (feed its breaker).</summary>
     public static bool CountsAgainstWorker(ForwarderError e) =>
@@ -53,6 +57,7 @@ public static class ForwarderErrors
         ForwarderError.Rejected => StatusCodes.Status400BadRequest,
         ForwarderError.Saturated => StatusCodes.Status429TooManyRequests,
         ForwarderError.NotReady => StatusCodes.Status503ServiceUnavailable,
+        ForwarderError.Aborted => StatusCodes.Status503ServiceUnavailable,
         ForwarderError.Timeout => StatusCodes.Status504GatewayTimeout,
         ForwarderError.Canceled => 499,
         _ => StatusCodes.Status502BadGateway,

@@ -173,6 +173,9 @@ public sealed partial class GenerationForwarder
             var first = call.ResponseStream.Current;
             if (first.FinishReason == FinishReason.Error)
                 return Fail(ForwarderError.WorkerFailed, string.IsNullOrEmpty(first.Error) ? $"worker {connection.State.Id} failed the request" : first.Error);
+            // Aborted before any token (e.g. its drain grace ran out during the prefill): nothing reached the client, so try another worker.
+            if (first.FinishReason == FinishReason.Abort)
+                return Fail(ForwarderError.Aborted, WorkerStream.AbortMessage(connection.State.Id, first));
             lease.PrefillDone();
             _metrics.FirstToken(_time.GetElapsedTime(start));
             var stream = new WorkerStream(call, lease, timeout, linked,

@@ -1,8 +1,10 @@
 // A started generation on one worker: the first chunk (already received, so the
 // request can no longer move to another worker) and the rest of the stream.
 // Reading never throws for expected trouble: a broken stream, a worker error
-// chunk or an inactivity timeout come back as an error value, and the caller
-// turns that into a clean SSE error event. Disposing cancels the worker call
+// chunk, an aborted generation (FINISH_REASON_ABORT: the output is truncated, so
+// it must not reach the client as a normal finish) or an inactivity timeout come
+// back as an error value, and the caller turns that into a clean SSE error event
+// or a 503. Disposing cancels the worker call
 // (client disconnect → the engine aborts the request and frees its blocks).
 using Grpc.Core;
 using Platform.Core.Protos;
@@ -10,6 +12,8 @@ using Platform.Router.Policies;
 
 namespace Platform.Router.Forwarding;
 
+/// <summary>A chunk, the end (neither), or an error; with <see cref="ForwarderError.Aborted"/> the chunk may
+/// carry the last text the worker produced, to be sent before the error.</summary>
 public readonly record struct StreamRead(GenerateChunk? Chunk, ForwarderError Error, string Message)
 {
     public bool IsEnd => Chunk is null && Error == ForwarderError.None;
@@ -72,12 +76,25 @@ public sealed class WorkerStream : IDisposable
         }
     }
 
+    /// <summary>The client-facing message of an aborted generation.</summary>
+    public static string AbortMessage(string workerId, GenerateChunk chunk)
+    {
+        ArgumentNullException.ThrowIfNull(chunk);
+        return $"worker {workerId} aborted the generation before it finished" + (string.IsNullOrEmpty(chunk.Error) ? "; retry the request." : $": {chunk.Error}");
+    }
+
     private StreamRead Inspect(GenerateChunk chunk)
     {
         if (chunk.FinishReason == FinishReason.Error)
         {
             _finished = true;
             return new StreamRead(null, ForwarderError.WorkerFailed, string.IsNullOrEmpty(chunk.Error) ? $"worker {WorkerId} failed the request" : chunk.Error);
+        }
+        if (chunk.FinishReason == FinishReason.Abort)
+        {
+            // Truncated output: an error, never finish_reason "stop". Text it still carries goes out before the error.
+            _finished = true;
+            return new StreamRead(chunk.Text.Length > 0 ? chunk : null, ForwarderError.Aborted, AbortMessage(WorkerId, chunk));
         }
         if (chunk.FinishReason != FinishReason.Unspecified) _finished = true;
         return new StreamRead(chunk, ForwarderError.None, "");

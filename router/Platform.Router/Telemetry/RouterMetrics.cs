@@ -1,9 +1,11 @@
 // The router's meters and activity source (System.Diagnostics, exported by the
 // OpenTelemetry SDK as Prometheus text at /metrics). Names follow the peers'
 // habit of a component prefix; tags are low-cardinality (policy, worker
-// address, outcome), never request ids.
+// address, outcome), never request ids. Two gauges are the autoscaler's contract
+// with the operator and are named from Core's RouterMetricNames, not here.
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using Platform.Core.Telemetry;
 using Platform.Router.Policies;
 
 namespace Platform.Router.Telemetry;
@@ -49,6 +51,35 @@ public sealed class RouterMetrics : IDisposable
         _inFlight = _meter.CreateUpDownCounter<long>("router.requests.in_flight", description: "Generation requests in progress");
         _meter.CreateObservableGauge("router.workers.available", () => pool.Current.Available.Count, description: "Workers in the pool");
         _meter.CreateObservableGauge("router.kv_index.blocks", () => index.BlockCount, description: "Distinct KV blocks in the prefix index");
+        // The operator's autoscaler reads these two (docs/operator.md); no unit, so the exporter keeps the names as they are.
+        _meter.CreateObservableGauge(RouterMetricNames.QueuedPrefillTokens, () => QueuedPrefillTokens(pool.Current),
+            description: "Prompt tokens queued for prefill over the workers in the pool (autoscaler contract)");
+        _meter.CreateObservableGauge(RouterMetricNames.KvUtilization, () => KvUtilization(pool.Current),
+            description: "KV blocks in use / KV blocks in total over the workers in the pool, 0..1 (autoscaler contract)");
+    }
+
+    /// <summary>Per worker the larger of its last report and the prompts this router sent it that have no
+    /// first token yet (the report lags by up to a health period), summed over the pool.</summary>
+    public static long QueuedPrefillTokens(WorkerPoolSnapshot pool)
+    {
+        ArgumentNullException.ThrowIfNull(pool);
+        long sum = 0;
+        foreach (var w in pool.Available) sum += Math.Max(w.Load.QueuedPrefillTokens, w.InFlightPrefillTokens);
+        return sum;
+    }
+
+    /// <summary>Σ blocks used / Σ blocks in total over the pool's last load reports; 0 when nothing is known.</summary>
+    public static double KvUtilization(WorkerPoolSnapshot pool)
+    {
+        ArgumentNullException.ThrowIfNull(pool);
+        long used = 0, total = 0;
+        foreach (var w in pool.Available)
+        {
+            var load = w.Load;
+            used += load.KvBlocksUsed;
+            total += load.KvBlocksTotal;
+        }
+        return total == 0 ? 0 : Math.Clamp((double)used / total, 0, 1);
     }
 
     public void Request(string route, int status) =>
