@@ -234,27 +234,18 @@ internal sealed class PodRuntime : IAsyncDisposable
                     _ => throw new PodStartException("CreateContainerConfigError", $"env {name}: fieldRef {field} is not supported by the test kubelet"),
                 };
             }
-            else if (from["secretKeyRef"] is JsonObject sk)
+            else if ((from["secretKeyRef"] ?? from["configMapKeyRef"]) is JsonObject keyRef)
             {
-                var secret = api.Get("", "secrets", ns, JsonTools.Str(sk, "name")!);
-                var raw = secret?["data"]?[JsonTools.Str(sk, "key")!]?.GetValue<string>();
+                // A key of a Secret (base64 in data) or of a ConfigMap; optional refs may be missing.
+                bool secret = from["secretKeyRef"] is not null;
+                var source = api.Get("", secret ? "secrets" : "configmaps", ns, JsonTools.Str(keyRef, "name")!);
+                var raw = source?["data"]?[JsonTools.Str(keyRef, "key")!]?.GetValue<string>();
                 if (raw is null)
                 {
-                    if (sk["optional"]?.GetValue<bool>() == true) continue;
-                    throw new PodStartException("CreateContainerConfigError", $"env {name}: secret \"{JsonTools.Str(sk, "name")}\" key {JsonTools.Str(sk, "key")} not found");
+                    if (keyRef["optional"]?.GetValue<bool>() == true) continue;
+                    throw new PodStartException("CreateContainerConfigError", $"env {name}: {(secret ? "secret" : "configmap")} \"{JsonTools.Str(keyRef, "name")}\" key {JsonTools.Str(keyRef, "key")} not found");
                 }
-                env[name] = Encoding.UTF8.GetString(Convert.FromBase64String(raw));
-            }
-            else if (from["configMapKeyRef"] is JsonObject ck)
-            {
-                var cm = api.Get("", "configmaps", ns, JsonTools.Str(ck, "name")!);
-                var raw = cm?["data"]?[JsonTools.Str(ck, "key")!]?.GetValue<string>();
-                if (raw is null)
-                {
-                    if (ck["optional"]?.GetValue<bool>() == true) continue;
-                    throw new PodStartException("CreateContainerConfigError", $"env {name}: configmap \"{JsonTools.Str(ck, "name")}\" key {JsonTools.Str(ck, "key")} not found");
-                }
-                env[name] = raw;
+                env[name] = secret ? Encoding.UTF8.GetString(Convert.FromBase64String(raw)) : raw;
             }
             else
             {
