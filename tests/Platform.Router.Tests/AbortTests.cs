@@ -12,14 +12,14 @@ namespace Platform.Router.Tests;
 
 public sealed class AbortTests
 {
-    private static async Task<(InProcessWorker Worker, RouterHost Router)> StartAsync()
+    private static async Task<(InProcessWorker Worker, RouterHost Router)> StartAsync(int stepMs = 50)
     {
         var worker = await InProcessWorker.StartAsync(TestModels.TinyLlama,
             ["--served-model-name", "tiny", "--drain-grace-seconds", "1", "--kv-blocks", "64", "--threads", "1"]);
         var router = await RouterHost.StartAsync(TestModels.TinyLlama, [worker.GrpcAddress.ToString().TrimEnd('/')]);
         await router.WaitForWorkers(1);
         // 50 ms a step: the 500 tokens asked for need 25 s, far past the 1 s drain grace.
-        worker.Engine.BeforeStep = () => Thread.Sleep(50);
+        worker.Engine.BeforeStep = () => Thread.Sleep(stepMs);
         return (worker, router);
     }
 
@@ -70,6 +70,30 @@ public sealed class AbortTests
             var answer = router.Http.PostAsync("/v1/completions", Body(stream: false));
             await RouterHost.Eventually(() => worker.Engine.GetStats().Running == 1, "the request runs on the worker");
             await Task.Delay(300); // some tokens generated
+            var stopping = worker.StopAsync();
+            using var response = await answer;
+            await stopping;
+
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+            Assert.Equal("1", response.Headers.RetryAfter?.ToString());
+            ErrorShape.Assert(JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement, code: "aborted");
+        }
+        finally
+        {
+            await router.DisposeAsync();
+            await worker.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task An_abort_before_the_first_token_is_retried_and_without_another_worker_is_a_503()
+    {
+        // 3 s before the first step's token, 1 s of drain grace: the abort is the stream's first chunk.
+        var (worker, router) = await StartAsync(stepMs: 3000);
+        try
+        {
+            var answer = router.Http.PostAsync("/v1/completions", Body(stream: true));
+            await Task.Delay(500); // the request is on the worker, its first step sleeping
             var stopping = worker.StopAsync();
             using var response = await answer;
             await stopping;

@@ -199,7 +199,11 @@ public sealed class RouterHttpTests(TwoWorkerFixture f)
     public async Task Health_ready_and_metrics_answer()
     {
         Assert.Equal("ok", await f.KvAware.Http.GetStringAsync("/healthz"));
-        Assert.Equal("ready", await f.KvAware.Http.GetStringAsync("/readyz"));
+        using (var ready = System.Text.Json.JsonDocument.Parse(await f.KvAware.Http.GetStringAsync("/readyz")))
+        {
+            Assert.True(ready.RootElement.GetProperty("ready").GetBoolean());
+            Assert.True(ready.RootElement.GetProperty("workers_in_pool").GetInt32() >= 1);
+        }
         await f.KvAware.PostAsync("/v1/completions", """{"model":"tiny","prompt":"metrics please","max_tokens":1}""");
         var metrics = await f.KvAware.Http.GetStringAsync("/metrics");
         Assert.Contains("router_placements", metrics, StringComparison.Ordinal);

@@ -5,6 +5,7 @@ using System.Net;
 using Grpc.Health.V1;
 using Grpc.Net.Client;
 using Platform.Core.Protos;
+using V = Platform.Core.Telemetry.VllmMetricNames;
 
 namespace Platform.Worker.Tests;
 
@@ -37,7 +38,12 @@ public sealed class ProcessTests
 
             using var http = new HttpClient { BaseAddress = worker.HttpAddress };
             Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/readyz")).StatusCode);
-            Assert.Contains("vllm_generation_tokens_total", await http.GetStringAsync("/metrics"));
+            // The process serves vLLM's exact names (colons included), each with a count after this request.
+            string metrics = await http.GetStringAsync("/metrics");
+            foreach (var name in V.All)
+                Assert.Contains("# TYPE " + name + " ", metrics, StringComparison.Ordinal);
+            foreach (var (name, value) in new[] { (V.GenerationTokensTotal, 5), (V.PromptTokensTotal, 20), (V.TimeToFirstTokenSeconds + "_count", 1), (V.E2eRequestLatencySeconds + "_count", 1) })
+                Assert.Matches(new System.Text.RegularExpressions.Regex("^" + System.Text.RegularExpressions.Regex.Escape(name) + "\\{model_name=\"[^\"]+\"\\} " + value + "$", System.Text.RegularExpressions.RegexOptions.Multiline), metrics);
 
             worker.Terminate();
             Assert.Equal(0, await worker.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30)));

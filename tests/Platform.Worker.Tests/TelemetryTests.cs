@@ -1,7 +1,9 @@
-// /metrics serves the engine metrics under vLLM-like names, and the Generate
+// /metrics serves the engine metrics under vLLM's exact names (colons included) in one
+// Prometheus text exposition with OpenTelemetry's, and the Generate
 // span joins the caller's W3C trace (traceparent on the gRPC call).
 using System.Diagnostics;
 using Grpc.Core;
+using V = Platform.Core.Telemetry.VllmMetricNames;
 
 namespace Platform.Worker.Tests;
 
@@ -16,7 +18,7 @@ public sealed class TelemetryCollection;
 public sealed class TelemetryTests
 {
     [Fact]
-    public async Task Metrics_endpoint_serves_engine_gauges_counters_and_latency_histograms()
+    public async Task Metrics_endpoint_serves_vllm_names_with_colons_and_sane_values_in_one_exposition()
     {
         await using var w = await WorkerUnderTest.StartAsync("--served-model-name", "tiny-metrics");
         var prompt = TestModel.Prompt(40, 9);
@@ -24,25 +26,38 @@ public sealed class TelemetryTests
         await w.GenerateAllAsync(WorkerUnderTest.Request(prompt, 6));  // prefix-cache hit on 2 blocks
         using var http = new HttpClient { BaseAddress = w.Worker.HttpAddress };
         string text = "";
-        // The exporter caches a scrape for a moment; poll until the second request is in.
         await Poll.UntilAsync(async () =>
         {
             text = await http.GetStringAsync("/metrics");
-            return Value(text, "vllm_generation_tokens_total") >= 12;
+            return Value(text, V.GenerationTokensTotal) >= 12 && Value(text, V.E2eRequestLatencySeconds + "_count") >= 2;
         }, TimeSpan.FromSeconds(5), "generation tokens counted");
 
-        Assert.Equal(12, Value(text, "vllm_generation_tokens_total"));
-        Assert.Equal(80, Value(text, "vllm_prompt_tokens_total"));
-        Assert.Equal(0, Value(text, "vllm_num_requests_running"));
-        Assert.Equal(0, Value(text, "vllm_num_requests_waiting"));
-        Assert.Equal(0, Value(text, "vllm_kv_cache_usage_perc"));
-        Assert.True(Value(text, "vllm_prefix_cache_queries_total") >= 64);
-        Assert.Equal(32, Value(text, "vllm_prefix_cache_hits_total"));
-        Assert.Equal(2, Value(text, "vllm_time_to_first_token_seconds_count"));
-        Assert.Equal(10, Value(text, "vllm_inter_token_latency_seconds_count"));
-        Assert.Equal(2, Value(text, "vllm_e2e_request_latency_seconds_count"));
-        Assert.Contains("model_name=\"tiny-metrics\"", text);
-        Assert.Contains("finished_reason=\"length\"", text);
+        Assert.Equal(12, Value(text, V.GenerationTokensTotal));
+        Assert.Equal(80, Value(text, V.PromptTokensTotal));
+        Assert.Equal(0, Value(text, V.NumRequestsRunning));
+        Assert.Equal(0, Value(text, V.NumRequestsWaiting));
+        Assert.Equal(0, Value(text, V.KvCacheUsagePerc));
+        Assert.True(Value(text, V.PrefixCacheQueriesTotal) >= 64);
+        Assert.Equal(32, Value(text, V.PrefixCacheHitsTotal));
+        Assert.Equal(0, Value(text, V.NumPreemptionsTotal));
+        Assert.Equal(2, Value(text, V.TimeToFirstTokenSeconds + "_count"));
+        Assert.True(Value(text, V.TimeToFirstTokenSeconds + "_sum") > 0);
+        Assert.Equal(10, Value(text, V.InterTokenLatencySeconds + "_count"));
+        Assert.Equal(2, Value(text, V.E2eRequestLatencySeconds + "_count"));
+        Assert.Contains(V.RequestSuccessTotal + "{model_name=\"tiny-metrics\",finished_reason=\"length\"} 2", text, StringComparison.Ordinal);
+
+        // Exact spelling, one family each, every sample labelled with the model, and no vllm_ left over.
+        foreach (var name in V.All)
+        {
+            Assert.Single(text.Split('\n'), l => l.StartsWith("# TYPE " + name + " ", StringComparison.Ordinal));
+            var samples = text.Split('\n').Where(l => l.StartsWith(name, StringComparison.Ordinal) && l.Length > name.Length && l[name.Length] is '{' or ' ' or '_').ToList();
+            Assert.NotEmpty(samples);
+            Assert.All(samples, l => Assert.Contains("model_name=\"tiny-metrics\"", l, StringComparison.Ordinal));
+        }
+        Assert.DoesNotContain("vllm_", text, StringComparison.Ordinal);
+        PrometheusText.AssertOneExposition(text);
+        // OpenTelemetry's part follows in the same answer (the worker's other gauges, ASP.NET Core, runtime).
+        Assert.Contains("platform_worker_queued_prefill_tokens", text, StringComparison.Ordinal);
     }
 
     /// <summary>The value of the first sample of <paramref name="name"/> (any labels).</summary>

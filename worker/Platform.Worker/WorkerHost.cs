@@ -138,7 +138,8 @@ public static class WorkerHost
         app.MapGrpcHealthChecksService();
         app.MapHealthChecks("/healthz", new HealthCheckOptions { Predicate = r => r.Tags.Contains(HealthTags.Live) });
         app.MapHealthChecks("/readyz", new HealthCheckOptions { Predicate = r => r.Tags.Contains(HealthTags.Ready) });
-        app.MapPrometheusScrapingEndpoint("/metrics");
+        // vLLM's names (prometheus-net) and OpenTelemetry's text, merged into one exposition.
+        app.MapPrometheusScrapingEndpoint("/metrics", meterProvider: null, configureBranchedPipeline: b => b.Use(VllmExposition.MergeAsync), optionsName: null);
 
         app.Lifetime.ApplicationStarted.Register(() =>
         {

@@ -1,13 +1,19 @@
-// Traces and metrics of the worker. Metric names follow vLLM's (vllm:num_requests_running,
-// vllm:time_to_first_token_seconds, ...) as far as OpenTelemetry allows: instrument names
-// cannot contain ':', so they use '.', which the Prometheus exporter turns into '_'
-// (vllm_num_requests_running, vllm_time_to_first_token_seconds, vllm_prompt_tokens_total).
-// Gauges and the prefix-cache counters read the engine's stats snapshot at scrape time;
-// latency histograms and token counters are recorded by the Generate handler.
+// Traces and metrics of the worker. The metrics users' dashboards query keep vLLM's exact
+// names, colons included (vllm:num_requests_running, vllm:time_to_first_token_seconds, ...;
+// Platform.Core.Telemetry.VllmMetricNames). OpenTelemetry instrument names cannot contain ':',
+// so those are prometheus-net metrics in a registry of this worker's own (one per worker, so
+// in-process workers in one test process do not mix). prometheus-net 8 refuses ':' in names
+// too, so they are registered as vllm_x and VllmExposition writes them back as vllm:x, ahead
+// of the OpenTelemetry exporter's text on the same GET /metrics. OpenTelemetry keeps everything
+// else (the worker's other gauges, the KV tier, runtime, ASP.NET Core) and the traces.
+// Gauges and the prefix-cache and preemption counters read the engine's stats snapshot at
+// scrape time; latency histograms and token counters are recorded by the Generate handler.
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using Microsoft.Extensions.Options;
+using Platform.Core.Telemetry;
 using Platform.Engine;
+using Prometheus;
 
 namespace Platform.Worker;
 
@@ -26,30 +32,55 @@ public sealed class WorkerMetrics
     private static readonly double[] E2eBuckets = [0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960, 1920, 7680];
 
     private readonly EngineHost _engines;
+    private readonly string _modelName;
     private readonly KeyValuePair<string, object?> _model;
-    private readonly Histogram<double> _ttft;
-    private readonly Histogram<double> _itl;
-    private readonly Histogram<double> _e2e;
-    private readonly Counter<long> _promptTokens;
-    private readonly Counter<long> _generationTokens;
-    private readonly Counter<long> _requests;
+    private readonly Prometheus.Gauge.Child _running;
+    private readonly Prometheus.Gauge.Child _waiting;
+    private readonly Prometheus.Gauge.Child _kvUsage;
+    private readonly Prometheus.Counter.Child _prefixQueries;
+    private readonly Prometheus.Counter.Child _prefixHits;
+    private readonly Prometheus.Counter.Child _preemptions;
+    private readonly Prometheus.Histogram.Child _ttft;
+    private readonly Prometheus.Histogram.Child _itl;
+    private readonly Prometheus.Histogram.Child _e2e;
+    private readonly Prometheus.Counter.Child _promptTokens;
+    private readonly Prometheus.Counter.Child _generationTokens;
+    private readonly Prometheus.Counter _requests;
 
     public WorkerMetrics(IMeterFactory meterFactory, EngineHost engines, IOptions<WorkerOptions> options)
     {
+        ArgumentNullException.ThrowIfNull(options);
         _engines = engines;
-        _model = new("model_name", options.Value.ResolvedServedModelName);
-        var meter = meterFactory.Create(WorkerTelemetry.MeterName);
+        _modelName = options.Value.ResolvedServedModelName;
+        _model = new(VllmMetricNames.ModelNameLabel, _modelName);
 
-        meter.CreateObservableGauge("vllm.num_requests_running", () => Gauge(s => s.Running), "{request}", "Requests in the running batch.");
-        meter.CreateObservableGauge("vllm.num_requests_waiting", () => Gauge(s => s.Waiting), "{request}", "Requests waiting to be scheduled.");
-        meter.CreateObservableGauge("vllm.kv_cache_usage_perc", () => Gauge(s => s.KvBlocksTotal == 0 ? 0 : (double)s.KvBlocksUsed / s.KvBlocksTotal), null,
-            "Fraction of KV cache blocks in use by requests (1 = full).");
-        meter.CreateObservableGauge("vllm.num_queued_prefill_tokens", () => Gauge(s => s.QueuedPrefillTokens), "{token}", "Prompt tokens still to prefill.");
-        meter.CreateObservableCounter("vllm.prefix_cache_queries", () => Count(s => s.PrefixQueriedBlocks * BlockSize()), "{token}",
-            "Prompt tokens looked up in the prefix cache (full blocks only).");
-        meter.CreateObservableCounter("vllm.prefix_cache_hits", () => Count(s => s.PrefixHitBlocks * BlockSize()), "{token}",
-            "Prompt tokens found in the prefix cache.");
-        meter.CreateObservableCounter("vllm.num_preemptions", () => Count(s => s.Preemptions), "{preemption}", "Requests preempted for lack of KV blocks.");
+        // vLLM's names, through prometheus-net (a registry of this worker's own; no default process metrics).
+        Registry = Metrics.NewCustomRegistry();
+        var factory = Metrics.WithCustomRegistry(Registry);
+        string[] model = [VllmMetricNames.ModelNameLabel];
+        Prometheus.Gauge Gauge(string name, string help) => factory.CreateGauge(VllmExposition.RegisteredName(name), help, model);
+        Prometheus.Counter Counter(string name, string help) => factory.CreateCounter(VllmExposition.RegisteredName(name), help, model);
+        Prometheus.Histogram Histogram(string name, string help, double[] buckets) =>
+            factory.CreateHistogram(VllmExposition.RegisteredName(name), help, new HistogramConfiguration { LabelNames = model, Buckets = buckets });
+        _running = Gauge(VllmMetricNames.NumRequestsRunning, "Number of requests in the running batch.").WithLabels(_modelName);
+        _waiting = Gauge(VllmMetricNames.NumRequestsWaiting, "Number of requests waiting to be scheduled.").WithLabels(_modelName);
+        _kvUsage = Gauge(VllmMetricNames.KvCacheUsagePerc, "KV-cache usage. 1 means 100 percent usage.").WithLabels(_modelName);
+        _prefixQueries = Counter(VllmMetricNames.PrefixCacheQueriesTotal, "Prefix cache queries, in terms of number of queried tokens (full blocks only).").WithLabels(_modelName);
+        _prefixHits = Counter(VllmMetricNames.PrefixCacheHitsTotal, "Prefix cache hits, in terms of number of cached tokens.").WithLabels(_modelName);
+        _preemptions = Counter(VllmMetricNames.NumPreemptionsTotal, "Cumulative number of preemptions from the engine.").WithLabels(_modelName);
+        _ttft = Histogram(VllmMetricNames.TimeToFirstTokenSeconds, "Histogram of time to first token in seconds.", TtftBuckets).WithLabels(_modelName);
+        _itl = Histogram(VllmMetricNames.InterTokenLatencySeconds, "Histogram of inter-token latency in seconds.", ItlBuckets).WithLabels(_modelName);
+        _e2e = Histogram(VllmMetricNames.E2eRequestLatencySeconds, "Histogram of e2e request latency in seconds.", E2eBuckets).WithLabels(_modelName);
+        _promptTokens = Counter(VllmMetricNames.PromptTokensTotal, "Number of prefill tokens processed.").WithLabels(_modelName);
+        _generationTokens = Counter(VllmMetricNames.GenerationTokensTotal, "Number of generation tokens processed.").WithLabels(_modelName);
+        _requests = factory.CreateCounter(VllmExposition.RegisteredName(VllmMetricNames.RequestSuccessTotal), "Count of successfully processed requests.",
+            [VllmMetricNames.ModelNameLabel, VllmMetricNames.FinishedReasonLabel]);
+        Registry.AddBeforeCollectCallback(ReadEngineSnapshot);
+
+        // Everything without a vLLM name stays on OpenTelemetry.
+        var meter = meterFactory.Create(WorkerTelemetry.MeterName);
+        meter.CreateObservableGauge("platform.worker.queued_prefill_tokens", () => Stat(s => s.QueuedPrefillTokens), null,
+            "Prompt tokens still to prefill.");
         meter.CreateObservableGauge("platform.dist_attention.lent_blocks", () => Dist(d => d.LentBlocks), "{block}",
             "KV blocks of this worker held for peers' sequences (DistAttention creditor).");
         meter.CreateObservableGauge("platform.dist_attention.borrowed_blocks", () => Dist(d => d.BorrowedBlocks), "{block}",
@@ -61,39 +92,41 @@ public sealed class WorkerMetrics
             "Time this worker spent serving peers' attention over the blocks it lent (DistAttention creditor).");
         meter.CreateObservableCounter("platform.dist_attention.remote_attention_time", () => Dist(d => d.RemoteAttentionTime.TotalSeconds), "s",
             "Time finished DistAttention sequences waited for their peers' partial attention.");
+    }
 
-        _ttft = meter.CreateHistogram("vllm.time_to_first_token", "s", "Time from the Generate call to its first token.",
-            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = TtftBuckets });
-        _itl = meter.CreateHistogram("vllm.inter_token_latency", "s", "Time between consecutive output tokens of a request.",
-            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = ItlBuckets });
-        _e2e = meter.CreateHistogram("vllm.e2e_request_latency", "s", "Time from the Generate call to its last chunk.",
-            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = E2eBuckets });
-        _promptTokens = meter.CreateCounter<long>("vllm.prompt_tokens", "{token}", "Prompt tokens of finished requests.");
-        _generationTokens = meter.CreateCounter<long>("vllm.generation_tokens", "{token}", "Tokens generated.");
-        _requests = meter.CreateCounter<long>("vllm.request_success", "{request}", "Requests that ended, by finished_reason.");
+    /// <summary>The prometheus-net registry holding the vllm: metrics (written by <see cref="VllmExposition"/>).</summary>
+    public CollectorRegistry Registry { get; }
+
+    /// <summary>At scrape time: gauges and engine-side counters from the engine's stats snapshot.</summary>
+    private void ReadEngineSnapshot()
+    {
+        if (_engines.Engine is not { } engine) return;
+        var s = engine.GetStats();
+        int blockSize = engine.Options.BlockSize;
+        _running.Set(s.Running);
+        _waiting.Set(s.Waiting);
+        _kvUsage.Set(s.KvBlocksTotal == 0 ? 0 : (double)s.KvBlocksUsed / s.KvBlocksTotal);
+        _prefixQueries.IncTo(s.PrefixQueriedBlocks * blockSize);
+        _prefixHits.IncTo(s.PrefixHitBlocks * blockSize);
+        _preemptions.IncTo(s.Preemptions);
     }
 
     private IEnumerable<Measurement<double>> Dist(Func<DistAttentionStats, double> read) =>
         _engines.Engine is { } engine ? [new Measurement<double>(read(engine.GetDistAttentionStats()), _model)] : [];
 
-    private int BlockSize() => _engines.Engine?.Options.BlockSize ?? 0;
-
-    private IEnumerable<Measurement<double>> Gauge(Func<EngineStats, double> read) =>
+    private IEnumerable<Measurement<double>> Stat(Func<EngineStats, double> read) =>
         _engines.Engine is { } engine ? [new Measurement<double>(read(engine.GetStats()), _model)] : [];
 
-    private IEnumerable<Measurement<long>> Count(Func<EngineStats, long> read) =>
-        _engines.Engine is { } engine ? [new Measurement<long>(read(engine.GetStats()), _model)] : [];
+    public void FirstToken(TimeSpan sinceStart) => _ttft.Observe(sinceStart.TotalSeconds);
 
-    public void FirstToken(TimeSpan sinceStart) => _ttft.Record(sinceStart.TotalSeconds, _model);
+    public void NextToken(TimeSpan sincePrevious) => _itl.Observe(sincePrevious.TotalSeconds);
 
-    public void NextToken(TimeSpan sincePrevious) => _itl.Record(sincePrevious.TotalSeconds, _model);
-
-    public void GeneratedTokens(int count) => _generationTokens.Add(count, _model);
+    public void GeneratedTokens(int count) => _generationTokens.Inc(count);
 
     public void Finished(string finishReason, int promptTokens, TimeSpan elapsed)
     {
-        _promptTokens.Add(promptTokens, _model);
-        _e2e.Record(elapsed.TotalSeconds, _model);
-        _requests.Add(1, _model, new KeyValuePair<string, object?>("finished_reason", finishReason));
+        _promptTokens.Inc(promptTokens);
+        _e2e.Observe(elapsed.TotalSeconds);
+        _requests.WithLabels(_modelName, finishReason).Inc();
     }
 }
