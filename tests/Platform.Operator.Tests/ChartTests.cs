@@ -191,9 +191,9 @@ public sealed partial class ChartTests
     public void The_grafana_dashboard_queries_only_the_metrics_workers_and_router_serve()
     {
         // vLLM's names, which the workers serve, and the router's gauges (the autoscaler's contract).
-        string[] gauges = ["vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc", RouterMetricNames.QueuedPrefillTokens, RouterMetricNames.KvUtilization];
-        string[] histograms = ["vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds", "vllm:e2e_request_latency_seconds"];
-        string[] counters = ["vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total"];
+        string[] gauges = [VllmMetricNames.NumRequestsWaiting, VllmMetricNames.NumRequestsRunning, VllmMetricNames.KvCacheUsagePerc, RouterMetricNames.QueuedPrefillTokens, RouterMetricNames.KvUtilization];
+        string[] histograms = [VllmMetricNames.TimeToFirstTokenSeconds, VllmMetricNames.InterTokenLatencySeconds, VllmMetricNames.E2eRequestLatencySeconds];
+        string[] counters = [VllmMetricNames.PromptTokensTotal, VllmMetricNames.GenerationTokensTotal, VllmMetricNames.PrefixCacheQueriesTotal, VllmMetricNames.PrefixCacheHitsTotal];
         var served = new HashSet<string>(gauges.Concat(counters).Concat(histograms.SelectMany(h => new[] { h + "_bucket", h + "_sum", h + "_count" })), StringComparer.Ordinal);
 
         var dashboard = JsonNode.Parse(File.ReadAllText(Path.Combine(RepoPaths.Chart, "dashboards", "platform.json")))!;

@@ -11,6 +11,7 @@ using k8s.Models;
 using OpenAI.Chat;
 using Platform.Core.Models;
 using Platform.Core.Safetensors;
+using Platform.Core.Telemetry;
 using Platform.KvCache.Hosting;
 using Platform.Operator.Api;
 using Platform.Operator.Builders;
@@ -73,9 +74,9 @@ public sealed class ClusterLifecycleTests
         await Waiter.ModelAsync(running.Client, running.Namespace, "m", m => m?.Status?.ReadyReplicas == 3, TimeSpan.FromMinutes(1));
 
         // New prefixes go to the worker holding the fewest blocks: the new one gets requests through the router.
-        for (int i = 0; i < 12 && await WorkerMetricAsync(running, "m-worker-2", "vllm:generation_tokens_total") == 0; i++)
+        for (int i = 0; i < 12 && await WorkerMetricAsync(running, "m-worker-2", VllmMetricNames.GenerationTokensTotal) == 0; i++)
             await CompleteAsync(running, "m", new { model = "m", prompt = $"request {i} for the new worker", max_tokens = 4, temperature = 0 });
-        Assert.True(await WorkerMetricAsync(running, "m-worker-2", "vllm:generation_tokens_total") > 0, "the router never sent a request to the worker added by kubectl scale");
+        Assert.True(await WorkerMetricAsync(running, "m-worker-2", VllmMetricNames.GenerationTokensTotal) > 0, "the router never sent a request to the worker added by kubectl scale");
 
         // Long streams on every worker, then scale down: the highest ordinal drains, and every stream completes.
         var chat = running.Chat("m", "m");
@@ -101,7 +102,7 @@ public sealed class ClusterLifecycleTests
             }));
         }
         await Task.WhenAll(firstChunk.Select(f => f.Task)).WaitAsync(TimeSpan.FromMinutes(1));
-        double onDrained = await WorkerMetricAsync(running, "m-worker-2", "vllm:num_requests_running");
+        double onDrained = await WorkerMetricAsync(running, "m-worker-2", VllmMetricNames.NumRequestsRunning);
         (await running.KubectlAsync("scale", "lcm/m", "--replicas", "2")).EnsureSuccess();
         var results = await Task.WhenAll(streams).WaitAsync(TimeSpan.FromMinutes(2));
         Assert.All(results, r => Assert.Equal((3000, ChatFinishReason.Length), (r.Tokens, r.Reason)));
