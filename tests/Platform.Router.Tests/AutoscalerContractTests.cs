@@ -7,6 +7,12 @@ using Platform.Operator.Autoscaling;
 
 namespace Platform.Router.Tests;
 
+// Alone: every router in this process meters under the same meter name, and OpenTelemetry's
+// exporter in one router host also sees another host's instruments of that name; while another
+// test's router starts or stops, a scrape here may miss the contract's series (seen once in a
+// full run). One router per process, as deployed, has no such neighbour.
+[Collection(nameof(AutoscalerContractTests))]
+[CollectionDefinition(nameof(AutoscalerContractTests), DisableParallelization = true)]
 public sealed class AutoscalerContractTests
 {
     [Fact]
