@@ -17,6 +17,7 @@ internal sealed partial class ChildProcess : IAsyncDisposable
     public string Name { get; }
     public int Id => _process.Id;
     public bool HasExited => _process.HasExited;
+    public int? ExitCode => _process.HasExited ? _process.ExitCode : null;
     public Task Exited { get; }
 
     private ChildProcess(string name, Process process)

@@ -2,8 +2,9 @@
 // on loopback (each announces its gRPC address), then the router pointed at
 // them, waits until the router is ready, prints the URL and a curl example,
 // and on Ctrl-C (or SIGTERM) stops the router and then the workers, each
-// draining first. If any child dies, everything is stopped and the exit code
-// says so: no half-running platform is left behind.
+// draining first. A worker that dies is restarted on its own port and rejoins
+// the router's pool (SupervisedWorker), as a kubelet restarts a pod; nothing else
+// is touched. If the router dies, everything is stopped and the exit code says so.
 // KV tier (docs/kvcache.md): by default (--kv-tier remote) the workers share a
 // Redis-compatible store; without --redis this process runs an embedded Garnet
 // server on loopback for them, stopped last.
@@ -119,11 +120,13 @@ internal static class UpCommand
             }
             using var garnetLifetime = garnet;
             int routerPort = parse.GetValue(port) is 0 ? LoopbackPort.Free() : parse.GetValue(port);
-            // DistAttention peers must know each other's addresses before they start: pick the gRPC ports here.
-            var grpcPorts = Enumerable.Range(0, n).Select(_ => dist == "on" ? LoopbackPort.Free() : 0).ToArray();
+            // Fixed gRPC ports: DistAttention peers must know each other's addresses before they start, and a
+            // restarted worker comes back where the router already looks for it.
+            var grpcPorts = Enumerable.Range(0, n).Select(_ => LoopbackPort.Free()).ToArray();
             int threads = Math.Max(1, Environment.ProcessorCount / n);
             string baseDir = AppContext.BaseDirectory;
             var children = new List<ChildProcess>();
+            var supervised = new List<SupervisedWorker>();
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
             try
             {
@@ -141,14 +144,15 @@ internal static class UpCommand
                     args.AddRange(["--kv-tier", tier]);
                     if (tier != "off") args.AddRange(["--kv-host-memory", parse.GetValue(hostMemory)!]);
                     if (tier == "remote") args.AddRange(["--redis", redisAddress!]);
-                    children.Add(ChildProcess.Start($"worker-{i}", Path.Combine(baseDir, "platform-worker.dll"), args));
+                    supervised.Add(new SupervisedWorker($"worker-{i}", Path.Combine(baseDir, "platform-worker.dll"), args,
+                        message => Console.Error.WriteLine("warning: " + message)));
                 }
                 await AnsiConsole.Status().StartAsync($"starting {n} worker(s)…", async _ =>
                 {
-                    foreach (var w in children)
+                    foreach (var w in supervised)
                     {
-                        workerUrls.Add(await w.WaitForLineAsync("PLATFORM_WORKER_LISTENING", TimeSpan.FromSeconds(60), stop.Token));
-                        await w.WaitForLineAsync("PLATFORM_WORKER_READY", TimeSpan.FromMinutes(10), stop.Token);
+                        workerUrls.Add(await w.Current.WaitForLineAsync("PLATFORM_WORKER_LISTENING", TimeSpan.FromSeconds(60), stop.Token));
+                        await w.Current.WaitForLineAsync("PLATFORM_WORKER_READY", TimeSpan.FromMinutes(10), stop.Token);
                     }
                 });
                 var routerArgs = new List<string> { "--model", dir, "--workers", string.Join(',', workerUrls), "--port", routerPort.ToString(), "--policy", parse.GetValue(policy)! };
@@ -166,11 +170,11 @@ internal static class UpCommand
                 Console.WriteLine($"    -d '{{\"model\":\"{Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}],\"max_tokens\":32}}'");
                 AnsiConsole.MarkupLine("[grey]Ctrl-C stops everything.[/]");
 
-                var died = await Task.WhenAny(children.Select(c => c.Exited).Append(Task.Delay(Timeout.Infinite, stop.Token)));
+                foreach (var w in supervised) w.Supervise();
+                await Task.WhenAny(router.Exited, Task.Delay(Timeout.Infinite, stop.Token));
                 if (!stop.IsCancellationRequested)
                 {
-                    var dead = children.First(c => c.HasExited);
-                    await Console.Error.WriteLineAsync($"error: {dead.Name} exited unexpectedly; stopping. Its last output:{Environment.NewLine}{dead.Tail}");
+                    await Console.Error.WriteLineAsync($"error: the router exited unexpectedly; stopping. Its last output:{Environment.NewLine}{router.Tail}");
                     return 1;
                 }
                 return 0;
@@ -189,6 +193,8 @@ internal static class UpCommand
                 // Router first, so no new request reaches a draining worker.
                 for (int i = children.Count - 1; i >= 0; i--) await children[i].StopAsync(TimeSpan.FromSeconds(15));
                 foreach (var c in children) await c.DisposeAsync();
+                await Task.WhenAll(supervised.Select(w => w.StopAsync(TimeSpan.FromSeconds(15))));
+                foreach (var w in supervised) await w.DisposeAsync();
             }
         });
         return command;

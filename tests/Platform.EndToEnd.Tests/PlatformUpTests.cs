@@ -127,6 +127,73 @@ public sealed partial class PlatformUpTests : IDisposable
         return model;
     }
 
+    [Fact]
+    public async Task A_worker_that_dies_is_restarted_and_rejoins_while_the_rest_keeps_serving()
+    {
+        string model = TinyModel();
+        var (up, url, output) = Launch("--model", model, "--workers", "2", "--port", "0", "--kv-tier", "off");
+        try
+        {
+            var ready = await Task.WhenAny(url.Task, up.WaitForExitAsync(), Task.Delay(TimeSpan.FromMinutes(3)));
+            Assert.True(ready == url.Task, "platform up did not become ready:\n" + string.Join("\n", output));
+            string baseUrl = await url.Task;
+            using var http = new HttpClient { BaseAddress = new Uri(baseUrl), Timeout = TimeSpan.FromMinutes(1) };
+
+            int pid = WorkerPid(model, "worker-1") ?? throw new InvalidOperationException("no worker-1 process:\n" + string.Join("\n", output));
+            Assert.Equal(0, Kill(pid, 9));
+
+            // Every request sent meanwhile is served (the router leaves the dead worker out or retries elsewhere).
+            for (int i = 0; i < 6; i++)
+            {
+                using var response = await http.PostAsync("/v1/completions", new StringContent(
+                    System.Text.Json.JsonSerializer.Serialize(new { model = "tiny", prompt = $"while one is down {i}", max_tokens = 4 }), System.Text.Encoding.UTF8, "application/json"));
+                Assert.True(response.IsSuccessStatusCode, $"{(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
+            }
+
+            // The worker comes back as a new process and rejoins the pool; platform up never stopped.
+            var deadline = DateTime.UtcNow.AddMinutes(2);
+            while (WorkerPid(model, "worker-1") is not { } restarted || restarted == pid)
+            {
+                Assert.True(DateTime.UtcNow < deadline, "worker-1 was not started again:\n" + string.Join("\n", output));
+                await Task.Delay(100);
+            }
+            int inPool = 0;
+            while (DateTime.UtcNow < deadline)
+            {
+                using var readyz = await http.GetAsync("/readyz");
+                inPool = System.Text.Json.JsonDocument.Parse(await readyz.Content.ReadAsStringAsync()).RootElement.GetProperty("workers_in_pool").GetInt32();
+                if (inPool == 2) break;
+                await Task.Delay(250);
+            }
+            Assert.True(inPool == 2, "the killed worker did not rejoin the pool:\n" + string.Join("\n", output));
+            Assert.False(up.HasExited, "platform up stopped when a worker died:\n" + string.Join("\n", output));
+            Assert.Contains(output, line => line.Contains("worker-1 exited", StringComparison.Ordinal));
+        }
+        finally
+        {
+            _ = Kill(up.Id, 15);
+            Assert.True(up.WaitForExit(60_000), "platform up did not stop on SIGTERM");
+            up.Dispose();
+        }
+    }
+
+    /// <summary>The process id of the named worker of a `platform up` serving <paramref name="model"/>; null while there is none.</summary>
+    private static int? WorkerPid(string model, string workerId)
+    {
+        foreach (var dir in Directory.GetDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int pid)) continue;
+            string[] argv;
+            try { argv = File.ReadAllText(Path.Combine(dir, "cmdline")).Split('\0'); }
+            catch (IOException) { continue; }
+            catch (UnauthorizedAccessException) { continue; }
+            if (argv.Any(a => a.EndsWith("platform-worker.dll", StringComparison.Ordinal)) && argv.Contains(model)
+                && Array.IndexOf(argv, "--worker-id") is int at and >= 0 && at + 1 < argv.Length && argv[at + 1] == workerId)
+                return pid;
+        }
+        return null;
+    }
+
     /// <summary>Starts `platform up` with <paramref name="args"/>; the URL completes when it prints PLATFORM_UP_URL.</summary>
     private static (Process Up, TaskCompletionSource<string> Url, System.Collections.Concurrent.ConcurrentQueue<string> Output) Launch(params string[] args)
     {
