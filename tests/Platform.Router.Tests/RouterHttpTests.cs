@@ -110,6 +110,46 @@ public sealed class RouterHttpTests(TwoWorkerFixture f)
     }
 
     [Fact]
+    public async Task Invalid_text_a_non_json_body_and_a_prompt_too_long_to_fit_are_4xx_without_worker_calls()
+    {
+        int before = f.GenerateCalls;
+        async Task<(int Status, JsonElement Body)> Send(byte[] body, string contentType, string path = "/v1/completions")
+        {
+            using var content = new ByteArrayContent(body);
+            content.Headers.ContentType = System.Net.Http.Headers.MediaTypeHeaderValue.Parse(contentType);
+            using var response = await f.KvAware.Http.PostAsync(path, content);
+            return ((int)response.StatusCode, JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.Clone());
+        }
+        byte[] Utf8(string text) => System.Text.Encoding.UTF8.GetBytes(text);
+
+        // Bytes that are not UTF-8 inside a string, and an escaped lone surrogate: 400 in OpenAI's shape, never a 500.
+        var (s1, b1) = await Send([.. Utf8("{\"model\":\"tiny\",\"prompt\":\"ab"), 0xC3, 0x28, .. Utf8("\"}")], "application/json");
+        Assert.Equal(400, s1);
+        ErrorShape.Assert(b1);
+        var (s2, b2) = await Send(Utf8("{\"model\":\"tiny\",\"prompt\":\"x\\ud800y\"}"), "application/json");
+        Assert.Equal(400, s2);
+        ErrorShape.Assert(b2, null, "invalid_text");
+        var (s3, b3) = await Send(Utf8("{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"\\udc00\"}]}"), "application/json", "/v1/chat/completions");
+        Assert.Equal(400, s3);
+        ErrorShape.Assert(b3, null, "invalid_text");
+
+        // Not JSON by its Content-Type: 415. A JSON subtype (+json) and a charset parameter are fine.
+        var (s4, b4) = await Send(Utf8("{\"model\":\"tiny\",\"prompt\":\"x\",\"max_tokens\":1}"), "text/plain");
+        Assert.Equal(415, s4);
+        ErrorShape.Assert(b4, null, "unsupported_media_type");
+        var (s5, _) = await Send(Utf8("{\"model\":\"gpt-4\",\"prompt\":\"x\"}"), "application/json; charset=utf-8");
+        Assert.Equal(404, s5);
+
+        // Megabytes of text for a 1,024-token model: refused from its length alone, before tokenizing.
+        var huge = JsonSerializer.Serialize(new { model = "tiny", prompt = string.Concat(Enumerable.Repeat("lorem ipsum ", 400_000)), max_tokens = 1 });
+        var (s6, b6) = await Send(Utf8(huge), "application/json");
+        Assert.Equal(400, s6);
+        ErrorShape.Assert(b6, "prompt", "context_length_exceeded");
+        Assert.Contains("characters cannot fit", b6.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
+        Assert.Equal(before, f.GenerateCalls);
+    }
+
+    [Fact]
     public async Task Over_long_prompts_and_bad_chat_messages_never_reach_a_worker()
     {
         int before = f.GenerateCalls;

@@ -50,6 +50,16 @@ public sealed partial class OpenAiEndpoints
         _options = options;
         _time = time;
         _logger = logger;
+        _longestTokenChars = new Lazy<int>(() => LongestTokenChars(model));
+    }
+
+    /// <summary>The longest text any single token decodes to (at least 1), read once from the vocabulary.</summary>
+    private static int LongestTokenChars(ServedModel model)
+    {
+        int longest = 1;
+        for (int id = 0; id < model.Tokenizer.VocabSize; id++)
+            longest = Math.Max(longest, model.Tokenizer.Decode([id]).Length);
+        return longest;
     }
 
     /// <summary>The name clients must send: configured, else the workers' served name, else the model directory's name.</summary>
@@ -59,6 +69,15 @@ public sealed partial class OpenAiEndpoints
         : _model.DefaultName;
 
     private int MaxContext => _workers.Identity is { MaxContextTokens: > 0 } id ? id.MaxContextTokens : _model.Config.MaxPositionEmbeddings;
+
+    /// <summary>
+    /// Prompt characters beyond which no tokenization can fit the context: each token stands for at most the
+    /// longest token's text, so text longer than context × that length needs more tokens than the context
+    /// has. Doubled (plus a margin) for normalizers that shorten text before it is split.
+    /// </summary>
+    private long CharsThatCannotFit => 2L * MaxContext * _longestTokenChars.Value + 1024;
+
+    private readonly Lazy<int> _longestTokenChars;
 
     public static void Map(IEndpointRouteBuilder app)
     {
@@ -123,15 +142,24 @@ public sealed partial class OpenAiEndpoints
         ChatRequest? chatRequest = null;
         CompletionRequest? completionRequest = null;
         ApiError? parseError;
-        if (chat)
+        try
         {
-            (chatRequest, parseError) = OpenAiRequests.ParseChat(doc.RootElement);
-            sampling = chatRequest?.Sampling!;
+            if (chat)
+            {
+                (chatRequest, parseError) = OpenAiRequests.ParseChat(doc.RootElement);
+                sampling = chatRequest?.Sampling!;
+            }
+            else
+            {
+                (completionRequest, parseError) = OpenAiRequests.ParseCompletion(doc.RootElement);
+                sampling = completionRequest?.Sampling!;
+            }
         }
-        else
+        catch (InvalidOperationException e)
         {
-            (completionRequest, parseError) = OpenAiRequests.ParseCompletion(doc.RootElement);
-            sampling = completionRequest?.Sampling!;
+            // JsonElement.GetString on bytes that are not UTF-8, or on an escaped lone surrogate (\ud800).
+            await Fail(context, route, ApiError.BadRequest($"a string in the request is not valid Unicode text ({e.Message}); send UTF-8 JSON.", null, "invalid_text")).ConfigureAwait(false);
+            return;
         }
         if (parseError is not null)
         {
@@ -154,6 +182,15 @@ public sealed partial class OpenAiEndpoints
 
         IReadOnlyList<int> prompt;
         string promptParam = chat ? "messages" : "prompt";
+        // Bound the tokenizer's work before it starts: text longer than the context could hold even at the
+        // longest token's length cannot fit, and a body of megabytes must not be tokenized whole to learn that.
+        long promptChars = chatRequest?.Messages.Sum(m => (long)m.Content.Length) ?? completionRequest!.PromptText?.Length ?? 0;
+        if (promptChars > CharsThatCannotFit)
+        {
+            await Fail(context, route, ApiError.BadRequest(
+                $"this model's maximum context length is {MaxContext} tokens, and the prompt's {promptChars} characters cannot fit in it; shorten it.", promptParam, "context_length_exceeded")).ConfigureAwait(false);
+            return;
+        }
         if (chatRequest is not null) prompt = _model.EncodeChat(chatRequest.Messages);
         else if (completionRequest!.PromptIds is { } ids)
         {
@@ -245,6 +282,11 @@ public sealed partial class OpenAiEndpoints
     {
         if (context.Request.ContentLength > _options.MaxRequestBodyBytes)
             return (null, TooLarge(context));
+        // JSON only: application/json or any +json type (a request without a Content-Type is read as JSON).
+        if (context.Request.ContentType is { Length: > 0 } type
+            && !(System.Net.Http.Headers.MediaTypeHeaderValue.TryParse(type, out var media) && media.MediaType is { } m
+                 && (m.Equals("application/json", StringComparison.OrdinalIgnoreCase) || m.EndsWith("+json", StringComparison.OrdinalIgnoreCase))))
+            return (null, new ApiError(415, $"the request body must be JSON (Content-Type: application/json), not {type}.", ApiError.InvalidRequest, null, "unsupported_media_type"));
         var sizeFeature = context.Features.Get<IHttpMaxRequestBodySizeFeature>();
         if (sizeFeature is { IsReadOnly: false }) sizeFeature.MaxRequestBodySize = _options.MaxRequestBodyBytes;
         try
