@@ -250,7 +250,9 @@ public sealed partial class OpenAiEndpoints
         };
         var placement = new PlacementRequest(hashes, prompt.Count, identity.BlockSize, session);
 
-        var started = await _forwarder.StartAsync(grpcRequest, placement, arrived, context.RequestAborted).ConfigureAwait(false);
+        var starting = _forwarder.StartAsync(grpcRequest, placement, arrived, context.RequestAborted);
+        if (sampling.Stream) await KeepAliveUntilAsync(context, starting).ConfigureAwait(false);
+        var started = await starting.ConfigureAwait(false);
         if (started.Stream is null)
         {
             if (started.Error == ForwarderError.Canceled)
@@ -259,6 +261,13 @@ public sealed partial class OpenAiEndpoints
                 return;
             }
             var status = ForwarderErrors.HttpStatus(started.Error);
+            if (context.Response.HasStarted)
+            {
+                // Keep-alive comments already committed a 200 stream: the failure is an error event, as mid-stream.
+                _metrics.Request(route, status);
+                await WriteSseErrorAsync(context, new ApiError(status, started.Message, ApiError.Server, null, SnakeCase(started.Error))).ConfigureAwait(false);
+                return;
+            }
             if (started.Error == ForwarderError.Aborted) context.Response.Headers.RetryAfter = "1";
             await Fail(context, route, new ApiError(status, started.Message,
                 status < 500 && status != 429 ? ApiError.InvalidRequest : status == 429 ? ApiError.RateLimit : ApiError.Server,
@@ -267,7 +276,7 @@ public sealed partial class OpenAiEndpoints
         }
 
         using var stream = started.Stream;
-        context.Response.Headers["x-platform-worker"] = stream.WorkerId;
+        if (!context.Response.HasStarted) context.Response.Headers["x-platform-worker"] = stream.WorkerId;
         var response = new ResponseShape(chat, (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("n"),
             _time.GetUtcNow().ToUnixTimeSeconds(), sampling.Model, prompt.Count);
         if (sampling.Stream) await StreamAsync(context, route, stream, response, sampling.IncludeUsage).ConfigureAwait(false);
@@ -427,11 +436,63 @@ public sealed partial class OpenAiEndpoints
         _metrics.Request(route, 200);
     }
 
-    private async Task StreamAsync(HttpContext context, string route, WorkerStream stream, ResponseShape shape, bool includeUsage)
+    private static void StartSse(HttpContext context)
     {
+        if (context.Response.HasStarted) return;
         context.Response.ContentType = "text/event-stream";
         context.Response.Headers.CacheControl = "no-cache";
         context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
+    }
+
+    /// <summary>
+    /// While a streamed request waits for its first token, an SSE comment (": waiting for the first token, N s")
+    /// every KeepAliveIntervalMs. The response starts (200) only at the first comment, so a request that fails
+    /// fast still gets its status code; after that a failure is an SSE error event.
+    /// </summary>
+    private async Task KeepAliveUntilAsync(HttpContext context, Task started)
+    {
+        var interval = TimeSpan.FromMilliseconds(_options.KeepAliveIntervalMs);
+        long since = _time.GetTimestamp();
+        while (!started.IsCompleted && !context.RequestAborted.IsCancellationRequested)
+        {
+            if (await Task.WhenAny(started, Task.Delay(interval, _time)).ConfigureAwait(false) == started) return;
+            StartSse(context);
+            var comment = System.Text.Encoding.UTF8.GetBytes($": waiting for the first token, {_time.GetElapsedTime(since).TotalSeconds:0} s\n\n");
+            try
+            {
+                await context.Response.BodyWriter.WriteAsync(comment, context.RequestAborted).ConfigureAwait(false);
+                await context.Response.BodyWriter.FlushAsync(context.RequestAborted).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return; // The client left; the forwarder sees the same token and cancels the generation.
+            }
+        }
+    }
+
+    /// <summary>An error event in OpenAI's error shape, then [DONE], on a stream whose 200 is already sent.</summary>
+    private static async Task WriteSseErrorAsync(HttpContext context, ApiError error)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>(256);
+        using (var w = new Utf8JsonWriter(buffer)) error.WriteBody(w);
+        var body = context.Response.BodyWriter;
+        try
+        {
+            await body.WriteAsync("data: "u8.ToArray(), context.RequestAborted).ConfigureAwait(false);
+            await body.WriteAsync(buffer.WrittenMemory, context.RequestAborted).ConfigureAwait(false);
+            await body.WriteAsync("\n\n"u8.ToArray(), context.RequestAborted).ConfigureAwait(false);
+            await body.WriteAsync(Done, context.RequestAborted).ConfigureAwait(false);
+            await body.FlushAsync(context.RequestAborted).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            // The client is gone.
+        }
+    }
+
+    private async Task StreamAsync(HttpContext context, string route, WorkerStream stream, ResponseShape shape, bool includeUsage)
+    {
+        StartSse(context);
         var body = context.Response.BodyWriter;
         var usage = new Usage(shape.PromptTokens);
         var buffer = new System.Buffers.ArrayBufferWriter<byte>(512);

@@ -64,6 +64,9 @@ public sealed record RouterOptions
     public int FirstTokenTimeoutMs { get; init; } = 120_000;
     /// <summary>Longest silence between chunks once tokens flow (RELIABILITY: a frozen worker errors within 30 s).</summary>
     public int InactivityTimeoutMs { get; init; } = 30_000;
+    /// <summary>A streamed request still waiting for its first token (queued, or in a long prefill) gets an SSE
+    /// comment line this often, so proxies with read timeouts (often 60 s) keep the connection; clients skip comments.</summary>
+    public int KeepAliveIntervalMs { get; init; } = 10_000;
 
     /// <summary>Concurrent generation requests before 429.</summary>
     public int MaxConcurrentRequests { get; init; } = 1024;
@@ -111,6 +114,7 @@ public sealed record RouterOptions
         Positive(errors, nameof(BreakerSamplingMs), BreakerSamplingMs);
         Positive(errors, nameof(BreakerBreakMs), BreakerBreakMs);
         Positive(errors, nameof(FirstTokenTimeoutMs), FirstTokenTimeoutMs);
+        Positive(errors, nameof(KeepAliveIntervalMs), KeepAliveIntervalMs);
         Positive(errors, nameof(InactivityTimeoutMs), InactivityTimeoutMs);
         Positive(errors, nameof(MaxConcurrentRequests), MaxConcurrentRequests);
         Positive(errors, nameof(MaxGrpcMessageBytes), MaxGrpcMessageBytes);
