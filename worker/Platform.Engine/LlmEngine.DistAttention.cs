@@ -117,12 +117,28 @@ public sealed partial class LlmEngine
         }
     }
 
+    /// <summary>
+    /// After the local batch: runs the DistAttention sequences one by one and appends the logits of those that
+    /// sample to <paramref name="logits"/>. A failed one has already been ended and is left out of the step.
+    /// </summary>
+    private (float[] Logits, IReadOnlyList<ScheduledRequest> Committed) ForwardRemoteSequences(List<ScheduledRequest> remote,
+        IReadOnlyList<ScheduledRequest> scheduled, List<EngineRequest> sampling, float[] logits)
+    {
+        var rows = new List<float>(logits);
+        var committed = scheduled.Where(s => !s.Request.ComputesRemotely).ToList();
+        foreach (var s in remote)
+        {
+            if (ForwardRemote(s) is not { } remoteLogits) continue;
+            committed.Add(s);
+            if (s.Request.NumComputed + s.NumTokens == s.Request.Tokens.Count)
+            {
+                sampling.Add(s.Request);
+                rows.AddRange(remoteLogits);
+            }
+        }
+        return ([.. rows], committed);
+    }
+
     [Microsoft.Extensions.Logging.LoggerMessage(Level = Microsoft.Extensions.Logging.LogLevel.Warning, Message = "DistAttention sequence {Request} failed: {Reason}")]
     private static partial void LogRemoteFailed(Microsoft.Extensions.Logging.ILogger logger, string request, string reason);
 }
-
-/// <param name="LentBlocks">Blocks of this worker's pool held for peers' sequences.</param>
-/// <param name="BorrowingSequences">This worker's sequences that keep part of their KV on peers.</param>
-/// <param name="BorrowedBlocks">Blocks those sequences hold on peers.</param>
-/// <param name="RemoteAttentionTime">Time finished borrowing sequences spent waiting for peers.</param>
-public sealed record DistAttentionStats(int LentBlocks, int BorrowingSequences, long BorrowedBlocks, TimeSpan RemoteAttentionTime);

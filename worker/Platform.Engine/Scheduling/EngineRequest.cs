@@ -4,7 +4,6 @@
 // Tokens.Count under a token budget. Prefill, chunked prefill, decode and
 // recompute after preemption are all the same thing.
 using System.Threading.Channels;
-using Platform.Core.Tokenization;
 
 namespace Platform.Engine.Scheduling;
 
@@ -15,7 +14,7 @@ public enum FinishReason { Stop, Length, Abort, Error }
 public sealed class EngineRequest
 {
     public EngineRequest(string id, IReadOnlyList<int> prompt, SamplingParams sampling, ulong seed, int maxTotalTokens,
-        bool returnLogits, ChannelWriter<GenerationChunk> output, IncrementalDecoder? decoder, long arrivalOrder)
+        bool returnLogits, ChannelWriter<GenerationChunk> output, OutputProcessor processor, long arrivalOrder)
     {
         Id = id;
         Tokens = new List<int>(prompt.Count + sampling.MaxTokens);
@@ -26,7 +25,7 @@ public sealed class EngineRequest
         MaxTotalTokens = maxTotalTokens;
         ReturnLogits = returnLogits;
         Output = output;
-        Decoder = decoder;
+        Processor = processor;
         ArrivalOrder = arrivalOrder;
     }
 
@@ -40,7 +39,8 @@ public sealed class EngineRequest
     public int MaxTotalTokens { get; }
     public bool ReturnLogits { get; }
     public ChannelWriter<GenerationChunk> Output { get; }
-    public IncrementalDecoder? Decoder { get; }
+    /// <summary>Detokenizer and stop checker of this request's output.</summary>
+    public OutputProcessor Processor { get; }
     public long ArrivalOrder { get; }
 
     /// <summary>The caller's trace context, so the engine's spans join the request's trace.</summary>
@@ -68,8 +68,6 @@ public sealed class EngineRequest
     /// <summary>Blocks fetched from the remote store before queueing, waiting to be loaded at admission.</summary>
     public KvCache.RemotePrefetch? Prefetch { get; set; }
     public int Preemptions { get; set; }
-    /// <summary>Generated text withheld because it may be the start of a stop string.</summary>
-    public string PendingText { get; set; } = "";
     public int RemainingTokens => Tokens.Count - NumComputed;
 
     /// <summary>DistAttention: where the positions beyond this worker's share live (null for a local sequence).</summary>
