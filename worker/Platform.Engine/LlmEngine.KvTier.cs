@@ -19,6 +19,8 @@ public sealed partial class LlmEngine
     /// </summary>
     private async Task PrefetchThenAddAsync(EngineRequest request, KvTierService tiers, CancellationToken cancellationToken)
     {
+        // Owned here until the engine thread hands it to the request.
+        PrefetchedBlocks? prefetch = null;
         try
         {
             var prompt = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(request.Tokens)[..request.PromptLength];
@@ -26,7 +28,7 @@ public sealed partial class LlmEngine
             if (usable > 0)
             {
                 Hasher.ExtendHashes(request.BlockHashes, prompt[..(usable * Options.BlockSize)]);
-                request.Prefetch = await tiers.PrefetchAsync(request.BlockHashes, usable, cancellationToken).ConfigureAwait(false);
+                prefetch = await tiers.PrefetchAsync(request.BlockHashes, usable, cancellationToken).ConfigureAwait(false);
             }
         }
         catch (OperationCanceledException)
@@ -40,7 +42,7 @@ public sealed partial class LlmEngine
         if (_stopping)
         {
             // The engine loop may already have ended: nobody would run the command below.
-            KvTierService.ReleasePrefetch(request);
+            prefetch?.Dispose();
             request.Output.TryWrite(new GenerationChunk([], "", FinishReason.Error, request.PromptLength, 0, 0, null, "the engine is shutting down"));
             request.Output.TryComplete();
             return;
@@ -49,9 +51,10 @@ public sealed partial class LlmEngine
         {
             if (request.Status == RequestStatus.Finished || _stopping)
             {
-                KvTierService.ReleasePrefetch(request);
+                prefetch?.Dispose();
                 return;
             }
+            request.Prefetch = prefetch;
             _scheduler.Add(request);
         });
     }

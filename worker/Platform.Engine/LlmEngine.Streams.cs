@@ -57,7 +57,6 @@ public sealed partial class LlmEngine
     private void FinishWithError(EngineRequest r, string message)
     {
         if (r.Status != RequestStatus.Finished) _scheduler.Remove(r);
-        KvTierService.ReleasePrefetch(r);
         r.Output.TryWrite(new GenerationChunk([], "", FinishReason.Error, r.PromptLength, Math.Max(0, r.CachedPromptTokens), r.OutputLength, null, message, Split(r)));
         r.Output.TryComplete();
     }

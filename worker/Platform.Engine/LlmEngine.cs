@@ -41,6 +41,7 @@ public sealed partial class LlmEngine : IDisposable
     private readonly Thread _thread;
     private readonly ILogger _logger;
     private readonly HashSet<int> _eosTokens;
+    private readonly KvEventLog _events = new();
     private readonly List<KvEvent> _eventBuffer = new(256);
     private readonly List<EngineRequest> _impossible = [];
     private readonly Random _seedSource;
@@ -86,7 +87,7 @@ public sealed partial class LlmEngine : IDisposable
         long bytesPerBlock = PagedKvStore.BytesPerBlockFor(c.NumLayers, options.BlockSize, c.NumKvHeads, c.HeadDim, model.Dtype);
         int blocks = options.NumKvBlocks ?? (int)Math.Clamp(KvMemoryBudget.Host.KvPoolBytes(options) / bytesPerBlock, 1, int.MaxValue / options.BlockSize);
         _kvStore = new PagedKvStore(c.NumLayers, blocks, options.BlockSize, c.NumKvHeads, c.HeadDim, model.Dtype);
-        _kv = new KvCacheManager(new BlockPool(blocks), Hasher);
+        _kv = new KvCacheManager(new BlockPool(blocks, _events), Hasher);
         _scheduler = new Scheduler(_kv, options.MaxBatchTokens, options.MaxRunningRequests);
         _stats = Snapshot();
         if (options.Threads is { } threads) torch.set_num_threads(threads);
@@ -165,7 +166,7 @@ public sealed partial class LlmEngine : IDisposable
             var unsubscribe = _publisher.Add(handler);
             var blocks = _kv.Pool.SnapshotCached();
             var tiers = _tiers?.SnapshotTiers() ?? [];
-            tcs.SetResult(new KvSubscription(_kv.Pool.LastEventSequence, blocks, tiers, unsubscribe));
+            tcs.SetResult(new KvSubscription(_events.LastSequence, blocks, tiers, unsubscribe));
         });
         return tcs.Task;
     }
@@ -176,9 +177,9 @@ public sealed partial class LlmEngine : IDisposable
         _wake.Release();
     }
 
+    /// <summary>Ends a request the caller gave up on (its blocks and prefetched buffers are freed by the scheduler).</summary>
     private void Abort(EngineRequest request)
     {
-        KvTierService.ReleasePrefetch(request);
         if (request.Status == RequestStatus.Finished) return;
         _scheduler.Remove(request);
         request.Output.TryComplete();
@@ -298,9 +299,9 @@ public sealed partial class LlmEngine : IDisposable
 
     private void PublishEvents()
     {
-        _tiers?.DrainEvents(_kv.Pool);
+        _tiers?.DrainEvents(_events);
         _eventBuffer.Clear();
-        _kv.Pool.DrainEvents(_eventBuffer);
+        _events.Drain(_eventBuffer);
         if (_eventBuffer.Count > 0) _publisher.Publish(_eventBuffer.ToArray());
     }
 

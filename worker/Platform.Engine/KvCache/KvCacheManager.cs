@@ -52,7 +52,8 @@ public sealed class KvCacheManager
             tiers.LoadPrefix(request, _pool, _scratch, usable);
             hits = request.Blocks.Count;
         }
-        else KvTierService.ReleasePrefetch(request);
+        // What was prefetched for the prompt has been loaded, or never will be.
+        request.ReleasePrefetch();
         request.NumCachedBlocks = hits;
         return hits * BlockSize;
     }
@@ -84,9 +85,10 @@ public sealed class KvCacheManager
         request.NumCachedBlocks = full;
     }
 
-    /// <summary>Releases the request's blocks, tail first, and resets its computed state.</summary>
+    /// <summary>Releases the request's blocks (tail first) and any prefetched ones, and resets its computed state.</summary>
     public void Free(EngineRequest request)
     {
+        request.ReleasePrefetch();
         _scratch.Clear();
         for (int i = request.Blocks.Count - 1; i >= 0; i--) _scratch.Add(request.Blocks[i]);
         _pool.Release(_scratch);

@@ -65,8 +65,15 @@ public sealed class EngineRequest
     /// <summary>Blocks the last prefix lookup loaded from host / remote (set by the KV tier at admission).</summary>
     public int LookupHostBlocks { get; set; }
     public int LookupRemoteBlocks { get; set; }
-    /// <summary>Blocks fetched from the remote store before queueing, waiting to be loaded at admission.</summary>
-    public KvCache.RemotePrefetch? Prefetch { get; set; }
+    /// <summary>Blocks fetched from the remote store before queueing, waiting to be loaded at admission (owned by this request).</summary>
+    public KvCache.PrefetchedBlocks? Prefetch { get; set; }
+
+    /// <summary>Gives the prefetched blocks back (they were loaded at admission, or the request ended).</summary>
+    public void ReleasePrefetch()
+    {
+        Prefetch?.Dispose();
+        Prefetch = null;
+    }
     public int Preemptions { get; set; }
     public int RemainingTokens => Tokens.Count - NumComputed;
 
