@@ -11,6 +11,7 @@
 // the KV tier seam (LlmEngine.KvTier.cs; the stores are built by kvcache's
 // KvTierStores), DistAttention (LlmEngine.DistAttention.cs), KV pool sizing
 // (KvMemoryBudget) and event fan-out (KvEventPublisher).
+using Platform.Engine.Torch;
 using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;

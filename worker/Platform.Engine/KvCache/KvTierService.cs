@@ -32,7 +32,6 @@ using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Platform.Core.Hashing;
 using Platform.Core.KvEvents;
-using Platform.Engine.Scheduling;
 using Platform.KvCache;
 
 namespace Platform.Engine.KvCache;
@@ -113,7 +112,7 @@ public sealed class KvTierService : IAsyncDisposable
     /// from the request's remote prefetch, into a newly allocated device block registered in the prefix
     /// cache. Stops at the first block neither tier has (or when the pool is short).
     /// </summary>
-    public void LoadPrefix(EngineRequest request, BlockPool pool, List<int> scratchBlocks, int usable)
+    public void LoadPrefix(KvSequence request, BlockPool pool, List<int> scratchBlocks, int usable)
     {
         var prefetch = request.Prefetch;
         byte[]? fetched = null;
