@@ -18,6 +18,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Platform.Worker;
 using Spectre.Console;
 using Platform.Core.Networking;
+using Platform.Core.Workers;
 
 namespace Platform.Bench;
 
@@ -127,10 +128,12 @@ internal static class DistBench
         var workers = new List<InProcessWorker>();
         for (int i = 0; i < n; i++)
         {
-            var args = new List<string> { "--port", ports[i].ToString(), "--kv-tokens", kvTokens.ToString(), "--threads", threads.ToString(), "--seed", "1",
-                "--dist-attention", n > 1 ? "on" : "off" };
-            if (n > 1) args.AddRange(["--peers", string.Join(',', ports.Where((_, j) => j != i).Select(p => $"http://127.0.0.1:{p}"))]);
-            workers.Add(await InProcessWorker.StartAsync(model, args));
+            var args = new WorkerArguments
+            {
+                Port = ports[i], KvTokens = kvTokens, Threads = threads, Seed = 1, DistAttention = n > 1,
+                Peers = n > 1 ? [.. ports.Where((_, j) => j != i).Select(p => $"http://127.0.0.1:{p}")] : null,
+            };
+            workers.Add(await InProcessWorker.StartAsync(model, args.ToArgs()));
         }
         return workers;
     }

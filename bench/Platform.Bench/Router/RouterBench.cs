@@ -155,7 +155,7 @@ internal static class RouterBench
                 // With the KV tier on, a fresh embedded Garnet per run (nothing carried over between runs).
                 string policy = tier == "off" ? routerPolicy : $"{routerPolicy}+kv-tier-{tier}";
                 using var garnet = tier == "remote" ? Platform.KvCache.Garnet.EmbeddedGarnet.Start() : null;
-                cluster.ExtraWorkerArgs = tier == "off" ? [] : ["--kv-tier", tier, "--kv-host-memory", "256MB", .. garnet is null ? Array.Empty<string>() : ["--redis", garnet.Address]];
+                cluster.ExtraWorkerArgs = tier == "off" ? new() : new() { KvTier = tier, KvHostMemory = "256MB", Redis = garnet?.Address };
                 AnsiConsole.MarkupLine($"[grey]{policy}: starting {workers} fresh workers and the router…[/]");
                 await cluster.StartWorkersAsync(cts.Token);
                 await cluster.StartRouterAsync(routerPolicy, cts.Token);

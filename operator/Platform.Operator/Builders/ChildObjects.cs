@@ -9,6 +9,7 @@ using System.Text;
 using System.Text.Json;
 using k8s;
 using k8s.Models;
+using Platform.Core.Workers;
 using Platform.Operator.Api;
 
 namespace Platform.Operator.Builders;
@@ -272,43 +273,40 @@ public static class ChildObjects
     {
         var name = model.Metadata.Name;
         var spec = model.Spec;
-        var inv = System.Globalization.CultureInfo.InvariantCulture;
-        var args = new List<string>
+        var kv = spec.KvCache;
+        var remote = kv.Remote;
+        // DistAttention peers by their StatefulSet identities, up to the most replicas there can be, so scaling
+        // does not change the pods' spec (a missing peer is just unreachable); each worker leaves itself out.
+        int most = spec.Autoscaling.Enabled ? Math.Max(spec.Autoscaling.MaxReplicas, spec.Replicas) : spec.Replicas;
+        string service = Names.WorkerHeadlessService(name);
+        return new WorkerArguments
         {
-            "--model", ModelLocation(spec.Model).Path,
-            "--served-model-name", spec.Model.ServedName,
-            "--host", $"$({PodIpVariable})",
-            "--port", Names.WorkerGrpcPort.ToString(inv),
-            "--http-port", Names.HttpPort.ToString(inv),
-            "--dtype", spec.Model.Dtype,
-            "--max-context", spec.Model.MaxContextTokens.ToString(inv),
-            "--block-size", spec.Worker.Engine.BlockSize.ToString(inv),
-            "--max-batch-tokens", spec.Worker.Engine.MaxBatchTokens.ToString(inv),
-            "--kv-memory-fraction", spec.Worker.Engine.KvMemoryFraction.ToString(inv),
-            "--log-format", "json",
-            "--drain-grace-seconds", Shutdown.WorkerDrainSeconds.ToString(inv),
-            "--dist-attention", spec.KvCache.DistAttention.Enabled ? "on" : "off",
-        };
-        if (spec.Worker.Engine.KvCacheTokens is { } kvTokens) args.AddRange(["--kv-tokens", kvTokens.ToString(inv)]);
-        // KV tier (docs/kvcache.md): the shared store under this model's key prefix (the finalizer purges exactly
-        // that prefix); its password comes from $REDIS_PASSWORD, mounted from the secret.
-        if (spec.KvCache.Remote is { } remote)
-        {
-            args.AddRange(["--kv-tier", "remote", "--redis", remote.Redis.Address, "--kv-key-prefix", Names.KvKeyPrefix(model.Metadata.NamespaceProperty, name),
-                "--kv-ttl-seconds", remote.TtlSeconds.ToString(inv)]);
-        }
-        else if (spec.KvCache.HostMemory is { Length: > 0 }) args.AddRange(["--kv-tier", "host"]);
-        if (spec.KvCache.HostMemory is { Length: > 0 } host) args.AddRange(["--kv-host-memory", host]);
-        if (spec.KvCache.DistAttention.Enabled)
-        {
-            // Peers by their StatefulSet identities, up to the most replicas there can be, so scaling does not
-            // change the pods' spec (a missing peer is just unreachable); each worker leaves itself out.
-            int most = spec.Autoscaling.Enabled ? Math.Max(spec.Autoscaling.MaxReplicas, spec.Replicas) : spec.Replicas;
-            string service = Names.WorkerHeadlessService(name);
-            args.AddRange(["--dist-max-peers", spec.KvCache.DistAttention.MaxPeers.ToString(inv), "--peers",
-                string.Join(',', Enumerable.Range(0, most).Select(i => $"http://{Names.WorkerStatefulSet(name)}-{i}.{service}:{Names.WorkerGrpcPort}"))]);
-        }
-        return args;
+            Model = ModelLocation(spec.Model).Path,
+            ServedModelName = spec.Model.ServedName,
+            Host = $"$({PodIpVariable})",
+            Port = Names.WorkerGrpcPort,
+            HttpPort = Names.HttpPort,
+            Dtype = spec.Model.Dtype,
+            MaxContext = spec.Model.MaxContextTokens,
+            BlockSize = spec.Worker.Engine.BlockSize,
+            MaxBatchTokens = spec.Worker.Engine.MaxBatchTokens,
+            KvMemoryFraction = spec.Worker.Engine.KvMemoryFraction,
+            LogFormat = "json",
+            DrainGraceSeconds = Shutdown.WorkerDrainSeconds,
+            DistAttention = kv.DistAttention.Enabled,
+            KvTokens = spec.Worker.Engine.KvCacheTokens,
+            // KV tier (docs/kvcache.md): the shared store under this model's key prefix (the finalizer purges exactly
+            // that prefix); its password comes from $REDIS_PASSWORD, mounted from the secret.
+            KvTier = remote is not null ? "remote" : kv.HostMemory is { Length: > 0 } ? "host" : null,
+            Redis = remote?.Redis.Address,
+            KvKeyPrefix = remote is null ? null : Names.KvKeyPrefix(model.Metadata.NamespaceProperty, name),
+            KvTtlSeconds = remote?.TtlSeconds,
+            KvHostMemory = kv.HostMemory is { Length: > 0 } host ? host : null,
+            DistMaxPeers = kv.DistAttention.Enabled ? kv.DistAttention.MaxPeers : null,
+            Peers = kv.DistAttention.Enabled
+                ? [.. Enumerable.Range(0, most).Select(i => $"http://{Names.WorkerStatefulSet(name)}-{i}.{service}:{Names.WorkerGrpcPort}")]
+                : null,
+        }.ToArgs();
     }
 
     /// <summary>The platform-router switches (docs/router.md): Kubernetes discovery of this model's workers.</summary>
