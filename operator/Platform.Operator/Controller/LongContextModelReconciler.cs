@@ -17,7 +17,7 @@ using Microsoft.Extensions.Logging;
 using Platform.Operator.Api;
 using Platform.Operator.Autoscaling;
 using Platform.Operator.Builders;
-using Platform.Operator.Hosting;
+using Platform.Operator.Runtime;
 using Platform.Operator.KvStore;
 
 namespace Platform.Operator.Controller;
