@@ -10,6 +10,7 @@
 //    with room for all of it, in the same run; time per token after the first.
 //    Goal: slowdown ≤ 1.3×.
 // Figures go to a table and to JSON (bench/results/dist-*.json).
+using Platform.Bench.Models;
 using System.Diagnostics;
 using System.Text.Json;
 using Platform.Engine;
@@ -46,7 +47,7 @@ internal static class DistBench
             }
         }
         if (counts.Count == 0) counts = [1, 2, 4];
-        string model = EngineBench.EnsureModel(preset);
+        string model = BenchModels.Ensure(preset);
         int threads = Math.Max(1, Environment.ProcessorCount / 2);
 
         var capacity = new List<object>();

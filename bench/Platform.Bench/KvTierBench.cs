@@ -8,6 +8,7 @@
 // Each prompt = the shared prefix + 16 distinct tokens, max_tokens 1, greedy; TTFT is from submit to the
 // first token. Every engine is warmed up on an unrelated short prompt first (JIT, thread pools). The goal
 // in the issue: remote hit ≤ 1/4 of cold. Figures are printed and written as JSON (bench/results/kvtier-*.json).
+using Platform.Bench.Models;
 using System.Diagnostics;
 using System.Text.Json;
 using Platform.Engine;
@@ -42,7 +43,7 @@ internal static class KvTierBench
                     return 2;
             }
         }
-        string dir = EngineBench.EnsureModel(preset);
+        string dir = BenchModels.Ensure(preset);
         var rng = new Random(1);
         int[] shared = [.. Enumerable.Range(0, prefix).Select(_ => rng.Next(10, 4000))];
         int suffixSeed = 100;

@@ -20,6 +20,7 @@
 //     warm-up), i.e. queueing adds less than one prefill,
 //   placement path p99 < 1 ms.
 // All ratios come from one run; absolute times on 2 shared cores are noisy.
+using Platform.Bench.Models;
 using System.Globalization;
 using System.Text.Json;
 using Spectre.Console;
@@ -100,7 +101,7 @@ internal static class RouterBench
             return 2;
         }
 
-        string modelDir = EngineBench.EnsureModel("small");
+        string modelDir = BenchModels.Ensure("small");
         var tokenizer = Platform.Core.Tokenization.HfTokenizer.Load(modelDir);
         int firstSpecial = Enumerable.Range(0, tokenizer.VocabSize).First(tokenizer.IsSpecial);
         // The workload draws from [0, firstSpecial − 64); warm-up and probe prompts from the 64 ids above, so no block of
