@@ -1,5 +1,6 @@
 // The seam between scheduler and block pool (after vLLM v1's kv_cache_manager):
-// FindCachedPrefix, AllocateSlots, CacheFullBlocks and Free. Running out of
+// AcquireCachedPrefix, AllocateSlots, CacheFullBlocks and Free, on a KvSequence
+// (the KV view of a request; this layer never sees the scheduler's types). Running out of
 // blocks is a return value; the scheduler decides whom to preempt.
 using Platform.Core.Hashing;
 
