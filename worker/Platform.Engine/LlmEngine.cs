@@ -86,7 +86,7 @@ public sealed partial class LlmEngine : IDisposable
         _seedSource = options.DefaultSeed is { } s ? new Random((int)(s ^ (s >> 32))) : new Random();
 
         long bytesPerBlock = PagedKvStore.BytesPerBlockFor(c.NumLayers, options.BlockSize, c.NumKvHeads, c.HeadDim, model.Dtype);
-        int blocks = options.NumKvBlocks ?? (int)Math.Clamp(KvMemoryBudget.Host.KvPoolBytes(options) / bytesPerBlock, 1, int.MaxValue / options.BlockSize);
+        int blocks = KvMemoryBudget.Host.PoolBlocks(options, bytesPerBlock);
         _kvStore = new PagedKvStore(c.NumLayers, blocks, options.BlockSize, c.NumKvHeads, c.HeadDim, model.Dtype);
         _kv = new KvCacheManager(new BlockPool(blocks, _events), Hasher);
         _scheduler = new Scheduler(_kv, options.MaxBatchTokens, options.MaxRunningRequests);
