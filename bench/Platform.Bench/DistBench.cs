@@ -10,9 +10,9 @@
 //    with room for all of it, in the same run; time per token after the first.
 //    Goal: slowdown ≤ 1.3×.
 // Figures go to a table and to JSON (bench/results/dist-*.json).
-using Platform.Bench.Models;
 using System.Diagnostics;
 using System.Text.Json;
+using Platform.Bench.Models;
 using Platform.Engine;
 using Platform.Engine.Scheduling;
 using Microsoft.Extensions.DependencyInjection;

@@ -18,9 +18,9 @@
 //    KV of B contexts) divided by the two-core streaming-read bandwidth, as
 //    tokens/s; decode is reported as a fraction of it.
 // Figures are printed as a table and written as JSON (bench/results/engine-*.json).
-using Platform.Bench.Models;
 using System.Diagnostics;
 using System.Text.Json;
+using Platform.Bench.Models;
 using Platform.Core.Models;
 using Platform.Engine;
 using Platform.Engine.Kernels;

@@ -8,9 +8,9 @@
 // Each prompt = the shared prefix + 16 distinct tokens, max_tokens 1, greedy; TTFT is from submit to the
 // first token. Every engine is warmed up on an unrelated short prompt first (JIT, thread pools). The goal
 // in the issue: remote hit ≤ 1/4 of cold. Figures are printed and written as JSON (bench/results/kvtier-*.json).
-using Platform.Bench.Models;
 using System.Diagnostics;
 using System.Text.Json;
+using Platform.Bench.Models;
 using Platform.Engine;
 using Platform.Engine.Scheduling;
 using Platform.KvCache;

@@ -1,13 +1,13 @@
 // `platform model ...`: create-random writes a random-weight model in the
 // HuggingFace layout; logits dumps every prompt position's logits as .npy so
 // numerics can be compared with other implementations.
-using Platform.Engine.Torch;
 using System.CommandLine;
 using Platform.Core;
 using Platform.Core.Models;
 using Platform.Core.Safetensors;
 using Platform.Engine;
 using Platform.Engine.Model;
+using Platform.Engine.Torch;
 using Spectre.Console;
 using TorchSharp;
 

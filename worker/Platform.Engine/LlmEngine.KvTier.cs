@@ -114,16 +114,6 @@ public sealed partial class LlmEngine
         return done.Task;
     }
 
-    private void RequestPublish()
-    {
-        if (Interlocked.Exchange(ref _publishRequested, 1) == 0)
-            Enqueue(() =>
-            {
-                Volatile.Write(ref _publishRequested, 0);
-                PublishEvents();
-            });
-    }
-
     [LoggerMessage(Level = LogLevel.Information, Message = "KV tier {Mode}: host memory holds {HostBlocks} blocks of {BlockBytes} bytes; remote store {Remote}")]
     private static partial void LogKvTier(ILogger logger, string mode, int hostBlocks, int blockBytes, string remote);
 

@@ -10,8 +10,7 @@
 // limits (Scheduling/RequestLimits), the request streams (LlmEngine.Streams.cs),
 // the KV tier seam (LlmEngine.KvTier.cs; the stores are built by kvcache's
 // KvTierStores), DistAttention (LlmEngine.DistAttention.cs), KV pool sizing
-// (KvMemoryBudget) and event fan-out (KvEventPublisher).
-using Platform.Engine.Torch;
+// (KvMemoryBudget) and KV events (LlmEngine.KvEvents.cs over KvEventLog and KvEventPublisher).
 using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
@@ -25,6 +24,7 @@ using Platform.Engine.KvCache;
 using Platform.Engine.Model;
 using Platform.Engine.Sampling;
 using Platform.Engine.Scheduling;
+using Platform.Engine.Torch;
 using Platform.KvCache;
 using TorchSharp;
 
@@ -152,26 +152,6 @@ public sealed partial class LlmEngine : IDisposable
     /// <summary>Counters for load reports and metrics (a snapshot refreshed after every step).</summary>
     public EngineStats GetStats() => Volatile.Read(ref _stats);
 
-    /// <summary>
-    /// Receives KV events on the engine thread after each step (keep the handler quick).
-    /// The returned snapshot holds every block cached at subscription time, with the
-    /// sequence number of the last event it includes.
-    /// </summary>
-    public Task<KvSubscription> SubscribeKvEventsAsync(Action<IReadOnlyList<KvEvent>> handler)
-    {
-        var tcs = new TaskCompletionSource<KvSubscription>(TaskCreationOptions.RunContinuationsAsynchronously);
-        Enqueue(() =>
-        {
-            // Pending tier events first, to the existing subscribers; the new one gets them in the snapshot.
-            PublishEvents();
-            var unsubscribe = _publisher.Add(handler);
-            var blocks = _kv.Pool.SnapshotCached();
-            var tiers = _tiers?.SnapshotTiers() ?? [];
-            tcs.SetResult(new KvSubscription(_events.LastSequence, blocks, tiers, unsubscribe));
-        });
-        return tcs.Task;
-    }
-
     private void Enqueue(Action command)
     {
         _commands.Enqueue(command);
@@ -296,14 +276,6 @@ public sealed partial class LlmEngine : IDisposable
             FinishWithError(r, $"engine failure: {e.Message}");
         PublishEvents();
         RefreshStats();
-    }
-
-    private void PublishEvents()
-    {
-        _tiers?.DrainEvents(_events);
-        _eventBuffer.Clear();
-        _events.Drain(_eventBuffer);
-        if (_eventBuffer.Count > 0) _publisher.Publish(_eventBuffer.ToArray());
     }
 
     private void RefreshStats() => Volatile.Write(ref _stats, Snapshot());

@@ -20,10 +20,10 @@
 //     warm-up), i.e. queueing adds less than one prefill,
 //   placement path p99 < 1 ms.
 // All ratios come from one run; absolute times on 2 shared cores are noisy.
-using Platform.Bench.Models;
 using System.Globalization;
 using System.Text.Json;
 using Spectre.Console;
+using Platform.Bench.Models;
 
 namespace Platform.Bench.Router;
 
