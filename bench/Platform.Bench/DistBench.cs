@@ -12,12 +12,14 @@
 // Figures go to a table and to JSON (bench/results/dist-*.json).
 using System.Diagnostics;
 using System.Text.Json;
+using Platform.Bench.Models;
 using Platform.Engine;
 using Platform.Engine.Scheduling;
 using Microsoft.Extensions.DependencyInjection;
 using Platform.Worker;
 using Spectre.Console;
 using Platform.Core.Networking;
+using Platform.Core.Workers;
 
 namespace Platform.Bench;
 
@@ -45,7 +47,7 @@ internal static class DistBench
             }
         }
         if (counts.Count == 0) counts = [1, 2, 4];
-        string model = EngineBench.EnsureModel(preset);
+        string model = BenchModels.Ensure(preset);
         int threads = Math.Max(1, Environment.ProcessorCount / 2);
 
         var capacity = new List<object>();
@@ -127,10 +129,12 @@ internal static class DistBench
         var workers = new List<InProcessWorker>();
         for (int i = 0; i < n; i++)
         {
-            var args = new List<string> { "--port", ports[i].ToString(), "--kv-tokens", kvTokens.ToString(), "--threads", threads.ToString(), "--seed", "1",
-                "--dist-attention", n > 1 ? "on" : "off" };
-            if (n > 1) args.AddRange(["--peers", string.Join(',', ports.Where((_, j) => j != i).Select(p => $"http://127.0.0.1:{p}"))]);
-            workers.Add(await InProcessWorker.StartAsync(model, args));
+            var args = new WorkerArguments
+            {
+                Port = ports[i], KvTokens = kvTokens, Threads = threads, Seed = 1, DistAttention = n > 1,
+                Peers = n > 1 ? [.. ports.Where((_, j) => j != i).Select(p => $"http://127.0.0.1:{p}")] : null,
+            };
+            workers.Add(await InProcessWorker.StartAsync(model, args.ToArgs()));
         }
         return workers;
     }

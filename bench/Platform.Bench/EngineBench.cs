@@ -20,6 +20,7 @@
 // Figures are printed as a table and written as JSON (bench/results/engine-*.json).
 using System.Diagnostics;
 using System.Text.Json;
+using Platform.Bench.Models;
 using Platform.Core.Models;
 using Platform.Engine;
 using Platform.Engine.Kernels;
@@ -70,7 +71,7 @@ internal static class EngineBench
         var cells = new List<Cell>();
         foreach (var preset in presets)
         {
-            string dir = EnsureModel(preset);
+            string dir = BenchModels.Ensure(preset);
             int maxContext = contexts.Max() + decodeTokens + 64;
             long kvTokens = (long)maxContext * batches.Max() + maxContext * 2;
             var options = new EngineOptions
@@ -127,17 +128,6 @@ internal static class EngineBench
     }
 
     /// <summary>The random-weight preset's model directory under the platform cache, created on first use.</summary>
-    internal static string EnsureModel(string preset)
-    {
-        string dir = Path.Combine(Environment.GetEnvironmentVariable("PLATFORM_CACHE")
-            ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "platform"), $"bench-{preset}");
-        if (File.Exists(Path.Combine(dir, "config.json"))) return dir;
-        AnsiConsole.MarkupLine($"[grey]creating the {preset} preset in {Markup.Escape(dir)}…[/]");
-        RandomModelGenerator.Create(dir + ".tmp", new RandomModelOptions { Preset = preset, Seed = 1 });
-        Directory.Move(dir + ".tmp", dir);
-        return dir;
-    }
-
     /// <summary>Weights streamed per decode step: every projection and the output head (the embedding is a row lookup).</summary>
     private static long WeightBytesPerStep(ModelConfig c)
     {

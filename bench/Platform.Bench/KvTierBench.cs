@@ -10,6 +10,7 @@
 // in the issue: remote hit ≤ 1/4 of cold. Figures are printed and written as JSON (bench/results/kvtier-*.json).
 using System.Diagnostics;
 using System.Text.Json;
+using Platform.Bench.Models;
 using Platform.Engine;
 using Platform.Engine.Scheduling;
 using Platform.KvCache;
@@ -42,7 +43,7 @@ internal static class KvTierBench
                     return 2;
             }
         }
-        string dir = EngineBench.EnsureModel(preset);
+        string dir = BenchModels.Ensure(preset);
         var rng = new Random(1);
         int[] shared = [.. Enumerable.Range(0, prefix).Select(_ => rng.Next(10, 4000))];
         int suffixSeed = 100;

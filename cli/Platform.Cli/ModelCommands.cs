@@ -7,6 +7,7 @@ using Platform.Core.Models;
 using Platform.Core.Safetensors;
 using Platform.Engine;
 using Platform.Engine.Model;
+using Platform.Engine.Torch;
 using Spectre.Console;
 using TorchSharp;
 

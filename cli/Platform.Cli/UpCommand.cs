@@ -14,6 +14,7 @@ using System.CommandLine;
 using System.Net;
 using System.Text.Json;
 using Platform.Core.Networking;
+using Platform.Core.Workers;
 using Platform.KvCache;
 using Platform.KvCache.Garnet;
 using Spectre.Console;
@@ -133,18 +134,24 @@ internal static class UpCommand
                 var workerUrls = new List<string>();
                 for (int i = 0; i < n; i++)
                 {
-                    var args = new List<string> { "--model", dir, "--port", grpcPorts[i].ToString(), "--http-port", "0", "--worker-id", $"worker-{i}", "--threads", threads.ToString(),
-                        "--memory-budget", memoryBudget.ToString(System.Globalization.CultureInfo.InvariantCulture) };
-                    if (parse.GetValue(kvBlocks) is { } blocks) args.AddRange(["--kv-blocks", blocks.ToString()]);
-                    if (parse.GetValue(kvTokens) is { } tokens) args.AddRange(["--kv-tokens", tokens.ToString()]);
-                    args.AddRange(["--dist-attention", dist]);
-                    if (dist == "on" && n > 1)
-                        args.AddRange(["--peers", string.Join(',', grpcPorts.Where((_, j) => j != i).Select(p => $"http://127.0.0.1:{p}"))]);
-                    if (parse.GetValue(maxContext) is { } ctx) args.AddRange(["--max-context", ctx.ToString()]);
-                    args.AddRange(["--kv-tier", tier]);
-                    if (tier != "off") args.AddRange(["--kv-host-memory", parse.GetValue(hostMemory)!]);
-                    if (tier == "remote") args.AddRange(["--redis", redisAddress!]);
-                    supervised.Add(new SupervisedWorker($"worker-{i}", Path.Combine(baseDir, "platform-worker.dll"), args,
+                    var args = new WorkerArguments
+                    {
+                        Model = dir,
+                        Port = grpcPorts[i],
+                        HttpPort = 0,
+                        WorkerId = $"worker-{i}",
+                        Threads = threads,
+                        MemoryBudget = memoryBudget.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                        KvBlocks = parse.GetValue(kvBlocks),
+                        KvTokens = parse.GetValue(kvTokens),
+                        DistAttention = dist == "on",
+                        Peers = dist == "on" && n > 1 ? [.. grpcPorts.Where((_, j) => j != i).Select(p => $"http://127.0.0.1:{p}")] : null,
+                        MaxContext = parse.GetValue(maxContext),
+                        KvTier = tier,
+                        KvHostMemory = tier != "off" ? parse.GetValue(hostMemory)! : null,
+                        Redis = tier == "remote" ? redisAddress! : null,
+                    };
+                    supervised.Add(new SupervisedWorker($"worker-{i}", Path.Combine(baseDir, "platform-worker.dll"), args.ToArgs(),
                         message => Console.Error.WriteLine("warning: " + message)));
                 }
                 await AnsiConsole.Status().StartAsync($"starting {n} worker(s)…", async _ =>

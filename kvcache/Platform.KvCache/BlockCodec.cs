@@ -67,6 +67,13 @@ public static class BlockCodec
         return layout.EncodedBytes;
     }
 
+    /// <summary>The parent hash recorded in the header of a block this codec encoded (no checks: for blocks this process wrote).</summary>
+    public static ulong ReadParentHash(ReadOnlySpan<byte> encoded)
+    {
+        if (encoded.Length < HeaderBytes) throw new ArgumentException($"an encoded block starts with a {HeaderBytes}-byte header, got {encoded.Length} bytes", nameof(encoded));
+        return BinaryPrimitives.ReadUInt64LittleEndian(encoded[24..]);
+    }
+
     /// <summary>Verifies an encoded block without decoding it; returns its parent hash on success.</summary>
     public static DecodeStatus Verify(KvBlockLayout layout, ulong expectedHash, ReadOnlySpan<byte> encoded, out ulong parentHash, out KvDtype storedDtype)
     {

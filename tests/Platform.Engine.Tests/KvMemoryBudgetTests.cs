@@ -93,6 +93,10 @@ public sealed class KvMemoryBudgetTests : IDisposable
         Assert.Equal(20 * GiB, budget.AvailableBytes(100 * GiB));
         // An explicit pool size wins over every budget.
         Assert.Equal(12345, budget.KvPoolBytes(new EngineOptions { KvCacheBytes = 12345, MemoryBudgetBytes = 6 * GiB }));
+        // In whole blocks; an explicit block count wins, and a pool always has one block.
+        Assert.Equal(4, budget.PoolBlocks(new EngineOptions { KvCacheBytes = 4500 }, 1000));
+        Assert.Equal(7, budget.PoolBlocks(new EngineOptions { KvCacheBytes = 4500, NumKvBlocks = 7 }, 1000));
+        Assert.Equal(1, budget.PoolBlocks(new EngineOptions { KvCacheBytes = 10 }, 1000));
         Assert.Throws<ArgumentException>(() => new EngineOptions { MemoryBudgetBytes = 0 }.Validate());
     }
 

@@ -7,6 +7,7 @@ using Platform.Core.Models;
 using Platform.Core.Safetensors;
 using Platform.Engine.KvCache;
 using Platform.Engine.Model;
+using Platform.Engine.Torch;
 using TorchSharp;
 using Xunit.Abstractions;
 

@@ -36,6 +36,17 @@ public sealed class CodecTests
         return encoded;
     }
 
+    [Fact]
+    public void The_parent_hash_is_read_back_from_the_header_by_the_codec()
+    {
+        var layout = Layout();
+        var encoded = Encode(layout, RandomRaw(layout));
+        Assert.Equal(Parent, BlockCodec.ReadParentHash(encoded));
+        Assert.Equal(DecodeStatus.Ok, BlockCodec.Verify(layout, Hash, encoded, out ulong verified, out _));
+        Assert.Equal(verified, BlockCodec.ReadParentHash(encoded));
+        Assert.Throws<ArgumentException>(() => BlockCodec.ReadParentHash(encoded.AsSpan(0, BlockCodec.HeaderBytes - 1)));
+    }
+
     [Theory]
     [InlineData(KvDtype.Float32)]
     [InlineData(KvDtype.BFloat16)]

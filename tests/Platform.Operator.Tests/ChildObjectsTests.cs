@@ -172,6 +172,14 @@ public sealed class ChildObjectsTests
     }
 
     [Fact]
+    public void The_reconciler_walks_one_kind_per_child_in_build_order()
+    {
+        var children = ChildObjects.Build(Model(), Images);
+        Assert.Equal(children.All(), Platform.Operator.Controller.ChildKinds.All.Select(k => k.Desired(children)));
+        Assert.Equal(children.All().Select(c => c.Kind), Platform.Operator.Controller.ChildKinds.All.Select(k => k.Kind));
+    }
+
+    [Fact]
     public void Building_is_deterministic_and_every_child_is_owned()
     {
         var a = ChildObjects.Build(Model(), Images).All().Select(c => KubernetesJson.Serialize(c)).ToList();

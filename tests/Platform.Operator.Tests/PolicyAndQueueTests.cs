@@ -3,7 +3,7 @@
 using Microsoft.Extensions.Time.Testing;
 using Platform.Operator.Api;
 using Platform.Operator.Autoscaling;
-using Platform.Operator.Controller;
+using Platform.Operator.Runtime;
 
 namespace Platform.Operator.Tests;
 

@@ -25,6 +25,20 @@ public static class EngineTelemetry
         activity.SetEndTime(end.UtcDateTime);
     }
 
+    /// <summary>After a token was streamed: closes the prefill span on the first one and the decode span on the last.</summary>
+    internal static void TokenEmitted(EngineRequest r, FinishReason? finish)
+    {
+        var now = DateTimeOffset.UtcNow;
+        if (r.FirstTokenAt is null)
+        {
+            r.FirstTokenAt = now;
+            Span("engine.prefill", r, r.AdmittedAt ?? r.ArrivedAt, now,
+                ("prompt.tokens", r.PromptLength), ("cached.tokens", Math.Max(0, r.CachedPromptTokens)), ("preemptions", r.Preemptions));
+        }
+        if (finish is not null)
+            Span("engine.decode", r, r.FirstTokenAt.Value, now, ("completion.tokens", r.OutputLength), ("finish.reason", finish.ToString()));
+    }
+
     internal static Activity? StartStep(IReadOnlyList<ScheduledRequest> scheduled)
     {
         if (!Source.HasListeners()) return null;

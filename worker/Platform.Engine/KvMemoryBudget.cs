@@ -83,6 +83,17 @@ public sealed class KvMemoryBudget
     public long KvPoolBytes(EngineOptions options) =>
         options.KvCacheBytes ?? (long)(AvailableBytes(options.MemoryBudgetBytes) * options.KvCacheMemoryFraction);
 
+    /// <summary>
+    /// Blocks of <paramref name="bytesPerBlock"/> the pool gets: <see cref="EngineOptions.NumKvBlocks"/> when set, else
+    /// <see cref="KvPoolBytes"/> in whole blocks, at least one, and never more token slots than an int can index.
+    /// </summary>
+    public int PoolBlocks(EngineOptions options, long bytesPerBlock)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentOutOfRangeException.ThrowIfLessThan(bytesPerBlock, 1);
+        return options.NumKvBlocks ?? (int)Math.Clamp(KvPoolBytes(options) / bytesPerBlock, 1, int.MaxValue / options.BlockSize);
+    }
+
     private static IEnumerable<string>? ReadLines(string path)
     {
         try

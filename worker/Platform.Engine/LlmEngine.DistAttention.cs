@@ -10,7 +10,7 @@ using Platform.Engine.Scheduling;
 
 namespace Platform.Engine;
 
-public sealed partial class LlmEngine
+public sealed partial class LlmEngine : IKvLendingPool
 {
     private readonly List<int> _lendScratch = [];
     private int _lentBlocks;
@@ -22,14 +22,19 @@ public sealed partial class LlmEngine
     public DistAttentionPlanner? DistAttention { get; set; }
 
     internal TorchSharp.torch.ScalarType Dtype => _model.Dtype;
-    internal int KvBlocksFor(int tokens) => _kv.BlocksFor(tokens);
 
-    /// <summary>Creditor side: stores a debtor's float32 K/V rows in lent slots, in the pool's dtype.</summary>
-    internal void WriteLentKv(int layer, ReadOnlySpan<long> slots, ReadOnlySpan<float> keys, ReadOnlySpan<float> values) =>
+    // ---- creditor side (IKvLendingPool, used by KvLender) ----
+
+    string IKvLendingPool.FingerprintId => Fingerprint.Id;
+    bool IKvLendingPool.LendsKvBlocks => Options.LendKvBlocks;
+    int IKvLendingPool.BlockSize => Options.BlockSize;
+    int IKvLendingPool.LeaseMs => Options.DistLeaseMs;
+    int IKvLendingPool.KvBlocksFor(int tokens) => _kv.BlocksFor(tokens);
+
+    void IKvLendingPool.WriteLentKv(int layer, ReadOnlySpan<long> slots, ReadOnlySpan<float> keys, ReadOnlySpan<float> values) =>
         _kvStore.WriteRows(layer, slots, keys, values);
 
-    /// <summary>Creditor side: attention partials over lent slots (see PagedKvStore.PartialAttention).</summary>
-    internal unsafe void LentKvAttention(int layer, float* queries, long* slots, int slotCount, int* offsets, int* lengths, int count,
+    unsafe void IKvLendingPool.LentKvAttention(int layer, float* queries, long* slots, int slotCount, int* offsets, int* lengths, int count,
         int heads, int kvHeads, int headDim, float scale, float* output, float* logSumExp) =>
         _kvStore.PartialAttention(layer, queries, slots, slotCount, offsets, lengths, count, heads, kvHeads, headDim, scale, output, logSumExp);
 
@@ -37,10 +42,8 @@ public sealed partial class LlmEngine
     public DistAttentionStats GetDistAttentionStats() => new(Volatile.Read(ref _lentBlocks), Volatile.Read(ref _borrowingSequences),
         Interlocked.Read(ref _borrowedBlocks), TimeSpan.FromTicks(Interlocked.Read(ref _remoteAttentionTicks)));
 
-    internal readonly record struct LendResult(int[]? Blocks, int LendableBlocks);
-
     /// <summary>On the engine thread: takes <paramref name="blocks"/> blocks for a peer if this worker can spare them.</summary>
-    internal Task<LendResult> LendBlocksAsync(int blocks)
+    Task<LendResult> IKvLendingPool.LendBlocksAsync(int blocks)
     {
         var tcs = new TaskCompletionSource<LendResult>(TaskCreationOptions.RunContinuationsAsynchronously);
         Enqueue(() =>
@@ -67,7 +70,7 @@ public sealed partial class LlmEngine
         return tcs.Task;
     }
 
-    internal void ReturnLentBlocks(int[] blocks) => Enqueue(() =>
+    void IKvLendingPool.ReturnLentBlocks(int[] blocks) => Enqueue(() =>
     {
         _kv.Pool.Release(blocks);
         _lentBlocks -= blocks.Length;
@@ -79,8 +82,15 @@ public sealed partial class LlmEngine
         System.Threading.Channels.ChannelReader<GenerationChunk> reader, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         int localTokens = Math.Min(totalTokens, (int)(_kvStore.NumBlocks * Options.DistLocalFraction) * Options.BlockSize);
-        request.Dist = await DistAttention!.PlanAsync(request.Id, Fingerprint.Id, localTokens, totalTokens, Options.BlockSize, cancellationToken)
-            .ConfigureAwait(false);
+        try
+        {
+            request.Dist = await DistAttention!.PlanAsync(request.Id, Fingerprint.Id, localTokens, totalTokens, Options.BlockSize, cancellationToken)
+                .ConfigureAwait(false);
+        }
+        catch (DistAttentionRefusedException e)
+        {
+            throw new EngineRequestException(e.Message);
+        }
         Interlocked.Increment(ref _borrowingSequences);
         Interlocked.Add(ref _borrowedBlocks, _kv.BlocksFor(request.Dist.RemoteTokens));
         try
@@ -117,12 +127,28 @@ public sealed partial class LlmEngine
         }
     }
 
+    /// <summary>
+    /// After the local batch: runs the DistAttention sequences one by one and appends the logits of those that
+    /// sample to <paramref name="logits"/>. A failed one has already been ended and is left out of the step.
+    /// </summary>
+    private (float[] Logits, IReadOnlyList<ScheduledRequest> Committed) ForwardRemoteSequences(List<ScheduledRequest> remote,
+        IReadOnlyList<ScheduledRequest> scheduled, List<EngineRequest> sampling, float[] logits)
+    {
+        var rows = new List<float>(logits);
+        var committed = scheduled.Where(s => !s.Request.ComputesRemotely).ToList();
+        foreach (var s in remote)
+        {
+            if (ForwardRemote(s) is not { } remoteLogits) continue;
+            committed.Add(s);
+            if (s.Request.NumComputed + s.NumTokens == s.Request.Tokens.Count)
+            {
+                sampling.Add(s.Request);
+                rows.AddRange(remoteLogits);
+            }
+        }
+        return ([.. rows], committed);
+    }
+
     [Microsoft.Extensions.Logging.LoggerMessage(Level = Microsoft.Extensions.Logging.LogLevel.Warning, Message = "DistAttention sequence {Request} failed: {Reason}")]
     private static partial void LogRemoteFailed(Microsoft.Extensions.Logging.ILogger logger, string request, string reason);
 }
-
-/// <param name="LentBlocks">Blocks of this worker's pool held for peers' sequences.</param>
-/// <param name="BorrowingSequences">This worker's sequences that keep part of their KV on peers.</param>
-/// <param name="BorrowedBlocks">Blocks those sequences hold on peers.</param>
-/// <param name="RemoteAttentionTime">Time finished borrowing sequences spent waiting for peers.</param>
-public sealed record DistAttentionStats(int LentBlocks, int BorrowingSequences, long BorrowedBlocks, TimeSpan RemoteAttentionTime);

@@ -5,6 +5,12 @@
 // aborts the request on the engine thread and frees its blocks at once.
 // A fault in the forward pass fails every in-flight request with an error,
 // marks the engine unhealthy and releases their memory; it never hangs callers.
+// This file keeps the loop, the step and the command queue. The other jobs live
+// apart: detokenizing and stop checks (Scheduling/OutputProcessor), submission
+// limits (Scheduling/RequestLimits), the request streams (LlmEngine.Streams.cs),
+// the KV tier seam (LlmEngine.KvTier.cs; the stores are built by kvcache's
+// KvTierStores), DistAttention (LlmEngine.DistAttention.cs), KV pool sizing
+// (KvMemoryBudget) and KV events (LlmEngine.KvEvents.cs over KvEventLog and KvEventPublisher).
 using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
@@ -18,6 +24,7 @@ using Platform.Engine.KvCache;
 using Platform.Engine.Model;
 using Platform.Engine.Sampling;
 using Platform.Engine.Scheduling;
+using Platform.Engine.Torch;
 using Platform.KvCache;
 using TorchSharp;
 
@@ -35,11 +42,11 @@ public sealed partial class LlmEngine : IDisposable
     private readonly Thread _thread;
     private readonly ILogger _logger;
     private readonly HashSet<int> _eosTokens;
+    private readonly KvEventLog _events = new();
     private readonly List<KvEvent> _eventBuffer = new(256);
     private readonly List<EngineRequest> _impossible = [];
     private readonly Random _seedSource;
-    private readonly object _subscribersLock = new();
-    private Action<IReadOnlyList<KvEvent>>[] _subscribers = [];
+    private readonly KvEventPublisher _publisher;
     private volatile bool _stopping;
     private volatile KvTierService? _tiers;
     private int _publishRequested;
@@ -68,6 +75,7 @@ public sealed partial class LlmEngine : IDisposable
         Tokenizer = tokenizer;
         Options = options;
         _logger = logger ?? NullLogger.Instance;
+        _publisher = new KvEventPublisher(_logger);
         var c = model.Config;
         MaxContextTokens = Math.Min(options.MaxContextTokens ?? c.MaxPositionEmbeddings, c.MaxPositionEmbeddings);
         Fingerprint = new ModelFingerprint(c.ModelType, c.NumLayers, c.NumKvHeads, c.HeadDim, c.VocabSize, weightsChecksum,
@@ -78,9 +86,9 @@ public sealed partial class LlmEngine : IDisposable
         _seedSource = options.DefaultSeed is { } s ? new Random((int)(s ^ (s >> 32))) : new Random();
 
         long bytesPerBlock = PagedKvStore.BytesPerBlockFor(c.NumLayers, options.BlockSize, c.NumKvHeads, c.HeadDim, model.Dtype);
-        int blocks = options.NumKvBlocks ?? (int)Math.Clamp(KvMemoryBudget.Host.KvPoolBytes(options) / bytesPerBlock, 1, int.MaxValue / options.BlockSize);
+        int blocks = KvMemoryBudget.Host.PoolBlocks(options, bytesPerBlock);
         _kvStore = new PagedKvStore(c.NumLayers, blocks, options.BlockSize, c.NumKvHeads, c.HeadDim, model.Dtype);
-        _kv = new KvCacheManager(new BlockPool(blocks), Hasher);
+        _kv = new KvCacheManager(new BlockPool(blocks, _events), Hasher);
         _scheduler = new Scheduler(_kv, options.MaxBatchTokens, options.MaxRunningRequests);
         _stats = Snapshot();
         if (options.Threads is { } threads) torch.set_num_threads(threads);
@@ -117,29 +125,15 @@ public sealed partial class LlmEngine : IDisposable
         ObjectDisposedException.ThrowIf(_stopping, this);
         if (!Healthy)
             throw new EngineUnavailableException($"the engine failed and refuses new requests until it is restarted: {LastError}");
-        request.Sampling.Validate();
         var prompt = request.PromptTokens;
-        if (prompt.Count == 0) throw new EngineRequestException("the prompt is empty; send at least one token.");
-        foreach (int id in prompt)
-            if (id < 0 || id >= Config.VocabSize)
-                throw new EngineRequestException($"token id {id} is outside the vocabulary [0, {Config.VocabSize}).");
-        if (prompt.Count >= MaxContextTokens)
-            throw new EngineRequestException($"the prompt has {prompt.Count} tokens but this model's context holds at most {MaxContextTokens}; shorten the prompt.");
-        if (prompt.Count + request.Sampling.MaxTokens > MaxContextTokens)
-            throw new EngineRequestException(
-                $"the prompt ({prompt.Count} tokens) plus max_tokens ({request.Sampling.MaxTokens}) exceeds the context of {MaxContextTokens} tokens; lower max_tokens to at most {MaxContextTokens - prompt.Count}.");
-        // With DistAttention, a sequence whose whole KV (prompt and max_tokens) cannot fit here borrows from peers.
-        int totalTokens = Math.Min(prompt.Count + request.Sampling.MaxTokens, MaxContextTokens);
-        bool distributed = DistAttention is not null && _kv.BlocksFor(totalTokens) > _kvStore.NumBlocks;
-        int needBlocks = _kv.BlocksFor(prompt.Count + 1);
-        if (!distributed && needBlocks > _kvStore.NumBlocks)
-            throw new EngineRequestException(
-                $"the prompt needs {needBlocks * Options.BlockSize} tokens of KV cache but this worker holds {_kvStore.NumBlocks * Options.BlockSize}; shorten the prompt, give the worker more KV memory, or turn DistAttention on to borrow from peers.");
+        var (totalTokens, distributed) = new RequestLimits(Config.VocabSize, MaxContextTokens, Options.BlockSize, _kvStore.NumBlocks, DistAttention is not null)
+            .Check(prompt, request.Sampling);
 
         var channel = Channel.CreateUnbounded<GenerationChunk>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         ulong seed = request.Sampling.Seed ?? NextSeed();
         var engineRequest = new EngineRequest(request.RequestId ?? Guid.NewGuid().ToString("n"), prompt, request.Sampling, seed,
-            MaxContextTokens, request.ReturnLogits, channel.Writer, Tokenizer?.CreateIncrementalDecoder(), Interlocked.Increment(ref _arrivals))
+            MaxContextTokens, request.ReturnLogits, channel.Writer, new OutputProcessor(request.Sampling, _eosTokens, Tokenizer?.CreateIncrementalDecoder()),
+            Interlocked.Increment(ref _arrivals))
         {
             TraceParent = System.Diagnostics.Activity.Current?.Context ?? default,
         };
@@ -150,157 +144,13 @@ public sealed partial class LlmEngine : IDisposable
         return ReadAsync(engineRequest, channel.Reader, cancellationToken);
     }
 
-    /// <summary>
-    /// Off the engine thread: fetch the prompt's blocks that only the remote store has (bounded by the
-    /// tier's operation budget), then queue the request; a store that is slow, down or skipped just
-    /// means the request is queued with less (or nothing) prefetched.
-    /// </summary>
-    private async Task PrefetchThenAddAsync(EngineRequest request, KvTierService tiers, CancellationToken cancellationToken)
-    {
-        try
-        {
-            var prompt = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(request.Tokens)[..request.PromptLength];
-            int usable = (request.PromptLength - 1) / Options.BlockSize;
-            if (usable > 0)
-            {
-                Hasher.ExtendHashes(request.BlockHashes, prompt[..(usable * Options.BlockSize)]);
-                request.Prefetch = await tiers.PrefetchAsync(request.BlockHashes, usable, cancellationToken).ConfigureAwait(false);
-            }
-        }
-        catch (OperationCanceledException)
-        {
-            // The caller went away; the abort command ends the request.
-        }
-        catch (Exception e)
-        {
-            LogPrefetchFailed(_logger, e);
-        }
-        if (_stopping)
-        {
-            // The engine loop may already have ended: nobody would run the command below.
-            KvTierService.ReleasePrefetch(request);
-            request.Output.TryWrite(new GenerationChunk([], "", FinishReason.Error, request.PromptLength, 0, 0, null, "the engine is shutting down"));
-            request.Output.TryComplete();
-            return;
-        }
-        Enqueue(() =>
-        {
-            if (request.Status == RequestStatus.Finished || _stopping)
-            {
-                KvTierService.ReleasePrefetch(request);
-                return;
-            }
-            _scheduler.Add(request);
-        });
-    }
-
-    /// <summary>
-    /// Attaches the host (and, in remote mode, the shared Redis-compatible) KV tier. A remote store
-    /// that is down is not an error: the tier is skipped until it answers.
-    /// </summary>
-    public async Task EnableKvTierAsync(KvTierOptions options, KvTierMetrics? metrics = null, CancellationToken cancellationToken = default)
-    {
-        ArgumentNullException.ThrowIfNull(options);
-        var errors = options.Validate().ToList();
-        if (errors.Count > 0) throw new ArgumentException(string.Join(" ", errors));
-        var mode = options.ParsedMode;
-        if (mode == KvTierMode.Off) return;
-        if (_tiers is not null) throw new InvalidOperationException("the KV tier is already enabled");
-        var layout = KvBlockLayout.For(Fingerprint, KvTierDtypes.Raw(_model.Dtype), KvTierDtypes.Store(_model.Dtype, options.StoreDtype));
-        if (metrics is null) metrics = _ownedMetrics = new KvTierMetrics();
-        var host = new HostKvTier(options.HostMemoryBytes, layout.EncodedBytes);
-        RedisKvTier? remote = mode == KvTierMode.Remote
-            ? await RedisKvTier.ConnectAsync(options.Remote, Fingerprint.Id, metrics, _logger, cancellationToken: cancellationToken).ConfigureAwait(false)
-            : null;
-        var service = new KvTierService(layout, _kvStore, host, remote, metrics, options.WriteQueueBlocks, options.Remote.PutBatchBlocks, _logger);
-        service.EventsPending = RequestPublish;
-        var attached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        Enqueue(() =>
-        {
-            _kv.Tiers = service;
-            _tiers = service;
-            attached.SetResult();
-        });
-        await attached.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
-        LogKvTier(_logger, mode.ToString(), host.Capacity, layout.EncodedBytes, options.Remote.Address ?? "-");
-    }
-
-    /// <summary>Forgets every block of the device prefix cache (benchmarks: makes the next lookup go to the lower tiers).</summary>
-    internal Task ClearDeviceCacheAsync()
-    {
-        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        Enqueue(() =>
-        {
-            _kv.Pool.ClearCache();
-            PublishEvents();
-            done.SetResult();
-        });
-        return done.Task;
-    }
-
-    private void RequestPublish()
-    {
-        if (Interlocked.Exchange(ref _publishRequested, 1) == 0)
-            Enqueue(() =>
-            {
-                Volatile.Write(ref _publishRequested, 0);
-                PublishEvents();
-            });
-    }
-
     private ulong NextSeed()
     {
         lock (_seedSource) return (ulong)_seedSource.NextInt64();
     }
 
-    private async IAsyncEnumerable<GenerationChunk> ReadAsync(EngineRequest request, ChannelReader<GenerationChunk> reader,
-        [EnumeratorCancellation] CancellationToken cancellationToken)
-    {
-        bool finished = false;
-        using var registration = cancellationToken.Register(() => Enqueue(() => Abort(request)));
-        try
-        {
-            while (await reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
-            {
-                while (reader.TryRead(out var chunk))
-                {
-                    if (chunk.Finish is not null) finished = true;
-                    yield return chunk;
-                }
-            }
-        }
-        finally
-        {
-            // The consumer stopped early (break, dispose, exception): free the request's blocks.
-            if (!finished) Enqueue(() => Abort(request));
-        }
-    }
-
     /// <summary>Counters for load reports and metrics (a snapshot refreshed after every step).</summary>
     public EngineStats GetStats() => Volatile.Read(ref _stats);
-
-    /// <summary>
-    /// Receives KV events on the engine thread after each step (keep the handler quick).
-    /// The returned snapshot holds every block cached at subscription time, with the
-    /// sequence number of the last event it includes.
-    /// </summary>
-    public Task<KvSubscription> SubscribeKvEventsAsync(Action<IReadOnlyList<KvEvent>> handler)
-    {
-        var tcs = new TaskCompletionSource<KvSubscription>(TaskCreationOptions.RunContinuationsAsynchronously);
-        Enqueue(() =>
-        {
-            // Pending tier events first, to the existing subscribers; the new one gets them in the snapshot.
-            PublishEvents();
-            lock (_subscribersLock) _subscribers = [.. _subscribers, handler];
-            var blocks = _kv.Pool.SnapshotCached();
-            var tiers = _tiers?.SnapshotTiers() ?? [];
-            tcs.SetResult(new KvSubscription(_kv.Pool.LastEventSequence, blocks, tiers, () =>
-            {
-                lock (_subscribersLock) _subscribers = _subscribers.Where(s => s != handler).ToArray();
-            }));
-        });
-        return tcs.Task;
-    }
 
     private void Enqueue(Action command)
     {
@@ -308,9 +158,9 @@ public sealed partial class LlmEngine : IDisposable
         _wake.Release();
     }
 
+    /// <summary>Ends a request the caller gave up on (its blocks and prefetched buffers are freed by the scheduler).</summary>
     private void Abort(EngineRequest request)
     {
-        KvTierService.ReleasePrefetch(request);
         if (request.Status == RequestStatus.Finished) return;
         _scheduler.Remove(request);
         request.Output.TryComplete();
@@ -397,24 +247,7 @@ public sealed partial class LlmEngine : IDisposable
             }
         }
         int vocab = Config.VocabSize;
-        if (remote is not null)
-        {
-            // DistAttention sequences run one by one after the local batch; a failed one has already been ended.
-            var rows = new List<float>(logits);
-            var committed = scheduled.Where(s => !s.Request.ComputesRemotely).ToList();
-            foreach (var s in remote)
-            {
-                if (ForwardRemote(s) is not { } remoteLogits) continue;
-                committed.Add(s);
-                if (s.Request.NumComputed + s.NumTokens == s.Request.Tokens.Count)
-                {
-                    sampling.Add(s.Request);
-                    rows.AddRange(remoteLogits);
-                }
-            }
-            logits = [.. rows];
-            scheduled = committed;
-        }
+        if (remote is not null) (logits, scheduled) = ForwardRemoteSequences(remote, scheduled, sampling, logits);
         _scheduler.Commit(scheduled);
         _steps++;
 
@@ -431,84 +264,6 @@ public sealed partial class LlmEngine : IDisposable
         RefreshStats();
     }
 
-    /// <summary>Streams one new token, applying stop conditions (EOS, stop ids, stop strings, lengths).</summary>
-    private void Emit(EngineRequest r, int token, float[]? logits)
-    {
-        var p = r.Sampling;
-        FinishReason? finish = null;
-        bool stopToken = (!p.IgnoreEos && _eosTokens.Contains(token)) || p.StopTokenIds.Contains(token);
-        string text = "";
-        if (stopToken) finish = FinishReason.Stop;
-        else if (r.Decoder is { } decoder)
-        {
-            r.PendingText += decoder.Push(token);
-            if (p.StopStrings.Count > 0 && FindStop(r.PendingText, p.StopStrings) is int cut and >= 0)
-            {
-                text = r.PendingText[..cut];
-                r.PendingText = "";
-                finish = FinishReason.Stop;
-            }
-        }
-        if (finish is null && (r.OutputLength >= p.MaxTokens || r.Tokens.Count >= r.MaxTotalTokens)) finish = FinishReason.Length;
-
-        if (finish is null)
-        {
-            int hold = p.StopStrings.Count == 0 ? 0 : p.StopStrings.Max(s => s.Length) - 1;
-            int release = Math.Max(0, r.PendingText.Length - hold);
-            // Never split a surrogate pair between chunks.
-            if (release > 0 && release < r.PendingText.Length && char.IsHighSurrogate(r.PendingText[release - 1])) release--;
-            text = r.PendingText[..release];
-            r.PendingText = r.PendingText[release..];
-        }
-        else if (finish == FinishReason.Length || (stopToken && r.Decoder is not null))
-        {
-            text = r.PendingText + (r.Decoder?.Flush() ?? "");
-            r.PendingText = "";
-        }
-
-        r.Output.TryWrite(new GenerationChunk([token], text, finish, r.PromptLength, Math.Max(0, r.CachedPromptTokens), r.OutputLength,
-            logits is null ? null : [logits], null, Split(r)));
-        var now = DateTimeOffset.UtcNow;
-        if (r.FirstTokenAt is null)
-        {
-            r.FirstTokenAt = now;
-            EngineTelemetry.Span("engine.prefill", r, r.AdmittedAt ?? r.ArrivedAt, now,
-                ("prompt.tokens", r.PromptLength), ("cached.tokens", Math.Max(0, r.CachedPromptTokens)), ("preemptions", r.Preemptions));
-        }
-        if (finish is not null)
-            EngineTelemetry.Span("engine.decode", r, r.FirstTokenAt.Value, now, ("completion.tokens", r.OutputLength), ("finish.reason", finish.ToString()));
-        if (finish is not null)
-        {
-            try
-            {
-                _scheduler.Finish(r);
-            }
-            finally
-            {
-                r.Output.TryComplete();
-            }
-        }
-    }
-
-    private static int FindStop(string text, IReadOnlyList<string> stops)
-    {
-        int best = -1;
-        foreach (var s in stops)
-        {
-            int i = text.IndexOf(s, StringComparison.Ordinal);
-            if (i >= 0 && (best < 0 || i < best)) best = i;
-        }
-        return best;
-    }
-
-    private void FinishWithError(EngineRequest r, string message)
-    {
-        if (r.Status != RequestStatus.Finished) _scheduler.Remove(r);
-        KvTierService.ReleasePrefetch(r);
-        r.Output.TryWrite(new GenerationChunk([], "", FinishReason.Error, r.PromptLength, Math.Max(0, r.CachedPromptTokens), r.OutputLength, null, message, Split(r)));
-        r.Output.TryComplete();
-    }
-
     private void FailAll(Exception e)
     {
         if (e is not ObjectDisposedException)
@@ -521,32 +276,6 @@ public sealed partial class LlmEngine : IDisposable
             FinishWithError(r, $"engine failure: {e.Message}");
         PublishEvents();
         RefreshStats();
-    }
-
-    private static CachedTokenSplit Split(EngineRequest r)
-    {
-        int cached = Math.Max(0, r.CachedPromptTokens);
-        return new CachedTokenSplit(cached - r.CachedHostTokens - r.CachedRemoteTokens, r.CachedHostTokens, r.CachedRemoteTokens);
-    }
-
-    private void PublishEvents()
-    {
-        _tiers?.DrainEvents(_kv.Pool);
-        _eventBuffer.Clear();
-        _kv.Pool.DrainEvents(_eventBuffer);
-        if (_eventBuffer.Count == 0) return;
-        var events = _eventBuffer.ToArray();
-        foreach (var s in _subscribers)
-        {
-            try
-            {
-                s(events);
-            }
-            catch (Exception e)
-            {
-                LogSubscriberFailed(_logger, e);
-            }
-        }
     }
 
     private void RefreshStats() => Volatile.Write(ref _stats, Snapshot());
@@ -570,7 +299,7 @@ public sealed partial class LlmEngine : IDisposable
             }
             catch (AggregateException e)
             {
-                LogSubscriberFailed(_logger, e);
+                LogTierStopFailed(_logger, e);
             }
         }
         _ownedMetrics?.Dispose();
@@ -585,30 +314,6 @@ public sealed partial class LlmEngine : IDisposable
     [LoggerMessage(Level = LogLevel.Error, Message = "Engine step failed; failing all in-flight requests")]
     private static partial void LogStepFailed(ILogger logger, Exception e);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "KV tier {Mode}: host memory holds {HostBlocks} blocks of {BlockBytes} bytes; remote store {Remote}")]
-    private static partial void LogKvTier(ILogger logger, string mode, int hostBlocks, int blockBytes, string remote);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Remote KV prefetch failed; computing instead")]
-    private static partial void LogPrefetchFailed(ILogger logger, Exception e);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "A KV event subscriber threw")]
-    private static partial void LogSubscriberFailed(ILogger logger, Exception e);
-}
-
-/// <summary>The engine cannot take requests (it failed, or is shutting down): maps to HTTP 503.</summary>
-public sealed class EngineUnavailableException(string message) : Exception(message);
-
-public sealed record EngineStats(int Running, int Waiting, long QueuedPrefillTokens, int KvBlocksUsed, int KvBlocksFree, int KvBlocksTotal,
-    int KvBlocksCached, long Preemptions, long PrefixQueriedBlocks, long PrefixHitBlocks, long Steps);
-
-/// <summary>A live KV event subscription with the snapshot it starts from.</summary>
-public sealed class KvSubscription(long lastSequence, IReadOnlyList<(ulong Hash, ulong Parent)> blocks,
-    IReadOnlyList<(ulong Hash, ulong Parent, KvTier Tier)> tierBlocks, Action unsubscribe) : IDisposable
-{
-    public long SnapshotSequence { get; } = lastSequence;
-    /// <summary>Blocks in the device pool.</summary>
-    public IReadOnlyList<(ulong Hash, ulong Parent)> CachedBlocks { get; } = blocks;
-    /// <summary>Blocks in the host tier and (as far as this worker knows) the remote store.</summary>
-    public IReadOnlyList<(ulong Hash, ulong Parent, KvTier Tier)> TierBlocks { get; } = tierBlocks;
-    public void Dispose() => unsubscribe();
+    [LoggerMessage(Level = LogLevel.Warning, Message = "The KV tier did not stop cleanly")]
+    private static partial void LogTierStopFailed(ILogger logger, Exception e);
 }

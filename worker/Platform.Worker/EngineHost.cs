@@ -64,7 +64,10 @@ public sealed class EngineHost : IHostedService, IDisposable
             {
                 try
                 {
-                    engine.EnableKvTierAsync(_options.ResolvedKvTier, _kvMetrics).GetAwaiter().GetResult();
+                    var tier = _options.ResolvedKvTier;
+                    var stores = Platform.KvCache.KvTierStores.CreateAsync(tier, engine.KvTierLayout(tier), engine.Fingerprint.Id, _kvMetrics,
+                        _loggerFactory.CreateLogger<Platform.KvCache.RedisKvTier>()).GetAwaiter().GetResult();
+                    if (stores is not null) engine.AttachKvTierAsync(stores, _kvMetrics).GetAwaiter().GetResult();
                 }
                 catch
                 {

@@ -1,6 +1,8 @@
 // Hosts a complete worker (same wiring as the executable) inside the calling
 // process on 127.0.0.1 with free ports, for tests: StartAsync returns once the
 // server listens and the model is loaded.
+using Platform.Core.Workers;
+
 namespace Platform.Worker;
 
 public sealed class InProcessWorker : IAsyncDisposable
@@ -29,7 +31,7 @@ public sealed class InProcessWorker : IAsyncDisposable
     public static async Task<InProcessWorker> StartAsync(string modelDirectory, IEnumerable<string>? args = null,
         Action<WebApplicationBuilder>? configure = null, CancellationToken cancellationToken = default)
     {
-        string[] all = ["--model", modelDirectory, "--host", "127.0.0.1", "--port", "0", "--http-port", "0", "--announce", "false", .. args ?? []];
+        string[] all = [.. new WorkerArguments { Model = modelDirectory, Host = "127.0.0.1", Port = 0, HttpPort = 0, Announce = false }.ToArgs(), .. args ?? []];
         var app = WorkerHost.Build(all, configure);
         try
         {

@@ -4,6 +4,7 @@
 // messages that name the switch to change.
 using System.Net;
 using Microsoft.Extensions.Options;
+using Platform.Core.Workers;
 using Platform.Engine;
 using Platform.KvCache;
 
@@ -109,53 +110,53 @@ public sealed class WorkerOptions
     }
 }
 
-/// <summary>Command-line switches of platform-worker, mapped onto configuration keys.</summary>
+/// <summary>Command-line switches of platform-worker (named once, in Core's WorkerSwitches), mapped onto configuration keys.</summary>
 public static class WorkerCommandLine
 {
     public static readonly IReadOnlyDictionary<string, string> SwitchMappings = new Dictionary<string, string>
     {
-        ["--model"] = "Worker:ModelDirectory",
-        ["--served-model-name"] = "Worker:ServedModelName",
-        ["--worker-id"] = "Worker:WorkerId",
-        ["--host"] = "Worker:Host",
-        ["--port"] = "Worker:Port",
-        ["--http-port"] = "Worker:HttpPort",
-        ["--drain-grace-seconds"] = "Worker:DrainGraceSeconds",
-        ["--kv-subscriber-buffer"] = "Worker:KvSubscriberBufferBatches",
-        ["--max-message-mb"] = "Worker:MaxMessageMegabytes",
-        ["--health-publish-seconds"] = "Worker:HealthPublishSeconds",
-        ["--announce"] = "Worker:AnnounceOnStdout",
-        ["--engine-stall-seconds"] = "Worker:EngineStallSeconds",
-        ["--log-format"] = "Worker:LogFormat",
-        ["--log-level"] = "Logging:LogLevel:Default",
-        ["--block-size"] = "Worker:Engine:BlockSize",
-        ["--max-batch-tokens"] = "Worker:Engine:MaxBatchTokens",
-        ["--max-running-requests"] = "Worker:Engine:MaxRunningRequests",
-        ["--kv-blocks"] = "Worker:Engine:NumKvBlocks",
-        ["--kv-bytes"] = "Worker:Engine:KvCacheBytes",
-        ["--kv-memory-fraction"] = "Worker:Engine:KvCacheMemoryFraction",
-        ["--dtype"] = "Worker:Engine:ComputeDtype",
-        ["--threads"] = "Worker:Engine:Threads",
-        ["--max-context"] = "Worker:Engine:MaxContextTokens",
-        ["--seed"] = "Worker:Engine:DefaultSeed",
-        ["--dist-attention"] = "Worker:DistAttention",
-        ["--peers"] = "Worker:Peers",
-        ["--kv-tokens"] = "Worker:KvTokens",
-        ["--memory-budget"] = "Worker:MemoryBudget",
-        ["--dist-max-peers"] = "Worker:Engine:DistMaxPeers",
-        ["--dist-lease-ms"] = "Worker:Engine:DistLeaseMs",
-        ["--lend-reserve-fraction"] = "Worker:Engine:LendReserveFraction",
-        ["--kv-tier"] = "Worker:KvTier:Mode",
-        ["--kv-host-memory"] = "Worker:KvTier:HostMemory",
-        ["--kv-store-dtype"] = "Worker:KvTier:StoreDtype",
-        ["--kv-write-queue"] = "Worker:KvTier:WriteQueueBlocks",
-        ["--redis"] = "Worker:KvTier:Remote:Address",
-        ["--redis-user"] = "Worker:KvTier:Remote:User",
-        ["--redis-password"] = "Worker:KvTier:Remote:Password",
-        ["--redis-tls"] = "Worker:KvTier:Remote:Tls",
-        ["--kv-key-prefix"] = "Worker:KvTier:Remote:KeyPrefix",
-        ["--kv-ttl-seconds"] = "Worker:KvTier:Remote:TtlSeconds",
-        ["--kv-remote-timeout-ms"] = "Worker:KvTier:Remote:OperationTimeoutMs",
+        [WorkerSwitches.Model] = "Worker:ModelDirectory",
+        [WorkerSwitches.ServedModelName] = "Worker:ServedModelName",
+        [WorkerSwitches.WorkerId] = "Worker:WorkerId",
+        [WorkerSwitches.Host] = "Worker:Host",
+        [WorkerSwitches.Port] = "Worker:Port",
+        [WorkerSwitches.HttpPort] = "Worker:HttpPort",
+        [WorkerSwitches.DrainGraceSeconds] = "Worker:DrainGraceSeconds",
+        [WorkerSwitches.KvSubscriberBuffer] = "Worker:KvSubscriberBufferBatches",
+        [WorkerSwitches.MaxMessageMb] = "Worker:MaxMessageMegabytes",
+        [WorkerSwitches.HealthPublishSeconds] = "Worker:HealthPublishSeconds",
+        [WorkerSwitches.Announce] = "Worker:AnnounceOnStdout",
+        [WorkerSwitches.EngineStallSeconds] = "Worker:EngineStallSeconds",
+        [WorkerSwitches.LogFormat] = "Worker:LogFormat",
+        [WorkerSwitches.LogLevel] = "Logging:LogLevel:Default",
+        [WorkerSwitches.BlockSize] = "Worker:Engine:BlockSize",
+        [WorkerSwitches.MaxBatchTokens] = "Worker:Engine:MaxBatchTokens",
+        [WorkerSwitches.MaxRunningRequests] = "Worker:Engine:MaxRunningRequests",
+        [WorkerSwitches.KvBlocks] = "Worker:Engine:NumKvBlocks",
+        [WorkerSwitches.KvBytes] = "Worker:Engine:KvCacheBytes",
+        [WorkerSwitches.KvMemoryFraction] = "Worker:Engine:KvCacheMemoryFraction",
+        [WorkerSwitches.Dtype] = "Worker:Engine:ComputeDtype",
+        [WorkerSwitches.Threads] = "Worker:Engine:Threads",
+        [WorkerSwitches.MaxContext] = "Worker:Engine:MaxContextTokens",
+        [WorkerSwitches.Seed] = "Worker:Engine:DefaultSeed",
+        [WorkerSwitches.DistAttention] = "Worker:DistAttention",
+        [WorkerSwitches.Peers] = "Worker:Peers",
+        [WorkerSwitches.KvTokens] = "Worker:KvTokens",
+        [WorkerSwitches.MemoryBudget] = "Worker:MemoryBudget",
+        [WorkerSwitches.DistMaxPeers] = "Worker:Engine:DistMaxPeers",
+        [WorkerSwitches.DistLeaseMs] = "Worker:Engine:DistLeaseMs",
+        [WorkerSwitches.LendReserveFraction] = "Worker:Engine:LendReserveFraction",
+        [WorkerSwitches.KvTier] = "Worker:KvTier:Mode",
+        [WorkerSwitches.KvHostMemory] = "Worker:KvTier:HostMemory",
+        [WorkerSwitches.KvStoreDtype] = "Worker:KvTier:StoreDtype",
+        [WorkerSwitches.KvWriteQueue] = "Worker:KvTier:WriteQueueBlocks",
+        [WorkerSwitches.Redis] = "Worker:KvTier:Remote:Address",
+        [WorkerSwitches.RedisUser] = "Worker:KvTier:Remote:User",
+        [WorkerSwitches.RedisPassword] = "Worker:KvTier:Remote:Password",
+        [WorkerSwitches.RedisTls] = "Worker:KvTier:Remote:Tls",
+        [WorkerSwitches.KvKeyPrefix] = "Worker:KvTier:Remote:KeyPrefix",
+        [WorkerSwitches.KvTtlSeconds] = "Worker:KvTier:Remote:TtlSeconds",
+        [WorkerSwitches.KvRemoteTimeoutMs] = "Worker:KvTier:Remote:OperationTimeoutMs",
     };
 
     public const string Usage = """

@@ -7,6 +7,7 @@
 // histogram).
 using System.Globalization;
 using Platform.Cli;
+using Platform.Core.Workers;
 using Platform.Worker;
 
 namespace Platform.Bench.Router;
@@ -23,21 +24,19 @@ public sealed class LocalCluster : IAsyncDisposable
 
     public Uri? RouterUrl { get; private set; }
 
-    /// <summary>Extra platform-worker switches for the next start (the KV tier's, when a run compares it).</summary>
-    public IReadOnlyList<string> ExtraWorkerArgs { get; set; } = [];
+    /// <summary>Platform-worker settings on top of the cluster's for the next start (the KV tier's, when a run compares it).</summary>
+    public WorkerArguments ExtraWorkerArgs { get; set; } = new();
 
     /// <summary>Starts fresh workers (stopping any running ones first), all at once.</summary>
     public async Task StartWorkersAsync(CancellationToken cancellationToken)
     {
         await StopWorkersAsync();
         var starts = Enumerable.Range(0, _options.Workers).Select(i => WorkerProcess.StartAsync(
-            [
-                "--model", _options.ModelDir, "--port", "0", "--http-port", "0", "--worker-id", $"worker-{i}",
-                "--threads", _options.ThreadsPerWorker.ToString(CultureInfo.InvariantCulture),
-                "--kv-blocks", _options.KvBlocksPerWorker.ToString(CultureInfo.InvariantCulture),
-                "--max-batch-tokens", _options.MaxBatchTokens.ToString(CultureInfo.InvariantCulture),
-                "--seed", "1", "--log-level", "Warning", .. ExtraWorkerArgs,
-            ], readyTimeout: TimeSpan.FromMinutes(5), cancellationToken: cancellationToken)).ToList();
+            (ExtraWorkerArgs with
+            {
+                Model = _options.ModelDir, Port = 0, HttpPort = 0, WorkerId = $"worker-{i}", Threads = _options.ThreadsPerWorker,
+                KvBlocks = _options.KvBlocksPerWorker, MaxBatchTokens = _options.MaxBatchTokens, Seed = 1, LogLevel = "Warning",
+            }).ToArgs(), readyTimeout: TimeSpan.FromMinutes(5), cancellationToken: cancellationToken)).ToList();
         try
         {
             _workers.AddRange(await Task.WhenAll(starts));

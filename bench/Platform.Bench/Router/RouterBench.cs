@@ -23,6 +23,7 @@
 using System.Globalization;
 using System.Text.Json;
 using Spectre.Console;
+using Platform.Bench.Models;
 
 namespace Platform.Bench.Router;
 
@@ -100,7 +101,7 @@ internal static class RouterBench
             return 2;
         }
 
-        string modelDir = EngineBench.EnsureModel("small");
+        string modelDir = BenchModels.Ensure("small");
         var tokenizer = Platform.Core.Tokenization.HfTokenizer.Load(modelDir);
         int firstSpecial = Enumerable.Range(0, tokenizer.VocabSize).First(tokenizer.IsSpecial);
         // The workload draws from [0, firstSpecial − 64); warm-up and probe prompts from the 64 ids above, so no block of
@@ -155,7 +156,7 @@ internal static class RouterBench
                 // With the KV tier on, a fresh embedded Garnet per run (nothing carried over between runs).
                 string policy = tier == "off" ? routerPolicy : $"{routerPolicy}+kv-tier-{tier}";
                 using var garnet = tier == "remote" ? Platform.KvCache.Garnet.EmbeddedGarnet.Start() : null;
-                cluster.ExtraWorkerArgs = tier == "off" ? [] : ["--kv-tier", tier, "--kv-host-memory", "256MB", .. garnet is null ? Array.Empty<string>() : ["--redis", garnet.Address]];
+                cluster.ExtraWorkerArgs = tier == "off" ? new() : new() { KvTier = tier, KvHostMemory = "256MB", Redis = garnet?.Address };
                 AnsiConsole.MarkupLine($"[grey]{policy}: starting {workers} fresh workers and the router…[/]");
                 await cluster.StartWorkersAsync(cts.Token);
                 await cluster.StartRouterAsync(routerPolicy, cts.Token);

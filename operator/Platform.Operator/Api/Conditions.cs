@@ -1,5 +1,5 @@
 // Standard-shape status conditions (type, status, reason, message, observedGeneration,
-// lastTransitionTime) for LongContextModel. SetCondition moves lastTransitionTime only when
+// lastTransitionTime) for LongContextModel. Conditions.Set moves lastTransitionTime only when
 // the status flips, so an unchanged status compares equal and is not written again.
 using k8s.Models;
 

@@ -1,6 +1,7 @@
 // Level-based reconcile of one LongContextModel: read it fresh, validate the spec, make every
-// owned child match its pure builder (create when missing, replace only when the desired
-// object's hash differs, always with the live resourceVersion so a concurrent writer gets 409),
+// owned child match its pure builder (one loop over the ChildKinds table: create when missing,
+// replace only when the desired object's hash differs, always with the live resourceVersion so a
+// concurrent writer gets 409),
 // then compute status conditions from what the children report and write the status
 // subresource only when it changed. An invalid spec sets Degraded and touches nothing else.
 // With autoscaling enabled it also runs the built-in policy and asks to be requeued after the
@@ -17,7 +18,7 @@ using Microsoft.Extensions.Logging;
 using Platform.Operator.Api;
 using Platform.Operator.Autoscaling;
 using Platform.Operator.Builders;
-using Platform.Operator.Hosting;
+using Platform.Operator.Runtime;
 using Platform.Operator.KvStore;
 
 namespace Platform.Operator.Controller;
@@ -115,56 +116,11 @@ public sealed partial class LongContextModelReconciler
         }
 
         var desired = ChildObjects.Build(model, _images, _monitoring);
-        await EnsureAsync(desired.ConfigMap, "ConfigMap",
-            (n, s, ct) => _client.CoreV1.ReadNamespacedConfigMapAsync(n, s, cancellationToken: ct),
-            (o, s, ct) => _client.CoreV1.CreateNamespacedConfigMapAsync(o, s, cancellationToken: ct),
-            (o, n, s, ct) => _client.CoreV1.ReplaceNamespacedConfigMapAsync(o, n, s, cancellationToken: ct),
-            preserve: null, cancellationToken).ConfigureAwait(false);
-        await EnsureAsync(desired.WorkerService, "Service",
-            (n, s, ct) => _client.CoreV1.ReadNamespacedServiceAsync(n, s, cancellationToken: ct),
-            (o, s, ct) => _client.CoreV1.CreateNamespacedServiceAsync(o, s, cancellationToken: ct),
-            (o, n, s, ct) => _client.CoreV1.ReplaceNamespacedServiceAsync(o, n, s, cancellationToken: ct),
-            PreserveClusterIp, cancellationToken).ConfigureAwait(false);
-        var workers = await EnsureAsync(desired.Workers, "StatefulSet",
-            (n, s, ct) => _client.AppsV1.ReadNamespacedStatefulSetAsync(n, s, cancellationToken: ct),
-            (o, s, ct) => _client.AppsV1.CreateNamespacedStatefulSetAsync(o, s, cancellationToken: ct),
-            (o, n, s, ct) => _client.AppsV1.ReplaceNamespacedStatefulSetAsync(o, n, s, cancellationToken: ct),
-            preserve: null, cancellationToken).ConfigureAwait(false);
-        await EnsureAsync(desired.RouterAccount, "ServiceAccount",
-            (n, s, ct) => _client.CoreV1.ReadNamespacedServiceAccountAsync(n, s, cancellationToken: ct),
-            (o, s, ct) => _client.CoreV1.CreateNamespacedServiceAccountAsync(o, s, cancellationToken: ct),
-            (o, n, s, ct) => _client.CoreV1.ReplaceNamespacedServiceAccountAsync(o, n, s, cancellationToken: ct),
-            preserve: null, cancellationToken).ConfigureAwait(false);
-        await EnsureAsync(desired.RouterRole, "Role",
-            (n, s, ct) => _client.RbacAuthorizationV1.ReadNamespacedRoleAsync(n, s, cancellationToken: ct),
-            (o, s, ct) => _client.RbacAuthorizationV1.CreateNamespacedRoleAsync(o, s, cancellationToken: ct),
-            (o, n, s, ct) => _client.RbacAuthorizationV1.ReplaceNamespacedRoleAsync(o, n, s, cancellationToken: ct),
-            preserve: null, cancellationToken).ConfigureAwait(false);
-        await EnsureAsync(desired.RouterRoleBinding, "RoleBinding",
-            (n, s, ct) => _client.RbacAuthorizationV1.ReadNamespacedRoleBindingAsync(n, s, cancellationToken: ct),
-            (o, s, ct) => _client.RbacAuthorizationV1.CreateNamespacedRoleBindingAsync(o, s, cancellationToken: ct),
-            (o, n, s, ct) => _client.RbacAuthorizationV1.ReplaceNamespacedRoleBindingAsync(o, n, s, cancellationToken: ct),
-            preserve: null, cancellationToken).ConfigureAwait(false);
-        var router = await EnsureAsync(desired.Router, "Deployment",
-            (n, s, ct) => _client.AppsV1.ReadNamespacedDeploymentAsync(n, s, cancellationToken: ct),
-            (o, s, ct) => _client.AppsV1.CreateNamespacedDeploymentAsync(o, s, cancellationToken: ct),
-            (o, n, s, ct) => _client.AppsV1.ReplaceNamespacedDeploymentAsync(o, n, s, cancellationToken: ct),
-            preserve: null, cancellationToken).ConfigureAwait(false);
-        await EnsureAsync(desired.RouterService, "Service",
-            (n, s, ct) => _client.CoreV1.ReadNamespacedServiceAsync(n, s, cancellationToken: ct),
-            (o, s, ct) => _client.CoreV1.CreateNamespacedServiceAsync(o, s, cancellationToken: ct),
-            (o, n, s, ct) => _client.CoreV1.ReplaceNamespacedServiceAsync(o, n, s, cancellationToken: ct),
-            PreserveClusterIp, cancellationToken).ConfigureAwait(false);
-        await EnsureAsync(desired.DisruptionBudget, "PodDisruptionBudget",
-            (n, s, ct) => _client.PolicyV1.ReadNamespacedPodDisruptionBudgetAsync(n, s, cancellationToken: ct),
-            (o, s, ct) => _client.PolicyV1.CreateNamespacedPodDisruptionBudgetAsync(o, s, cancellationToken: ct),
-            (o, n, s, ct) => _client.PolicyV1.ReplaceNamespacedPodDisruptionBudgetAsync(o, n, s, cancellationToken: ct),
-            preserve: null, cancellationToken).ConfigureAwait(false);
-        await EnsureAsync(desired.NetworkPolicy, "NetworkPolicy",
-            (n, s, ct) => _client.NetworkingV1.ReadNamespacedNetworkPolicyAsync(n, s, cancellationToken: ct),
-            (o, s, ct) => _client.NetworkingV1.CreateNamespacedNetworkPolicyAsync(o, s, cancellationToken: ct),
-            (o, n, s, ct) => _client.NetworkingV1.ReplaceNamespacedNetworkPolicyAsync(o, n, s, cancellationToken: ct),
-            preserve: null, cancellationToken).ConfigureAwait(false);
+        var live = new Dictionary<ChildKind, IKubernetesObject<V1ObjectMeta>>();
+        foreach (var kind in ChildKinds.All)
+            live[kind] = await EnsureAsync(kind, kind.Desired(desired), cancellationToken).ConfigureAwait(false);
+        var workers = (V1StatefulSet)live[ChildKinds.Workers];
+        var router = (V1Deployment)live[ChildKinds.Router];
 
         ComputeStatus(model, status, workers, router, generation, now);
         await WriteStatusAsync(model, status, before, oldConditions, cancellationToken).ConfigureAwait(false);
@@ -336,28 +292,21 @@ public sealed partial class LongContextModelReconciler
         await _events.RecordAsync(model, false, "Scaled", $"replicas {current} -> {target} (queued prefill tokens {load.QueuedPrefillTokens:F0}, KV utilisation {load.KvUtilization:F2})", cancellationToken).ConfigureAwait(false);
     }
 
-    private async Task<T> EnsureAsync<T>(
-        T desired,
-        string kind,
-        Func<string, string, CancellationToken, Task<T>> read,
-        Func<T, string, CancellationToken, Task<T>> create,
-        Func<T, string, string, CancellationToken, Task<T>> replace,
-        Action<T, T>? preserve,
-        CancellationToken cancellationToken)
-        where T : IKubernetesObject<V1ObjectMeta>
+    /// <summary>Creates the child when missing; replaces it when its spec hash differs; refuses one another controller owns.</summary>
+    private async Task<IKubernetesObject<V1ObjectMeta>> EnsureAsync(ChildKind kind, IKubernetesObject<V1ObjectMeta> desired, CancellationToken cancellationToken)
     {
         var name = desired.Metadata.Name;
         var ns = desired.Metadata.NamespaceProperty;
-        T existing;
+        IKubernetesObject<V1ObjectMeta> existing;
         try
         {
-            existing = await read(name, ns, cancellationToken).ConfigureAwait(false);
+            existing = await kind.ReadAsync(_client, name, ns, cancellationToken).ConfigureAwait(false);
         }
         catch (HttpOperationException ex) when (ex.Response.StatusCode == HttpStatusCode.NotFound)
         {
-            var created = await create(desired, ns, cancellationToken).ConfigureAwait(false);
-            _metrics.ChildWritten(kind, "create");
-            LogChildWritten(_logger, kind, ns, name, "created");
+            var created = await kind.CreateAsync(_client, desired, ns, cancellationToken).ConfigureAwait(false);
+            _metrics.ChildWritten(kind.Kind, "create");
+            LogChildWritten(_logger, kind.Kind, ns, name, "created");
             return created;
         }
 
@@ -365,7 +314,7 @@ public sealed partial class LongContextModelReconciler
         var existingController = existing.Metadata.OwnerReferences?.FirstOrDefault(o => o.Controller == true);
         if (existingController is not null && existingController.Uid != owner.Uid)
         {
-            throw new InvalidOperationException($"{kind} {ns}/{name} is controlled by {existingController.Kind} {existingController.Name}; delete it or rename the model");
+            throw new InvalidOperationException($"{kind.Kind} {ns}/{name} is controlled by {existingController.Kind} {existingController.Name}; delete it or rename the model");
         }
 
         var wantHash = desired.Metadata.Annotations[Names.SpecHashAnnotation];
@@ -375,21 +324,11 @@ public sealed partial class LongContextModelReconciler
         }
 
         desired.Metadata.ResourceVersion = existing.Metadata.ResourceVersion;
-        preserve?.Invoke(existing, desired);
-        var replaced = await replace(desired, name, ns, cancellationToken).ConfigureAwait(false);
-        _metrics.ChildWritten(kind, "replace");
-        LogChildWritten(_logger, kind, ns, name, "replaced");
+        kind.Preserve(existing, desired);
+        var replaced = await kind.ReplaceAsync(_client, desired, name, ns, cancellationToken).ConfigureAwait(false);
+        _metrics.ChildWritten(kind.Kind, "replace");
+        LogChildWritten(_logger, kind.Kind, ns, name, "replaced");
         return replaced;
-    }
-
-    private static void PreserveClusterIp(V1Service existing, V1Service desired)
-    {
-        // clusterIP is immutable once allocated; a replace without it would be refused.
-        if (existing.Spec?.ClusterIP is { Length: > 0 } ip && desired.Spec.ClusterIP is null)
-        {
-            desired.Spec.ClusterIP = ip;
-            desired.Spec.ClusterIPs = existing.Spec.ClusterIPs;
-        }
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "{Model}: purged {Count} remote KV keys under {Prefix}")]

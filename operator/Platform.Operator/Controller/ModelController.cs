@@ -8,22 +8,27 @@ using k8s.Models;
 using Microsoft.Extensions.Logging;
 using Platform.Operator.Api;
 using Platform.Operator.Builders;
-using Platform.Operator.Hosting;
+using Platform.Operator.Runtime;
 
 namespace Platform.Operator.Controller;
+
+/// <summary>How the controller loop runs (the host fills it from OperatorOptions).</summary>
+/// <param name="WatchNamespace">Namespace to watch; null watches all.</param>
+/// <param name="Workers">Reconciles in parallel (never two for one model).</param>
+public sealed record ControllerSettings(string? WatchNamespace, int Workers, TimeSpan BackoffBase, TimeSpan BackoffMax, InformerTimings InformerTimings);
 
 public sealed partial class ModelController
 {
     private readonly IKubernetes _client;
     private readonly LongContextModelReconciler _reconciler;
-    private readonly OperatorOptions _options;
+    private readonly ControllerSettings _options;
     private readonly OperatorMetrics _metrics;
     private readonly TimeProvider _time;
     private readonly ILoggerFactory _loggers;
     private readonly ILogger<ModelController> _logger;
     private readonly TaskCompletionSource _synced = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    public ModelController(IKubernetes client, LongContextModelReconciler reconciler, OperatorOptions options, OperatorMetrics metrics, TimeProvider time, ILoggerFactory loggers)
+    public ModelController(IKubernetes client, LongContextModelReconciler reconciler, ControllerSettings options, OperatorMetrics metrics, TimeProvider time, ILoggerFactory loggers)
     {
         _client = client;
         _reconciler = reconciler;

@@ -10,6 +10,7 @@ using OpenTelemetry.Metrics;
 using Platform.Operator.Autoscaling;
 using Platform.Operator.Controller;
 using Platform.Operator.KvStore;
+using Platform.Operator.Runtime;
 
 namespace Platform.Operator.Hosting;
 

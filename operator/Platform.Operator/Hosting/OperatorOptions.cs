@@ -2,7 +2,7 @@
 // Operator__*) and validated on start with messages that say how to fix the value.
 using Platform.Operator.Builders;
 using Platform.Operator.Controller;
-using Platform.Operator.Leadership;
+using Platform.Operator.Runtime;
 
 namespace Platform.Operator.Hosting;
 
@@ -52,6 +52,9 @@ public sealed class OperatorOptions
     public LeaseSettings LeaseSettings(string identity) => new(LeaseNamespace, LeaseName, identity, LeaseDuration, RenewDeadline, RetryPeriod);
 
     public InformerTimings InformerTimings => new(WatchTimeout, WatchdogTimeout, TimeSpan.FromSeconds(1));
+
+    public ControllerSettings ControllerSettings =>
+        new(string.IsNullOrEmpty(WatchNamespace) ? null : WatchNamespace, Workers, BackoffBase, BackoffMax, InformerTimings);
 
     public string ResolveIdentity() =>
         !string.IsNullOrWhiteSpace(Identity) ? Identity

@@ -4,7 +4,7 @@
 using k8s;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Platform.Operator.Controller;
-using Platform.Operator.Leadership;
+using Platform.Operator.Runtime;
 
 namespace Platform.Operator.Hosting;
 
@@ -66,7 +66,7 @@ public sealed partial class OperatorService : BackgroundService, IHealthCheck
 
     private async Task LeadAsync(CancellationToken cancellationToken)
     {
-        var controller = new ModelController(_client, _reconciler, _options, _metrics, _time, _loggers);
+        var controller = new ModelController(_client, _reconciler, _options.ControllerSettings, _metrics, _time, _loggers);
         _controller = controller;
         _metrics.SetLeader(true);
         try

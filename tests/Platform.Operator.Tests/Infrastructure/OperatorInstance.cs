@@ -9,6 +9,7 @@ using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection;
 using Platform.Operator.Autoscaling;
+using Platform.Operator.Controller;
 using Platform.Operator.Hosting;
 using Platform.Operator.KvStore;
 

@@ -7,7 +7,6 @@
 // refused at once with how much was needed and how much could be found.
 using Grpc.Core;
 using Platform.Core.Protos;
-using Platform.Engine.Scheduling;
 
 namespace Platform.Engine.DistAttention;
 
@@ -16,13 +15,13 @@ public sealed record KvPeerEndpoint(string Name, KvPeer.KvPeerClient Client);
 
 public sealed class DistAttentionPlanner(Func<IReadOnlyList<KvPeerEndpoint>> peers, int maxPeers, int leaseMs, TimeSpan callTimeout, TimeSpan attendTimeout)
 {
-    /// <summary>Reserves positions [localTokens, totalTokens) of the sequence on peers; throws <see cref="EngineRequestException"/> when they cannot hold them.</summary>
+    /// <summary>Reserves positions [localTokens, totalTokens) of the sequence on peers; throws <see cref="DistAttentionRefusedException"/> when they cannot hold them.</summary>
     public async Task<DistSequence> PlanAsync(string sequenceId, string fingerprint, int localTokens, int totalTokens, int blockSize, CancellationToken cancellationToken)
     {
         int remote = totalTokens - localTokens;
         var candidates = peers();
         if (candidates.Count == 0)
-            throw new EngineRequestException($"the sequence needs {totalTokens} tokens of KV cache but this worker holds {localTokens} for one sequence and has no DistAttention peers; shorten the prompt or max_tokens, or add workers.");
+            throw new DistAttentionRefusedException($"the sequence needs {totalTokens} tokens of KV cache but this worker holds {localTokens} for one sequence and has no DistAttention peers; shorten the prompt or max_tokens, or add workers.");
 
         var probes = await Task.WhenAll(candidates.Select(p => ProbeAsync(p, fingerprint, cancellationToken))).ConfigureAwait(false);
         var ranked = probes.Where(p => p.Lendable >= blockSize).OrderByDescending(p => p.Lendable).Take(maxPeers).ToList();
@@ -54,7 +53,7 @@ public sealed class DistAttentionPlanner(Func<IReadOnlyList<KvPeerEndpoint>> pee
         sequence.Release();
         int lendable = probes.Sum(p => p.Lendable);
         string refusals = string.Join("; ", probes.Where(p => p.Reason is not null).Select(p => $"{p.Peer.Name}: {p.Reason}"));
-        throw new EngineRequestException(
+        throw new DistAttentionRefusedException(
             $"the sequence needs {totalTokens} tokens of KV cache; this worker holds {localTokens} for one sequence and its {candidates.Count} DistAttention peer(s) can lend {lendable}"
             + (refusals.Length > 0 ? $" ({refusals})" : "") + "; shorten the prompt or max_tokens, or give the workers more KV memory.");
     }

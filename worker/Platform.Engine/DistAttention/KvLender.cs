@@ -25,13 +25,13 @@ namespace Platform.Engine.DistAttention;
 
 public sealed class KvLender : IDisposable
 {
-    private readonly LlmEngine _engine;
+    private readonly IKvLendingPool _engine;
     private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<string, Reservation> _reservations = new(StringComparer.Ordinal);
     private readonly ITimer _reaper;
     private int _lentBlocks;
 
-    public KvLender(LlmEngine engine, TimeProvider? time = null)
+    public KvLender(IKvLendingPool engine, TimeProvider? time = null)
     {
         _engine = engine;
         _time = time ?? TimeProvider.System;
@@ -50,21 +50,20 @@ public sealed class KvLender : IDisposable
     /// <summary>Reserves blocks for <c>tokens</c> positions; tokens = 0 only asks how much could be lent.</summary>
     public async Task<ReserveReply> ReserveAsync(ReserveRequest request)
     {
-        var o = _engine.Options;
-        if (!o.LendKvBlocks) return Refuse("this worker does not lend KV memory (DistAttention is off)", 0);
-        if (request.Fingerprint != _engine.Fingerprint.Id)
-            return Refuse($"this worker serves model {_engine.Fingerprint.Id}, not {request.Fingerprint}", 0);
+        if (!_engine.LendsKvBlocks) return Refuse("this worker does not lend KV memory (DistAttention is off)", 0);
+        if (request.Fingerprint != _engine.FingerprintId)
+            return Refuse($"this worker serves model {_engine.FingerprintId}, not {request.Fingerprint}", 0);
         if (request.Tokens < 0 || request.StartPosition < 0 || request.LeaseMs <= 0)
             return Refuse("tokens and start_position must not be negative and lease_ms must be positive", 0);
         int blocks = _engine.KvBlocksFor(request.Tokens);
         var lent = await _engine.LendBlocksAsync(request.Tokens == 0 ? 0 : blocks).ConfigureAwait(false);
-        int lendableTokens = lent.LendableBlocks * o.BlockSize;
+        int lendableTokens = lent.LendableBlocks * _engine.BlockSize;
         if (request.Tokens == 0) return new ReserveReply { Granted = false, Reason = "probe", LendableTokens = lendableTokens };
         if (lent.Blocks is null)
             return Refuse($"asked for {request.Tokens} tokens but this worker can lend {lendableTokens}", lendableTokens);
 
         var reservation = new Reservation(Guid.NewGuid().ToString("n"), request.SequenceId, request.StartPosition, request.Tokens,
-            lent.Blocks, o.BlockSize, _time.GetUtcNow().AddMilliseconds(request.LeaseMs));
+            lent.Blocks, _engine.BlockSize, _time.GetUtcNow().AddMilliseconds(request.LeaseMs));
         _reservations[reservation.Id] = reservation;
         Interlocked.Add(ref _lentBlocks, lent.Blocks.Length);
         return new ReserveReply { Granted = true, ReservationId = reservation.Id, LendableTokens = lendableTokens };
@@ -139,7 +138,7 @@ public sealed class KvLender : IDisposable
                 _engine.LentKvAttention(request.Layer, qp, slots, r.Written, off, len, queries,
                     c.NumHeads, c.NumKvHeads, c.HeadDim, (float)(1.0 / Math.Sqrt(c.HeadDim)), op, lp);
             }
-            r.ExpiresAt = _time.GetUtcNow().AddMilliseconds(Math.Max(_engine.Options.DistLeaseMs, 1));
+            r.ExpiresAt = _time.GetUtcNow().AddMilliseconds(Math.Max(_engine.LeaseMs, 1));
             return new AttendReply
             {
                 Outputs = UnsafeByteOperations.UnsafeWrap(MemoryMarshal.AsBytes(output.AsSpan()).ToArray()),

@@ -3,8 +3,8 @@
 // prev/next indices, so allocation and freeing allocate nothing). A free block
 // keeps its hash and contents until it is reused, which is what makes prefix
 // caching work: the LRU evicts the least recently freed cached block first.
-// Every change to the set of cached blocks is recorded as a KV event with a
-// gap-free sequence number for the router's prefix index.
+// Every change to the set of cached blocks is recorded in the engine's KV event
+// log (KvEventLog) for the router's prefix index.
 using Platform.Core.KvEvents;
 
 namespace Platform.Engine.KvCache;
@@ -20,9 +20,8 @@ public sealed class BlockPool
     private readonly int[] _next;
     private readonly bool[] _inFreeList;
     private readonly Dictionary<ulong, int> _cached;
-    private readonly List<KvEvent> _events = new(1024);
+    private readonly KvEventLog _events;
     private int _freeHead = None, _freeTail = None;
-    private long _eventSequence;
 
     public int TotalBlocks { get; }
     public int FreeBlocks { get; private set; }
@@ -31,8 +30,10 @@ public sealed class BlockPool
     public long PrefixHits { get; private set; }
     public long PrefixQueries { get; private set; }
 
-    public BlockPool(int totalBlocks)
+    public BlockPool(int totalBlocks, KvEventLog events)
     {
+        ArgumentNullException.ThrowIfNull(events);
+        _events = events;
         if (totalBlocks <= 0) throw new ArgumentOutOfRangeException(nameof(totalBlocks), totalBlocks, "the KV pool needs at least one block");
         TotalBlocks = totalBlocks;
         _refCount = new int[totalBlocks];
@@ -110,33 +111,17 @@ public sealed class BlockPool
         _hash[block] = hash;
         _parent[block] = parent;
         _cached[hash] = block;
-        _events.Add(new KvEvent(++_eventSequence, KvEventKind.BlockStored, hash, parent, KvTier.Device));
+        _events.Record(KvEventKind.BlockStored, hash, parent, KvTier.Device);
         return true;
     }
-
-    /// <summary>
-    /// Records a change in a tier below the device (host memory, remote store) in the same gap-free
-    /// event sequence, so the router's index learns every tier from one stream.
-    /// </summary>
-    public void RecordTierEvent(KvEventKind kind, ulong hash, ulong parent, KvTier tier) =>
-        _events.Add(new KvEvent(++_eventSequence, kind, hash, parent, tier));
 
     /// <summary>Forgets every cached hash (blocks in use keep their data but are no longer shared).</summary>
     public void ClearCache()
     {
         foreach (int block in _cached.Values) _hashed[block] = false;
         _cached.Clear();
-        _events.Add(new KvEvent(++_eventSequence, KvEventKind.Cleared, 0, 0, KvTier.Device));
+        _events.Record(KvEventKind.Cleared, 0, 0, KvTier.Device);
     }
-
-    /// <summary>Moves the events recorded since the last call into <paramref name="into"/>.</summary>
-    public void DrainEvents(List<KvEvent> into)
-    {
-        into.AddRange(_events);
-        _events.Clear();
-    }
-
-    public long LastEventSequence => _eventSequence;
 
     /// <summary>(hash, parent) of every cached block, for a subscriber's full resync.</summary>
     public List<(ulong Hash, ulong Parent)> SnapshotCached()
@@ -150,7 +135,7 @@ public sealed class BlockPool
     {
         _cached.Remove(_hash[block]);
         _hashed[block] = false;
-        _events.Add(new KvEvent(++_eventSequence, KvEventKind.BlockRemoved, _hash[block], _parent[block], KvTier.Device));
+        _events.Record(KvEventKind.BlockRemoved, _hash[block], _parent[block], KvTier.Device);
     }
 
     private void PushTail(int block)

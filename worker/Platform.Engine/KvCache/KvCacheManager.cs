@@ -1,8 +1,8 @@
 // The seam between scheduler and block pool (after vLLM v1's kv_cache_manager):
-// FindCachedPrefix, AllocateSlots, CacheFullBlocks and Free. Running out of
+// AcquireCachedPrefix, AllocateSlots, CacheFullBlocks and Free, on a KvSequence
+// (the KV view of a request; this layer never sees the scheduler's types). Running out of
 // blocks is a return value; the scheduler decides whom to preempt.
 using Platform.Core.Hashing;
-using Platform.Engine.Scheduling;
 
 namespace Platform.Engine.KvCache;
 
@@ -25,15 +25,15 @@ public sealed class KvCacheManager
 
     public int BlocksFor(int tokens) => (tokens + BlockSize - 1) / BlockSize;
 
-    /// <summary>Blocks this worker must hold for the whole of the request (its local share under DistAttention).</summary>
-    public int LocalBlocksFor(EngineRequest request) => BlocksFor(Math.Min(request.Tokens.Count, request.LocalTokenLimit));
+    /// <summary>Blocks this worker must hold for the whole of the sequence (its local share under DistAttention).</summary>
+    public int LocalBlocksFor(KvSequence request) => BlocksFor(Math.Min(request.Tokens.Count, request.LocalTokenLimit));
 
     /// <summary>
     /// Takes references on the longest run of cached blocks that prefixes the request's
     /// tokens and returns how many tokens they cover. At least one token is always left
     /// to compute, since the last prompt position must run to produce logits.
     /// </summary>
-    public int AcquireCachedPrefix(EngineRequest request)
+    public int AcquireCachedPrefix(KvSequence request)
     {
         _hasher.ExtendHashes(request.BlockHashes, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(request.Tokens));
         int usable = Math.Min(request.Tokens.Count - 1, request.LocalTokenLimit) / BlockSize;
@@ -52,13 +52,14 @@ public sealed class KvCacheManager
             tiers.LoadPrefix(request, _pool, _scratch, usable);
             hits = request.Blocks.Count;
         }
-        else KvTierService.ReleasePrefetch(request);
+        // What was prefetched for the prompt has been loaded, or never will be.
+        request.ReleasePrefetch();
         request.NumCachedBlocks = hits;
         return hits * BlockSize;
     }
 
     /// <summary>Ensures blocks for NumComputed + <paramref name="newTokens"/> tokens; false when the pool is short.</summary>
-    public bool AllocateSlots(EngineRequest request, int newTokens)
+    public bool AllocateSlots(KvSequence request, int newTokens)
     {
         // A DistAttention sequence holds only its local positions here; creditors hold the rest.
         int needed = BlocksFor(Math.Min(request.NumComputed + newTokens, request.LocalTokenLimit)) - request.Blocks.Count;
@@ -70,7 +71,7 @@ public sealed class KvCacheManager
     }
 
     /// <summary>Registers the blocks that became full and computed in the prefix cache.</summary>
-    public void CacheFullBlocks(EngineRequest request)
+    public void CacheFullBlocks(KvSequence request)
     {
         int full = Math.Min(request.NumComputed, request.LocalTokenLimit) / BlockSize;
         if (full <= request.NumCachedBlocks) return;
@@ -84,9 +85,10 @@ public sealed class KvCacheManager
         request.NumCachedBlocks = full;
     }
 
-    /// <summary>Releases the request's blocks, tail first, and resets its computed state.</summary>
-    public void Free(EngineRequest request)
+    /// <summary>Releases the request's blocks (tail first) and any prefetched ones, and resets its computed state.</summary>
+    public void Free(KvSequence request)
     {
+        request.ReleasePrefetch();
         _scratch.Clear();
         for (int i = request.Blocks.Count - 1; i >= 0; i--) _scratch.Add(request.Blocks[i]);
         _pool.Release(_scratch);

@@ -3,7 +3,7 @@
 // engine may ask for float16 storage (--kv-store-dtype float16, lossy). A
 // bfloat16 engine asking for float16 is refused: its blocks are already 2 bytes
 // per element and the conversion would lose range.
-using Platform.Engine.Model;
+using Platform.Engine.Torch;
 using Platform.KvCache;
 using static TorchSharp.torch;
 

@@ -24,14 +24,14 @@
 // blocks take half the bytes. The model fingerprint (and so every block hash and
 // remote key) names that dtype, and the codec header records it.
 // Tier changes (host stored/evicted, remote stored) are queued here and drained
-// by the engine thread into the block pool's event sequence (RecordTierEvent).
+// by the engine thread into the engine's KV event log (DrainEvents).
+// A request's prefetched blocks are owned by the request (PrefetchedBlocks).
 using System.Buffers;
 using System.Collections.Concurrent;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Platform.Core.Hashing;
 using Platform.Core.KvEvents;
-using Platform.Engine.Scheduling;
 using Platform.KvCache;
 
 namespace Platform.Engine.KvCache;
@@ -112,9 +112,10 @@ public sealed class KvTierService : IAsyncDisposable
     /// from the request's remote prefetch, into a newly allocated device block registered in the prefix
     /// cache. Stops at the first block neither tier has (or when the pool is short).
     /// </summary>
-    public void LoadPrefix(EngineRequest request, BlockPool pool, List<int> scratchBlocks, int usable)
+    public void LoadPrefix(KvSequence request, BlockPool pool, List<int> scratchBlocks, int usable)
     {
         var prefetch = request.Prefetch;
+        byte[]? fetched = null;
         int i = request.Blocks.Count;
         while (i < usable)
         {
@@ -122,7 +123,7 @@ public sealed class KvTierService : IAsyncDisposable
             ulong parent = i == 0 ? BlockHasher.RootParent : request.BlockHashes[i - 1];
             KvTier from;
             // Blocks prefetched for this request came from the remote store (they were also copied to host memory on the way).
-            if (TryPrefetched(prefetch, i, out _)) from = KvTier.Remote;
+            if (prefetch is not null && prefetch.TryGet(i, out fetched)) from = KvTier.Remote;
             else if (Host.TryRead(hash, (this, hash), static (encoded, s) => BlockCodec.Decode(s.Item1.Layout, s.hash, encoded, s.Item1._scratch, out _), out var status))
             {
                 if (status != DecodeStatus.Ok)
@@ -139,7 +140,7 @@ public sealed class KvTierService : IAsyncDisposable
             scratchBlocks.Clear();
             if (!pool.TryAllocate(1, scratchBlocks)) break;
             int block = scratchBlocks[0];
-            _store.CopyBlockIn(block, from == KvTier.Host ? _scratch : prefetch!.Raw[i - prefetch.Start]);
+            _store.CopyBlockIn(block, from == KvTier.Host ? _scratch : fetched);
             pool.Cache(block, hash, parent);
             request.Blocks.Add(block);
             if (from == KvTier.Host) request.LookupHostBlocks++;
@@ -148,29 +149,14 @@ public sealed class KvTierService : IAsyncDisposable
         }
         Metrics.Hit("host", request.LookupHostBlocks);
         Metrics.Hit("remote", request.LookupRemoteBlocks);
-        ReleasePrefetch(request);
-    }
-
-    private static bool TryPrefetched(RemotePrefetch? p, int index, out byte[]? raw)
-    {
-        raw = p is not null && index >= p.Start && index < p.Start + p.Raw.Count ? p.Raw[index - p.Start] : null;
-        return raw is not null;
-    }
-
-    /// <summary>Returns a request's prefetched buffers to the pool (after admission, or when it is dropped).</summary>
-    public static void ReleasePrefetch(EngineRequest request)
-    {
-        if (request.Prefetch is not { } p) return;
-        request.Prefetch = null;
-        foreach (var b in p.Raw) ArrayPool<byte>.Shared.Return(b);
     }
 
     /// <summary>
-    /// Moves tier events into the pool's sequence (engine thread). The remote store's contents are
+    /// Moves tier events into the engine's event log (engine thread). The remote store's contents are
     /// only known by what this worker wrote or read (keys expire by TTL on their own), so remote
     /// presence is tracked for the newest MaxRemoteKnown blocks; older ones are reported removed.
     /// </summary>
-    public void DrainEvents(BlockPool pool)
+    public void DrainEvents(KvEventLog log)
     {
         while (_pendingEvents.TryDequeue(out var e))
         {
@@ -181,10 +167,10 @@ public sealed class KvTierService : IAsyncDisposable
                 if (_remoteOrder.Count > MaxRemoteKnown)
                 {
                     ulong old = _remoteOrder.Dequeue();
-                    if (_remoteKnown.Remove(old, out ulong oldParent)) pool.RecordTierEvent(KvEventKind.BlockRemoved, old, oldParent, KvTier.Remote);
+                    if (_remoteKnown.Remove(old, out ulong oldParent)) log.Record(KvEventKind.BlockRemoved, old, oldParent, KvTier.Remote);
                 }
             }
-            pool.RecordTierEvent(e.Kind, e.BlockHash, e.ParentHash, e.Tier);
+            log.Record(e.Kind, e.BlockHash, e.ParentHash, e.Tier);
         }
     }
 
@@ -204,7 +190,7 @@ public sealed class KvTierService : IAsyncDisposable
     /// that follow the host tier's run, within the operation budget. Null when there is nothing to fetch,
     /// the store is skipped (breaker open) or it had nothing.
     /// </summary>
-    public async Task<RemotePrefetch?> PrefetchAsync(IReadOnlyList<ulong> hashes, int usable, CancellationToken cancellationToken)
+    public async Task<PrefetchedBlocks?> PrefetchAsync(IReadOnlyList<ulong> hashes, int usable, CancellationToken cancellationToken)
     {
         if (Remote is null || Remote.BreakerOpen) return null;
         int start = 0;
@@ -241,7 +227,7 @@ public sealed class KvTierService : IAsyncDisposable
             throw;
         }
         if (raw.Count > 0) EventsPending?.Invoke();
-        return raw.Count == 0 ? null : new RemotePrefetch(start, raw);
+        return raw.Count == 0 ? null : new PrefetchedBlocks(start, raw);
     }
 
     // ---- writer task ----
@@ -311,7 +297,7 @@ public sealed class KvTierService : IAsyncDisposable
                 foreach (var (hash, encoded) in blocks)
                 {
                     Host.MarkRemote(hash);
-                    ulong parent = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(encoded.Span[24..]);
+                    ulong parent = BlockCodec.ReadParentHash(encoded.Span);
                     _pendingEvents.Enqueue(new KvEvent(0, KvEventKind.BlockStored, hash, parent, KvTier.Remote));
                 }
                 EventsPending?.Invoke();
@@ -346,5 +332,3 @@ public sealed class KvTierService : IAsyncDisposable
     private static void LogWriteFailed(ILogger logger, Exception e) => WriteFailed(logger, e);
 }
 
-/// <summary>Blocks fetched from the remote store for one request, decoded, starting at block index Start.</summary>
-public sealed record RemotePrefetch(int Start, List<byte[]> Raw);

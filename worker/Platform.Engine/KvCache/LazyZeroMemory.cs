@@ -24,7 +24,7 @@ internal static partial class LazyZeroMemory
         if (!OperatingSystem.IsLinux()) return zeros(shape, dtype);
         var tensor = empty(shape, dtype);
         long bytes = tensor.NumberOfElements * tensor.ElementSize;
-        byte* start = (byte*)Model.TensorPointers.Data(tensor);
+        byte* start = (byte*)Torch.TensorPointers.Data(tensor);
         long head = Math.Min(bytes, (Page - (long)start % Page) % Page);
         long interior = (bytes - head) / Page * Page;
         new Span<byte>(start, (int)head).Clear();

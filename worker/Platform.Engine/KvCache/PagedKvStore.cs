@@ -27,7 +27,7 @@ public sealed class PagedKvStore : IDisposable
         NumBlocks = numBlocks;
         BlockSize = blockSize;
         Dtype = dtype;
-        ElementSize = Model.TorchDtypes.ElementSize(dtype);
+        ElementSize = Torch.TorchDtypes.ElementSize(dtype);
         BytesPerBlock = BytesPerBlockFor(numLayers, blockSize, kvHeads, headDim, dtype);
         _elementsPerSlot = kvHeads * headDim;
         _keys = new Tensor[numLayers];
@@ -40,7 +40,7 @@ public sealed class PagedKvStore : IDisposable
     }
 
     public static long BytesPerBlockFor(int numLayers, int blockSize, int kvHeads, int headDim, ScalarType dtype) =>
-        2L * numLayers * blockSize * kvHeads * headDim * Model.TorchDtypes.ElementSize(dtype);
+        2L * numLayers * blockSize * kvHeads * headDim * Torch.TorchDtypes.ElementSize(dtype);
 
     /// <summary>Writes k and v ([tokens, kvHeads, headDim]) into the given slots.</summary>
     public void Write(int layer, Tensor slots, Tensor k, Tensor v)
@@ -62,7 +62,7 @@ public sealed class PagedKvStore : IDisposable
     public unsafe (IntPtr Keys, IntPtr Values) Pointers(int layer)
     {
         _pointers ??= Enumerable.Range(0, _keys.Length)
-            .Select(l => ((IntPtr)Model.TensorPointers.Data(_keys[l]), (IntPtr)Model.TensorPointers.Data(_values[l]))).ToArray();
+            .Select(l => ((IntPtr)Torch.TensorPointers.Data(_keys[l]), (IntPtr)Torch.TensorPointers.Data(_values[l]))).ToArray();
         return _pointers[layer];
     }
 

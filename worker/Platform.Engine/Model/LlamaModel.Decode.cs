@@ -10,6 +10,7 @@
 // the float64 reference).
 using Platform.Engine.Kernels;
 using Platform.Engine.KvCache;
+using Platform.Engine.Torch;
 using TorchSharp;
 using static TorchSharp.torch;
 

@@ -12,6 +12,7 @@
 // where the local path's SDPA would also round it.
 using Platform.Engine.DistAttention;
 using Platform.Engine.KvCache;
+using Platform.Engine.Torch;
 using TorchSharp;
 using static TorchSharp.torch;
 

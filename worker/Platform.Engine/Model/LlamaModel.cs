@@ -7,6 +7,7 @@
 // scaled_dot_product_attention has no GQA flag. Callers own the dispose scope.
 using Platform.Core.Models;
 using Platform.Engine.KvCache;
+using Platform.Engine.Torch;
 using TorchSharp;
 using static TorchSharp.torch;
 

@@ -5,6 +5,7 @@
 // batch 8 costs it 1.3–2.2× batch 1 where libtorch pays 3×. Prefill and large
 // batches are compute-bound GEMMs, which libtorch does well.
 using Platform.Engine.Kernels;
+using Platform.Engine.Torch;
 using TorchSharp;
 using static TorchSharp.torch;
 

@@ -4,7 +4,7 @@
 // Tokens.Count under a token budget. Prefill, chunked prefill, decode and
 // recompute after preemption are all the same thing.
 using System.Threading.Channels;
-using Platform.Core.Tokenization;
+using Platform.Engine.KvCache;
 
 namespace Platform.Engine.Scheduling;
 
@@ -12,26 +12,32 @@ public enum RequestStatus { Waiting, Running, Finished }
 
 public enum FinishReason { Stop, Length, Abort, Error }
 
-public sealed class EngineRequest
+/// <summary>A request as the engine runs it; its KV state (KvSequence) is what the KV cache layer sees.</summary>
+public sealed class EngineRequest : KvSequence
 {
     public EngineRequest(string id, IReadOnlyList<int> prompt, SamplingParams sampling, ulong seed, int maxTotalTokens,
-        bool returnLogits, ChannelWriter<GenerationChunk> output, IncrementalDecoder? decoder, long arrivalOrder)
+        bool returnLogits, ChannelWriter<GenerationChunk> output, OutputProcessor processor, long arrivalOrder)
+        : base(NewTokens(prompt, sampling))
     {
         Id = id;
-        Tokens = new List<int>(prompt.Count + sampling.MaxTokens);
-        Tokens.AddRange(prompt);
         PromptLength = prompt.Count;
         Sampling = sampling;
         Seed = seed;
         MaxTotalTokens = maxTotalTokens;
         ReturnLogits = returnLogits;
         Output = output;
-        Decoder = decoder;
+        Processor = processor;
         ArrivalOrder = arrivalOrder;
     }
 
+    private static List<int> NewTokens(IReadOnlyList<int> prompt, SamplingParams sampling)
+    {
+        var tokens = new List<int>(prompt.Count + sampling.MaxTokens);
+        tokens.AddRange(prompt);
+        return tokens;
+    }
+
     public string Id { get; }
-    public List<int> Tokens { get; }
     public int PromptLength { get; }
     public int OutputLength => Tokens.Count - PromptLength;
     public SamplingParams Sampling { get; }
@@ -40,7 +46,8 @@ public sealed class EngineRequest
     public int MaxTotalTokens { get; }
     public bool ReturnLogits { get; }
     public ChannelWriter<GenerationChunk> Output { get; }
-    public IncrementalDecoder? Decoder { get; }
+    /// <summary>Detokenizer and stop checker of this request's output.</summary>
+    public OutputProcessor Processor { get; }
     public long ArrivalOrder { get; }
 
     /// <summary>The caller's trace context, so the engine's spans join the request's trace.</summary>
@@ -50,32 +57,18 @@ public sealed class EngineRequest
     public DateTimeOffset? FirstTokenAt { get; set; }
 
     public RequestStatus Status { get; set; } = RequestStatus.Waiting;
-    public int NumComputed { get; set; }
-    /// <summary>KV blocks, in sequence order.</summary>
-    public List<int> Blocks { get; } = [];
-    /// <summary>Chained hashes of the full blocks of Tokens (extended as tokens arrive).</summary>
-    public List<ulong> BlockHashes { get; } = [];
-    /// <summary>How many leading blocks are already registered in the prefix cache.</summary>
-    public int NumCachedBlocks { get; set; }
     /// <summary>Prompt tokens served from the prefix cache at first admission.</summary>
     public int CachedPromptTokens { get; set; } = -1;
     /// <summary>Prompt tokens of CachedPromptTokens that came from the host tier and from the remote store.</summary>
     public int CachedHostTokens { get; set; }
     public int CachedRemoteTokens { get; set; }
-    /// <summary>Blocks the last prefix lookup loaded from host / remote (set by the KV tier at admission).</summary>
-    public int LookupHostBlocks { get; set; }
-    public int LookupRemoteBlocks { get; set; }
-    /// <summary>Blocks fetched from the remote store before queueing, waiting to be loaded at admission.</summary>
-    public KvCache.RemotePrefetch? Prefetch { get; set; }
     public int Preemptions { get; set; }
-    /// <summary>Generated text withheld because it may be the start of a stop string.</summary>
-    public string PendingText { get; set; } = "";
     public int RemainingTokens => Tokens.Count - NumComputed;
 
     /// <summary>DistAttention: where the positions beyond this worker's share live (null for a local sequence).</summary>
     public DistAttention.DistSequence? Dist { get; set; }
     /// <summary>Positions whose KV lives in this worker's pool.</summary>
-    public int LocalTokenLimit => Dist?.LocalTokens ?? int.MaxValue;
+    public override int LocalTokenLimit => Dist?.LocalTokens ?? int.MaxValue;
     /// <summary>True when the next tokens to compute lie on creditors.</summary>
     public bool ComputesRemotely => Dist is not null && NumComputed >= Dist.LocalTokens;
 }

@@ -4,7 +4,7 @@ using Platform.Core;
 using Platform.Core.Safetensors;
 using TorchSharp;
 
-namespace Platform.Engine.Model;
+namespace Platform.Engine.Torch;
 
 public static class TorchDtypes
 {

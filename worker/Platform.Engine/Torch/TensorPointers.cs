@@ -7,7 +7,7 @@ using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Platform.Engine.Model;
+namespace Platform.Engine.Torch;
 
 internal static unsafe class TensorPointers
 {

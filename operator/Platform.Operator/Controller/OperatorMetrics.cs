@@ -3,7 +3,7 @@
 // (platform_operator_reconciles_total and so on).
 using System.Diagnostics.Metrics;
 
-namespace Platform.Operator.Hosting;
+namespace Platform.Operator.Controller;
 
 public sealed class OperatorMetrics : IDisposable
 {

@@ -10,7 +10,7 @@ using k8s.Autorest;
 using k8s.Models;
 using Microsoft.Extensions.Logging;
 
-namespace Platform.Operator.Leadership;
+namespace Platform.Operator.Runtime;
 
 public sealed record LeaseSettings(string Namespace, string Name, string Identity, TimeSpan LeaseDuration, TimeSpan RenewDeadline, TimeSpan RetryPeriod);
 

@@ -10,7 +10,7 @@ using k8s.Autorest;
 using k8s.Models;
 using Microsoft.Extensions.Logging;
 
-namespace Platform.Operator.Controller;
+namespace Platform.Operator.Runtime;
 
 /// <summary>Arguments of one list or watch call.</summary>
 public sealed record ListRequest(string? ResourceVersion, bool Watch, int? TimeoutSeconds);

@@ -1,12 +1,11 @@
-// Writes core/v1 Events about a LongContextModel (shown by `kubectl describe lcm`). Events are
-// advice, not state: a failure to write one is logged and never fails a reconcile.
+// Writes core/v1 Events about an object (shown by `kubectl describe`, e.g. of a LongContextModel).
+// Events are advice, not state: a failure to write one is logged and never fails a reconcile.
 using k8s;
 using k8s.Autorest;
 using k8s.Models;
 using Microsoft.Extensions.Logging;
-using Platform.Operator.Api;
 
-namespace Platform.Operator.Controller;
+namespace Platform.Operator.Runtime;
 
 public sealed partial class EventRecorder
 {
@@ -22,7 +21,7 @@ public sealed partial class EventRecorder
         _logger = logger;
     }
 
-    public async Task RecordAsync(LongContextModel model, bool warning, string reason, string message, CancellationToken cancellationToken)
+    public async Task RecordAsync(IKubernetesObject<V1ObjectMeta> model, bool warning, string reason, string message, CancellationToken cancellationToken)
     {
         var now = _time.GetUtcNow().UtcDateTime;
         var ev = new Corev1Event

@@ -2,7 +2,7 @@
 // it is added; a key being processed is never handed to a second worker (re-adds while it runs
 // are held and queued again on Done); failures back off exponentially per key (5 ms doubling up
 // to a cap, as controller-runtime does) and timed requeues use the injected TimeProvider.
-namespace Platform.Operator.Controller;
+namespace Platform.Operator.Runtime;
 
 public sealed class WorkQueue<TKey> : IDisposable where TKey : notnull
 {
