@@ -127,6 +127,8 @@ public sealed class HfTokenizer
 
         AddBosByDefault = BosTokenId is int bosId && _specialPrefix.Contains(bosId);
         ChatTemplate = config?.ChatTemplate;
+        ChatTemplateSource = config?.ChatTemplateSource;
+        OtherSpecialTokens = config?.OtherSpecialTokens ?? [];
         var specs = new Dictionary<string, AddedTokenSpec>(StringComparer.Ordinal);
         foreach (var t in added.Values)
         {
@@ -183,8 +185,14 @@ public sealed class HfTokenizer
     /// <summary>True when EncodeWithSpecialTokens starts with BOS, as Hugging Face's tokenizer(text) does for this model.</summary>
     public bool AddBosByDefault { get; }
 
-    /// <summary>The raw Jinja chat template from tokenizer_config.json (or chat_template.jinja), if any.</summary>
+    /// <summary>The raw Jinja chat template from tokenizer_config.json, chat_template.jinja or chat_template.json, if any.</summary>
     public string? ChatTemplate { get; }
+
+    /// <summary>The file ChatTemplate came from.</summary>
+    public string? ChatTemplateSource { get; }
+
+    /// <summary>tokenizer_config.json's unk_token and pad_token (name → token text), for chat templates.</summary>
+    public IReadOnlyDictionary<string, string> OtherSpecialTokens { get; }
 
     /// <summary>
     /// Loads tokenizer.json (or vocab.json + merges.txt) and tokenizer_config.json from a model directory.
@@ -219,14 +227,18 @@ public sealed class HfTokenizer
         var configPath = Path.Combine(modelDirectory, "tokenizer_config.json");
         var config = File.Exists(configPath) ? TokenizerFiles.ReadConfig(configPath) : null;
 
-        // Newer transformers versions save the template next to the config as chat_template.jinja.
-        var jinjaPath = Path.Combine(modelDirectory, "chat_template.jinja");
-        if (config?.ChatTemplate is null && File.Exists(jinjaPath))
+        // Newer transformers versions save the template next to the config as chat_template.jinja
+        // (older processors as chat_template.json: {"chat_template": "..."}).
+        foreach (var name in new[] { "chat_template.jinja", "chat_template.json" })
         {
-            var template = TokenizerFiles.ReadText(jinjaPath);
-            config = config is null
-                ? new TokenizerConfigSpec(null, null, null, null, template, [])
-                : config with { ChatTemplate = template };
+            var templatePath = Path.Combine(modelDirectory, name);
+            if (config?.ChatTemplate is null && File.Exists(templatePath))
+            {
+                var template = name.EndsWith(".json", StringComparison.Ordinal) ? ChatTemplates.ReadTemplateFile(templatePath) : TokenizerFiles.ReadText(templatePath);
+                config = config is null
+                    ? new TokenizerConfigSpec(null, null, null, null, template, []) { ChatTemplateSource = name }
+                    : config with { ChatTemplate = template, ChatTemplateSource = name };
+            }
         }
         return new HfTokenizer(spec, config);
     }

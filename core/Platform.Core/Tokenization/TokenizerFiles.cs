@@ -47,6 +47,12 @@ internal sealed record TokenizerConfigSpec(
     List<AddedTokenSpec> AddedTokens)
 {
     public bool? AddEosToken { get; init; }
+
+    /// <summary>unk_token and pad_token, for templates that print them.</summary>
+    public Dictionary<string, string> OtherSpecialTokens { get; init; } = [];
+
+    /// <summary>Where ChatTemplate came from (tokenizer_config.json, chat_template.jinja or chat_template.json).</summary>
+    public string? ChatTemplateSource { get; init; }
 }
 
 internal static class TokenizerFiles
@@ -234,7 +240,21 @@ internal static class TokenizerFiles
             }
         }
 
-        return new TokenizerConfigSpec(path, bos, eos, addBos, template, added) { AddEosToken = ReadOptionalBool(path, root, "add_eos_token") };
+        var others = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var name in new[] { "unk_token", "pad_token" })
+        {
+            if (ReadTokenName(path, root, name) is { } value)
+            {
+                others[name] = value;
+            }
+        }
+
+        return new TokenizerConfigSpec(path, bos, eos, addBos, template, added)
+        {
+            AddEosToken = ReadOptionalBool(path, root, "add_eos_token"),
+            OtherSpecialTokens = others,
+            ChatTemplateSource = template is null ? null : "tokenizer_config.json",
+        };
     }
 
     public static string ReadText(string path)
