@@ -23,6 +23,8 @@ public sealed class HfTokenizer
     private readonly PreTokenizer _preTokenizer;
     private readonly Normalizer _normalizer;
     private readonly int _decodeStripLeadingSpaces;
+    private readonly string? _decodeFirstTokenDrops;
+    private readonly IReadOnlyList<(string From, string To)> _decodeReplacements;
     private readonly int[] _specialPrefix;
     private readonly int[] _specialSuffix;
     private readonly Regex? _addedTokenRegex;
@@ -39,6 +41,8 @@ public sealed class HfTokenizer
         _preTokenizer = spec.PreTokenizer;
         _normalizer = spec.Normalizer;
         _decodeStripLeadingSpaces = spec.DecodeStripLeadingSpaces;
+        _decodeFirstTokenDrops = spec.DecodeFirstTokenDrops;
+        _decodeReplacements = spec.DecodeReplacements;
 
         // Added tokens: tokenizer.json's list wins; tokenizer_config.json's added_tokens_decoder fills in
         // (the only source of special tokens for vocab.json + merges.txt).
@@ -304,11 +308,25 @@ public sealed class HfTokenizer
     {
         ArgumentNullException.ThrowIfNull(ids);
         var bytes = new List<byte>();
+        var first = true;
         foreach (var id in ids)
         {
             if (TokenBytes(id, skipSpecialTokens) is { } b)
             {
+                if (first && _decodeFirstTokenDrops is { } drop && _idToToken[id] is { } token && !(b.Length == 1 && token.Length == 6))
+                {
+                    // Hugging Face's Metaspace decoder drops every '▁' of the first token, not only the prefix space.
+                    var firstText = token.Replace(drop, "", StringComparison.Ordinal);
+                    foreach (var (from, to) in _decodeReplacements)
+                    {
+                        firstText = firstText.Replace(from, to, StringComparison.Ordinal);
+                    }
+
+                    b = Encoding.UTF8.GetBytes(firstText);
+                }
+
                 bytes.AddRange(b);
+                first = false;
             }
         }
 
@@ -370,10 +388,10 @@ public sealed class HfTokenizer
             $"set {field} to a token of this tokenizer, or to null.");
     }
 
-    /// <summary>A character-level token's bytes: &lt;0xXX&gt; is one byte under byte_fallback, otherwise its text with '▁' as a space.</summary>
+    /// <summary>A character-level token's bytes: &lt;0xXX&gt; is one byte under a ByteFallback decoder, otherwise its text with '▁' as a space.</summary>
     private static byte[] CharacterTokenBytes(TokenizerSpec spec, string token)
     {
-        if (spec.ByteFallback && token.Length == 6 && token.StartsWith("<0x", StringComparison.Ordinal) && token[5] == '>'
+        if (spec.DecodeByteFallback && token.Length == 6 && token.StartsWith("<0x", StringComparison.Ordinal) && token[5] == '>'
             && byte.TryParse(token.AsSpan(3, 2), System.Globalization.NumberStyles.AllowHexSpecifier, System.Globalization.CultureInfo.InvariantCulture, out var b))
         {
             return [b];

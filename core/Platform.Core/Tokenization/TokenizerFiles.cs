@@ -31,6 +31,12 @@ internal sealed record TokenizerSpec(
     /// <summary>Decoder: literal replacements applied to token text (e.g. '▁' → ' '), in order.</summary>
     public IReadOnlyList<(string From, string To)> DecodeReplacements { get; init; } = [];
 
+    /// <summary>Metaspace decoder: the first decoded token loses every replacement character (Hugging Face's quirk), not just one space.</summary>
+    public string? DecodeFirstTokenDrops { get; init; }
+
+    /// <summary>Decoder: &lt;0xXX&gt; tokens decode to their byte (a ByteFallback decoder); otherwise they stay literal text.</summary>
+    public bool DecodeByteFallback { get; init; }
+
     /// <summary>Decoder: how many leading spaces a decoded text loses (Strip, or Metaspace's prefix space).</summary>
     public int DecodeStripLeadingSpaces { get; init; }
 
@@ -157,6 +163,8 @@ internal static class TokenizerFiles
             FuseUnknown = IsTrue(model, "fuse_unk"),
             DecodeReplacements = decoder.Replacements,
             DecodeStripLeadingSpaces = decoder.StripLeadingSpaces,
+            DecodeByteFallback = decoder.ByteFallback,
+            DecodeFirstTokenDrops = decoder.FirstTokenDrops,
             PostProcessor = ReadPostProcessor(path, root),
         };
     }
@@ -455,7 +463,7 @@ internal static class TokenizerFiles
         throw Error(path, field + ".pattern", "needs a pattern object {\"String\": ...} or {\"Regex\": ...}.", RedownloadFix);
     }
 
-    private sealed record DecoderInfo(bool Present, bool ByteLevel, List<(string, string)> Replacements, int StripLeadingSpaces);
+    private sealed record DecoderInfo(bool Present, bool ByteLevel, List<(string, string)> Replacements, int StripLeadingSpaces, bool ByteFallback = false, string? FirstTokenDrops = null);
 
     /// <summary>
     /// The decoders Hugging Face files use: ByteLevel; or Replace / ByteFallback / Fuse / Strip (Llama-2,
@@ -494,7 +502,10 @@ internal static class TokenizerFiles
             case "ByteLevel":
                 info = info with { ByteLevel = true };
                 return;
-            case "ByteFallback" or "Fuse":
+            case "ByteFallback":
+                info = info with { ByteFallback = true };
+                return;
+            case "Fuse":
                 return;
             case "Replace":
             {
@@ -525,7 +536,7 @@ internal static class TokenizerFiles
                 var replacement = OptionalString(path, d, "replacement", field + ".replacement") ?? "\u2581";
                 info.Replacements.Add((replacement, " "));
                 var scheme = MetaspaceScheme(path, d, field);
-                info = info with { StripLeadingSpaces = scheme == "never" ? 0 : 1 };
+                info = info with { FirstTokenDrops = scheme == "never" ? null : replacement };
                 return;
             }
 

@@ -124,5 +124,34 @@ public sealed class RealTokenizerTests
         Assert.False(qwen.AddBosByDefault);
     }
 
+    [Theory]
+    [InlineData("first", false)]
+    [InlineData("always", false)]
+    [InlineData("first", true)]
+    public void Metaspace_pre_tokenizer_variant_matches_hugging_face(string prependScheme, bool split)
+    {
+        // Newer Mistral and TinyLlama files spell Llama-2's scheme with a Metaspace pre-tokenizer and decoder
+        // instead of Prepend/Replace normalizers: the same vocabulary rewritten that way must still give HF's ids.
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(Dir("llama2"), "tokenizer.json")))!.AsObject();
+        json["normalizer"] = null;
+        json["pre_tokenizer"] = new System.Text.Json.Nodes.JsonObject
+        {
+            ["type"] = "Metaspace", ["replacement"] = "▁", ["prepend_scheme"] = prependScheme, ["split"] = split,
+        };
+        json["decoder"] = new System.Text.Json.Nodes.JsonObject { ["type"] = "Metaspace", ["replacement"] = "▁", ["prepend_scheme"] = prependScheme, ["split"] = split };
+        using var dir = new TempDirectory();
+        File.WriteAllText(dir.File("tokenizer.json"), json.ToJsonString());
+        File.Copy(Path.Combine(Dir("llama2"), "tokenizer_config.json"), dir.File("tokenizer_config.json"));
+        var ours = HfTokenizer.Load(dir.Path);
+        using var reference = new Tokenizers.DotNet.Tokenizer(dir.File("tokenizer.json"));
+        foreach (var text in Texts)
+        {
+            var expected = reference.Encode(text).Select(id => (int)id).ToList();
+            Assert.True(expected.SequenceEqual(ours.EncodeWithSpecialTokens(text)),
+                $"{prependScheme}/{split} {Show(text)}: expected [{string.Join(',', expected)}], got [{string.Join(',', ours.EncodeWithSpecialTokens(text))}]");
+            Assert.Equal(reference.Decode(reference.Encode(text)), ours.Decode(expected, skipSpecialTokens: true));
+        }
+    }
+
     private static string Show(string text) => System.Text.Json.JsonSerializer.Serialize(text);
 }
