@@ -17,12 +17,20 @@ internal sealed class BpeModel
     // Up to this many bytes a plain rescan (O(n^2), no allocations) beats the priority queue.
     private const int SmallWordLength = 24;
 
+    /// <summary>SentencePiece's space, '▁'.</summary>
+    private const char Space = '\u2581';
+
     private readonly Dictionary<string, int> _vocab;
     private readonly Dictionary<long, (int Rank, int NewId)> _merges;
     private readonly int[] _byteIds;
     private readonly bool _ignoreMerges;
     private readonly bool _byteLevel;
     private readonly bool _fuseUnknown;
+
+    // Character-level: characters c for which some token contains "c▁". Before any other '▁' that
+    // follows a non-'▁' character no token can span, so a long piece is cut there and its words are
+    // merged (and cached) independently with the same result: BPE merges never cross such a cut.
+    private readonly HashSet<char>? _joinsBeforeSpace;
     private readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
     private int _cacheCount;
 
@@ -38,6 +46,20 @@ internal sealed class BpeModel
         _vocab = vocab;
         _byteLevel = byteLevel;
         _fuseUnknown = fuseUnknown;
+        if (!byteLevel)
+        {
+            _joinsBeforeSpace = [];
+            foreach (var token in vocab.Keys)
+            {
+                for (var j = 1; j < token.Length; j++)
+                {
+                    if (token[j] == Space && token[j - 1] != Space)
+                    {
+                        _joinsBeforeSpace.Add(token[j - 1]);
+                    }
+                }
+            }
+        }
         _ignoreMerges = ignoreMerges;
         _byteIds = byteIds;
         UnknownId = unknownId;
@@ -54,6 +76,27 @@ internal sealed class BpeModel
 
     /// <summary>Appends the ids of one pre-tokenized piece.</summary>
     public void EncodePiece(string piece, List<int> output)
+    {
+        if (_joinsBeforeSpace is not null && piece.Length > SmallWordLength)
+        {
+            var start = 0;
+            for (var i = 1; i < piece.Length; i++)
+            {
+                if (piece[i] == Space && piece[i - 1] != Space && !_joinsBeforeSpace.Contains(piece[i - 1]))
+                {
+                    EncodeWord(piece[start..i], output);
+                    start = i;
+                }
+            }
+
+            EncodeWord(start == 0 ? piece : piece[start..], output);
+            return;
+        }
+
+        EncodeWord(piece, output);
+    }
+
+    private void EncodeWord(string piece, List<int> output)
     {
         if (piece.Length <= MaxCachedPieceLength && _cache.TryGetValue(piece, out var cached))
         {

@@ -28,6 +28,10 @@ public sealed class HfTokenizer
     private readonly int[] _specialPrefix;
     private readonly int[] _specialSuffix;
     private readonly Regex? _addedTokenRegex;
+
+    // Without lstrip/rstrip tokens, added tokens are found by a scan over candidates keyed by their first
+    // character (longest first): the regex alternation of Gemma's 6,415 added tokens costs ~4 µs per character.
+    private readonly Dictionary<char, string[]>? _addedByFirstChar;
     private readonly Dictionary<string, int> _addedByContent;
     private readonly Dictionary<string, int> _tokenToId;
     private readonly string?[] _idToToken;
@@ -139,7 +143,16 @@ public sealed class HfTokenizer
             specs.TryAdd(t.Content, t);
         }
 
-        _addedTokenRegex = BuildAddedTokenRegex(_addedByContent.Select(kv => specs.GetValueOrDefault(kv.Key) ?? new AddedTokenSpec(kv.Value, kv.Key, Special: true)));
+        var addedSpecs = _addedByContent.Select(kv => specs.GetValueOrDefault(kv.Key) ?? new AddedTokenSpec(kv.Value, kv.Key, Special: true)).ToList();
+        if (addedSpecs.Any(t => t.LStrip || t.RStrip))
+        {
+            _addedTokenRegex = BuildAddedTokenRegex(addedSpecs);
+        }
+        else if (addedSpecs.Count > 0)
+        {
+            _addedByFirstChar = addedSpecs.GroupBy(t => t.Content[0])
+                .ToDictionary(g => g.Key, g => g.Select(t => t.Content).OrderByDescending(c => c.Length).ThenBy(c => c, StringComparer.Ordinal).ToArray());
+        }
 
         var byteIds = new int[256];
         for (var b = 0; b < 256; b++)
@@ -258,22 +271,16 @@ public sealed class HfTokenizer
                 "This tokenizer has no BOS token (tokenizer_config.json has no bos_token); encode with addBos: false."));
         }
 
-        if (_addedTokenRegex is null)
-        {
-            EncodeOrdinary(text, atStart: true, ids);
-            return ids;
-        }
-
         var last = 0;
-        for (var m = _addedTokenRegex.Match(text); m.Success; m = m.NextMatch())
+        foreach (var (index, length, content) in FindAddedTokens(text))
         {
-            if (m.Index > last)
+            if (index > last)
             {
-                EncodeOrdinary(text[last..m.Index], atStart: last == 0, ids);
+                EncodeOrdinary(text[last..index], atStart: last == 0, ids);
             }
 
-            ids.Add(_addedByContent[m.Groups[AddedGroup].Value]);
-            last = m.Index + m.Length;
+            ids.Add(_addedByContent[content]);
+            last = index + length;
         }
 
         if (last < text.Length)
@@ -282,6 +289,43 @@ public sealed class HfTokenizer
         }
 
         return ids;
+    }
+
+    /// <summary>Added tokens in the text, leftmost first and longest at a position; (start, length with stripped whitespace, token).</summary>
+    private IEnumerable<(int Index, int Length, string Content)> FindAddedTokens(string text)
+    {
+        if (_addedTokenRegex is not null)
+        {
+            for (var m = _addedTokenRegex.Match(text); m.Success; m = m.NextMatch())
+            {
+                yield return (m.Index, m.Length, m.Groups[AddedGroup].Value);
+            }
+
+            yield break;
+        }
+
+        if (_addedByFirstChar is null)
+        {
+            yield break;
+        }
+
+        for (var i = 0; i < text.Length; i++)
+        {
+            if (!_addedByFirstChar.TryGetValue(text[i], out var candidates))
+            {
+                continue;
+            }
+
+            foreach (var c in candidates)
+            {
+                if (string.CompareOrdinal(text, i, c, 0, c.Length) == 0 && i + c.Length <= text.Length)
+                {
+                    yield return (i, c.Length, c);
+                    i += c.Length - 1;
+                    break;
+                }
+            }
+        }
     }
 
     /// <summary>

@@ -21,6 +21,9 @@ public sealed class RealTokenizerTests
         "    indented code", "a  b   c    d", "ALL CAPS SHOUTING", "mIxEd CaSe", "", " ", "\n",
         "special <s> and </s> in text", "<|begin_of_text|>hi<|eot_id|>", "<|im_start|>user\nhi<|im_end|>", "<bos><start_of_turn>user\nhi<end_of_turn>",
         "hello\u00a0nbsp\u2003em space", "\ufeffBOM at start", "ﬁ ligature ① circled Ⅻ roman", "a" + new string('b', 300),
+        // Gemma has the token ">▁</": a long piece must not be cut inside it.
+        "<b> </b> and <i> </i>, then <p>  </p>",
+        string.Join(' ', Enumerable.Range(0, 60).Select(i => $"word{i * 7 % 13} {(i % 5 == 0 ? "日本語 🙂 " : "")}({i}) café,")) + "\n\n    def f(x):\n        return x ** 2  # done",
     ];
 
     public static TheoryData<string> Families => new() { "llama2", "llama3_1", "deepseek_v3", "qwen3", "gemma3" };
