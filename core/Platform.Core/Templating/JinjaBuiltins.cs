@@ -402,7 +402,12 @@ internal static class JinjaBuiltins
             case "trim":
                 return Arg(0, "chars") is string chars ? Values.Str(value).Trim(chars.ToCharArray()) : Values.Str(value).Trim();
             case "tojson":
-                return Values.ToJson(value, Arg(0, "indent") is long indent ? (int)indent : null);
+            {
+                var separators = kwargs.GetValueOrDefault("separators") as List<object?>;
+                return Values.ToJson(value, Arg(0, "indent") is long indent ? (int)indent : null,
+                    separators is { Count: 2 } ? Values.Str(separators[0]) : null, separators is { Count: 2 } ? Values.Str(separators[1]) : null,
+                    Values.Truthy(kwargs.GetValueOrDefault("sort_keys", false)));
+            }
             case "length" or "count":
                 return value switch
                 {

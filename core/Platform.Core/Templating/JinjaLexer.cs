@@ -41,6 +41,12 @@ internal static class JinjaLexer
 
     public static List<Segment> Lex(string source)
     {
+        // keep_trailing_newline=False: Jinja drops one newline at the very end of the template.
+        if (source.EndsWith('\n'))
+        {
+            source = source[..^(source.EndsWith("\r\n", StringComparison.Ordinal) ? 2 : 1)];
+        }
+
         var segments = new List<Segment>();
         var text = new StringBuilder();
         var pos = 0;

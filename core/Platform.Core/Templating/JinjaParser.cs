@@ -2,7 +2,8 @@
 // "a if c else b", or, and, not, comparisons and "in", + -, ~, * / // %, **, unary - +, then
 // postfix .attr [index] [a:b:c] (call) and the filter/test chain "| f(...)" and "is [not] t(...)".
 // Statements: if/elif/else, for (tuple targets, "if" filter, else), set (plain, namespace attribute,
-// block), macro, break/continue, and Hugging Face's {% generation %} marker (rendered transparently).
+// block), macro, call blocks, break/continue, and Hugging Face's {% generation %} marker (rendered
+// transparently). Calls accept *list unpacking.
 namespace Platform.Core.Templating;
 
 /// <summary>The template text is not valid Jinja (at a character offset).</summary>
@@ -30,6 +31,9 @@ internal sealed record ForNode(List<string> Targets, Expr Iterable, Expr? Filter
 internal sealed record SetNode(List<string> Targets, string? Attribute, Expr? Value, List<Node>? Block) : Node;
 
 internal sealed record MacroNode(string Name, List<(string Name, Expr? Default)> Parameters, List<Node> Body) : Node;
+
+/// <summary>{% call m(args) %}body{% endcall %}: m runs with caller() rendering the body.</summary>
+internal sealed record CallBlockNode(Call Call, List<Node> Body) : Node;
 
 internal sealed record BreakNode : Node;
 
@@ -270,6 +274,16 @@ internal sealed class JinjaParser
                 Next();
                 ExpectEnd();
                 return new MacroNode(name, parameters, body);
+            }
+
+            case "call":
+            {
+                var call = ParsePostfix(ParsePrimary()) as Call ?? throw new TemplateSyntaxException("{% call %} needs a macro call", seg.Position);
+                ExpectEnd();
+                var body = ParseBody(["endcall"], out _);
+                Next();
+                ExpectEnd();
+                return new CallBlockNode(call, body);
             }
 
             case "break":
@@ -658,6 +672,12 @@ internal sealed class JinjaParser
                 var name = Next().Text;
                 Next();
                 kwargs.Add((name, ParseExpression()));
+            }
+            else if (Peek.IsOp("*"))
+            {
+                // f(*list): the list's items become positional arguments.
+                var star = Next();
+                args.Add(new Unary("*", ParseExpression(), star.Position));
             }
             else
             {

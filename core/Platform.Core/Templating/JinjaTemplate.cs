@@ -117,6 +117,19 @@ public sealed class JinjaTemplate
                 case MacroNode m:
                     scope.Variables[m.Name] = MakeMacro(m, scope);
                     return Flow.Normal;
+                case CallBlockNode cb:
+                {
+                    var caller = new Callable("caller", (_, _) =>
+                    {
+                        var sb = new StringBuilder();
+                        Run(cb.Body, scope.Child(), sb);
+                        return sb.ToString();
+                    });
+                    var (target, args, kwargs) = PrepareCall(cb.Call, scope);
+                    kwargs["caller"] = caller;
+                    output.Append(Values.Str(Invoke(cb.Call, target, args, kwargs)));
+                    return Flow.Normal;
+                }
                 case BreakNode:
                     return Flow.Break;
                 case ContinueNode:
@@ -242,6 +255,10 @@ public sealed class JinjaTemplate
             }
 
             scope.Variables["varargs"] = args.Skip(m.Parameters.Count).ToList();
+            if (kwargs.TryGetValue("caller", out var caller) && !m.Parameters.Any(p => p.Name == "caller"))
+            {
+                scope.Variables["caller"] = caller;
+            }
             var output = new StringBuilder();
             Enter();
             try
@@ -296,15 +313,8 @@ public sealed class JinjaTemplate
                     return JinjaBuiltins.Slice(Eval(s.Target, scope), Opt(s.Start, scope), Opt(s.Stop, scope), Opt(s.Step, scope));
                 case Call c:
                 {
-                    var target = Eval(c.Target, scope);
-                    var args = c.Args.Select(a => Eval(a, scope)).ToList();
-                    var kwargs = c.Kwargs.ToDictionary(k => k.Name, k => Eval(k.Value, scope), StringComparer.Ordinal);
-                    return target switch
-                    {
-                        Callable f => f.Invoke(args, kwargs),
-                        Undefined => throw new TemplateRenderException($"'{Describe(c.Target)}' is undefined and cannot be called"),
-                        _ => throw new TemplateRenderException($"'{Describe(c.Target)}' is a {Values.TypeName(target)}, not a function"),
-                    };
+                    var (target, args, kwargs) = PrepareCall(c, scope);
+                    return Invoke(c, target, args, kwargs);
                 }
 
                 case Filter f:
@@ -339,6 +349,32 @@ public sealed class JinjaTemplate
                     throw new TemplateRenderException($"unknown expression {expr.GetType().Name}");
             }
         }
+
+        private (object? Target, List<object?> Args, Dictionary<string, object?> Kwargs) PrepareCall(Call c, Scope scope)
+        {
+            var target = Eval(c.Target, scope);
+            var args = new List<object?>();
+            foreach (var a in c.Args)
+            {
+                if (a is Unary { Op: "*" } splat)
+                {
+                    args.AddRange(Values.Iterate(Eval(splat.Operand, scope)));
+                }
+                else
+                {
+                    args.Add(Eval(a, scope));
+                }
+            }
+
+            return (target, args, c.Kwargs.ToDictionary(k => k.Name, k => Eval(k.Value, scope), StringComparer.Ordinal));
+        }
+
+        private static object? Invoke(Call c, object? target, List<object?> args, Dictionary<string, object?> kwargs) => target switch
+        {
+            Callable f => f.Invoke(args, kwargs),
+            Undefined => throw new TemplateRenderException($"'{Describe(c.Target)}' is undefined and cannot be called"),
+            _ => throw new TemplateRenderException($"'{Describe(c.Target)}' is a {Values.TypeName(target)}, not a function"),
+        };
 
         private object? Opt(Expr? e, Scope scope) => e is null ? null : Eval(e, scope);
 

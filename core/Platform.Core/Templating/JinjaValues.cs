@@ -147,16 +147,21 @@ internal static class Values
         return r.Contains('.') || r.Contains('E') ? r.Replace("E+", "e+", StringComparison.Ordinal).Replace("E-", "e-", StringComparison.Ordinal) : r + ".0";
     }
 
-    /// <summary>json.dumps(v, ensure_ascii=False, indent=indent) as transformers' tojson filter calls it.</summary>
-    public static string ToJson(object? v, int? indent)
+    /// <summary>json.dumps(v, ensure_ascii=False, indent=..., separators=..., sort_keys=...) as transformers' tojson filter calls it.</summary>
+    public static string ToJson(object? v, int? indent, string? itemSeparator = null, string? keySeparator = null, bool sortKeys = false)
     {
         var sb = new StringBuilder();
-        WriteJson(sb, v, indent, 0);
+        // Python's defaults: ", " and ": ", or "," and ": " when indenting.
+        var json = new JsonStyle(indent, itemSeparator ?? (indent is null ? ", " : ","), keySeparator ?? ": ", sortKeys);
+        WriteJson(sb, v, json, 0);
         return sb.ToString();
     }
 
-    private static void WriteJson(StringBuilder sb, object? v, int? indent, int depth)
+    private sealed record JsonStyle(int? Indent, string ItemSeparator, string KeySeparator, bool SortKeys);
+
+    private static void WriteJson(StringBuilder sb, object? v, JsonStyle style, int depth)
     {
+        var indent = style.Indent;
         switch (v)
         {
             case null or Undefined:
@@ -175,30 +180,31 @@ internal static class Values
                 WriteJsonString(sb, s);
                 return;
             case List<object?> list:
-                WriteContainer(sb, '[', ']', list.Count, indent, depth, i => WriteJson(sb, list[i], indent, depth + 1));
+                WriteContainer(sb, '[', ']', list.Count, style, depth, i => WriteJson(sb, list[i], style, depth + 1));
                 return;
             case Dictionary<string, object?> dict:
             {
-                var entries = dict.ToList();
-                WriteContainer(sb, '{', '}', entries.Count, indent, depth, i =>
+                var entries = style.SortKeys ? dict.OrderBy(kv => kv.Key, StringComparer.Ordinal).ToList() : dict.ToList();
+                WriteContainer(sb, '{', '}', entries.Count, style, depth, i =>
                 {
                     WriteJsonString(sb, entries[i].Key);
-                    sb.Append(": ");
-                    WriteJson(sb, entries[i].Value, indent, depth + 1);
+                    sb.Append(style.KeySeparator);
+                    WriteJson(sb, entries[i].Value, style, depth + 1);
                 });
                 return;
             }
 
             case Namespace ns:
-                WriteJson(sb, ns.Attributes, indent, depth);
+                WriteJson(sb, ns.Attributes, style, depth);
                 return;
             default:
                 throw new TemplateRenderException($"tojson cannot serialize a {TypeName(v)}");
         }
     }
 
-    private static void WriteContainer(StringBuilder sb, char open, char close, int count, int? indent, int depth, Action<int> item)
+    private static void WriteContainer(StringBuilder sb, char open, char close, int count, JsonStyle style, int depth, Action<int> item)
     {
+        var indent = style.Indent;
         sb.Append(open);
         if (count == 0)
         {
@@ -210,11 +216,16 @@ internal static class Values
         {
             if (indent is int n)
             {
-                sb.Append(i == 0 ? "\n" : ",\n").Append(' ', n * (depth + 1));
+                if (i > 0)
+                {
+                    sb.Append(style.ItemSeparator);
+                }
+
+                sb.Append('\n').Append(' ', n * (depth + 1));
             }
             else if (i > 0)
             {
-                sb.Append(", ");
+                sb.Append(style.ItemSeparator);
             }
 
             item(i);

@@ -42,13 +42,22 @@ public sealed class JinjaTests
     }
 
     [Fact]
+    public void Call_blocks_and_argument_unpacking()
+    {
+        Assert.Equal("<b>[x]</b>", Render("{% macro wrap(tag) %}<{{ tag }}>{{ caller() }}</{{ tag }}>{% endmacro %}{% call wrap('b') %}[x]{% endcall %}"));
+        Assert.Equal("1-2", Render("{% macro pair(a, b) %}{{ a }}-{{ b }}{% endmacro %}{{ pair(*[1, 2]) }}"));
+    }
+
+    [Fact]
     public void Whitespace_control_trim_and_lstrip_blocks()
     {
         // trim_blocks drops the newline after a block tag; lstrip_blocks the indentation before it.
         Assert.Equal("a\nb\n", Render("{% if true %}\n    {% if true %}\na\n    {% endif %}\nb\n{% endif %}\n"));
         Assert.Equal("ab", Render("a  {{- ' ' -}}  \n b".Replace("' '", "''", StringComparison.Ordinal)));
-        Assert.Equal("x\n", Render("{# comment #}\nx\n"));
+        Assert.Equal("x", Render("{# comment #}\nx\n"));
         Assert.Equal("x", Render("{%- if true -%}\n   x   \n{%- endif -%}"));
+        // keep_trailing_newline=False: one final newline of the template is dropped.
+        Assert.Equal("a\n", Render("a\n\n"));
     }
 
     [Fact]
@@ -76,7 +85,8 @@ public sealed class JinjaTests
             ("messages", messages)));
         Assert.Equal("fallback|x|3|[1, 2]|a", Render("{{ missing | default('fallback') }}|{{ 'x' | default('y') }}|{{ [1, 2, 3] | last }}|{{ [2, 1] | sort }}|{{ ['a', 'a'] | unique | join }}"));
         Assert.Equal("{\"a\": [1, \"é\"], \"b\": null}", Render("{{ d | tojson }}", ("d", Dict(("a", List(1L, "é")), ("b", null)))));
-        Assert.Equal("{\n  \"a\": 1\n}", Render("{{ {'a': 1} | tojson(indent=2) }}"));
+        Assert.Equal("{\n  \"a\": 1,\n  \"b\": [\n    2\n  ]\n}", Render("{{ {'a': 1, 'b': [2]} | tojson(indent=2) }}"));
+        Assert.Equal("{\"a\":1,\"b\":2}", Render("{{ {'b': 2, 'a': 1} | tojson(separators=(',', ':'), sort_keys=true) }}"));
         Assert.Equal("a=1;", Render("{% for k, v in d | items %}{{ k }}={{ v }};{% endfor %}", ("d", Dict(("a", 1L)))));
         Assert.Equal("HI hi 2", Render("{{ 'hi' | upper }} {{ 'HI' | lower }} {{ ['x', 'y'] | count }}"));
     }
