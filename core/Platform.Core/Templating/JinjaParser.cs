@@ -7,7 +7,7 @@
 namespace Platform.Core.Templating;
 
 /// <summary>The template text is not valid Jinja (at a character offset).</summary>
-public class TemplateSyntaxException : Exception
+public sealed class TemplateSyntaxException : Exception
 {
     public TemplateSyntaxException(string message, int position)
         : base($"{message} (at character {position} of the template)")
