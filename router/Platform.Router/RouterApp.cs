@@ -34,6 +34,7 @@ public static class RouterApp
         ["--policy"] = "Router:Placement:Policy",
         ["--api-key"] = "Router:ApiKeys",
         ["--served-model-name"] = "Router:ServedModelName",
+        ["--chat-template"] = "Router:ChatTemplate",
         ["--discovery"] = "Router:Discovery",
         ["--worker-service"] = "Router:Kubernetes:WorkerService",
         ["--namespace"] = "Router:Kubernetes:Namespace",
@@ -62,7 +63,7 @@ public static class RouterApp
         var services = builder.Services;
         services.AddSingleton(options);
         services.AddSingleton(TimeProvider.System);
-        services.AddSingleton(sp => ServedModel.Load(options.Model!, sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton(sp => ServedModel.Load(options.Model!, sp.GetRequiredService<TimeProvider>(), options.ChatTemplate));
         services.AddSingleton<PrefixIndex>();
         services.AddSingleton(sp => new WorkerDirectory(options, sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton(sp => sp.GetRequiredService<WorkerDirectory>().Pool);

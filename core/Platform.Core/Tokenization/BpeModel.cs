@@ -1,5 +1,7 @@
-// Rank-based byte-level BPE, the Hugging Face "BPE" model without dropout: a piece becomes UTF-8
-// bytes, each byte a symbol, then the adjacent pair with the lowest merge rank is merged (leftmost
+// Rank-based BPE, the Hugging Face "BPE" model without dropout. Byte-level (Llama-3, Qwen2): a piece
+// becomes UTF-8 bytes, each byte a symbol. Character-level (SentencePiece-style, Llama-2, Gemma): each
+// character is a symbol when the vocabulary has it, else (byte_fallback) one <0xXX> symbol per UTF-8
+// byte, else unk_token. Then the adjacent pair with the lowest merge rank is merged (leftmost
 // first on ties) until no pair has a merge. A priority queue over a linked list keeps long pieces
 // O(n log n); a bounded cache keeps repeated words to one dictionary lookup.
 using System.Collections.Concurrent;
@@ -15,20 +17,49 @@ internal sealed class BpeModel
     // Up to this many bytes a plain rescan (O(n^2), no allocations) beats the priority queue.
     private const int SmallWordLength = 24;
 
+    /// <summary>SentencePiece's space, '▁'.</summary>
+    private const char Space = '\u2581';
+
     private readonly Dictionary<string, int> _vocab;
     private readonly Dictionary<long, (int Rank, int NewId)> _merges;
     private readonly int[] _byteIds;
     private readonly bool _ignoreMerges;
+    private readonly bool _byteLevel;
+    private readonly bool _fuseUnknown;
+
+    // Character-level: characters c for which some token contains "c▁". Before any other '▁' that
+    // follows a non-'▁' character no token can span, so a long piece is cut there and its words are
+    // merged (and cached) independently with the same result: BPE merges never cross such a cut.
+    private readonly HashSet<char>? _joinsBeforeSpace;
     private readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
     private int _cacheCount;
 
     /// <param name="vocab">Byte-level token string to id.</param>
     /// <param name="merges">Pair (left id, right id) in rank order; each pair's concatenation must be in the vocab.</param>
-    /// <param name="byteIds">Id of the single-byte token for each byte value, or -1 when absent.</param>
-    /// <param name="unknownId">Id used for a byte that has no token (Hugging Face unk_token), if any.</param>
-    public BpeModel(Dictionary<string, int> vocab, IReadOnlyList<(int Left, int Right, int Merged)> merges, int[] byteIds, int? unknownId, bool ignoreMerges)
+    /// <param name="byteIds">Id of the single-byte token for each byte value (byte-level form, or &lt;0xXX&gt; for byte_fallback), or -1 when absent.</param>
+    /// <param name="unknownId">Id used for a byte (or character) that has no token (Hugging Face unk_token), if any.</param>
+    /// <param name="byteLevel">True for byte-level BPE; false for character-level (SentencePiece-style) BPE.</param>
+    /// <param name="fuseUnknown">Consecutive unknown symbols become one (Hugging Face fuse_unk).</param>
+    public BpeModel(Dictionary<string, int> vocab, IReadOnlyList<(int Left, int Right, int Merged)> merges, int[] byteIds, int? unknownId, bool ignoreMerges,
+        bool byteLevel = true, bool fuseUnknown = false)
     {
         _vocab = vocab;
+        _byteLevel = byteLevel;
+        _fuseUnknown = fuseUnknown;
+        if (!byteLevel)
+        {
+            _joinsBeforeSpace = [];
+            foreach (var token in vocab.Keys)
+            {
+                for (var j = 1; j < token.Length; j++)
+                {
+                    if (token[j] == Space && token[j - 1] != Space)
+                    {
+                        _joinsBeforeSpace.Add(token[j - 1]);
+                    }
+                }
+            }
+        }
         _ignoreMerges = ignoreMerges;
         _byteIds = byteIds;
         UnknownId = unknownId;
@@ -45,6 +76,27 @@ internal sealed class BpeModel
 
     /// <summary>Appends the ids of one pre-tokenized piece.</summary>
     public void EncodePiece(string piece, List<int> output)
+    {
+        if (_joinsBeforeSpace is not null && piece.Length > SmallWordLength)
+        {
+            var start = 0;
+            for (var i = 1; i < piece.Length; i++)
+            {
+                if (piece[i] == Space && piece[i - 1] != Space && !_joinsBeforeSpace.Contains(piece[i - 1]))
+                {
+                    EncodeWord(piece[start..i], output);
+                    start = i;
+                }
+            }
+
+            EncodeWord(start == 0 ? piece : piece[start..], output);
+            return;
+        }
+
+        EncodeWord(piece, output);
+    }
+
+    private void EncodeWord(string piece, List<int> output)
     {
         if (piece.Length <= MaxCachedPieceLength && _cache.TryGetValue(piece, out var cached))
         {
@@ -73,6 +125,11 @@ internal sealed class BpeModel
 
     private int[] EncodeUncached(string piece)
     {
+        if (!_byteLevel)
+        {
+            return EncodeCharacters(piece);
+        }
+
         var bytes = Encoding.UTF8.GetBytes(piece);
         if (_ignoreMerges && _vocab.TryGetValue(ByteLevel.Encode(bytes), out var whole))
         {
@@ -93,6 +150,50 @@ internal sealed class BpeModel
             }
 
             // Like Hugging Face without unk_token: a byte with no token is dropped. Load refuses such vocabularies.
+        }
+
+        return Merge(symbols);
+    }
+
+    private int[] EncodeCharacters(string piece)
+    {
+        if (_ignoreMerges && _vocab.TryGetValue(piece, out var whole))
+        {
+            return [whole];
+        }
+
+        var symbols = new List<int>(piece.Length);
+        Span<byte> utf8 = stackalloc byte[4];
+        for (var i = 0; i < piece.Length; i++)
+        {
+            var width = char.IsHighSurrogate(piece[i]) && i + 1 < piece.Length && char.IsLowSurrogate(piece[i + 1]) ? 2 : 1;
+            if (_vocab.TryGetValue(piece.Substring(i, width), out var id))
+            {
+                symbols.Add(id);
+            }
+            else
+            {
+                var n = Encoding.UTF8.GetBytes(piece.AsSpan(i, width), utf8);
+                var fellBack = true;
+                for (var b = 0; b < n; b++)
+                {
+                    fellBack &= _byteIds[utf8[b]] >= 0;
+                }
+
+                if (fellBack)
+                {
+                    for (var b = 0; b < n; b++)
+                    {
+                        symbols.Add(_byteIds[utf8[b]]);
+                    }
+                }
+                else if (UnknownId is int unk && !(_fuseUnknown && symbols.Count > 0 && symbols[^1] == unk))
+                {
+                    symbols.Add(unk);
+                }
+            }
+
+            i += width - 1;
         }
 
         return Merge(symbols);

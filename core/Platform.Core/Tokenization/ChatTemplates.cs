@@ -1,11 +1,11 @@
-// Chat prompt rendering for the two families we serve first: Llama-3 headers (3.0 and the 3.1+
-// knowledge-date variant) and ChatML (Qwen2/2.5, with their default system prompt). These are
-// hand-written equivalents of the families' Jinja templates for plain conversations (no tools);
-// Resolve picks one by looking at the model's raw chat_template, then at config.json's model_type.
-// A Jinja interpreter for arbitrary templates is a later step; until then unknown templates fail
-// loudly here.
-using System.Text;
-using System.Text.RegularExpressions;
+// Chat prompts from the model's own Jinja chat_template, rendered by our interpreter
+// (Platform.Core.Templating) with the variables Hugging Face transformers passes: messages,
+// add_generation_prompt, the tokenizer's special tokens (bos_token, eos_token, ...), and tools and
+// documents (None when the request has none). Where the template comes from, first found wins:
+// an explicit file (--chat-template, vLLM's flag), tokenizer_config.json's chat_template,
+// chat_template.jinja, chat_template.json. A model with none serves completions only.
+using System.Text.Json;
+using Platform.Core.Templating;
 
 namespace Platform.Core.Tokenization;
 
@@ -13,12 +13,14 @@ public sealed record ChatMessage(string Role, string Content);
 
 public interface IChatTemplate
 {
+    /// <summary>Where the template came from, e.g. "tokenizer_config.json" or a file path.</summary>
     string Name { get; }
 
+    /// <exception cref="ChatTemplateRenderException">The template rejected the conversation (raise_exception) or failed on it.</exception>
     string Render(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt);
 }
 
-/// <summary>No supported chat template family fits the model.</summary>
+/// <summary>The chat template cannot be loaded (an explicit template file is missing, unreadable or not valid Jinja).</summary>
 public sealed class ChatTemplateException : ModelLoadException
 {
     public ChatTemplateException(string message)
@@ -27,194 +29,190 @@ public sealed class ChatTemplateException : ModelLoadException
     }
 }
 
-/// <summary>
-/// Llama-3 Instruct: BOS, then per message "&lt;|start_header_id|&gt;role&lt;|end_header_id|&gt;\n\n" + trimmed
-/// content + "&lt;|eot_id|&gt;" (the official template applies Jinja's trim to the content).
-/// With a date (Llama-3.1 and later) the conversation always opens with a system turn that starts
-/// "Cutting Knowledge Date: December 2023\nToday Date: {date}\n\n" followed by the (trimmed) system
-/// message, as the 3.1+ templates do when no tools are given.
-/// </summary>
-public sealed class Llama3ChatTemplate : IChatTemplate
+/// <summary>Rendering failed for this conversation: a client error (400), not a server fault.</summary>
+public sealed class ChatTemplateRenderException : Exception
 {
-    private readonly string _bosToken;
-    private readonly Func<string>? _todayDate;
-
-    /// <param name="bosToken">The BOS token text.</param>
-    /// <param name="todayDate">For Llama-3.1+ templates: the "Today Date" text, e.g. "26 Jul 2024"; null for Llama-3.</param>
-    public Llama3ChatTemplate(string bosToken = "<|begin_of_text|>", Func<string>? todayDate = null)
+    public ChatTemplateRenderException(string message, Exception? inner = null)
+        : base(message, inner)
     {
-        _bosToken = bosToken;
-        _todayDate = todayDate;
     }
 
-    public string Name => _todayDate is null ? "llama3" : "llama3.1";
-
-    public string Render(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt)
-    {
-        ArgumentNullException.ThrowIfNull(messages);
-        var sb = new StringBuilder();
-        var first = 0;
-        if (_todayDate is not null)
-        {
-            var system = messages.Count > 0 && messages[0].Role == "system" ? JinjaTrim(messages[0].Content) : "";
-            first = messages.Count > 0 && messages[0].Role == "system" ? 1 : 0;
-            sb.Append(_bosToken)
-              .Append("<|start_header_id|>system<|end_header_id|>\n\n")
-              .Append("Cutting Knowledge Date: December 2023\n")
-              .Append("Today Date: ").Append(_todayDate()).Append("\n\n")
-              .Append(system).Append("<|eot_id|>");
-        }
-        else if (messages.Count > 0)
-        {
-            // The Llama-3 template prepends BOS to the first message, so an empty conversation has none.
-            sb.Append(_bosToken);
-        }
-
-        for (var i = first; i < messages.Count; i++)
-        {
-            sb.Append("<|start_header_id|>").Append(messages[i].Role).Append("<|end_header_id|>\n\n")
-              .Append(JinjaTrim(messages[i].Content)).Append("<|eot_id|>");
-        }
-
-        if (addGenerationPrompt)
-        {
-            sb.Append("<|start_header_id|>assistant<|end_header_id|>\n\n");
-        }
-
-        return sb.ToString();
-    }
-
-    // Jinja's trim is Python's str.strip(): Unicode whitespace at both ends.
-    private static string JinjaTrim(string s) => s.Trim();
+    /// <summary>True when the template itself refused the conversation with raise_exception (e.g. roles must alternate).</summary>
+    public bool RaisedByTemplate => InnerException is TemplateRaisedException;
 }
 
-/// <summary>
-/// ChatML: per message "&lt;|im_start|&gt;role\ncontent&lt;|im_end|&gt;\n". Qwen2's template adds a default
-/// system message when the conversation does not start with one; pass it as defaultSystemPrompt.
-/// </summary>
-public sealed class ChatMlChatTemplate : IChatTemplate
+/// <summary>A model's Jinja chat template, parsed once.</summary>
+public sealed class JinjaChatTemplate : IChatTemplate
 {
-    private readonly string? _defaultSystemPrompt;
+    private readonly JinjaTemplate _template;
+    private readonly IReadOnlyDictionary<string, object?> _specialTokens;
+    private readonly TimeProvider _clock;
 
-    public ChatMlChatTemplate(string? defaultSystemPrompt = null)
+    /// <param name="source">The Jinja text.</param>
+    /// <param name="name">Where it came from, for messages.</param>
+    /// <param name="specialTokens">bos_token, eos_token, ... as the template sees them (absent ones are undefined).</param>
+    /// <exception cref="TemplateSyntaxException">The text is not valid Jinja, or uses a statement the interpreter lacks.</exception>
+    public JinjaChatTemplate(string source, string name, IReadOnlyDictionary<string, string> specialTokens, TimeProvider? clock = null)
     {
-        _defaultSystemPrompt = defaultSystemPrompt;
+        _template = JinjaTemplate.Parse(source);
+        Name = name;
+        _specialTokens = specialTokens.ToDictionary(kv => kv.Key, kv => (object?)kv.Value, StringComparer.Ordinal);
+        _clock = clock ?? TimeProvider.System;
     }
 
-    public string Name => "chatml";
+    public string Name { get; }
 
     public string Render(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt)
     {
         ArgumentNullException.ThrowIfNull(messages);
-        var sb = new StringBuilder();
-        if (_defaultSystemPrompt is not null && messages.Count > 0 && messages[0].Role != "system")
-        {
-            Append(sb, "system", _defaultSystemPrompt);
-        }
-
-        foreach (var m in messages)
-        {
-            Append(sb, m.Role, m.Content);
-        }
-
-        if (addGenerationPrompt)
-        {
-            sb.Append("<|im_start|>assistant\n");
-        }
-
-        return sb.ToString();
+        var list = messages.Select(m => (object?)new Dictionary<string, object?>(StringComparer.Ordinal) { ["role"] = m.Role, ["content"] = m.Content }).ToList();
+        return Render(list, addGenerationPrompt, tools: null, documents: null);
     }
 
-    private static void Append(StringBuilder sb, string role, string content) =>
-        sb.Append("<|im_start|>").Append(role).Append('\n').Append(content).Append("<|im_end|>\n");
+    /// <summary>Renders JSON messages as a request carries them (tool_calls, name, content parts...), with optional tools and documents.</summary>
+    public string Render(JsonElement messages, bool addGenerationPrompt, JsonElement? tools = null, JsonElement? documents = null,
+        IReadOnlyDictionary<string, object?>? extraVariables = null) =>
+        Render(Values.FromJson(messages), addGenerationPrompt, tools is { } t ? Values.FromJson(t) : null,
+            documents is { } d ? Values.FromJson(d) : null, extraVariables);
+
+    private string Render(object? messages, bool addGenerationPrompt, object? tools, object? documents, IReadOnlyDictionary<string, object?>? extra = null)
+    {
+        var variables = new Dictionary<string, object?>(_specialTokens, StringComparer.Ordinal)
+        {
+            ["messages"] = messages,
+            ["add_generation_prompt"] = addGenerationPrompt,
+            ["tools"] = tools,
+            ["documents"] = documents,
+        };
+        foreach (var (k, v) in extra ?? new Dictionary<string, object?>())
+        {
+            variables[k] = v is JsonElement e ? Values.FromJson(e) : v;
+        }
+
+        try
+        {
+            return _template.Render(variables, _clock);
+        }
+        catch (TemplateRaisedException ex)
+        {
+            throw new ChatTemplateRenderException($"the model's chat template rejected the conversation: {ex.Message}", ex);
+        }
+        catch (TemplateRenderException ex)
+        {
+            throw new ChatTemplateRenderException($"the model's chat template ({Name}) failed on this conversation: {ex.Message}", ex);
+        }
+    }
 }
 
 public static class ChatTemplates
 {
-    private const string Supported = "supported families: llama3 (Llama-3 and 3.1+ header tokens) and chatml (<|im_start|>/<|im_end|>, e.g. Qwen2)";
-
-    // A complete system turn written as a literal in the template is the default system prompt that Qwen2
-    // ('You are a helpful assistant.') and Qwen2.5 ('You are Qwen, created by Alibaba Cloud. ...') insert
-    // when the conversation has no system message: {{ '<|im_start|>system\nYou are ...<|im_end|>\n' }}.
-    private static readonly Regex QwenDefaultSystem = new(
-        @"'<\|im_start\|>system\\n(?<prompt>[^'\\]+)<\|im_end\|>\\n'",
-        RegexOptions.CultureInvariant);
-
-    private static readonly Regex DefaultDate = new(@"set\s+date_string\s*=\s*[""'](?<date>[^""']+)[""']", RegexOptions.CultureInvariant);
-
-    /// <summary>Picks the template family for a model.</summary>
-    /// <param name="rawTemplate">tokenizer_config.json's chat_template, if any.</param>
-    /// <param name="modelType">config.json's model_type, e.g. "llama", "mistral", "qwen2".</param>
-    /// <param name="tokenizer">The model's tokenizer: the family's special tokens must be in its vocabulary.</param>
-    /// <param name="timeProvider">Clock for templates that print today's date (Llama-3.2's strftime_now); system clock when null.</param>
-    /// <exception cref="ChatTemplateException">No supported family fits; the message lists the supported ones.</exception>
-    public static IChatTemplate Resolve(string? rawTemplate, string modelType, HfTokenizer tokenizer, TimeProvider? timeProvider = null)
+    /// <summary>Special tokens the template sees, as transformers' special_tokens_map gives them.</summary>
+    public static IReadOnlyDictionary<string, string> SpecialTokens(HfTokenizer tokenizer)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
-        if (rawTemplate is not null)
+        var map = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (tokenizer.BosTokenId is int bos && tokenizer.IdToToken(bos) is { } bosText)
         {
-            if (rawTemplate.Contains("<|start_header_id|>", StringComparison.Ordinal))
-            {
-                return Llama3(tokenizer, TodayDate(rawTemplate, timeProvider ?? TimeProvider.System)) ?? throw new ChatTemplateException(
-                    "The chat_template uses Llama-3 header tokens, but the vocabulary lacks <|start_header_id|>, <|end_header_id|> or <|eot_id|>; the tokenizer and template do not match.");
-            }
-
-            if (rawTemplate.Contains("<|im_start|>", StringComparison.Ordinal))
-            {
-                var m = QwenDefaultSystem.Match(rawTemplate);
-                return ChatMl(tokenizer, m.Success ? m.Groups["prompt"].Value : null) ?? throw new ChatTemplateException(
-                    "The chat_template uses ChatML, but the vocabulary lacks <|im_start|> or <|im_end|>; the tokenizer and template do not match.");
-            }
+            map["bos_token"] = bosText;
         }
 
-        IChatTemplate? byModelType = modelType switch
+        if (tokenizer.EosTokenId is int eos && tokenizer.IdToToken(eos) is { } eosText)
         {
-            "llama" or "mistral" => Llama3(tokenizer, todayDate: null),
-            "qwen2" => ChatMl(tokenizer, null),
-            _ => null,
-        };
-        return byModelType ?? throw new ChatTemplateException(
-            $"No supported chat template for model_type '{modelType}'" +
-            (rawTemplate is null ? " (tokenizer_config.json has no chat_template)" : " (its chat_template is neither Llama-3 nor ChatML)") +
-            $"; {Supported}. Use a model of a supported family, or send prompts as raw text or token ids.");
+            map["eos_token"] = eosText;
+        }
+
+        foreach (var (name, text) in tokenizer.OtherSpecialTokens)
+        {
+            map.TryAdd(name, text);
+        }
+
+        return map;
     }
 
     /// <summary>
-    /// Llama-3.1+ templates print "Cutting Knowledge Date" and a date: the template's default
-    /// (set date_string = "26 Jul 2024"), or today's date when it calls strftime_now (3.2+).
+    /// The chat template for a model: <paramref name="overridePath"/> when given (a file, or the template text itself
+    /// as vLLM's --chat-template accepts), else the tokenizer's own. Null with a reason when the model has none or its
+    /// own template is not valid Jinja: chat requests then get a 400 that says so, completions still work.
     /// </summary>
-    private static Func<string>? TodayDate(string rawTemplate, TimeProvider clock)
+    /// <exception cref="ChatTemplateException">The override cannot be read or parsed (fix the flag).</exception>
+    public static (IChatTemplate? Template, string? Problem) Load(HfTokenizer tokenizer, string? overridePath, TimeProvider? clock = null)
     {
-        if (!rawTemplate.Contains("Cutting Knowledge Date", StringComparison.Ordinal))
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        var tokens = SpecialTokens(tokenizer);
+        if (overridePath is not null)
         {
-            return null;
+            string source;
+            if (File.Exists(overridePath))
+            {
+                source = ReadTemplateFile(overridePath);
+            }
+            else if (overridePath.Contains("{{", StringComparison.Ordinal) || overridePath.Contains("{%", StringComparison.Ordinal))
+            {
+                source = overridePath;
+            }
+            else
+            {
+                throw new ChatTemplateException($"--chat-template: the file '{overridePath}' does not exist. Pass a Jinja file (or chat_template.json), or the template text itself.");
+            }
+
+            try
+            {
+                return (new JinjaChatTemplate(source, File.Exists(overridePath) ? overridePath : "--chat-template", tokens, clock), null);
+            }
+            catch (TemplateSyntaxException ex)
+            {
+                throw new ChatTemplateException($"--chat-template: '{overridePath}' is not a valid chat template: {ex.Message}");
+            }
         }
 
-        if (rawTemplate.Contains("strftime_now", StringComparison.Ordinal))
+        if (tokenizer.ChatTemplate is not { } own)
         {
-            // Python's "%d %b %Y".
-            return () => clock.GetUtcNow().ToString("dd MMM yyyy", System.Globalization.CultureInfo.InvariantCulture);
+            return (null, "this model has no chat template (tokenizer_config.json has no chat_template, and there is no chat_template.jinja or chat_template.json), " +
+                          "so only /v1/completions is served. Send a plain prompt to /v1/completions, or start the router with --chat-template FILE.");
         }
 
-        var m = DefaultDate.Match(rawTemplate);
-        var date = m.Success ? m.Groups["date"].Value : "26 Jul 2024";
-        return () => date;
+        try
+        {
+            return (new JinjaChatTemplate(own, tokenizer.ChatTemplateSource ?? "tokenizer_config.json", tokens, clock), null);
+        }
+        catch (TemplateSyntaxException ex)
+        {
+            return (null, $"this model's chat template ({tokenizer.ChatTemplateSource}) cannot be used: {ex.Message}. " +
+                          "Start the router with --chat-template FILE to use another one; /v1/completions still works.");
+        }
     }
 
-    private static Llama3ChatTemplate? Llama3(HfTokenizer tokenizer, Func<string>? todayDate)
+    /// <summary>A template file: Jinja text, or a chat_template.json ({"chat_template": "..."}).</summary>
+    internal static string ReadTemplateFile(string path)
     {
-        if (tokenizer.TokenToId("<|start_header_id|>") is null || tokenizer.TokenToId("<|end_header_id|>") is null
-            || tokenizer.TokenToId("<|eot_id|>") is null)
+        string text;
+        try
         {
-            return null;
+            text = File.ReadAllText(path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new ChatTemplateException($"cannot read the chat template '{path}': {ex.Message}");
         }
 
-        var bos = tokenizer.BosTokenId is int id ? tokenizer.IdToToken(id)! : "<|begin_of_text|>";
-        return tokenizer.TokenToId(bos) is null ? null : new Llama3ChatTemplate(bos, todayDate);
-    }
+        if (!path.EndsWith(".json", StringComparison.OrdinalIgnoreCase))
+        {
+            return text;
+        }
 
-    private static ChatMlChatTemplate? ChatMl(HfTokenizer tokenizer, string? defaultSystemPrompt) =>
-        tokenizer.TokenToId("<|im_start|>") is null || tokenizer.TokenToId("<|im_end|>") is null
-            ? null
-            : new ChatMlChatTemplate(defaultSystemPrompt);
+        try
+        {
+            using var doc = JsonDocument.Parse(text);
+            if (doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("chat_template", out var t) && t.ValueKind == JsonValueKind.String)
+            {
+                return t.GetString()!;
+            }
+        }
+        catch (JsonException ex)
+        {
+            throw new ChatTemplateException($"the chat template file '{path}' is not valid JSON: {ex.Message}");
+        }
+
+        throw new ChatTemplateException($"the chat template file '{path}' has no \"chat_template\" string.");
+    }
 }

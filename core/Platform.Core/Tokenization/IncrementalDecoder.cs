@@ -1,7 +1,9 @@
 // Streaming detokenization: turns token ids into text chunks as they are generated. Bytes of a
 // character split across tokens (an emoji is often 2-4 byte tokens) are held until the character
 // is complete, so no chunk ever ends in a broken UTF-8 sequence. The concatenated chunks equal
-// HfTokenizer.Decode of all ids. Not thread-safe: one decoder per stream.
+// HfTokenizer.Decode of all ids, except that a SentencePiece decoder's Strip of the leading space is
+// not applied: generated text continues the prompt, so "▁Hello" streams as " Hello" (as vLLM's
+// detokenizer, which decodes against the prompt's last tokens, does). Not thread-safe: one decoder per stream.
 using System.Text;
 
 namespace Platform.Core.Tokenization;

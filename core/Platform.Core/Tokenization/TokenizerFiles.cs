@@ -16,9 +16,33 @@ internal sealed record TokenizerSpec(
     List<(string Left, string Right, string Field)> Merges,
     List<AddedTokenSpec> AddedTokens,
     PreTokenizer PreTokenizer,
-    bool NormalizeNfc,
+    Normalizer Normalizer,
     string? UnknownToken,
-    bool IgnoreMerges);
+    bool IgnoreMerges)
+{
+    /// <summary>Byte-level BPE (a ByteLevel pre-tokenizer or decoder); false for SentencePiece-style character BPE.</summary>
+    public bool ByteLevel { get; init; } = true;
+
+    /// <summary>Characters missing from the vocabulary become &lt;0xXX&gt; byte tokens.</summary>
+    public bool ByteFallback { get; init; }
+
+    public bool FuseUnknown { get; init; }
+
+    /// <summary>Decoder: literal replacements applied to token text (e.g. '▁' → ' '), in order.</summary>
+    public IReadOnlyList<(string From, string To)> DecodeReplacements { get; init; } = [];
+
+    /// <summary>Metaspace decoder: the first decoded token loses every replacement character (Hugging Face's quirk), not just one space.</summary>
+    public string? DecodeFirstTokenDrops { get; init; }
+
+    /// <summary>Decoder: &lt;0xXX&gt; tokens decode to their byte (a ByteFallback decoder); otherwise they stay literal text.</summary>
+    public bool DecodeByteFallback { get; init; }
+
+    /// <summary>Decoder: how many leading spaces a decoded text loses (Strip, or Metaspace's prefix space).</summary>
+    public int DecodeStripLeadingSpaces { get; init; }
+
+    /// <summary>The token ids tokenizer.json's post_processor puts around a single sequence; null when it has none.</summary>
+    public (List<int> Prefix, List<int> Suffix)? PostProcessor { get; init; }
+}
 
 internal sealed record TokenizerConfigSpec(
     string? SourceFile,
@@ -26,7 +50,16 @@ internal sealed record TokenizerConfigSpec(
     string? EosToken,
     bool? AddBosToken,
     string? ChatTemplate,
-    List<AddedTokenSpec> AddedTokens);
+    List<AddedTokenSpec> AddedTokens)
+{
+    public bool? AddEosToken { get; init; }
+
+    /// <summary>unk_token and pad_token, for templates that print them.</summary>
+    public Dictionary<string, string> OtherSpecialTokens { get; init; } = [];
+
+    /// <summary>Where ChatTemplate came from (tokenizer_config.json, chat_template.jinja or chat_template.json).</summary>
+    public string? ChatTemplateSource { get; init; }
+}
 
 internal static class TokenizerFiles
 {
@@ -49,16 +82,11 @@ internal static class TokenizerFiles
         var type = OptionalString(path, model, "type", "model.type");
         if (type is not null && type != "BPE")
         {
-            throw Error(path, "model.type", $"model type '{type}' is not supported; only byte-level BPE (type \"BPE\") is.",
-                "use a model whose tokenizer is byte-level BPE (Llama-3, Qwen2, GPT-2 families).");
+            throw Error(path, "model.type", $"model type '{type}' is not supported; only BPE (type \"BPE\") is.",
+                "use a model whose tokenizer is BPE (Llama-2/3, Mistral, Gemma, Qwen2, DeepSeek families).");
         }
 
-        if (model.TryGetProperty("byte_fallback", out var byteFallback) && byteFallback.ValueKind == JsonValueKind.True)
-        {
-            throw Error(path, "model.byte_fallback", "SentencePiece-style BPE with byte_fallback is not supported; only byte-level BPE is.",
-                "use a model whose tokenizer is byte-level BPE (Llama-3, Qwen2, GPT-2 families).");
-        }
-
+        var byteFallback = IsTrue(model, "byte_fallback");
         foreach (var affix in new[] { "continuing_subword_prefix", "end_of_word_suffix" })
         {
             if (OptionalString(path, model, affix, "model." + affix) is { Length: > 0 })
@@ -117,13 +145,28 @@ internal static class TokenizerFiles
             }
         }
 
-        var normalizeNfc = ReadNormalizer(path, root);
-        var preTokenizer = root.TryGetProperty("pre_tokenizer", out var pre) && pre.ValueKind != JsonValueKind.Null
-            ? new PreTokenizer(ReadPreTokenizerSteps(path, pre, "pre_tokenizer"))
-            : PreTokenizer.Gpt2Default();
+        var normalizer = ReadNormalizer(path, root);
+        var hasPre = root.TryGetProperty("pre_tokenizer", out var pre) && pre.ValueKind != JsonValueKind.Null;
+        var steps = hasPre ? ReadPreTokenizerSteps(path, pre, "pre_tokenizer") : [];
+        var decoder = ReadDecoder(path, root);
+        // Byte-level when a ByteLevel pre-tokenizer or decoder says so; a bare file (no pre_tokenizer, no
+        // decoder, no byte_fallback) is GPT-2 style, as vocab.json + merges.txt are.
+        var byteLevel = steps.Any(s => s is PreTokenizer.ByteLevelStep) || decoder.ByteLevel
+                        || (!hasPre && !decoder.Present && !byteFallback);
+        var preTokenizer = !hasPre && byteLevel ? PreTokenizer.Gpt2Default() : new PreTokenizer(steps);
         var unk = OptionalString(path, model, "unk_token", "model.unk_token");
         var ignoreMerges = model.TryGetProperty("ignore_merges", out var im) && im.ValueKind == JsonValueKind.True;
-        return new TokenizerSpec(path, vocab, merges, added, preTokenizer, normalizeNfc, unk, ignoreMerges);
+        return new TokenizerSpec(path, vocab, merges, added, preTokenizer, normalizer, unk, ignoreMerges)
+        {
+            ByteLevel = byteLevel,
+            ByteFallback = byteFallback,
+            FuseUnknown = IsTrue(model, "fuse_unk"),
+            DecodeReplacements = decoder.Replacements,
+            DecodeStripLeadingSpaces = decoder.StripLeadingSpaces,
+            DecodeByteFallback = decoder.ByteFallback,
+            DecodeFirstTokenDrops = decoder.FirstTokenDrops,
+            PostProcessor = ReadPostProcessor(path, root),
+        };
     }
 
     public static TokenizerSpec ReadVocabAndMerges(string vocabPath, string mergesPath)
@@ -161,7 +204,7 @@ internal static class TokenizerFiles
             merges.Add(SplitMergeLine(mergesPath, $"line {i + 1}", line));
         }
 
-        return new TokenizerSpec(vocabPath, vocab, merges, [], PreTokenizer.Gpt2Default(), NormalizeNfc: false, UnknownToken: null, IgnoreMerges: false);
+        return new TokenizerSpec(vocabPath, vocab, merges, [], PreTokenizer.Gpt2Default(), new Normalizer([]), UnknownToken: null, IgnoreMerges: false);
     }
 
     public static TokenizerConfigSpec ReadConfig(string path)
@@ -175,16 +218,7 @@ internal static class TokenizerFiles
 
         var bos = ReadTokenName(path, root, "bos_token");
         var eos = ReadTokenName(path, root, "eos_token");
-        bool? addBos = null;
-        if (root.TryGetProperty("add_bos_token", out var ab) && ab.ValueKind != JsonValueKind.Null)
-        {
-            addBos = ab.ValueKind switch
-            {
-                JsonValueKind.True => true,
-                JsonValueKind.False => false,
-                _ => throw Error(path, "add_bos_token", "must be true or false.", "set it to true or false."),
-            };
-        }
+        var addBos = ReadOptionalBool(path, root, "add_bos_token");
 
         string? template = null;
         if (root.TryGetProperty("chat_template", out var ct))
@@ -214,7 +248,21 @@ internal static class TokenizerFiles
             }
         }
 
-        return new TokenizerConfigSpec(path, bos, eos, addBos, template, added);
+        var others = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var name in new[] { "unk_token", "pad_token" })
+        {
+            if (ReadTokenName(path, root, name) is { } value)
+            {
+                others[name] = value;
+            }
+        }
+
+        return new TokenizerConfigSpec(path, bos, eos, addBos, template, added)
+        {
+            AddEosToken = ReadOptionalBool(path, root, "add_eos_token"),
+            OtherSpecialTokens = others,
+            ChatTemplateSource = template is null ? null : "tokenizer_config.json",
+        };
     }
 
     public static string ReadText(string path)
@@ -308,44 +356,288 @@ internal static class TokenizerFiles
 
     private static bool IsTrue(JsonElement obj, string name) => obj.TryGetProperty(name, out var e) && e.ValueKind == JsonValueKind.True;
 
-    private static bool ReadNormalizer(string path, JsonElement root)
+    private static bool? ReadOptionalBool(string path, JsonElement root, string name)
     {
-        if (!root.TryGetProperty("normalizer", out var n) || n.ValueKind == JsonValueKind.Null)
+        if (!root.TryGetProperty(name, out var e) || e.ValueKind == JsonValueKind.Null)
         {
-            return false;
+            return null;
         }
 
-        var type = OptionalString(path, n, "type", "normalizer.type");
-        if (type == "NFC")
+        return e.ValueKind switch
         {
-            return true;
-        }
-
-        if (type == "Sequence" && n.TryGetProperty("normalizers", out var list) && list.ValueKind == JsonValueKind.Array)
-        {
-            var nfc = false;
-            var i = 0;
-            foreach (var item in list.EnumerateArray())
-            {
-                var t = OptionalString(path, item, "type", $"normalizer.normalizers[{i}].type");
-                if (t != "NFC")
-                {
-                    throw UnsupportedNormalizer(path, $"normalizer.normalizers[{i}].type", t);
-                }
-
-                nfc = true;
-                i++;
-            }
-
-            return nfc;
-        }
-
-        throw UnsupportedNormalizer(path, "normalizer.type", type);
+            JsonValueKind.True => true,
+            JsonValueKind.False => false,
+            _ => throw Error(path, name, "must be true or false.", "set it to true or false."),
+        };
     }
 
-    private static TokenizerLoadException UnsupportedNormalizer(string path, string field, string? type) =>
-        Error(path, field, $"normalizer '{type}' is not supported; byte-level BPE tokenizers use none or NFC.",
-            "use a byte-level BPE tokenizer (Llama-3, Qwen2, GPT-2 families).");
+    private static Normalizer ReadNormalizer(string path, JsonElement root)
+    {
+        var steps = new List<Normalizer.Step>();
+        if (root.TryGetProperty("normalizer", out var n) && n.ValueKind != JsonValueKind.Null)
+        {
+            ReadNormalizerSteps(path, n, "normalizer", steps);
+        }
+
+        return new Normalizer(steps);
+    }
+
+    private static void ReadNormalizerSteps(string path, JsonElement n, string field, List<Normalizer.Step> steps)
+    {
+        var type = OptionalString(path, n, "type", field + ".type");
+        switch (type)
+        {
+            case "Sequence":
+                if (!n.TryGetProperty("normalizers", out var list) || list.ValueKind != JsonValueKind.Array)
+                {
+                    throw Error(path, field + ".normalizers", "a Sequence needs a normalizers array.", RedownloadFix);
+                }
+
+                var i = 0;
+                foreach (var item in list.EnumerateArray())
+                {
+                    ReadNormalizerSteps(path, item, $"{field}.normalizers[{i}]", steps);
+                    i++;
+                }
+
+                return;
+            case "NFC":
+                steps.Add(new Normalizer.UnicodeStep(System.Text.NormalizationForm.FormC));
+                return;
+            case "NFD":
+                steps.Add(new Normalizer.UnicodeStep(System.Text.NormalizationForm.FormD));
+                return;
+            case "NFKC":
+                steps.Add(new Normalizer.UnicodeStep(System.Text.NormalizationForm.FormKC));
+                return;
+            case "NFKD":
+                steps.Add(new Normalizer.UnicodeStep(System.Text.NormalizationForm.FormKD));
+                return;
+            case "Lowercase":
+                steps.Add(new Normalizer.LowercaseStep());
+                return;
+            case "Strip":
+                steps.Add(new Normalizer.StripStep(IsTrue(n, "strip_left"), IsTrue(n, "strip_right")));
+                return;
+            case "Prepend":
+                steps.Add(new Normalizer.PrependStep(OptionalString(path, n, "prepend", field + ".prepend")
+                    ?? throw Error(path, field + ".prepend", "a Prepend needs a prepend string.", RedownloadFix)));
+                return;
+            case "Replace":
+            {
+                var (literal, regex) = ReadPattern(path, n, field);
+                var content = OptionalString(path, n, "content", field + ".content") ?? "";
+                steps.Add(new Normalizer.ReplaceStep(literal, regex, content));
+                return;
+            }
+
+            default:
+                throw Error(path, field + ".type", $"normalizer '{type}' is not supported; supported: Sequence, NFC, NFD, NFKC, NFKD, Lowercase, Strip, Prepend, Replace.",
+                    "use a tokenizer of a supported family (Llama-2/3, Mistral, Gemma, Qwen2, DeepSeek).");
+        }
+    }
+
+    /// <summary>A Replace pattern: {"String": literal} or {"Regex": pattern}.</summary>
+    private static (string? Literal, Regex? Regex) ReadPattern(string path, JsonElement n, string field)
+    {
+        if (n.TryGetProperty("pattern", out var p) && p.ValueKind == JsonValueKind.Object)
+        {
+            if (p.TryGetProperty("String", out var s) && s.ValueKind == JsonValueKind.String && s.GetString()!.Length > 0)
+            {
+                return (s.GetString(), null);
+            }
+
+            if (p.TryGetProperty("Regex", out var r) && r.ValueKind == JsonValueKind.String)
+            {
+                try
+                {
+                    return (null, PreTokenizer.CompilePattern(r.GetString()!));
+                }
+                catch (ArgumentException ex)
+                {
+                    throw Error(path, field + ".pattern.Regex", $"the regex cannot be compiled: {ex.Message}", RedownloadFix, ex);
+                }
+            }
+        }
+
+        throw Error(path, field + ".pattern", "needs a pattern object {\"String\": ...} or {\"Regex\": ...}.", RedownloadFix);
+    }
+
+    private sealed record DecoderInfo(bool Present, bool ByteLevel, List<(string, string)> Replacements, int StripLeadingSpaces, bool ByteFallback = false, string? FirstTokenDrops = null);
+
+    /// <summary>
+    /// The decoders Hugging Face files use: ByteLevel; or Replace / ByteFallback / Fuse / Strip (Llama-2,
+    /// Gemma); or Metaspace (older Mistral, TinyLlama). Byte fallback and fusing are implicit in how
+    /// HfTokenizer decodes (bytes of all tokens, UTF-8 once), so only replacements and stripping are kept.
+    /// </summary>
+    private static DecoderInfo ReadDecoder(string path, JsonElement root)
+    {
+        var info = new DecoderInfo(false, false, [], 0);
+        if (root.TryGetProperty("decoder", out var d) && d.ValueKind != JsonValueKind.Null)
+        {
+            info = info with { Present = true };
+            ReadDecoderSteps(path, d, "decoder", ref info);
+        }
+
+        return info;
+    }
+
+    private static void ReadDecoderSteps(string path, JsonElement d, string field, ref DecoderInfo info)
+    {
+        var type = OptionalString(path, d, "type", field + ".type");
+        switch (type)
+        {
+            case "Sequence":
+                if (d.TryGetProperty("decoders", out var list) && list.ValueKind == JsonValueKind.Array)
+                {
+                    var i = 0;
+                    foreach (var item in list.EnumerateArray())
+                    {
+                        ReadDecoderSteps(path, item, $"{field}.decoders[{i}]", ref info);
+                        i++;
+                    }
+                }
+
+                return;
+            case "ByteLevel":
+                info = info with { ByteLevel = true };
+                return;
+            case "ByteFallback":
+                info = info with { ByteFallback = true };
+                return;
+            case "Fuse":
+                return;
+            case "Replace":
+            {
+                var (literal, _) = ReadPattern(path, d, field);
+                if (literal is null)
+                {
+                    throw Error(path, field + ".pattern", "a Replace decoder with a regex is not supported.", "use a tokenizer whose decoder replaces a literal string.");
+                }
+
+                info.Replacements.Add((literal, OptionalString(path, d, "content", field + ".content") ?? ""));
+                return;
+            }
+
+            case "Strip":
+            {
+                var content = OptionalString(path, d, "content", field + ".content");
+                var start = d.TryGetProperty("start", out var st) && st.TryGetInt32(out var v) ? v : 0;
+                if (content == " ")
+                {
+                    info = info with { StripLeadingSpaces = start };
+                }
+
+                return;
+            }
+
+            case "Metaspace":
+            {
+                var replacement = OptionalString(path, d, "replacement", field + ".replacement") ?? "\u2581";
+                info.Replacements.Add((replacement, " "));
+                var scheme = MetaspaceScheme(path, d, field);
+                info = info with { FirstTokenDrops = scheme == "never" ? null : replacement };
+                return;
+            }
+
+            default:
+                throw Error(path, field + ".type", $"decoder '{type}' is not supported; supported: Sequence, ByteLevel, ByteFallback, Fuse, Replace, Strip, Metaspace.",
+                    "use a tokenizer of a supported family (Llama-2/3, Mistral, Gemma, Qwen2, DeepSeek).");
+        }
+    }
+
+    private static string MetaspaceScheme(string path, JsonElement e, string field) =>
+        OptionalString(path, e, "prepend_scheme", field + ".prepend_scheme")
+        ?? (e.TryGetProperty("add_prefix_space", out var aps) && aps.ValueKind == JsonValueKind.False ? "never" : "always");
+
+    /// <summary>
+    /// The ids a post_processor puts around one sequence: TemplateProcessing's "single" (Llama-2/3.1, Gemma
+    /// add BOS this way), Roberta/Bert's cls/sep; ByteLevel adds none. Null when there is no post_processor.
+    /// </summary>
+    private static (List<int>, List<int>)? ReadPostProcessor(string path, JsonElement root)
+    {
+        if (!root.TryGetProperty("post_processor", out var p) || p.ValueKind == JsonValueKind.Null)
+        {
+            return null;
+        }
+
+        var prefix = new List<int>();
+        var suffix = new List<int>();
+        ReadPostProcessorSteps(path, p, "post_processor", prefix, suffix);
+        return (prefix, suffix);
+    }
+
+    private static void ReadPostProcessorSteps(string path, JsonElement p, string field, List<int> prefix, List<int> suffix)
+    {
+        var type = OptionalString(path, p, "type", field + ".type");
+        switch (type)
+        {
+            case "Sequence":
+                if (p.TryGetProperty("processors", out var list) && list.ValueKind == JsonValueKind.Array)
+                {
+                    var i = 0;
+                    foreach (var item in list.EnumerateArray())
+                    {
+                        ReadPostProcessorSteps(path, item, $"{field}.processors[{i}]", prefix, suffix);
+                        i++;
+                    }
+                }
+
+                return;
+            case "ByteLevel":
+                return;
+            case "TemplateProcessing":
+            {
+                if (!p.TryGetProperty("single", out var single) || single.ValueKind != JsonValueKind.Array)
+                {
+                    throw Error(path, field + ".single", "a TemplateProcessing needs a single array.", RedownloadFix);
+                }
+
+                var seenSequence = false;
+                var i = 0;
+                foreach (var piece in single.EnumerateArray())
+                {
+                    if (piece.TryGetProperty("Sequence", out _))
+                    {
+                        seenSequence = true;
+                    }
+                    else if (piece.TryGetProperty("SpecialToken", out var st) && OptionalString(path, st, "id", $"{field}.single[{i}].SpecialToken.id") is { } name)
+                    {
+                        (seenSequence ? suffix : prefix).AddRange(SpecialTokenIds(path, p, field, name));
+                    }
+
+                    i++;
+                }
+
+                return;
+            }
+
+            case "RobertaProcessing" or "BertProcessing":
+                prefix.Add(PairId(path, p, field, "cls"));
+                suffix.Add(PairId(path, p, field, "sep"));
+                return;
+            default:
+                throw Error(path, field + ".type", $"post-processor '{type}' is not supported; supported: Sequence, ByteLevel, TemplateProcessing, RobertaProcessing, BertProcessing.",
+                    "use a tokenizer of a supported family (Llama-2/3, Mistral, Gemma, Qwen2, DeepSeek).");
+        }
+    }
+
+    private static IEnumerable<int> SpecialTokenIds(string path, JsonElement p, string field, string name)
+    {
+        if (p.TryGetProperty("special_tokens", out var map) && map.TryGetProperty(name, out var entry)
+            && entry.TryGetProperty("ids", out var ids) && ids.ValueKind == JsonValueKind.Array)
+        {
+            return ids.EnumerateArray().Select(x => x.TryGetInt32(out var id) ? id
+                : throw Error(path, $"{field}.special_tokens[\"{name}\"].ids", "ids must be integers.", RedownloadFix)).ToList();
+        }
+
+        throw Error(path, $"{field}.special_tokens", $"the template uses '{name}', which special_tokens does not define.", RedownloadFix);
+    }
+
+    private static int PairId(string path, JsonElement p, string field, string name) =>
+        p.TryGetProperty(name, out var pair) && pair.ValueKind == JsonValueKind.Array && pair.GetArrayLength() == 2 && pair[1].TryGetInt32(out var id)
+            ? id
+            : throw Error(path, $"{field}.{name}", "must be [token, id].", RedownloadFix);
 
     private static List<PreTokenizer.Step> ReadPreTokenizerSteps(string path, JsonElement element, string field)
     {
@@ -379,6 +671,13 @@ internal static class TokenizerFiles
                 return [new PreTokenizer.ByteLevelStep(addPrefixSpace, useRegex)];
             }
 
+            case "Metaspace":
+            {
+                var replacement = OptionalString(path, element, "replacement", field + ".replacement") ?? "\u2581";
+                var split = !element.TryGetProperty("split", out var sp) || sp.ValueKind != JsonValueKind.False;
+                return [new PreTokenizer.MetaspaceStep(replacement[0], MetaspaceScheme(path, element, field), split)];
+            }
+
             case "Digits":
             {
                 var individual = element.TryGetProperty("individual_digits", out var ind) && ind.ValueKind == JsonValueKind.True;
@@ -386,8 +685,8 @@ internal static class TokenizerFiles
             }
 
             default:
-                throw Error(path, field + ".type", $"pre-tokenizer '{type}' is not supported; supported: Sequence, Split, ByteLevel, Digits.",
-                    "use a byte-level BPE tokenizer (Llama-3, Qwen2, GPT-2 families).");
+                throw Error(path, field + ".type", $"pre-tokenizer '{type}' is not supported; supported: Sequence, Split, ByteLevel, Digits, Metaspace.",
+                    "use a tokenizer of a supported family (Llama-2/3, Mistral, Gemma, Qwen2, DeepSeek).");
         }
     }
 
@@ -421,9 +720,9 @@ internal static class TokenizerFiles
         }
 
         var behavior = OptionalString(path, element, "behavior", field + ".behavior") ?? "Isolated";
-        if (behavior is not ("Isolated" or "Removed"))
+        if (!Enum.TryParse<PreTokenizer.SplitBehavior>(behavior, out var splitBehavior))
         {
-            throw Error(path, field + ".behavior", $"Split behavior '{behavior}' is not supported; supported: Isolated, Removed.",
+            throw Error(path, field + ".behavior", $"Split behavior '{behavior}' is not supported; supported: Isolated, Removed, MergedWithPrevious, MergedWithNext.",
                 "use a tokenizer whose Split behavior is Isolated (Llama-3, Qwen2).");
         }
 
@@ -437,7 +736,7 @@ internal static class TokenizerFiles
             throw Error(path, patternField, $"the regex cannot be compiled: {ex.Message}", RedownloadFix, ex);
         }
 
-        return new PreTokenizer.SplitStep(regex, removeMatches: behavior == "Removed");
+        return new PreTokenizer.SplitStep(regex, splitBehavior);
     }
 
     private static string? ReadTokenName(string path, JsonElement root, string name)

@@ -16,6 +16,7 @@ using System.Text;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http.Features;
 using Platform.Core.Protos;
+using Platform.Core.Tokenization;
 using Platform.Router.Configuration;
 using Platform.Router.Forwarding;
 using Platform.Router.Model;
@@ -191,7 +192,19 @@ public sealed partial class OpenAiEndpoints
                 $"this model's maximum context length is {MaxContext} tokens, and the prompt's {promptChars} characters cannot fit in it; shorten it.", promptParam, "context_length_exceeded")).ConfigureAwait(false);
             return;
         }
-        if (chatRequest is not null) prompt = _model.EncodeChat(chatRequest.Messages);
+        if (chatRequest is not null)
+        {
+            try
+            {
+                prompt = _model.EncodeChat(chatRequest.Messages);
+            }
+            catch (ChatTemplateRenderException ex)
+            {
+                // No chat template, or the model's template refused this conversation (e.g. roles must alternate).
+                await Fail(context, route, ApiError.BadRequest(ex.Message, "messages")).ConfigureAwait(false);
+                return;
+            }
+        }
         else if (completionRequest!.PromptIds is { } ids)
         {
             int vocab = _model.Config.VocabSize;

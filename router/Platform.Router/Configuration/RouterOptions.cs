@@ -30,6 +30,9 @@ public sealed record RouterOptions
     /// <summary>The model name clients send; empty means the workers' served model name.</summary>
     public string? ServedModelName { get; init; }
 
+    /// <summary>A Jinja chat template file (or chat_template.json) that overrides the model's own (vLLM's --chat-template).</summary>
+    public string? ChatTemplate { get; init; }
+
     public string Host { get; init; } = "127.0.0.1";
     public int Port { get; init; } = 8000;
 
@@ -91,6 +94,8 @@ public sealed record RouterOptions
             errors.Add("Router:Model is not set; pass --model DIR (the model directory the workers load; the router needs its tokenizer and config).");
         else if (!File.Exists(Path.Combine(Model, "tokenizer.json")) || !File.Exists(Path.Combine(Model, "config.json")))
             errors.Add($"Router:Model '{Model}' has no tokenizer.json or config.json; point --model at the model directory.");
+        if (ChatTemplate is { } template && !File.Exists(template) && !template.Contains("{{", StringComparison.Ordinal) && !template.Contains("{%", StringComparison.Ordinal))
+            errors.Add($"Router:ChatTemplate '{template}' does not exist; pass --chat-template FILE (a Jinja file or chat_template.json).");
         var entries = (Workers ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         if (UsesKubernetes)
         {

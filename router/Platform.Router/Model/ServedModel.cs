@@ -9,35 +9,45 @@ namespace Platform.Router.Model;
 
 public sealed class ServedModel
 {
-    private ServedModel(string directory, HfTokenizer tokenizer, IChatTemplate chatTemplate, ModelConfig config)
+    private ServedModel(string directory, HfTokenizer tokenizer, IChatTemplate? chatTemplate, string? chatTemplateProblem, ModelConfig config)
     {
         Directory = directory;
         Tokenizer = tokenizer;
         ChatTemplate = chatTemplate;
+        ChatTemplateProblem = chatTemplateProblem;
         Config = config;
     }
 
     public string Directory { get; }
     public HfTokenizer Tokenizer { get; }
-    public IChatTemplate ChatTemplate { get; }
+    /// <summary>The model's own chat template (or --chat-template's); null when there is none, see ChatTemplateProblem.</summary>
+    public IChatTemplate? ChatTemplate { get; }
+
+    /// <summary>Why chat requests are refused when ChatTemplate is null.</summary>
+    public string? ChatTemplateProblem { get; }
     public ModelConfig Config { get; }
 
     /// <summary>The directory's name, used as the model id when the workers name none.</summary>
     public string DefaultName => Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(Directory)));
 
-    public static ServedModel Load(string directory, TimeProvider timeProvider)
+    /// <param name="chatTemplate">--chat-template: a file that overrides the model's template.</param>
+    /// <exception cref="ChatTemplateException">The --chat-template file is missing or not valid Jinja.</exception>
+    public static ServedModel Load(string directory, TimeProvider timeProvider, string? chatTemplate = null)
     {
         var config = ModelConfig.Load(directory);
         var tokenizer = HfTokenizer.Load(directory);
-        var template = ChatTemplates.Resolve(tokenizer.ChatTemplate, config.ModelType, tokenizer, timeProvider);
-        return new ServedModel(directory, tokenizer, template, config);
+        var (template, problem) = ChatTemplates.Load(tokenizer, chatTemplate, timeProvider);
+        return new ServedModel(directory, tokenizer, template, problem, config);
     }
 
-    /// <summary>A plain completion prompt: BOS first when the tokenizer adds one by default (as Hugging Face does).</summary>
-    public IReadOnlyList<int> EncodePrompt(string prompt) =>
-        Tokenizer.Encode(prompt, addBos: Tokenizer.AddBosByDefault && Tokenizer.BosTokenId is not null);
+    /// <summary>A plain completion prompt with the special tokens the tokenizer's post-processor adds (BOS for Llama-2/3.1, Gemma), as Hugging Face does.</summary>
+    public IReadOnlyList<int> EncodePrompt(string prompt) => Tokenizer.EncodeWithSpecialTokens(prompt);
 
     /// <summary>A chat conversation through the model's template; the template writes any BOS itself.</summary>
-    public IReadOnlyList<int> EncodeChat(IReadOnlyList<ChatMessage> messages) =>
-        Tokenizer.Encode(ChatTemplate.Render(messages, addGenerationPrompt: true), addBos: false);
+    /// <exception cref="ChatTemplateRenderException">No template, or the template refused the conversation: a 400 with this message.</exception>
+    public IReadOnlyList<int> EncodeChat(IReadOnlyList<ChatMessage> messages)
+    {
+        var template = ChatTemplate ?? throw new ChatTemplateRenderException(ChatTemplateProblem ?? "this model has no chat template.");
+        return Tokenizer.Encode(template.Render(messages, addGenerationPrompt: true), addBos: false);
+    }
 }

@@ -174,12 +174,12 @@ public sealed class LoadErrorTests
     {
         using var dir = new TempDirectory();
         var root = TinyJson(dir);
-        root["pre_tokenizer"] = new JsonObject { ["type"] = "Metaspace" };
+        root["pre_tokenizer"] = new JsonObject { ["type"] = "BertPreTokenizer" };
         Save(dir, root);
         var ex = LoadFails(dir.Path);
 
         Assert.Equal("pre_tokenizer.type", ex.Field);
-        Assert.Contains("Metaspace", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("BertPreTokenizer", ex.Message, StringComparison.Ordinal);
     }
 
     [Fact]

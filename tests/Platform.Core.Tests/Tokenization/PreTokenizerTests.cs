@@ -33,13 +33,23 @@ public sealed class PreTokenizerTests
         Assert.Equal(["a\U0001D41Bc", " \U00020000\U00020001"], SplitLlama3("a\U0001D41Bc \U00020000\U00020001"));
         // U+1D7CF.. (math bold digits) are Nd: groups of three code points, never half a character.
         Assert.Equal(["𝟏𝟐𝟑", "𝟒𝟓"], SplitLlama3("𝟏𝟐𝟑𝟒𝟓"));
-        Assert.Equal("ab\u00AA\u00AAc\uD83D\uDE00", PreTokenizer.ShadowAstral("ab\U0001D41Bc😀"));
+        // The high surrogate becomes a BMP character of the same category (Ll 'ß', So '©'); the low one stays.
+        Assert.Equal("ab\u00DF\uDC1Bc\u00A9\uDE00", PreTokenizer.ShadowAstral("ab\U0001D41Bc😀"));
     }
 
     [Fact]
-    public void Surrogate_rewrite_touches_only_negated_classes()
+    public void Surrogate_rewrite_lets_class_atoms_swallow_the_low_surrogate()
     {
-        Assert.Equal(@"(?:[\uD800-\uDBFF][\uDC00-\uDFFF]|[^\s\p{L}])+|[a-z]\[", PreTokenizer.MakeSurrogateAware(@"[^\s\p{L}]+|[a-z]\["));
+        Assert.Equal(@"(?:[^\s\p{L}][\uDC00-\uDFFF]?)+|(?:[a-z][\uDC00-\uDFFF]?)\[|(?:\p{N}[\uDC00-\uDFFF]?){1,3}",
+            PreTokenizer.MakeSurrogateAware(@"[^\s\p{L}]+|[a-z]\[|\p{N}{1,3}"));
+    }
+
+    [Fact]
+    public void Astral_symbols_are_symbols_like_in_rust()
+    {
+        // DeepSeek-V3's " ?[\p{P}\p{S}]+" takes emoji and the skin-tone modifier (So, Sk) in one run, as Hugging Face does.
+        var split = new PreTokenizer([new PreTokenizer.SplitStep(PreTokenizer.CompilePattern(@" ?[\p{P}\p{S}]+|\s+|[\p{L}\p{M}]+"), removeMatches: false)]);
+        Assert.Equal([",", " 🙂👍🏽", " ", "𠀀"], split.Split(", 🙂👍🏽 𠀀"));
     }
 
     [Fact]
