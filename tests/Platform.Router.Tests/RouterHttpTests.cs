@@ -100,6 +100,12 @@ public sealed class RouterHttpTests(TwoWorkerFixture f)
     [InlineData("{\"prompt\":\"x\"}", 400, "model", null)]
     [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"n\":3}", 400, "n", null)]
     [InlineData("[1,2,3]", 400, null, null)]
+    [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"min_p\":0.1}", 400, "min_p", null)]
+    [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"repetition_penalty\":1.2}", 400, "repetition_penalty", null)]
+    [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"logit_bias\":{\"5\":10}}", 400, "logit_bias", null)]
+    [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"stop_token_ids\":[2]}", 400, "stop_token_ids", null)]
+    [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"response_format\":{\"type\":\"json_object\"}}", 400, "response_format", null)]
+    [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"guided_choice\":[\"a\",\"b\"]}", 400, "guided_choice", null)]
     public async Task Bad_completion_input_is_a_4xx_in_openai_shape_without_worker_calls(string json, int status, string? param, string? code)
     {
         int before = f.GenerateCalls;
@@ -147,6 +153,14 @@ public sealed class RouterHttpTests(TwoWorkerFixture f)
         ErrorShape.Assert(b6, "prompt", "context_length_exceeded");
         Assert.Contains("characters cannot fit", b6.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
         Assert.Equal(before, f.GenerateCalls);
+    }
+
+    [Fact]
+    public async Task Unhonoured_parameters_at_their_neutral_values_are_accepted()
+    {
+        var (status, body, _) = await f.KvAware.PostAsync("/v1/completions",
+            """{"model":"tiny","prompt":"x","max_tokens":1,"min_p":0,"repetition_penalty":1,"logit_bias":{},"stop_token_ids":[],"response_format":{"type":"text"},"best_of":1,"min_tokens":0,"top_logprobs":null}""");
+        Assert.True(status == 200, body.ToString());
     }
 
     [Fact]

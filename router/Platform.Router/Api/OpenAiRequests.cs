@@ -161,6 +161,12 @@ public static class OpenAiRequests
             seed = unchecked((ulong)sv);
         }
 
+        foreach (var (name, isNeutral, hint) in NotHonoured)
+        {
+            if (root.TryGetProperty(name, out var value) && value.ValueKind != JsonValueKind.Null && !isNeutral(value))
+                return (null, ApiError.BadRequest($"{name} is not supported yet; {hint}.", name));
+        }
+
         if (root.TryGetProperty("n", out var n) && n.ValueKind != JsonValueKind.Null && (n.ValueKind != JsonValueKind.Number || !n.TryGetInt32(out int nv) || nv != 1))
             return (null, ApiError.BadRequest("n must be 1; send separate requests for more choices.", "n"));
         if (root.TryGetProperty("logprobs", out var lp) && lp.ValueKind is not (JsonValueKind.Null or JsonValueKind.False)
@@ -191,6 +197,26 @@ public static class OpenAiRequests
 
         return (new SamplingRequest(modelElement.GetString()!, maxTokens, temperature, topP, topK, seed, stop, stream, includeUsage, ignoreEos), null);
     }
+
+    /// <summary>Parameters of OpenAI's and vLLM's APIs that this router does not honour yet, each with its neutral value.</summary>
+    private static readonly (string Name, Func<JsonElement, bool> IsNeutral, string Hint)[] NotHonoured =
+    [
+        ("min_p", e => IsNumber(e, 0), "leave it at 0"),
+        ("repetition_penalty", e => IsNumber(e, 1), "leave it at 1"),
+        ("min_tokens", e => IsNumber(e, 0), "leave it at 0"),
+        ("best_of", e => IsNumber(e, 1), "leave it at 1"),
+        ("top_logprobs", e => IsNumber(e, 0), "remove it"),
+        ("logit_bias", e => e.ValueKind == JsonValueKind.Object && !e.EnumerateObject().Any(), "remove it"),
+        ("stop_token_ids", e => e.ValueKind == JsonValueKind.Array && e.GetArrayLength() == 0, "use stop strings"),
+        ("response_format", e => e.ValueKind == JsonValueKind.Object && e.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String && t.GetString() == "text",
+            "only {\"type\":\"text\"} is served"),
+        ("guided_json", _ => false, "remove it"),
+        ("guided_regex", _ => false, "remove it"),
+        ("guided_choice", _ => false, "remove it"),
+        ("guided_grammar", _ => false, "remove it"),
+    ];
+
+    private static bool IsNumber(JsonElement e, double neutral) => e.ValueKind == JsonValueKind.Number && e.TryGetDouble(out double v) && v == neutral;
 
     private static ApiError? Number(JsonElement root, string name, double fallback, double min, double max, out double value)
     {
