@@ -98,6 +98,7 @@ public static class RouterApp
         app.MapGet("/readyz", Readiness);
         app.MapPrometheusScrapingEndpoint("/metrics");
         OpenAiEndpoints.Map(app);
+        OpenAiEndpoints.MapTokenizer(app);
         app.MapFallback((HttpContext c) => new ApiError(404, $"no route {c.Request.Method} {c.Request.Path}; see /v1/completions, /v1/chat/completions, /v1/models.").WriteAsync(c));
         return app;
     }

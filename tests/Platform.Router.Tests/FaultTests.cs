@@ -185,7 +185,7 @@ public sealed class FaultTests
         {
             // Give a some cached blocks the index knows about.
             string prompt = JsonSerializer.Serialize(new { model = "tiny", prompt = string.Join(' ', Enumerable.Range(0, 80).Select(i => $"t{i}")), max_tokens = 1 });
-            for (int i = 0; i < 4 && router.Index.WorkerBlockCount(id) == 0; i++)
+            for (int i = 0; i < 12 && router.Index.WorkerBlockCount(id) == 0; i++)
             {
                 await router.PostAsync("/v1/completions", prompt, session: "s" + i);
                 await Task.Delay(300);

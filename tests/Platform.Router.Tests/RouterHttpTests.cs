@@ -164,6 +164,37 @@ public sealed class RouterHttpTests(TwoWorkerFixture f)
     }
 
     [Fact]
+    public async Task Tokenize_counts_what_a_completion_sends_and_detokenize_round_trips()
+    {
+        int before = f.GenerateCalls;
+        const string text = "The quick brown fox jumps over the lazy dog";
+        var (s1, tokenized, _) = await f.KvAware.PostAsync("/tokenize", JsonSerializer.Serialize(new { model = "tiny", prompt = text }));
+        Assert.True(s1 == 200, tokenized.ToString());
+        int count = tokenized.GetProperty("count").GetInt32();
+        Assert.Equal(count, tokenized.GetProperty("tokens").GetArrayLength());
+        Assert.True(tokenized.GetProperty("max_model_len").GetInt32() > count);
+        Assert.Equal(before, f.GenerateCalls);
+
+        // The same count the router reports for a completion of that prompt.
+        var (s2, completion, _) = await f.KvAware.PostAsync("/v1/completions", JsonSerializer.Serialize(new { model = "tiny", prompt = text, max_tokens = 1 }));
+        Assert.Equal(200, s2);
+        Assert.Equal(count, completion.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+
+        // Without special tokens, detokenize gives the text back.
+        var (_, plain, _) = await f.KvAware.PostAsync("/tokenize", JsonSerializer.Serialize(new { model = "tiny", prompt = text, add_special_tokens = false, return_token_strs = true }));
+        Assert.Equal(plain.GetProperty("tokens").GetArrayLength(), plain.GetProperty("token_strs").GetArrayLength());
+        var (s3, detok, _) = await f.KvAware.PostAsync("/detokenize", JsonSerializer.Serialize(new { model = "tiny", tokens = plain.GetProperty("tokens") }));
+        Assert.Equal(200, s3);
+        Assert.Equal(text, detok.GetProperty("prompt").GetString());
+
+        var (s4, bad, _) = await f.KvAware.PostAsync("/detokenize", """{"tokens":[-1]}""");
+        Assert.Equal(400, s4);
+        ErrorShape.Assert(bad, "tokens");
+        using var health = await f.KvAware.Http.GetAsync("/health");
+        Assert.Equal(200, (int)health.StatusCode);
+    }
+
+    [Fact]
     public async Task Over_long_prompts_and_bad_chat_messages_never_reach_a_worker()
     {
         int before = f.GenerateCalls;

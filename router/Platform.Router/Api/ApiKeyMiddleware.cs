@@ -11,7 +11,7 @@ namespace Platform.Router.Api;
 public sealed class ApiKeyMiddleware
 {
     /// <summary>Paths served without a key (exact match): health, readiness and Prometheus metrics.</summary>
-    public static readonly IReadOnlyList<string> Exempt = ["/healthz", "/readyz", "/metrics"];
+    public static readonly IReadOnlyList<string> Exempt = ["/healthz", "/readyz", "/metrics", "/health"];
 
     private readonly RequestDelegate _next;
     private readonly byte[][] _keys;

@@ -76,6 +76,13 @@ public static class OpenAiRequests
         if (error is not null) return (null, error);
         if (root.TryGetProperty("tools", out var tools) && tools.ValueKind == JsonValueKind.Array && tools.GetArrayLength() > 0)
             return (null, ApiError.BadRequest("tools are not supported yet; remove them.", "tools"));
+        var (list, messagesError) = ParseMessages(root);
+        return messagesError is not null ? (null, messagesError) : (new ChatRequest(sampling!, list!), null);
+    }
+
+    /// <summary>The <c>messages</c> of a chat request (also of /tokenize): roles and text contents.</summary>
+    public static (List<ChatMessage>? Messages, ApiError? Error) ParseMessages(JsonElement root)
+    {
         if (!root.TryGetProperty("messages", out var messages) || messages.ValueKind != JsonValueKind.Array)
             return (null, ApiError.BadRequest("messages must be a list of {role, content} objects.", "messages"));
         if (messages.GetArrayLength() == 0)
@@ -117,7 +124,7 @@ public static class OpenAiRequests
             }
             list.Add(new ChatMessage(role, text.ToString()));
         }
-        return (new ChatRequest(sampling!, list), null);
+        return (list, null);
     }
 
     private static (SamplingRequest?, ApiError?) ParseSampling(JsonElement root, bool chat)
