@@ -244,9 +244,10 @@ public sealed partial class OpenAiEndpoints
             Sampling = new SamplingOptions
             {
                 MaxTokens = maxTokens,
-                Temperature = sampling.Temperature,
-                TopK = sampling.TopK,
-                TopP = sampling.TopP,
+                // What the request left out comes from the model's generation_config.json, then the API's defaults.
+                Temperature = sampling.Resolve(_model.Generation).Temperature,
+                TopK = sampling.Resolve(_model.Generation).TopK,
+                TopP = sampling.Resolve(_model.Generation).TopP,
                 IgnoreEos = sampling.IgnoreEos,
             },
         };

@@ -5,13 +5,24 @@
 // we do not serve (n > 1, logprobs, echo, penalties). Unknown fields are
 // ignored, as OpenAI-compatible servers commonly do.
 using System.Text.Json;
+using Platform.Core.Models;
 using Platform.Core.Tokenization;
 
 namespace Platform.Router.Api;
 
+/// <summary>Sampling as the request gave it; null temperature, top_p or top_k: left out (the model's
+/// generation_config.json, then the API's defaults, apply).</summary>
 public sealed record SamplingRequest(
-    string Model, int? MaxTokens, double Temperature, double TopP, int TopK, ulong? Seed,
-    IReadOnlyList<string> Stop, bool Stream, bool IncludeUsage, bool IgnoreEos);
+    string Model, int? MaxTokens, double? Temperature, double? TopP, int? TopK, ulong? Seed,
+    IReadOnlyList<string> Stop, bool Stream, bool IncludeUsage, bool IgnoreEos)
+{
+    /// <summary>What is sent to the worker: the request's values, else the model's generation_config.json, else the API's defaults (1, 1, no top-k).</summary>
+    public (double Temperature, double TopP, int TopK) Resolve(GenerationConfig defaults)
+    {
+        ArgumentNullException.ThrowIfNull(defaults);
+        return (Temperature ?? defaults.Temperature ?? 1.0, TopP ?? defaults.TopP ?? 1.0, TopK ?? Math.Max(0, defaults.TopK ?? 0));
+    }
+}
 
 /// <summary>A completion request: text to tokenize, or token ids given directly.</summary>
 public sealed record CompletionRequest(SamplingRequest Sampling, string? PromptText, IReadOnlyList<int>? PromptIds);
@@ -143,8 +154,8 @@ public static class OpenAiRequests
             break;
         }
 
-        if (Number(root, "temperature", 1.0, 0, 2, out double temperature) is { } e1) return (null, e1);
-        if (Number(root, "top_p", 1.0, 0, 1, out double topP) is { } e2) return (null, e2);
+        if (Number(root, "temperature", double.NaN, 0, 2, out double temperature) is { } e1) return (null, e1);
+        if (Number(root, "top_p", double.NaN, 0, 1, out double topP) is { } e2) return (null, e2);
         if (topP == 0) return (null, ApiError.BadRequest("top_p must be greater than 0.", "top_p"));
         foreach (var penalty in new[] { "presence_penalty", "frequency_penalty" })
         {
@@ -152,12 +163,12 @@ public static class OpenAiRequests
             if (p != 0) return (null, ApiError.BadRequest($"{penalty} is not supported yet; leave it at 0.", penalty));
         }
 
-        int topK = 0;
+        int? topK = null;
         if (root.TryGetProperty("top_k", out var k) && k.ValueKind != JsonValueKind.Null)
         {
-            if (k.ValueKind != JsonValueKind.Number || !k.TryGetInt32(out topK) || topK < -1)
+            if (k.ValueKind != JsonValueKind.Number || !k.TryGetInt32(out int kv) || kv < -1)
                 return (null, ApiError.BadRequest("top_k must be an integer >= -1 (-1 or 0: no cut).", "top_k"));
-            topK = Math.Max(0, topK);
+            topK = Math.Max(0, kv);
         }
 
         ulong? seed = null;
@@ -202,7 +213,8 @@ public static class OpenAiRequests
             return (null, ApiError.BadRequest("stream_options must be an object.", "stream_options"));
         }
 
-        return (new SamplingRequest(modelElement.GetString()!, maxTokens, temperature, topP, topK, seed, stop, stream, includeUsage, ignoreEos), null);
+        return (new SamplingRequest(modelElement.GetString()!, maxTokens, double.IsNaN(temperature) ? null : temperature, double.IsNaN(topP) ? null : topP,
+            topK, seed, stop, stream, includeUsage, ignoreEos), null);
     }
 
     /// <summary>Parameters of OpenAI's and vLLM's APIs that this router does not honour yet, each with its neutral value.</summary>

@@ -27,6 +27,9 @@ public sealed class ServedModel
     public string? ChatTemplateProblem { get; }
     public ModelConfig Config { get; }
 
+    /// <summary>The model's sampling defaults (generation_config.json) for what a request leaves out.</summary>
+    public GenerationConfig Generation { get; private init; } = GenerationConfig.None;
+
     /// <summary>The directory's name, used as the model id when the workers name none.</summary>
     public string DefaultName => Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(Directory)));
 
@@ -37,7 +40,7 @@ public sealed class ServedModel
         var config = ModelConfig.Load(directory);
         var tokenizer = HfTokenizer.Load(directory);
         var (template, problem) = ChatTemplates.Load(tokenizer, chatTemplate, timeProvider);
-        return new ServedModel(directory, tokenizer, template, problem, config);
+        return new ServedModel(directory, tokenizer, template, problem, config) { Generation = GenerationConfig.Load(directory) };
     }
 
     /// <summary>A plain completion prompt with the special tokens the tokenizer's post-processor adds (BOS for Llama-2/3.1, Gemma), as Hugging Face does.</summary>
