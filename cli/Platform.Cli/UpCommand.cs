@@ -35,6 +35,7 @@ internal static class UpCommand
         var kvBlocks = new Option<int?>("--worker-kv-blocks") { Description = "KV blocks per worker (default: a share of memory)" };
         var maxContext = new Option<int?>("--max-context") { Description = "Context limit per request" };
         var apiKey = new Option<string?>("--api-key") { Description = "Require this bearer key on the OpenAI API" };
+        var servedName = new Option<string?>("--served-model-name") { Description = "The model name clients send (default: the model directory's name), as on the worker and vLLM" };
         var chatTemplate = new Option<string?>("--chat-template") { Description = "Jinja chat template file that overrides the model's own (as vLLM's flag)" };
         var kvTokens = new Option<int?>("--worker-kv-tokens") { Description = "Cap each worker's KV cache at N tokens (wins over --worker-kv-blocks)" };
         var distAttention = new Option<string?>("--dist-attention")
@@ -49,7 +50,7 @@ internal static class UpCommand
         {
             Description = "Memory budget per worker, e.g. 6GiB (default: the available memory less the router's and the store's, divided among the workers)",
         };
-        var command = new Command("up", "Run router and workers on this machine") { model, demo, workers, port, policy, kvBlocks, kvTokens, maxContext, apiKey, chatTemplate, distAttention, kvTier, redis, hostMemory, garnetMemory, workerMemory };
+        var command = new Command("up", "Run router and workers on this machine") { model, demo, workers, port, policy, kvBlocks, kvTokens, maxContext, apiKey, servedName, chatTemplate, distAttention, kvTier, redis, hostMemory, garnetMemory, workerMemory };
         command.SetAction(async (parse, ct) =>
         {
             int n = parse.GetValue(workers);
@@ -148,6 +149,7 @@ internal static class UpCommand
                         DistAttention = dist == "on",
                         Peers = dist == "on" && n > 1 ? [.. grpcPorts.Where((_, j) => j != i).Select(p => $"http://127.0.0.1:{p}")] : null,
                         MaxContext = parse.GetValue(maxContext),
+                        ServedModelName = parse.GetValue(servedName),
                         KvTier = tier,
                         KvHostMemory = tier != "off" ? parse.GetValue(hostMemory)! : null,
                         Redis = tier == "remote" ? redisAddress! : null,
@@ -165,6 +167,7 @@ internal static class UpCommand
                 });
                 var routerArgs = new List<string> { "--model", dir, "--workers", string.Join(',', workerUrls), "--port", routerPort.ToString(), "--policy", parse.GetValue(policy)! };
                 if (parse.GetValue(apiKey) is { } key) routerArgs.AddRange(["--api-key", key]);
+                if (parse.GetValue(servedName) is { } name) routerArgs.AddRange(["--served-model-name", name]);
                 if (parse.GetValue(chatTemplate) is { } templateFile) routerArgs.AddRange(["--chat-template", Path.GetFullPath(templateFile)]);
                 var router = ChildProcess.Start("router", Path.Combine(baseDir, "platform-router.dll"), routerArgs);
                 children.Add(router);
@@ -176,7 +179,7 @@ internal static class UpCommand
                 AnsiConsole.MarkupLine(Markup.Escape($"KV tier: {tier}" + (tier == "remote" ? $", shared store {redisAddress}{(garnet is null ? "" : " (embedded Garnet)")}" : "")));
                 AnsiConsole.MarkupLine("try:");
                 Console.WriteLine($"  curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' \\");
-                Console.WriteLine($"    -d '{{\"model\":\"{Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}],\"max_tokens\":32}}'");
+                Console.WriteLine($"    -d '{{\"model\":\"{parse.GetValue(servedName) ?? Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}],\"max_tokens\":32}}'");
                 AnsiConsole.MarkupLine("[grey]Ctrl-C stops everything.[/]");
 
                 foreach (var w in supervised) w.Supervise();

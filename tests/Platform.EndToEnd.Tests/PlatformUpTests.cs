@@ -26,14 +26,17 @@ public sealed partial class PlatformUpTests : IDisposable
     public async Task Platform_up_serves_the_openai_api_and_stops_every_process_on_sigterm()
     {
         string model = TinyModel();
-        var (up, url, output) = Launch("--model", model, "--workers", "2", "--port", "0");
+        var (up, url, output) = Launch("--model", model, "--workers", "2", "--port", "0", "--served-model-name", "tiny-chat");
         try
         {
             var ready = await Task.WhenAny(url.Task, up.WaitForExitAsync(), Task.Delay(TimeSpan.FromMinutes(3)));
             Assert.True(ready == url.Task, "platform up did not become ready:\n" + string.Join("\n", output));
             string baseUrl = await url.Task;
 
-            var client = new ChatClient("tiny", new ApiKeyCredential("unused"), new OpenAIClientOptions { Endpoint = new Uri(baseUrl + "/v1") });
+            // --served-model-name: the name clients send (and /v1/models reports).
+            using (var http = new HttpClient())
+                Assert.Contains("\"id\":\"tiny-chat\"", await http.GetStringAsync(baseUrl + "/v1/models"), StringComparison.Ordinal);
+            var client = new ChatClient("tiny-chat", new ApiKeyCredential("unused"), new OpenAIClientOptions { Endpoint = new Uri(baseUrl + "/v1") });
             var options = new ChatCompletionOptions { MaxOutputTokenCount = 8, Temperature = 0 };
             ChatCompletion completion = await client.CompleteChatAsync([new UserChatMessage("Hello there")], options);
             Assert.Equal(ChatFinishReason.Length, completion.FinishReason);
