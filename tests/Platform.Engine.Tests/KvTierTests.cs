@@ -15,25 +15,9 @@ namespace Platform.Engine.Tests;
 
 public sealed class KvTierTests
 {
-    private static List<int> Prompt(int length, int seed)
-    {
-        var rng = new Random(seed);
-        return Enumerable.Range(0, length).Select(_ => rng.Next(0, 500)).ToList();
-    }
+    private static List<int> Prompt(int length, int seed) => KvTierRuns.Prompt(length, seed);
 
-    private static async Task<(List<int> Tokens, List<float[]> Logits, GenerationChunk Last)> Run(LlmEngine engine, IReadOnlyList<int> prompt)
-    {
-        var tokens = new List<int>();
-        var logits = new List<float[]>();
-        GenerationChunk? last = null;
-        await foreach (var chunk in engine.GenerateAsync(new GenerationRequest(prompt, new SamplingParams { MaxTokens = 8, Temperature = 0, IgnoreEos = true }, ReturnLogits: true)))
-        {
-            tokens.AddRange(chunk.TokenIds);
-            if (chunk.Logits is not null) logits.AddRange(chunk.Logits);
-            last = chunk;
-        }
-        return (tokens, logits, last!);
-    }
+    private static Task<(List<int> Tokens, List<float[]> Logits, GenerationChunk Last)> Run(LlmEngine engine, IReadOnlyList<int> prompt) => KvTierRuns.Run(engine, prompt);
 
     private static void AssertLogitsEqual(List<float[]> a, List<float[]> b, double tolerance)
     {

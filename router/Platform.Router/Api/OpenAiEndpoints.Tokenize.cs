@@ -19,13 +19,8 @@ public sealed partial class OpenAiEndpoints
     private async Task TokenizeAsync(HttpContext context)
     {
         const string route = "tokenize";
-        var (document, error) = await ReadJsonAsync(context).ConfigureAwait(false);
-        if (error is not null)
-        {
-            await Fail(context, route, error).ConfigureAwait(false);
-            return;
-        }
-        using var doc = document!;
+        using var doc = await ReadOrFailAsync(context, route).ConfigureAwait(false);
+        if (doc is null) return;
         var root = doc.RootElement;
         IReadOnlyList<int> tokens;
         try
@@ -90,13 +85,8 @@ public sealed partial class OpenAiEndpoints
     private async Task DetokenizeAsync(HttpContext context)
     {
         const string route = "detokenize";
-        var (document, error) = await ReadJsonAsync(context).ConfigureAwait(false);
-        if (error is not null)
-        {
-            await Fail(context, route, error).ConfigureAwait(false);
-            return;
-        }
-        using var doc = document!;
+        using var doc = await ReadOrFailAsync(context, route).ConfigureAwait(false);
+        if (doc is null) return;
         var root = doc.RootElement;
         if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("tokens", out var array) || array.ValueKind != JsonValueKind.Array)
         {
@@ -120,6 +110,15 @@ public sealed partial class OpenAiEndpoints
         w.WriteEndObject();
         await w.FlushAsync(context.RequestAborted).ConfigureAwait(false);
         _metrics.Request(route, 200);
+    }
+
+    /// <summary>The JSON body, or null once the error answer (not JSON, too large, wrong Content-Type) is sent.</summary>
+    private async Task<JsonDocument?> ReadOrFailAsync(HttpContext context, string route)
+    {
+        var (document, error) = await ReadJsonAsync(context).ConfigureAwait(false);
+        if (error is null) return document;
+        await Fail(context, route, error).ConfigureAwait(false);
+        return null;
     }
 
     /// <summary>A request error found while reading a /tokenize body.</summary>
