@@ -103,7 +103,8 @@ public sealed class RouterHttpTests(TwoWorkerFixture f)
     [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"min_p\":0.1}", 400, "min_p", null)]
     [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"repetition_penalty\":1.2}", 400, "repetition_penalty", null)]
     [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"logit_bias\":{\"5\":10}}", 400, "logit_bias", null)]
-    [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"stop_token_ids\":[2]}", 400, "stop_token_ids", null)]
+    [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"stop_token_ids\":[-2]}", 400, "stop_token_ids", null)]
+    [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"stop_token_ids\":[99999]}", 400, "stop_token_ids", null)]
     [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"response_format\":{\"type\":\"json_object\"}}", 400, "response_format", null)]
     [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"guided_choice\":[\"a\",\"b\"]}", 400, "guided_choice", null)]
     public async Task Bad_completion_input_is_a_4xx_in_openai_shape_without_worker_calls(string json, int status, string? param, string? code)
@@ -192,6 +193,25 @@ public sealed class RouterHttpTests(TwoWorkerFixture f)
         ErrorShape.Assert(bad, "tokens");
         using var health = await f.KvAware.Http.GetAsync("/health");
         Assert.Equal(200, (int)health.StatusCode);
+    }
+
+    [Fact]
+    public async Task Stop_token_ids_end_generation_on_any_of_them()
+    {
+        // Every id of the vocabulary is a stop token: the first generated token ends the completion.
+        int vocab = Platform.Core.Models.ModelConfig.Load(TestModels.TinyLlama).VocabSize;
+        var (s1, stopped, _) = await f.KvAware.PostAsync("/v1/completions", JsonSerializer.Serialize(new
+        {
+            model = "tiny", prompt = "count with me", max_tokens = 8, temperature = 0, ignore_eos = true, stop_token_ids = Enumerable.Range(0, vocab),
+        }));
+        Assert.True(s1 == 200, stopped.ToString());
+        Assert.Equal("stop", stopped.GetProperty("choices")[0].GetProperty("finish_reason").GetString());
+        Assert.Equal(1, stopped.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+        var (_, free, _) = await f.KvAware.PostAsync("/v1/completions", JsonSerializer.Serialize(new
+        {
+            model = "tiny", prompt = "count with me", max_tokens = 8, temperature = 0, ignore_eos = true, stop_token_ids = Array.Empty<int>(),
+        }));
+        Assert.Equal("length", free.GetProperty("choices")[0].GetProperty("finish_reason").GetString());
     }
 
     [Fact]

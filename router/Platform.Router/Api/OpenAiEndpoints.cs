@@ -181,6 +181,12 @@ public sealed partial class OpenAiEndpoints
             return;
         }
 
+        if (sampling.StopTokenIds.Any(id => id >= _model.Config.VocabSize))
+        {
+            await Fail(context, route, ApiError.BadRequest($"stop_token_ids must be below the vocabulary size {_model.Config.VocabSize}.", "stop_token_ids")).ConfigureAwait(false);
+            return;
+        }
+
         IReadOnlyList<int> prompt;
         string promptParam = chat ? "messages" : "prompt";
         // Bound the tokenizer's work before it starts: text longer than the context could hold even at the
@@ -253,6 +259,7 @@ public sealed partial class OpenAiEndpoints
         };
         if (sampling.Seed is ulong seed) grpcRequest.Sampling.Seed = seed;
         grpcRequest.Sampling.Stop.AddRange(sampling.Stop);
+        grpcRequest.Sampling.StopTokenIds.AddRange(sampling.StopTokenIds);
         grpcRequest.PromptTokenIds.AddRange(prompt);
 
         string? session = context.Request.Headers[_options.SessionHeader].FirstOrDefault();

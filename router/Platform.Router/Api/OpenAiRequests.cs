@@ -16,6 +16,9 @@ public sealed record SamplingRequest(
     string Model, int? MaxTokens, double? Temperature, double? TopP, int? TopK, ulong? Seed,
     IReadOnlyList<string> Stop, bool Stream, bool IncludeUsage, bool IgnoreEos)
 {
+    /// <summary>stop_token_ids (vLLM's extension): generation ends on any of these tokens, EOS or not.</summary>
+    public IReadOnlyList<int> StopTokenIds { get; init; } = [];
+
     /// <summary>What is sent to the worker: the request's values, else the model's generation_config.json, else the API's defaults (1, 1, no top-k).</summary>
     public (double Temperature, double TopP, int TopK) Resolve(GenerationConfig defaults)
     {
@@ -201,6 +204,19 @@ public static class OpenAiRequests
             if (stop.Any(x => x.Length == 0)) return (null, ApiError.BadRequest("stop strings must not be empty.", "stop"));
         }
 
+        var stopTokenIds = new List<int>();
+        if (root.TryGetProperty("stop_token_ids", out var sti) && sti.ValueKind != JsonValueKind.Null)
+        {
+            if (sti.ValueKind != JsonValueKind.Array)
+                return (null, ApiError.BadRequest("stop_token_ids must be a list of token ids.", "stop_token_ids"));
+            foreach (var e in sti.EnumerateArray())
+            {
+                if (e.ValueKind != JsonValueKind.Number || !e.TryGetInt32(out int id) || id < 0)
+                    return (null, ApiError.BadRequest("stop_token_ids must be non-negative integers.", "stop_token_ids"));
+                stopTokenIds.Add(id);
+            }
+        }
+
         if (Bool(root, "stream", out bool stream) is { } e4) return (null, e4);
         if (Bool(root, "ignore_eos", out bool ignoreEos) is { } e5) return (null, e5);
         bool includeUsage = false;
@@ -214,7 +230,7 @@ public static class OpenAiRequests
         }
 
         return (new SamplingRequest(modelElement.GetString()!, maxTokens, double.IsNaN(temperature) ? null : temperature, double.IsNaN(topP) ? null : topP,
-            topK, seed, stop, stream, includeUsage, ignoreEos), null);
+            topK, seed, stop, stream, includeUsage, ignoreEos) { StopTokenIds = stopTokenIds }, null);
     }
 
     /// <summary>Parameters of OpenAI's and vLLM's APIs that this router does not honour yet, each with its neutral value.</summary>
@@ -226,7 +242,6 @@ public static class OpenAiRequests
         ("best_of", e => IsNumber(e, 1), "leave it at 1"),
         ("top_logprobs", e => IsNumber(e, 0), "remove it"),
         ("logit_bias", e => e.ValueKind == JsonValueKind.Object && !e.EnumerateObject().Any(), "remove it"),
-        ("stop_token_ids", e => e.ValueKind == JsonValueKind.Array && e.GetArrayLength() == 0, "use stop strings"),
         ("response_format", e => e.ValueKind == JsonValueKind.Object && e.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String && t.GetString() == "text",
             "only {\"type\":\"text\"} is served"),
         ("guided_json", _ => false, "remove it"),
