@@ -100,7 +100,7 @@ public sealed class RouterHttpTests(TwoWorkerFixture f)
     [InlineData("{\"prompt\":\"x\"}", 400, "model", null)]
     [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"n\":3}", 400, "n", null)]
     [InlineData("[1,2,3]", 400, null, null)]
-    [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"min_p\":0.1}", 400, "min_p", null)]
+    [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"min_p\":1.5}", 400, "min_p", null)]
     [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"repetition_penalty\":1.2}", 400, "repetition_penalty", null)]
     [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"logit_bias\":{\"5\":10}}", 400, "logit_bias", null)]
     [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"stop_token_ids\":[-2]}", 400, "stop_token_ids", null)]

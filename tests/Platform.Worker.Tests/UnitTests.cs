@@ -50,8 +50,9 @@ public sealed class UnitTests
         Assert.Equal(0, defaults.Temperature);
         Assert.Null(defaults.Seed);
 
-        var set = ProtoMapping.ToSampling(new SamplingOptions { MaxTokens = 7, TopP = 0.5, Temperature = 0.8, Seed = 0, Stop = { "\n" }, StopTokenIds = { 3 } }, 10, 4096);
+        var set = ProtoMapping.ToSampling(new SamplingOptions { MaxTokens = 7, TopP = 0.5, Temperature = 0.8, Seed = 0, Stop = { "\n" }, StopTokenIds = { 3 }, MinP = 0.2 }, 10, 4096);
         Assert.Equal(7, set.MaxTokens);
+        Assert.Equal(0.2, set.MinP);
         Assert.Equal(0.5, set.TopP);
         Assert.Equal(0.8, set.Temperature);
         Assert.Equal(0ul, set.Seed);

@@ -256,7 +256,7 @@ public sealed partial class LlmEngine : IDisposable
             var row = logits.AsSpan(i * vocab, vocab);
             var r = sampling[i];
             var p = r.Sampling;
-            int token = _sampler.Sample(row, p.Temperature, p.TopK, p.TopP, r.Seed, r.OutputLength);
+            int token = _sampler.Sample(row, p.Temperature, p.TopK, p.TopP, r.Seed, r.OutputLength, p.MinP);
             r.Tokens.Add(token);
             Emit(r, token, r.ReturnLogits ? row.ToArray() : null);
         }

@@ -27,6 +27,7 @@ internal static class ProtoMapping
             StopTokenIds = [.. s.StopTokenIds],
             StopStrings = [.. s.Stop],
             IgnoreEos = s.IgnoreEos,
+            MinP = s.MinP,
         };
     }
 

@@ -255,6 +255,7 @@ public sealed partial class OpenAiEndpoints
                 TopK = sampling.Resolve(_model.Generation).TopK,
                 TopP = sampling.Resolve(_model.Generation).TopP,
                 IgnoreEos = sampling.IgnoreEos,
+                MinP = sampling.MinP,
             },
         };
         if (sampling.Seed is ulong seed) grpcRequest.Sampling.Seed = seed;

@@ -16,6 +16,9 @@ public sealed record SamplingRequest(
     string Model, int? MaxTokens, double? Temperature, double? TopP, int? TopK, ulong? Seed,
     IReadOnlyList<string> Stop, bool Stream, bool IncludeUsage, bool IgnoreEos)
 {
+    /// <summary>min_p: tokens less likely than this fraction of the most likely one are not drawn (0: off).</summary>
+    public double MinP { get; init; }
+
     /// <summary>stop_token_ids (vLLM's extension): generation ends on any of these tokens, EOS or not.</summary>
     public IReadOnlyList<int> StopTokenIds { get; init; } = [];
 
@@ -160,6 +163,7 @@ public static class OpenAiRequests
         if (Number(root, "temperature", double.NaN, 0, 2, out double temperature) is { } e1) return (null, e1);
         if (Number(root, "top_p", double.NaN, 0, 1, out double topP) is { } e2) return (null, e2);
         if (topP == 0) return (null, ApiError.BadRequest("top_p must be greater than 0.", "top_p"));
+        if (Number(root, "min_p", 0, 0, 1, out double minP) is { } eMinP) return (null, eMinP);
         foreach (var penalty in new[] { "presence_penalty", "frequency_penalty" })
         {
             if (Number(root, penalty, 0, -2, 2, out double p) is { } e3) return (null, e3);
@@ -230,13 +234,12 @@ public static class OpenAiRequests
         }
 
         return (new SamplingRequest(modelElement.GetString()!, maxTokens, double.IsNaN(temperature) ? null : temperature, double.IsNaN(topP) ? null : topP,
-            topK, seed, stop, stream, includeUsage, ignoreEos) { StopTokenIds = stopTokenIds }, null);
+            topK, seed, stop, stream, includeUsage, ignoreEos) { StopTokenIds = stopTokenIds, MinP = minP }, null);
     }
 
     /// <summary>Parameters of OpenAI's and vLLM's APIs that this router does not honour yet, each with its neutral value.</summary>
     private static readonly (string Name, Func<JsonElement, bool> IsNeutral, string Hint)[] NotHonoured =
     [
-        ("min_p", e => IsNumber(e, 0), "leave it at 0"),
         ("repetition_penalty", e => IsNumber(e, 1), "leave it at 1"),
         ("min_tokens", e => IsNumber(e, 0), "leave it at 0"),
         ("best_of", e => IsNumber(e, 1), "leave it at 1"),

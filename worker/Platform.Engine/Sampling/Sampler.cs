@@ -1,5 +1,5 @@
 // Turns one row of logits into the next token: greedy, or temperature with
-// top-k and top-p. Randomness comes from a counter-based stream keyed by
+// min-p, top-k and top-p (vLLM's order: min-p on the tempered distribution first). Randomness comes from a counter-based stream keyed by
 // (request seed, output index), so a request gives the same tokens whether it
 // runs alone, in a batch, or is preempted and recomputed.
 namespace Platform.Engine.Sampling;
@@ -12,7 +12,8 @@ public sealed class Sampler
     /// <param name="logits">One row of logits (not modified).</param>
     /// <param name="seed">The request's seed.</param>
     /// <param name="outputIndex">Index of the token being sampled among the request's outputs.</param>
-    public int Sample(ReadOnlySpan<float> logits, double temperature, int topK, double topP, ulong seed, int outputIndex)
+    /// <param name="minP">Tokens less likely than minP × the most likely one are never drawn (0: off).</param>
+    public int Sample(ReadOnlySpan<float> logits, double temperature, int topK, double topP, ulong seed, int outputIndex, double minP = 0)
     {
         if (temperature <= 0 || topK == 1) return ArgMax(logits);
         int n = logits.Length;
@@ -32,6 +33,10 @@ public sealed class Sampler
             probs[i] = (float)Math.Exp((logits[i] - max) * invT);
             order[i] = i;
         }
+        // The most likely token has weight 1 here, so min-p is a plain threshold on the weights.
+        if (minP > 0)
+            for (int i = 0; i < n; i++)
+                if (probs[i] < minP) probs[i] = 0;
 
         int keep = n;
         if ((topK > 0 && topK < n) || topP < 1.0)

@@ -11,6 +11,8 @@ public sealed record SamplingParams
     /// <summary>0 means no top-k cut.</summary>
     public int TopK { get; init; }
     public double TopP { get; init; } = 1.0;
+    /// <summary>Drop tokens less likely than MinP × the most likely one (after temperature); 0 disables it.</summary>
+    public double MinP { get; init; }
     /// <summary>Seed for reproducible sampling; null draws one at admission.</summary>
     public ulong? Seed { get; init; }
     public IReadOnlyList<int> StopTokenIds { get; init; } = [];
@@ -27,6 +29,7 @@ public sealed record SamplingParams
             throw new EngineRequestException($"temperature must be a finite number >= 0, got {Temperature}.");
         if (TopK < 0) throw new EngineRequestException($"top_k must be >= 0 (0 disables it), got {TopK}.");
         if (double.IsNaN(TopP) || TopP <= 0 || TopP > 1) throw new EngineRequestException($"top_p must be in (0, 1], got {TopP}.");
+        if (double.IsNaN(MinP) || MinP < 0 || MinP > 1) throw new EngineRequestException($"min_p must be in [0, 1], got {MinP}.");
         foreach (var s in StopStrings)
             if (string.IsNullOrEmpty(s)) throw new EngineRequestException("stop strings must not be empty.");
     }
