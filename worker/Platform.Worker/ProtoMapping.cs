@@ -28,6 +28,9 @@ internal static class ProtoMapping
             StopStrings = [.. s.Stop],
             IgnoreEos = s.IgnoreEos,
             MinP = s.MinP,
+            PresencePenalty = s.PresencePenalty,
+            FrequencyPenalty = s.FrequencyPenalty,
+            RepetitionPenalty = s.RepetitionPenalty == 0 ? 1.0 : s.RepetitionPenalty,
         };
     }
 

@@ -256,6 +256,9 @@ public sealed partial class OpenAiEndpoints
                 TopP = sampling.Resolve(_model.Generation).TopP,
                 IgnoreEos = sampling.IgnoreEos,
                 MinP = sampling.MinP,
+                PresencePenalty = sampling.PresencePenalty,
+                FrequencyPenalty = sampling.FrequencyPenalty,
+                RepetitionPenalty = sampling.RepetitionPenalty ?? _model.Generation.RepetitionPenalty ?? 1.0,
             },
         };
         if (sampling.Seed is ulong seed) grpcRequest.Sampling.Seed = seed;

@@ -16,6 +16,11 @@ public sealed record SamplingRequest(
     string Model, int? MaxTokens, double? Temperature, double? TopP, int? TopK, ulong? Seed,
     IReadOnlyList<string> Stop, bool Stream, bool IncludeUsage, bool IgnoreEos)
 {
+    public double PresencePenalty { get; init; }
+    public double FrequencyPenalty { get; init; }
+    /// <summary>repetition_penalty as given; null: left out (generation_config.json's, else 1).</summary>
+    public double? RepetitionPenalty { get; init; }
+
     /// <summary>min_p: tokens less likely than this fraction of the most likely one are not drawn (0: off).</summary>
     public double MinP { get; init; }
 
@@ -164,11 +169,10 @@ public static class OpenAiRequests
         if (Number(root, "top_p", double.NaN, 0, 1, out double topP) is { } e2) return (null, e2);
         if (topP == 0) return (null, ApiError.BadRequest("top_p must be greater than 0.", "top_p"));
         if (Number(root, "min_p", 0, 0, 1, out double minP) is { } eMinP) return (null, eMinP);
-        foreach (var penalty in new[] { "presence_penalty", "frequency_penalty" })
-        {
-            if (Number(root, penalty, 0, -2, 2, out double p) is { } e3) return (null, e3);
-            if (p != 0) return (null, ApiError.BadRequest($"{penalty} is not supported yet; leave it at 0.", penalty));
-        }
+        if (Number(root, "presence_penalty", 0, -2, 2, out double presence) is { } e3) return (null, e3);
+        if (Number(root, "frequency_penalty", 0, -2, 2, out double frequency) is { } e3b) return (null, e3b);
+        if (Number(root, "repetition_penalty", double.NaN, 0, 10, out double repetition) is { } e3c) return (null, e3c);
+        if (repetition == 0) return (null, ApiError.BadRequest("repetition_penalty must be greater than 0 (1: off).", "repetition_penalty"));
 
         int? topK = null;
         if (root.TryGetProperty("top_k", out var k) && k.ValueKind != JsonValueKind.Null)
@@ -234,13 +238,13 @@ public static class OpenAiRequests
         }
 
         return (new SamplingRequest(modelElement.GetString()!, maxTokens, double.IsNaN(temperature) ? null : temperature, double.IsNaN(topP) ? null : topP,
-            topK, seed, stop, stream, includeUsage, ignoreEos) { StopTokenIds = stopTokenIds, MinP = minP }, null);
+            topK, seed, stop, stream, includeUsage, ignoreEos) { StopTokenIds = stopTokenIds, MinP = minP, PresencePenalty = presence, FrequencyPenalty = frequency,
+            RepetitionPenalty = double.IsNaN(repetition) ? null : repetition }, null);
     }
 
     /// <summary>Parameters of OpenAI's and vLLM's APIs that this router does not honour yet, each with its neutral value.</summary>
     private static readonly (string Name, Func<JsonElement, bool> IsNeutral, string Hint)[] NotHonoured =
     [
-        ("repetition_penalty", e => IsNumber(e, 1), "leave it at 1"),
         ("min_tokens", e => IsNumber(e, 0), "leave it at 0"),
         ("best_of", e => IsNumber(e, 1), "leave it at 1"),
         ("top_logprobs", e => IsNumber(e, 0), "remove it"),

@@ -63,6 +63,8 @@ public sealed class EngineRequest : KvSequence
     public int CachedHostTokens { get; set; }
     public int CachedRemoteTokens { get; set; }
     public int Preemptions { get; set; }
+    /// <summary>Seen tokens and output counts for the sampling penalties; created on the first step that needs them.</summary>
+    public Sampling.PenaltyState? Penalties { get; set; }
     public int RemainingTokens => Tokens.Count - NumComputed;
 
     /// <summary>DistAttention: where the positions beyond this worker's share live (null for a local sequence).</summary>

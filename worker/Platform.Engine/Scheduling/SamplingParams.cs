@@ -13,6 +13,12 @@ public sealed record SamplingParams
     public double TopP { get; init; } = 1.0;
     /// <summary>Drop tokens less likely than MinP × the most likely one (after temperature); 0 disables it.</summary>
     public double MinP { get; init; }
+    /// <summary>Subtracted once from the logit of every token already generated ([-2, 2]).</summary>
+    public double PresencePenalty { get; init; }
+    /// <summary>Subtracted per generation of a token from its logit ([-2, 2]).</summary>
+    public double FrequencyPenalty { get; init; }
+    /// <summary>Divides positive and multiplies negative logits of tokens in the prompt or output (1: off).</summary>
+    public double RepetitionPenalty { get; init; } = 1.0;
     /// <summary>Seed for reproducible sampling; null draws one at admission.</summary>
     public ulong? Seed { get; init; }
     public IReadOnlyList<int> StopTokenIds { get; init; } = [];
@@ -30,6 +36,9 @@ public sealed record SamplingParams
         if (TopK < 0) throw new EngineRequestException($"top_k must be >= 0 (0 disables it), got {TopK}.");
         if (double.IsNaN(TopP) || TopP <= 0 || TopP > 1) throw new EngineRequestException($"top_p must be in (0, 1], got {TopP}.");
         if (double.IsNaN(MinP) || MinP < 0 || MinP > 1) throw new EngineRequestException($"min_p must be in [0, 1], got {MinP}.");
+        if (!(PresencePenalty is >= -2 and <= 2)) throw new EngineRequestException($"presence_penalty must be in [-2, 2], got {PresencePenalty}.");
+        if (!(FrequencyPenalty is >= -2 and <= 2)) throw new EngineRequestException($"frequency_penalty must be in [-2, 2], got {FrequencyPenalty}.");
+        if (!(RepetitionPenalty is > 0 and <= 10)) throw new EngineRequestException($"repetition_penalty must be in (0, 10], got {RepetitionPenalty}.");
         foreach (var s in StopStrings)
             if (string.IsNullOrEmpty(s)) throw new EngineRequestException("stop strings must not be empty.");
     }
