@@ -256,6 +256,8 @@ public sealed partial class LlmEngine : IDisposable
             var row = logits.AsSpan(i * vocab, vocab);
             var r = sampling[i];
             var p = r.Sampling;
+            foreach (var (biased, bias) in p.LogitBias)
+                if ((uint)biased < (uint)row.Length) row[biased] += bias;
             if (PenaltyState.Needed(p.PresencePenalty, p.FrequencyPenalty, p.RepetitionPenalty))
                 (r.Penalties ??= new PenaltyState(r.Tokens, r.PromptLength)).Apply(row, r.Tokens, p.PresencePenalty, p.FrequencyPenalty, p.RepetitionPenalty);
             int token = _sampler.Sample(row, p.Temperature, p.TopK, p.TopP, r.Seed, r.OutputLength, p.MinP);

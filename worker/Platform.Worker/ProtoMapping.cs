@@ -31,6 +31,7 @@ internal static class ProtoMapping
             PresencePenalty = s.PresencePenalty,
             FrequencyPenalty = s.FrequencyPenalty,
             RepetitionPenalty = s.RepetitionPenalty == 0 ? 1.0 : s.RepetitionPenalty,
+            LogitBias = new Dictionary<int, float>(s.LogitBias),
         };
     }
 

@@ -181,6 +181,11 @@ public sealed partial class OpenAiEndpoints
             return;
         }
 
+        if (sampling.LogitBias.Keys.Any(id => id >= _model.Config.VocabSize))
+        {
+            await Fail(context, route, ApiError.BadRequest($"logit_bias token ids must be below the vocabulary size {_model.Config.VocabSize}.", "logit_bias")).ConfigureAwait(false);
+            return;
+        }
         if (sampling.StopTokenIds.Any(id => id >= _model.Config.VocabSize))
         {
             await Fail(context, route, ApiError.BadRequest($"stop_token_ids must be below the vocabulary size {_model.Config.VocabSize}.", "stop_token_ids")).ConfigureAwait(false);
@@ -264,6 +269,7 @@ public sealed partial class OpenAiEndpoints
         if (sampling.Seed is ulong seed) grpcRequest.Sampling.Seed = seed;
         grpcRequest.Sampling.Stop.AddRange(sampling.Stop);
         grpcRequest.Sampling.StopTokenIds.AddRange(sampling.StopTokenIds);
+        foreach (var (id, bias) in sampling.LogitBias) grpcRequest.Sampling.LogitBias[id] = bias;
         grpcRequest.PromptTokenIds.AddRange(prompt);
 
         string? session = context.Request.Headers[_options.SessionHeader].FirstOrDefault();

@@ -16,6 +16,9 @@ public sealed record SamplingRequest(
     string Model, int? MaxTokens, double? Temperature, double? TopP, int? TopK, ulong? Seed,
     IReadOnlyList<string> Stop, bool Stream, bool IncludeUsage, bool IgnoreEos)
 {
+    /// <summary>logit_bias: token id → value added to its logit, [-100, 100].</summary>
+    public IReadOnlyDictionary<int, float> LogitBias { get; init; } = new Dictionary<int, float>();
+
     public double PresencePenalty { get; init; }
     public double FrequencyPenalty { get; init; }
     /// <summary>repetition_penalty as given; null: left out (generation_config.json's, else 1).</summary>
@@ -212,6 +215,20 @@ public static class OpenAiRequests
             if (stop.Any(x => x.Length == 0)) return (null, ApiError.BadRequest("stop strings must not be empty.", "stop"));
         }
 
+        var logitBias = new Dictionary<int, float>();
+        if (root.TryGetProperty("logit_bias", out var lb) && lb.ValueKind != JsonValueKind.Null)
+        {
+            if (lb.ValueKind != JsonValueKind.Object)
+                return (null, ApiError.BadRequest("logit_bias must map token ids to numbers in [-100, 100].", "logit_bias"));
+            foreach (var entry in lb.EnumerateObject())
+            {
+                if (!int.TryParse(entry.Name, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int id)
+                    || entry.Value.ValueKind != JsonValueKind.Number || !entry.Value.TryGetDouble(out double bias) || !(bias is >= -100 and <= 100))
+                    return (null, ApiError.BadRequest($"logit_bias must map token ids to numbers in [-100, 100]; '{entry.Name}' does not.", "logit_bias"));
+                logitBias[id] = (float)bias;
+            }
+        }
+
         var stopTokenIds = new List<int>();
         if (root.TryGetProperty("stop_token_ids", out var sti) && sti.ValueKind != JsonValueKind.Null)
         {
@@ -238,7 +255,7 @@ public static class OpenAiRequests
         }
 
         return (new SamplingRequest(modelElement.GetString()!, maxTokens, double.IsNaN(temperature) ? null : temperature, double.IsNaN(topP) ? null : topP,
-            topK, seed, stop, stream, includeUsage, ignoreEos) { StopTokenIds = stopTokenIds, MinP = minP, PresencePenalty = presence, FrequencyPenalty = frequency,
+            topK, seed, stop, stream, includeUsage, ignoreEos) { StopTokenIds = stopTokenIds, LogitBias = logitBias, MinP = minP, PresencePenalty = presence, FrequencyPenalty = frequency,
             RepetitionPenalty = double.IsNaN(repetition) ? null : repetition }, null);
     }
 
@@ -248,7 +265,6 @@ public static class OpenAiRequests
         ("min_tokens", e => IsNumber(e, 0), "leave it at 0"),
         ("best_of", e => IsNumber(e, 1), "leave it at 1"),
         ("top_logprobs", e => IsNumber(e, 0), "remove it"),
-        ("logit_bias", e => e.ValueKind == JsonValueKind.Object && !e.EnumerateObject().Any(), "remove it"),
         ("response_format", e => e.ValueKind == JsonValueKind.Object && e.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String && t.GetString() == "text",
             "only {\"type\":\"text\"} is served"),
         ("guided_json", _ => false, "remove it"),

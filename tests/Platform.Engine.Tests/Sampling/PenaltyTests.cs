@@ -1,4 +1,4 @@
-// The sampling penalties against a hand computation: repetition over prompt and output tokens
+// logit_bias, and the sampling penalties against a hand computation: repetition over prompt and output tokens
 // (positive logits divided, negative multiplied), then frequency × count and presence once for
 // generated tokens; tokens never seen are untouched, and later steps see only new tokens added.
 using Platform.Engine.Sampling;
@@ -47,6 +47,17 @@ public sealed class PenaltyTests
         // Penalties only ever push seen tokens down: the penalised run repeats no more than the plain one.
         Assert.True(penalised.Distinct().Count() >= plain.Distinct().Count(), $"plain {string.Join(',', plain)}; penalised {string.Join(',', penalised)}");
         if (plain.Distinct().Count() < plain.Count) Assert.NotEqual(plain, penalised);
+    }
+
+    [Fact]
+    public async Task A_logit_bias_of_100_makes_greedy_decoding_pick_that_token()
+    {
+        using var engine = TestModels.Engine(TestModels.TinyLlama);
+        var sampling = new SamplingParams { MaxTokens = 6, Temperature = 0, IgnoreEos = true, LogitBias = new Dictionary<int, float> { [42] = 100 } };
+        var tokens = new List<int>();
+        await foreach (var chunk in engine.GenerateAsync(new GenerationRequest([5, 6, 7, 8], sampling))) tokens.AddRange(chunk.TokenIds);
+        Assert.Equal(Enumerable.Repeat(42, 6), tokens);
+        Assert.Throws<EngineRequestException>(() => new SamplingParams { LogitBias = new Dictionary<int, float> { [1] = 101 } }.Validate());
     }
 
     [Fact]

@@ -19,6 +19,8 @@ public sealed record SamplingParams
     public double FrequencyPenalty { get; init; }
     /// <summary>Divides positive and multiplies negative logits of tokens in the prompt or output (1: off).</summary>
     public double RepetitionPenalty { get; init; } = 1.0;
+    /// <summary>Added to these tokens' logits before penalties and sampling (OpenAI's logit_bias, [-100, 100]).</summary>
+    public IReadOnlyDictionary<int, float> LogitBias { get; init; } = new Dictionary<int, float>();
     /// <summary>Seed for reproducible sampling; null draws one at admission.</summary>
     public ulong? Seed { get; init; }
     public IReadOnlyList<int> StopTokenIds { get; init; } = [];
@@ -38,6 +40,8 @@ public sealed record SamplingParams
         if (double.IsNaN(MinP) || MinP < 0 || MinP > 1) throw new EngineRequestException($"min_p must be in [0, 1], got {MinP}.");
         if (!(PresencePenalty is >= -2 and <= 2)) throw new EngineRequestException($"presence_penalty must be in [-2, 2], got {PresencePenalty}.");
         if (!(FrequencyPenalty is >= -2 and <= 2)) throw new EngineRequestException($"frequency_penalty must be in [-2, 2], got {FrequencyPenalty}.");
+        foreach (var (token, bias) in LogitBias)
+            if (token < 0 || !(bias is >= -100 and <= 100)) throw new EngineRequestException($"logit_bias must map token ids to values in [-100, 100], got {token}: {bias}.");
         if (!(RepetitionPenalty is > 0 and <= 10)) throw new EngineRequestException($"repetition_penalty must be in (0, 10], got {RepetitionPenalty}.");
         foreach (var s in StopStrings)
             if (string.IsNullOrEmpty(s)) throw new EngineRequestException("stop strings must not be empty.");
