@@ -6,7 +6,6 @@
 using System.Net;
 using System.Text;
 using System.Text.Json;
-using Platform.Worker;
 
 namespace Platform.Router.Tests;
 
@@ -16,7 +15,7 @@ public sealed class AbortTests
     {
         var worker = await InProcessWorker.StartAsync(TestModels.TinyLlama,
             ["--served-model-name", "tiny", "--drain-grace-seconds", "1", "--kv-blocks", "64", "--threads", "1"]);
-        var router = await RouterHost.StartAsync(TestModels.TinyLlama, [worker.GrpcAddress.ToString().TrimEnd('/')]);
+        var router = await RouterHost.StartAsync(TestModels.TinyLlama, [worker.Address]);
         await router.WaitForWorkers(1);
         // 50 ms a step: the 500 tokens asked for need 25 s, far past the 1 s drain grace.
         worker.Engine.BeforeStep = () => Thread.Sleep(stepMs);

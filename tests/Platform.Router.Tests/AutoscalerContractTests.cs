@@ -18,7 +18,7 @@ public sealed class AutoscalerContractTests
     [Fact]
     public async Task The_operator_reads_queued_prefill_and_kv_utilization_from_a_real_routers_metrics()
     {
-        var worker = await EngineWorker.StartAsync(TestModels.TinyLlama, kvBlocks: 64);
+        var worker = await TestWorkers.StartAsync(TestModels.TinyLlama, kvBlocks: 64);
         var router = await RouterHost.StartAsync(TestModels.TinyLlama, [worker.Address]);
         using var gate = new ManualResetEventSlim(true);
         HttpResponseMessage? decoding = null;

@@ -8,16 +8,16 @@ namespace Platform.Router.Tests;
 
 public sealed class TwoWorkerFixture : IAsyncLifetime
 {
-    internal EngineWorker A { get; private set; } = null!;
-    internal EngineWorker B { get; private set; } = null!;
+    internal InProcessWorker A { get; private set; } = null!;
+    internal InProcessWorker B { get; private set; } = null!;
     internal RouterHost KvAware { get; private set; } = null!;
     internal RouterHost RoundRobin { get; private set; } = null!;
     internal string ModelDir { get; } = TestModels.TinyLlama;
 
     public async Task InitializeAsync()
     {
-        A = await EngineWorker.StartAsync(ModelDir);
-        B = await EngineWorker.StartAsync(ModelDir);
+        A = await TestWorkers.StartAsync(ModelDir);
+        B = await TestWorkers.StartAsync(ModelDir);
         KvAware = await RouterHost.StartAsync(ModelDir, [A.Address, B.Address]);
         RoundRobin = await RouterHost.StartAsync(ModelDir, [A.Address, B.Address], "--policy", "round-robin");
         await KvAware.WaitForWorkers(2);

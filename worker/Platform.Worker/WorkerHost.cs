@@ -2,7 +2,8 @@
 // onto the "Worker" section), Kestrel with two endpoints (gRPC over cleartext
 // HTTP/2, and HTTP/1.1 for probes and Prometheus, which cannot speak h2c),
 // gRPC services, health checks, OpenTelemetry and graceful drain. Program and
-// InProcessWorker both build the host here, so tests run the real wiring.
+// the tests' InProcessWorker (tests/Platform.Testing) both build the host here,
+// so tests run the real wiring.
 using System.Net;
 using Grpc.AspNetCore.HealthChecks;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
