@@ -8,7 +8,6 @@ using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 using Platform.Router.Model;
 using Platform.Router.Workers;
-using Platform.Worker;
 
 namespace Platform.Router.Tests;
 

@@ -16,6 +16,7 @@ using OpenTelemetry.Metrics;
 using OpenTelemetry.Resources;
 using OpenTelemetry.Trace;
 using Platform.Core.Protos;
+using Platform.Core.Workers;
 
 namespace Platform.Worker;
 
@@ -150,8 +151,8 @@ public static class WorkerHost
             var announcer = app.Services.GetRequiredService<WorkerAnnouncer>();
             var o = app.Services.GetRequiredService<IOptions<WorkerOptions>>().Value;
             Log.Listening(app.Logger, o.ResolvedWorkerId, endpoints.GrpcAddress.ToString(), endpoints.HttpAddress.ToString());
-            announcer.Announce($"PLATFORM_WORKER_LISTENING {endpoints.GrpcAddress.GetLeftPart(UriPartial.Authority)}");
-            announcer.Announce($"PLATFORM_WORKER_HTTP_LISTENING {endpoints.HttpAddress.GetLeftPart(UriPartial.Authority)}");
+            announcer.Announce($"{WorkerAnnouncements.Listening}{endpoints.GrpcAddress.GetLeftPart(UriPartial.Authority)}");
+            announcer.Announce($"{WorkerAnnouncements.HttpListening}{endpoints.HttpAddress.GetLeftPart(UriPartial.Authority)}");
         });
         return app;
     }
