@@ -17,6 +17,7 @@ internal sealed class SupervisedWorker : IAsyncDisposable
     private readonly IReadOnlyList<string> _args;
     private readonly CancellationTokenSource _stop = new();
     private readonly Action<string> _log;
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA2213:Disposable fields should be disposed", Justification = "Disposed through Current (a volatile read of it) in DisposeAsync, and each replaced process in SuperviseAsync.")]
     private ChildProcess _current;
     private Task? _supervising;
 

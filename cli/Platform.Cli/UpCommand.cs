@@ -163,7 +163,7 @@ internal static class UpCommand
                         await w.Current.WaitForLineAsync(WorkerAnnouncements.Ready, TimeSpan.FromMinutes(10), stop.Token);
                     }
                 });
-                var routerArgs = new List<string> { "--model", dir, "--workers", string.Join(',', workerUrls), "--port", routerPort.ToString(), "--policy", parse.GetValue(policy)! };
+                var routerArgs = new List<string> { "--model", dir, "--workers", string.Join(',', workerUrls), "--port", routerPort.ToString(System.Globalization.CultureInfo.InvariantCulture), "--policy", parse.GetValue(policy)! };
                 if (parse.GetValue(apiKey) is { } key) routerArgs.AddRange(["--api-key", key]);
                 var router = ChildProcess.StartDotnet("router", Path.Combine(baseDir, "platform-router.dll"), routerArgs);
                 children.Add(router);

@@ -66,7 +66,8 @@ public sealed class AbortTests
         var (worker, router) = await StartAsync();
         try
         {
-            var answer = router.Http.PostAsync("/v1/completions", Body(stream: false));
+            using var body = Body(stream: false);
+            var answer = router.Http.PostAsync("/v1/completions", body);
             await RouterHost.Eventually(() => worker.Engine.GetStats().Running == 1, "the request runs on the worker");
             await Task.Delay(300); // some tokens generated
             var stopping = worker.StopAsync();
@@ -91,7 +92,8 @@ public sealed class AbortTests
         var (worker, router) = await StartAsync(stepMs: 3000);
         try
         {
-            var answer = router.Http.PostAsync("/v1/completions", Body(stream: true));
+            using var body = Body(stream: true);
+            var answer = router.Http.PostAsync("/v1/completions", body);
             await Task.Delay(500); // the request is on the worker, its first step sleeping
             var stopping = worker.StopAsync();
             using var response = await answer;

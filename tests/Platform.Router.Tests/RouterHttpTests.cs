@@ -225,7 +225,8 @@ public sealed class RouterHttpTests(TwoWorkerFixture f)
         };
         request.Headers.Add("traceparent", $"00-{traceId}-00f067aa0ba902b7-01");
         // The router runs in this process, so its HTTP tracing would also rewrite this client's header: switch that off here.
-        using var client = new HttpClient(new SocketsHttpHandler { ActivityHeadersPropagator = null }) { BaseAddress = new Uri(f.KvAware.Address) };
+        using var handler = new SocketsHttpHandler { ActivityHeadersPropagator = null };
+        using var client = new HttpClient(handler) { BaseAddress = new Uri(f.KvAware.Address) };
         using var response = await client.SendAsync(request);
         Assert.True(response.IsSuccessStatusCode);
         string worker = response.Headers.GetValues("x-platform-worker").Single();
