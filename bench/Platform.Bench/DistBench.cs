@@ -16,6 +16,7 @@ using Platform.Bench.Models;
 using Platform.Engine;
 using Platform.Engine.Scheduling;
 using Microsoft.Extensions.DependencyInjection;
+using Platform.Testing;
 using Platform.Worker;
 using Spectre.Console;
 using Platform.Core.Networking;

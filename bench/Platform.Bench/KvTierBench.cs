@@ -15,7 +15,7 @@ using Platform.Engine;
 using Platform.Engine.Scheduling;
 using Platform.KvCache;
 using Platform.KvCache.Garnet;
-using Platform.KvCache.Hosting;
+using Platform.Testing;
 using Spectre.Console;
 
 namespace Platform.Bench;

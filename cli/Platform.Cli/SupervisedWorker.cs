@@ -4,6 +4,8 @@
 // from 1 s up to 30 s and resets once a run has lasted a minute. Nothing else is touched: the
 // router, the other workers and the embedded store keep serving. Stopping it (Ctrl-C, SIGTERM)
 // drains the current process and starts no other.
+using Platform.Core.Processes;
+
 namespace Platform.Cli;
 
 internal sealed class SupervisedWorker : IAsyncDisposable
@@ -15,6 +17,7 @@ internal sealed class SupervisedWorker : IAsyncDisposable
     private readonly IReadOnlyList<string> _args;
     private readonly CancellationTokenSource _stop = new();
     private readonly Action<string> _log;
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA2213:Disposable fields should be disposed", Justification = "Disposed through Current (a volatile read of it) in DisposeAsync, and each replaced process in SuperviseAsync.")]
     private ChildProcess _current;
     private Task? _supervising;
 
@@ -24,7 +27,7 @@ internal sealed class SupervisedWorker : IAsyncDisposable
         _dll = dll;
         _args = args;
         _log = log;
-        _current = ChildProcess.Start(name, dll, args);
+        _current = ChildProcess.StartDotnet(name, dll, args);
     }
 
     public string Name { get; }
@@ -60,7 +63,7 @@ internal sealed class SupervisedWorker : IAsyncDisposable
             await child.DisposeAsync().ConfigureAwait(false);
             backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, MaxBackoff.Ticks));
             started = DateTime.UtcNow;
-            Volatile.Write(ref _current, ChildProcess.Start(Name, _dll, _args));
+            Volatile.Write(ref _current, ChildProcess.StartDotnet(Name, _dll, _args));
             Restarts++;
         }
     }

@@ -14,6 +14,7 @@ using System.CommandLine;
 using System.Net;
 using System.Text.Json;
 using Platform.Core.Networking;
+using Platform.Core.Processes;
 using Platform.Core.Workers;
 using Platform.KvCache;
 using Platform.KvCache.Garnet;
@@ -161,15 +162,15 @@ internal static class UpCommand
                 {
                     foreach (var w in supervised)
                     {
-                        workerUrls.Add(await w.Current.WaitForLineAsync("PLATFORM_WORKER_LISTENING", TimeSpan.FromSeconds(60), stop.Token));
-                        await w.Current.WaitForLineAsync("PLATFORM_WORKER_READY", TimeSpan.FromMinutes(10), stop.Token);
+                        workerUrls.Add(await w.Current.WaitForLineAsync(WorkerAnnouncements.Listening, TimeSpan.FromSeconds(60), stop.Token));
+                        await w.Current.WaitForLineAsync(WorkerAnnouncements.Ready, TimeSpan.FromMinutes(10), stop.Token);
                     }
                 });
-                var routerArgs = new List<string> { "--model", dir, "--workers", string.Join(',', workerUrls), "--port", routerPort.ToString(), "--policy", parse.GetValue(policy)! };
+                var routerArgs = new List<string> { "--model", dir, "--workers", string.Join(',', workerUrls), "--port", routerPort.ToString(System.Globalization.CultureInfo.InvariantCulture), "--policy", parse.GetValue(policy)! };
                 if (parse.GetValue(apiKey) is { } key) routerArgs.AddRange(["--api-key", key]);
                 if (parse.GetValue(servedName) is { } name) routerArgs.AddRange(["--served-model-name", name]);
                 if (parse.GetValue(chatTemplate) is { } templateFile) routerArgs.AddRange(["--chat-template", Path.GetFullPath(templateFile)]);
-                var router = ChildProcess.Start("router", Path.Combine(baseDir, "platform-router.dll"), routerArgs);
+                var router = ChildProcess.StartDotnet("router", Path.Combine(baseDir, "platform-router.dll"), routerArgs);
                 children.Add(router);
                 string url = $"http://127.0.0.1:{routerPort}";
                 await WaitReadyAsync(router, url, n, stop.Token);

@@ -25,7 +25,7 @@ public sealed class EmbeddedGarnet : IDisposable
     public static EmbeddedGarnet Start(int port = 0, string memory = "1g")
     {
         if (port == 0) port = LoopbackPort.Free();
-        string[] args = ["--bind", "127.0.0.1", "--port", port.ToString(), "--memory", memory, "--index", "64m"];
+        string[] args = ["--bind", "127.0.0.1", "--port", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--memory", memory, "--index", "64m"];
         GarnetServer server;
         try
         {

@@ -11,6 +11,7 @@ namespace Platform.KvCache;
 /// <summary>Element type of KV data. Values are part of the stored format: never renumber.</summary>
 public enum KvDtype : byte
 {
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Naming", "CA1720", Justification = "Named after the dtype it stores, like BFloat16 and Float16 beside it.")]
     Float32 = 1,
     Float16 = 2,
     BFloat16 = 3,

@@ -20,6 +20,7 @@ public sealed class KvTierStores(KvTierOptions options, KvBlockLayout layout, Ho
     /// Creates the stores <paramref name="options"/> ask for, or null when the tier is off.
     /// <paramref name="fingerprintId"/> names the model in remote keys, so engines of other models never share blocks.
     /// </summary>
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA2000:Dispose objects before losing scope", Justification = "The Redis tier passes to the stores, then to the engine's KvTierService, which disposes it (LlmEngine.Dispose disposes the service).")]
     public static async Task<KvTierStores?> CreateAsync(KvTierOptions options, KvBlockLayout layout, string fingerprintId, KvTierMetrics metrics,
         ILogger? logger = null, CancellationToken cancellationToken = default)
     {

@@ -141,7 +141,7 @@ public sealed partial class RedisKvTier : IAsyncDisposable
     public int MaxValueBytes => _options.MaxValueBytes;
     public TimeSpan OperationTimeout => _timeout;
 
-    public RedisKey Key(ulong hash) => _keyPrefix + hash.ToString("x16");
+    public RedisKey Key(ulong hash) => _keyPrefix + hash.ToString("x16", System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>
     /// Writes a batch of encoded blocks in one pipeline. Returns how many were stored: 0 when the

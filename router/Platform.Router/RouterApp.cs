@@ -65,7 +65,7 @@ public static class RouterApp
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton(sp => ServedModel.Load(options.Model!, sp.GetRequiredService<TimeProvider>(), options.ChatTemplate));
         services.AddSingleton<PrefixIndex>();
-        services.AddSingleton(sp => new WorkerDirectory(options, sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton(sp => new WorkerDirectory(options));
         services.AddSingleton(sp => sp.GetRequiredService<WorkerDirectory>().Pool);
         services.AddSingleton<IRandomSource>(new SystemRandomSource());
         services.AddSingleton(sp => PlacementPolicies.Create(options.Placement, sp.GetRequiredService<PrefixIndex>(), sp.GetRequiredService<IRandomSource>()));

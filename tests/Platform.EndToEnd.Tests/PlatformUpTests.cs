@@ -85,7 +85,8 @@ public sealed partial class PlatformUpTests : IDisposable
                 var ready = await Task.WhenAny(url.Task, up.WaitForExitAsync(), Task.Delay(TimeSpan.FromMinutes(3)));
                 Assert.True(ready == url.Task, "platform up did not become ready:\n" + string.Join("\n", output));
                 using var http = new HttpClient { BaseAddress = new Uri(await url.Task), Timeout = TimeSpan.FromMinutes(3) };
-                using var response = await http.PostAsync("/v1/completions", new StringContent(body, System.Text.Encoding.UTF8, "application/json"));
+                using var content = new StringContent(body, System.Text.Encoding.UTF8, "application/json");
+                using var response = await http.PostAsync("/v1/completions", content);
                 string json = await response.Content.ReadAsStringAsync();
                 Assert.True(response.IsSuccessStatusCode, $"{(int)response.StatusCode}: {json}");
                 var root = System.Text.Json.JsonDocument.Parse(json).RootElement;
@@ -93,7 +94,7 @@ public sealed partial class PlatformUpTests : IDisposable
             }
             finally
             {
-                Kill(up.Id, 15);
+                _ = Kill(up.Id, 15);
                 up.WaitForExit(60_000);
                 up.Dispose();
             }
@@ -117,7 +118,7 @@ public sealed partial class PlatformUpTests : IDisposable
         }
         finally
         {
-            Kill(alone.Id, 15);
+            _ = Kill(alone.Id, 15);
             alone.WaitForExit(60_000);
             alone.Dispose();
         }
@@ -148,8 +149,9 @@ public sealed partial class PlatformUpTests : IDisposable
             // Every request sent meanwhile is served (the router leaves the dead worker out or retries elsewhere).
             for (int i = 0; i < 6; i++)
             {
-                using var response = await http.PostAsync("/v1/completions", new StringContent(
-                    System.Text.Json.JsonSerializer.Serialize(new { model = "tiny", prompt = $"while one is down {i}", max_tokens = 4 }), System.Text.Encoding.UTF8, "application/json"));
+                using var content = new StringContent(
+                    System.Text.Json.JsonSerializer.Serialize(new { model = "tiny", prompt = $"while one is down {i}", max_tokens = 4 }), System.Text.Encoding.UTF8, "application/json");
+                using var response = await http.PostAsync("/v1/completions", content);
                 Assert.True(response.IsSuccessStatusCode, $"{(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
             }
 

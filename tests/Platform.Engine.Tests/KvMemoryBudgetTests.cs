@@ -2,6 +2,7 @@
 // the cgroup's remainder (v2 and v1, "max"/unlimited = no limit, reclaimable page cache not counted
 // as used), a per-worker budget less the process's resident memory, and `platform up`'s division of
 // the machine among its workers.
+using System.Globalization;
 using Platform.Cli;
 
 namespace Platform.Engine.Tests;
@@ -55,15 +56,15 @@ public sealed class KvMemoryBudgetTests : IDisposable
     {
         // 8 GiB limit, 3 GiB charged of which 1 GiB is inactive page cache (the weights' files): 6 GiB left.
         var budget = new KvMemoryBudget(MemInfo(20 * GiB), Cgroup(
-            ("memory.max", (8 * GiB).ToString()),
-            ("memory.current", (3 * GiB).ToString()),
+            ("memory.max", (8 * GiB).ToString(CultureInfo.InvariantCulture)),
+            ("memory.current", (3 * GiB).ToString(CultureInfo.InvariantCulture)),
             ("memory.stat", $"anon {2 * GiB}\nfile {GiB}\nactive_file 0\ninactive_file {GiB}\n")), () => 0);
         Assert.Equal(6 * GiB, budget.CgroupRemainingBytes());
         Assert.Equal(6 * GiB, budget.AvailableBytes());
         Assert.Equal(3 * GiB, budget.KvPoolBytes(new EngineOptions { KvCacheMemoryFraction = 0.5 }));
 
         // A limit larger than what the host has free does not raise the figure.
-        var roomy = new KvMemoryBudget(MemInfo(2 * GiB), Cgroup(("memory.max", (64 * GiB).ToString()), ("memory.current", "0")), () => 0);
+        var roomy = new KvMemoryBudget(MemInfo(2 * GiB), Cgroup(("memory.max", (64 * GiB).ToString(CultureInfo.InvariantCulture)), ("memory.current", "0")), () => 0);
         Assert.Equal(2 * GiB, roomy.AvailableBytes());
     }
 
@@ -71,14 +72,14 @@ public sealed class KvMemoryBudgetTests : IDisposable
     public void A_cgroup_v1_limit_smaller_than_MemAvailable_wins()
     {
         var budget = new KvMemoryBudget(MemInfo(20 * GiB), Cgroup(
-            ("memory/memory.limit_in_bytes", (4 * GiB).ToString()),
-            ("memory/memory.usage_in_bytes", (2 * GiB).ToString()),
+            ("memory/memory.limit_in_bytes", (4 * GiB).ToString(CultureInfo.InvariantCulture)),
+            ("memory/memory.usage_in_bytes", (2 * GiB).ToString(CultureInfo.InvariantCulture)),
             ("memory/memory.stat", $"cache {GiB}\ntotal_inactive_file {GiB / 2}\n")), () => 0);
         Assert.Equal(4 * GiB - (2 * GiB - GiB / 2), budget.CgroupRemainingBytes());
         Assert.Equal(budget.CgroupRemainingBytes(), budget.AvailableBytes());
 
         // Usage past the limit (reclaim pending) leaves nothing rather than a negative size.
-        var full = new KvMemoryBudget(MemInfo(20 * GiB), Cgroup(("memory/memory.limit_in_bytes", GiB.ToString()), ("memory/memory.usage_in_bytes", (2 * GiB).ToString())), () => 0);
+        var full = new KvMemoryBudget(MemInfo(20 * GiB), Cgroup(("memory/memory.limit_in_bytes", GiB.ToString(CultureInfo.InvariantCulture)), ("memory/memory.usage_in_bytes", (2 * GiB).ToString(CultureInfo.InvariantCulture))), () => 0);
         Assert.Equal(0, full.AvailableBytes());
     }
 

@@ -11,7 +11,6 @@
 using System.Diagnostics.Metrics;
 using Platform.Engine.Scheduling;
 using Platform.KvCache;
-using Platform.KvCache.Hosting;
 using StackExchange.Redis;
 using Xunit.Abstractions;
 

@@ -8,7 +8,6 @@ using System.Diagnostics.Metrics;
 using Platform.Core.KvEvents;
 using Platform.Engine.Scheduling;
 using Platform.KvCache;
-using Platform.KvCache.Hosting;
 using StackExchange.Redis;
 
 namespace Platform.Engine.Tests;

@@ -5,7 +5,6 @@
 // back and the tier resumes by itself.
 using System.Diagnostics;
 using Platform.KvCache;
-using Platform.KvCache.Hosting;
 using StackExchange.Redis;
 
 namespace Platform.KvCache.Tests;

@@ -163,7 +163,8 @@ public sealed class PolicyAndQueueTests
         time.Advance(TimeSpan.FromMilliseconds(4));
         Assert.Equal(0, queue.Count);
         time.Advance(TimeSpan.FromMilliseconds(1));
-        Assert.Equal("k", await queue.TakeAsync(new CancellationTokenSource(TimeSpan.FromSeconds(5)).Token));
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        Assert.Equal("k", await queue.TakeAsync(timeout.Token));
 
         queue.Forget("k");
         Assert.Equal(0, queue.Failures("k"));

@@ -6,7 +6,6 @@
 using System.Net;
 using System.Text;
 using System.Text.Json;
-using Platform.Worker;
 
 namespace Platform.Router.Tests;
 
@@ -16,7 +15,7 @@ public sealed class AbortTests
     {
         var worker = await InProcessWorker.StartAsync(TestModels.TinyLlama,
             ["--served-model-name", "tiny", "--drain-grace-seconds", "1", "--kv-blocks", "64", "--threads", "1"]);
-        var router = await RouterHost.StartAsync(TestModels.TinyLlama, [worker.GrpcAddress.ToString().TrimEnd('/')]);
+        var router = await RouterHost.StartAsync(TestModels.TinyLlama, [worker.Address]);
         await router.WaitForWorkers(1);
         // 50 ms a step: the 500 tokens asked for need 25 s, far past the 1 s drain grace.
         worker.Engine.BeforeStep = () => Thread.Sleep(stepMs);
@@ -67,7 +66,8 @@ public sealed class AbortTests
         var (worker, router) = await StartAsync();
         try
         {
-            var answer = router.Http.PostAsync("/v1/completions", Body(stream: false));
+            using var body = Body(stream: false);
+            var answer = router.Http.PostAsync("/v1/completions", body);
             await RouterHost.Eventually(() => worker.Engine.GetStats().Running == 1, "the request runs on the worker");
             await Task.Delay(300); // some tokens generated
             var stopping = worker.StopAsync();
@@ -92,7 +92,8 @@ public sealed class AbortTests
         var (worker, router) = await StartAsync(stepMs: 3000);
         try
         {
-            var answer = router.Http.PostAsync("/v1/completions", Body(stream: true));
+            using var body = Body(stream: true);
+            var answer = router.Http.PostAsync("/v1/completions", body);
             await Task.Delay(500); // the request is on the worker, its first step sleeping
             var stopping = worker.StopAsync();
             using var response = await answer;

@@ -18,7 +18,7 @@ public sealed class AutoscalerContractTests
     [Fact]
     public async Task The_operator_reads_queued_prefill_and_kv_utilization_from_a_real_routers_metrics()
     {
-        var worker = await EngineWorker.StartAsync(TestModels.TinyLlama, kvBlocks: 64);
+        var worker = await TestWorkers.StartAsync(TestModels.TinyLlama, kvBlocks: 64);
         var router = await RouterHost.StartAsync(TestModels.TinyLlama, [worker.Address]);
         using var gate = new ManualResetEventSlim(true);
         HttpResponseMessage? decoding = null;
@@ -36,14 +36,16 @@ public sealed class AutoscalerContractTests
                 gate.Wait();
                 Thread.Sleep(50);
             };
-            decoding = await router.Http.SendAsync(Completion("first one", 400), HttpCompletionOption.ResponseHeadersRead);
+            using var first = Completion("first one", 400);
+            decoding = await router.Http.SendAsync(first, HttpCompletionOption.ResponseHeadersRead);
             Assert.True(decoding.IsSuccessStatusCode, await decoding.Content.ReadAsStringAsync());
             var busy = await EventuallyAsync(router, l => l.KvUtilization > 0, "KV utilisation above 0");
             Assert.InRange(busy.KvUtilization, 0, 1);
 
             // With the engine held between steps, a second prompt waits for its prefill: the queue is non-zero.
             gate.Reset();
-            queued = router.Http.SendAsync(Completion(string.Join(' ', Enumerable.Range(0, 60).Select(i => $"w{i}")), 4), HttpCompletionOption.ResponseHeadersRead);
+            using var queuedRequest = Completion(string.Join(' ', Enumerable.Range(0, 60).Select(i => $"w{i}")), 4);
+            queued = router.Http.SendAsync(queuedRequest, HttpCompletionOption.ResponseHeadersRead);
             var waiting = await EventuallyAsync(router, l => l.QueuedPrefillTokens > 0, "queued prefill tokens above 0");
             Assert.True(waiting.QueuedPrefillTokens >= 60, $"queued {waiting.QueuedPrefillTokens} tokens, expected at least the second prompt's");
             gate.Set();

@@ -19,8 +19,8 @@ public sealed class BreakerTests
         BreakerBreakMs = 30_000,
     };
 
-    private static ValueTask<Outcome<AttemptResult>> Run(WorkerConnection c, ForwarderError error) =>
-        c.Breaker.ExecuteOutcomeAsync(
+    private static ValueTask<Outcome<AttemptResult>> Run(WorkerBreakers breakers, WorkerConnection c, ForwarderError error) =>
+        breakers.For(c).ExecuteOutcomeAsync(
             static (_, e) => ValueTask.FromResult(Outcome.FromResult(e == ForwarderError.None
                 ? AttemptResult.Final(ForwarderError.None, "")
                 : AttemptResult.Failed(e, "injected"))),
@@ -30,10 +30,11 @@ public sealed class BreakerTests
     public async Task Failures_open_the_breaker_for_the_break_then_a_good_probe_closes_it()
     {
         var time = new FakeTimeProvider(DateTimeOffset.Parse("2026-01-01T00:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
-        using var directory = new WorkerDirectory(Options, time);
+        using var directory = new WorkerDirectory(Options);
+        var breakers = new WorkerBreakers(Options, time);
         var c = directory.Connections.Single();
 
-        for (int i = 0; i < 3; i++) await Run(c, ForwarderError.Unreachable);
+        for (int i = 0; i < 3; i++) await Run(breakers, c, ForwarderError.Unreachable);
         Assert.True(c.State.IsBreakerOpen(time.GetUtcNow()));
 
         time.Advance(TimeSpan.FromSeconds(29));
@@ -41,9 +42,9 @@ public sealed class BreakerTests
         time.Advance(TimeSpan.FromSeconds(2));
         Assert.False(c.State.IsBreakerOpen(time.GetUtcNow())); // placement may send the half-open probe
 
-        var probe = await Run(c, ForwarderError.None);
+        var probe = await Run(breakers, c, ForwarderError.None);
         Assert.Null(probe.Exception);
-        for (int i = 0; i < 2; i++) await Run(c, ForwarderError.Unreachable);
+        for (int i = 0; i < 2; i++) await Run(breakers, c, ForwarderError.Unreachable);
         Assert.False(c.State.IsBreakerOpen(time.GetUtcNow())); // closed again: a fresh window needs 3 attempts
     }
 
@@ -51,13 +52,14 @@ public sealed class BreakerTests
     public async Task Client_errors_and_saturation_do_not_count_against_a_worker()
     {
         var time = new FakeTimeProvider();
-        using var directory = new WorkerDirectory(Options, time);
+        using var directory = new WorkerDirectory(Options);
+        var breakers = new WorkerBreakers(Options, time);
         var c = directory.Connections.Single();
         for (int i = 0; i < 10; i++)
         {
-            await Run(c, ForwarderError.Rejected);
-            await Run(c, ForwarderError.Saturated);
-            await Run(c, ForwarderError.Canceled);
+            await Run(breakers, c, ForwarderError.Rejected);
+            await Run(breakers, c, ForwarderError.Saturated);
+            await Run(breakers, c, ForwarderError.Canceled);
         }
         Assert.False(c.State.IsBreakerOpen(time.GetUtcNow()));
     }

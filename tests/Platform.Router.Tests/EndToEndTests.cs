@@ -8,7 +8,6 @@ using System.Text;
 using System.Text.Json;
 using OpenAI;
 using OpenAI.Chat;
-using Platform.Worker;
 
 namespace Platform.Router.Tests;
 

@@ -14,10 +14,10 @@ public sealed class FaultTests
 {
     private static string Model => TestModels.TinyLlama;
 
-    private static async Task<(EngineWorker A, EngineWorker B, RouterHost Router)> StartAsync(params string[] routerArgs)
+    private static async Task<(InProcessWorker A, InProcessWorker B, RouterHost Router)> StartAsync(params string[] routerArgs)
     {
-        var a = await EngineWorker.StartAsync(Model);
-        var b = await EngineWorker.StartAsync(Model);
+        var a = await TestWorkers.StartAsync(Model);
+        var b = await TestWorkers.StartAsync(Model);
         var router = await RouterHost.StartAsync(Model, [a.Address, b.Address], routerArgs);
         await router.WaitForWorkers(2);
         return (a, b, router);
@@ -30,7 +30,7 @@ public sealed class FaultTests
 
     private const string Small = """{"model":"tiny","prompt":"tell me a story","max_tokens":4,"temperature":0,"ignore_eos":true}""";
 
-    private static string WorkerId(EngineWorker w) => w.Address;
+    private static string WorkerId(InProcessWorker w) => w.Address;
 
     [Fact]
     public async Task Failure_before_the_first_token_is_retried_on_another_worker()
@@ -200,7 +200,7 @@ public sealed class FaultTests
             Assert.Equal(200, status);
             Assert.Equal(WorkerId(b), worker);
 
-            a = await EngineWorker.StartAsync(Model, port);
+            a = await TestWorkers.StartAsync(Model, port);
             await router.WaitForWorkers(2);
             await RouterHost.Eventually(() => router.Index.LastSequence(id) is not null, "a's fresh snapshot");
             Assert.Equal(0, router.Index.WorkerBlockCount(id));
@@ -312,9 +312,9 @@ public sealed class FaultTests
     [Fact]
     public async Task A_worker_with_a_different_model_fingerprint_is_refused()
     {
-        var a = await EngineWorker.StartAsync(Model);
+        var a = await TestWorkers.StartAsync(Model);
         // Same shapes and vocabulary, another config.json: a different fingerprint, hence a different hash seed.
-        var other = await EngineWorker.StartAsync(TestModels.Get(new Platform.Core.Models.RandomModelOptions { Preset = "tiny", Seed = 7, MaxPositionEmbeddings = 2048 }));
+        var other = await TestWorkers.StartAsync(TestModels.Get(new Platform.Core.Models.RandomModelOptions { Preset = "tiny", Seed = 7, MaxPositionEmbeddings = 2048 }));
         var router = await RouterHost.StartAsync(Model, [a.Address, other.Address]);
         try
         {

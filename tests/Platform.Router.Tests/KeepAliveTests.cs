@@ -15,7 +15,7 @@ public sealed class KeepAliveTests
     [Fact]
     public async Task A_slow_first_token_gets_comment_lines_and_the_stream_then_completes()
     {
-        var worker = await EngineWorker.StartAsync(TestModels.TinyLlama, kvBlocks: 64);
+        var worker = await TestWorkers.StartAsync(TestModels.TinyLlama, kvBlocks: 64);
         var router = await RouterHost.StartAsync(TestModels.TinyLlama, [worker.Address], "--Router:KeepAliveIntervalMs", "200");
         using var gate = new ManualResetEventSlim(false);
         try

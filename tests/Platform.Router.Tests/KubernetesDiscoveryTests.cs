@@ -102,8 +102,8 @@ public sealed class KubernetesDiscoveryTests
     public async Task Serving_endpoints_join_the_pool_and_not_serving_terminating_or_deleted_ones_leave()
     {
         await using var cluster = await SliceCluster.StartAsync();
-        await using var w1 = await EngineWorker.StartAsync(TestModels.TinyLlama);
-        await using var w2 = await EngineWorker.StartAsync(TestModels.TinyLlama);
+        await using var w1 = await TestWorkers.StartAsync(TestModels.TinyLlama);
+        await using var w2 = await TestWorkers.StartAsync(TestModels.TinyLlama);
         string id1 = $"http://127.0.0.1:{w1.Port}", id2 = $"http://127.0.0.1:{w2.Port}";
         await using var app = await cluster.StartRouterAsync();
         Assert.Empty(Pooled(app));

@@ -7,8 +7,6 @@
 // and produce the same tokens.
 using System.Net.Http.Json;
 using System.Text.Json;
-using Platform.KvCache.Hosting;
-using Platform.Worker;
 using StackExchange.Redis;
 
 namespace Platform.Router.Tests;

@@ -8,7 +8,6 @@ using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 using Platform.Router.Model;
 using Platform.Router.Workers;
-using Platform.Worker;
 
 namespace Platform.Router.Tests;
 
@@ -30,7 +29,9 @@ public sealed class ProcessFaultTests
         {
             string id = Id(worker);
             int port = worker.GrpcAddress.Port;
+#pragma warning disable CA2000 // disposed in the finally below
             router = await RouterHost.StartAsync(Model, [id]);
+#pragma warning restore CA2000
             await router.WaitForWorkers(1);
             var served = router.Services.GetRequiredService<ServedModel>();
             var hasher = router.Services.GetRequiredService<WorkerDirectory>().Identity!.Hasher;

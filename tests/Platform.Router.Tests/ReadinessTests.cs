@@ -21,7 +21,7 @@ public sealed class ReadinessTests
         int port = LoopbackPort.Free();
         int dead = LoopbackPort.Free();
         var router = await RouterHost.StartAsync(TestModels.TinyLlama, [$"http://127.0.0.1:{port}", $"http://127.0.0.1:{dead}"]);
-        EngineWorker? worker = null;
+        InProcessWorker? worker = null;
         try
         {
             await Task.Delay(500); // a few health periods with nothing listening
@@ -31,7 +31,7 @@ public sealed class ReadinessTests
             Assert.Equal(503, none);
             ErrorShape.Assert(noneBody, code: "no_workers");
 
-            worker = await EngineWorker.StartAsync(TestModels.TinyLlama, port);
+            worker = await TestWorkers.StartAsync(TestModels.TinyLlama, port);
             await router.WaitForWorkers(1);
             Assert.Equal((HttpStatusCode.OK, 1, 2, true), await ReadyzAsync(router));
             var (ok, body, _) = await router.PostAsync("/v1/completions", """{"model":"tiny","prompt":"hi","max_tokens":2}""");

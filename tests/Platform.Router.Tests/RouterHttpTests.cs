@@ -8,16 +8,16 @@ namespace Platform.Router.Tests;
 
 public sealed class TwoWorkerFixture : IAsyncLifetime
 {
-    internal EngineWorker A { get; private set; } = null!;
-    internal EngineWorker B { get; private set; } = null!;
+    internal InProcessWorker A { get; private set; } = null!;
+    internal InProcessWorker B { get; private set; } = null!;
     internal RouterHost KvAware { get; private set; } = null!;
     internal RouterHost RoundRobin { get; private set; } = null!;
     internal string ModelDir { get; } = TestModels.TinyLlama;
 
     public async Task InitializeAsync()
     {
-        A = await EngineWorker.StartAsync(ModelDir);
-        B = await EngineWorker.StartAsync(ModelDir);
+        A = await TestWorkers.StartAsync(ModelDir);
+        B = await TestWorkers.StartAsync(ModelDir);
         KvAware = await RouterHost.StartAsync(ModelDir, [A.Address, B.Address]);
         RoundRobin = await RouterHost.StartAsync(ModelDir, [A.Address, B.Address], "--policy", "round-robin");
         await KvAware.WaitForWorkers(2);
@@ -294,7 +294,8 @@ public sealed class RouterHttpTests(TwoWorkerFixture f)
         };
         request.Headers.Add("traceparent", $"00-{traceId}-00f067aa0ba902b7-01");
         // The router runs in this process, so its HTTP tracing would also rewrite this client's header: switch that off here.
-        using var client = new HttpClient(new SocketsHttpHandler { ActivityHeadersPropagator = null }) { BaseAddress = new Uri(f.KvAware.Address) };
+        using var handler = new SocketsHttpHandler { ActivityHeadersPropagator = null };
+        using var client = new HttpClient(handler) { BaseAddress = new Uri(f.KvAware.Address) };
         using var response = await client.SendAsync(request);
         Assert.True(response.IsSuccessStatusCode);
         string worker = response.Headers.GetValues("x-platform-worker").Single();

@@ -215,7 +215,7 @@ public sealed class FakeApiServer : IAsyncDisposable
         switch (segments)
         {
             case ["api"]:
-                await WriteJsonAsync(ctx, 200, _types.ApiVersions(ctx.Request.Host.Value!)).ConfigureAwait(false);
+                await WriteJsonAsync(ctx, 200, ResourceTypes.ApiVersions(ctx.Request.Host.Value!)).ConfigureAwait(false);
                 return;
             case ["apis"]:
                 await WriteJsonAsync(ctx, 200, _types.GroupList()).ConfigureAwait(false);

@@ -137,7 +137,7 @@ internal sealed class ResourceTypes
         }
     }
 
-    public JsonObject ApiVersions(string serverAddress) => new()
+    public static JsonObject ApiVersions(string serverAddress) => new()
     {
         ["kind"] = "APIVersions",
         ["versions"] = new JsonArray("v1"),

@@ -94,7 +94,7 @@ public sealed class KvMemoryBudget
         return options.NumKvBlocks ?? (int)Math.Clamp(KvPoolBytes(options) / bytesPerBlock, 1, int.MaxValue / options.BlockSize);
     }
 
-    private static IEnumerable<string>? ReadLines(string path)
+    private static string[]? ReadLines(string path)
     {
         try
         {

@@ -83,6 +83,7 @@ public sealed partial class LlmEngine
     }
 
     /// <summary>Attaches stores built for this engine's <see cref="KvTierLayout"/>: write-through and prefix loading start.</summary>
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA2000:Dispose objects before losing scope", Justification = "The engine owns the service once the loop attached it (_tiers); Dispose disposes it.")]
     public async Task AttachKvTierAsync(KvTierStores stores, KvTierMetrics metrics, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(stores);

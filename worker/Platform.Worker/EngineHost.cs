@@ -4,6 +4,7 @@
 // when the service provider is disposed, after the server has stopped.
 using System.Diagnostics;
 using Microsoft.Extensions.Options;
+using Platform.Core.Workers;
 using Platform.Engine;
 
 namespace Platform.Worker;
@@ -82,7 +83,7 @@ public sealed class EngineHost : IHostedService, IDisposable
             }
             _engine = engine;
             Log.ModelLoaded(_logger, watch.Elapsed.TotalSeconds, engine.Fingerprint.Canonical, engine.TotalKvBlocks, engine.MaxContextTokens);
-            _announcer.Announce("PLATFORM_WORKER_READY");
+            _announcer.Announce(WorkerAnnouncements.Ready);
             _ready.SetResult(engine);
         }
         catch (Exception e)

@@ -2,7 +2,8 @@
 // onto the "Worker" section), Kestrel with two endpoints (gRPC over cleartext
 // HTTP/2, and HTTP/1.1 for probes and Prometheus, which cannot speak h2c),
 // gRPC services, health checks, OpenTelemetry and graceful drain. Program and
-// InProcessWorker both build the host here, so tests run the real wiring.
+// the tests' InProcessWorker (tests/Platform.Testing) both build the host here,
+// so tests run the real wiring.
 using System.Net;
 using Grpc.AspNetCore.HealthChecks;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
@@ -15,6 +16,7 @@ using OpenTelemetry.Metrics;
 using OpenTelemetry.Resources;
 using OpenTelemetry.Trace;
 using Platform.Core.Protos;
+using Platform.Core.Workers;
 
 namespace Platform.Worker;
 
@@ -149,8 +151,8 @@ public static class WorkerHost
             var announcer = app.Services.GetRequiredService<WorkerAnnouncer>();
             var o = app.Services.GetRequiredService<IOptions<WorkerOptions>>().Value;
             Log.Listening(app.Logger, o.ResolvedWorkerId, endpoints.GrpcAddress.ToString(), endpoints.HttpAddress.ToString());
-            announcer.Announce($"PLATFORM_WORKER_LISTENING {endpoints.GrpcAddress.GetLeftPart(UriPartial.Authority)}");
-            announcer.Announce($"PLATFORM_WORKER_HTTP_LISTENING {endpoints.HttpAddress.GetLeftPart(UriPartial.Authority)}");
+            announcer.Announce($"{WorkerAnnouncements.Listening}{endpoints.GrpcAddress.GetLeftPart(UriPartial.Authority)}");
+            announcer.Announce($"{WorkerAnnouncements.HttpListening}{endpoints.HttpAddress.GetLeftPart(UriPartial.Authority)}");
         });
         return app;
     }

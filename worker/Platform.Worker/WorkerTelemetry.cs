@@ -47,6 +47,7 @@ public sealed class WorkerMetrics
     private readonly Prometheus.Counter.Child _generationTokens;
     private readonly Prometheus.Counter _requests;
 
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA2000:Dispose objects before losing scope", Justification = "Meters made by IMeterFactory are owned and disposed by the factory (the host's container).")]
     public WorkerMetrics(IMeterFactory meterFactory, EngineHost engines, IOptions<WorkerOptions> options)
     {
         ArgumentNullException.ThrowIfNull(options);

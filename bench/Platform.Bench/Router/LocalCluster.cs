@@ -6,9 +6,9 @@
 // Also reads the router's Prometheus text (workers in the pool, the overhead
 // histogram).
 using System.Globalization;
-using Platform.Cli;
+using Platform.Core.Processes;
 using Platform.Core.Workers;
-using Platform.Worker;
+using Platform.Testing;
 
 namespace Platform.Bench.Router;
 
@@ -53,7 +53,7 @@ public sealed class LocalCluster : IAsyncDisposable
     {
         await StopRouterAsync();
         string dll = Path.Combine(AppContext.BaseDirectory, "platform-router.dll");
-        _router = ChildProcess.Start("router", dll,
+        _router = ChildProcess.StartDotnet("router", dll,
         [
             "--model", _options.ModelDir, "--workers", string.Join(',', _workers.Select(w => w.GrpcAddress.ToString().TrimEnd('/'))),
             "--port", "0", "--policy", policy, "--Logging:LogLevel:Default", "Warning",

@@ -146,7 +146,8 @@ internal static class RouterBench
         };
         await using (var cluster = new LocalCluster(new ClusterOptions(modelDir, workers, kv, ThreadsPerWorker: 1, MaxBatchTokens: 512)))
         {
-            using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 1024, PooledConnectionLifetime = TimeSpan.FromMinutes(10) })
+            using var handler = new SocketsHttpHandler { MaxConnectionsPerServer = 1024, PooledConnectionLifetime = TimeSpan.FromMinutes(10) };
+            using var http = new HttpClient(handler)
             {
                 Timeout = TimeSpan.FromMinutes(10),
             };

@@ -16,7 +16,7 @@ public sealed record ModelFingerprint(string ModelType, int NumLayers, int NumKv
     /// <summary>The seed for <see cref="Hashing.BlockHasher"/>.</summary>
     public ulong HashSeed => XxHash3.HashToUInt64(Encoding.UTF8.GetBytes(Canonical));
 
-    public string Id => HashSeed.ToString("x16");
+    public string Id => HashSeed.ToString("x16", System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>
     /// A cheap checksum of a model directory's weights: the safetensors headers plus

@@ -622,7 +622,7 @@ internal static class TokenizerFiles
         }
     }
 
-    private static IEnumerable<int> SpecialTokenIds(string path, JsonElement p, string field, string name)
+    private static List<int> SpecialTokenIds(string path, JsonElement p, string field, string name)
     {
         if (p.TryGetProperty("special_tokens", out var map) && map.TryGetProperty(name, out var entry)
             && entry.TryGetProperty("ids", out var ids) && ids.ValueKind == JsonValueKind.Array)

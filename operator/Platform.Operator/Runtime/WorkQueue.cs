@@ -11,7 +11,9 @@ public sealed class WorkQueue<TKey> : IDisposable where TKey : notnull
     private readonly HashSet<TKey> _dirty = [];
     private readonly HashSet<TKey> _processing = [];
     private readonly Dictionary<TKey, int> _failures = [];
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA2213:Disposable fields should be disposed", Justification = "Left to the GC on purpose: a late timer or Done must not hit a disposed semaphore (see Dispose).")]
     private readonly SemaphoreSlim _available = new(0);
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA2213:Disposable fields should be disposed", Justification = "Cancelled, not disposed, on purpose: late adds read its token (see Dispose).")]
     private readonly CancellationTokenSource _shutdown = new();
     private readonly TimeProvider _time;
     private readonly TimeSpan _baseDelay;

@@ -29,6 +29,7 @@ public sealed partial class GenerationForwarder
     private readonly RouterOptions _options;
     private readonly ILogger<GenerationForwarder> _logger;
     private readonly ResiliencePipeline<AttemptResult> _retry;
+    private readonly WorkerBreakers _breakers;
 
     public GenerationForwarder(WorkerDirectory workers, IPlacementPolicy policy, RouterMetrics metrics, TimeProvider time,
         RouterOptions options, ILogger<GenerationForwarder> logger)
@@ -39,6 +40,7 @@ public sealed partial class GenerationForwarder
         _time = time;
         _options = options;
         _logger = logger;
+        _breakers = new WorkerBreakers(options, time);
         var builder = new ResiliencePipelineBuilder<AttemptResult> { TimeProvider = time };
         if (options.MaxRetries > 0)
         {
@@ -130,7 +132,7 @@ public sealed partial class GenerationForwarder
             state.LastFailure = AttemptResult.Failed(ForwarderError.Unreachable, $"worker {worker.Id} left the pool", worker.Id);
             return Outcome.FromResult(state.LastFailure);
         }
-        var outcome = await connection.Breaker.ExecuteOutcomeAsync(
+        var outcome = await _breakers.For(connection).ExecuteOutcomeAsync(
             static (ctx, s) => s.Self.StartOnWorkerAsync(s.Connection, s.State, s.Placed),
             context, (Self: this, Connection: connection, State: state, Placed: placed)).ConfigureAwait(false);
 

@@ -1,12 +1,11 @@
 // One configured worker: its gRPC channel and client, its runtime state for
-// placement, its circuit breaker, and what it said in GetInfo. Channels raise
+// placement, and what it said in GetInfo (its circuit breaker is the
+// forwarder's, see Forwarding/WorkerBreakers). Channels raise
 // the message size limits (long prompts) and keep HTTP/2 connections alive so a
 // dead peer is noticed between requests.
 using Grpc.Net.Client;
 using Platform.Core.Protos;
-using Platform.Router.Forwarding;
 using Platform.Router.Policies;
-using Polly;
 
 namespace Platform.Router.Workers;
 
@@ -14,10 +13,9 @@ public sealed class WorkerConnection : IDisposable
 {
     private WorkerInfo? _info;
 
-    public WorkerConnection(Uri address, int maxMessageBytes, Func<WorkerState, ResiliencePipeline<AttemptResult>> breakerFactory)
+    public WorkerConnection(Uri address, int maxMessageBytes)
     {
         ArgumentNullException.ThrowIfNull(address);
-        ArgumentNullException.ThrowIfNull(breakerFactory);
         Address = address;
         State = new WorkerState(address.GetLeftPart(UriPartial.Authority));
         var handler = new SocketsHttpHandler
@@ -36,14 +34,12 @@ public sealed class WorkerConnection : IDisposable
             MaxSendMessageSize = maxMessageBytes,
         });
         Client = new Inference.InferenceClient(Channel);
-        Breaker = breakerFactory(State);
     }
 
     public Uri Address { get; }
     public WorkerState State { get; }
     public GrpcChannel Channel { get; }
     public Inference.InferenceClient Client { get; }
-    public ResiliencePipeline<AttemptResult> Breaker { get; }
 
     /// <summary>The worker's last GetInfo answer; null until it answered (or after it went away).</summary>
     public WorkerInfo? Info

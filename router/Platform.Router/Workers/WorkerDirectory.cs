@@ -8,10 +8,7 @@ using System.Collections.Immutable;
 using System.Threading.Channels;
 using Platform.Core.Protos;
 using Platform.Router.Configuration;
-using Platform.Router.Forwarding;
 using Platform.Router.Policies;
-using Polly;
-using Polly.CircuitBreaker;
 
 namespace Platform.Router.Workers;
 
@@ -20,44 +17,15 @@ public sealed record WorkerSetChange(WorkerConnection Connection, bool Added);
 
 public sealed class WorkerDirectory : IDisposable
 {
-    private readonly Func<WorkerState, ResiliencePipeline<AttemptResult>> _breaker;
     private readonly int _maxMessageBytes;
     private readonly Lock _writeLock = new();
     private readonly Channel<WorkerSetChange> _changes = Channel.CreateUnbounded<WorkerSetChange>(new UnboundedChannelOptions { SingleReader = true });
     private ImmutableDictionary<string, WorkerConnection> _byId = ImmutableDictionary.Create<string, WorkerConnection>(StringComparer.Ordinal);
     private ClusterIdentity? _identity;
 
-    public WorkerDirectory(RouterOptions options, TimeProvider timeProvider)
+    public WorkerDirectory(RouterOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        ArgumentNullException.ThrowIfNull(timeProvider);
-        var breakDuration = TimeSpan.FromMilliseconds(options.BreakerBreakMs);
-        ResiliencePipeline<AttemptResult> Breaker(WorkerState state) =>
-            new ResiliencePipelineBuilder<AttemptResult> { TimeProvider = timeProvider }
-                .AddCircuitBreaker(new CircuitBreakerStrategyOptions<AttemptResult>
-                {
-                    FailureRatio = options.BreakerFailureRatio,
-                    MinimumThroughput = options.BreakerMinimumThroughput,
-                    SamplingDuration = TimeSpan.FromMilliseconds(options.BreakerSamplingMs),
-                    BreakDuration = breakDuration,
-                    ShouldHandle = args => ValueTask.FromResult(
-                        args.Outcome.Exception is not null and not OperationCanceledException ||
-                        args.Outcome.Result is { } r && ForwarderErrors.CountsAgainstWorker(r.Error)),
-                    // Placement skips a worker while its breaker is open; after the break one request probes it.
-                    OnOpened = args =>
-                    {
-                        state.BreakerOpened(timeProvider.GetUtcNow() + args.BreakDuration);
-                        return ValueTask.CompletedTask;
-                    },
-                    OnClosed = _ =>
-                    {
-                        state.BreakerClosed();
-                        return ValueTask.CompletedTask;
-                    },
-                })
-                .Build();
-
-        _breaker = Breaker;
         _maxMessageBytes = options.MaxGrpcMessageBytes;
         if (!options.UsesKubernetes) SetAddresses(options.WorkerUris());
     }
@@ -90,7 +58,7 @@ public sealed class WorkerDirectory : IDisposable
             foreach (var (id, address) in wanted)
             {
                 if (current.ContainsKey(id)) continue;
-                var connection = new WorkerConnection(address, _maxMessageBytes, _breaker);
+                var connection = new WorkerConnection(address, _maxMessageBytes);
                 next = next.Add(id, connection);
                 _changes.Writer.TryWrite(new WorkerSetChange(connection, Added: true));
             }

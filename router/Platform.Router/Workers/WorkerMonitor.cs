@@ -43,6 +43,7 @@ public sealed partial class WorkerMonitor : BackgroundService
         _timeout = TimeSpan.FromMilliseconds(options.HealthTimeoutMs);
     }
 
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA2000:Dispose objects before losing scope", Justification = "Each worker loop's token source is kept in `running` and disposed when its loop has ended (on removal or at the end).")]
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         // Changes are handled one at a time, so a worker that leaves and comes back under the same
@@ -88,6 +89,7 @@ public sealed partial class WorkerMonitor : BackgroundService
         c.Dispose();
     }
 
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA2000:Dispose objects before losing scope", Justification = "The subscription's token source is disposed when the subscription stops (worker left, or the loop ends).")]
     private async Task WatchAsync(WorkerConnection c, CancellationToken stop)
     {
         CancellationTokenSource? subscription = null;

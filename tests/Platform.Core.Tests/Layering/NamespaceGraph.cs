@@ -110,12 +110,12 @@ public sealed partial class NamespaceGraph
             onStack.Add(v);
             foreach (var w in _edges.TryGetValue(v, out var targets) ? targets.Keys.ToList() : [])
             {
-                if (!index.ContainsKey(w))
+                if (!index.TryGetValue(w, out int wIndex))
                 {
                     Visit(w);
                     low[v] = Math.Min(low[v], low[w]);
                 }
-                else if (onStack.Contains(w)) low[v] = Math.Min(low[v], index[w]);
+                else if (onStack.Contains(w)) low[v] = Math.Min(low[v], wIndex);
             }
             if (low[v] != index[v]) return;
             var component = new SortedSet<string>(StringComparer.Ordinal);

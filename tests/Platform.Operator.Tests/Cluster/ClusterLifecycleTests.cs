@@ -12,7 +12,6 @@ using OpenAI.Chat;
 using Platform.Core.Models;
 using Platform.Core.Safetensors;
 using Platform.Core.Telemetry;
-using Platform.KvCache.Hosting;
 using Platform.Operator.Api;
 using Platform.Operator.Builders;
 using Platform.Operator.Tests.Infrastructure;

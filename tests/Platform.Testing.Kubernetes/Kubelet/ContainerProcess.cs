@@ -83,7 +83,8 @@ internal sealed partial class ContainerProcess : IAsyncDisposable
         try
         {
             using var stream = new FileStream(LogPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-            return new StreamReader(stream).ReadToEnd();
+            using var reader = new StreamReader(stream);
+            return reader.ReadToEnd();
         }
         catch (FileNotFoundException)
         {
@@ -138,7 +139,9 @@ internal sealed partial class ContainerProcess : IAsyncDisposable
                 await DelayAsync(backoff).ConfigureAwait(false);
                 continue;
             }
-            lock (_lock) _process = process;
+            Process? previous;
+            lock (_lock) (previous, _process) = (_process, process);
+            previous?.Dispose();
             Running = true;
             Started = false;
             Ready = false;
@@ -335,6 +338,7 @@ internal sealed partial class ContainerProcess : IAsyncDisposable
     {
         await TerminateAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
         _stop.Dispose();
+        lock (_lock) _process?.Dispose();
     }
 
     [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]

@@ -80,7 +80,7 @@ internal sealed class ServiceProxy : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await _stop.CancelAsync().ConfigureAwait(false);
-        _listener.Stop();
+        _listener.Dispose();
         try { await _accepting.ConfigureAwait(false); } catch (OperationCanceledException) { /* stopping */ }
         _stop.Dispose();
     }

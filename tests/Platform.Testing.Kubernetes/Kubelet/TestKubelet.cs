@@ -393,7 +393,7 @@ public sealed class TestKubelet : IAsyncDisposable
     private static bool PodReady(JsonObject pod) =>
         (pod["status"]?["conditions"] as JsonArray ?? []).Any(c => JsonTools.Str(c, "type") == "Ready" && JsonTools.Str(c, "status") == "True");
 
-    private int TargetPort(JsonObject pod, JsonNode? targetPort, int port)
+    private static int TargetPort(JsonObject pod, JsonNode? targetPort, int port)
     {
         if (targetPort is null) return port;
         if (targetPort is JsonValue v && v.TryGetValue<int>(out var n)) return n;

@@ -38,6 +38,7 @@ public sealed class PendingAttend(int layer, long startedAt)
 
 public sealed class DistSequence : IDisposable
 {
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA2213:Disposable fields should be disposed", Justification = "Cancelled in Release, not disposed: a renewal or attend call still in flight reads its token.")]
     private readonly CancellationTokenSource _lifetime = new();
     private readonly TimeSpan _attendTimeout;
     private readonly int _leaseMs;

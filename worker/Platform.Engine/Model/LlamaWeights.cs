@@ -37,6 +37,7 @@ public sealed class LlamaWeights : IDisposable
     public required Projection LmHead { get; init; }
     public required long ParameterBytes { get; init; }
 
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA2000:Dispose objects before losing scope", Justification = "A failed load disposes every finished layer (catch below); only the tensors of a layer whose initializer threw part-way are left to the GC, and a failed load ends the worker (exit code 3).")]
     public static LlamaWeights Load(string modelDirectory, ModelConfig config, ScalarType dtype, IProgress<double>? progress = null)
     {
         using var files = ModelWeights.Open(modelDirectory);

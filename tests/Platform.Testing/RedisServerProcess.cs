@@ -1,16 +1,18 @@
-// A redis-server child process on a loopback port, for tests and the benchmark:
-// the tier is tested against the real server, including stopping it and starting
-// it again on the same port mid-test. Not for production (no persistence).
-using System.Diagnostics;
+// A redis-server child process (through Core's ChildProcess) on a loopback port,
+// for tests and the benchmark: the tier is tested against the real server,
+// including stopping it and starting it again on the same port mid-test. Not for
+// production (no persistence).
+using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using Platform.Core.Networking;
+using Platform.Core.Processes;
 
-namespace Platform.KvCache.Hosting;
+namespace Platform.Testing;
 
 public sealed class RedisServerProcess : IAsyncDisposable
 {
-    private Process? _process;
+    private ChildProcess? _process;
     private readonly string _executable;
     private readonly string[] _extraArgs;
 
@@ -39,24 +41,14 @@ public sealed class RedisServerProcess : IAsyncDisposable
     public async Task StartAgainAsync()
     {
         if (IsRunning) return;
-        var psi = new ProcessStartInfo(_executable)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (var a in new[] { "--port", Port.ToString(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning" })
-            psi.ArgumentList.Add(a);
-        foreach (var a in _extraArgs) psi.ArgumentList.Add(a);
-        _process = Process.Start(psi) ?? throw new InvalidOperationException("redis-server did not start");
-        _process.OutputDataReceived += (_, _) => { };
-        _process.ErrorDataReceived += (_, _) => { };
-        _process.BeginOutputReadLine();
-        _process.BeginErrorReadLine();
+        string[] args = ["--port", Port.ToString(CultureInfo.InvariantCulture), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--protected-mode", "no", "--loglevel", "warning", .. _extraArgs];
+        _process = ChildProcess.Start("redis-server", _executable, args);
         var until = DateTime.UtcNow.AddSeconds(10);
         while (DateTime.UtcNow < until)
         {
-            if (_process.HasExited) throw new InvalidOperationException($"redis-server exited with {_process.ExitCode} (port {Port} taken?)");
+            if (_process.HasExited)
+                throw new InvalidOperationException($"redis-server exited with {_process.ExitCode} (port {Port} taken?). Its last output:{Environment.NewLine}{_process.Tail}");
             try
             {
                 using var client = new TcpClient();
@@ -75,9 +67,8 @@ public sealed class RedisServerProcess : IAsyncDisposable
     public async Task StopAsync()
     {
         if (_process is null) return;
-        if (!_process.HasExited) _process.Kill();
-        await _process.WaitForExitAsync().ConfigureAwait(false);
-        _process.Dispose();
+        _process.Kill();
+        await _process.DisposeAsync().ConfigureAwait(false);
         _process = null;
     }
 
