@@ -249,6 +249,7 @@ public sealed partial class OpenAiEndpoints
             return;
         }
 
+        var resolved = sampling.Resolve(_model.Generation);
         var grpcRequest = new GenerateRequest
         {
             RequestId = context.TraceIdentifier,
@@ -256,9 +257,9 @@ public sealed partial class OpenAiEndpoints
             {
                 MaxTokens = maxTokens,
                 // What the request left out comes from the model's generation_config.json, then the API's defaults.
-                Temperature = sampling.Resolve(_model.Generation).Temperature,
-                TopK = sampling.Resolve(_model.Generation).TopK,
-                TopP = sampling.Resolve(_model.Generation).TopP,
+                Temperature = resolved.Temperature,
+                TopK = resolved.TopK,
+                TopP = resolved.TopP,
                 IgnoreEos = sampling.IgnoreEos,
                 MinP = sampling.MinP,
                 PresencePenalty = sampling.PresencePenalty,

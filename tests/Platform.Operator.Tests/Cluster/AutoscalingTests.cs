@@ -24,37 +24,28 @@ public sealed class AutoscalingTests
     [ClusterFact]
     public async Task Long_prompts_through_the_router_scale_the_workers_up_and_idle_scales_them_back_down()
     {
-        var tiny = new RandomModelOptions { Preset = "tiny", Dtype = SafetensorsDtype.BF16, Seed = 5 };
-        await using var running = await RunningCluster.StartAsync(new Dictionary<string, RandomModelOptions> { ["tiny"] = tiny });
+        await using var running = await RunningCluster.StartAsync(RunningCluster.TinyPvc(seed: 5));
         await running.Client.CoreV1.CreateNamespacedSecretAsync(new V1Secret
         {
             Metadata = new V1ObjectMeta { Name = "router-key" },
             StringData = new Dictionary<string, string> { ["key"] = ApiKey },
         }, running.Namespace);
-        await Models.CreateAsync(running.Client, new LongContextModel
+        await Models.CreateAsync(running.Client, RunningCluster.TinyModel(running.Namespace, "a", 1, spec =>
         {
-            ApiVersion = LongContextModel.Group + "/" + LongContextModel.Version,
-            Kind = "LongContextModel",
-            Metadata = new V1ObjectMeta { Name = "a", NamespaceProperty = running.Namespace },
-            Spec = new LongContextModelSpec
+            // Small prefill chunks keep a queue on the worker while prompts arrive.
+            spec.Worker.Engine.MaxBatchTokens = 32;
+            spec.Autoscaling = new AutoscalingSpec
             {
-                Model = new ModelSpec { Source = "pvc://models/tiny", ServedName = "a", MaxContextTokens = 4096 },
-                Replicas = 1,
-                // Small prefill chunks keep a queue on the worker while prompts arrive.
-                Worker = new WorkerSpec { Engine = new EngineSpec { MaxBatchTokens = 32 } },
-                Autoscaling = new AutoscalingSpec
-                {
-                    Enabled = true,
-                    MinReplicas = 1,
-                    MaxReplicas = 3,
-                    TargetQueuedPrefillTokensPerReplica = 1000,
-                    ScaleUpStabilizationSeconds = 0,
-                    ScaleDownStabilizationSeconds = 5,
-                    IntervalSeconds = 1,
-                },
-                Router = new RouterSpec { ApiKeySecretRef = new SecretKeyRef { Name = "router-key", Key = "key" } },
-            },
-        });
+                Enabled = true,
+                MinReplicas = 1,
+                MaxReplicas = 3,
+                TargetQueuedPrefillTokensPerReplica = 1000,
+                ScaleUpStabilizationSeconds = 0,
+                ScaleDownStabilizationSeconds = 5,
+                IntervalSeconds = 1,
+            };
+            spec.Router.ApiKeySecretRef = new SecretKeyRef { Name = "router-key", Key = "key" };
+        }));
         await running.WaitForConditionAsync("a", "Ready", "True", TimeSpan.FromMinutes(3));
 
         var url = new Uri(Names.Endpoint("a", running.Namespace) + "/v1/completions");

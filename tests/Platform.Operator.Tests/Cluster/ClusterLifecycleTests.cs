@@ -22,27 +22,10 @@ namespace Platform.Operator.Tests.Cluster;
 [Collection(ClusterCollection.Name)]
 public sealed class ClusterLifecycleTests
 {
-    private static readonly RandomModelOptions Tiny = new() { Preset = "tiny", ModelType = "llama", Dtype = SafetensorsDtype.BF16, Seed = 3 };
+    private static Dictionary<string, RandomModelOptions> TinyPvc() => RunningCluster.TinyPvc(seed: 3);
 
-    private static Dictionary<string, RandomModelOptions> TinyPvc() => new() { ["tiny"] = Tiny };
-
-    /// <summary>A model on the tiny PVC model with the CRD's defaults for everything not named.</summary>
-    private static LongContextModel Model(string ns, string name, int replicas, Action<LongContextModelSpec>? change = null)
-    {
-        var model = new LongContextModel
-        {
-            ApiVersion = LongContextModel.Group + "/" + LongContextModel.Version,
-            Kind = "LongContextModel",
-            Metadata = new V1ObjectMeta { Name = name, NamespaceProperty = ns },
-            Spec = new LongContextModelSpec
-            {
-                Model = new ModelSpec { Source = "pvc://models/tiny", ServedName = name, MaxContextTokens = 4096 },
-                Replicas = replicas,
-            },
-        };
-        change?.Invoke(model.Spec);
-        return model;
-    }
+    private static LongContextModel Model(string ns, string name, int replicas, Action<LongContextModelSpec>? change = null) =>
+        RunningCluster.TinyModel(ns, name, replicas, change);
 
     private static async Task<JsonObject> CompleteAsync(RunningCluster running, string name, object body)
     {

@@ -72,6 +72,28 @@ public sealed class RunningCluster : IAsyncDisposable
         return running;
     }
 
+    /// <summary>A tiny bf16 llama at pvc://models/tiny, the PVC content of the lifecycle and autoscaling tests.</summary>
+    public static Dictionary<string, RandomModelOptions> TinyPvc(ulong seed) =>
+        new() { ["tiny"] = new RandomModelOptions { Preset = "tiny", ModelType = "llama", Dtype = Platform.Core.Safetensors.SafetensorsDtype.BF16, Seed = seed } };
+
+    /// <summary>A model on the tiny PVC model with the CRD's defaults for everything <paramref name="change"/> leaves alone.</summary>
+    public static LongContextModel TinyModel(string ns, string name, int replicas, Action<LongContextModelSpec>? change = null)
+    {
+        var model = new LongContextModel
+        {
+            ApiVersion = LongContextModel.Group + "/" + LongContextModel.Version,
+            Kind = "LongContextModel",
+            Metadata = new k8s.Models.V1ObjectMeta { Name = name, NamespaceProperty = ns },
+            Spec = new LongContextModelSpec
+            {
+                Model = new ModelSpec { Source = "pvc://models/tiny", ServedName = name, MaxContextTokens = 4096 },
+                Replicas = replicas,
+            },
+        };
+        change?.Invoke(model.Spec);
+        return model;
+    }
+
     /// <summary>An HTTP client that resolves cluster names (the router Service) like a pod would.</summary>
     public HttpClient Http(TimeSpan? timeout = null)
     {
