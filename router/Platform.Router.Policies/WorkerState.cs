@@ -88,6 +88,21 @@ public sealed class WorkerLease : IDisposable
 
     public WorkerState Worker => _worker;
 
+    /// <summary>The worker reported its prefill progress: only <paramref name="remaining"/> prompt tokens are still to compute.</summary>
+    public void PrefillRemaining(int remaining)
+    {
+        while (true)
+        {
+            int pending = Volatile.Read(ref _pendingPrefill);
+            if (remaining >= pending) return;
+            if (Interlocked.CompareExchange(ref _pendingPrefill, remaining, pending) == pending)
+            {
+                _worker.Release(pending - remaining, request: false);
+                return;
+            }
+        }
+    }
+
     public void PrefillDone()
     {
         int pending = Interlocked.Exchange(ref _pendingPrefill, 0);

@@ -27,7 +27,14 @@ internal sealed class RouterHost : IAsyncDisposable
     public PrefixIndex Index => Services.GetRequiredService<PrefixIndex>();
     public WorkerPool Pool => Services.GetRequiredService<WorkerPool>();
 
-    public static async Task<RouterHost> StartAsync(string modelDir, IEnumerable<string> workers, params string[] extra)
+    public static Task<RouterHost> StartAsync(string modelDir, IEnumerable<string> workers, params string[] extra) =>
+        StartAsync(modelDir, workers, configure: null, extra);
+
+    /// <summary>Starts the router on <paramref name="time"/> (e.g. a VirtualClock's) instead of the system clock.</summary>
+    public static Task<RouterHost> StartAsync(string modelDir, IEnumerable<string> workers, TimeProvider time, params string[] extra) =>
+        StartAsync(modelDir, workers, services => services.AddSingleton(time), extra);
+
+    private static async Task<RouterHost> StartAsync(string modelDir, IEnumerable<string> workers, Action<IServiceCollection>? configure, string[] extra)
     {
         string[] args =
         [
@@ -35,7 +42,7 @@ internal sealed class RouterHost : IAsyncDisposable
             "--Router:HealthPeriodMs", "200", "--Router:RetryBaseDelayMs", "10", "--Logging:LogLevel:Default", "Warning",
             .. extra,
         ];
-        var app = RouterApp.Build(args);
+        var app = RouterApp.Build(args, configure);
         await app.StartAsync();
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         return new RouterHost(app, address);
@@ -54,10 +61,11 @@ internal sealed class RouterHost : IAsyncDisposable
 
     public Task WaitForWorkers(int count) => Eventually(() => Pool.Current.Available.Count == count, $"{count} workers in the pool");
 
-    public async Task<(int Status, JsonElement Body, string? Worker)> PostAsync(string path, string json, string? session = null)
+    public async Task<(int Status, JsonElement Body, string? Worker)> PostAsync(string path, string json, string? session = null, string? timeoutHeader = null)
     {
         using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = new StringContent(json, System.Text.Encoding.UTF8, "application/json") };
         if (session is not null) request.Headers.Add("x-session-id", session);
+        if (timeoutHeader is not null) request.Headers.Add("x-request-timeout", timeoutHeader);
         using var response = await Http.SendAsync(request);
         var text = await response.Content.ReadAsStringAsync();
         var body = text.Length == 0 ? default : JsonDocument.Parse(text).RootElement.Clone();

@@ -168,6 +168,13 @@ public sealed partial class OpenAiEndpoints
             return;
         }
 
+        var (deadlineSpan, deadlineError) = RequestDeadline(context);
+        if (deadlineError is not null)
+        {
+            await Fail(context, route, deadlineError).ConfigureAwait(false);
+            return;
+        }
+
         // The served name comes from the workers, so "no worker yet" is answered before "unknown model".
         var identity = _workers.Identity;
         if (identity is null)
@@ -282,16 +289,22 @@ public sealed partial class OpenAiEndpoints
         };
         var placement = new PlacementRequest(hashes, prompt.Count, identity.BlockSize, session);
 
-        var starting = _forwarder.StartAsync(grpcRequest, placement, arrived, context.RequestAborted);
-        if (sampling.Stream) await KeepAliveUntilAsync(context, starting).ConfigureAwait(false);
+        // The request's own deadline, if any, ends it like a client disconnect would, but with a 504 the client sees.
+        using var deadlineTimer = deadlineSpan is { } span ? new CancellationTokenSource(span, _time) : null;
+        using var ended = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, deadlineTimer?.Token ?? CancellationToken.None);
+        var deadline = new Deadline(deadlineSpan, deadlineTimer, context.RequestAborted);
+        var watch = new PrefillWatch();
+        var starting = _forwarder.StartAsync(grpcRequest, placement, arrived, watch, ended.Token);
+        if (sampling.Stream) await KeepAliveUntilAsync(context, starting, watch).ConfigureAwait(false);
         var started = await starting.ConfigureAwait(false);
         if (started.Stream is null)
         {
-            if (started.Error == ForwarderError.Canceled)
+            if (started.Error == ForwarderError.Canceled && !deadline.Passed)
             {
                 _metrics.Request(route, 499);
                 return;
             }
+            if (started.Error == ForwarderError.Canceled) started = AttemptResult.Final(ForwarderError.DeadlineExceeded, deadline.Message(watch.Current));
             var status = ForwarderErrors.HttpStatus(started.Error);
             if (context.Response.HasStarted)
             {
@@ -311,8 +324,32 @@ public sealed partial class OpenAiEndpoints
         if (!context.Response.HasStarted) context.Response.Headers["x-platform-worker"] = stream.WorkerId;
         var response = new ResponseShape(chat, (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("n"),
             _time.GetUtcNow().ToUnixTimeSeconds(), sampling.Model, prompt.Count);
-        if (sampling.Stream) await StreamAsync(context, route, stream, response, sampling.IncludeUsage).ConfigureAwait(false);
-        else await CollectAsync(context, route, stream, response).ConfigureAwait(false);
+        if (sampling.Stream) await StreamAsync(context, route, stream, response, sampling.IncludeUsage, deadline).ConfigureAwait(false);
+        else await CollectAsync(context, route, stream, response, deadline).ConfigureAwait(false);
+    }
+
+    /// <summary>The request's overall deadline: the x-request-timeout header (seconds), else Router:RequestTimeoutMs (0: none).</summary>
+    private (TimeSpan? Deadline, ApiError? Error) RequestDeadline(HttpContext context)
+    {
+        if (context.Request.Headers[RequestTimeoutHeader].FirstOrDefault() is not { Length: > 0 } header)
+            return (_options.RequestTimeoutMs > 0 ? TimeSpan.FromMilliseconds(_options.RequestTimeoutMs) : null, null);
+        if (!double.TryParse(header, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double seconds)
+            || !(seconds > 0) || seconds > TimeSpan.MaxValue.TotalSeconds / 2)
+            return (null, ApiError.BadRequest($"the {RequestTimeoutHeader} header is '{header}'; send the request's deadline as a positive number of seconds, e.g. 600.", null, "invalid_request_timeout"));
+        return (TimeSpan.FromSeconds(seconds), null);
+    }
+
+    public const string RequestTimeoutHeader = "x-request-timeout";
+
+    /// <summary>A request's deadline: whether it (rather than the client) ended the request, and how to say so.</summary>
+    private sealed record Deadline(TimeSpan? Span, CancellationTokenSource? Timer, CancellationToken ClientAborted)
+    {
+        public bool Passed => Timer is { IsCancellationRequested: true } && !ClientAborted.IsCancellationRequested;
+
+        public string Message(PrefillSnapshot? progress) =>
+            $"the request's deadline of {Span?.TotalSeconds:0.###} s passed before it finished"
+            + (progress is { Reported: true, Queued: false } p ? $" (prefill {p.Computed}/{p.Total} tokens on {p.WorkerId})" : "")
+            + $"; send a longer {RequestTimeoutHeader} (seconds) or a shorter prompt.";
     }
 
     private ApiError? ModelError(string requested) =>
@@ -415,13 +452,15 @@ public sealed partial class OpenAiEndpoints
         }
     }
 
-    private async Task CollectAsync(HttpContext context, string route, WorkerStream stream, ResponseShape shape)
+    private async Task CollectAsync(HttpContext context, string route, WorkerStream stream, ResponseShape shape, Deadline deadline)
     {
         var usage = new Usage(shape.PromptTokens);
         var text = new StringBuilder();
         while (true)
         {
             var read = await stream.ReadAsync().ConfigureAwait(false);
+            if (read.Error == ForwarderError.Canceled && deadline.Passed)
+                read = new StreamRead(null, ForwarderError.DeadlineExceeded, deadline.Message(null));
             if (read.Error == ForwarderError.Canceled)
             {
                 _metrics.Request(route, 499);
@@ -477,11 +516,13 @@ public sealed partial class OpenAiEndpoints
     }
 
     /// <summary>
-    /// While a streamed request waits for its first token, an SSE comment (": waiting for the first token, N s")
-    /// every KeepAliveIntervalMs. The response starts (200) only at the first comment, so a request that fails
-    /// fast still gets its status code; after that a failure is an SSE error event.
+    /// While a streamed request waits for its first token, an SSE comment every KeepAliveIntervalMs saying where
+    /// it is (": prefill 12288/32512 tokens, 45 s", ": queued on W, 12 s"), so proxies with read timeouts (often
+    /// 60 s) keep the connection and a person watching with curl sees progress; OpenAI clients skip comment lines.
+    /// The response starts (200) only at the first comment, so a request that fails fast still gets its status
+    /// code; after that a failure is an SSE error event.
     /// </summary>
-    private async Task KeepAliveUntilAsync(HttpContext context, Task started)
+    private async Task KeepAliveUntilAsync(HttpContext context, Task started, PrefillWatch watch)
     {
         var interval = TimeSpan.FromMilliseconds(_options.KeepAliveIntervalMs);
         long since = _time.GetTimestamp();
@@ -489,7 +530,9 @@ public sealed partial class OpenAiEndpoints
         {
             if (await Task.WhenAny(started, Task.Delay(interval, _time)).ConfigureAwait(false) == started) return;
             StartSse(context);
-            var comment = System.Text.Encoding.UTF8.GetBytes($": waiting for the first token, {_time.GetElapsedTime(since).TotalSeconds:0} s\n\n");
+            var waited = _time.GetElapsedTime(since);
+            string where = watch.Current is { } progress ? progress.Describe(waited) : $"waiting for a worker, {waited.TotalSeconds:0} s";
+            var comment = Encoding.UTF8.GetBytes($": {where}\n\n");
             try
             {
                 await context.Response.BodyWriter.WriteAsync(comment, context.RequestAborted).ConfigureAwait(false);
@@ -522,7 +565,7 @@ public sealed partial class OpenAiEndpoints
         }
     }
 
-    private async Task StreamAsync(HttpContext context, string route, WorkerStream stream, ResponseShape shape, bool includeUsage)
+    private async Task StreamAsync(HttpContext context, string route, WorkerStream stream, ResponseShape shape, bool includeUsage, Deadline deadline)
     {
         StartSse(context);
         var body = context.Response.BodyWriter;
@@ -536,6 +579,8 @@ public sealed partial class OpenAiEndpoints
             while (true)
             {
                 var read = await stream.ReadAsync().ConfigureAwait(false);
+                if (read.Error == ForwarderError.Canceled && deadline.Passed)
+                    read = new StreamRead(null, ForwarderError.DeadlineExceeded, deadline.Message(null));
                 if (read.Error == ForwarderError.Canceled)
                 {
                     status = 499;

@@ -63,10 +63,14 @@ public sealed record RouterOptions
     /// <summary>Then the worker gets no traffic for this long before one half-open probe.</summary>
     public int BreakerBreakMs { get; init; } = 30_000;
 
-    /// <summary>Longest wait for a worker's first chunk (covers queueing and prefill).</summary>
-    public int FirstTokenTimeoutMs { get; init; } = 120_000;
-    /// <summary>Longest silence between chunks once tokens flow (RELIABILITY: a frozen worker errors within 30 s).</summary>
+    /// <summary>Longest silence from a worker, before the first token and between tokens. While a request is queued
+    /// or prefilling, the worker's progress reports count as activity, so a long prefill is bounded by silence, not by
+    /// its length (RELIABILITY: a frozen worker errors within 30 s). Before the first token a silent worker's request
+    /// is retried elsewhere.</summary>
     public int InactivityTimeoutMs { get; init; } = 30_000;
+    /// <summary>Default overall deadline of a request, first byte to last (0: none). A request sets its own with the
+    /// header <c>x-request-timeout</c> (seconds); past it the request ends with 504 (or an SSE error event).</summary>
+    public int RequestTimeoutMs { get; init; }
     /// <summary>A streamed request still waiting for its first token (queued, or in a long prefill) gets an SSE
     /// comment line this often, so proxies with read timeouts (often 60 s) keep the connection; clients skip comments.</summary>
     public int KeepAliveIntervalMs { get; init; } = 10_000;
@@ -118,7 +122,7 @@ public sealed record RouterOptions
         Positive(errors, nameof(BreakerMinimumThroughput), BreakerMinimumThroughput);
         Positive(errors, nameof(BreakerSamplingMs), BreakerSamplingMs);
         Positive(errors, nameof(BreakerBreakMs), BreakerBreakMs);
-        Positive(errors, nameof(FirstTokenTimeoutMs), FirstTokenTimeoutMs);
+        if (RequestTimeoutMs < 0) errors.Add($"Router:RequestTimeoutMs is {RequestTimeoutMs}; use 0 (no deadline) or a positive number of milliseconds.");
         Positive(errors, nameof(KeepAliveIntervalMs), KeepAliveIntervalMs);
         Positive(errors, nameof(InactivityTimeoutMs), InactivityTimeoutMs);
         Positive(errors, nameof(MaxConcurrentRequests), MaxConcurrentRequests);

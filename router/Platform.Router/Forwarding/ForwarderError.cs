@@ -19,8 +19,10 @@ public enum ForwarderError
     NotReady,
     /// <summary>Could not reach the worker, or its breaker is open.</summary>
     Unreachable,
-    /// <summary>No first token, or no next token, within the configured time.</summary>
+    /// <summary>The worker went silent (no progress and no token) for longer than the inactivity bound.</summary>
     Timeout,
+    /// <summary>The request's own deadline (x-request-timeout or Router:RequestTimeoutMs) passed: 504, never retried.</summary>
+    DeadlineExceeded,
     /// <summary>The worker failed the request (Internal, Unknown, an engine error, a broken stream).</summary>
     WorkerFailed,
     /// <summary>The client went away; nothing more is sent.</summary>
@@ -58,7 +60,7 @@ public static class ForwarderErrors
         ForwarderError.Saturated => StatusCodes.Status429TooManyRequests,
         ForwarderError.NotReady => StatusCodes.Status503ServiceUnavailable,
         ForwarderError.Aborted => StatusCodes.Status503ServiceUnavailable,
-        ForwarderError.Timeout => StatusCodes.Status504GatewayTimeout,
+        ForwarderError.Timeout or ForwarderError.DeadlineExceeded => StatusCodes.Status504GatewayTimeout,
         ForwarderError.Canceled => 499,
         _ => StatusCodes.Status502BadGateway,
     };

@@ -1,10 +1,16 @@
 // Starts a generation on a worker: place, call Generate, wait for the first
-// chunk. Until that first chunk arrives nothing has reached the client, so a
-// failure is retried on a different worker (Polly retry: bounded, exponential
-// backoff with jitter), each attempt passing through that worker's circuit
-// breaker. A request the worker rejects as invalid is never retried; a client
-// disconnect stops everything. Once the first chunk is in, the stream belongs
-// to the caller (see WorkerStream).
+// token. Until it arrives nothing has reached the client, so a failure is
+// retried on a different worker (Polly retry: bounded, exponential backoff with
+// jitter), each attempt passing through that worker's circuit breaker.
+// The wait is bounded by silence, not by total time: while the request is queued
+// or prefilling, the worker sends PrefillProgress chunks, and each one restarts
+// the InactivityTimeoutMs clock. A prompt that takes ten minutes to prefill is
+// therefore never cut off or retried while its worker reports progress; only a
+// worker that fails or goes silent loses the request to another worker (whose
+// prefix lookup finds the blocks the first one wrote through to the KV tier).
+// A request the worker rejects as invalid is never retried; a client disconnect
+// stops everything. Once the first token is in, the stream belongs to the caller
+// (see WorkerStream).
 using System.Diagnostics;
 using Grpc.Core;
 using Platform.Core.Protos;
@@ -66,10 +72,12 @@ public sealed partial class GenerationForwarder
 
     /// <summary>Places and starts the request; never throws for expected failures (see <see cref="ForwarderError"/>).</summary>
     /// <param name="arrived">The request's arrival (TimeProvider timestamp), for the router-overhead histogram.</param>
-    public async Task<AttemptResult> StartAsync(GenerateRequest request, PlacementRequest placement, long arrived, CancellationToken cancellationToken)
+    /// <param name="watch">Receives the worker's prefill progress (for keep-alive comments); may be null.</param>
+    public async Task<AttemptResult> StartAsync(GenerateRequest request, PlacementRequest placement, long arrived, PrefillWatch? watch,
+        CancellationToken cancellationToken)
     {
         var context = ResilienceContextPool.Shared.Get(cancellationToken);
-        var state = new AttemptState(request, placement, arrived, cancellationToken);
+        var state = new AttemptState(request, placement, arrived, watch ?? new PrefillWatch(), cancellationToken);
         context.Properties.Set(StateKey, state);
         try
         {
@@ -92,8 +100,9 @@ public sealed partial class GenerationForwarder
         }
     }
 
-    private sealed class AttemptState(GenerateRequest request, PlacementRequest placement, long arrived, CancellationToken clientAborted)
+    private sealed class AttemptState(GenerateRequest request, PlacementRequest placement, long arrived, PrefillWatch watch, CancellationToken clientAborted)
     {
+        public PrefillWatch Watch { get; } = watch;
         public long Arrived { get; } = arrived;
         public GenerateRequest Request { get; } = request;
         public PlacementRequest Placement { get; } = placement;
@@ -159,50 +168,73 @@ public sealed partial class GenerationForwarder
     private async ValueTask<Outcome<AttemptResult>> StartOnWorkerAsync(WorkerConnection connection, AttemptState state, PlacementResult placed)
     {
         var placement = state.Placement;
+        string workerId = connection.State.Id;
         int prefillEstimate = Math.Max(0, placement.PromptTokens - placed.OverlapBlocks * placement.BlockSize);
         var lease = connection.State.Lease(prefillEstimate);
-        var timeout = new CancellationTokenSource(Timeout.InfiniteTimeSpan, _time);
-        var linked = CancellationTokenSource.CreateLinkedTokenSource(state.ClientAborted, timeout.Token);
+        var silence = new CancellationTokenSource(Timeout.InfiniteTimeSpan, _time);
+        var linked = CancellationTokenSource.CreateLinkedTokenSource(state.ClientAborted, silence.Token);
+        var inactivity = TimeSpan.FromMilliseconds(_options.InactivityTimeoutMs);
         AsyncServerStreamingCall<GenerateChunk>? call = null;
+        PrefillSnapshot? progress = null;
         long start = _time.GetTimestamp();
         try
         {
-            timeout.CancelAfter(TimeSpan.FromMilliseconds(_options.FirstTokenTimeoutMs));
+            silence.CancelAfter(inactivity);
             if (state.Tried.Count == 1) _metrics.Overhead(_time.GetElapsedTime(state.Arrived));
+            state.Watch.Sent(workerId);
             call = connection.Client.Generate(state.Request, cancellationToken: linked.Token);
-            if (!await call.ResponseStream.MoveNext(CancellationToken.None).ConfigureAwait(false))
-                return Fail(ForwarderError.WorkerFailed, $"worker {connection.State.Id} closed the stream before the first token");
-            var first = call.ResponseStream.Current;
+            GenerateChunk first;
+            while (true)
+            {
+                if (!await call.ResponseStream.MoveNext(CancellationToken.None).ConfigureAwait(false))
+                    return Fail(ForwarderError.WorkerFailed, $"worker {workerId} closed the stream before the first token");
+                first = call.ResponseStream.Current;
+                if (!IsProgress(first)) break;
+                // Queued or prefilling: activity. The silence clock starts again, and the worker's queue
+                // estimate shrinks to what is left of this prompt.
+                progress = state.Watch.Report(workerId, first.Progress);
+                lease.PrefillRemaining(Math.Max(0, progress.Total - progress.Computed));
+                silence.CancelAfter(inactivity);
+            }
             if (first.FinishReason == FinishReason.Error)
-                return Fail(ForwarderError.WorkerFailed, string.IsNullOrEmpty(first.Error) ? $"worker {connection.State.Id} failed the request" : first.Error);
+                return Fail(ForwarderError.WorkerFailed, string.IsNullOrEmpty(first.Error) ? $"worker {workerId} failed the request" : first.Error);
             // Aborted before any token (e.g. its drain grace ran out during the prefill): nothing reached the client, so try another worker.
             if (first.FinishReason == FinishReason.Abort)
-                return Fail(ForwarderError.Aborted, WorkerStream.AbortMessage(connection.State.Id, first));
+                return Fail(ForwarderError.Aborted, WorkerStream.AbortMessage(workerId, first));
             lease.PrefillDone();
-            _metrics.FirstToken(_time.GetElapsedTime(start));
-            var stream = new WorkerStream(call, lease, timeout, linked,
-                TimeSpan.FromMilliseconds(_options.InactivityTimeoutMs), first, placed.OverlapBlocks, state.ClientAborted);
+            var elapsed = _time.GetElapsedTime(start);
+            _metrics.FirstToken(elapsed);
+            if (progress is { Reported: true, Queued: false }) _metrics.Prefill(elapsed);
+            var stream = new WorkerStream(call, lease, silence, linked, inactivity, first, placed.OverlapBlocks, state.ClientAborted);
             return Outcome.FromResult(AttemptResult.Started(stream));
         }
         catch (RpcException e)
         {
             if (state.ClientAborted.IsCancellationRequested) return Fail(ForwarderError.Canceled, "client disconnected");
-            if (timeout.IsCancellationRequested)
-                return Fail(ForwarderError.Timeout, $"worker {connection.State.Id} sent no token within {_options.FirstTokenTimeoutMs} ms");
+            if (silence.IsCancellationRequested)
+            {
+                return Fail(ForwarderError.Timeout, progress is { Reported: true } p
+                    ? $"worker {workerId} went silent for {inactivity.TotalSeconds:0.#} s after reporting " + (p.Queued ? "the request queued" : $"prefill {p.Computed}/{p.Total} tokens")
+                    : $"worker {workerId} sent nothing (no progress, no token) for {inactivity.TotalSeconds:0.#} s");
+            }
             return Fail(ForwarderErrors.FromStatus(e.StatusCode), e.StatusCode == StatusCode.InvalidArgument || e.StatusCode == StatusCode.OutOfRange
                 ? e.Status.Detail
-                : $"worker {connection.State.Id}: {e.StatusCode}: {e.Status.Detail}");
+                : $"worker {workerId}: {e.StatusCode}: {e.Status.Detail}");
         }
 
         Outcome<AttemptResult> Fail(ForwarderError error, string message)
         {
             call?.Dispose();
             linked.Dispose();
-            timeout.Dispose();
+            silence.Dispose();
             lease.Dispose();
-            return Outcome.FromResult(AttemptResult.Failed(error, message, connection.State.Id));
+            return Outcome.FromResult(AttemptResult.Failed(error, message, workerId));
         }
     }
+
+    /// <summary>A chunk that only reports prefill progress: no tokens, no finish, progress set.</summary>
+    internal static bool IsProgress(GenerateChunk chunk) =>
+        chunk.Progress is not null && chunk.TokenIds.Count == 0 && chunk.FinishReason == FinishReason.Unspecified;
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Placed on {Worker} by {Policy} ({Reason}, {Overlap} cached blocks, cost {Cost})")]
     private static partial void LogPlaced(ILogger logger, string worker, string policy, PlacementReason reason, int overlap, double cost);

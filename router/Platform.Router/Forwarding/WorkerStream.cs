@@ -3,6 +3,7 @@
 // Reading never throws for expected trouble: a broken stream, a worker error
 // chunk, an aborted generation (FINISH_REASON_ABORT: the output is truncated, so
 // it must not reach the client as a normal finish) or an inactivity timeout come
+// (progress chunks, sent while a preempted request recomputes, count as activity)
 // back as an error value, and the caller turns that into a clean SSE error event
 // or a 503. Disposing cancels the worker call
 // (client disconnect → the engine aborts the request and frees its blocks).
@@ -58,13 +59,17 @@ public sealed class WorkerStream : IDisposable
         if (_finished) return default;
         try
         {
-            _timeout.CancelAfter(_inactivity);
-            if (!await _call.ResponseStream.MoveNext(CancellationToken.None).ConfigureAwait(false))
+            while (true)
             {
-                _finished = true;
-                return new StreamRead(null, ForwarderError.WorkerFailed, "the worker ended the stream without a finish reason");
+                _timeout.CancelAfter(_inactivity);
+                if (!await _call.ResponseStream.MoveNext(CancellationToken.None).ConfigureAwait(false))
+                {
+                    _finished = true;
+                    return new StreamRead(null, ForwarderError.WorkerFailed, "the worker ended the stream without a finish reason");
+                }
+                // Progress after the first token (a preempted request recomputing its KV): activity, nothing to send.
+                if (!GenerationForwarder.IsProgress(_call.ResponseStream.Current)) return Inspect(_call.ResponseStream.Current);
             }
-            return Inspect(_call.ResponseStream.Current);
         }
         catch (RpcException e)
         {

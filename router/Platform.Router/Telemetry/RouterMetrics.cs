@@ -17,7 +17,8 @@ public sealed class RouterMetrics : IDisposable
 
     // Seconds. Router work is sub-millisecond (goal: < 1 ms p99); model latencies span ms to minutes.
     private static readonly double[] OverheadBuckets = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1];
-    private static readonly double[] LatencyBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+    // A first token spans a cached short prompt (ms) to a million-token prefill (many minutes).
+    private static readonly double[] LatencyBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600];
 
     private readonly Meter _meter;
     private readonly Counter<long> _requests;
@@ -27,6 +28,7 @@ public sealed class RouterMetrics : IDisposable
     private readonly Counter<long> _kvResyncs;
     private readonly Counter<long> _workerFailures;
     private readonly Histogram<double> _ttft;
+    private readonly Histogram<double> _prefillSeconds;
     private readonly Histogram<double> _placementSeconds;
     private readonly Histogram<double> _overheadSeconds;
     private readonly UpDownCounter<long> _inFlight;
@@ -43,6 +45,9 @@ public sealed class RouterMetrics : IDisposable
         _workerFailures = _meter.CreateCounter<long>("router.worker.failures", description: "Failed worker attempts by worker and gRPC status");
         _ttft = _meter.CreateHistogram<double>("router.time_to_first_token", unit: "s", description: "Time from sending to a worker to its first token",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBuckets });
+        _prefillSeconds = _meter.CreateHistogram<double>("router.prefill.duration", unit: "s",
+            description: "Time from sending to a worker to its first token, for requests whose worker reported prefill progress (long prompts)",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBuckets });
         _placementSeconds = _meter.CreateHistogram<double>("router.placement.duration", unit: "s", description: "Time the placement policy took to choose a worker",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = OverheadBuckets });
         _overheadSeconds = _meter.CreateHistogram<double>("router.overhead", unit: "s",
@@ -50,6 +55,8 @@ public sealed class RouterMetrics : IDisposable
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = OverheadBuckets });
         _inFlight = _meter.CreateUpDownCounter<long>("router.requests.in_flight", description: "Generation requests in progress");
         _meter.CreateObservableGauge("router.workers.available", () => pool.Current.Available.Count, description: "Workers in the pool");
+        _meter.CreateObservableGauge("router.prefill.tokens_in_flight", () => InFlightPrefillTokens(pool.Current),
+            description: "Prompt tokens this router sent to workers that are not prefilled yet (shrinks with the workers' progress reports)");
         _meter.CreateObservableGauge("router.kv_index.blocks", () => index.BlockCount, description: "Distinct KV blocks in the prefix index");
         // The operator's autoscaler reads these two (docs/operator.md); no unit, so the exporter keeps the names as they are.
         _meter.CreateObservableGauge(RouterMetricNames.QueuedPrefillTokens, () => QueuedPrefillTokens(pool.Current),
@@ -65,6 +72,15 @@ public sealed class RouterMetrics : IDisposable
         ArgumentNullException.ThrowIfNull(pool);
         long sum = 0;
         foreach (var w in pool.Available) sum += Math.Max(w.Load.QueuedPrefillTokens, w.InFlightPrefillTokens);
+        return sum;
+    }
+
+    /// <summary>Σ over the pool of the prompt tokens this router has in prefill (per the workers' progress reports).</summary>
+    public static long InFlightPrefillTokens(WorkerPoolSnapshot pool)
+    {
+        ArgumentNullException.ThrowIfNull(pool);
+        long sum = 0;
+        foreach (var w in pool.Available) sum += w.InFlightPrefillTokens;
         return sum;
     }
 
@@ -101,6 +117,8 @@ public sealed class RouterMetrics : IDisposable
         _kvResyncs.Add(1, new KeyValuePair<string, object?>("worker", worker), new KeyValuePair<string, object?>("reason", reason));
 
     public void FirstToken(TimeSpan elapsed) => _ttft.Record(elapsed.TotalSeconds);
+
+    public void Prefill(TimeSpan elapsed) => _prefillSeconds.Record(elapsed.TotalSeconds);
 
     public void PlacementTime(TimeSpan elapsed) => _placementSeconds.Record(elapsed.TotalSeconds);
 
