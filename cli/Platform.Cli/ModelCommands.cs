@@ -34,16 +34,43 @@ internal static class ModelCommands
         var dtype = new Option<string>("--dtype") { Description = "F32 | F16 | BF16", DefaultValueFactory = _ => "F32" };
         dtype.AcceptOnlyFromAmong("F32", "F16", "BF16");
         var shards = new Option<int>("--shards") { Description = "Split the weights into N safetensors files", DefaultValueFactory = _ => 1 };
-        var command = new Command("create-random", "Write a random-weight model in HuggingFace layout") { preset, seed, output, arch, dtype, shards };
+        var context = new Option<int?>("--context") { Description = "max_position_embeddings (default: the preset's: tiny 4096, small and medium 32768)" };
+        var rope = new Option<string>("--rope-scaling")
+        {
+            Description = "none | yarn: with yarn, a --context beyond the preset's is reached by YaRN scaling (factor = context / the preset's), as Qwen2.5's 128K models do",
+            DefaultValueFactory = _ => "none",
+        };
+        rope.AcceptOnlyFromAmong("none", "yarn");
+        var command = new Command("create-random", "Write a random-weight model in HuggingFace layout") { preset, seed, output, arch, dtype, shards, context, rope };
         command.SetAction(parse =>
         {
+            string presetName = parse.GetValue(preset)!;
+            int trained = RandomModelGenerator.PresetConfig(presetName).MaxPositionEmbeddings;
+            int? positions = parse.GetValue(context);
+            if (positions is < 1)
+            {
+                Console.Error.WriteLine($"error: --context must be positive, got {positions}.");
+                return 2;
+            }
+            var scaling = RopeScaling.NoScaling;
+            if (parse.GetValue(rope) == "yarn")
+            {
+                if (positions is not { } p || p <= trained)
+                {
+                    Console.Error.WriteLine($"error: --rope-scaling yarn extends the {presetName} preset's {trained} positions; pass a larger --context, e.g. --context {trained * 2}.");
+                    return 2;
+                }
+                scaling = new RopeScaling(RopeScalingType.Yarn, Factor: (double)p / trained, OriginalMaxPositionEmbeddings: trained);
+            }
             var options = new RandomModelOptions
             {
-                Preset = parse.GetValue(preset)!,
+                Preset = presetName,
                 Seed = parse.GetValue(seed),
                 ModelType = parse.GetValue(arch)!,
                 Dtype = Enum.Parse<SafetensorsDtype>(parse.GetValue(dtype)!),
                 Shards = parse.GetValue(shards),
+                MaxPositionEmbeddings = positions,
+                RopeScaling = scaling,
             };
             CreateWithProgress(parse.GetValue(output)!, options);
             return 0;
