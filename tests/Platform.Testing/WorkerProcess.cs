@@ -53,6 +53,12 @@ public sealed class WorkerProcess : IAsyncDisposable
     /// <summary>SIGKILL, as a crash would end it.</summary>
     public void Kill() => _child.Kill();
 
+    /// <summary>SIGSTOP: a frozen worker (connections stay open, nothing answers). <see cref="Thaw"/> resumes it.</summary>
+    public void Freeze() => _child.Freeze();
+
+    /// <summary>SIGCONT.</summary>
+    public void Thaw() => _child.Thaw();
+
     public async Task<int> WaitForExitAsync(CancellationToken cancellationToken = default)
     {
         await _child.Exited.WaitAsync(cancellationToken);

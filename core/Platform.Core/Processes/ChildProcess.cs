@@ -14,6 +14,8 @@ namespace Platform.Core.Processes;
 public sealed partial class ChildProcess : IAsyncDisposable
 {
     private const int SigTerm = 15;
+    private const int SigStop = 19;   // Linux x86-64 and arm64
+    private const int SigCont = 18;
     private readonly Process _process;
     private readonly int _tailLines;
     private readonly ConcurrentQueue<string> _tail = new();
@@ -108,6 +110,19 @@ public sealed partial class ChildProcess : IAsyncDisposable
     public void Kill()
     {
         if (!HasExited) _process.Kill(entireProcessTree: true);
+    }
+
+    /// <summary>SIGSTOP: the process freezes (a hung machine, a stuck GC) without closing a socket; <see cref="Thaw"/> resumes it. Linux only.</summary>
+    public void Freeze() => Signal(SigStop, "SIGSTOP");
+
+    /// <summary>SIGCONT: a frozen process runs again.</summary>
+    public void Thaw() => Signal(SigCont, "SIGCONT");
+
+    private void Signal(int signal, string name)
+    {
+        if (!OperatingSystem.IsLinux()) throw new PlatformNotSupportedException($"{name} is sent on Linux only.");
+        if (!HasExited && SendSignal(_process.Id, signal) != 0 && !HasExited)
+            throw new InvalidOperationException($"kill({name}) failed for {Name} (process {_process.Id}): errno {Marshal.GetLastPInvokeError()}");
     }
 
     /// <summary>SIGTERM (the child drains), then a kill after <paramref name="grace"/>.</summary>
