@@ -19,7 +19,30 @@ internal static class ModelCommands
     {
         var command = new Command("model", "Create and inspect models");
         command.Subcommands.Add(CreateRandom());
+        command.Subcommands.Add(Download());
         command.Subcommands.Add(Logits());
+        return command;
+    }
+
+    private static Command Download()
+    {
+        var source = new Argument<string>("source") { Description = "hf://ORG/NAME or hf://ORG/NAME@REVISION" };
+        var command = new Command("download",
+            "Download a model from a Hugging Face-style hub into the hub cache (HF_HOME; HF_TOKEN, HF_ENDPOINT and HF_HUB_OFFLINE as huggingface_hub reads them) and print its directory")
+        { source };
+        command.SetAction(async (parse, ct) =>
+        {
+            string given = parse.GetValue(source)!;
+            if (!Platform.Core.Models.Hub.HubModelReference.IsHubSource(given))
+            {
+                await Console.Error.WriteLineAsync($"error: '{given}' is not a hub source; write hf://ORG/NAME[@REVISION].");
+                return 2;
+            }
+            string? dir = await HubModels.ResolveAsync(given, ct);
+            if (dir is null) return 1;
+            Console.WriteLine(dir);
+            return 0;
+        });
         return command;
     }
 

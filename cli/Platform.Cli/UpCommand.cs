@@ -28,7 +28,7 @@ internal static class UpCommand
 
     public static Command Create()
     {
-        var model = new Option<string?>("--model") { Description = "HuggingFace model directory" };
+        var model = new Option<string?>("--model") { Description = "HuggingFace model directory, or hf://ORG/NAME[@REVISION] (downloaded into the hub cache first)" };
         var demo = new Option<bool>("--demo") { Description = "Use the demo model (created on first run); the default without --model" };
         var workers = new Option<int>("--workers") { Description = "Worker processes", DefaultValueFactory = _ => 2 };
         var port = new Option<int>("--port") { Description = "Router HTTP port (0 picks a free one)", DefaultValueFactory = _ => 8000 };
@@ -100,10 +100,16 @@ internal static class UpCommand
                     : $"error: --redis '{redisAddress}' is not HOST:PORT (e.g. 127.0.0.1:6379).");
                 return 2;
             }
-            string dir = parse.GetValue(model) ?? DemoModel.Ensure();
-            if (parse.GetValue(model) is { } m && !File.Exists(Path.Combine(m, "config.json")))
+            string? source = parse.GetValue(model);
+            string? resolved = source is null ? DemoModel.Ensure() : await HubModels.ResolveAsync(source, ct);
+            if (resolved is null) return 1;
+            // A hub model is served under its id (ORG/NAME), as vLLM does, not under its snapshot folder's commit hash.
+            string? served = parse.GetValue(servedName)
+                ?? (Platform.Core.Models.Hub.HubModelReference.IsHubSource(source) ? Platform.Core.Models.Hub.HubModelReference.Parse(source!).RepoId : null);
+            string dir = resolved;
+            if (source is not null && !File.Exists(Path.Combine(dir, "config.json")))
             {
-                await Console.Error.WriteLineAsync($"error: {m} has no config.json; --model must be a HuggingFace model directory.");
+                await Console.Error.WriteLineAsync($"error: {dir} has no config.json; --model must be a HuggingFace model directory or hf://ORG/NAME.");
                 return 2;
             }
             string dist = parse.GetValue(distAttention) ?? (n >= 2 ? "on" : "off");
@@ -150,7 +156,7 @@ internal static class UpCommand
                         DistAttention = dist == "on",
                         Peers = dist == "on" && n > 1 ? [.. grpcPorts.Where((_, j) => j != i).Select(p => $"http://127.0.0.1:{p}")] : null,
                         MaxContext = parse.GetValue(maxContext),
-                        ServedModelName = parse.GetValue(servedName),
+                        ServedModelName = served,
                         KvTier = tier,
                         KvHostMemory = tier != "off" ? parse.GetValue(hostMemory)! : null,
                         Redis = tier == "remote" ? redisAddress! : null,
@@ -168,7 +174,7 @@ internal static class UpCommand
                 });
                 var routerArgs = new List<string> { "--model", dir, "--workers", string.Join(',', workerUrls), "--port", routerPort.ToString(System.Globalization.CultureInfo.InvariantCulture), "--policy", parse.GetValue(policy)! };
                 if (parse.GetValue(apiKey) is { } key) routerArgs.AddRange(["--api-key", key]);
-                if (parse.GetValue(servedName) is { } name) routerArgs.AddRange(["--served-model-name", name]);
+                if (served is { } name) routerArgs.AddRange(["--served-model-name", name]);
                 if (parse.GetValue(chatTemplate) is { } templateFile) routerArgs.AddRange(["--chat-template", Path.GetFullPath(templateFile)]);
                 var router = ChildProcess.StartDotnet("router", Path.Combine(baseDir, "platform-router.dll"), routerArgs);
                 children.Add(router);
@@ -180,7 +186,7 @@ internal static class UpCommand
                 AnsiConsole.MarkupLine(Markup.Escape($"KV tier: {tier}" + (tier == "remote" ? $", shared store {redisAddress}{(garnet is null ? "" : " (embedded Garnet)")}" : "")));
                 AnsiConsole.MarkupLine("try:");
                 Console.WriteLine($"  curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' \\");
-                Console.WriteLine($"    -d '{{\"model\":\"{parse.GetValue(servedName) ?? Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}],\"max_tokens\":32}}'");
+                Console.WriteLine($"    -d '{{\"model\":\"{served ?? Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}],\"max_tokens\":32}}'");
                 AnsiConsole.MarkupLine("[grey]Ctrl-C stops everything.[/]");
 
                 foreach (var w in supervised) w.Supervise();

@@ -124,6 +124,55 @@ public sealed partial class PlatformUpTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task A_hub_model_is_downloaded_once_and_served_under_its_id()
+    {
+        await using var hub = await Platform.Testing.FakeHub.StartAsync(TinyModel(), "acme/tiny-chat");
+        var env = new Dictionary<string, string> { ["HF_ENDPOINT"] = hub.Endpoint.ToString(), ["HF_HOME"] = Path.Combine(_dir, "hf") };
+
+        // `platform model download` prints the snapshot directory.
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "platform.dll"), "model", "download", "hf://acme/tiny-chat" }) psi.ArgumentList.Add(a);
+        foreach (var (k, v) in env) psi.Environment[k] = v;
+        using (var download = Process.Start(psi)!)
+        {
+            string stdout = await download.StandardOutput.ReadToEndAsync();
+            string stderr = await download.StandardError.ReadToEndAsync();
+            await download.WaitForExitAsync();
+            Assert.True(download.ExitCode == 0, stderr);
+            Assert.Equal(Path.Combine(_dir, "hf", "hub", "models--acme--tiny-chat", "snapshots", hub.Commit), stdout.Trim());
+            Assert.Equal(File.ReadAllBytes(Path.Combine(TinyModel(), "model.safetensors")), File.ReadAllBytes(Path.Combine(stdout.Trim(), "model.safetensors")));
+        }
+        Assert.Equal(1, hub.Count("storage:model.safetensors"));
+
+        // `platform up --model hf://…` finds it in the cache and serves it as acme/tiny-chat.
+        var (up, url, output) = Launch(env, "--model", "hf://acme/tiny-chat", "--workers", "1", "--port", "0", "--kv-tier", "off");
+        try
+        {
+            var ready = await Task.WhenAny(url.Task, up.WaitForExitAsync(), Task.Delay(TimeSpan.FromMinutes(3)));
+            Assert.True(ready == url.Task, "platform up did not become ready:\n" + string.Join("\n", output));
+            using var http = new HttpClient();
+            Assert.Contains("\"id\":\"acme/tiny-chat\"", await http.GetStringAsync(await url.Task + "/v1/models"), StringComparison.Ordinal);
+            var client = new ChatClient("acme/tiny-chat", new ApiKeyCredential("unused"), new OpenAIClientOptions { Endpoint = new Uri(await url.Task + "/v1") });
+            ChatCompletion completion = await client.CompleteChatAsync([new UserChatMessage("Hello")], new ChatCompletionOptions { MaxOutputTokenCount = 4 });
+            Assert.Equal(4, completion.Usage.OutputTokenCount);
+            Assert.Equal(1, hub.Count("storage:model.safetensors"));
+        }
+        finally
+        {
+            _ = Kill(up.Id, 15); // it may have exited already (the assertion above says why)
+            up.WaitForExit(60_000);
+            up.Dispose();
+        }
+
+        // A wrong name: one clear line and a failing exit code, nothing started.
+        var (bad, _, badOutput) = Launch(env, "--model", "hf://acme/missing", "--workers", "1", "--port", "0");
+        await bad.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(1));
+        Assert.Equal(1, bad.ExitCode);
+        Assert.Contains(badOutput, l => l.Contains("no such model or revision", StringComparison.Ordinal));
+        bad.Dispose();
+    }
+
     private string TinyModel()
     {
         string model = Path.Combine(_dir, "tiny");
@@ -200,12 +249,17 @@ public sealed partial class PlatformUpTests : IDisposable
     }
 
     /// <summary>Starts `platform up` with <paramref name="args"/>; the URL completes when it prints PLATFORM_UP_URL.</summary>
-    private static (Process Up, TaskCompletionSource<string> Url, System.Collections.Concurrent.ConcurrentQueue<string> Output) Launch(params string[] args)
+    private static (Process Up, TaskCompletionSource<string> Url, System.Collections.Concurrent.ConcurrentQueue<string> Output) Launch(params string[] args) =>
+        Launch(new Dictionary<string, string>(), args);
+
+    private static (Process Up, TaskCompletionSource<string> Url, System.Collections.Concurrent.ConcurrentQueue<string> Output) Launch(
+        IReadOnlyDictionary<string, string> environment, params string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "platform.dll"));
         psi.ArgumentList.Add("up");
         foreach (var a in args) psi.ArgumentList.Add(a);
+        foreach (var (k, v) in environment) psi.Environment[k] = v;
         var up = Process.Start(psi)!;
         var url = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
         var output = new System.Collections.Concurrent.ConcurrentQueue<string>();

@@ -48,7 +48,10 @@ public sealed unsafe class SafetensorsFile : IDisposable
     {
         if (!File.Exists(path))
             throw new ModelLoadException($"{path} is missing; check the model directory (or model.safetensors.index.json's weight_map).");
-        long length = new FileInfo(path).Length;
+        // A symlink (the Hugging Face cache links snapshot files to its blobs) has its own, tiny length: use the target's.
+        var info = new FileInfo(path);
+        if (info.LinkTarget is not null && info.ResolveLinkTarget(returnFinalTarget: true) is FileInfo target) info = target;
+        long length = info.Length;
         if (length < 8)
             throw new ModelLoadException($"{path} is truncated ({length} bytes): a safetensors file starts with an 8-byte header length. Re-download it.");
         var map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);

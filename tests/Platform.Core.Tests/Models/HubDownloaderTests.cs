@@ -58,6 +58,7 @@ public sealed class HubDownloaderTests : IDisposable
         string again = await Downloader(hub, http).DownloadAsync(HubModelReference.Parse("hf://acme/tiny-llama@" + hub.Commit));
         Assert.Equal(snapshot, again);
         Assert.Equal(1, hub.Count("storage:model.safetensors"));
+        Assert.Equal(File.ReadAllBytes(Path.Combine(_model, "model.safetensors")), File.ReadAllBytes(Path.Combine(again, "model.safetensors")));
         Assert.Equal(1, hub.Count("get:config.json"));
     }
 

@@ -139,6 +139,17 @@ public sealed class ModelFilesTests : IDisposable
     }
 
     [Fact]
+    public void Safetensors_opens_through_a_symlink_as_the_hugging_face_cache_lays_files_out()
+    {
+        string blob = WriteOne(Enumerable.Range(0, 16).Select(i => (byte)i).ToArray());
+        Directory.CreateDirectory(Path.Combine(_dir, "snapshots", "c0ffee"));
+        string link = Path.Combine(_dir, "snapshots", "c0ffee", "model.safetensors");
+        File.CreateSymbolicLink(link, Path.Combine("..", "..", Path.GetFileName(blob)));
+        using var file = SafetensorsFile.Open(link);
+        Assert.Equal(Enumerable.Range(0, 16).Select(i => (byte)i).ToArray(), file.GetBytes(file.Get("t")).ToArray());
+    }
+
+    [Fact]
     public void Truncated_safetensors_is_reported_with_the_file()
     {
         string path = WriteOne();
