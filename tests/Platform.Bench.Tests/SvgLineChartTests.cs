@@ -17,7 +17,7 @@ public class SvgLineChartTests
     {
         var chart = new SvgLineChart
         {
-            Title = "TTFT & friends", XLabel = "prompt length (tokens)", YLabel = "seconds", Caption = "2 cores, one round", LogX = logX, LogY = logY,
+            Title = "TTFT & friends", XLabel = "prompt length (tokens)", YLabel = "seconds", Caption = "2 cores, one round\nsmall preset", LogX = logX, LogY = logY,
         };
         chart.Series.Add(new ChartSeries("median", [(1024, 0.5), (2048, 1.1), (4096, 2.9), (32000, 95)]));
         chart.Series.Add(new ChartSeries("max <long>", [(1024, 0.7), (2048, double.NaN), (4096, 4.2)]));
@@ -34,6 +34,7 @@ public class SvgLineChartTests
         Assert.Contains("prompt length (tokens)", texts);
         Assert.Contains("seconds", texts);
         Assert.Contains("2 cores, one round", texts);
+        Assert.Contains("small preset", texts);
         Assert.Contains("median", texts);
         Assert.Contains("max <long>", texts);
         Assert.Contains(logX ? "1024" : "10000", texts); // log x: ticks at the data's x values; linear: round steps

@@ -18,10 +18,10 @@ public sealed class SvgLineChart
     private static readonly string[] Colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
 
     private const double Width = 760, Height = 460;
-    private const double Left = 80, Right = 24, Top = 48, Bottom = 86;
+    private const double Left = 80, Right = 24, Top = 48, Bottom = 96;
 
     public string Title { get; init; } = "";
-    /// <summary>Small print under the plot: machine, date, number of rounds.</summary>
+    /// <summary>Small print under the plot: machine, date, number of rounds; one text line per '\n'.</summary>
     public string Caption { get; init; } = "";
     public string XLabel { get; init; } = "";
     public string YLabel { get; init; } = "";
@@ -42,7 +42,9 @@ public sealed class SvgLineChart
         var (x0, x1) = Range(xTicks.Concat(all.Select(p => p.X)), LogX);
         var (y0, y1) = Range(yTicks.Concat(all.Select(p => p.Y)), LogY);
         double plotW = Width - Left - Right, plotH = Height - Top - Bottom;
-        double Px(double x) => Left + plotW * Fraction(x, x0, x1, LogX);
+        // A margin inside the frame on x, so the first and last points do not sit on it.
+        double padX = plotW * 0.04;
+        double Px(double x) => Left + padX + (plotW - 2 * padX) * Fraction(x, x0, x1, LogX);
         double Py(double y) => Top + plotH * (1 - Fraction(y, y0, y1, LogY));
 
         var root = new XElement(Svg + "svg",
@@ -69,7 +71,10 @@ public sealed class SvgLineChart
         root.Add(Text(Left + plotW / 2, Top + plotH + 40, XLabel, "middle", 13));
         var yLabel = Text(18, Top + plotH / 2, YLabel, "middle", 13);
         yLabel.Add(new XAttribute("transform", $"rotate(-90 18 {F(Top + plotH / 2)})"));
-        root.Add(yLabel, Text(Left, Height - 12, Caption, "start", 11, "#555"));
+        root.Add(yLabel);
+        var captionLines = Caption.Split('\n');
+        for (int i = 0; i < captionLines.Length; i++)
+            root.Add(Text(Left, Height - 10 - 14 * (captionLines.Length - 1 - i), captionLines[i], "start", 11, "#555"));
 
         for (int i = 0; i < Series.Count; i++)
         {

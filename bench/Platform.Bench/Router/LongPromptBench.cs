@@ -5,10 +5,11 @@
 // engine, not a timeout). Two measurements, each one round:
 //   1. TTFT against prompt length, alone on the idle worker (one streamed
 //      request at a time, never-seen random token ids, so no prefix hit);
-//   2. TTFT of short requests (16 tokens, max_tokens 2, streamed) sent one
-//      after another while one long streamed prompt prefills: the first half a
-//      second after the long one, then every --interval seconds, at most
-//      --shorts of them, and only while the long one has no first token yet.
+//   2. TTFT of short requests (16 tokens, max_tokens 2, streamed) sent while
+//      one long streamed prompt prefills: the first half a second after the
+//      long one, then every --interval seconds (open loop: not waiting for the
+//      previous short one), at most --shorts of them, and only while the long
+//      one has no first token yet.
 //      The long prompt's own TTFT and the SSE keep-alive comment lines it
 //      received (": prefill 12288/32512 tokens, 45 s") are recorded too.
 // TTFT is send → the first `data: {` line. At the end: peak RSS (VmHWM) of the
@@ -163,8 +164,8 @@ internal static class LongPromptBench
         }
 
         string machine = $"{Environment.ProcessorCount} cores ({CpuModel()}), {started:yyyy-MM-dd}";
-        string caption = $"{machine}; one worker, --threads {Threads}, shipped scheduling defaults; one round, indicative" +
-                         (quick ? "; SMOKE RUN (--quick), not for the docs" : "");
+        string caption = $"{machine}; one round, indicative" + (quick ? "; SMOKE RUN (--quick), not for the docs" : "") +
+                         $"\nsmall preset, one worker (--threads {Threads}, shipped scheduling defaults), through platform-router; streamed, token-id prompts";
         Directory.CreateDirectory(svgDir);
         var shortChart = new SvgLineChart
         {
@@ -216,32 +217,43 @@ internal static class LongPromptBench
         return byLength.All(r => r.Ok) && concurrent.All(c => c.LongOk && c.Shorts.All(s => s.Ok)) ? 0 : 1;
     }
 
-    /// <summary>One long prompt, and short requests one after another while it has no first token.</summary>
+    /// <summary>
+    /// One long prompt, and short requests at fixed times while it has no first token: the first half a second after
+    /// it (time to reach the worker and start prefilling), then every <paramref name="interval"/> seconds. Open loop: a
+    /// short request does not wait for the previous one, so a worker that holds them all back shows it in every one.
+    /// </summary>
     private static async Task<ConcurrentResult> ConcurrentAsync(StreamingClient client, int[] longPrompt, Func<int[]> shortPrompt, int shorts,
         double interval, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
         var longFirstToken = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var longTask = client.SendAsync(longPrompt, LongMaxTokens, longFirstToken, cancellationToken);
-        var results = new List<ShortResult>();
-        // Half a second for the long request to reach the worker and start its prefill.
-        var next = TimeSpan.FromSeconds(0.5);
+        var sent = new List<Task<ShortResult>>();
+        double next = 0.5;
         for (int i = 0; i < shorts; i++)
         {
-            var wait = next - clock.Elapsed;
-            if (wait > TimeSpan.Zero) await Task.WhenAny(Task.Delay(wait, cancellationToken), longFirstToken.Task, longTask);
+            var wait = TimeSpan.FromSeconds(next) - clock.Elapsed;
+            if (wait > TimeSpan.Zero) await Task.WhenAny(Task.Delay(wait, cancellationToken), longFirstToken.Task);
             cancellationToken.ThrowIfCancellationRequested();
-            if (longFirstToken.Task.IsCompleted || longTask.IsCompleted) break;
+            if (longFirstToken.Task.IsCompleted) break;
             double sentAt = clock.Elapsed.TotalSeconds;
-            var r = await client.SendAsync(shortPrompt(), ShortMaxTokens, null, cancellationToken);
-            results.Add(new ShortResult(sentAt, r.TtftSeconds, r.Ok, r.Error, longFirstToken.Task.IsCompleted));
-            AnsiConsole.MarkupLine($"    short at {sentAt,5:F1} s: TTFT {Seconds(r.TtftSeconds)}" + (r.Ok ? "" : $" [red]{Markup.Escape(r.Error ?? "")}[/]"));
-            next = TimeSpan.FromSeconds(sentAt + interval);
+            sent.Add(ShortAsync(shortPrompt(), sentAt));
+            next = sentAt + interval;
         }
+        var results = await Task.WhenAll(sent);
         var longResult = await longTask;
         var ttfts = results.Where(s => s.Ok).Select(s => s.TtftSeconds).ToList();
         return new ConcurrentResult(longPrompt.Length, longResult.TtftSeconds, longResult.Ok, longResult.Error, longResult.KeepAliveComments,
             longResult.LastComment, results, Percentiles.Of(ttfts, 0.5), ttfts.Count == 0 ? double.NaN : ttfts.Max());
+
+        async Task<ShortResult> ShortAsync(int[] prompt, double sentAt)
+        {
+            var r = await client.SendAsync(prompt, ShortMaxTokens, null, cancellationToken);
+            bool longAnswered = longFirstToken.Task.IsCompleted;
+            AnsiConsole.MarkupLine($"    short sent at {sentAt,5:F1} s: TTFT {Seconds(r.TtftSeconds)}{(longAnswered ? ", after the long prompt's first token" : "")}" +
+                                   (r.Ok ? "" : $" [red]{Markup.Escape(r.Error ?? "")}[/]"));
+            return new ShortResult(sentAt, r.TtftSeconds, r.Ok, r.Error, longAnswered);
+        }
     }
 
     private static string Seconds(double s) => double.IsNaN(s) ? "n/a" : s.ToString(s < 10 ? "0.00 s" : "0.0 s", CultureInfo.InvariantCulture);
