@@ -20,6 +20,8 @@ internal static class Program
                 return await Router.RouterBench.Run(rest);
             case "kvtier":
                 return await KvTierBench.Run(rest);
+            case "longprompt":
+                return await Router.LongPromptBench.Run(rest);
             default:
                 Console.Error.WriteLine("usage: Platform.Bench <mode> [args]");
                 Console.Error.WriteLine("modes:");
@@ -34,6 +36,9 @@ internal static class Program
                 Console.Error.WriteLine("      placement policies on a shared-prefix multi-turn workload over real worker and router processes");
                 Console.Error.WriteLine("  kvtier [--preset small] [--prefix N] [--threads N] [--json FILE]");
                 Console.Error.WriteLine("      time to first token with a long shared prefix: cold, device, host, remote (redis-server), remote (embedded Garnet)");
+                Console.Error.WriteLine("  longprompt [--quick] [--sizes 4096,8192,16384,32000] [--lengths 1024,...,32000] [--shorts N] [--interval S] [--kv-tokens N]");
+                Console.Error.WriteLine("             [--json FILE] [--svg-dir DIR]");
+                Console.Error.WriteLine("      TTFT against prompt length, and of short requests during a long prefill (router + one worker); two SVG charts");
                 return 2;
         }
     }

@@ -4,7 +4,9 @@
 // Between policies the router is restarted and the workers too: a worker has no
 // API to drop its prefix cache, and a fresh process also resets its metrics.
 // Also reads the router's Prometheus text (workers in the pool, the overhead
-// histogram).
+// histogram). Null pool or batch sizes leave the worker's own defaults; the
+// `longprompt` mode uses that, with extra router switches (a long inactivity
+// timeout) and the process ids for peak RSS.
 using System.Globalization;
 using Platform.Core.Processes;
 using Platform.Core.Workers;
@@ -12,7 +14,11 @@ using Platform.Testing;
 
 namespace Platform.Bench.Router;
 
-public sealed record ClusterOptions(string ModelDir, int Workers, int KvBlocksPerWorker, int ThreadsPerWorker, int MaxBatchTokens);
+public sealed record ClusterOptions(string ModelDir, int Workers, int? KvBlocksPerWorker, int ThreadsPerWorker, int? MaxBatchTokens)
+{
+    /// <summary>Switches appended to the router's command line (e.g. "--Router:InactivityTimeoutMs", "600000").</summary>
+    public IReadOnlyList<string> ExtraRouterArgs { get; init; } = [];
+}
 
 public sealed class LocalCluster : IAsyncDisposable
 {
@@ -23,6 +29,12 @@ public sealed class LocalCluster : IAsyncDisposable
     public LocalCluster(ClusterOptions options) => _options = options;
 
     public Uri? RouterUrl { get; private set; }
+
+    /// <summary>Process ids of the running workers, in start order.</summary>
+    public IReadOnlyList<int> WorkerProcessIds => _workers.Select(w => w.Id).ToList();
+
+    /// <summary>Process id of the running router, or null.</summary>
+    public int? RouterProcessId => _router?.Id;
 
     /// <summary>Platform-worker settings on top of the cluster's for the next start (the KV tier's, when a run compares it).</summary>
     public WorkerArguments ExtraWorkerArgs { get; set; } = new();
@@ -56,7 +68,7 @@ public sealed class LocalCluster : IAsyncDisposable
         _router = ChildProcess.StartDotnet("router", dll,
         [
             "--model", _options.ModelDir, "--workers", string.Join(',', _workers.Select(w => w.GrpcAddress.ToString().TrimEnd('/'))),
-            "--port", "0", "--policy", policy, "--Logging:LogLevel:Default", "Warning",
+            "--port", "0", "--policy", policy, "--Logging:LogLevel:Default", "Warning", .. _options.ExtraRouterArgs,
         ]);
         RouterUrl = new Uri(await _router.WaitForLineAsync("PLATFORM_ROUTER_LISTENING", TimeSpan.FromSeconds(60), cancellationToken));
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
