@@ -47,6 +47,8 @@ public sealed partial class LlmEngine : IDisposable
     private readonly KvEventLog _events = new();
     private readonly List<KvEvent> _eventBuffer = new(256);
     private readonly List<EngineRequest> _impossible = [];
+    /// <summary>Requests of the current step that did not sample (their prompt is still prefilling).</summary>
+    private readonly List<EngineRequest> _prefilling = [];
     private readonly Random _seedSource;
     private readonly KvEventPublisher _publisher;
     private volatile bool _stopping;
@@ -264,6 +266,9 @@ public sealed partial class LlmEngine : IDisposable
         if (remote is not null) (logits, scheduled) = ForwardRemoteSequences(remote, scheduled, sampling, logits);
         _scheduler.Commit(scheduled);
         _steps++;
+        _prefilling.Clear();
+        foreach (var s in scheduled)
+            if (s.Request.Status == RequestStatus.Running && s.Request.NumComputed < s.Request.Tokens.Count) _prefilling.Add(s.Request);
 
         for (int i = 0; i < sampling.Count; i++)
         {
@@ -280,11 +285,9 @@ public sealed partial class LlmEngine : IDisposable
         }
         _scheduler.ObserveStep(System.Diagnostics.Stopwatch.GetElapsedTime(started));
         now = DateTimeOffset.UtcNow;
-        foreach (var s in scheduled)
+        foreach (var r in _prefilling)
         {
-            var r = s.Request;
-            if (r.Status == RequestStatus.Running && r.NumComputed < r.Tokens.Count
-                && (r.LastProgressAt is not { } last || now - last >= ProgressInterval))
+            if (r.Status == RequestStatus.Running && (r.LastProgressAt is not { } last || now - last >= ProgressInterval))
                 EmitProgress(r, queued: false, now);
         }
         EmitQueuedProgress(now);

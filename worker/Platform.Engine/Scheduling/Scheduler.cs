@@ -15,8 +15,8 @@
 // (StepCostModel: linear plus attention flops, a measured rate times
 // TargetStepMs). The flop bound is what keeps a step near 32K of context as
 // short as one at context 0: the same 512 tokens cost ten times more there.
-// A chunk that a bound cuts ends on a block boundary where it can, so its
-// blocks become full and enter the prefix cache.
+// A chunk of four blocks or more that a bound cuts ends on a block boundary,
+// so its blocks become full and enter the prefix cache.
 // When blocks run out, the most recently admitted running request that is not
 // already part of this step is preempted: its blocks go back to the pool (they
 // stay in the prefix cache) and it is recomputed later, so memory pressure
@@ -146,7 +146,7 @@ public sealed class Scheduler
                 }
                 shareTokens -= n;
                 shareFlops -= flops;
-                if (n < request.RemainingTokens) _capped.Add(_scheduled.Count - 1);
+                if (othersWait && n < request.RemainingTokens) _capped.Add(_scheduled.Count - 1);
             }
         }
 
@@ -192,7 +192,10 @@ public sealed class Scheduler
             if (_tokens == 0 || _flops <= 0) break;
             var s = _scheduled[index];
             var request = s.Request;
-            int extra = ChunkFor(request, request.NumComputed + s.NumTokens, _tokens, _flops, guaranteed: false);
+            int from = request.NumComputed + s.NumTokens;
+            int extra = ChunkFor(request, from, _tokens, _flops, guaranteed: false);
+            if (from + extra < request.Tokens.Count && s.NumTokens + extra >= 4 * _kv.BlockSize)
+                extra = Math.Max(0, (from + extra) / _kv.BlockSize * _kv.BlockSize - from);  // the whole chunk ends on a block boundary
             if (extra == 0 || !_kv.AllocateSlots(request, s.NumTokens + extra)) continue;
             double added = Cost.ChunkFlops(s.NumTokens + extra, request.NumComputed) - Cost.ChunkFlops(s.NumTokens, request.NumComputed);
             _scheduled[index] = s with { NumTokens = s.NumTokens + extra };
@@ -207,7 +210,7 @@ public sealed class Scheduler
     /// <summary>
     /// Tokens of the request to compute from position <paramref name="from"/>: at most the remaining tokens,
     /// <paramref name="tokenCap"/>, and what <paramref name="flopCap"/> pays for; at least one block (or the rest)
-    /// when <paramref name="guaranteed"/>. A chunk cut short ends on a block boundary when it can. A DistAttention
+    /// when <paramref name="guaranteed"/>. A chunk of four blocks or more that is cut short ends on a block boundary. A DistAttention
     /// sequence's chunk never crosses from its local positions to its remote ones: the two kinds run through
     /// different forward passes.
     /// </summary>
@@ -219,7 +222,7 @@ public sealed class Scheduler
         if (cap <= 0) return 0;
         int n = Cost.MaxTokensWithin(flopCap, from, cap);
         if (guaranteed) n = Math.Max(n, Math.Min(cap, MinChunkTokens));
-        if (n < cap)
+        if (n < cap && n >= 4 * _kv.BlockSize)
         {
             int alignedEnd = (from + n) / _kv.BlockSize * _kv.BlockSize;
             if (alignedEnd > from) n = alignedEnd - from;
