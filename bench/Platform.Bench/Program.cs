@@ -20,6 +20,8 @@ internal static class Program
                 return await Router.RouterBench.Run(rest);
             case "kvtier":
                 return await KvTierBench.Run(rest);
+            case "longprompt":
+                return await LongPromptBench.Run(rest);
             default:
                 Console.Error.WriteLine("usage: Platform.Bench <mode> [args]");
                 Console.Error.WriteLine("modes:");
@@ -34,6 +36,8 @@ internal static class Program
                 Console.Error.WriteLine("      placement policies on a shared-prefix multi-turn workload over real worker and router processes");
                 Console.Error.WriteLine("  kvtier [--preset small] [--prefix N] [--threads N] [--json FILE]");
                 Console.Error.WriteLine("      time to first token with a long shared prefix: cold, device, host, remote (redis-server), remote (embedded Garnet)");
+                Console.Error.WriteLine("  longprompt [--target-ms N]... [--context N]... [--rounds N] [--threads N] [--json FILE]");
+                Console.Error.WriteLine("      small preset: prefill tokens/s and step times per step-time target at 4K/16K/32K; short TTFT and decode gaps during a 32K prefill");
                 return 2;
         }
     }

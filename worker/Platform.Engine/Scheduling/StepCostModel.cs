@@ -41,8 +41,8 @@ public sealed class StepCostModel
 
     public double LinearFlopsPerToken { get; }
     public double AttentionFlopsPerPair { get; }
-    /// <summary>Zero: steps are bounded by tokens only.</summary>
-    public TimeSpan TargetStepTime { get; }
+    /// <summary>Zero: steps are bounded by tokens only. Settable on the engine thread's behalf by the bench, between requests.</summary>
+    public TimeSpan TargetStepTime { get; internal set; }
     /// <summary>The learned rate (null before the first measurement).</summary>
     public double? FlopsPerSecond { get; private set; }
 
