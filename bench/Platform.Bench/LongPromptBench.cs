@@ -158,7 +158,7 @@ internal static class LongPromptBench
     private static async Task<FairCell> Fairness(LlmEngine engine, List<int> prefix, int target, int seed)
     {
         int vocab = engine.Config.VocabSize;
-        var decodeSampling = new SamplingParams { MaxTokens = 100_000, Temperature = 0, IgnoreEos = true };
+        var decodeSampling = new SamplingParams { MaxTokens = 2_000, Temperature = 0, IgnoreEos = true };  // within the context; cancelled at the end
         var oneToken = new SamplingParams { MaxTokens = 1, Temperature = 0, IgnoreEos = true };
         using var stopDecoder = new CancellationTokenSource();
         var decoding = new TaskCompletionSource();
@@ -179,7 +179,8 @@ internal static class LongPromptBench
             {
             }
         });
-        await decoding.Task;
+        await Task.WhenAny(decoding.Task, decoder);
+        if (decoder.IsFaulted) await decoder;
 
         var prefilling = new TaskCompletionSource();
         double longStart = 0, longFirstToken = 0;

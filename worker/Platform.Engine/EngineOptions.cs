@@ -11,9 +11,10 @@ public sealed record EngineOptions
     /// <summary>
     /// Target wall time of one step in ms: prefill chunks are sized by their predicted cost (attention grows with
     /// the context) so a step stays near this, MaxBatchTokens remaining the cap; 0 bounds steps by tokens only.
-    /// It bounds how long decodes, new requests and an abort wait behind a long prefill.
+    /// It bounds how long decodes, new requests and an abort wait behind a long prefill. 250 measured best on the
+    /// small preset on a 2-core machine (docs/engine.md: shorter waits and no less prefill throughput than 500 or 1000).
     /// </summary>
-    public int TargetStepMs { get; init; } = 500;
+    public int TargetStepMs { get; init; } = 250;
     public int MaxRunningRequests { get; init; } = 64;
     /// <summary>Exact KV pool size in blocks (wins over the byte settings).</summary>
     public int? NumKvBlocks { get; init; }

@@ -183,7 +183,7 @@ public static class WorkerCommandLine
           --kv-memory-fraction F --dtype float32|bfloat16|float16 --threads N --max-context N --seed N
           --target-step-ms N          target time of one engine step: prefill chunks are sized by their cost
                                       (attention grows with the context) so decodes, new requests and aborts
-                                      wait at most about this long behind a long prompt (default 500; 0 = tokens only)
+                                      wait at most about this long behind a long prompt (default 250; 0 = tokens only)
           --kv-tokens N               cap the KV pool at N tokens (wins over the other KV sizes)
           --memory-budget SIZE        memory this worker may use in all, e.g. 6GiB; the KV pool takes its fraction
                                       of what is left after the weights and --kv-host-memory (default: none; the

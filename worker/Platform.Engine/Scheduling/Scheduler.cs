@@ -4,7 +4,8 @@
 //   1. decodes: every running request that needs one token gets it, first;
 //   2. running partial prefills continue. While requests wait to be admitted
 //      they get a guaranteed share (half of what is left of the step, at least
-//      one block each), so a stream of short prompts cannot starve a long one
+//      one block each, and at least a quarter of a step's cost however many
+//      decodes there are), so a stream of short prompts cannot starve a long one
 //      and a long one cannot hold the whole step while others wait; with
 //      nothing waiting they get everything;
 //   3. waiting requests are admitted in arrival order while the budget, the
@@ -129,7 +130,8 @@ public sealed class Scheduler
         {
             bool othersWait = !_preempted && _waiting.Count > 0 && _running.Count < MaxRunning;
             int shareTokens = othersWait ? Math.Max(MinChunkTokens, _tokens / 2) : _tokens;
-            double shareFlops = othersWait ? _flops / 2 : _flops;
+            // However many decodes there are, prefills may spend a quarter of a step: decodes cannot starve them.
+            double shareFlops = Math.Max(othersWait ? _flops / 2 : _flops, Cost.StepFlopBudget / 4);
             _snapshot.Clear();
             _snapshot.AddRange(_running);
             foreach (var request in _snapshot)
