@@ -174,6 +174,7 @@ internal static class EngineBench
             bool first = true;
             await foreach (var chunk in engine.GenerateAsync(new GenerationRequest(prompt, sampling)))
             {
+                if (chunk.TokenIds.Count == 0) continue;  // a progress chunk
                 if (first)
                 {
                     first = false;

@@ -108,7 +108,7 @@ internal static class KvTierBench
     {
         var sw = Stopwatch.StartNew();
         await foreach (var chunk in engine.GenerateAsync(new GenerationRequest(prompt, new SamplingParams { MaxTokens = 1, Temperature = 0, IgnoreEos = true })))
-            return (sw.Elapsed.TotalMilliseconds, chunk.CachedByTier);
+            if (chunk.TokenIds.Count > 0) return (sw.Elapsed.TotalMilliseconds, chunk.CachedByTier);
         throw new InvalidOperationException("no token");
     }
 }

@@ -68,6 +68,29 @@ public sealed class GenerateTests
     }
 
     [Fact]
+    public async Task A_chunked_prefill_sends_progress_on_the_wire_before_the_first_token()
+    {
+        // 300 prompt tokens at 32 a step: ten steps of prefill, the first of them reported at once.
+        await using var w = await WorkerUnderTest.StartAsync("--max-batch-tokens", "32");
+        var chunks = await w.GenerateAllAsync(WorkerUnderTest.Request(TestModel.Prompt(300, 6), 4));
+        int first = chunks.FindIndex(c => c.TokenIds.Count > 0);
+        Assert.True(first >= 1, "a progress chunk before the first token");
+        Assert.All(chunks[..first], c =>
+        {
+            Assert.Empty(c.TokenIds);
+            Assert.Equal("", c.Text);
+            Assert.Equal(FinishReason.Unspecified, c.FinishReason);
+            Assert.NotNull(c.Progress);
+            Assert.False(c.Progress.Queued);
+            Assert.Equal(300, c.Progress.PromptTokens);
+            Assert.InRange(c.Progress.ComputedTokens, 1, 299);
+        });
+        Assert.All(chunks[first..], c => Assert.Null(c.Progress));
+        Assert.Equal(4, chunks.Sum(c => c.TokenIds.Count));
+        Assert.Equal((FinishReason.Length, 4), (chunks[^1].FinishReason, chunks[^1].CompletionTokens));
+    }
+
+    [Fact]
     public async Task GetInfo_and_GetLoad_describe_the_worker()
     {
         await using var w = await WorkerUnderTest.StartAsync("--served-model-name", "tiny-test", "--worker-id", "w-7");

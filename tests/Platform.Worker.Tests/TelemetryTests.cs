@@ -44,6 +44,9 @@ public sealed class TelemetryTests
         Assert.True(Value(text, V.TimeToFirstTokenSeconds + "_sum") > 0);
         Assert.Equal(10, Value(text, V.InterTokenLatencySeconds + "_count"));
         Assert.Equal(2, Value(text, V.E2eRequestLatencySeconds + "_count"));
+        Assert.Equal(2, Value(text, V.RequestQueueTimeSeconds + "_count"));
+        Assert.Equal(2, Value(text, V.RequestPrefillTimeSeconds + "_count"));
+        Assert.True(Value(text, V.RequestPrefillTimeSeconds + "_sum") > 0);
         Assert.Contains(V.RequestSuccessTotal + "{model_name=\"tiny-metrics\",finished_reason=\"length\"} 2", text, StringComparison.Ordinal);
 
         // Exact spelling, one family each, every sample labelled with the model, and no vllm_ left over.

@@ -23,6 +23,7 @@ public sealed class WorkerArgumentsTests
         MaxContext = 4096,
         BlockSize = 32,
         MaxBatchTokens = 777,
+        TargetStepMs = 321,
         MaxRunningRequests = 9,
         KvMemoryFraction = 0.45,
         KvBlocks = 123,
@@ -92,6 +93,7 @@ public sealed class WorkerArgumentsTests
         Assert.Equal(("kv:ns:m:", 600, 250), (kv.Remote.KeyPrefix, kv.Remote.TtlSeconds, kv.Remote.OperationTimeoutMs));
         Assert.Equal(("2GiB", "float16", 64), (kv.HostMemory, kv.StoreDtype, kv.WriteQueueBlocks));
         Assert.Equal((2, 9000, 0.25), (e.DistMaxPeers, e.DistLeaseMs, e.LendReserveFraction));
+        Assert.Equal(321, e.TargetStepMs);
         Assert.Equal(["http://a:50051", "http://b:50051"], o.PeerAddresses);
         Assert.Empty(kv.Validate());
     }

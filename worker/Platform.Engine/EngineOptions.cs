@@ -8,6 +8,13 @@ public sealed record EngineOptions
     public int BlockSize { get; init; } = 16;
     /// <summary>Token budget of one step: chunked prefill splits longer prompts.</summary>
     public int MaxBatchTokens { get; init; } = 512;
+    /// <summary>
+    /// Target wall time of one step in ms: prefill chunks are sized by their predicted cost (attention grows with
+    /// the context) so a step stays near this, MaxBatchTokens remaining the cap; 0 bounds steps by tokens only.
+    /// It bounds how long decodes, new requests and an abort wait behind a long prefill. 250 measured best on the
+    /// small preset on a 2-core machine (docs/engine.md: shorter waits and no less prefill throughput than 500 or 1000).
+    /// </summary>
+    public int TargetStepMs { get; init; } = 250;
     public int MaxRunningRequests { get; init; } = 64;
     /// <summary>Exact KV pool size in blocks (wins over the byte settings).</summary>
     public int? NumKvBlocks { get; init; }
@@ -49,6 +56,7 @@ public sealed record EngineOptions
         if (BlockSize < 1 || (BlockSize & (BlockSize - 1)) != 0)
             throw new ArgumentException($"BlockSize must be a power of two (e.g. 16), got {BlockSize}.");
         if (MaxBatchTokens < 1) throw new ArgumentException($"MaxBatchTokens must be positive, got {MaxBatchTokens}.");
+        if (TargetStepMs < 0) throw new ArgumentException($"TargetStepMs must be 0 (no time bound) or positive, got {TargetStepMs}.");
         if (MaxRunningRequests < 1) throw new ArgumentException($"MaxRunningRequests must be positive, got {MaxRunningRequests}.");
         if (NumKvBlocks is < 1) throw new ArgumentException($"NumKvBlocks must be positive, got {NumKvBlocks}.");
         if (KvCacheBytes is < 1) throw new ArgumentException($"KvCacheBytes must be positive, got {KvCacheBytes}.");

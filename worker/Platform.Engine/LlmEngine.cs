@@ -1,5 +1,7 @@
 // The engine: one thread owns the model, the KV cache and the scheduler and runs
-// step after step (schedule → forward → sample → stream out). Callers never
+// step after step (schedule → forward → sample → stream out; the step's wall
+// time teaches the scheduler's cost model, and prompts still prefilling or
+// queued get progress chunks so a long prefill is never silent). Callers never
 // touch that state: they submit through a command queue and read their tokens
 // from a per-request channel as an IAsyncEnumerable. Cancelling the enumeration
 // aborts the request on the engine thread and frees its blocks at once.
@@ -45,6 +47,8 @@ public sealed partial class LlmEngine : IDisposable
     private readonly KvEventLog _events = new();
     private readonly List<KvEvent> _eventBuffer = new(256);
     private readonly List<EngineRequest> _impossible = [];
+    /// <summary>Requests of the current step that did not sample (their prompt is still prefilling).</summary>
+    private readonly List<EngineRequest> _prefilling = [];
     private readonly Random _seedSource;
     private readonly KvEventPublisher _publisher;
     private volatile bool _stopping;
@@ -89,7 +93,8 @@ public sealed partial class LlmEngine : IDisposable
         int blocks = KvMemoryBudget.Host.PoolBlocks(options, bytesPerBlock);
         _kvStore = new PagedKvStore(c.NumLayers, blocks, options.BlockSize, c.NumKvHeads, c.HeadDim, model.Dtype);
         _kv = new KvCacheManager(new BlockPool(blocks, _events), Hasher);
-        _scheduler = new Scheduler(_kv, options.MaxBatchTokens, options.MaxRunningRequests);
+        _scheduler = new Scheduler(_kv, options.MaxBatchTokens, options.MaxRunningRequests,
+            StepCostModel.For(c, TimeSpan.FromMilliseconds(options.TargetStepMs)));
         _stats = Snapshot();
         if (options.Threads is { } threads) torch.set_num_threads(threads);
         _thread = new Thread(Loop) { Name = "engine-loop", IsBackground = true };
@@ -195,10 +200,20 @@ public sealed partial class LlmEngine : IDisposable
     /// <summary>Test hook: called at the start of every step; throwing from it simulates a fault in the forward pass.</summary>
     internal Action? BeforeStep { get; set; }
 
+    /// <summary>Least time between two progress chunks of a prefilling request (a few a second at most).</summary>
+    internal TimeSpan ProgressInterval { get; set; } = TimeSpan.FromMilliseconds(250);
+
+    /// <summary>Time between two progress chunks of a queued request, so that it is never silent for long.</summary>
+    internal TimeSpan QueuedProgressInterval { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>The scheduler's step cost model (tests and the bench read or seed its rate).</summary>
+    internal StepCostModel StepCost => _scheduler.Cost;
+
     private void Step()
     {
         BeforeStep?.Invoke();
         _impossible.Clear();
+        long started = System.Diagnostics.Stopwatch.GetTimestamp();
         var scheduled = _scheduler.Schedule(_impossible);
         foreach (var r in _impossible)
         {
@@ -206,6 +221,7 @@ public sealed partial class LlmEngine : IDisposable
         }
         if (scheduled.Count == 0)
         {
+            EmitQueuedProgress(DateTimeOffset.UtcNow);
             PublishEvents();
             RefreshStats();
             return;
@@ -250,6 +266,9 @@ public sealed partial class LlmEngine : IDisposable
         if (remote is not null) (logits, scheduled) = ForwardRemoteSequences(remote, scheduled, sampling, logits);
         _scheduler.Commit(scheduled);
         _steps++;
+        _prefilling.Clear();
+        foreach (var s in scheduled)
+            if (s.Request.Status == RequestStatus.Running && s.Request.NumComputed < s.Request.Tokens.Count) _prefilling.Add(s.Request);
 
         for (int i = 0; i < sampling.Count; i++)
         {
@@ -264,6 +283,14 @@ public sealed partial class LlmEngine : IDisposable
             r.Tokens.Add(token);
             Emit(r, token, r.ReturnLogits ? row.ToArray() : null);
         }
+        _scheduler.ObserveStep(System.Diagnostics.Stopwatch.GetElapsedTime(started));
+        now = DateTimeOffset.UtcNow;
+        foreach (var r in _prefilling)
+        {
+            if (r.Status == RequestStatus.Running && (r.LastProgressAt is not { } last || now - last >= ProgressInterval))
+                EmitProgress(r, queued: false, now);
+        }
+        EmitQueuedProgress(now);
         PublishEvents();
         RefreshStats();
     }

@@ -1,5 +1,6 @@
 // The Inference gRPC service (core/Platform.Core/Protos/inference.proto) over
-// the engine. Generate streams chunks as the engine produces them; a client
+// the engine. Generate streams chunks as the engine produces them (progress
+// chunks of a queued or prefilling prompt included); a client
 // cancel (ServerCallContext.CancellationToken) aborts the engine request, which
 // frees its KV blocks on the engine thread. Bad requests are InvalidArgument
 // with the engine's fix-it message; a loading, faulted or draining worker
@@ -103,6 +104,7 @@ internal sealed class InferenceService : Inference.InferenceBase
                 if (chunk.TokenIds.Count > 0)
                 {
                     long now = _time.GetTimestamp();
+                    if (chunk.Times is { } times) _metrics.Phases(times.Queue, times.Prefill);
                     if (completionTokens == 0)
                     {
                         _metrics.FirstToken(_time.GetElapsedTime(start, now));
@@ -113,6 +115,8 @@ internal sealed class InferenceService : Inference.InferenceBase
                     completionTokens += chunk.TokenIds.Count;
                     _metrics.GeneratedTokens(chunk.TokenIds.Count);
                 }
+                // A progress chunk (no tokens, no finish) goes out as it is: it is the router's sign of life
+                // during a long prefill or queue. It counts as no token anywhere here.
                 last = chunk;
                 // No token here: cancelling a write resets the HTTP/2 stream, and an abort by the drain must still
                 // reach the client as a final chunk. A client that is gone fails the write by itself.

@@ -56,6 +56,16 @@ internal static class ProtoMapping
         };
         message.TokenIds.AddRange(chunk.TokenIds);
         if (chunk.Error is not null) message.Error = chunk.Error;
+        if (chunk.Progress is { } p)
+        {
+            message.Progress = new Proto.PrefillProgress
+            {
+                ComputedTokens = p.Computed,
+                PromptTokens = p.Total,
+                Queued = p.Queued,
+                CachedTokens = p.Cached,
+            };
+        }
         return message;
     }
 

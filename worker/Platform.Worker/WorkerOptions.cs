@@ -131,6 +131,7 @@ public static class WorkerCommandLine
         [WorkerSwitches.LogLevel] = "Logging:LogLevel:Default",
         [WorkerSwitches.BlockSize] = "Worker:Engine:BlockSize",
         [WorkerSwitches.MaxBatchTokens] = "Worker:Engine:MaxBatchTokens",
+        [WorkerSwitches.TargetStepMs] = "Worker:Engine:TargetStepMs",
         [WorkerSwitches.MaxRunningRequests] = "Worker:Engine:MaxRunningRequests",
         [WorkerSwitches.KvBlocks] = "Worker:Engine:NumKvBlocks",
         [WorkerSwitches.KvBytes] = "Worker:Engine:KvCacheBytes",
@@ -180,6 +181,9 @@ public static class WorkerCommandLine
         engine:
           --block-size N --max-batch-tokens N --max-running-requests N --kv-blocks N --kv-bytes N
           --kv-memory-fraction F --dtype float32|bfloat16|float16 --threads N --max-context N --seed N
+          --target-step-ms N          target time of one engine step: prefill chunks are sized by their cost
+                                      (attention grows with the context) so decodes, new requests and aborts
+                                      wait at most about this long behind a long prompt (default 250; 0 = tokens only)
           --kv-tokens N               cap the KV pool at N tokens (wins over the other KV sizes)
           --memory-budget SIZE        memory this worker may use in all, e.g. 6GiB; the KV pool takes its fraction
                                       of what is left after the weights and --kv-host-memory (default: none; the
@@ -262,7 +266,7 @@ internal sealed class WorkerOptionsValidator : IValidateOptions<WorkerOptions>
         }
         catch (ArgumentException e)
         {
-            errors.Add($"engine: {e.Message} (engine switches: --block-size, --max-batch-tokens, --max-running-requests, --kv-blocks, --kv-bytes, --kv-memory-fraction, --threads, --max-context).");
+            errors.Add($"engine: {e.Message} (engine switches: --block-size, --max-batch-tokens, --target-step-ms, --max-running-requests, --kv-blocks, --kv-bytes, --kv-memory-fraction, --threads, --max-context).");
         }
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }

@@ -7,7 +7,8 @@
 // of the OpenTelemetry exporter's text on the same GET /metrics. OpenTelemetry keeps everything
 // else (the worker's other gauges, the KV tier, runtime, ASP.NET Core) and the traces.
 // Gauges and the prefix-cache and preemption counters read the engine's stats snapshot at
-// scrape time; latency histograms and token counters are recorded by the Generate handler.
+// scrape time; latency histograms and token counters are recorded by the Generate handler
+// (queue and prefill time from the engine's times on a request's first token).
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using Microsoft.Extensions.Options;
@@ -43,6 +44,8 @@ public sealed class WorkerMetrics
     private readonly Prometheus.Histogram.Child _ttft;
     private readonly Prometheus.Histogram.Child _itl;
     private readonly Prometheus.Histogram.Child _e2e;
+    private readonly Prometheus.Histogram.Child _queueTime;
+    private readonly Prometheus.Histogram.Child _prefillTime;
     private readonly Prometheus.Counter.Child _promptTokens;
     private readonly Prometheus.Counter.Child _generationTokens;
     private readonly Prometheus.Counter _requests;
@@ -72,6 +75,9 @@ public sealed class WorkerMetrics
         _ttft = Histogram(VllmMetricNames.TimeToFirstTokenSeconds, "Histogram of time to first token in seconds.", TtftBuckets).WithLabels(_modelName);
         _itl = Histogram(VllmMetricNames.InterTokenLatencySeconds, "Histogram of inter-token latency in seconds.", ItlBuckets).WithLabels(_modelName);
         _e2e = Histogram(VllmMetricNames.E2eRequestLatencySeconds, "Histogram of e2e request latency in seconds.", E2eBuckets).WithLabels(_modelName);
+        // vLLM buckets these two like its e2e latency (request_latency_buckets).
+        _queueTime = Histogram(VllmMetricNames.RequestQueueTimeSeconds, "Histogram of time spent in WAITING phase for request.", E2eBuckets).WithLabels(_modelName);
+        _prefillTime = Histogram(VllmMetricNames.RequestPrefillTimeSeconds, "Histogram of time spent in PREFILL phase for request.", E2eBuckets).WithLabels(_modelName);
         _promptTokens = Counter(VllmMetricNames.PromptTokensTotal, "Number of prefill tokens processed.").WithLabels(_modelName);
         _generationTokens = Counter(VllmMetricNames.GenerationTokensTotal, "Number of generation tokens processed.").WithLabels(_modelName);
         _requests = factory.CreateCounter(VllmExposition.RegisteredName(VllmMetricNames.RequestSuccessTotal), "Count of successfully processed requests.",
@@ -119,6 +125,13 @@ public sealed class WorkerMetrics
         _engines.Engine is { } engine ? [new Measurement<double>(read(engine.GetStats()), _model)] : [];
 
     public void FirstToken(TimeSpan sinceStart) => _ttft.Observe(sinceStart.TotalSeconds);
+
+    /// <summary>At a request's first token: its time queued (arrival to first scheduled) and prefilling (to the first token).</summary>
+    public void Phases(TimeSpan queue, TimeSpan prefill)
+    {
+        _queueTime.Observe(Math.Max(0, queue.TotalSeconds));
+        _prefillTime.Observe(Math.Max(0, prefill.TotalSeconds));
+    }
 
     public void NextToken(TimeSpan sincePrevious) => _itl.Observe(sincePrevious.TotalSeconds);
 

@@ -46,6 +46,12 @@ public static class VllmMetricNames
     /// <summary>Counter: requests preempted for lack of KV blocks.</summary>
     public const string NumPreemptionsTotal = "vllm:num_preemptions_total";
 
+    /// <summary>Histogram (seconds): arrival at the engine to first scheduled (time in the WAITING phase).</summary>
+    public const string RequestQueueTimeSeconds = "vllm:request_queue_time_seconds";
+
+    /// <summary>Histogram (seconds): first scheduled to first token (time in the PREFILL phase).</summary>
+    public const string RequestPrefillTimeSeconds = "vllm:request_prefill_time_seconds";
+
     /// <summary>Counter: ended requests by <see cref="FinishedReasonLabel"/>.</summary>
     public const string RequestSuccessTotal = "vllm:request_success_total";
 
@@ -54,6 +60,6 @@ public static class VllmMetricNames
     [
         NumRequestsRunning, NumRequestsWaiting, KvCacheUsagePerc, TimeToFirstTokenSeconds, InterTokenLatencySeconds,
         E2eRequestLatencySeconds, PromptTokensTotal, GenerationTokensTotal, PrefixCacheQueriesTotal, PrefixCacheHitsTotal,
-        NumPreemptionsTotal, RequestSuccessTotal,
+        NumPreemptionsTotal, RequestSuccessTotal, RequestQueueTimeSeconds, RequestPrefillTimeSeconds,
     ];
 }

@@ -24,6 +24,8 @@ public sealed record WorkerArguments
     public long? MaxContext { get; init; }
     public int? BlockSize { get; init; }
     public int? MaxBatchTokens { get; init; }
+    /// <summary>Target wall time of an engine step in ms (0: steps bounded by tokens only).</summary>
+    public int? TargetStepMs { get; init; }
     public int? MaxRunningRequests { get; init; }
     public double? KvMemoryFraction { get; init; }
     public int? KvBlocks { get; init; }
@@ -88,6 +90,7 @@ public sealed record WorkerArguments
         Add(WorkerSwitches.MaxContext, MaxContext?.ToString(inv));
         Add(WorkerSwitches.BlockSize, BlockSize?.ToString(inv));
         Add(WorkerSwitches.MaxBatchTokens, MaxBatchTokens?.ToString(inv));
+        Add(WorkerSwitches.TargetStepMs, TargetStepMs?.ToString(inv));
         Add(WorkerSwitches.MaxRunningRequests, MaxRunningRequests?.ToString(inv));
         Add(WorkerSwitches.KvMemoryFraction, KvMemoryFraction?.ToString(inv));
         Add(WorkerSwitches.KvBlocks, KvBlocks?.ToString(inv));

@@ -22,6 +22,7 @@ public static class WorkerSwitches
     public const string LogLevel = "--log-level";
     public const string BlockSize = "--block-size";
     public const string MaxBatchTokens = "--max-batch-tokens";
+    public const string TargetStepMs = "--target-step-ms";
     public const string MaxRunningRequests = "--max-running-requests";
     public const string KvBlocks = "--kv-blocks";
     public const string KvBytes = "--kv-bytes";

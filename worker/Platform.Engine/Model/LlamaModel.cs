@@ -183,7 +183,11 @@ public sealed partial class LlamaModel : IDisposable
         var queryPos = torch.arange(offset, seq.ContextLength, torch.int64).unsqueeze(1);
         var keyPos = torch.arange(0, seq.ContextLength, torch.int64).unsqueeze(0);
         var allowed = keyPos <= queryPos;
-        var mask = torch.zeros([seq.NumTokens, seq.ContextLength], Dtype).masked_fill(allowed.logical_not(), double.NegativeInfinity);
+        // An explicit Scalar, alive until the call returns: TorchSharp's implicit double → Scalar is freed only by its
+        // finalizer, which can run while the native masked_fill still reads it (seen: "toFloat" failing on a freed tag
+        // during a long-prompt benchmark).
+        using var negativeInfinity = double.NegativeInfinity.ToScalar();
+        var mask = torch.zeros([seq.NumTokens, seq.ContextLength], Dtype).masked_fill(allowed.logical_not(), negativeInfinity);
         // Folded GQA puts the query heads of one KV head one after another along the query axis.
         return mask.repeat(Config.QueriesPerKvHead, 1);
     }

@@ -55,6 +55,8 @@ public sealed class EngineRequest : KvSequence
     public DateTimeOffset ArrivedAt { get; init; } = DateTimeOffset.UtcNow;
     public DateTimeOffset? AdmittedAt { get; set; }
     public DateTimeOffset? FirstTokenAt { get; set; }
+    /// <summary>When the last progress chunk was written (null: none yet).</summary>
+    public DateTimeOffset? LastProgressAt { get; set; }
 
     public RequestStatus Status { get; set; } = RequestStatus.Waiting;
     /// <summary>Prompt tokens served from the prefix cache at first admission.</summary>
@@ -76,9 +78,11 @@ public sealed class EngineRequest : KvSequence
 }
 
 /// <summary>One streamed piece of a generation.</summary>
-/// <param name="TokenIds">Tokens generated since the previous chunk.</param>
+/// <param name="TokenIds">Tokens generated since the previous chunk (none on a progress chunk).</param>
 /// <param name="Text">Text for those tokens (may lag behind them at UTF-8 or stop-string boundaries).</param>
 /// <param name="Logits">With ReturnLogits: the logits each token was sampled from.</param>
+/// <param name="Progress">Set on a progress chunk (no tokens, no text, no finish): how far the prompt's prefill is, or that it is queued.</param>
+/// <param name="Times">Set on the chunk with the first token: the request's time queued and prefilling.</param>
 public sealed record GenerationChunk(
     IReadOnlyList<int> TokenIds,
     string Text,
@@ -88,7 +92,16 @@ public sealed record GenerationChunk(
     int CompletionTokens,
     IReadOnlyList<float[]>? Logits = null,
     string? Error = null,
-    CachedTokenSplit CachedByTier = default);
+    CachedTokenSplit CachedByTier = default,
+    PrefillProgress? Progress = null,
+    FirstTokenTimes? Times = null);
+
+/// <summary>A waiting or prefilling request's state: Computed of Total prompt tokens have their KV in place, Cached of them found cached.</summary>
+/// <param name="Queued">Not admitted yet (waiting for memory or a batch slot); Computed is then 0.</param>
+public readonly record struct PrefillProgress(int Computed, int Total, bool Queued, int Cached);
+
+/// <summary>Arrival to first scheduled (vLLM's queue time) and first scheduled to first token (its prefill time).</summary>
+public readonly record struct FirstTokenTimes(TimeSpan Queue, TimeSpan Prefill);
 
 /// <summary>Cached prompt tokens by the tier they came from (they add up to CachedTokens).</summary>
 public readonly record struct CachedTokenSplit(int Device, int Host, int Remote);
