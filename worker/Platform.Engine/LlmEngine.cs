@@ -132,13 +132,15 @@ public sealed partial class LlmEngine : IDisposable
             throw new EngineUnavailableException($"the engine failed and refuses new requests until it is restarted: {LastError}");
         var prompt = request.PromptTokens;
         var (totalTokens, distributed) = new RequestLimits(Config.VocabSize, MaxContextTokens, Options.BlockSize, _kvStore.NumBlocks, DistAttention is not null)
-            .Check(prompt, request.Sampling);
+            .Check(prompt, request.Sampling, request.GeneratedTokens);
 
         var channel = Channel.CreateUnbounded<GenerationChunk>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         ulong seed = request.Sampling.Seed ?? NextSeed();
+        var processor = new OutputProcessor(request.Sampling, _eosTokens, Tokenizer?.CreateIncrementalDecoder());
+        // A migrated request: the detokenizer and stop checker pick up exactly where the previous worker's stood.
+        if (request.GeneratedTokens is { Count: > 0 } generated) processor.Prime(generated, prompt.Count, MaxContextTokens);
         var engineRequest = new EngineRequest(request.RequestId ?? Guid.NewGuid().ToString("n"), prompt, request.Sampling, seed,
-            MaxContextTokens, request.ReturnLogits, channel.Writer, new OutputProcessor(request.Sampling, _eosTokens, Tokenizer?.CreateIncrementalDecoder()),
-            Interlocked.Increment(ref _arrivals))
+            MaxContextTokens, request.ReturnLogits, channel.Writer, processor, Interlocked.Increment(ref _arrivals), request.GeneratedTokens)
         {
             TraceParent = System.Diagnostics.Activity.Current?.Context ?? default,
         };

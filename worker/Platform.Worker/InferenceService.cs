@@ -75,7 +75,8 @@ internal sealed class InferenceService : Inference.InferenceBase
         try
         {
             var sampling = ProtoMapping.ToSampling(request.Sampling, request.PromptTokenIds.Count, engine.MaxContextTokens);
-            chunks = engine.GenerateAsync(new GenerationRequest(request.PromptTokenIds.ToArray(), sampling, requestId), abort.Token);
+            chunks = engine.GenerateAsync(new GenerationRequest(request.PromptTokenIds.ToArray(), sampling, requestId,
+                GeneratedTokens: request.GeneratedTokenIds.Count > 0 ? request.GeneratedTokenIds.ToArray() : null), abort.Token);
             Log.GenerateStarted(_logger, requestId, request.PromptTokenIds.Count, sampling.MaxTokens);
         }
         catch (EngineRequestException e)

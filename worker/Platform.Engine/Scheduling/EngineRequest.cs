@@ -15,9 +15,10 @@ public enum FinishReason { Stop, Length, Abort, Error }
 /// <summary>A request as the engine runs it; its KV state (KvSequence) is what the KV cache layer sees.</summary>
 public sealed class EngineRequest : KvSequence
 {
+    /// <param name="generated">Outputs already produced elsewhere (migration); they follow the prompt in Tokens.</param>
     public EngineRequest(string id, IReadOnlyList<int> prompt, SamplingParams sampling, ulong seed, int maxTotalTokens,
-        bool returnLogits, ChannelWriter<GenerationChunk> output, OutputProcessor processor, long arrivalOrder)
-        : base(NewTokens(prompt, sampling))
+        bool returnLogits, ChannelWriter<GenerationChunk> output, OutputProcessor processor, long arrivalOrder, IReadOnlyList<int>? generated = null)
+        : base(NewTokens(prompt, sampling, generated))
     {
         Id = id;
         PromptLength = prompt.Count;
@@ -30,10 +31,11 @@ public sealed class EngineRequest : KvSequence
         ArrivalOrder = arrivalOrder;
     }
 
-    private static List<int> NewTokens(IReadOnlyList<int> prompt, SamplingParams sampling)
+    private static List<int> NewTokens(IReadOnlyList<int> prompt, SamplingParams sampling, IReadOnlyList<int>? generated)
     {
         var tokens = new List<int>(prompt.Count + sampling.MaxTokens);
         tokens.AddRange(prompt);
+        if (generated is not null) tokens.AddRange(generated);
         return tokens;
     }
 

@@ -55,6 +55,22 @@ public sealed class OutputProcessor(SamplingParams sampling, IReadOnlySet<int> e
         return (text, finish);
     }
 
+    /// <summary>
+    /// Replays outputs another worker already produced and streamed (a migrated request): the decoder and the
+    /// held-back text end up exactly as that worker's did, so the next token's text continues the client's.
+    /// Throws <see cref="EngineRequestException"/> when those outputs already end the request.
+    /// </summary>
+    public void Prime(IReadOnlyList<int> generated, int promptLength, int maxTotalTokens)
+    {
+        ArgumentNullException.ThrowIfNull(generated);
+        for (int i = 0; i < generated.Count; i++)
+        {
+            var (_, finish) = Process(generated[i], i + 1, promptLength + i + 1, maxTotalTokens);
+            if (finish is not null)
+                throw new EngineRequestException($"the generated tokens already end the request at output {i + 1} ({finish}); there is nothing to continue.");
+        }
+    }
+
     private static int FindStop(string text, IReadOnlyList<string> stops)
     {
         int best = -1;

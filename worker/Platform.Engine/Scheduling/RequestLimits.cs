@@ -12,15 +12,19 @@ public sealed record RequestLimits(int VocabSize, int MaxContextTokens, int Bloc
     /// Throws <see cref="EngineRequestException"/> for a request that cannot be served; else returns the tokens its
     /// sequence may reach and whether it must borrow KV memory from peers.
     /// </summary>
-    public (int TotalTokens, bool Distributed) Check(IReadOnlyList<int> prompt, SamplingParams sampling)
+    /// <param name="generated">Outputs already produced elsewhere (a migrated request), or null.</param>
+    public (int TotalTokens, bool Distributed) Check(IReadOnlyList<int> prompt, SamplingParams sampling, IReadOnlyList<int>? generated = null)
     {
         ArgumentNullException.ThrowIfNull(prompt);
         ArgumentNullException.ThrowIfNull(sampling);
         sampling.Validate();
         if (prompt.Count == 0) throw new EngineRequestException("the prompt is empty; send at least one token.");
-        foreach (int id in prompt)
+        foreach (int id in generated is null ? prompt : prompt.Concat(generated))
             if (id < 0 || id >= VocabSize)
                 throw new EngineRequestException($"token id {id} is outside the vocabulary [0, {VocabSize}).");
+        int already = generated?.Count ?? 0;
+        if (already >= sampling.MaxTokens)
+            throw new EngineRequestException($"the request already generated {already} tokens, which reaches its max_tokens ({sampling.MaxTokens}); nothing is left to continue.");
         if (prompt.Count >= MaxContextTokens)
             throw new EngineRequestException($"the prompt has {prompt.Count} tokens but this model's context holds at most {MaxContextTokens}; shorten the prompt.");
         if (prompt.Count + sampling.MaxTokens > MaxContextTokens)
@@ -28,7 +32,7 @@ public sealed record RequestLimits(int VocabSize, int MaxContextTokens, int Bloc
                 $"the prompt ({prompt.Count} tokens) plus max_tokens ({sampling.MaxTokens}) exceeds the context of {MaxContextTokens} tokens; lower max_tokens to at most {MaxContextTokens - prompt.Count}.");
         int totalTokens = Math.Min(prompt.Count + sampling.MaxTokens, MaxContextTokens);
         bool distributed = CanBorrow && BlocksFor(totalTokens) > KvBlocks;
-        int needBlocks = BlocksFor(prompt.Count + 1);
+        int needBlocks = BlocksFor(prompt.Count + already + 1);
         if (!distributed && needBlocks > KvBlocks)
             throw new EngineRequestException(
                 $"the prompt needs {needBlocks * BlockSize} tokens of KV cache but this worker holds {KvBlocks * BlockSize}; shorten the prompt, give the worker more KV memory, or turn DistAttention on to borrow from peers.");
