@@ -35,6 +35,7 @@ public static class RouterApp
         ["--api-key"] = "Router:ApiKeys",
         ["--served-model-name"] = "Router:ServedModelName",
         ["--chat-template"] = "Router:ChatTemplate",
+        ["--migration-limit"] = "Router:MigrationLimit",
         ["--discovery"] = "Router:Discovery",
         ["--worker-service"] = "Router:Kubernetes:WorkerService",
         ["--namespace"] = "Router:Kubernetes:Namespace",

@@ -22,6 +22,10 @@ public sealed class WorkerFaults
     /// <summary>Fail Generate with Internal after this many chunks.</summary>
     public int? FailAfterChunks { get; set; }
 
+    /// <summary>With <see cref="FailAfterChunks"/>: only calls that can take one from this budget fail (share one
+    /// budget between workers for "the first N calls anywhere fail"); null: every call fails.</summary>
+    public FailureBudget? FailureBudget { get; set; }
+
     /// <summary>Stop sending (but keep the call open) after this many chunks: a frozen worker.</summary>
     public int? StallAfterChunks { get; set; }
 
@@ -66,6 +70,7 @@ internal sealed class FaultInterceptor(WorkerFaults faults) : Interceptor
     private sealed class FaultyWriter<T>(IServerStreamWriter<T> inner, WorkerFaults faults, CancellationToken aborted) : IServerStreamWriter<T>
     {
         private int _sent;
+        private bool? _failing;
 
         public WriteOptions? WriteOptions
         {
@@ -75,10 +80,21 @@ internal sealed class FaultInterceptor(WorkerFaults faults) : Interceptor
 
         public async Task WriteAsync(T message)
         {
-            if (faults.FailAfterChunks is int n && _sent >= n) throw new RpcException(new Status(StatusCode.Internal, "injected mid-stream failure"));
+            if (faults.FailAfterChunks is int n && _sent >= n && (_failing ??= faults.FailureBudget?.TryTake() ?? true))
+                throw new RpcException(new Status(StatusCode.Internal, "injected mid-stream failure"));
             if (faults.StallAfterChunks is int stall && _sent >= stall) await Task.Delay(Timeout.Infinite, aborted);
             await inner.WriteAsync(message);
             _sent++;
         }
     }
+}
+
+/// <summary>A number of failures several workers draw from (thread-safe).</summary>
+public sealed class FailureBudget(int failures)
+{
+    private int _remaining = failures;
+
+    public int Remaining => Math.Max(0, Volatile.Read(ref _remaining));
+
+    public bool TryTake() => Interlocked.Decrement(ref _remaining) >= 0;
 }

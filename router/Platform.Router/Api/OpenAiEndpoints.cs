@@ -10,6 +10,8 @@
 // No worker is called before the request is known to be valid. After the first
 // byte went to the client a worker failure becomes an SSE error event followed
 // by [DONE]; a client disconnect disposes the stream, which cancels the worker call.
+// A worker that fails mid-stream is replaced without the client noticing
+// (MigratingStream), up to Router:MigrationLimit times.
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -274,7 +276,9 @@ public sealed partial class OpenAiEndpoints
                 RepetitionPenalty = sampling.RepetitionPenalty ?? _model.Generation.RepetitionPenalty ?? 1.0,
             },
         };
-        if (sampling.Seed is ulong seed) grpcRequest.Sampling.Seed = seed;
+        // A request without a seed gets one here, once: if its worker dies mid-stream, the next worker continues the
+        // same random stream (the draw for output i depends only on the seed and i), so the text stays token-exact.
+        grpcRequest.Sampling.Seed = sampling.Seed ?? (ulong)Random.Shared.NextInt64();
         grpcRequest.Sampling.Stop.AddRange(sampling.Stop);
         grpcRequest.Sampling.StopTokenIds.AddRange(sampling.StopTokenIds);
         foreach (var (id, bias) in sampling.LogitBias) grpcRequest.Sampling.LogitBias[id] = bias;
@@ -294,7 +298,7 @@ public sealed partial class OpenAiEndpoints
         using var ended = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, deadlineTimer?.Token ?? CancellationToken.None);
         var deadline = new Deadline(deadlineSpan, deadlineTimer, context.RequestAborted);
         var watch = new PrefillWatch();
-        var starting = _forwarder.StartAsync(grpcRequest, placement, arrived, watch, ended.Token);
+        var starting = _forwarder.StartAsync(grpcRequest, placement, arrived, watch, null, ended.Token);
         if (sampling.Stream) await KeepAliveUntilAsync(context, starting, watch).ConfigureAwait(false);
         var started = await starting.ConfigureAwait(false);
         if (started.Stream is null)
@@ -320,7 +324,7 @@ public sealed partial class OpenAiEndpoints
             return;
         }
 
-        using var stream = started.Stream;
+        using var stream = new MigratingStream(started.Stream, _forwarder, grpcRequest, placement, _options.MigrationLimit, _metrics, _time, _logger, ended.Token);
         if (!context.Response.HasStarted) context.Response.Headers["x-platform-worker"] = stream.WorkerId;
         var response = new ResponseShape(chat, (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("n"),
             _time.GetUtcNow().ToUnixTimeSeconds(), sampling.Model, prompt.Count);
@@ -452,7 +456,7 @@ public sealed partial class OpenAiEndpoints
         }
     }
 
-    private async Task CollectAsync(HttpContext context, string route, WorkerStream stream, ResponseShape shape, Deadline deadline)
+    private async Task CollectAsync(HttpContext context, string route, MigratingStream stream, ResponseShape shape, Deadline deadline)
     {
         var usage = new Usage(shape.PromptTokens);
         var text = new StringBuilder();
@@ -565,7 +569,7 @@ public sealed partial class OpenAiEndpoints
         }
     }
 
-    private async Task StreamAsync(HttpContext context, string route, WorkerStream stream, ResponseShape shape, bool includeUsage, Deadline deadline)
+    private async Task StreamAsync(HttpContext context, string route, MigratingStream stream, ResponseShape shape, bool includeUsage, Deadline deadline)
     {
         StartSse(context);
         var body = context.Response.BodyWriter;

@@ -51,6 +51,9 @@ public sealed record RouterOptions
 
     /// <summary>Retries on another worker when an attempt fails before its first token (SGLang uses up to 5).</summary>
     public int MaxRetries { get; init; } = 3;
+    /// <summary>How many times a request may move to another worker when its worker fails after tokens were sent
+    /// (a token-exact continuation, see MigratingStream); 0 turns migration off (the stream then ends with an error event).</summary>
+    public int MigrationLimit { get; init; } = 3;
     /// <summary>First retry delay; doubles per retry, with jitter.</summary>
     public int RetryBaseDelayMs { get; init; } = 50;
 
@@ -128,6 +131,7 @@ public sealed record RouterOptions
         Positive(errors, nameof(MaxConcurrentRequests), MaxConcurrentRequests);
         Positive(errors, nameof(MaxGrpcMessageBytes), MaxGrpcMessageBytes);
         if (MaxRequestBodyBytes < 1024) errors.Add($"Router:MaxRequestBodyBytes is {MaxRequestBodyBytes}; allow at least 1024 bytes.");
+        if (MigrationLimit is < 0 or > 10) errors.Add($"Router:MigrationLimit is {MigrationLimit}; use 0..10 (0 turns migration off).");
         if (MaxRetries is < 0 or > 10) errors.Add($"Router:MaxRetries is {MaxRetries}; use 0..10 (0 disables retries).");
         if (BreakerSamplingMs < 500) errors.Add($"Router:BreakerSamplingMs is {BreakerSamplingMs}; Polly needs at least 500 ms.");
         if (BreakerBreakMs < 500) errors.Add($"Router:BreakerBreakMs is {BreakerBreakMs}; Polly needs at least 500 ms.");

@@ -73,11 +73,13 @@ public sealed partial class GenerationForwarder
     /// <summary>Places and starts the request; never throws for expected failures (see <see cref="ForwarderError"/>).</summary>
     /// <param name="arrived">The request's arrival (TimeProvider timestamp), for the router-overhead histogram.</param>
     /// <param name="watch">Receives the worker's prefill progress (for keep-alive comments); may be null.</param>
+    /// <param name="exclude">Workers not to try (a migrated request's failed workers); may be null.</param>
     public async Task<AttemptResult> StartAsync(GenerateRequest request, PlacementRequest placement, long arrived, PrefillWatch? watch,
-        CancellationToken cancellationToken)
+        IReadOnlyCollection<string>? exclude, CancellationToken cancellationToken)
     {
         var context = ResilienceContextPool.Shared.Get(cancellationToken);
         var state = new AttemptState(request, placement, arrived, watch ?? new PrefillWatch(), cancellationToken);
+        if (exclude is not null) state.Tried.UnionWith(exclude);
         context.Properties.Set(StateKey, state);
         try
         {

@@ -5,6 +5,7 @@
 // with the operator and are named from Core's RouterMetricNames, not here.
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using Platform.Core.Protos;
 using Platform.Core.Telemetry;
 using Platform.Router.Policies;
 
@@ -27,6 +28,11 @@ public sealed class RouterMetrics : IDisposable
     private readonly Counter<long> _retries;
     private readonly Counter<long> _kvResyncs;
     private readonly Counter<long> _workerFailures;
+    private readonly Counter<long> _migrations;
+    private readonly Counter<long> _migrationFailures;
+    private readonly Counter<long> _migratedTokens;
+    private readonly Counter<long> _migrationCachedTokens;
+    private readonly Histogram<double> _migrationGap;
     private readonly Histogram<double> _ttft;
     private readonly Histogram<double> _prefillSeconds;
     private readonly Histogram<double> _placementSeconds;
@@ -43,6 +49,12 @@ public sealed class RouterMetrics : IDisposable
         _retries = _meter.CreateCounter<long>("router.retries", description: "Attempts retried on another worker, by the failed worker");
         _kvResyncs = _meter.CreateCounter<long>("router.kv_index.resyncs", description: "KV event resubscriptions by worker and reason");
         _workerFailures = _meter.CreateCounter<long>("router.worker.failures", description: "Failed worker attempts by worker and gRPC status");
+        _migrations = _meter.CreateCounter<long>("router.migrations", description: "Requests moved to another worker mid-stream, by the failure that moved them");
+        _migrationFailures = _meter.CreateCounter<long>("router.migration.failures", description: "Mid-stream failures no other worker could take over, by failure");
+        _migratedTokens = _meter.CreateCounter<long>("router.migration.generated_tokens", description: "Tokens already generated when requests moved (re-prefilled by the next worker)");
+        _migrationCachedTokens = _meter.CreateCounter<long>("router.migration.cached_tokens", description: "Prompt tokens the next worker found cached when a request moved");
+        _migrationGap = _meter.CreateHistogram<double>("router.migration.gap", unit: "s", description: "Time from a worker's failure to the next worker's first token",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBuckets });
         _ttft = _meter.CreateHistogram<double>("router.time_to_first_token", unit: "s", description: "Time from sending to a worker to its first token",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBuckets });
         _prefillSeconds = _meter.CreateHistogram<double>("router.prefill.duration", unit: "s",
@@ -117,6 +129,17 @@ public sealed class RouterMetrics : IDisposable
         _kvResyncs.Add(1, new KeyValuePair<string, object?>("worker", worker), new KeyValuePair<string, object?>("reason", reason));
 
     public void FirstToken(TimeSpan elapsed) => _ttft.Record(elapsed.TotalSeconds);
+
+    public void Migrated(string reason, int generatedTokens, TimeSpan gap, CachedTokens? cached)
+    {
+        var tag = new KeyValuePair<string, object?>("reason", reason);
+        _migrations.Add(1, tag);
+        _migratedTokens.Add(generatedTokens);
+        if (cached is not null) _migrationCachedTokens.Add(cached.Device + cached.Host + cached.Remote);
+        _migrationGap.Record(gap.TotalSeconds, tag);
+    }
+
+    public void MigrationFailed(string reason) => _migrationFailures.Add(1, new KeyValuePair<string, object?>("reason", reason));
 
     public void Prefill(TimeSpan elapsed) => _prefillSeconds.Record(elapsed.TotalSeconds);
 
