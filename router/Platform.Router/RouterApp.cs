@@ -2,7 +2,8 @@
 // switches of `platform-router`), options validation, services, telemetry and
 // the HTTP pipeline. Program.cs only calls Build and Run, and tests host the
 // same app on 127.0.0.1:0. An hf:// --model is downloaded (or found) in the hub
-// cache before the tokenizer loads; --download-only does just that and exits.
+// cache before the tokenizer loads, without the weights (the router reads only
+// the tokenizer and configs); --download-only does just that and exits.
 using k8s;
 using k8s.Exceptions;
 using OpenTelemetry;
@@ -139,7 +140,7 @@ public static class RouterApp
         }
         try
         {
-            string directory = await HubModelSource.ResolveAsync(options.Model!, p => log.WriteLine(Progress(options.Model!, p))).ConfigureAwait(false);
+            string directory = await HubModelSource.ResolveAsync(options.Model!, p => log.WriteLine(Progress(options.Model!, p)), withoutWeights: true).ConfigureAwait(false);
             await log.WriteLineAsync($"platform-router: {options.Model} is at {directory}").ConfigureAwait(false);
             return 0;
         }
@@ -160,7 +161,7 @@ public static class RouterApp
         if (!HubModelReference.IsHubSource(source)) return source;
         try
         {
-            string directory = HubModelSource.ResolveAsync(source, p => RouterLog.HubDownloadProgress(logger, Progress(source, p))).GetAwaiter().GetResult();
+            string directory = HubModelSource.ResolveAsync(source, p => RouterLog.HubDownloadProgress(logger, Progress(source, p)), withoutWeights: true).GetAwaiter().GetResult();
             RouterLog.HubDownloaded(logger, source, directory);
             return directory;
         }

@@ -3,7 +3,8 @@
 // progress comes at a log's pace (a tenth of the bytes or a period, and a last
 // report at 100%), failures are HubDownloadExceptions with the fix, a local
 // directory passes through, and the default served name of a hub model is the
-// repo id. Two downloaders on one cache at once fetch each blob once.
+// repo id. Without weights (the router) only configs and tokenizer files come.
+// Two downloaders on one cache at once fetch each blob once.
 using Platform.Core.Models;
 using Platform.Core.Models.Hub;
 using Platform.Testing;
@@ -56,6 +57,17 @@ public sealed class HubModelSourceTests : IDisposable
         Assert.Equal(snapshot, await HubModelSource.ResolveAsync("hf://acme/tiny", environment: Env(hub, offline: true)));
         Assert.Equal(api, hub.Count("api"));
         Assert.Equal(_model, await HubModelSource.ResolveAsync(_model));
+    }
+
+    [Fact]
+    public async Task Without_weights_only_the_configs_and_tokenizer_are_fetched()
+    {
+        await using var hub = await FakeHub.StartAsync(_model, "acme/tiny");
+        string snapshot = await HubModelSource.ResolveAsync("hf://acme/tiny", environment: Env(hub), withoutWeights: true);
+        Assert.True(File.Exists(Path.Combine(snapshot, "tokenizer.json")));
+        Assert.True(File.Exists(Path.Combine(snapshot, "config.json")));
+        Assert.False(File.Exists(Path.Combine(snapshot, "model.safetensors")));
+        Assert.Equal(0, hub.Count("storage:model.safetensors"));
     }
 
     [Fact]

@@ -3,8 +3,9 @@
 // 127.0.0.1 and the hub's storage host 127.0.0.2 directly) serves a private repository; the
 // token comes from a Secret (hubTokenSecret) and the hub's address from hubEndpoint. Each pod's
 // download init container fills its hub cache and exits 0 before the worker or router starts;
-// chat through the router pod works; the hub served the weights once per pod's cache, or once
-// in all when the pods share a cacheClaim. A wrong token keeps the pods in Init with the init
+// chat through the router pod works; the hub served the weights once per worker pod's cache (the
+// router pod fetches only the tokenizer and configs), or once in all when the pods share a
+// cacheClaim. A wrong token keeps the pods in Init with the init
 // container's failure in their status and log, and the model not Ready.
 using k8s;
 using k8s.Models;
@@ -78,8 +79,10 @@ public sealed class HubModelClusterTests
             Assert.Contains("acme/tiny", running.Kubelet.Log(pod.Metadata.Name), StringComparison.Ordinal);
         }
         await ChatAsync(running, "m");
-        // Each pod has its own (emptyDir) cache: the weights crossed once per pod, never again (the main containers are offline).
-        foreach (var file in weights) Assert.Equal(pods.Count, hub.Count("storage:" + file));
+        // Each pod has its own (emptyDir) cache: the weights crossed once per worker pod, never again (the main containers
+        // are offline); the router pod took the tokenizer and configs only.
+        foreach (var file in weights) Assert.Equal(1, hub.Count("storage:" + file));
+        Assert.Equal(pods.Count, hub.Count("get:tokenizer.json"));
 
         // A wrong token: the download fails, is retried with backoff, and the pods stay in Init showing why.
         await SecretAsync(running, "wrong-token", "hf_not_the_token");
@@ -107,7 +110,7 @@ public sealed class HubModelClusterTests
     }
 
     [ClusterFact]
-    public async Task Pods_sharing_a_cache_claim_download_the_weights_once_in_all()
+    public async Task Pods_sharing_a_cache_claim_download_each_file_once_in_all()
     {
         var (hub, dir, weights) = await StartHubAsync();
         await using var _ = hub;
@@ -121,6 +124,7 @@ public sealed class HubModelClusterTests
         await ChatAsync(running, "m");
         // Three init containers on one cache (they ran at once; a lock per blob lets one fetch): one transfer per file.
         foreach (var file in weights) Assert.Equal(1, hub.Count("storage:" + file));
+        Assert.Equal(1, hub.Count("get:tokenizer.json"));
         Directory.Delete(dir, recursive: true);
     }
 }

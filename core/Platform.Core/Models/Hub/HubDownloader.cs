@@ -53,6 +53,15 @@ public sealed class HubDownloader
         return client;
     }
 
+    /// <summary>
+    /// Which of the model files to fetch (default all of <see cref="IsModelFile"/>); the router, which reads only the
+    /// tokenizer and configs, passes <see cref="IsTextFile"/> so its pod does not download the weights.
+    /// </summary>
+    public Func<string, bool> Include { get; init; } = _ => true;
+
+    /// <summary>A model file that is not weights: configs, tokenizer files, chat templates.</summary>
+    public static bool IsTextFile(string path) => IsModelFile(path) && !path.EndsWith(".safetensors", StringComparison.Ordinal);
+
     /// <summary>Whether a file of the repository belongs in a model directory the engine and router load.</summary>
     public static bool IsModelFile(string path)
     {
@@ -70,7 +79,7 @@ public sealed class HubDownloader
             ?? throw new HubDownloadException($"{model} is not in the hub cache {_settings.CacheDirectory} and HF_HUB_OFFLINE is set; download it once with network access (platform model download {model}), or unset HF_HUB_OFFLINE.");
 
         var (commit, files) = await ListAsync(model, cancellationToken).ConfigureAwait(false);
-        var wanted = files.Where(IsModelFile).Order(StringComparer.Ordinal).ToList();
+        var wanted = files.Where(f => IsModelFile(f) && Include(f)).Order(StringComparer.Ordinal).ToList();
         if (!wanted.Contains("config.json"))
             throw new HubDownloadException($"{model} has no config.json at its top level, so it is not a transformers model repository; check the name (files: {string.Join(", ", files.Take(10))}).");
 

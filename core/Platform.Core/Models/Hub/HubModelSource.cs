@@ -5,6 +5,7 @@
 // bytes or every few seconds, whichever comes first), not per buffer. A local
 // directory passes through unchanged. The served name of a hub model is its
 // repo id (ORG/NAME), as vLLM names it, never the snapshot folder's commit hash.
+// The router asks for the text files only (configs, tokenizer): no weights.
 namespace Platform.Core.Models.Hub;
 
 public static class HubModelSource
@@ -25,9 +26,10 @@ public static class HubModelSource
     /// The local directory for <paramref name="source"/>: a hub source is downloaded (or found in the cache); a
     /// directory is returned as is. <paramref name="report"/> hears throttled progress and, last, the total.
     /// </summary>
+    /// <param name="withoutWeights">Fetch only configs and tokenizer files (the router's needs), not the *.safetensors.</param>
     /// <exception cref="HubDownloadException">The download failed, or the source or HF_* settings are malformed (message says the fix).</exception>
     public static async Task<string> ResolveAsync(string source, Action<HubDownloadProgress>? report = null, Func<string, string?>? environment = null,
-        TimeSpan? reportEvery = null, CancellationToken cancellationToken = default)
+        TimeSpan? reportEvery = null, bool withoutWeights = false, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(source);
         if (!HubModelReference.IsHubSource(source)) return source;
@@ -44,7 +46,8 @@ public static class HubModelSource
         }
         using var http = HubDownloader.CreateHttpClient();
         var throttle = report is null ? null : new ThrottledProgress(report, reportEvery ?? TimeSpan.FromSeconds(5));
-        string snapshot = await new HubDownloader(http, settings).DownloadAsync(model, throttle, cancellationToken).ConfigureAwait(false);
+        var downloader = new HubDownloader(http, settings) { Include = withoutWeights ? HubDownloader.IsTextFile : _ => true };
+        string snapshot = await downloader.DownloadAsync(model, throttle, cancellationToken).ConfigureAwait(false);
         throttle?.Finish();
         return snapshot;
     }
