@@ -2,10 +2,14 @@
 //   platform-router --model DIR --workers http://127.0.0.1:7001,http://127.0.0.1:7002 [--port 8000] [--policy kv-aware] [--api-key KEY]
 // Prints "PLATFORM_ROUTER_LISTENING http://HOST:PORT" once it accepts connections
 // (for process fixtures and `platform up`, which may pass --port 0).
-// Exit codes: 0 after a clean stop, 2 invalid options.
+// With --model hf://ORG/NAME the model is downloaded into the hub cache first; --download-only stops there
+// (the operator's init container). Exit codes: 0 after a clean stop (or a finished download), 1 the download
+// failed (--download-only), 2 invalid options or a failed download at start.
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Platform.Router;
+
+if (await RouterApp.DownloadOnlyAsync(args, Console.Error).ConfigureAwait(false) is { } downloaded) return downloaded;
 
 WebApplication app;
 try

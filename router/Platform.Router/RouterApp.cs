@@ -1,12 +1,15 @@
 // Composition of the router process: configuration (with the command-line
 // switches of `platform-router`), options validation, services, telemetry and
 // the HTTP pipeline. Program.cs only calls Build and Run, and tests host the
-// same app on 127.0.0.1:0.
+// same app on 127.0.0.1:0. An hf:// --model is downloaded (or found) in the hub
+// cache before the tokenizer loads, without the weights (the router reads only
+// the tokenizer and configs); --download-only does just that and exits.
 using k8s;
 using k8s.Exceptions;
 using OpenTelemetry;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Trace;
+using Platform.Core.Models.Hub;
 using Platform.Router.Api;
 using Platform.Router.Configuration;
 using Platform.Router.Discovery;
@@ -28,6 +31,7 @@ public static class RouterApp
     public static readonly IReadOnlyDictionary<string, string> Switches = new Dictionary<string, string>
     {
         ["--model"] = "Router:Model",
+        ["--download-only"] = "Router:DownloadOnly",
         ["--workers"] = "Router:Workers",
         ["--port"] = "Router:Port",
         ["--host"] = "Router:Host",
@@ -46,6 +50,7 @@ public static class RouterApp
     /// <param name="configure">Tests replace services here (e.g. a fake TimeProvider).</param>
     public static WebApplication Build(string[] args, Action<IServiceCollection>? configure = null)
     {
+        args = Normalize(args);
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args });
         builder.Configuration.AddCommandLine(args, Switches.ToDictionary(kv => kv.Key, kv => kv.Value));
 
@@ -64,7 +69,8 @@ public static class RouterApp
         var services = builder.Services;
         services.AddSingleton(options);
         services.AddSingleton(TimeProvider.System);
-        services.AddSingleton(sp => ServedModel.Load(options.Model!, sp.GetRequiredService<TimeProvider>(), options.ChatTemplate));
+        services.AddSingleton(sp => ServedModel.Load(ResolveModel(options.Model!, sp.GetRequiredService<ILoggerFactory>().CreateLogger("Platform.Router.Model")),
+            sp.GetRequiredService<TimeProvider>(), options.ChatTemplate, HubModelSource.DefaultServedName(options.Model!)));
         services.AddSingleton<PrefixIndex>();
         services.AddSingleton(sp => new WorkerDirectory(options));
         services.AddSingleton(sp => sp.GetRequiredService<WorkerDirectory>().Pool);
@@ -102,6 +108,68 @@ public static class RouterApp
         OpenAiEndpoints.MapTokenizer(app);
         app.MapFallback((HttpContext c) => new ApiError(404, $"no route {c.Request.Method} {c.Request.Path}; see /v1/completions, /v1/chat/completions, /v1/models.").WriteAsync(c));
         return app;
+    }
+
+    /// <summary>A bare <c>--download-only</c> (last, or before another switch) as <c>--download-only true</c>, which the configuration provider reads.</summary>
+    public static string[] Normalize(string[] args)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        var result = new List<string>(args.Length + 1);
+        for (int i = 0; i < args.Length; i++)
+        {
+            result.Add(args[i]);
+            if (args[i] == "--download-only" && (i + 1 == args.Length || args[i + 1].StartsWith('-'))) result.Add("true");
+        }
+        return [.. result];
+    }
+
+    /// <summary>
+    /// `--download-only`: null when the switch is not given (serve as usual); else 0 once the model is in the hub
+    /// cache (or the directory has the tokenizer), 1 with the error when it cannot be had, 2 for invalid options.
+    /// </summary>
+    public static async Task<int?> DownloadOnlyAsync(string[] args, TextWriter log)
+    {
+        ArgumentNullException.ThrowIfNull(log);
+        var config = new ConfigurationBuilder().AddCommandLine(Normalize(args), Switches.ToDictionary(kv => kv.Key, kv => kv.Value)).Build();
+        var options = config.GetSection(RouterOptions.Section).Get<RouterOptions>() ?? new RouterOptions();
+        if (!options.DownloadOnly) return null;
+        var errors = options.Validate();
+        if (errors.Count > 0)
+        {
+            await log.WriteLineAsync("The router cannot start:\n  " + string.Join("\n  ", errors)).ConfigureAwait(false);
+            return 2;
+        }
+        try
+        {
+            string directory = await HubModelSource.ResolveAsync(options.Model!, p => log.WriteLine(Progress(options.Model!, p)), withoutWeights: true).ConfigureAwait(false);
+            await log.WriteLineAsync($"platform-router: {options.Model} is at {directory}").ConfigureAwait(false);
+            return 0;
+        }
+        catch (HubDownloadException e)
+        {
+            await log.WriteLineAsync($"platform-router: {e.Message}").ConfigureAwait(false);
+            return 1;
+        }
+    }
+
+    private static string Progress(string model, HubDownloadProgress p) =>
+        string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"platform-router: downloading {model}: {(p.TotalBytes <= 0 ? 100 : p.Bytes * 100 / p.TotalBytes)}% ({p.Bytes} of {p.TotalBytes} bytes), file {p.File}");
+
+    /// <summary>The model directory: an hf:// source downloaded (or found) in the hub cache, progress in the log; a failure stops the start.</summary>
+    private static string ResolveModel(string source, ILogger logger)
+    {
+        if (!HubModelReference.IsHubSource(source)) return source;
+        try
+        {
+            string directory = HubModelSource.ResolveAsync(source, p => RouterLog.HubDownloadProgress(logger, Progress(source, p)), withoutWeights: true).GetAwaiter().GetResult();
+            RouterLog.HubDownloaded(logger, source, directory);
+            return directory;
+        }
+        catch (HubDownloadException e)
+        {
+            throw new RouterConfigurationException($"The router cannot start:\n  Router:Model: {e.Message}");
+        }
     }
 
     /// <summary>
@@ -149,3 +217,12 @@ public sealed record ReadinessReport(
 
 [System.Text.Json.Serialization.JsonSerializable(typeof(ReadinessReport))]
 internal sealed partial class ReadinessJson : System.Text.Json.Serialization.JsonSerializerContext;
+
+internal static partial class RouterLog
+{
+    [LoggerMessage(Level = LogLevel.Information, Message = "{Progress}")]
+    public static partial void HubDownloadProgress(ILogger logger, string progress);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Model {Model} is in the hub cache at {Snapshot}")]
+    public static partial void HubDownloaded(ILogger logger, string model, string snapshot);
+}

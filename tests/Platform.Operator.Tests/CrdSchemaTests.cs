@@ -7,6 +7,7 @@ using System.Reflection;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using k8s;
+using Platform.Core.Models.Hub;
 using Platform.Operator.Api;
 using Platform.Operator.Tests.Infrastructure;
 using YamlDotNet.RepresentationModel;
@@ -55,22 +56,38 @@ public sealed class CrdSchemaTests
     }
 
     [Fact]
-    public void Hub_sources_are_refused_at_admission_with_the_validators_message()
+    public void Hub_sources_are_admitted_in_the_form_the_parser_accepts_and_hub_fields_need_one()
     {
-        var source = YamlToJson.Load(RepoPaths.Crd)[0]["spec"]!["versions"]![0]!["schema"]!["openAPIV3Schema"]!
-            ["properties"]!["spec"]!["properties"]!["model"]!["properties"]!["source"]!;
-        var rule = Assert.Single(source["x-kubernetes-validations"]!.AsArray())!;
-        Assert.Equal("!self.startsWith('hf://')", rule["rule"]!.GetValue<string>());
+        var modelSchema = YamlToJson.Load(RepoPaths.Crd)[0]["spec"]!["versions"]![0]!["schema"]!["openAPIV3Schema"]!
+            ["properties"]!["spec"]!["properties"]!["model"]!;
+        var sourceRule = Assert.Single(modelSchema["properties"]!["source"]!["x-kubernetes-validations"]!.AsArray())!;
+        // The CEL rule checks the form; no refusal of the scheme is left.
+        var pattern = System.Text.RegularExpressions.Regex.Match(sourceRule["rule"]!.GetValue<string>(), "matches\\('(.+)'\\)").Groups[1].Value;
+        foreach (var ok in new[] { "hf://Qwen/Qwen2.5-7B-Instruct-1M", "hf://acme/tiny@v1.0", "hf://gpt2" })
+        {
+            Assert.Matches(pattern, ok);
+            HubModelReference.Parse(ok);
+        }
+        foreach (var bad in new[] { "hf://", "hf://a/b/c", "hf://a b/c" })
+        {
+            Assert.DoesNotMatch(pattern, bad);
+            Assert.Throws<ArgumentException>(() => HubModelReference.Parse(bad));
+        }
+        var fieldsRule = Assert.Single(modelSchema["x-kubernetes-validations"]!.AsArray())!;
         // One message for both gates: the API server's CEL rule and the operator's re-check.
-        Assert.Equal(SpecValidator.HfSourceUnsupported, rule["message"]!.GetValue<string>());
-        Assert.Contains("pvc://", SpecValidator.HfSourceUnsupported, StringComparison.Ordinal);
-        Assert.Contains("file://", SpecValidator.HfSourceUnsupported, StringComparison.Ordinal);
+        Assert.Equal(SpecValidator.HubFieldsNeedHubSource, fieldsRule["message"]!.GetValue<string>());
 
-        var spec = new LongContextModelSpec { Model = new ModelSpec { Source = "hf://Qwen/Qwen2.5-7B-Instruct-1M", ServedName = "q" } };
-        var error = Assert.Single(SpecValidator.Validate(spec));
-        Assert.Contains("hf://Qwen/Qwen2.5-7B-Instruct-1M", error, StringComparison.Ordinal);
-        Assert.Contains(SpecValidator.HfSourceUnsupported, error, StringComparison.Ordinal);
+        var spec = new LongContextModelSpec { Model = new ModelSpec { Source = "hf://Qwen/Qwen2.5-7B-Instruct-1M", ServedName = "q", HubTokenSecret = "hf", HubEndpoint = "https://mirror.example/", CacheClaim = "hf-cache" } };
+        Assert.Empty(SpecValidator.Validate(spec));
+        spec.Model.Source = "hf://a/b/c";
+        Assert.Contains("hf://ORG/NAME", Assert.Single(SpecValidator.Validate(spec)), StringComparison.Ordinal);
+        spec.Model.Source = "hf://a/b";
+        spec.Model.HubEndpoint = "mirror.example";
+        Assert.Contains("hubEndpoint", Assert.Single(SpecValidator.Validate(spec)), StringComparison.Ordinal);
         spec.Model.Source = "file:///models/q";
+        spec.Model.HubEndpoint = null;
+        Assert.Contains(SpecValidator.HubFieldsNeedHubSource, Assert.Single(SpecValidator.Validate(spec)), StringComparison.Ordinal);
+        spec.Model.HubTokenSecret = spec.Model.CacheClaim = null;
         Assert.Empty(SpecValidator.Validate(spec));
     }
 

@@ -110,12 +110,30 @@ public sealed class OperatorArgsTests
     }
 
     [Fact]
-    public void A_hub_source_is_refused_by_the_worker_with_the_fix()
+    public void A_hub_source_binds_to_a_valid_worker_and_its_init_container_to_a_download_only_worker()
     {
         var children = ChildObjects.Build(Model("hf://Qwen/Qwen2.5-7B-Instruct-1M"), new ImageDefaults("w:1", "r:1"));
-        var o = Bind(children.Workers.Spec.Template.Spec.Containers[0].Args, "m-worker-0");
+        var pod = children.Workers.Spec.Template.Spec;
+        var main = Bind(pod.Containers[0].Args, "m-worker-0");
+        Assert.Equal(("hf://Qwen/Qwen2.5-7B-Instruct-1M", false), (main.ModelDirectory, main.DownloadOnly));
+        Assert.False(new WorkerOptionsValidator().Validate(null, main).Failed, "a hub source is valid for the worker");
+
+        var init = Assert.Single(pod.InitContainers);
+        Assert.Equal("w:1", init.Image);
+        foreach (var option in init.Args.Where(a => a.StartsWith("--", StringComparison.Ordinal)))
+            Assert.True(WorkerCommandLine.SwitchMappings.ContainsKey(option), $"platform-worker has no switch {option}");
+        var download = Bind(init.Args, "m-worker-0");
+        Assert.Equal(("hf://Qwen/Qwen2.5-7B-Instruct-1M", true), (download.ModelDirectory, download.DownloadOnly));
+        Assert.False(new WorkerOptionsValidator().Validate(null, download).Failed);
+    }
+
+    [Fact]
+    public void A_malformed_hub_source_is_refused_by_the_worker_with_the_form_to_write()
+    {
+        var o = Bind(["--model", "hf://a/b/c"], "w");
         var result = new WorkerOptionsValidator().Validate(null, o);
         Assert.True(result.Failed);
-        Assert.Contains("does not download models", result.FailureMessage, StringComparison.Ordinal);
+        Assert.Contains("hf://ORG/NAME", result.FailureMessage, StringComparison.Ordinal);
+        Assert.Equal("Qwen/Qwen2.5-7B", Bind(["--model", "hf://Qwen/Qwen2.5-7B@v2"], "w").ResolvedServedModelName);
     }
 }

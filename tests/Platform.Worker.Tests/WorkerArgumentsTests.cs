@@ -14,6 +14,7 @@ public sealed class WorkerArgumentsTests
     private static readonly WorkerArguments Everything = new()
     {
         Model = "/models/m",
+        DownloadOnly = true,
         ServedModelName = "served",
         WorkerId = "w-3",
         Host = "10.1.2.3",
@@ -95,6 +96,7 @@ public sealed class WorkerArgumentsTests
         Assert.Equal((2, 9000, 0.25), (e.DistMaxPeers, e.DistLeaseMs, e.LendReserveFraction));
         Assert.Equal(321, e.TargetStepMs);
         Assert.Equal(["http://a:50051", "http://b:50051"], o.PeerAddresses);
+        Assert.True(o.DownloadOnly);
         Assert.Empty(kv.Validate());
     }
 
@@ -107,5 +109,15 @@ public sealed class WorkerArgumentsTests
         Assert.Equal(("/m", defaults.Port, defaults.Host, "off"), (o.ModelDirectory, o.Port, o.Host, o.DistAttention));
         Assert.Empty(o.PeerAddresses);
         Assert.Equal(defaults.Engine, o.Engine);
+        Assert.False(o.DownloadOnly);
+    }
+
+    [Fact]
+    public void A_bare_download_only_switch_reads_as_true_wherever_it_stands()
+    {
+        Assert.True(Bind(WorkerCommandLine.Normalize(["--download-only", "--model", "hf://acme/tiny"])).Options.DownloadOnly);
+        var (o, _) = Bind(WorkerCommandLine.Normalize(["--model", "hf://acme/tiny", "--download-only"]));
+        Assert.Equal(("hf://acme/tiny", true), (o.ModelDirectory, o.DownloadOnly));
+        Assert.False(Bind(WorkerCommandLine.Normalize(["--model", "/m", "--download-only", "false"])).Options.DownloadOnly);
     }
 }

@@ -1,7 +1,9 @@
 // Owns the engine for the process: loads the model on a background thread when
 // the host starts (so Kestrel answers health probes while a large model loads:
 // liveness passes, readiness waits), exposes it once loaded, and disposes it
-// when the service provider is disposed, after the server has stopped.
+// when the service provider is disposed, after the server has stopped. An
+// hf:// model is first downloaded (or found) in the hub cache (WorkerModel); a
+// failed download stops the worker like a model that fails to load.
 using System.Diagnostics;
 using Microsoft.Extensions.Options;
 using Platform.Core.Workers;
@@ -60,7 +62,8 @@ public sealed class EngineHost : IHostedService, IDisposable
         var watch = Stopwatch.StartNew();
         try
         {
-            var engine = LlmEngine.Load(_options.ModelDirectory, _options.ResolvedEngine, progress: null, _loggerFactory.CreateLogger<LlmEngine>());
+            string directory = WorkerModel.ResolveAsync(_options.ModelDirectory, _logger).GetAwaiter().GetResult();
+            var engine = LlmEngine.Load(directory, _options.ResolvedEngine, progress: null, _loggerFactory.CreateLogger<LlmEngine>());
             if (_options.KvTier.ParsedMode != Platform.KvCache.KvTierMode.Off)
             {
                 try
@@ -89,7 +92,8 @@ public sealed class EngineHost : IHostedService, IDisposable
         catch (Exception e)
         {
             LoadError = e.Message;
-            Log.ModelLoadFailed(_logger, _options.ModelDirectory, e);
+            // A failed download was logged with its reason (no stack trace: the message says the fix).
+            if (e is not Platform.Core.Models.Hub.HubDownloadException) Log.ModelLoadFailed(_logger, _options.ModelDirectory, e);
             _lifetime.StopApplication();
             _ready.SetException(e);
         }

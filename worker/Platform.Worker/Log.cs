@@ -50,4 +50,13 @@ internal static partial class Log
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "KV event subscriber {Peer} disconnected")]
     public static partial void KvSubscriberDisconnected(ILogger logger, string peer);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Downloading {Model}: {Percent}% ({Bytes} of {TotalBytes} bytes), file {File}")]
+    public static partial void HubDownloadProgress(ILogger logger, string model, int percent, long bytes, long totalBytes, string file);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Model {Model} is in the hub cache at {Snapshot} ({ElapsedSeconds:F1} s)")]
+    public static partial void HubDownloaded(ILogger logger, string model, string snapshot, double elapsedSeconds);
+
+    [LoggerMessage(Level = LogLevel.Critical, Message = "Downloading {Model} failed: {Reason}")]
+    public static partial void HubDownloadFailed(ILogger logger, string model, string reason);
 }

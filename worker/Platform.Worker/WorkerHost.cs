@@ -29,7 +29,7 @@ public static class WorkerHost
     public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { ApplicationName = typeof(WorkerHost).Assembly.GetName().Name });
-        builder.Configuration.AddCommandLine(args, WorkerCommandLine.SwitchMappings.ToDictionary());
+        builder.Configuration.AddCommandLine(WorkerCommandLine.Normalize(args), WorkerCommandLine.SwitchMappings.ToDictionary());
         builder.Logging.ClearProviders();
         if (string.Equals(builder.Configuration["Worker:LogFormat"], "json", StringComparison.OrdinalIgnoreCase))
         {

@@ -4,6 +4,7 @@
 // messages that name the switch to change.
 using System.Net;
 using Microsoft.Extensions.Options;
+using Platform.Core.Models.Hub;
 using Platform.Core.Workers;
 using Platform.Engine;
 using Platform.KvCache;
@@ -14,9 +15,11 @@ public sealed class WorkerOptions
 {
     public const string Section = "Worker";
 
-    /// <summary>HuggingFace model directory: config.json, *.safetensors, tokenizer.json.</summary>
+    /// <summary>HuggingFace model directory (config.json, *.safetensors, tokenizer.json), or hf://ORG/NAME[@REV]: downloaded into the hub cache (HF_HOME) at start.</summary>
     public string ModelDirectory { get; set; } = "";
-    /// <summary>The model name clients ask for; defaults to the model directory's name.</summary>
+    /// <summary>Download the model into the hub cache (or check the directory), then exit: the operator's init container.</summary>
+    public bool DownloadOnly { get; set; }
+    /// <summary>The model name clients ask for; defaults to the model directory's name, or ORG/NAME for hf://.</summary>
     public string? ServedModelName { get; set; }
     /// <summary>Identity in KV events and GetInfo; defaults to $HOSTNAME (the pod name) or machine-pid.</summary>
     public string? WorkerId { get; set; }
@@ -85,8 +88,7 @@ public sealed class WorkerOptions
             : KvTier;
 
     public string ResolvedServedModelName =>
-        !string.IsNullOrWhiteSpace(ServedModelName) ? ServedModelName
-        : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(string.IsNullOrEmpty(ModelDirectory) ? "." : ModelDirectory)));
+        !string.IsNullOrWhiteSpace(ServedModelName) ? ServedModelName : HubModelSource.DefaultServedName(ModelDirectory);
 
     public string ResolvedWorkerId =>
         !string.IsNullOrWhiteSpace(WorkerId) ? WorkerId
@@ -116,6 +118,7 @@ public static class WorkerCommandLine
     public static readonly IReadOnlyDictionary<string, string> SwitchMappings = new Dictionary<string, string>
     {
         [WorkerSwitches.Model] = "Worker:ModelDirectory",
+        [WorkerSwitches.DownloadOnly] = "Worker:DownloadOnly",
         [WorkerSwitches.ServedModelName] = "Worker:ServedModelName",
         [WorkerSwitches.WorkerId] = "Worker:WorkerId",
         [WorkerSwitches.Host] = "Worker:Host",
@@ -160,12 +163,31 @@ public static class WorkerCommandLine
         [WorkerSwitches.KvRemoteTimeoutMs] = "Worker:KvTier:Remote:OperationTimeoutMs",
     };
 
+    /// <summary>
+    /// The command line as the configuration provider reads it: a bare <c>--download-only</c> (last, or followed
+    /// by another switch) becomes <c>--download-only true</c>; the provider would otherwise take the next switch as its value.
+    /// </summary>
+    public static string[] Normalize(string[] args)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        var result = new List<string>(args.Length + 1);
+        for (int i = 0; i < args.Length; i++)
+        {
+            result.Add(args[i]);
+            if (args[i] == WorkerSwitches.DownloadOnly && (i + 1 == args.Length || args[i + 1].StartsWith('-'))) result.Add("true");
+        }
+        return [.. result];
+    }
+
     public const string Usage = """
         platform-worker: serves one model over gRPC (Inference + grpc.health.v1) with /healthz, /readyz and /metrics over HTTP/1.1.
 
-        usage: platform-worker --model DIR [options]
+        usage: platform-worker --model DIR|hf://ORG/NAME[@REV] [options]
           --model DIR                 HuggingFace model directory (config.json, *.safetensors, tokenizer.json)   [required]
-          --served-model-name NAME    name clients use (default: the directory's name)
+          --model hf://ORG/NAME[@REV] download from the hub into its cache at start (HF_ENDPOINT, HF_TOKEN, HF_HOME,
+                                      HF_HUB_OFFLINE=1: the cache only), then load the snapshot
+          --download-only             download (or check) the model, then exit 0; non-zero with the error (an init step)
+          --served-model-name NAME    name clients use (default: the directory's name; ORG/NAME for hf://)
           --worker-id ID              identity in KV events and GetInfo (default: $HOSTNAME or machine-pid)
           --host IP                   listen address (default 127.0.0.1; 0.0.0.0 in a pod)
           --port N                    gRPC port, HTTP/2 cleartext (default 50051; 0 = pick a free one)
@@ -217,8 +239,14 @@ internal sealed class WorkerOptionsValidator : IValidateOptions<WorkerOptions>
     public ValidateOptionsResult Validate(string? name, WorkerOptions o)
     {
         var errors = new List<string>();
-        if (o.ModelDirectory.StartsWith("hf://", StringComparison.Ordinal) || o.ModelDirectory.StartsWith("pvc://", StringComparison.Ordinal))
-            errors.Add($"--model '{o.ModelDirectory}' is a source URI, not a directory: this worker does not download models; put the model in a volume and pass its mounted directory (the operator mounts pvc://CLAIM/PATH at /models/PATH).");
+        if (HubModelReference.IsHubSource(o.ModelDirectory))
+        {
+            // Downloaded when the engine loads (or by --download-only); only the form is checked here.
+            try { HubModelReference.Parse(o.ModelDirectory); }
+            catch (ArgumentException e) { errors.Add($"--model: {e.Message}"); }
+        }
+        else if (o.ModelDirectory.StartsWith("pvc://", StringComparison.Ordinal))
+            errors.Add($"--model '{o.ModelDirectory}' is a volume claim, not a directory: put the model in a volume and pass its mounted directory (the operator mounts pvc://CLAIM/PATH at /models/PATH).");
         else if (string.IsNullOrWhiteSpace(o.ModelDirectory))
             errors.Add("no model directory: pass --model DIR (a HuggingFace directory with config.json and *.safetensors) or set Worker__ModelDirectory; `platform model create-random` writes a small test model.");
         else if (!Directory.Exists(o.ModelDirectory))

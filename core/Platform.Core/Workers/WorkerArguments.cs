@@ -10,8 +10,10 @@ namespace Platform.Core.Workers;
 
 public sealed record WorkerArguments
 {
-    /// <summary>HuggingFace model directory.</summary>
+    /// <summary>HuggingFace model directory, or hf://ORG/NAME[@REV] (downloaded into the hub cache at start).</summary>
     public string? Model { get; init; }
+    /// <summary>Only download (or verify) the model, then exit 0, or non-zero with the error.</summary>
+    public bool? DownloadOnly { get; init; }
     public string? ServedModelName { get; init; }
     public string? WorkerId { get; init; }
     /// <summary>Listen address; may be a placeholder the kubelet expands, such as $(POD_IP).</summary>
@@ -81,6 +83,7 @@ public sealed record WorkerArguments
         }
         var inv = CultureInfo.InvariantCulture;
         Add(WorkerSwitches.Model, Model);
+        Add(WorkerSwitches.DownloadOnly, Flag(DownloadOnly));
         Add(WorkerSwitches.ServedModelName, ServedModelName);
         Add(WorkerSwitches.WorkerId, WorkerId);
         Add(WorkerSwitches.Host, Host);

@@ -7,6 +7,8 @@ namespace Platform.Core.Workers;
 public static class WorkerSwitches
 {
     public const string Model = "--model";
+    /// <summary>Download the model (an hf:// source) into the hub cache, or check the directory, then exit: a pod's init step.</summary>
+    public const string DownloadOnly = "--download-only";
     public const string ServedModelName = "--served-model-name";
     public const string WorkerId = "--worker-id";
     public const string Host = "--host";

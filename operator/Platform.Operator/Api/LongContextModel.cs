@@ -75,7 +75,7 @@ public sealed class LongContextModelSpec
 
 public sealed class ModelSpec
 {
-    /// <summary>pvc://claim/path or file:///path; hf://Org/Name is refused until something downloads from a hub.</summary>
+    /// <summary>pvc://claim/path, file:///path, or hf://ORG/NAME[@REV] (an init container downloads it into the hub cache).</summary>
     [JsonPropertyName("source")]
     [SchemaRequired]
     public string Source { get; set; } = "";
@@ -90,6 +90,20 @@ public sealed class ModelSpec
 
     [JsonPropertyName("maxContextTokens")]
     public long MaxContextTokens { get; set; } = 131072;
+
+    /// <summary>hf:// only: a Secret in the model's namespace whose key HF_TOKEN is the hub token (private or gated repositories).
+    /// Only the download init containers get it.</summary>
+    [JsonPropertyName("hubTokenSecret")]
+    public string? HubTokenSecret { get; set; }
+
+    /// <summary>hf:// only: the hub's base URL (a mirror), as HF_ENDPOINT; default https://huggingface.co.</summary>
+    [JsonPropertyName("hubEndpoint")]
+    public string? HubEndpoint { get; set; }
+
+    /// <summary>hf:// only: an existing PersistentVolumeClaim that holds the hub cache, so restarted and other pods find the
+    /// model there instead of downloading it again (ReadWriteMany to share it between pods); default an emptyDir per pod.</summary>
+    [JsonPropertyName("cacheClaim")]
+    public string? CacheClaim { get; set; }
 }
 
 public sealed class AutoscalingSpec

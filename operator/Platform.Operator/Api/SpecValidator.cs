@@ -2,14 +2,16 @@
 // bounds and CEL (x-kubernetes-validations); this copy catches specs that slipped past them
 // (an older CRD, a cluster without CEL) so the reconciler can report Degraded instead of
 // rolling out something the engine would refuse.
+using Platform.Core.Models.Hub;
+
 namespace Platform.Operator.Api;
 
 public static class SpecValidator
 {
     public static readonly IReadOnlySet<string> Dtypes = new HashSet<string>(StringComparer.Ordinal) { "bfloat16", "float16", "float32" };
-    /// <summary>Why an hf:// source is refused; the CRD's CEL rule on spec.model.source carries the same message (CrdSchemaTests).</summary>
-    public const string HfSourceUnsupported =
-        "hf:// sources are not supported yet (nothing downloads from a hub); pre-download the model into a PersistentVolumeClaim and use pvc://CLAIM/PATH, or use file:///PATH";
+    /// <summary>Why hub settings on a non-hub source are refused; the CRD's CEL rule on spec.model carries the same message (CrdSchemaTests).</summary>
+    public const string HubFieldsNeedHubSource =
+        "hubTokenSecret, hubEndpoint and cacheClaim apply to hf:// sources only; remove them or use source: hf://ORG/NAME";
 
     public static readonly IReadOnlySet<string> Policies = new HashSet<string>(StringComparer.Ordinal) { "KvAware", "LeastLoaded", "RoundRobin" };
 
@@ -22,15 +24,22 @@ public static class SpecValidator
         {
             errors.Add("spec.model.source is required");
         }
-        else if (model.Source.StartsWith("hf://", StringComparison.Ordinal))
+        else if (HubModelReference.IsHubSource(model.Source))
         {
-            // Accepted by the pattern (the scheme is reserved) but refused until something downloads from a hub:
-            // the worker would refuse it and crash-loop.
-            errors.Add($"spec.model.source '{model.Source}': {HfSourceUnsupported}");
+            // Downloaded by the pods' init containers; the same parser as the worker's and the router's.
+            try { HubModelReference.Parse(model.Source); }
+            catch (ArgumentException e) { errors.Add($"spec.model.source: {e.Message}"); }
+            if (model.HubEndpoint is { } endpoint && !(Uri.TryCreate(endpoint, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https"))
+                errors.Add($"spec.model.hubEndpoint '{endpoint}' must be the hub's http(s):// base URL, e.g. https://huggingface.co or your mirror's");
         }
         else if (!(model.Source.StartsWith("pvc://", StringComparison.Ordinal) || model.Source.StartsWith("file:///", StringComparison.Ordinal)))
         {
             errors.Add($"spec.model.source '{model.Source}' must start with pvc:// or file:///");
+        }
+
+        if (!HubModelReference.IsHubSource(model.Source) && (model.HubTokenSecret is not null || model.HubEndpoint is not null || model.CacheClaim is not null))
+        {
+            errors.Add($"spec.model: {HubFieldsNeedHubSource}");
         }
 
         if (string.IsNullOrWhiteSpace(model.ServedName))

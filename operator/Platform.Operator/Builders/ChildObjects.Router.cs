@@ -1,5 +1,6 @@
 // The router Deployment: platform-router with Kubernetes discovery of this model's workers,
-// the model mounted for its tokenizer and chat template.
+// the model mounted for its tokenizer and chat template (or, for hf://, downloaded into the
+// pod's hub cache by an init container running the router image: ChildObjects.Hub.cs).
 using k8s.Models;
 using Platform.Operator.Api;
 
@@ -24,10 +25,11 @@ public static partial class ChildObjects
             env.Add(SecretEnv("Router__ApiKeys", apiKey));
         }
 
+        string image = string.IsNullOrEmpty(spec.Router.Image) ? images.RouterImage : spec.Router.Image;
         var container = new V1Container
         {
             Name = "router",
-            Image = string.IsNullOrEmpty(spec.Router.Image) ? images.RouterImage : spec.Router.Image,
+            Image = image,
             ImagePullPolicy = images.PullPolicy,
             Args = RouterArgs(model),
             Env = env,
@@ -38,7 +40,9 @@ public static partial class ChildObjects
             VolumeMounts = [new V1VolumeMount { Name = "tmp", MountPath = "/tmp" }, .. ModelMounts(model)],
             SecurityContext = ContainerSecurity(),
         };
-        var template = WithGrace(PodTemplate(model, Names.RouterComponent, configHash, container, nodeSelector: null, tolerations: null), Shutdown.RouterTerminationGraceSeconds);
+        var template = WithHubDownload(
+            WithGrace(PodTemplate(model, Names.RouterComponent, configHash, container, nodeSelector: null, tolerations: null), Shutdown.RouterTerminationGraceSeconds),
+            model, image, images.PullPolicy, RouterDownloadArgs(model));
         // The router watches the workers' EndpointSlices: its own account, the token mounted.
         template.Spec.ServiceAccountName = Names.RouterAccount(name);
         template.Spec.AutomountServiceAccountToken = true;
@@ -55,6 +59,9 @@ public static partial class ChildObjects
             },
         };
     }
+
+    /// <summary>The router image's download step for an hf:// model: fill the hub cache, then exit.</summary>
+    public static List<string> RouterDownloadArgs(LongContextModel model) => ["--model", model.Spec.Model.Source, "--download-only", "true"];
 
     /// <summary>The platform-router switches (docs/router.md): Kubernetes discovery of this model's workers.</summary>
     public static List<string> RouterArgs(LongContextModel model)

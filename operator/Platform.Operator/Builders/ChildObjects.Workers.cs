@@ -1,4 +1,5 @@
-// The worker StatefulSet: one platform-worker per pod, the model mounted read-only, the
+// The worker StatefulSet: one platform-worker per pod, the model mounted read-only (or, for
+// hf://, downloaded by an init container into the pod's hub cache: ChildObjects.Hub.cs), the
 // worker's switches written through Core's WorkerArguments, probes that allow a long load.
 using k8s.Models;
 using Platform.Core.Workers;
@@ -41,10 +42,11 @@ public static partial class ChildObjects
             env.Add(SecretEnv("REDIS_PASSWORD", redisSecret));
         }
 
+        string image = string.IsNullOrEmpty(spec.Worker.Image) ? images.WorkerImage : spec.Worker.Image;
         var container = new V1Container
         {
             Name = "worker",
-            Image = string.IsNullOrEmpty(spec.Worker.Image) ? images.WorkerImage : spec.Worker.Image,
+            Image = image,
             ImagePullPolicy = images.PullPolicy,
             Args = WorkerArgs(model),
             Env = env,
@@ -74,7 +76,9 @@ public static partial class ChildObjects
                 // Workers are independent until DistAttention pairs them: start them all at once.
                 PodManagementPolicy = "Parallel",
                 Selector = new V1LabelSelector { MatchLabels = Names.SelectorLabels(name, Names.WorkerComponent) },
-                Template = WithGrace(PodTemplate(model, Names.WorkerComponent, configHash, container, spec.Worker.NodeSelector, spec.Worker.Tolerations), Shutdown.WorkerTerminationGraceSeconds),
+                Template = WithHubDownload(
+                    WithGrace(PodTemplate(model, Names.WorkerComponent, configHash, container, spec.Worker.NodeSelector, spec.Worker.Tolerations), Shutdown.WorkerTerminationGraceSeconds),
+                    model, image, images.PullPolicy, WorkerDownloadArgs(model)),
             },
         };
     }
@@ -84,8 +88,8 @@ public static partial class ChildObjects
 
     /// <summary>
     /// Where the pods find the model: pvc://CLAIM/PATH mounts the claim read-only at /models and reads
-    /// /models/PATH; file:///PATH is a path already in the image or node. hf:// never gets here (the CRD and
-    /// SpecValidator refuse it); were it to, it is passed through and the worker refuses it with the fix.
+    /// /models/PATH; file:///PATH is a path already in the image or node; hf://ORG/NAME[@REV] is passed through
+    /// (the binaries resolve it in the hub cache the download init container filled).
     /// </summary>
     public static (V1Volume? Volume, string Path) ModelLocation(ModelSpec spec)
     {
@@ -105,6 +109,10 @@ public static partial class ChildObjects
 
     private static V1VolumeMount[] ModelMounts(LongContextModel model) =>
         ModelLocation(model.Spec.Model).Volume is null ? [] : [new V1VolumeMount { Name = ModelVolume, MountPath = ModelMountPath, ReadOnlyProperty = true }];
+
+    /// <summary>The worker image's download step for an hf:// model: fill the hub cache, then exit.</summary>
+    public static List<string> WorkerDownloadArgs(LongContextModel model) =>
+        new WorkerArguments { Model = model.Spec.Model.Source, DownloadOnly = true, LogFormat = "json" }.ToArgs();
 
     /// <summary>The platform-worker switches (docs/worker.md) for this model's pods.</summary>
     public static List<string> WorkerArgs(LongContextModel model)

@@ -11,8 +11,12 @@ public sealed record RouterOptions
 {
     public const string Section = "Router";
 
-    /// <summary>The model directory (tokenizer.json, tokenizer_config.json, config.json), the same one the workers load.</summary>
+    /// <summary>The model directory (tokenizer.json, tokenizer_config.json, config.json), the same one the workers load;
+    /// or hf://ORG/NAME[@REV], downloaded into the hub cache (HF_HOME) at start.</summary>
     public string? Model { get; init; }
+
+    /// <summary>Download the model into the hub cache (or check the directory), then exit: the operator's init container.</summary>
+    public bool DownloadOnly { get; init; }
 
     /// <summary>Comma-separated worker gRPC addresses, e.g. http://127.0.0.1:7001,http://127.0.0.1:7002 (static discovery).</summary>
     public string? Workers { get; init; }
@@ -99,8 +103,15 @@ public sealed record RouterOptions
         var errors = new List<string>();
         if (string.IsNullOrWhiteSpace(Model))
             errors.Add("Router:Model is not set; pass --model DIR (the model directory the workers load; the router needs its tokenizer and config).");
+        else if (Platform.Core.Models.Hub.HubModelReference.IsHubSource(Model))
+        {
+            // Downloaded when the router loads its model (or by --download-only); only the form is checked here.
+            try { Platform.Core.Models.Hub.HubModelReference.Parse(Model); }
+            catch (ArgumentException e) { errors.Add($"Router:Model: {e.Message}"); }
+        }
         else if (!File.Exists(Path.Combine(Model, "tokenizer.json")) || !File.Exists(Path.Combine(Model, "config.json")))
             errors.Add($"Router:Model '{Model}' has no tokenizer.json or config.json; point --model at the model directory.");
+        if (DownloadOnly) return errors; // only the model matters to --download-only
         if (ChatTemplate is { } template && !File.Exists(template) && !template.Contains("{{", StringComparison.Ordinal) && !template.Contains("{%", StringComparison.Ordinal))
             errors.Add($"Router:ChatTemplate '{template}' does not exist; pass --chat-template FILE (a Jinja file or chat_template.json).");
         var entries = (Workers ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);

@@ -1,7 +1,9 @@
 // The router's copy of the model's text side: tokenizer, chat template and
 // config, loaded from the same directory the workers load. The router turns
 // text into token ids itself so it can hash prompt blocks exactly as the engine
-// will (Core's tokenizer and BlockHasher on both sides).
+// will (Core's tokenizer and BlockHasher on both sides). An hf:// model is
+// resolved to its hub-cache snapshot first (RouterApp); its default name is
+// then the repo id, not the snapshot folder's commit hash.
 using Platform.Core.Models;
 using Platform.Core.Tokenization;
 
@@ -9,9 +11,10 @@ namespace Platform.Router.Model;
 
 public sealed class ServedModel
 {
-    private ServedModel(string directory, HfTokenizer tokenizer, IChatTemplate? chatTemplate, string? chatTemplateProblem, ModelConfig config)
+    private ServedModel(string directory, string defaultName, HfTokenizer tokenizer, IChatTemplate? chatTemplate, string? chatTemplateProblem, ModelConfig config)
     {
         Directory = directory;
+        DefaultName = defaultName;
         Tokenizer = tokenizer;
         ChatTemplate = chatTemplate;
         ChatTemplateProblem = chatTemplateProblem;
@@ -30,17 +33,18 @@ public sealed class ServedModel
     /// <summary>The model's sampling defaults (generation_config.json) for what a request leaves out.</summary>
     public GenerationConfig Generation { get; private init; } = GenerationConfig.None;
 
-    /// <summary>The directory's name, used as the model id when the workers name none.</summary>
-    public string DefaultName => Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(Directory)));
+    /// <summary>The model id when the workers name none: the directory's name, or ORG/NAME for a hub model.</summary>
+    public string DefaultName { get; }
 
     /// <param name="chatTemplate">--chat-template: a file that overrides the model's template.</param>
+    /// <param name="defaultName">The name when none is configured (an hf:// model's repo id); default the directory's name.</param>
     /// <exception cref="ChatTemplateException">The --chat-template file is missing or not valid Jinja.</exception>
-    public static ServedModel Load(string directory, TimeProvider timeProvider, string? chatTemplate = null)
+    public static ServedModel Load(string directory, TimeProvider timeProvider, string? chatTemplate = null, string? defaultName = null)
     {
         var config = ModelConfig.Load(directory);
         var tokenizer = HfTokenizer.Load(directory);
         var (template, problem) = ChatTemplates.Load(tokenizer, chatTemplate, timeProvider);
-        return new ServedModel(directory, tokenizer, template, problem, config) { Generation = GenerationConfig.Load(directory) };
+        return new ServedModel(directory, defaultName ?? Platform.Core.Models.Hub.HubModelSource.DefaultServedName(directory), tokenizer, template, problem, config) { Generation = GenerationConfig.Load(directory) };
     }
 
     /// <summary>A plain completion prompt with the special tokens the tokenizer's post-processor adds (BOS for Llama-2/3.1, Gemma), as Hugging Face does.</summary>

@@ -4,6 +4,7 @@
 // binaries (platform-worker.dll, platform-router.dll, copied next to this test assembly).
 // The one thing a test supplies that a cluster would not is the content of the model PVC: a
 // small random model of the sample's architecture, under the claim name the resource names.
+// A second, empty claim "hf-cache" is there for models that keep their hub cache on a PVC.
 using System.ClientModel;
 using System.ClientModel.Primitives;
 using System.Text.Json.Nodes;
@@ -32,6 +33,9 @@ public sealed class RunningCluster : IAsyncDisposable
 
     public TestCluster Cluster { get; }
 
+    /// <summary>The empty claim a model may name as spec.model.cacheClaim.</summary>
+    public const string HubCacheClaim = "hf-cache";
+
     public TestKubelet Kubelet { get; }
 
     public OperatorInstance Operator { get; private set; } = null!;
@@ -50,13 +54,15 @@ public sealed class RunningCluster : IAsyncDisposable
         var cluster = await TestCluster.StartAsync(tls: true);
         var state = Path.Combine("/var/tmp", "platform-cluster-" + Guid.NewGuid().ToString("N")[..8]);
         string modelsDir = Path.Combine(state, "pv-models");
+        string hubCacheDir = Path.Combine(state, "pv-hf-cache");
+        Directory.CreateDirectory(hubCacheDir);
         foreach (var (path, options) in models) RandomModelGenerator.Create(Path.Combine(modelsDir, path), options);
         string bin = AppContext.BaseDirectory;
         var kubelet = TestKubelet.Start(cluster.RequireFake, new TestKubeletOptions
         {
             Namespace = cluster.Namespace,
             StateDirectory = Path.Combine(state, "node"),
-            Claims = new Dictionary<string, string> { ["models"] = modelsDir },
+            Claims = new Dictionary<string, string> { ["models"] = modelsDir, [HubCacheClaim] = hubCacheDir },
             // The images' ENTRYPOINTs (operator/worker/router Dockerfiles), from this build.
             Entrypoint = image =>
                 image.Contains("platform-worker", StringComparison.Ordinal) ? ["dotnet", Path.Combine(bin, "platform-worker.dll")]

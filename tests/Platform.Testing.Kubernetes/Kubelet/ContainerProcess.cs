@@ -5,7 +5,8 @@
 // cluster's hosts file at /etc/hosts and the pod's name as hostname. Output goes to a log file
 // per container. Probes (startup, readiness, liveness; httpGet and tcpSocket) run at the pod's
 // thresholds; an exit is restarted with backoff (restartPolicy Always, the only policy the
-// workloads here use).
+// workloads here use). An init container (runToCompletion) is done once it exits 0; a failed
+// run is retried with the same backoff, as a node does for a pod with restartPolicy Always.
 using System.Diagnostics;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
@@ -29,13 +30,16 @@ internal sealed partial class ContainerProcess : IAsyncDisposable
     private readonly TestKubeletOptions _options;
     private readonly CancellationTokenSource _stop = new();
     private readonly Lock _lock = new();
+    private readonly bool _runToCompletion;
+    private readonly TaskCompletionSource _completed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private Task? _supervisor;
     private Process? _process;
     private volatile bool _terminating;
 
     public ContainerProcess(JsonObject spec, string[] argv, IReadOnlyDictionary<string, string> env, IReadOnlyList<BindMount> mounts,
-        string podName, string podIp, string hostsFile, string stateDirectory, TestKubeletOptions options)
+        string podName, string podIp, string hostsFile, string stateDirectory, TestKubeletOptions options, bool runToCompletion = false)
     {
+        _runToCompletion = runToCompletion;
         _spec = spec;
         _argv = argv;
         _env = env;
@@ -62,6 +66,15 @@ internal sealed partial class ContainerProcess : IAsyncDisposable
     public bool Started { get; private set; }
 
     public int? LastExitCode { get; private set; }
+
+    /// <summary>Waiting out the restart backoff after a failed run (CrashLoopBackOff on a node).</summary>
+    public bool BackingOff { get; private set; }
+
+    /// <summary>An init container that exited 0: done for good.</summary>
+    public bool Completed => _completed.Task.IsCompleted;
+
+    /// <summary>Completes when an init container exits 0 (never for a main container).</summary>
+    public Task Completion => _completed.Task;
 
     public int? Pid
     {
@@ -142,6 +155,7 @@ internal sealed partial class ContainerProcess : IAsyncDisposable
             Process? previous;
             lock (_lock) (previous, _process) = (_process, process);
             previous?.Dispose();
+            BackingOff = false;
             Running = true;
             Started = false;
             Ready = false;
@@ -153,9 +167,15 @@ internal sealed partial class ContainerProcess : IAsyncDisposable
             Running = false;
             Ready = false;
             LastExitCode = process.ExitCode;
+            if (_runToCompletion && process.ExitCode == 0)
+            {
+                _completed.TrySetResult();
+                break;
+            }
             if (_terminating || _stop.IsCancellationRequested) break;
             await AppendLogAsync($"[test-kubelet] container {Name} exited with code {process.ExitCode}; restarting in {backoff.TotalMilliseconds:0} ms").ConfigureAwait(false);
             RestartCount++;
+            BackingOff = true;
             await DelayAsync(backoff).ConfigureAwait(false);
             backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, _options.RestartBackoff.Ticks * 10));
         }

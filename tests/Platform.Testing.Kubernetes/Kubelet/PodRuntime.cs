@@ -1,8 +1,11 @@
 // One pod on the test node: prepares what a node supplies (the pod's loopback address, its
 // environment with downward-API fields and secret/configmap references, its volumes as local
 // directories: emptyDir, configMap, secret, persistentVolumeClaim, the service-account token)
-// and runs each container as a ContainerProcess. Reports the pod's status as the kubelet
-// writes it (phase, podIP, Ready condition, container statuses).
+// and runs each container as a ContainerProcess: the init containers first, one at a time in
+// order, each to a zero exit (a failure is retried with backoff while the pod stays Pending),
+// then the main containers. Reports the pod's status as the kubelet writes it (phase, podIP,
+// the Initialized and Ready conditions, init and main container statuses, from which kubectl
+// prints Init:0/1, Init:CrashLoopBackOff, PodInitializing, Running).
 using System.Globalization;
 using System.Text;
 using System.Text.Json.Nodes;
@@ -13,6 +16,10 @@ internal sealed class PodRuntime : IAsyncDisposable
 {
     public const string ServiceAccountPath = "/var/run/secrets/kubernetes.io/serviceaccount";
     private readonly List<ContainerProcess> _containers = [];
+    private readonly List<ContainerProcess> _initContainers = [];
+    private readonly Lock _lock = new();
+    private readonly CancellationTokenSource _stopping = new();
+    private Task _running = Task.CompletedTask;
     private Task? _terminating;
 
     private PodRuntime(string name, string uid, string ip, string directory)
@@ -35,6 +42,11 @@ internal sealed class PodRuntime : IAsyncDisposable
 
     public IReadOnlyList<ContainerProcess> Containers => _containers;
 
+    public IReadOnlyList<ContainerProcess> InitContainers => _initContainers;
+
+    /// <summary>Every init container has exited 0 (true without init containers).</summary>
+    public bool Initialized => _initContainers.All(c => c.Completed);
+
     public bool Terminating => _terminating is not null;
 
     public bool Terminated => _terminating is { IsCompleted: true };
@@ -53,7 +65,15 @@ internal sealed class PodRuntime : IAsyncDisposable
         try
         {
             var volumes = PrepareVolumes(pod, ns, dir, api, options);
+            // Init containers are prepared like the others (image, env with secret refs, mounts), and a missing
+            // secret fails the pod before anything runs, as CreateContainerConfigError does on a node.
+            foreach (var container in (pod["spec"]!["initContainers"] as JsonArray ?? []).OfType<JsonObject>())
+                runtime._initContainers.Add(Prepare(container, runToCompletion: true));
             foreach (var container in (pod["spec"]!["containers"] as JsonArray ?? []).OfType<JsonObject>())
+                runtime._containers.Add(Prepare(container, runToCompletion: false));
+            runtime._running = Task.Run(runtime.RunAsync);
+
+            ContainerProcess Prepare(JsonObject container, bool runToCompletion)
             {
                 string image = JsonTools.Str(container, "image") ?? "";
                 var entrypoint = options.Entrypoint(image) ?? throw new PodStartException("ErrImagePull", $"the test node cannot run image {image}");
@@ -72,9 +92,8 @@ internal sealed class PodRuntime : IAsyncDisposable
                 if (volumes.TryGetValue(ServiceAccountPath, out var token)) mounts.Add(new BindMount(token, ServiceAccountPath, ReadOnly: true));
                 var containerDir = Path.Combine(dir, JsonTools.Str(container, "name") ?? "main");
                 System.IO.Directory.CreateDirectory(containerDir);
-                runtime._containers.Add(new ContainerProcess(container, argv, env, mounts, name, ip, network.HostsFile, containerDir, options));
+                return new ContainerProcess(container, argv, env, mounts, name, ip, network.HostsFile, containerDir, options, runToCompletion);
             }
-            foreach (var c in runtime._containers) c.Start();
         }
         catch (PodStartException e)
         {
@@ -83,8 +102,39 @@ internal sealed class PodRuntime : IAsyncDisposable
         return runtime;
     }
 
-    /// <summary>Graceful stop, started once: SIGTERM to every container, SIGKILL after the grace.</summary>
-    public Task TerminateAsync(TimeSpan grace) => _terminating ??= Task.WhenAll(_containers.Select(c => c.TerminateAsync(grace)));
+    /// <summary>Init containers one at a time, each until it exits 0 (retried with backoff meanwhile), then the main containers.</summary>
+    private async Task RunAsync()
+    {
+        foreach (var init in _initContainers)
+        {
+            lock (_lock)
+            {
+                if (_terminating is not null) return;
+                init.Start();
+            }
+            await init.Completion.WaitAsync(_stopping.Token).ConfigureAwait(false);
+        }
+        lock (_lock)
+        {
+            if (_terminating is not null) return;
+            foreach (var c in _containers) c.Start();
+        }
+    }
+
+    /// <summary>Graceful stop, started once: SIGTERM to every started container (init or main), SIGKILL after the grace.</summary>
+    public Task TerminateAsync(TimeSpan grace)
+    {
+        lock (_lock)
+        {
+            if (_terminating is null)
+            {
+                _stopping.Cancel();
+                var running = _running.ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                _terminating = Task.WhenAll(_initContainers.Concat(_containers).Select(c => c.TerminateAsync(grace)).Append(running));
+            }
+            return _terminating;
+        }
+    }
 
     public JsonObject Status(JsonObject pod)
     {
@@ -97,6 +147,7 @@ internal sealed class PodRuntime : IAsyncDisposable
             return old is not null && JsonTools.Str(old, "status") == (value ? "True" : "False") ? JsonTools.Str(old, "lastTransitionTime") ?? now : now;
         }
         JsonObject Condition(string type, bool value) => new() { ["type"] = type, ["status"] = value ? "True" : "False", ["lastTransitionTime"] = Since(type, value) };
+        bool initialized = StartError is null && Initialized;
         var statuses = new JsonArray(_containers.Select(c => (JsonNode)new JsonObject
         {
             ["name"] = c.Name,
@@ -105,18 +156,46 @@ internal sealed class PodRuntime : IAsyncDisposable
             ["restartCount"] = c.RestartCount,
             ["state"] = c.Running ? new JsonObject { ["running"] = new JsonObject() }
                 : c.LastExitCode is { } code ? new JsonObject { ["terminated"] = new JsonObject { ["exitCode"] = code } }
-                : new JsonObject { ["waiting"] = new JsonObject { ["reason"] = "ContainerCreating" } },
+                : new JsonObject { ["waiting"] = new JsonObject { ["reason"] = initialized ? "ContainerCreating" : "PodInitializing" } },
         }).ToArray());
+        var initialisedCondition = Condition("Initialized", initialized);
+        if (!initialized && _initContainers.Count > 0)
+        {
+            initialisedCondition["reason"] = "ContainersNotInitialized";
+            initialisedCondition["message"] = $"containers with incomplete status: [{string.Join(' ', _initContainers.Where(c => !c.Completed).Select(c => c.Name))}]";
+        }
         var status = new JsonObject
         {
-            ["phase"] = StartError is not null ? "Pending" : _containers.Any(c => c.Running) || Terminating ? "Running" : "Pending",
+            ["phase"] = StartError is not null || !initialized ? "Pending" : _containers.Any(c => c.Running) || Terminating ? "Running" : "Pending",
             ["hostIP"] = "127.0.0.1",
             ["podIP"] = Ip,
             ["podIPs"] = new JsonArray(new JsonObject { ["ip"] = Ip }),
-            ["conditions"] = new JsonArray(Condition("PodScheduled", true), Condition("Initialized", true), Condition("ContainersReady", ready), Condition("Ready", ready)),
+            ["conditions"] = new JsonArray(Condition("PodScheduled", true), initialisedCondition, Condition("ContainersReady", ready), Condition("Ready", ready)),
             ["containerStatuses"] = statuses,
         };
+        if (_initContainers.Count > 0) status["initContainerStatuses"] = new JsonArray(_initContainers.Select(c => (JsonNode)InitStatus(c)).ToArray());
         if (StartError is not null) status["message"] = StartError;
+        return status;
+    }
+
+    /// <summary>An init container as a node reports it: PodInitializing before its turn, running, Completed
+    /// (exit 0, ready), or, after a failure, waiting in CrashLoopBackOff with the failed run as lastState.</summary>
+    private static JsonObject InitStatus(ContainerProcess c)
+    {
+        JsonObject Terminated(int code) => new() { ["terminated"] = new JsonObject { ["exitCode"] = code, ["reason"] = code == 0 ? "Completed" : "Error" } };
+        var status = new JsonObject
+        {
+            ["name"] = c.Name,
+            ["ready"] = c.Completed,
+            ["started"] = c.Running,
+            ["restartCount"] = c.RestartCount,
+            ["state"] = c.Completed ? Terminated(0)
+                : c.Running ? new JsonObject { ["running"] = new JsonObject() }
+                : c.BackingOff ? new JsonObject { ["waiting"] = new JsonObject { ["reason"] = "CrashLoopBackOff", ["message"] = $"back-off restarting failed container {c.Name}" } }
+                : c.LastExitCode is { } code ? Terminated(code)
+                : new JsonObject { ["waiting"] = new JsonObject { ["reason"] = "PodInitializing" } },
+        };
+        if (c.LastExitCode is { } last && last != 0 && !c.Completed) status["lastState"] = Terminated(last);
         return status;
     }
 
@@ -283,6 +362,7 @@ internal sealed class PodRuntime : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await TerminateAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+        _stopping.Dispose();
     }
 }
 

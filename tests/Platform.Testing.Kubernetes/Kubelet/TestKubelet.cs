@@ -4,8 +4,8 @@
 //     named NAME-ORDINAL with hostname/subdomain, Deployment pods NAME-HASH-XXXXX), replaced when
 //     the template changes, removed past the replica count (highest ordinal first); workload
 //     status (replicas, readyReplicas, ...) written back.
-//   * The kubelet: runs every pod of the namespace as local processes (PodRuntime), writes pod
-//     status, and on a pod's deletion stops it gracefully (SIGTERM, SIGKILL after the pod's
+//   * The kubelet: runs every pod of the namespace as local processes (PodRuntime; init
+//     containers first, each to completion, then the main containers), writes pod status, and on a pod's deletion stops it gracefully (SIGTERM, SIGKILL after the pod's
 //     terminationGracePeriodSeconds) while the pod shows as terminating. Pods it creates carry
 //     a finalizer that it removes once the processes are gone, as the real kubelet holds a
 //     deleted pod until its containers stopped.
@@ -13,7 +13,7 @@
 //     publishNotReadyAddresses honoured) and kube-proxy for ClusterIP Services (ServiceProxy).
 //   * Cluster DNS: pod names under their headless Service and Service names, see ClusterNetwork.
 // It does not schedule (every pod lands here), pull images (they map to local binaries),
-// enforce resources or security contexts, or run init containers.
+// enforce resources or security contexts.
 using System.Globalization;
 using System.Net;
 using System.Security.Cryptography;
@@ -80,7 +80,7 @@ public sealed class TestKubelet : IAsyncDisposable
     {
         get
         {
-            lock (_snapshotLock) return [.. _running.Values.SelectMany(p => p.Containers).Select(c => c.Pid).OfType<int>()];
+            lock (_snapshotLock) return [.. _running.Values.SelectMany(p => p.InitContainers.Concat(p.Containers)).Select(c => c.Pid).OfType<int>()];
         }
     }
 
@@ -107,7 +107,7 @@ public sealed class TestKubelet : IAsyncDisposable
 
     public string Log(string podName)
     {
-        lock (_snapshotLock) return _running.TryGetValue(podName, out var pod) ? string.Concat(pod.Containers.Select(c => c.Log())) : "";
+        lock (_snapshotLock) return _running.TryGetValue(podName, out var pod) ? string.Concat(pod.InitContainers.Concat(pod.Containers).Select(c => c.Log())) : "";
     }
 
     private void OnChanged()

@@ -12,6 +12,9 @@
 //   5. Check the bytes: sha256 for LFS files, the git blob sha1 for the others. A
 //      mismatch deletes the file and fails with what was expected and found.
 //   6. snapshots/COMMIT/FILE links to the blob; refs/REV records the commit.
+// Processes that share a cache (pods on one volume) take a lock per blob
+// (.locks/REPO/ETAG.lock, where huggingface_hub keeps its own), so one fetches
+// and the others then find the blob.
 // With HF_HUB_OFFLINE the cache alone answers. Errors say what to do: a token for
 // a private or gated repository, a different name or revision, a mirror.
 using System.Net;
@@ -50,6 +53,15 @@ public sealed class HubDownloader
         return client;
     }
 
+    /// <summary>
+    /// Which of the model files to fetch (default all of <see cref="IsModelFile"/>); the router, which reads only the
+    /// tokenizer and configs, passes <see cref="IsTextFile"/> so its pod does not download the weights.
+    /// </summary>
+    public Func<string, bool> Include { get; init; } = _ => true;
+
+    /// <summary>A model file that is not weights: configs, tokenizer files, chat templates.</summary>
+    public static bool IsTextFile(string path) => IsModelFile(path) && !path.EndsWith(".safetensors", StringComparison.Ordinal);
+
     /// <summary>Whether a file of the repository belongs in a model directory the engine and router load.</summary>
     public static bool IsModelFile(string path)
     {
@@ -67,7 +79,7 @@ public sealed class HubDownloader
             ?? throw new HubDownloadException($"{model} is not in the hub cache {_settings.CacheDirectory} and HF_HUB_OFFLINE is set; download it once with network access (platform model download {model}), or unset HF_HUB_OFFLINE.");
 
         var (commit, files) = await ListAsync(model, cancellationToken).ConfigureAwait(false);
-        var wanted = files.Where(IsModelFile).Order(StringComparer.Ordinal).ToList();
+        var wanted = files.Where(f => IsModelFile(f) && Include(f)).Order(StringComparer.Ordinal).ToList();
         if (!wanted.Contains("config.json"))
             throw new HubDownloadException($"{model} has no config.json at its top level, so it is not a transformers model repository; check the name (files: {string.Join(", ", files.Take(10))}).");
 
@@ -81,18 +93,24 @@ public sealed class HubDownloader
         foreach (var (file, meta) in metas)
         {
             string blob = Path.Combine(repoDir, "blobs", meta.Etag);
-            if (!File.Exists(blob))
-            {
-                long before = done;
-                await FetchAsync(meta, blob, new Progress<long>(b => progress?.Report(new HubDownloadProgress(file, b, meta.Size, before + b, total))), cancellationToken).ConfigureAwait(false);
-            }
+            // One writer per blob across processes sharing the cache (pods on one cache volume): the others wait, then find it.
+            await FetchLockedAsync(model, file, meta, blob, snapshot, done, total, progress, cancellationToken).ConfigureAwait(false);
             done += meta.Size;
             progress?.Report(new HubDownloadProgress(file, meta.Size, meta.Size, done, total));
-            Link(Path.Combine(snapshot, file), Path.Combine("..", "..", "blobs", meta.Etag));
         }
         Directory.CreateDirectory(Path.Combine(repoDir, "refs"));
         if (model.Revision != commit) await File.WriteAllTextAsync(Path.Combine(repoDir, "refs", model.Revision), commit, cancellationToken).ConfigureAwait(false);
         return snapshot;
+    }
+
+    /// <summary>Under the blob's lock: fetches it unless another process already did, and links it into the snapshot.</summary>
+    private async Task FetchLockedAsync(HubModelReference model, string file, FileMeta meta, string blob, string snapshot, long before, long total,
+        IProgress<HubDownloadProgress>? progress, CancellationToken cancellationToken)
+    {
+        using var blobLock = await LockAsync(Path.Combine(_settings.CacheDirectory, ".locks", model.CacheFolderName, meta.Etag + ".lock"), cancellationToken).ConfigureAwait(false);
+        if (!File.Exists(blob))
+            await FetchAsync(meta, blob, new Progress<long>(b => progress?.Report(new HubDownloadProgress(file, b, meta.Size, before + b, total))), cancellationToken).ConfigureAwait(false);
+        Link(Path.Combine(snapshot, file), Path.Combine("..", "..", "blobs", meta.Etag));
     }
 
     /// <summary>The snapshot the cache has for the model's revision, if it holds a config.json; else null.</summary>
@@ -256,6 +274,23 @@ public sealed class HubDownloader
     {
         string e = etag.StartsWith("W/", StringComparison.Ordinal) ? etag[2..] : etag;
         return e.Trim('"');
+    }
+
+    /// <summary>An exclusive lock file (flock on Linux through FileShare.None), where huggingface_hub keeps its own (.locks/REPO/ETAG.lock); polled until free.</summary>
+    private static async Task<FileStream> LockAsync(string path, CancellationToken cancellationToken)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        while (true)
+        {
+            try
+            {
+                return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+            }
+            catch (IOException)
+            {
+                await Task.Delay(200, cancellationToken).ConfigureAwait(false);
+            }
+        }
     }
 
     /// <summary>Points snapshots/COMMIT/FILE at the blob (a relative symlink, as huggingface_hub makes).</summary>
