@@ -1,6 +1,8 @@
 // Faults with real platform-worker processes: the prefix index follows evictions
 // and restarts (router app in-process so the test can read its index), and a
-// worker killed with SIGKILL mid-stream (router as a process too).
+// worker killed with SIGKILL mid-stream (router as a process too): the request
+// moves to the other worker and the client's text is the undisturbed run's;
+// with migration off, the stream ends with an error event.
 using System.Net;
 using System.Net.Http.Json;
 using System.Text;
@@ -81,8 +83,35 @@ public sealed class ProcessFaultTests
         }
     }
 
-    [Fact]
-    public async Task Killing_a_worker_mid_stream_ends_that_stream_with_an_error_and_new_requests_succeed()
+    /// <summary>Streams a completion; after <paramref name="killAfter"/> text chunks (if set), SIGKILLs the worker serving it.
+    /// Returns the text and the raw events.</summary>
+    private static async Task<(string Text, string[] Events, string Serving)> StreamAsync(HttpClient http, string body, WorkerProcess[] workers, int? killAfter)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+        using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        string serving = response.Headers.GetValues("x-platform-worker").Single();
+        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+        var events = new List<string>();
+        var text = new StringBuilder();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        while (await reader.ReadLineAsync(cts.Token) is { } line)
+        {
+            if (!line.StartsWith("data: ", StringComparison.Ordinal)) continue;
+            events.Add(line);
+            if (line.StartsWith("data: {\"id\"", StringComparison.Ordinal))
+            {
+                text.Append(JsonDocument.Parse(line[6..]).RootElement.GetProperty("choices")[0].GetProperty("text").GetString());
+                if (events.Count == killAfter) workers.Single(w => Id(w) == serving).Kill();
+            }
+        }
+        return (text.ToString(), [.. events], serving);
+    }
+
+    [Theory]
+    [InlineData(0.0, 11)]
+    [InlineData(0.8, 29)]
+    public async Task Killing_a_worker_mid_stream_moves_the_request_and_the_client_gets_the_undisturbed_text(double temperature, int seed)
     {
         var workers = await Task.WhenAll(WorkerProcess.StartAsync(ProcessClusterFixture.WorkerArgs(Model)), WorkerProcess.StartAsync(ProcessClusterFixture.WorkerArgs(Model)));
         RouterProcess? router = null;
@@ -92,32 +121,48 @@ public sealed class ProcessFaultTests
                 "--Router:HealthPeriodMs", "200", "--Router:RetryBaseDelayMs", "10"]);
             using var http = new HttpClient { BaseAddress = router.Address, Timeout = TimeSpan.FromSeconds(60) };
             await RouterHost.Eventually(() => http.GetAsync("/readyz").Result.StatusCode == HttpStatusCode.OK, "router ready");
+            await RouterHost.Eventually(() => http.GetStringAsync("/readyz").Result.Contains("\"workers_in_pool\":2", StringComparison.Ordinal), "both workers in the pool");
+
+            string body = JsonSerializer.Serialize(new { model = "tiny", prompt = "count with me", max_tokens = 400, ignore_eos = true, stream = true, temperature, seed });
+            var reference = await StreamAsync(http, body, workers, killAfter: null);
+            // A random token between the 5th and the 60th: SIGKILL the worker streaming it.
+            int killAt = new Random(seed).Next(5, 60);
+            var disturbed = await StreamAsync(http, body, workers, killAfter: killAt);
+
+            Assert.Equal("data: [DONE]", disturbed.Events[^1]);
+            Assert.DoesNotContain(disturbed.Events, e => e.Contains("\"error\"", StringComparison.Ordinal));
+            Assert.Equal(reference.Text, disturbed.Text);
+            Assert.True(workers.Single(w => Id(w) == disturbed.Serving).WaitForExitAsync().IsCompleted, "the serving worker was killed mid-stream");
+        }
+        finally
+        {
+            if (router is not null) await router.DisposeAsync();
+            foreach (var w in workers) await w.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task With_migration_off_killing_a_worker_mid_stream_ends_that_stream_with_an_error_and_new_requests_succeed()
+    {
+        var workers = await Task.WhenAll(WorkerProcess.StartAsync(ProcessClusterFixture.WorkerArgs(Model)), WorkerProcess.StartAsync(ProcessClusterFixture.WorkerArgs(Model)));
+        RouterProcess? router = null;
+        try
+        {
+            router = await RouterProcess.StartAsync(["--model", Model, "--workers", string.Join(",", workers.Select(Id)), "--port", "0",
+                "--Router:HealthPeriodMs", "200", "--Router:RetryBaseDelayMs", "10", "--migration-limit", "0"]);
+            using var http = new HttpClient { BaseAddress = router.Address, Timeout = TimeSpan.FromSeconds(60) };
+            await RouterHost.Eventually(() => http.GetAsync("/readyz").Result.StatusCode == HttpStatusCode.OK, "router ready");
             await Task.Delay(500);
 
-            using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
-            {
-                Content = new StringContent("""{"model":"tiny","prompt":"count","max_tokens":1000,"ignore_eos":true,"stream":true}""", Encoding.UTF8, "application/json"),
-            };
-            using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
-            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-            string serving = response.Headers.GetValues("x-platform-worker").Single();
-            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
-            Assert.StartsWith("data: ", await reader.ReadLineAsync(), StringComparison.Ordinal);
-
-            var victim = workers.Single(w => Id(w) == serving);
-            victim.Kill();
-
-            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
-            string rest = await reader.ReadToEndAsync(cts.Token);
-            var events = rest.Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
-            Assert.Equal("data: [DONE]", events[^1].Trim());
-            ErrorShape.Assert(JsonDocument.Parse(events[^2].Trim()[6..]).RootElement);
+            var killed = await StreamAsync(http, """{"model":"tiny","prompt":"count","max_tokens":1000,"ignore_eos":true,"stream":true}""", workers, killAfter: 2);
+            Assert.Equal("data: [DONE]", killed.Events[^1]);
+            ErrorShape.Assert(JsonDocument.Parse(killed.Events[^2][6..]).RootElement);
 
             for (int i = 0; i < 3; i++)
             {
                 using var ok = await http.PostAsJsonAsync("/v1/completions", new { model = "tiny", prompt = "still there?", max_tokens = 3 });
                 Assert.True(ok.IsSuccessStatusCode, await ok.Content.ReadAsStringAsync());
-                Assert.NotEqual(serving, ok.Headers.GetValues("x-platform-worker").Single());
+                Assert.NotEqual(killed.Serving, ok.Headers.GetValues("x-platform-worker").Single());
             }
         }
         finally

@@ -251,6 +251,10 @@ public sealed class RouterSpec
     [JsonPropertyName("policy")]
     public string Policy { get; set; } = "KvAware";
 
+    /// <summary>How many times a request may move to another worker when its worker fails mid-stream (0: never); the router's --migration-limit.</summary>
+    [JsonPropertyName("migrationLimit")]
+    public int MigrationLimit { get; set; } = 3;
+
     [JsonPropertyName("apiKeySecretRef")]
     public SecretKeyRef? ApiKeySecretRef { get; set; }
 }

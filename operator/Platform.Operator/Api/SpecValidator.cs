@@ -129,6 +129,11 @@ public static class SpecValidator
             errors.Add("spec.router.replicas must be at least 1");
         }
 
+        if (spec.Router.MigrationLimit is < 0 or > 10)
+        {
+            errors.Add($"spec.router.migrationLimit is {spec.Router.MigrationLimit}; use 0..10 (0 turns request migration off)");
+        }
+
         if (!Policies.Contains(spec.Router.Policy))
         {
             errors.Add($"spec.router.policy '{spec.Router.Policy}' must be one of KvAware, LeastLoaded, RoundRobin");

@@ -78,6 +78,7 @@ public static partial class ChildObjects
             "--host", $"$({PodIpVariable})",
             "--port", Names.HttpPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
             "--policy", RouterPolicy(model.Spec.Router.Policy),
+            "--migration-limit", model.Spec.Router.MigrationLimit.ToString(System.Globalization.CultureInfo.InvariantCulture),
             "--served-model-name", model.Spec.Model.ServedName,
         ];
     }
