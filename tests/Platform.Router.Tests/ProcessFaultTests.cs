@@ -142,6 +142,51 @@ public sealed class ProcessFaultTests
     }
 
     [Fact]
+    public async Task A_worker_drained_with_a_short_grace_mid_stream_hands_the_request_over_and_the_text_is_the_same()
+    {
+        string[] Args() => ["--model", Model, "--port", "0", "--http-port", "0", "--kv-blocks", "128", "--threads", "1", "--served-model-name", "tiny",
+            "--drain-grace-seconds", "0.2"];
+        var workers = await Task.WhenAll(WorkerProcess.StartAsync(Args()), WorkerProcess.StartAsync(Args()));
+        RouterProcess? router = null;
+        try
+        {
+            router = await RouterProcess.StartAsync(["--model", Model, "--workers", string.Join(",", workers.Select(Id)), "--port", "0",
+                "--Router:HealthPeriodMs", "200", "--Router:RetryBaseDelayMs", "10"]);
+            using var http = new HttpClient { BaseAddress = router.Address, Timeout = TimeSpan.FromSeconds(60) };
+            await RouterHost.Eventually(() => http.GetAsync("/readyz").Result.Content.ReadAsStringAsync().Result.Contains("\"workers_in_pool\":2", StringComparison.Ordinal), "both workers in the pool");
+
+            string body = JsonSerializer.Serialize(new { model = "tiny", prompt = "count with me", max_tokens = 1000, ignore_eos = true, stream = true, temperature = 0.7, seed = 3 });
+            var reference = await StreamAsync(http, body, workers, killAfter: null);
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+            using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+            var serving = workers.Single(w => Id(w) == response.Headers.GetValues("x-platform-worker").Single());
+            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+            var text = new StringBuilder();
+            var events = new List<string>();
+            while (await reader.ReadLineAsync() is { } line)
+            {
+                if (!line.StartsWith("data: ", StringComparison.Ordinal)) continue;
+                events.Add(line);
+                if (!line.StartsWith("data: {\"id\"", StringComparison.Ordinal)) continue;
+                text.Append(JsonDocument.Parse(line[6..]).RootElement.GetProperty("choices")[0].GetProperty("text").GetString());
+                if (events.Count == 10) serving.Terminate(); // SIGTERM: drain for 0.2 s, then abort what is left
+            }
+            Assert.Equal("data: [DONE]", events[^1]);
+            Assert.DoesNotContain(events, e => e.Contains("\"error\"", StringComparison.Ordinal));
+            Assert.Equal(reference.Text, text.ToString());
+            Assert.Equal(0, await serving.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30)));
+            // The drain's grace ended mid-generation: the request was handed over (aborted, then migrated), not finished there.
+            string metrics = await http.GetStringAsync("/metrics");
+            Assert.Contains(metrics.Split('\n'), l => l.StartsWith("router_migrations_total{", StringComparison.Ordinal) && l.Contains("reason=\"Aborted\"", StringComparison.Ordinal));
+        }
+        finally
+        {
+            if (router is not null) await router.DisposeAsync();
+            foreach (var w in workers) await w.DisposeAsync();
+        }
+    }
+
+    [Fact]
     public async Task With_migration_off_killing_a_worker_mid_stream_ends_that_stream_with_an_error_and_new_requests_succeed()
     {
         var workers = await Task.WhenAll(WorkerProcess.StartAsync(ProcessClusterFixture.WorkerArgs(Model)), WorkerProcess.StartAsync(ProcessClusterFixture.WorkerArgs(Model)));
