@@ -16,6 +16,8 @@ internal sealed class RouterProcess : IAsyncDisposable
     }
 
     public Uri Address { get; }
+    /// <summary>The process id (for /proc readings such as its RSS).</summary>
+    public int Id => _child.Id;
     public string OutputTail => _child.Tail;
 
     public static async Task<RouterProcess> StartAsync(IEnumerable<string> args)
