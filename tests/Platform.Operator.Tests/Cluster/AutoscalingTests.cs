@@ -53,6 +53,8 @@ public sealed class AutoscalingTests
         using (var unauthorized = await http.PostAsJsonAsync(url, new { model = "a", prompt = "hi", max_tokens = 1 }))
             Assert.Equal(HttpStatusCode.Unauthorized, unauthorized.StatusCode);
 
+        // The clients stop sending once the scale-up is seen, and the requests then in flight finish: the engine shares
+        // prefill between concurrent prompts, so under this load few complete before the second worker is up.
         using var load = new CancellationTokenSource();
         int sent = 0, failed = 0;
         var clients = Enumerable.Range(0, 8).Select(c => Task.Run(async () =>
@@ -64,16 +66,9 @@ public sealed class AutoscalingTests
                 var prompt = Enumerable.Range(0, 3000).Select(_ => random.Next(3, 500)).ToArray();
                 using var request = new HttpRequestMessage(HttpMethod.Post, url) { Content = JsonContent.Create(new { model = "a", prompt, max_tokens = 1 }) };
                 request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", ApiKey);
-                try
-                {
-                    using var response = await http.SendAsync(request, load.Token);
-                    Interlocked.Increment(ref sent);
-                    if (!response.IsSuccessStatusCode) Interlocked.Increment(ref failed);
-                }
-                catch (OperationCanceledException) when (load.IsCancellationRequested)
-                {
-                    return;
-                }
+                using var response = await http.SendAsync(request);
+                Interlocked.Increment(ref sent);
+                if (!response.IsSuccessStatusCode) Interlocked.Increment(ref failed);
             }
         })).ToList();
 
@@ -86,9 +81,9 @@ public sealed class AutoscalingTests
         finally
         {
             await load.CancelAsync();
-            await Task.WhenAll(clients);
+            await Task.WhenAll(clients).WaitAsync(TimeSpan.FromMinutes(2));
         }
-        Assert.True(sent > 0 && failed == 0, $"{failed} of {sent} requests failed under load");
+        Assert.True(sent >= 8 && failed == 0, $"{failed} of {sent} requests failed under load");
 
         // Idle: back to the minimum once the scale-down window has passed.
         await Waiter.ModelAsync(running.Client, running.Namespace, "a", m => m?.Spec.Replicas == 1, TimeSpan.FromSeconds(90));
