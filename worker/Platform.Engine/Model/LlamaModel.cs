@@ -19,6 +19,10 @@ public sealed partial class LlamaModel : IDisposable
     private readonly Tensor _invFreq;     // float64 [headDim/2]
     private readonly double[] _invFreqHost;
     private readonly double _ropeScale;   // yarn's attention factor on cos/sin
+    // Scalars the forward pass passes to libtorch, made once and alive as long as the model: TorchSharp's implicit
+    // double → Scalar is freed only by its finalizer, which can run while a native call still reads it (see CausalMask).
+    private readonly Scalar _ropeScaleScalar;
+    private readonly Scalar _rmsEpsilon;
     private readonly double _softmaxScale;
 
     public ModelConfig Config { get; }
@@ -34,6 +38,8 @@ public sealed partial class LlamaModel : IDisposable
         _invFreq = torch.tensor(rope.InverseFrequencies, torch.float64).DetachFromDisposeScope();
         _invFreqHost = rope.InverseFrequencies;
         _ropeScale = rope.AttentionScale;
+        _ropeScaleScalar = _ropeScale.ToScalar();
+        _rmsEpsilon = config.RmsNormEps.ToScalar();
         _softmaxScale = 1.0 / Math.Sqrt(config.HeadDim);
     }
 
@@ -150,7 +156,7 @@ public sealed partial class LlamaModel : IDisposable
     private Tensor RmsNorm(Tensor x, Tensor weight)
     {
         var xf = x.to_type(torch.float32);
-        var normed = xf * torch.rsqrt(xf.pow(2).mean([-1], keepdim: true) + Config.RmsNormEps);
+        var normed = xf * torch.rsqrt(xf.square().mean([-1], keepdim: true) + _rmsEpsilon);
         return normed.to_type(Dtype) * weight;
     }
 
@@ -160,8 +166,8 @@ public sealed partial class LlamaModel : IDisposable
         var pos = torch.tensor(positions.ToArray(), torch.float64).unsqueeze(1);
         var angles = pos * _invFreq.unsqueeze(0);
         var full = torch.cat([angles, angles], 1);
-        var cos = (full.cos() * _ropeScale).to_type(Dtype).unsqueeze(1);
-        var sin = (full.sin() * _ropeScale).to_type(Dtype).unsqueeze(1);
+        var cos = (full.cos() * _ropeScaleScalar).to_type(Dtype).unsqueeze(1);
+        var sin = (full.sin() * _ropeScaleScalar).to_type(Dtype).unsqueeze(1);
         return (cos, sin);
     }
 
@@ -209,5 +215,7 @@ public sealed partial class LlamaModel : IDisposable
     {
         _weights.Dispose();
         _invFreq.Dispose();
+        _ropeScaleScalar.Dispose();
+        _rmsEpsilon.Dispose();
     }
 }
