@@ -87,17 +87,19 @@ public sealed class ClusterLifecycleTests
         // ordinal drains, and every stream completes. Raw SSE with ignore_eos, so a random model's EOS cannot end one early.
         var firstChunk = new List<TaskCompletionSource>();
         var streams = new List<Task<(int Tokens, string? Finish, string? Error)>>();
-        for (int i = 0; i < 6; i++)
+        // Nine streams of 800 tokens over three workers: long enough that those on the highest ordinal still run
+        // when it is scaled down (placement decides how many land there; with fewer, none sometimes did).
+        for (int i = 0; i < 9; i++)
         {
             var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             firstChunk.Add(started);
-            streams.Add(StreamAsync(running, "m", $"stream {i}: tell me everything", 400, started));
+            streams.Add(StreamAsync(running, "m", $"stream {i}: tell me everything", 800, started));
         }
         await Task.WhenAll(firstChunk.Select(f => f.Task)).WaitAsync(TimeSpan.FromMinutes(1));
         double onDrained = await WorkerMetricAsync(running, "m-worker-2", VllmMetricNames.NumRequestsRunning);
         (await running.KubectlAsync("scale", "lcm/m", "--replicas", "2")).EnsureSuccess();
         var results = await Task.WhenAll(streams).WaitAsync(TimeSpan.FromMinutes(2));
-        Assert.True(results.All(r => (r.Tokens, r.Finish, r.Error) == (400, "length", null)),
+        Assert.True(results.All(r => (r.Tokens, r.Finish, r.Error) == (800, "length", null)),
             $"streams ended early: {string.Join(", ", results)}\n{running.Kubelet.Logs(6000)}");
         Assert.True(onDrained > 0, "no stream was running on the worker that scaled down, so its drain was not exercised");
         await running.WaitForPodsAsync(pods => !pods.Any(p => p.Name == "m-worker-2"), TimeSpan.FromMinutes(1), "the scaled-down worker gone");
