@@ -78,9 +78,14 @@ public sealed class ClusterLifecycleTests
         await running.WaitForPodsAsync(pods => pods.Count(p => p.Name.StartsWith("m-worker-", StringComparison.Ordinal) && p.Ready) == 3, TimeSpan.FromMinutes(2), "a third worker ready");
         await Waiter.ModelAsync(running.Client, running.Namespace, "m", m => m?.Status?.ReadyReplicas == 3, TimeSpan.FromMinutes(1));
 
-        // New prefixes go to the worker holding the fewest blocks: the new one gets requests through the router.
-        for (int i = 0; i < 12 && await WorkerMetricAsync(running, "m-worker-2", VllmMetricNames.GenerationTokensTotal) == 0; i++)
+        // New prefixes go to the worker holding the fewest blocks: the new one gets requests through the router once
+        // the router has it in its pool (EndpointSlice, then a health poll: it may lag the pod's readiness a little).
+        var until = DateTime.UtcNow.AddSeconds(60);
+        for (int i = 0; DateTime.UtcNow < until && await WorkerMetricAsync(running, "m-worker-2", VllmMetricNames.GenerationTokensTotal) == 0; i++)
+        {
             await CompleteAsync(running, "m", new { model = "m", prompt = $"request {i} for the new worker", max_tokens = 4, temperature = 0 });
+            await Task.Delay(100);
+        }
         Assert.True(await WorkerMetricAsync(running, "m-worker-2", VllmMetricNames.GenerationTokensTotal) > 0, "the router never sent a request to the worker added by kubectl scale");
 
         // Streams on every worker (each well inside the worker's drain grace), then scale down: the highest
