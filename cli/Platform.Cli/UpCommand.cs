@@ -38,6 +38,10 @@ internal static class UpCommand
         var apiKey = new Option<string?>("--api-key") { Description = "Require this bearer key on the OpenAI API" };
         var servedName = new Option<string?>("--served-model-name") { Description = "The model name clients send (default: the model directory's name), as on the worker and vLLM" };
         var chatTemplate = new Option<string?>("--chat-template") { Description = "Jinja chat template file that overrides the model's own (as vLLM's flag)" };
+        var toolCallParser = new Option<string?>("--tool-call-parser")
+        {
+            Description = "The format the model writes tool calls in, as vLLM's flag: hermes (Qwen2.5/Qwen3/Hermes) or llama3_json (Llama-3.1/3.2); requests with tools then get tool_calls back",
+        };
         var kvTokens = new Option<int?>("--worker-kv-tokens") { Description = "Cap each worker's KV cache at N tokens (wins over --worker-kv-blocks)" };
         var distAttention = new Option<string?>("--dist-attention")
         {
@@ -51,7 +55,7 @@ internal static class UpCommand
         {
             Description = "Memory budget per worker, e.g. 6GiB (default: the available memory less the router's and the store's, divided among the workers)",
         };
-        var command = new Command("up", "Run router and workers on this machine") { model, demo, workers, port, policy, kvBlocks, kvTokens, maxContext, apiKey, servedName, chatTemplate, distAttention, kvTier, redis, hostMemory, garnetMemory, workerMemory };
+        var command = new Command("up", "Run router and workers on this machine") { model, demo, workers, port, policy, kvBlocks, kvTokens, maxContext, apiKey, servedName, chatTemplate, toolCallParser, distAttention, kvTier, redis, hostMemory, garnetMemory, workerMemory };
         command.SetAction(async (parse, ct) =>
         {
             int n = parse.GetValue(workers);
@@ -176,6 +180,7 @@ internal static class UpCommand
                 if (parse.GetValue(apiKey) is { } key) routerArgs.AddRange(["--api-key", key]);
                 if (served is { } name) routerArgs.AddRange(["--served-model-name", name]);
                 if (parse.GetValue(chatTemplate) is { } templateFile) routerArgs.AddRange(["--chat-template", Path.GetFullPath(templateFile)]);
+                if (parse.GetValue(toolCallParser) is { } parser) routerArgs.AddRange(["--tool-call-parser", parser]);
                 var router = ChildProcess.StartDotnet("router", Path.Combine(baseDir, "platform-router.dll"), routerArgs);
                 children.Add(router);
                 string url = $"http://127.0.0.1:{routerPort}";

@@ -40,6 +40,8 @@ public static class RouterApp
         ["--served-model-name"] = "Router:ServedModelName",
         ["--chat-template"] = "Router:ChatTemplate",
         ["--migration-limit"] = "Router:MigrationLimit",
+        ["--tool-call-parser"] = "Router:ToolCallParser",
+        ["--enable-auto-tool-choice"] = "Router:EnableAutoToolChoice",
         ["--discovery"] = "Router:Discovery",
         ["--worker-service"] = "Router:Kubernetes:WorkerService",
         ["--namespace"] = "Router:Kubernetes:Namespace",
@@ -118,7 +120,7 @@ public static class RouterApp
         for (int i = 0; i < args.Length; i++)
         {
             result.Add(args[i]);
-            if (args[i] == "--download-only" && (i + 1 == args.Length || args[i + 1].StartsWith('-'))) result.Add("true");
+            if (args[i] is "--download-only" or "--enable-auto-tool-choice" && (i + 1 == args.Length || args[i + 1].StartsWith('-'))) result.Add("true");
         }
         return [.. result];
     }

@@ -236,4 +236,25 @@ public sealed class ChildObjectsTests
         var subject = Assert.Single(children.RouterRoleBinding.Subjects);
         Assert.Equal((children.RouterAccount.Metadata.Name, "ns"), (subject.Name, subject.NamespaceProperty));
     }
+
+    [Fact]
+    public void The_tool_call_parser_reaches_the_router_and_the_crd_offers_exactly_the_routers_parsers()
+    {
+        static Platform.Router.Configuration.RouterOptions Bind(string[] args) =>
+            Microsoft.Extensions.Configuration.ConfigurationBinder.Get<Platform.Router.Configuration.RouterOptions>(
+                new Microsoft.Extensions.Configuration.ConfigurationBuilder()
+                    .AddCommandLine(args, Platform.Router.RouterApp.Switches.ToDictionary(kv => kv.Key, kv => kv.Value)).Build().GetSection("Router"))!;
+
+        Assert.Null(Bind([.. ChildObjects.Build(Model(), Images).Router.Spec.Template.Spec.Containers[0].Args]).ToolCallParser);
+        foreach (var parser in Platform.Router.Api.ToolCalls.ToolCallParser.Names)
+        {
+            var model = Model();
+            model.Spec.Router.ToolCallParser = parser;
+            Assert.Equal(parser, Bind([.. ChildObjects.Build(model, Images).Router.Spec.Template.Spec.Containers[0].Args]).ToolCallParser);
+        }
+
+        var crd = YamlToJson.Load(RepoPaths.Crd)[0];
+        var field = crd["spec"]!["versions"]![0]!["schema"]!["openAPIV3Schema"]!["properties"]!["spec"]!["properties"]!["router"]!["properties"]!["toolCallParser"]!;
+        Assert.Equal(Platform.Router.Api.ToolCalls.ToolCallParser.Names, field["enum"]!.AsArray().Select(v => v!.GetValue<string>()).ToList());
+    }
 }

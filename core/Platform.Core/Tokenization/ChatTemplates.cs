@@ -9,7 +9,32 @@ using Platform.Core.Templating;
 
 namespace Platform.Core.Tokenization;
 
-public sealed record ChatMessage(string Role, string Content);
+/// <summary>One message of a conversation as the template sees it. Content is null only for an assistant
+/// message that carries tool calls instead of text (OpenAI sends it so).</summary>
+public sealed record ChatMessage(string Role, string? Content)
+{
+    /// <summary>The author's name (OpenAI's optional name field), or a tool message's function name.</summary>
+    public string? Name { get; init; }
+
+    /// <summary>A tool message: the id of the assistant's tool call it answers.</summary>
+    public string? ToolCallId { get; init; }
+
+    /// <summary>An assistant message: the functions it called.</summary>
+    public IReadOnlyList<ChatToolCall> ToolCalls { get; init; } = [];
+}
+
+/// <summary>A function call made by the assistant. Arguments is the JSON text as the client sent it.</summary>
+public sealed record ChatToolCall(string Id, string Name, string Arguments);
+
+/// <summary>What a request adds to its messages: tool definitions, documents (retrieval context) and extra template
+/// variables (vLLM's chat_template_kwargs, e.g. enable_thinking), all JSON as the request carried them.</summary>
+public sealed record ChatTemplateInputs(JsonElement? Tools = null, JsonElement? Documents = null, IReadOnlyDictionary<string, JsonElement>? Variables = null)
+{
+    public static readonly ChatTemplateInputs None = new();
+
+    /// <summary>Variables a request may not set through chat_template_kwargs: the ones the renderer itself supplies.</summary>
+    public static readonly IReadOnlySet<string> Reserved = new HashSet<string>(StringComparer.Ordinal) { "messages", "add_generation_prompt", "tools", "documents" };
+}
 
 public interface IChatTemplate
 {
@@ -17,7 +42,7 @@ public interface IChatTemplate
     string Name { get; }
 
     /// <exception cref="ChatTemplateRenderException">The template rejected the conversation (raise_exception) or failed on it.</exception>
-    string Render(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt);
+    string Render(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt, ChatTemplateInputs? inputs = null);
 }
 
 /// <summary>The chat template cannot be loaded (an explicit template file is missing, unreadable or not valid Jinja).</summary>
@@ -62,11 +87,50 @@ public sealed class JinjaChatTemplate : IChatTemplate
 
     public string Name { get; }
 
-    public string Render(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt)
+    public string Render(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt, ChatTemplateInputs? inputs = null)
     {
         ArgumentNullException.ThrowIfNull(messages);
-        var list = messages.Select(m => (object?)new Dictionary<string, object?>(StringComparer.Ordinal) { ["role"] = m.Role, ["content"] = m.Content }).ToList();
-        return Render(list, addGenerationPrompt, tools: null, documents: null);
+        inputs ??= ChatTemplateInputs.None;
+        var list = messages.Select(m => (object?)AsTemplateValue(m)).ToList();
+        var extra = inputs.Variables?.ToDictionary(kv => kv.Key, kv => (object?)kv.Value, StringComparer.Ordinal);
+        return Render(list, addGenerationPrompt, inputs.Tools is { } t ? Values.FromJson(t) : null,
+            inputs.Documents is { } d ? Values.FromJson(d) : null, extra);
+    }
+
+    /// <summary>
+    /// A message as transformers' templates expect it: role and content, then name, tool_call_id and tool_calls
+    /// when present. A tool call's arguments are given as a mapping when they are a JSON object (as vLLM does:
+    /// templates such as Llama-3.1's and Qwen2.5's write them with tojson), else as the text the client sent.
+    /// </summary>
+    private static Dictionary<string, object?> AsTemplateValue(ChatMessage m)
+    {
+        var value = new Dictionary<string, object?>(StringComparer.Ordinal) { ["role"] = m.Role, ["content"] = m.Content };
+        if (m.Name is not null) value["name"] = m.Name;
+        if (m.ToolCallId is not null) value["tool_call_id"] = m.ToolCallId;
+        if (m.ToolCalls.Count > 0)
+        {
+            value["tool_calls"] = m.ToolCalls.Select(c => (object?)new Dictionary<string, object?>(StringComparer.Ordinal)
+            {
+                ["id"] = c.Id,
+                ["type"] = "function",
+                ["function"] = new Dictionary<string, object?>(StringComparer.Ordinal) { ["name"] = c.Name, ["arguments"] = ArgumentsValue(c.Arguments) },
+            }).ToList();
+        }
+
+        return value;
+    }
+
+    private static object? ArgumentsValue(string arguments)
+    {
+        try
+        {
+            using var doc = JsonDocument.Parse(arguments);
+            return doc.RootElement.ValueKind == JsonValueKind.Object ? Values.FromJson(doc.RootElement) : arguments;
+        }
+        catch (JsonException)
+        {
+            return arguments;
+        }
     }
 
     /// <summary>Renders JSON messages as a request carries them (tool_calls, name, content parts...), with optional tools and documents.</summary>

@@ -255,6 +255,10 @@ public sealed class RouterSpec
     [JsonPropertyName("migrationLimit")]
     public int MigrationLimit { get; set; } = 3;
 
+    /// <summary>The format the model writes tool calls in (hermes, llama3_json); the router's --tool-call-parser. Null: tool calls are not read.</summary>
+    [JsonPropertyName("toolCallParser")]
+    public string? ToolCallParser { get; set; }
+
     [JsonPropertyName("apiKeySecretRef")]
     public SecretKeyRef? ApiKeySecretRef { get; set; }
 }

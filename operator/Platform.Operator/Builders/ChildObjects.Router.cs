@@ -80,6 +80,7 @@ public static partial class ChildObjects
             "--policy", RouterPolicy(model.Spec.Router.Policy),
             "--migration-limit", model.Spec.Router.MigrationLimit.ToString(System.Globalization.CultureInfo.InvariantCulture),
             "--served-model-name", model.Spec.Model.ServedName,
+            .. (model.Spec.Router.ToolCallParser is { Length: > 0 } parser ? new[] { "--tool-call-parser", parser } : []),
         ];
     }
 

@@ -33,9 +33,11 @@ public sealed partial class OpenAiEndpoints
             {
                 var (messages, messagesError) = OpenAiRequests.ParseMessages(root);
                 if (messagesError is not null) throw new RequestException(messagesError);
+                var (inputs, inputsError) = OpenAiRequests.ParseTemplateInputs(root);
+                if (inputsError is not null) throw new RequestException(inputsError);
                 bool generationPrompt = !root.TryGetProperty("add_generation_prompt", out var agp) || agp.ValueKind != JsonValueKind.False;
                 var template = _model.ChatTemplate ?? throw new RequestException(ApiError.BadRequest(_model.ChatTemplateProblem ?? "this model has no chat template.", "messages"));
-                tokens = _model.Tokenizer.Encode(template.Render(messages!, generationPrompt), addBos: false);
+                tokens = _model.Tokenizer.Encode(template.Render(messages!, generationPrompt, inputs), addBos: false);
             }
             else if (root.TryGetProperty("prompt", out var prompt) && prompt.ValueKind == JsonValueKind.String)
             {

@@ -19,6 +19,7 @@ using System.Text.Json;
 using Microsoft.AspNetCore.Http.Features;
 using Platform.Core.Protos;
 using Platform.Core.Tokenization;
+using Platform.Router.Api.ToolCalls;
 using Platform.Router.Configuration;
 using Platform.Router.Forwarding;
 using Platform.Router.Model;
@@ -41,6 +42,7 @@ public sealed partial class OpenAiEndpoints
     private readonly RouterOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger<OpenAiEndpoints> _logger;
+    private readonly ToolCallParser? _toolCallParser;
     private int _inFlight;
 
     public OpenAiEndpoints(ServedModel model, WorkerDirectory workers, GenerationForwarder forwarder, RouterMetrics metrics,
@@ -53,6 +55,7 @@ public sealed partial class OpenAiEndpoints
         _options = options;
         _time = time;
         _logger = logger;
+        _toolCallParser = options.ToolCallParser is { Length: > 0 } parser ? ToolCallParser.Create(parser) : null;
         _longestTokenChars = new Lazy<int>(() => LongestTokenChars(model));
     }
 
@@ -190,6 +193,13 @@ public sealed partial class OpenAiEndpoints
             return;
         }
 
+        if (chatRequest is { ToolChoice: ToolChoice.Auto } && _toolCallParser is null)
+        {
+            await Fail(context, route, ApiError.BadRequest(
+                "tool_choice \"auto\" (the default when tools are sent) needs the router started with --tool-call-parser NAME (" + string.Join(", ", ToolCallParser.Names)
+                + "), so the model's calls can be read; send tool_choice \"none\" to show the tools without reading calls.", "tool_choice")).ConfigureAwait(false);
+            return;
+        }
         if (sampling.LogitBias.Keys.Any(id => id >= _model.Config.VocabSize))
         {
             await Fail(context, route, ApiError.BadRequest($"logit_bias token ids must be below the vocabulary size {_model.Config.VocabSize}.", "logit_bias")).ConfigureAwait(false);
@@ -205,7 +215,7 @@ public sealed partial class OpenAiEndpoints
         string promptParam = chat ? "messages" : "prompt";
         // Bound the tokenizer's work before it starts: text longer than the context could hold even at the
         // longest token's length cannot fit, and a body of megabytes must not be tokenized whole to learn that.
-        long promptChars = chatRequest?.Messages.Sum(m => (long)m.Content.Length) ?? completionRequest!.PromptText?.Length ?? 0;
+        long promptChars = chatRequest?.TextLength ?? completionRequest!.PromptText?.Length ?? 0;
         if (promptChars > CharsThatCannotFit)
         {
             await Fail(context, route, ApiError.BadRequest(
@@ -216,7 +226,7 @@ public sealed partial class OpenAiEndpoints
         {
             try
             {
-                prompt = _model.EncodeChat(chatRequest.Messages);
+                prompt = _model.EncodeChat(chatRequest.Messages, chatRequest.TemplateInputs);
             }
             catch (ChatTemplateRenderException ex)
             {
@@ -328,8 +338,10 @@ public sealed partial class OpenAiEndpoints
         if (!context.Response.HasStarted) context.Response.Headers["x-platform-worker"] = stream.WorkerId;
         var response = new ResponseShape(chat, (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("n"),
             _time.GetUtcNow().ToUnixTimeSeconds(), sampling.Model, prompt.Count);
-        if (sampling.Stream) await StreamAsync(context, route, stream, response, sampling.IncludeUsage, deadline).ConfigureAwait(false);
-        else await CollectAsync(context, route, stream, response, deadline).ConfigureAwait(false);
+        // With tool_choice auto the reply is read for tool calls in the model's format (--tool-call-parser).
+        var toolCalls = chatRequest is { ToolChoice: ToolChoice.Auto } ? new ToolCallStream(_toolCallParser!, chatRequest.ParallelToolCalls) : null;
+        if (sampling.Stream) await StreamAsync(context, route, stream, response, sampling.IncludeUsage, deadline, toolCalls).ConfigureAwait(false);
+        else await CollectAsync(context, route, stream, response, deadline, toolCalls).ConfigureAwait(false);
     }
 
     /// <summary>The request's overall deadline: the x-request-timeout header (seconds), else Router:RequestTimeoutMs (0: none).</summary>
@@ -456,7 +468,7 @@ public sealed partial class OpenAiEndpoints
         }
     }
 
-    private async Task CollectAsync(HttpContext context, string route, MigratingStream stream, ResponseShape shape, Deadline deadline)
+    private async Task CollectAsync(HttpContext context, string route, MigratingStream stream, ResponseShape shape, Deadline deadline, ToolCallStream? toolCalls)
     {
         var usage = new Usage(shape.PromptTokens);
         var text = new StringBuilder();
@@ -483,6 +495,16 @@ public sealed partial class OpenAiEndpoints
             if (read.Chunk.FinishReason != Platform.Core.Protos.FinishReason.Unspecified) break;
         }
 
+        string? content = text.ToString();
+        IReadOnlyList<ParsedToolCall> calls = [];
+        if (toolCalls is not null)
+        {
+            string head = toolCalls.Push(content);
+            (var rest, calls) = toolCalls.Finish();
+            content = head + rest;
+            if (calls.Count > 0 && content.Trim().Length == 0) content = null;
+        }
+
         context.Response.ContentType = "application/json";
         await using var w = new Utf8JsonWriter(context.Response.Body);
         w.WriteStartObject();
@@ -497,12 +519,13 @@ public sealed partial class OpenAiEndpoints
         {
             w.WriteStartObject("message");
             w.WriteString("role", "assistant");
-            w.WriteString("content", text.ToString());
+            w.WriteString("content", content);
+            if (calls.Count > 0) WriteToolCalls(w, calls, streaming: false);
             w.WriteEndObject();
         }
-        else w.WriteString("text", text.ToString());
+        else w.WriteString("text", content);
         w.WriteNull("logprobs");
-        w.WriteString("finish_reason", usage.FinishReason ?? "stop");
+        w.WriteString("finish_reason", calls.Count > 0 ? "tool_calls" : usage.FinishReason ?? "stop");
         w.WriteEndObject();
         w.WriteEndArray();
         usage.Write(w);
@@ -569,7 +592,8 @@ public sealed partial class OpenAiEndpoints
         }
     }
 
-    private async Task StreamAsync(HttpContext context, string route, MigratingStream stream, ResponseShape shape, bool includeUsage, Deadline deadline)
+    private async Task StreamAsync(HttpContext context, string route, MigratingStream stream, ResponseShape shape, bool includeUsage, Deadline deadline,
+        ToolCallStream? toolCalls)
     {
         StartSse(context);
         var body = context.Response.BodyWriter;
@@ -608,8 +632,22 @@ public sealed partial class OpenAiEndpoints
                 var chunk = read.Chunk!;
                 usage.Add(chunk);
                 bool last = chunk.FinishReason != Platform.Core.Protos.FinishReason.Unspecified;
-                if (chunk.Text.Length > 0 || last)
-                    await SendAsync(w => Chunk(w, shape, roleDelta: false, chunk.Text, last ? usage.FinishReason ?? "stop" : null)).ConfigureAwait(false);
+                // Text that may be a tool call is held back until the end, then sent as calls (or as the text it was).
+                string text = toolCalls?.Push(chunk.Text) ?? chunk.Text;
+                if (last && toolCalls is not null)
+                {
+                    var (rest, calls) = toolCalls.Finish();
+                    text += rest;
+                    if (calls.Count > 0)
+                    {
+                        if (text.Length > 0) await SendAsync(w => Chunk(w, shape, roleDelta: false, text, null)).ConfigureAwait(false);
+                        await SendAsync(w => Chunk(w, shape, roleDelta: false, "", null, calls)).ConfigureAwait(false);
+                        await SendAsync(w => Chunk(w, shape, roleDelta: false, "", "tool_calls")).ConfigureAwait(false);
+                        break;
+                    }
+                }
+                if (text.Length > 0 || last)
+                    await SendAsync(w => Chunk(w, shape, roleDelta: false, text, last ? usage.FinishReason ?? "stop" : null)).ConfigureAwait(false);
                 if (last) break;
             }
             if (includeUsage && status == 200)
@@ -655,7 +693,7 @@ public sealed partial class OpenAiEndpoints
         w.WriteString("model", shape.Model);
     }
 
-    private static void Chunk(Utf8JsonWriter w, ResponseShape shape, bool roleDelta, string text, string? finish)
+    private static void Chunk(Utf8JsonWriter w, ResponseShape shape, bool roleDelta, string text, string? finish, IReadOnlyList<ParsedToolCall>? toolCalls = null)
     {
         w.WriteStartObject();
         Header(w, shape);
@@ -667,6 +705,7 @@ public sealed partial class OpenAiEndpoints
             w.WriteStartObject("delta");
             if (roleDelta) w.WriteString("role", "assistant");
             if (roleDelta || text.Length > 0) w.WriteString("content", text);
+            if (toolCalls is { Count: > 0 }) WriteToolCalls(w, toolCalls, streaming: true);
             w.WriteEndObject();
         }
         else w.WriteString("text", text);
@@ -676,6 +715,25 @@ public sealed partial class OpenAiEndpoints
         w.WriteEndObject();
         w.WriteEndArray();
         w.WriteEndObject();
+    }
+
+    /// <summary>OpenAI's tool_calls array; in a stream each call also carries its index (calls are sent whole, in one delta).</summary>
+    private static void WriteToolCalls(Utf8JsonWriter w, IReadOnlyList<ParsedToolCall> calls, bool streaming)
+    {
+        w.WriteStartArray("tool_calls");
+        for (int i = 0; i < calls.Count; i++)
+        {
+            w.WriteStartObject();
+            if (streaming) w.WriteNumber("index", i);
+            w.WriteString("id", calls[i].Id);
+            w.WriteString("type", "function");
+            w.WriteStartObject("function");
+            w.WriteString("name", calls[i].Name);
+            w.WriteString("arguments", calls[i].Arguments);
+            w.WriteEndObject();
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Answering {Status}: {Message}")]

@@ -41,9 +41,7 @@ public sealed record SamplingRequest(
 /// <summary>A completion request: text to tokenize, or token ids given directly.</summary>
 public sealed record CompletionRequest(SamplingRequest Sampling, string? PromptText, IReadOnlyList<int>? PromptIds);
 
-public sealed record ChatRequest(SamplingRequest Sampling, IReadOnlyList<ChatMessage> Messages);
-
-public static class OpenAiRequests
+public static partial class OpenAiRequests
 {
     public static (CompletionRequest? Request, ApiError? Error) ParseCompletion(JsonElement root)
     {
@@ -93,63 +91,6 @@ public static class OpenAiRequests
                 ? (null, ApiError.BadRequest("prompt is an empty list.", "prompt"))
                 : (new CompletionRequest(sampling!, null, ids), null);
         }
-    }
-
-    public static (ChatRequest? Request, ApiError? Error) ParseChat(JsonElement root)
-    {
-        var (sampling, error) = ParseSampling(root, chat: true);
-        if (error is not null) return (null, error);
-        if (root.TryGetProperty("tools", out var tools) && tools.ValueKind == JsonValueKind.Array && tools.GetArrayLength() > 0)
-            return (null, ApiError.BadRequest("tools are not supported yet; remove them.", "tools"));
-        var (list, messagesError) = ParseMessages(root);
-        return messagesError is not null ? (null, messagesError) : (new ChatRequest(sampling!, list!), null);
-    }
-
-    /// <summary>The <c>messages</c> of a chat request (also of /tokenize): roles and text contents.</summary>
-    public static (List<ChatMessage>? Messages, ApiError? Error) ParseMessages(JsonElement root)
-    {
-        if (!root.TryGetProperty("messages", out var messages) || messages.ValueKind != JsonValueKind.Array)
-            return (null, ApiError.BadRequest("messages must be a list of {role, content} objects.", "messages"));
-        if (messages.GetArrayLength() == 0)
-            return (null, ApiError.BadRequest("messages is empty; send at least one message.", "messages"));
-
-        var list = new List<ChatMessage>(messages.GetArrayLength());
-        int i = 0;
-        foreach (var m in messages.EnumerateArray())
-        {
-            string param = $"messages[{i++}]";
-            if (m.ValueKind != JsonValueKind.Object)
-                return (null, ApiError.BadRequest($"{param} must be an object with role and content.", param));
-            if (!m.TryGetProperty("role", out var roleElement) || roleElement.ValueKind != JsonValueKind.String)
-                return (null, ApiError.BadRequest($"{param}.role must be a string.", param + ".role"));
-            string role = roleElement.GetString()!;
-            if (role == "developer") role = "system";
-            if (role is not ("system" or "user" or "assistant"))
-                return (null, ApiError.BadRequest($"{param}.role '{role}' is not supported; use system, developer, user or assistant.", param + ".role"));
-            if (!m.TryGetProperty("content", out var content) || content.ValueKind == JsonValueKind.Null)
-            {
-                if (role != "assistant") return (null, ApiError.BadRequest($"{param}.content is missing.", param + ".content"));
-                list.Add(new ChatMessage(role, ""));
-                continue;
-            }
-            if (content.ValueKind == JsonValueKind.String)
-            {
-                list.Add(new ChatMessage(role, content.GetString()!));
-                continue;
-            }
-            if (content.ValueKind != JsonValueKind.Array)
-                return (null, ApiError.BadRequest($"{param}.content must be a string or a list of text parts.", param + ".content"));
-            var text = new System.Text.StringBuilder();
-            foreach (var part in content.EnumerateArray())
-            {
-                if (part.ValueKind != JsonValueKind.Object || !part.TryGetProperty("type", out var type) || type.GetString() != "text"
-                    || !part.TryGetProperty("text", out var partText) || partText.ValueKind != JsonValueKind.String)
-                    return (null, ApiError.BadRequest($"{param}.content: only text parts ({{\"type\":\"text\",\"text\":...}}) are supported.", param + ".content"));
-                text.Append(partText.GetString());
-            }
-            list.Add(new ChatMessage(role, text.ToString()));
-        }
-        return (list, null);
     }
 
     private static (SamplingRequest?, ApiError?) ParseSampling(JsonElement root, bool chat)

@@ -37,6 +37,14 @@ public sealed record RouterOptions
     /// <summary>A Jinja chat template file (or chat_template.json) that overrides the model's own (vLLM's --chat-template).</summary>
     public string? ChatTemplate { get; init; }
 
+    /// <summary>The format the model writes tool calls in (vLLM's --tool-call-parser: hermes, llama3_json). Set, requests with
+    /// tools get tool_choice "auto": the model's output is parsed into tool_calls. Unset, such requests must send tool_choice "none".</summary>
+    public string? ToolCallParser { get; init; }
+
+    /// <summary>vLLM's --enable-auto-tool-choice, accepted so vLLM command lines work: auto tool choice comes with a
+    /// ToolCallParser, and this flag without one is a configuration error (it could not parse any call).</summary>
+    public bool EnableAutoToolChoice { get; init; }
+
     public string Host { get; init; } = "127.0.0.1";
     public int Port { get; init; } = 8000;
 
@@ -114,6 +122,10 @@ public sealed record RouterOptions
         if (DownloadOnly) return errors; // only the model matters to --download-only
         if (ChatTemplate is { } template && !File.Exists(template) && !template.Contains("{{", StringComparison.Ordinal) && !template.Contains("{%", StringComparison.Ordinal))
             errors.Add($"Router:ChatTemplate '{template}' does not exist; pass --chat-template FILE (a Jinja file or chat_template.json).");
+        if (ToolCallParser is { Length: > 0 } parser && Api.ToolCalls.ToolCallParser.Create(parser) is null)
+            errors.Add($"Router:ToolCallParser is '{parser}'; use one of {string.Join(", ", Api.ToolCalls.ToolCallParser.Names)} (the format the model writes tool calls in: hermes for Qwen2.5/Qwen3/Hermes, llama3_json for Llama-3.1/3.2).");
+        if (EnableAutoToolChoice && string.IsNullOrEmpty(ToolCallParser))
+            errors.Add($"--enable-auto-tool-choice needs --tool-call-parser NAME ({string.Join(", ", Api.ToolCalls.ToolCallParser.Names)}): the format the model writes tool calls in.");
         var entries = (Workers ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         if (UsesKubernetes)
         {

@@ -52,9 +52,9 @@ public sealed class ServedModel
 
     /// <summary>A chat conversation through the model's template; the template writes any BOS itself.</summary>
     /// <exception cref="ChatTemplateRenderException">No template, or the template refused the conversation: a 400 with this message.</exception>
-    public IReadOnlyList<int> EncodeChat(IReadOnlyList<ChatMessage> messages)
+    public IReadOnlyList<int> EncodeChat(IReadOnlyList<ChatMessage> messages, ChatTemplateInputs? inputs = null)
     {
         var template = ChatTemplate ?? throw new ChatTemplateRenderException(ChatTemplateProblem ?? "this model has no chat template.");
-        return Tokenizer.Encode(template.Render(messages, addGenerationPrompt: true), addBos: false);
+        return Tokenizer.Encode(template.Render(messages, addGenerationPrompt: true, inputs), addBos: false);
     }
 }
