@@ -242,25 +242,98 @@ public sealed class FaultTests
         var (a, b, router) = await StartAsync();
         try
         {
-            // Each engine step takes at least 50 ms, so the 900 tokens asked for need 45 s:
-            // the request can only be gone within the 20 s below if the disconnect cancelled it.
+            // Each engine step takes at least 50 ms, so the 900 tokens asked for need 45 s. Criterion 3: the
+            // cancel reaches the engine within 1 s of the disconnect, and its blocks are back.
             a.Engine.BeforeStep = () => Thread.Sleep(50);
             b.Engine.BeforeStep = () => Thread.Sleep(50);
             var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
             {
                 Content = new StringContent("""{"model":"tiny","prompt":"go on forever","max_tokens":900,"ignore_eos":true,"stream":true}""", Encoding.UTF8, "application/json"),
             };
-            var response = await router.Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+            // A client that hangs up: disposing the response closes the connection at once (HttpClient's default
+            // would first drain the rest of the response for up to 2 s to reuse the connection).
+            using var hangingUp = new HttpClient(new SocketsHttpHandler { MaxResponseDrainSize = 0 }) { BaseAddress = router.Http.BaseAddress };
+            var response = await hangingUp.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
             var stream = await response.Content.ReadAsStreamAsync();
             var buffer = new byte[256];
             Assert.True(await stream.ReadAsync(buffer) > 0);
             await RouterHost.Eventually(() => a.Engine.GetStats().Running + b.Engine.GetStats().Running == 1, "the request runs on a worker");
 
+            var disconnected = System.Diagnostics.Stopwatch.StartNew();
             response.Dispose();
             request.Dispose();
             await RouterHost.Eventually(() => a.Engine.GetStats().Running + b.Engine.GetStats().Running == 0
-                && a.Engine.GetStats().KvBlocksUsed + b.Engine.GetStats().KvBlocksUsed == 0, "the engine aborts the request", 20_000);
+                && a.Engine.GetStats().KvBlocksUsed + b.Engine.GetStats().KvBlocksUsed == 0, "the engine aborts the request", 5_000);
+            Assert.True(disconnected.Elapsed <= TimeSpan.FromSeconds(1), $"the engine let go of the request {disconnected.ElapsedMilliseconds} ms after the disconnect; the bound is 1 s");
             Assert.Equal(1, a.Faults.GenerateCalls + b.Faults.GenerateCalls); // no failover after a disconnect
+        }
+        finally
+        {
+            await StopAsync(router, a, b);
+        }
+    }
+
+    /// <summary>
+    /// Criterion 4: a fault in the forward pass. Every request in flight on that worker gets an answer (with
+    /// migration, the default, it finishes on the other worker; without, a terminal error event), the worker
+    /// leaves the router's pool within one health period (1 s, the shipped default) and its /readyz fails, and
+    /// its KV blocks are released.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task An_engine_fault_answers_every_request_in_flight_and_takes_the_worker_out_within_one_health_period(bool migration)
+    {
+        var (a, b, router) = await StartAsync(migration ? ["--Router:HealthPeriodMs", "1000"] : ["--Router:HealthPeriodMs", "1000", "--migration-limit", "0"]);
+        try
+        {
+            a.Engine.BeforeStep = () => Thread.Sleep(20);
+            b.Engine.BeforeStep = () => Thread.Sleep(20);
+            const string body = """{"model":"tiny","prompt":"PROMPT","max_tokens":300,"ignore_eos":true,"stream":true,"temperature":0}""";
+            // Pin all three to A with one session, so the fault hits every one of them.
+            var streams = Enumerable.Range(0, 3).Select(async i =>
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
+                {
+                    Content = new StringContent(body.Replace("PROMPT", $"story {i}", StringComparison.Ordinal), Encoding.UTF8, "application/json"),
+                };
+                request.Headers.Add("x-session-id", "pinned");
+                using var response = await router.Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+                return (response.Headers.GetValues("x-platform-worker").Single(), await response.Content.ReadAsStringAsync());
+            }).ToList();
+            await RouterHost.Eventually(() => a.Engine.GetStats().Running + b.Engine.GetStats().Running == 3, "three requests generating");
+            var victim = a.Engine.GetStats().Running == 3 ? a : b;
+            var healthy = victim == a ? b : a;
+
+            var faulted = System.Diagnostics.Stopwatch.StartNew();
+            victim.Engine.BeforeStep = () => throw new InvalidOperationException("injected fault in the forward pass");
+            await RouterHost.Eventually(() => router.Pool.Current.Available.All(w => w.Id != WorkerId(victim)), "the faulted worker leaves the pool", 5_000);
+            var left = faulted.Elapsed;
+            Assert.True(left <= TimeSpan.FromMilliseconds(1000 + 300), $"the faulted worker left the pool {left.TotalMilliseconds:0} ms after the fault; the bound is one health period (1 s)");
+
+            foreach (var (worker, events) in await Task.WhenAll(streams))
+            {
+                Assert.Equal(WorkerId(victim), worker);
+                var lines = events.Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+                Assert.Equal("data: [DONE]", lines[^1]);
+                if (migration)
+                {
+                    Assert.DoesNotContain(lines, l => l.Contains("\"error\"", StringComparison.Ordinal));
+                    Assert.Contains("\"finish_reason\":\"length\"", lines[^2], StringComparison.Ordinal);
+                }
+                else
+                {
+                    ErrorShape.Assert(JsonDocument.Parse(lines[^2][6..]).RootElement);
+                    Assert.Contains("engine failure", lines[^2], StringComparison.Ordinal);
+                }
+            }
+
+            using var probe = new HttpClient { BaseAddress = victim.HttpAddress };
+            using var ready = await probe.GetAsync("/readyz");
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, ready.StatusCode);
+            Assert.Equal(0, victim.Engine.GetStats().KvBlocksUsed);
+            Assert.Equal(0, victim.Engine.GetStats().Running + victim.Engine.GetStats().Waiting);
+            await RouterHost.Eventually(() => healthy.Engine.GetStats().Running == 0 && healthy.Engine.GetStats().KvBlocksUsed == 0, "the healthy worker idle again");
         }
         finally
         {
