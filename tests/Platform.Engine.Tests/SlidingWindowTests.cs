@@ -3,11 +3,14 @@
 // (shorter than the prompts, not a multiple of the 8-token blocks) through a
 // whole prefill, a prefill in two chunks whose second chunk sees cached blocks,
 // a decode in a mixed step, and batched decode of three sequences, on every
-// decode path. And the window must matter: with it the logits past the window
-// move far beyond the tolerance, so a path that ignored it could not pass.
+// decode path; bfloat16 compute within its tolerance; and the whole engine
+// (scheduler chunks of 13 tokens, a prefix-cache hit) on the same model. And
+// the window must matter: with it the logits past the window move far beyond
+// the tolerance, so a path that ignored it could not pass.
 using Platform.Core.Models;
 using Platform.Engine.KvCache;
 using Platform.Engine.Model;
+using Platform.Engine.Scheduling;
 using TorchSharp;
 
 namespace Platform.Engine.Tests;
@@ -61,7 +64,11 @@ public sealed class SlidingWindowTests
     }
 
     /// <summary>Runs one step over the given (sequence, start, count) slices and checks every row's logits.</summary>
-    private static void Step(LlamaModel model, PagedKvStore kv, DecodePath path, string what, params (Sequence Seq, int Start, int Count)[] slices)
+    private static void Step(LlamaModel model, PagedKvStore kv, DecodePath path, string what, params (Sequence Seq, int Start, int Count)[] slices) =>
+        Step(model, kv, path, what, 1e-4, slices);
+
+    private static void Step(LlamaModel model, PagedKvStore kv, DecodePath path, string what, double tolerance,
+        params (Sequence Seq, int Start, int Count)[] slices)
     {
         var batch = new ForwardBatch();
         foreach (var (seq, start, count) in slices) batch.AddSequence(seq.Tokens, start, count, seq.Blocks, BlockSize);
@@ -72,7 +79,55 @@ public sealed class SlidingWindowTests
         int vocab = model.Config.VocabSize, row = 0;
         foreach (var (seq, start, count) in slices)
             for (int p = start; p < start + count; p++, row++)
-                NumericsTests.AssertClose(seq.Expected[p], logits.AsSpan(row * vocab, vocab), $"{model.Config.ModelType} {path} {what} position {p}");
+                NumericsTests.AssertClose(seq.Expected[p], logits.AsSpan(row * vocab, vocab), $"{model.Config.ModelType} {path} {what} position {p}", tolerance);
+    }
+
+    [Fact]
+    public void Bfloat16_compute_honours_the_window_within_its_tolerance()
+    {
+        string dir = TestModels.Get(TestModels.TinySliding("mistral", Window, dtype: NumericsTests.WeightsDtype(torch.ScalarType.BFloat16)));
+        var reference = new NaiveReference(dir);
+        var rng = new Random(8);
+        var seq = new List<int>(Enumerable.Range(0, 30).Select(_ => rng.Next(0, 500)));
+        var sequence = new Sequence(seq, [3, 0, 2, 1], reference.Logits(seq));
+        using var model = LlamaModel.Load(dir, torch.bfloat16);
+        using var kv = new PagedKvStore(model.Config.NumLayers, 4, BlockSize, model.Config.NumKvHeads, model.Config.HeadDim, torch.bfloat16);
+        Step(model, kv, DecodePath.Native, "bfloat16 prefill", NumericsTests.BFloat16Tolerance, (sequence, 0, 13));
+        Step(model, kv, DecodePath.Native, "bfloat16 chunk", NumericsTests.BFloat16Tolerance, (sequence, 13, 9));
+        for (int p = 22; p < 30; p++) Step(model, kv, DecodePath.Native, "bfloat16 decode", NumericsTests.BFloat16Tolerance, (sequence, p, 1));
+    }
+
+    [Fact]
+    public async Task The_engine_with_chunked_prefill_and_a_prefix_cache_hit_matches_the_reference()
+    {
+        string dir = TestModels.Get(TestModels.TinySliding("mistral", Window));
+        var reference = new NaiveReference(dir);
+        var rng = new Random(21);
+        var prompt = Enumerable.Range(0, 50).Select(_ => rng.Next(0, 500)).ToList();
+        // Chunks of 13 tokens: neither the window (11) nor the blocks (16) divide them.
+        using var engine = TestModels.Engine(dir, new EngineOptions { NumKvBlocks = 64, MaxBatchTokens = 13, TargetStepMs = 0, DefaultSeed = 1, Threads = 2 });
+        await Check(prompt, expectCached: false);
+        // The same first 48 tokens (three full blocks, cached) and a different tail: the tail's queries see cached blocks.
+        await Check([.. prompt.Take(48), .. Enumerable.Range(0, 7).Select(_ => rng.Next(0, 500))], expectCached: true);
+
+        async Task Check(List<int> tokens, bool expectCached)
+        {
+            var sampling = new SamplingParams { MaxTokens = 10, Temperature = 0, IgnoreEos = true };
+            var generated = new List<int>();
+            var logits = new List<float[]>();
+            int cached = 0;
+            await foreach (var chunk in engine.GenerateAsync(new GenerationRequest(tokens, sampling, ReturnLogits: true)))
+            {
+                generated.AddRange(chunk.TokenIds);
+                if (chunk.Logits is not null) logits.AddRange(chunk.Logits);
+                cached = Math.Max(cached, chunk.CachedTokens);
+            }
+            Assert.Equal(expectCached, cached > 0);
+            var expected = reference.Logits([.. tokens, .. generated.Take(generated.Count - 1)]);
+            Assert.Equal(generated.Count, logits.Count);
+            for (int i = 0; i < logits.Count; i++)
+                NumericsTests.AssertClose(expected[tokens.Count - 1 + i], logits[i], $"engine, position {tokens.Count - 1 + i} (cached {cached})");
+        }
     }
 
     [Fact]

@@ -32,8 +32,8 @@ internal static class TestModels
     /// <see cref="Tiny"/> with sliding-window attention over <paramref name="window"/> keys (null: the same weights
     /// without one), in every layer for mistral and from <paramref name="fromLayer"/> on for qwen2.
     /// </summary>
-    public static RandomModelOptions TinySliding(string modelType, int? window, int fromLayer = 0) =>
-        Tiny(modelType) with { SlidingWindow = window, SlidingWindowFromLayer = fromLayer };
+    public static RandomModelOptions TinySliding(string modelType, int? window, int fromLayer = 0, SafetensorsDtype dtype = SafetensorsDtype.F32) =>
+        Tiny(modelType, dtype: dtype) with { SlidingWindow = window, SlidingWindowFromLayer = fromLayer };
 
     public static LlmEngine Engine(string modelDir, EngineOptions? options = null) =>
         LlmEngine.Load(modelDir, options ?? new EngineOptions { NumKvBlocks = 256, Threads = 2, DefaultSeed = 1 });
