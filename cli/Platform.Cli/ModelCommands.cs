@@ -64,7 +64,17 @@ internal static class ModelCommands
             DefaultValueFactory = _ => "none",
         };
         rope.AcceptOnlyFromAmong("none", "yarn");
-        var command = new Command("create-random", "Write a random-weight model in HuggingFace layout") { preset, seed, output, arch, dtype, shards, context, rope };
+        var slidingWindow = new Option<int?>("--sliding-window")
+        {
+            Description = "Sliding-window attention over the last N positions (mistral: every layer; qwen2: from --max-window-layers on)",
+        };
+        var maxWindowLayers = new Option<int>("--max-window-layers")
+        {
+            Description = "qwen2 only: the first layer with the sliding window (layers below it attend fully)",
+            DefaultValueFactory = _ => 0,
+        };
+        var command = new Command("create-random", "Write a random-weight model in HuggingFace layout")
+        { preset, seed, output, arch, dtype, shards, context, rope, slidingWindow, maxWindowLayers };
         command.SetAction(parse =>
         {
             string presetName = parse.GetValue(preset)!;
@@ -85,15 +95,41 @@ internal static class ModelCommands
                 }
                 scaling = new RopeScaling(RopeScalingType.Yarn, Factor: (double)p / trained, OriginalMaxPositionEmbeddings: trained);
             }
+            string modelType = parse.GetValue(arch)!;
+            int? window = parse.GetValue(slidingWindow);
+            int windowFrom = parse.GetValue(maxWindowLayers);
+            if (window is < 1)
+            {
+                Console.Error.WriteLine($"error: --sliding-window must be positive, got {window}.");
+                return 2;
+            }
+            if (window is not null && modelType == "llama")
+            {
+                Console.Error.WriteLine("error: llama has no sliding window; pass --arch mistral or --arch qwen2 with --sliding-window.");
+                return 2;
+            }
+            if (windowFrom != 0 && (modelType != "qwen2" || window is null))
+            {
+                Console.Error.WriteLine("error: --max-window-layers applies to --arch qwen2 with --sliding-window only.");
+                return 2;
+            }
+            int layers = RandomModelGenerator.PresetConfig(presetName).NumLayers;
+            if (windowFrom < 0 || windowFrom >= layers)
+            {
+                Console.Error.WriteLine($"error: --max-window-layers must be in [0, {layers}) for the {presetName} preset ({layers} layers), got {windowFrom}.");
+                return 2;
+            }
             var options = new RandomModelOptions
             {
                 Preset = presetName,
                 Seed = parse.GetValue(seed),
-                ModelType = parse.GetValue(arch)!,
+                ModelType = modelType,
                 Dtype = Enum.Parse<SafetensorsDtype>(parse.GetValue(dtype)!),
                 Shards = parse.GetValue(shards),
                 MaxPositionEmbeddings = positions,
                 RopeScaling = scaling,
+                SlidingWindow = window,
+                SlidingWindowFromLayer = windowFrom,
             };
             CreateWithProgress(parse.GetValue(output)!, options);
             return 0;

@@ -1,6 +1,10 @@
 // A deliberately naive float64 Llama forward pass in plain loops, written
 // independently of the engine (its own RoPE formulas, its own attention, no
 // KV cache, no TorchSharp), so that agreement with the engine means something.
+// Sliding-window attention too: which layers slide and how far is read from
+// config.json here with Hugging Face's own rules (not through ModelConfig), and
+// a query at position t sees key s when s <= t and t - s < window, as
+// transformers' masking_utils writes it (kv_idx > q_idx - sliding_window).
 using System.Runtime.InteropServices;
 using Platform.Core.Models;
 using Platform.Core.Safetensors;
@@ -11,10 +15,13 @@ internal sealed class NaiveReference
 {
     private readonly ModelConfig _c;
     private readonly Dictionary<string, double[]> _w = [];
+    /// <summary>Per layer, how many keys a query sees (itself included); null: all earlier ones.</summary>
+    private readonly int?[] _window;
 
     public NaiveReference(string modelDir)
     {
         _c = ModelConfig.Load(modelDir);
+        _window = SlidingWindows(Path.Combine(modelDir, "config.json"), _c.NumLayers);
         using var weights = ModelWeights.Open(modelDir);
         foreach (var name in weights.TensorNames)
         {
@@ -67,6 +74,7 @@ internal sealed class NaiveReference
             for (int t = 0; t < n; t++)
             {
                 var attn = new double[c.NumHeads * d];
+                bool Sees(int s) => s <= t && (_window[l] is not { } w || t - s < w);
                 for (int head = 0; head < c.NumHeads; head++)
                 {
                     int kvHead = head / (c.NumHeads / c.NumKvHeads);
@@ -74,15 +82,17 @@ internal sealed class NaiveReference
                     double max = double.NegativeInfinity;
                     for (int s = 0; s <= t; s++)
                     {
+                        if (!Sees(s)) continue;
                         double dot = 0;
                         for (int i = 0; i < d; i++) dot += q[t][head * d + i] * k[s][kvHead * d + i];
                         scores[s] = dot / Math.Sqrt(d);
                         max = Math.Max(max, scores[s]);
                     }
                     double sum = 0;
-                    for (int s = 0; s <= t; s++) { scores[s] = Math.Exp(scores[s] - max); sum += scores[s]; }
+                    for (int s = 0; s <= t; s++) if (Sees(s)) { scores[s] = Math.Exp(scores[s] - max); sum += scores[s]; }
                     for (int s = 0; s <= t; s++)
-                        for (int i = 0; i < d; i++) attn[head * d + i] += scores[s] / sum * v[s][kvHead * d + i];
+                        if (Sees(s))
+                            for (int i = 0; i < d; i++) attn[head * d + i] += scores[s] / sum * v[s][kvHead * d + i];
                 }
                 var o = MatVec(_w[p + "self_attn.o_proj.weight"], attn, hdim, null);
                 for (int i = 0; i < hdim; i++) x[t][i] += o[i];
@@ -98,6 +108,32 @@ internal sealed class NaiveReference
         var logits = new double[n][];
         for (int t = 0; t < n; t++) logits[t] = MatVec(head_, RmsNorm(x[t], _w["model.norm.weight"]), c.VocabSize, null);
         return logits;
+    }
+
+    /// <summary>
+    /// Hugging Face's sliding-window rules, straight from config.json: MistralConfig slides every layer by
+    /// sliding_window (4096 when absent, none when null); Qwen2Config only when use_sliding_window, by
+    /// sliding_window (4096 when absent, none when null), in the layers marked "sliding_attention" by layer_types
+    /// or else those with index >= max_window_layers (default 28); LlamaConfig never.
+    /// </summary>
+    private static int?[] SlidingWindows(string configPath, int layers)
+    {
+        var root = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
+        int? Window() => root.TryGetPropertyValue("sliding_window", out var node) ? node?.GetValue<int>() : 4096;
+        var windows = new int?[layers];
+        switch ((string?)root["model_type"])
+        {
+            case "mistral":
+                Array.Fill(windows, Window());
+                break;
+            case "qwen2" when root["use_sliding_window"]?.GetValue<bool>() == true && Window() is { } w:
+                var types = root["layer_types"]?.AsArray();
+                int fromLayer = root["max_window_layers"]?.GetValue<int>() ?? 28;
+                for (int l = 0; l < layers; l++)
+                    if (types is not null ? (string?)types[l] == "sliding_attention" : l >= fromLayer) windows[l] = w;
+                break;
+        }
+        return windows;
     }
 
     private double[] RmsNorm(double[] x, double[] weight)

@@ -13,7 +13,7 @@ internal static class TestModels
 
     public static string Get(RandomModelOptions options)
     {
-        string key = $"{options.Preset}-{options.ModelType}-{options.Dtype}-{options.Shards}-{options.Seed}-{options.RopeScaling}-{options.TieWordEmbeddings}-{options.MaxPositionEmbeddings}";
+        string key = $"{options.Preset}-{options.ModelType}-{options.Dtype}-{options.Shards}-{options.Seed}-{options.RopeScaling}-{options.TieWordEmbeddings}-{options.MaxPositionEmbeddings}-{options.SlidingWindow}-{options.SlidingWindowFromLayer}";
         return Created.GetOrAdd(key, k => new Lazy<string>(() =>
         {
             string dir = Path.Combine(Root, Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(k)))[..16]);
@@ -27,6 +27,13 @@ internal static class TestModels
 
     public static RandomModelOptions Tiny(string modelType = "llama", RopeScaling? rope = null, SafetensorsDtype dtype = SafetensorsDtype.F32) =>
         new() { Preset = "tiny", ModelType = modelType, Seed = 11, RopeScaling = rope ?? RopeScaling.NoScaling, Dtype = dtype };
+
+    /// <summary>
+    /// <see cref="Tiny"/> with sliding-window attention over <paramref name="window"/> keys (null: the same weights
+    /// without one), in every layer for mistral and from <paramref name="fromLayer"/> on for qwen2.
+    /// </summary>
+    public static RandomModelOptions TinySliding(string modelType, int? window, int fromLayer = 0, SafetensorsDtype dtype = SafetensorsDtype.F32) =>
+        Tiny(modelType, dtype: dtype) with { SlidingWindow = window, SlidingWindowFromLayer = fromLayer };
 
     public static LlmEngine Engine(string modelDir, EngineOptions? options = null) =>
         LlmEngine.Load(modelDir, options ?? new EngineOptions { NumKvBlocks = 256, Threads = 2, DefaultSeed = 1 });

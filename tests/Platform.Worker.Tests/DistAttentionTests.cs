@@ -40,6 +40,48 @@ public sealed class DistAttentionTests(Xunit.Abstractions.ITestOutputHelper outp
     private static async Task<InProcessWorker> StartAsync(params string[] args) =>
         await InProcessWorker.StartAsync(TestModel.Dir, ["--threads", "1", "--seed", "1", .. args]);
 
+    private static async Task<InProcessWorker> StartSlidingAsync(params string[] args) =>
+        await InProcessWorker.StartAsync(TestModel.SlidingDir, ["--threads", "1", "--seed", "1", .. args]);
+
+    /// <summary>
+    /// A mistral with a 37-token sliding window, split over a debtor and two creditors: 532 positions, 224 local,
+    /// [224, 448) on one creditor, [448, 532) on the other. Prefill chunks past 261 see nothing local (the local
+    /// partial is empty) and decode queries (from 520 on) nothing on the first segment (its creditor is not asked);
+    /// queries near a boundary see part of a block. Tokens and logits must equal one big worker's, whose windowed
+    /// attention the engine's numerics tests hold to the float64 reference.
+    /// </summary>
+    [Fact]
+    public async Task A_sliding_window_sequence_split_across_workers_matches_one_big_worker()
+    {
+        const int maxTokens = 12;
+        var prompt = TestModel.Prompt(520, seed: 45);
+
+        await using var reference = await StartSlidingAsync("--kv-tokens", "4096");
+        Assert.Equal(TestModel.SlidingWindow, reference.Engine.Config.SlidingWindow);
+        var expected = await RunAsync(reference.Engine, prompt, maxTokens);
+
+        await using var first = await StartSlidingAsync(Small);
+        await using var second = await StartSlidingAsync(Small);
+        await using var debtor = await StartSlidingAsync([.. Small, "--peers",
+            string.Join(',', new[] { first, second }.Select(l => l.GrpcAddress.ToString().TrimEnd('/')))]);
+        var actual = await RunAsync(debtor.Engine, prompt, maxTokens);
+
+        Assert.Equal(FinishReason.Length, actual.Last.Finish);
+        Assert.Equal(expected.Tokens, actual.Tokens);
+        Assert.Equal(expected.Logits.Count, actual.Logits.Count);
+        float worst = 0;
+        for (int t = 0; t < expected.Logits.Count; t++)
+            for (int v = 0; v < expected.Logits[t].Length; v++)
+                worst = Math.Max(worst, Math.Abs(expected.Logits[t][v] - actual.Logits[t][v]));
+        output.WriteLine($"sliding window {TestModel.SlidingWindow} over two creditors: worst logit difference {worst:E2}");
+        Assert.True(worst <= 1e-4f, $"logits differ by up to {worst}");
+        foreach (var lender in new[] { first, second })
+        {
+            Assert.True(lender.Services.GetRequiredService<EngineHost>().Lender!.AttendCalls > 0);
+            await Eventually(() => lender.Services.GetRequiredService<EngineHost>().Lender!.LentBlocks == 0, "lent blocks returned");
+        }
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(2)]

@@ -31,6 +31,20 @@ internal static class TestModel
     /// <summary>A tiny llama (vocab 512, context 4096) with tokenizer, created once per test run.</summary>
     public static string Dir => Tiny.Value;
 
+    private static readonly Lazy<string> TinySlidingMistral = new(() =>
+    {
+        string dir = Path.Combine(Root, "tiny-mistral-sliding");
+        if (Directory.Exists(dir)) Directory.Delete(dir, true);
+        RandomModelGenerator.Create(dir, new RandomModelOptions { Preset = "tiny", Seed = 7, ModelType = "mistral", SlidingWindow = SlidingWindow });
+        return dir;
+    });
+
+    /// <summary>The sliding window of <see cref="SlidingDir"/>: not a multiple of the 16-token blocks.</summary>
+    public const int SlidingWindow = 37;
+
+    /// <summary>A tiny mistral whose every layer attends over the last <see cref="SlidingWindow"/> positions only.</summary>
+    public static string SlidingDir => TinySlidingMistral.Value;
+
     /// <summary>Deterministic prompts over token ids 0..499 (the tiny vocabulary is 512).</summary>
     public static int[] Prompt(int length, int seed)
     {

@@ -30,8 +30,22 @@ public sealed record ModelConfig
     public IReadOnlyList<int> EosTokenIds { get; init; } = [];
     /// <summary>The dtype the weights were saved in (<c>torch_dtype</c>), e.g. "bfloat16".</summary>
     public string? TorchDtype { get; init; }
+    /// <summary>
+    /// Keys a query sees in the layers with sliding-window attention, itself included (mistral's
+    /// <c>sliding_window</c>; qwen2's when <c>use_sliding_window</c> is true); null: every layer attends fully.
+    /// </summary>
+    public int? SlidingWindow { get; init; }
+    /// <summary>Layers from this index on use <see cref="SlidingWindow"/> (qwen2's <c>max_window_layers</c>; 0 for mistral).</summary>
+    public int SlidingWindowFromLayer { get; init; }
 
     public int QueriesPerKvHead => NumHeads / NumKvHeads;
+
+    /// <summary>The keys a query of layer <paramref name="layer"/> sees (see <see cref="AttentionWindow"/> for the exact boundary).</summary>
+    public AttentionWindow WindowOf(int layer) =>
+        SlidingWindow is { } w && layer >= SlidingWindowFromLayer ? AttentionWindow.Sliding(w) : AttentionWindow.Full;
+
+    /// <summary>True when some layer uses a sliding window.</summary>
+    public bool HasSlidingWindow => SlidingWindow is not null && SlidingWindowFromLayer < NumLayers;
 
     public static ModelConfig Load(string modelDirectory)
     {
@@ -97,8 +111,73 @@ public sealed record ModelConfig
             EosTokenIds = ReadIds(root["eos_token_id"], source, "eos_token_id"),
             TorchDtype = ReadString(root, "torch_dtype", source) ?? ReadString(root, "dtype", source),
         };
+        var (window, fromLayer) = ParseSlidingWindow(root, modelType, config.NumLayers, source);
+        config = config with { SlidingWindow = window, SlidingWindowFromLayer = fromLayer };
         config.Validate(source);
         return config;
+    }
+
+    /// <summary>
+    /// Hugging Face's rules for which layers use a sliding window. mistral (MistralConfig): every layer, with
+    /// <c>sliding_window</c>, which defaults to 4096 when the field is absent and is off when it is null.
+    /// qwen2 (Qwen2Config): only when <c>use_sliding_window</c> is true (default false), with <c>sliding_window</c>
+    /// (default 4096, null = off), for the layers whose <c>layer_types</c> entry is "sliding_attention"; without
+    /// <c>layer_types</c>, the layers with index ≥ <c>max_window_layers</c> (default 28). llama has no sliding window.
+    /// </summary>
+    private static (int? Window, int FromLayer) ParseSlidingWindow(JsonObject root, string modelType, int layers, string source)
+    {
+        const int HfDefaultWindow = 4096;
+        int? ReadWindow()
+        {
+            if (!root.ContainsKey("sliding_window")) return HfDefaultWindow;
+            int? window = ReadInt(root, "sliding_window", source);
+            if (window is <= 0)
+                throw new ModelLoadException($"{source}: 'sliding_window' must be a positive number of tokens or null (no sliding window), got {window}.");
+            return window;
+        }
+        switch (modelType)
+        {
+            case "mistral":
+                return ReadWindow() is { } mistralWindow ? (mistralWindow, 0) : (null, 0);
+            case "qwen2":
+            {
+                if (ReadBool(root, "use_sliding_window", source) != true || ReadWindow() is not { } window) return (null, 0);
+                int fromLayer = root["layer_types"] is JsonNode types
+                    ? FirstSlidingLayer(types, layers, source)
+                    : ReadInt(root, "max_window_layers", source) ?? 28;
+                if (fromLayer < 0)
+                    throw new ModelLoadException($"{source}: 'max_window_layers' must not be negative, got {fromLayer}.");
+                return fromLayer >= layers ? (null, 0) : (window, fromLayer);
+            }
+            default:
+                return (null, 0);
+        }
+    }
+
+    /// <summary>
+    /// The first "sliding_attention" entry of <c>layer_types</c>, which must be full attention below it and sliding from
+    /// it on (the pattern Qwen2Config derives from max_window_layers); returns <paramref name="layers"/> when none slides.
+    /// </summary>
+    private static int FirstSlidingLayer(JsonNode node, int layers, string source)
+    {
+        if (node is not JsonArray types || types.Count != layers)
+            throw new ModelLoadException($"{source}: 'layer_types' must be a list of {layers} entries (one per layer), \"full_attention\" or \"sliding_attention\".");
+        int first = layers;
+        for (int i = 0; i < layers; i++)
+        {
+            string? type = types[i] is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
+            bool sliding = type switch
+            {
+                "sliding_attention" => true,
+                "full_attention" => false,
+                _ => throw new ModelLoadException($"{source}: 'layer_types'[{i}] is {types[i]?.ToJsonString() ?? "null"}; expected \"full_attention\" or \"sliding_attention\"."),
+            };
+            if (sliding && first == layers) first = i;
+            if (!sliding && first < layers)
+                throw new ModelLoadException($"{source}: 'layer_types' has full attention at layer {i} after sliding attention at layer {first}; " +
+                    "only full-attention layers followed by sliding-window layers (as max_window_layers gives) are supported.");
+        }
+        return first;
     }
 
     private void Validate(string source)
@@ -119,6 +198,12 @@ public sealed record ModelConfig
             throw new ModelLoadException($"{source}: num_attention_heads ({NumHeads}) must be a multiple of num_key_value_heads ({NumKvHeads}) for grouped-query attention.");
         if (HeadDim % 2 != 0)
             throw new ModelLoadException($"{source}: head_dim ({HeadDim}) must be even for rotary embeddings.");
+        if (SlidingWindow is <= 0)
+            throw new ModelLoadException($"{source}: 'sliding_window' must be positive, got {SlidingWindow}.");
+        if (SlidingWindow is not null && ModelType == "llama")
+            throw new ModelLoadException($"{source}: a llama model has no sliding window; use model_type mistral or qwen2 for one.");
+        if (SlidingWindowFromLayer != 0 && ModelType != "qwen2")
+            throw new ModelLoadException($"{source}: only qwen2 limits the sliding window to some layers (max_window_layers).");
     }
 
     /// <summary>JSON in HuggingFace's shape, used by the random-model generator.</summary>
@@ -148,6 +233,13 @@ public sealed record ModelConfig
             ["torch_dtype"] = TorchDtype ?? "float32",
         };
         if (ModelType != "qwen2") o["attention_bias"] = AttentionBias;
+        if (ModelType == "mistral") o["sliding_window"] = SlidingWindow;   // null written out: absent would mean HF's 4096
+        if (ModelType == "qwen2")
+        {
+            o["use_sliding_window"] = SlidingWindow is not null;
+            o["sliding_window"] = SlidingWindow;
+            o["max_window_layers"] = SlidingWindow is null ? NumLayers : SlidingWindowFromLayer;
+        }
         if (BosTokenId is { } bos) o["bos_token_id"] = bos;
         if (EosTokenIds.Count == 1) o["eos_token_id"] = EosTokenIds[0];
         else if (EosTokenIds.Count > 1) o["eos_token_id"] = new JsonArray(EosTokenIds.Select(e => (JsonNode)e).ToArray());

@@ -24,6 +24,10 @@ public sealed record RandomModelOptions
     public RopeScaling RopeScaling { get; init; } = RopeScaling.NoScaling;
     public bool? TieWordEmbeddings { get; init; }
     public int? MaxPositionEmbeddings { get; init; }
+    /// <summary>Sliding-window attention over this many keys (mistral: every layer; qwen2: from <see cref="SlidingWindowFromLayer"/> on).</summary>
+    public int? SlidingWindow { get; init; }
+    /// <summary>qwen2's max_window_layers: the first layer with the sliding window.</summary>
+    public int SlidingWindowFromLayer { get; init; }
 }
 
 public static class RandomModelGenerator
@@ -65,6 +69,15 @@ public static class RandomModelGenerator
     public static ModelConfig Create(string outDir, RandomModelOptions options, IProgress<double>? progress = null)
     {
         var config = PresetConfig(options.Preset, options.ModelType);
+        if (options.SlidingWindow is { } window)
+        {
+            if (window <= 0) throw new ArgumentException($"a sliding window must be positive, got {window}");
+            if (options.ModelType == "llama") throw new ArgumentException("llama has no sliding window; choose mistral or qwen2");
+            if (options.SlidingWindowFromLayer != 0 && options.ModelType != "qwen2")
+                throw new ArgumentException("only qwen2 limits the sliding window to some layers (max_window_layers)");
+            if (options.SlidingWindowFromLayer < 0 || options.SlidingWindowFromLayer >= config.NumLayers)
+                throw new ArgumentException($"the first sliding-window layer must be in [0, {config.NumLayers}), got {options.SlidingWindowFromLayer}");
+        }
         string family = options.ModelType == "qwen2" ? "chatml" : "llama3";
         Directory.CreateDirectory(outDir);
         var tokenizer = Tokenization.SyntheticTokenizer.Write(outDir, config.VocabSize, family);
@@ -73,6 +86,8 @@ public static class RandomModelGenerator
             RopeScaling = options.RopeScaling,
             TieWordEmbeddings = options.TieWordEmbeddings ?? options.Preset == "tiny",
             MaxPositionEmbeddings = options.MaxPositionEmbeddings ?? config.MaxPositionEmbeddings,
+            SlidingWindow = options.SlidingWindow,
+            SlidingWindowFromLayer = options.SlidingWindow is null ? 0 : options.SlidingWindowFromLayer,
             BosTokenId = tokenizer.BosTokenId,
             EosTokenIds = tokenizer.StopTokenIds.Count > 0 ? tokenizer.StopTokenIds : [tokenizer.EosTokenId],
             TorchDtype = options.Dtype switch

@@ -106,6 +106,73 @@ public sealed class ModelFilesTests : IDisposable
         Assert.Equal(qwen.AttentionBias, again.AttentionBias);
     }
 
+    private const string Shape = """
+        "hidden_size":64,"intermediate_size":128,"num_hidden_layers":4,"num_attention_heads":4,"num_key_value_heads":2,"vocab_size":100
+        """;
+
+    /// <summary>Parses a 4-layer config of <paramref name="modelType"/> plus <paramref name="extra"/> fields (written with ' for ").</summary>
+    private static ModelConfig ParseWith(string modelType, string extra) =>
+        ModelConfig.Parse(JsonNode.Parse($$"""{"model_type":"{{modelType}}",{{Shape}}{{extra.Replace('\'', '"')}}}""")!.AsObject());
+
+    [Fact]
+    public void Sliding_window_follows_hugging_faces_rules_per_architecture()
+    {
+        // mistral: every layer; absent means MistralConfig's default of 4096, null means none.
+        var mistral = ParseWith("mistral", ",'sliding_window':4096");
+        Assert.Equal(AttentionWindow.Sliding(4096), mistral.WindowOf(0));
+        Assert.Equal(AttentionWindow.Sliding(4096), mistral.WindowOf(3));
+        Assert.Equal(4096, ParseWith("mistral", "").SlidingWindow);
+        Assert.Null(ParseWith("mistral", ",'sliding_window':null").SlidingWindow);
+        Assert.Equal(AttentionWindow.Full, ParseWith("mistral", ",'sliding_window':null").WindowOf(0));
+
+        // qwen2: only with use_sliding_window, and only from max_window_layers (or layer_types) on.
+        Assert.False(ParseWith("qwen2", ",'sliding_window':32768,'max_window_layers':2").HasSlidingWindow);
+        Assert.False(ParseWith("qwen2", ",'use_sliding_window':false,'sliding_window':32768,'max_window_layers':0").HasSlidingWindow);
+        var qwen = ParseWith("qwen2", ",'use_sliding_window':true,'sliding_window':8,'max_window_layers':2");
+        Assert.Equal([AttentionWindow.Full, AttentionWindow.Full, AttentionWindow.Sliding(8), AttentionWindow.Sliding(8)],
+            Enumerable.Range(0, 4).Select(qwen.WindowOf).ToArray());
+        // max_window_layers defaults to 28: on 4 layers no layer slides.
+        Assert.False(ParseWith("qwen2", ",'use_sliding_window':true,'sliding_window':8").HasSlidingWindow);
+        var typed = ParseWith("qwen2", ",'use_sliding_window':true,'sliding_window':8,'max_window_layers':0," +
+            "'layer_types':['full_attention','full_attention','full_attention','sliding_attention']");
+        Assert.Equal(3, typed.SlidingWindowFromLayer);
+
+        // llama ignores the field, as transformers' LlamaModel does.
+        Assert.False(ParseWith("llama", ",'sliding_window':8").HasSlidingWindow);
+
+        // The generator's writer round-trips all of it.
+        foreach (var config in new[] { mistral, qwen, ParseWith("mistral", ",'sliding_window':null"), ParseWith("qwen2", "") })
+        {
+            var again = ModelConfig.Parse(config.ToJson());
+            Assert.Equal(config.SlidingWindow, again.SlidingWindow);
+            Assert.Equal(config.SlidingWindowFromLayer, again.SlidingWindowFromLayer);
+        }
+    }
+
+    [Fact]
+    public void Attention_window_boundary_is_transformers_masking_utils()
+    {
+        // kv_idx > q_idx - sliding_window: a query sees itself and the window - 1 positions before it.
+        var w = AttentionWindow.Sliding(8);
+        Assert.Equal(0, w.FirstVisibleKey(0));
+        Assert.Equal(0, w.FirstVisibleKey(7));
+        Assert.Equal(1, w.FirstVisibleKey(8));
+        Assert.Equal(93, w.FirstVisibleKey(100));
+        Assert.Equal(0, AttentionWindow.Full.FirstVisibleKey(100));
+    }
+
+    [Theory]
+    [InlineData("mistral", ",'sliding_window':0", "'sliding_window' must be a positive number")]
+    [InlineData("qwen2", ",'use_sliding_window':true,'sliding_window':8,'layer_types':['full_attention']", "'layer_types' must be a list of 4 entries")]
+    [InlineData("qwen2", ",'use_sliding_window':true,'sliding_window':8,'layer_types':['sliding_attention','full_attention','sliding_attention','sliding_attention']", "full attention at layer 1 after sliding attention")]
+    [InlineData("qwen2", ",'use_sliding_window':true,'sliding_window':8,'layer_types':['full_attention','chunked_attention','full_attention','full_attention']", "'layer_types'[1]")]
+    [InlineData("qwen2", ",'use_sliding_window':true,'sliding_window':8,'max_window_layers':-1", "'max_window_layers' must not be negative")]
+    public void Bad_sliding_window_fields_are_named(string modelType, string extra, string expected)
+    {
+        var e = Assert.Throws<ModelLoadException>(() => ParseWith(modelType, extra));
+        Assert.Contains(expected, e.Message);
+    }
+
     [Theory]
     [InlineData("""{"model_type":"gpt2","hidden_size":64}""", "model_type 'gpt2' is not supported")]
     [InlineData("""{"hidden_size":64}""", "'model_type' is missing")]

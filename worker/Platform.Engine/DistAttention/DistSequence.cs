@@ -66,11 +66,13 @@ public sealed class DistSequence : IDisposable
 
     /// <summary>
     /// One layer, first half: sends the K/V of <paramref name="kvPositions"/> to the creditors holding them and
-    /// the queries to every creditor whose positions some query can see. The caller computes its local part
-    /// meanwhile and collects the creditors' partials with <see cref="EndAttend"/>.
+    /// the queries to every creditor whose positions some query can see: none beyond the last query, and (in a
+    /// sliding-window layer) none wholly below <paramref name="firstVisibleKey"/>, the lowest position any query's
+    /// window reaches, unless it must store new K/V. The caller computes its local part meanwhile and collects
+    /// the creditors' partials with <see cref="EndAttend"/>.
     /// </summary>
     public PendingAttend BeginAttend(int layer, long[] kvPositions, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int kvRow,
-        long[] queryPositions, ReadOnlySpan<float> queries)
+        long[] queryPositions, ReadOnlySpan<float> queries, long firstVisibleKey = 0)
     {
         long lastQuery = queryPositions.Length == 0 ? -1 : queryPositions.Max();
         var pending = new PendingAttend(layer, System.Diagnostics.Stopwatch.GetTimestamp());
@@ -87,6 +89,8 @@ public sealed class DistSequence : IDisposable
                 request.KvPositions.Add(kvPositions[i]);
                 count++;
             }
+            // Wholly outside every query's window and nothing to store: its partial would be empty.
+            if (count == 0 && segment.Start + segment.Tokens <= firstVisibleKey) continue;
             if (count > 0)
             {
                 // Positions are consecutive, so a segment's rows are one contiguous slice.

@@ -10,7 +10,8 @@
 //
 // Attend runs on the caller's (gRPC) thread: it writes the new tokens' K/V into
 // the reservation's slots and computes, for every query, attention over the
-// reservation's positions up to the query's own (causal), with the log-sum-exp
+// reservation's positions up to the query's own (causal; in a sliding-window
+// layer only those inside the query's window), with the log-sum-exp
 // the debtor needs for the exact merge. The engine thread never touches lent
 // blocks, so the two never write the same memory. K/V, queries and partials
 // travel as float32 whatever the compute dtype; the lent blocks hold the
@@ -125,10 +126,17 @@ public sealed class KvLender : IDisposable
                 r.Written = Math.Max(r.Written, (int)index + 1);
             }
 
+            // Each query sees the positions of its window (all of them, with full attention) up to its own.
+            var window = c.WindowOf(request.Layer);
             var lengths = new int[queries];
             var offsets = new int[queries];
             for (int i = 0; i < queries; i++)
-                lengths[i] = (int)Math.Clamp(request.QueryPositions[i] - r.Start + 1, 0, r.Written);
+            {
+                long query = request.QueryPositions[i];
+                int end = (int)Math.Clamp(query - r.Start + 1, 0, r.Written);
+                offsets[i] = (int)Math.Clamp(window.FirstVisibleKey(query) - r.Start, 0, end);
+                lengths[i] = end - offsets[i];
+            }
             var output = new float[queries * qRow];
             var logSumExp = new float[queries * c.NumHeads];
             var q = MemoryMarshal.Cast<byte, float>(request.Queries.Span);

@@ -2,12 +2,14 @@
 // token and there are few of them, the whole layer stack runs on raw float32
 // buffers — embedding rows, RMSNorm, our GEMV for every projection, RoPE from
 // cos/sin computed once per step, K/V written straight into the paged pools,
-// the paged attention kernel, SwiGLU and the residual adds. A libtorch decode
+// the paged attention kernel (over each sequence's last sliding_window slots in
+// a sliding-window layer), SwiGLU and the residual adds. A libtorch decode
 // step is ~50 small native ops per layer (~1,100 on a 22-layer model), each
 // with dispatch and allocation costs that a bandwidth-bound step cannot hide;
 // here the step is the weight stream plus a little arithmetic. Buffers are
 // reused across steps. Numerics equal the libtorch path (the tests hold both to
 // the float64 reference).
+using Platform.Core.Models;
 using Platform.Engine.Kernels;
 using Platform.Engine.KvCache;
 using Platform.Engine.Torch;
@@ -67,6 +69,8 @@ public sealed partial class LlamaModel
             }
 
         var decode = DecodeSet.From(batch)!;
+        // The slots the kernel reads in full-attention layers and in sliding-window layers (the same when no layer slides).
+        var sliding = c.SlidingWindow is { } size ? decode.Within(AttentionWindow.Sliding(size)) : decode;
         if (_inputNorms is null)
         {
             _postNorms = _weights.Layers.Select(w => (IntPtr)TensorPointers.Float32(w.PostNorm)).ToArray();
@@ -77,7 +81,8 @@ public sealed partial class LlamaModel
         float* embedding = (float*)_embedding;
         fixed (float* x = _x) fixed (float* h = _h) fixed (float* qkv = _qkv) fixed (float* q = _q) fixed (float* attn = _attn)
         fixed (float* tmp = _tmp) fixed (float* gateUp = _gateUp) fixed (float* act = _act) fixed (float* cos = _cos) fixed (float* sin = _sin)
-        fixed (long* contextSlots = decode.Slots) fixed (int* offsets = decode.Offsets) fixed (int* lengths = decode.Lengths)
+        fixed (long* contextSlots = decode.Slots) fixed (int* fullOffsets = decode.Offsets) fixed (int* fullLengths = decode.Lengths)
+        fixed (int* slidingOffsets = sliding.Offsets) fixed (int* slidingLengths = sliding.Lengths)
         {
             for (int r = 0; r < t; r++)
                 new ReadOnlySpan<float>(embedding + (long)batch.InputIds[r] * hidden, hidden).CopyTo(new Span<float>(x + (long)r * hidden, hidden));
@@ -99,8 +104,9 @@ public sealed partial class LlamaModel
                     new ReadOnlySpan<float>(row, qSize).CopyTo(new Span<float>(q + (long)r * qSize, qSize));
                 }
                 // Sequences are in row order (one row each), so the kernel's output rows are the batch rows.
-                PagedAttention.Decode(q, (float*)keyPool, (float*)valuePool, contextSlots, offsets, lengths, t, c.NumHeads, c.NumKvHeads, d,
-                    (float)_softmaxScale, attn);
+                bool slides = !c.WindowOf(l).IsFull;
+                PagedAttention.Decode(q, (float*)keyPool, (float*)valuePool, contextSlots, slides ? slidingOffsets : fullOffsets,
+                    slides ? slidingLengths : fullLengths, t, c.NumHeads, c.NumKvHeads, d, (float)_softmaxScale, attn);
                 w.O.Forward(attn, t, tmp);
                 Add(x, tmp, (long)t * hidden);
 

@@ -6,10 +6,16 @@
 // partials, and the partials merge exactly (AttentionMerge). Projections, norms
 // and the MLP are the same libtorch code as the local path. The creditors get
 // their requests before the local part is computed, so the two overlap.
+// In a sliding-window layer each query's local partial covers only the local
+// positions inside its window (none when the window lies wholly past
+// LocalTokens: log-sum-exp −∞, which the merge ignores), the creditors cut
+// their parts the same way (KvLender), and a creditor whose positions all lie
+// below every query's window is not asked at all.
 // With a bfloat16/float16 model, queries and K/V are widened to float32 for the
 // wire and the kernel (exact), attention and the merge run in float32 over the
 // stored values, and the merged output is rounded back to the compute dtype,
 // where the local path's SDPA would also round it.
+using Platform.Core.Models;
 using Platform.Engine.DistAttention;
 using Platform.Engine.KvCache;
 using Platform.Engine.Torch;
@@ -44,8 +50,22 @@ public sealed partial class LlamaModel
         var localOut = new float[count * qSize];
         var localLse = new float[count * c.NumHeads];
         var merged = new float[count * qSize];
-        var offsets = new int[count];
-        var lengths = Enumerable.Repeat(localSlots.Length, count).ToArray();
+        // Per window in use: the local slots some query sees, and per query where its visible ones start and how many.
+        var localKeys = new Dictionary<AttentionWindow, (long[] Slots, int[] Offsets, int[] Lengths)>();
+        (long[] Slots, int[] Offsets, int[] Lengths) LocalKeysFor(AttentionWindow window)
+        {
+            if (localKeys.TryGetValue(window, out var found)) return found;
+            // Queries are in position order, so the first one's window starts lowest.
+            int first = (int)Math.Min(window.FirstVisibleKey(start), localSlots.Length);
+            var offsets = new int[count];
+            var lengths = new int[count];
+            for (int i = 0; i < count; i++)
+            {
+                offsets[i] = (int)Math.Min(window.FirstVisibleKey(start + i), localSlots.Length) - first;
+                lengths[i] = localSlots.Length - first - offsets[i];
+            }
+            return localKeys[window] = (first == 0 ? localSlots : localSlots[first..], offsets, lengths);
+        }
         var outputs = new List<float[]>(remote.Segments.Count + 1);
         var logSumExps = new List<float[]>(remote.Segments.Count + 1);
         for (int l = 0; l < c.NumLayers; l++)
@@ -68,13 +88,15 @@ public sealed partial class LlamaModel
             v = v.contiguous();
 
             // The creditors start on their part while this worker computes its own.
+            var window = c.WindowOf(l);
             var pending = remote.BeginAttend(l, positionArray,
                 new ReadOnlySpan<float>(TensorPointers.Float32(k), count * kvSize), new ReadOnlySpan<float>(TensorPointers.Float32(v), count * kvSize), kvSize,
-                positionArray, new ReadOnlySpan<float>(TensorPointers.Float32(q), count * qSize));
-            fixed (long* slots = localSlots) fixed (int* off = offsets) fixed (int* len = lengths)
+                positionArray, new ReadOnlySpan<float>(TensorPointers.Float32(q), count * qSize), window.FirstVisibleKey(start));
+            var (visible, offsets, lengths) = LocalKeysFor(window);
+            fixed (long* slots = visible) fixed (int* off = offsets) fixed (int* len = lengths)
             fixed (float* o = localOut) fixed (float* lse = localLse)
             {
-                kv.PartialAttention(l, TensorPointers.Float32(q), slots, localSlots.Length, off, len, count,
+                kv.PartialAttention(l, TensorPointers.Float32(q), slots, visible.Length, off, len, count,
                     c.NumHeads, c.NumKvHeads, c.HeadDim, (float)_softmaxScale, o, lse);
             }
             outputs.Clear();

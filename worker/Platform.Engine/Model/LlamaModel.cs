@@ -2,7 +2,11 @@
 // RMSNorm, rotary embeddings with the configured scaling, grouped-query
 // attention, SwiGLU MLP and the output head. Linear layers run on the whole
 // flattened batch at once; attention runs per sequence over the KV gathered
-// from its slots, with a causal mask offset by what was computed before. GQA is
+// from its slots, with a causal mask offset by what was computed before. In a
+// layer with a sliding window (ModelConfig.WindowOf) only the keys some query
+// of the chunk can see are gathered and the mask also hides those below each
+// query's window; decode sequences give the paged kernel only their window's
+// slots. GQA is
 // folded (query heads grouped under their KV head) because TorchSharp's
 // scaled_dot_product_attention has no GQA flag. Callers own the dispose scope.
 using Platform.Core.Models;
@@ -20,7 +24,7 @@ public sealed partial class LlamaModel : IDisposable
     private readonly double[] _invFreqHost;
     private readonly double _ropeScale;   // yarn's attention factor on cos/sin
     // Scalars the forward pass passes to libtorch, made once and alive as long as the model: TorchSharp's implicit
-    // double → Scalar is freed only by its finalizer, which can run while a native call still reads it (see CausalMask).
+    // double → Scalar is freed only by its finalizer, which can run while a native call still reads it (see AttentionMask).
     private readonly Scalar _ropeScaleScalar;
     private readonly Scalar _rmsEpsilon;
     private readonly double _softmaxScale;
@@ -62,8 +66,15 @@ public sealed partial class LlamaModel : IDisposable
         var (cos, sin) = RotaryTables(batch.Positions);
         // Decode sequences (one new token) go through the paged kernel together; the rest gather and use SDPA.
         var decode = DecodePath != DecodePath.TorchGather && Dtype == ScalarType.Float32 ? DecodeSet.From(batch) : null;
-        var contextSlots = batch.Sequences.Select(s => decode is not null && s.NumTokens == 1 ? null : torch.tensor(s.ContextSlots, torch.int64)).ToArray();
-        var masks = batch.Sequences.Select(CausalMask).ToArray();
+        // The keys each sequence gathers and its mask, per window in use (full, and the sliding one if some layer has it).
+        var gathers = new Dictionary<AttentionWindow, (Tensor? Slots, Tensor? Mask)[]>();
+        (Tensor? Slots, Tensor? Mask)[] GatherFor(AttentionWindow window)
+        {
+            if (gathers.TryGetValue(window, out var found)) return found;
+            return gathers[window] = batch.Sequences
+                .Select(s => decode is not null && s.NumTokens == 1 ? default((Tensor?, Tensor?)) : (VisibleSlots(s, window), AttentionMask(s, window)))
+                .ToArray();
+        }
 
         int qSize = c.NumHeads * c.HeadDim, kvSize = c.NumKvHeads * c.HeadDim;
         var x = _weights.Embedding.index_select(0, ids);
@@ -79,14 +90,16 @@ public sealed partial class LlamaModel : IDisposable
             k = ApplyRotary(k, cos, sin);
             kv.Write(l, slots, k, v.contiguous());
 
+            var window = c.WindowOf(l);
             var attention = torch.empty([t, qSize], Dtype);
-            if (decode is not null) DecodeAttention(decode, q, kv, l, attention);
+            if (decode is not null) DecodeAttention(decode.Within(window), q, kv, l, attention);
+            var gather = GatherFor(window);
             for (int s = 0; s < batch.Sequences.Count; s++)
             {
                 var seq = batch.Sequences[s];
                 if (decode is not null && seq.NumTokens == 1) continue;
-                var (keys, values) = kv.Gather(l, contextSlots[s]!);
-                attention.narrow(0, seq.TokenStart, seq.NumTokens).copy_(Attend(q.narrow(0, seq.TokenStart, seq.NumTokens), keys, values, masks[s]));
+                var (keys, values) = kv.Gather(l, gather[s].Slots!);
+                attention.narrow(0, seq.TokenStart, seq.NumTokens).copy_(Attend(q.narrow(0, seq.TokenStart, seq.NumTokens), keys, values, gather[s].Mask));
             }
             x = x + w.O.Forward(attention);
             x = x + Mlp(x, w);
@@ -103,10 +116,36 @@ public sealed partial class LlamaModel : IDisposable
     /// <summary>The decode sequences of a batch, flattened for the paged kernel.</summary>
     private sealed class DecodeSet
     {
+        private DecodeSet? _sliding;
+
         public required long[] Rows { get; init; }
+        /// <summary>Every decode sequence's context slots, one after another.</summary>
         public required long[] Slots { get; init; }
+        /// <summary>Where the slots the kernel reads start, per sequence.</summary>
         public required int[] Offsets { get; init; }
+        /// <summary>How many slots the kernel reads, per sequence.</summary>
         public required int[] Lengths { get; init; }
+
+        /// <summary>
+        /// The same sequences with each one's slots cut to the keys its query sees in a layer with
+        /// <paramref name="window"/>: the last min(length, size) of them (the query is the newest position).
+        /// Shares <see cref="Slots"/>; made once per step.
+        /// </summary>
+        public DecodeSet Within(AttentionWindow window)
+        {
+            if (window.Size is not { } size) return this;
+            if (_sliding is not null && _sliding.Window == size) return _sliding;
+            var offsets = new int[Offsets.Length];
+            var lengths = new int[Lengths.Length];
+            for (int i = 0; i < Offsets.Length; i++)
+            {
+                lengths[i] = Math.Min(Lengths[i], size);
+                offsets[i] = Offsets[i] + Lengths[i] - lengths[i];
+            }
+            return _sliding = new DecodeSet { Rows = Rows, Slots = Slots, Offsets = offsets, Lengths = lengths, Window = size };
+        }
+
+        private int Window { get; init; }
 
         public static DecodeSet? From(ForwardBatch batch)
         {
@@ -181,19 +220,41 @@ public sealed partial class LlamaModel : IDisposable
         return x * cos + rotated * sin;
     }
 
-    /// <summary>Mask for a chunk of queries that follows (ContextLength − NumTokens) earlier tokens; null for one query.</summary>
-    private Tensor? CausalMask(SequenceSlice seq)
+    /// <summary>The first key position any query of the chunk sees: the first query's window start.</summary>
+    private static int FirstGatheredKey(SequenceSlice seq, AttentionWindow window) =>
+        (int)window.FirstVisibleKey(seq.ContextLength - seq.NumTokens);
+
+    /// <summary>KV slots of the keys some query of the chunk sees: the whole context, or from the first query's window start.</summary>
+    private static Tensor VisibleSlots(SequenceSlice seq, AttentionWindow window)
+    {
+        int first = FirstGatheredKey(seq, window);
+        return torch.tensor(first == 0 ? seq.ContextSlots : seq.ContextSlots[first..], torch.int64);
+    }
+
+    /// <summary>
+    /// Mask for a chunk of queries that follows (ContextLength − NumTokens) earlier tokens, over the keys
+    /// <see cref="VisibleSlots"/> gathers: each query sees the keys from its window's start (AttentionWindow) to itself.
+    /// Null for one query (it sees every gathered key).
+    /// </summary>
+    private Tensor? AttentionMask(SequenceSlice seq, AttentionWindow window)
     {
         if (seq.NumTokens == 1) return null;
         int offset = seq.ContextLength - seq.NumTokens;
+        int firstKey = FirstGatheredKey(seq, window);
         var queryPos = torch.arange(offset, seq.ContextLength, torch.int64).unsqueeze(1);
-        var keyPos = torch.arange(0, seq.ContextLength, torch.int64).unsqueeze(0);
+        var keyPos = torch.arange(firstKey, seq.ContextLength, torch.int64).unsqueeze(0);
         var allowed = keyPos <= queryPos;
+        if (!window.IsFull)
+        {
+            var firstVisible = new long[seq.NumTokens];
+            for (int i = 0; i < firstVisible.Length; i++) firstVisible[i] = window.FirstVisibleKey(offset + i);
+            allowed = allowed.logical_and(keyPos >= torch.tensor(firstVisible, torch.int64).unsqueeze(1));
+        }
         // An explicit Scalar, alive until the call returns: TorchSharp's implicit double → Scalar is freed only by its
         // finalizer, which can run while the native masked_fill still reads it (seen: "toFloat" failing on a freed tag
         // during a long-prompt benchmark).
         using var negativeInfinity = double.NegativeInfinity.ToScalar();
-        var mask = torch.zeros([seq.NumTokens, seq.ContextLength], Dtype).masked_fill(allowed.logical_not(), negativeInfinity);
+        var mask = torch.zeros([seq.NumTokens, seq.ContextLength - firstKey], Dtype).masked_fill(allowed.logical_not(), negativeInfinity);
         // Folded GQA puts the query heads of one KV head one after another along the query axis.
         return mask.repeat(Config.QueriesPerKvHead, 1);
     }
