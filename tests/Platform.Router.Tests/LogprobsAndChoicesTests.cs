@@ -288,3 +288,18 @@ public sealed class ChoiceFailureTests
         }
     }
 }
+
+public sealed class TokenPiecesTests
+{
+    [Fact]
+    public void A_token_that_is_part_of_a_character_is_shown_as_its_bytes_and_whole_text_as_itself()
+    {
+        var partial = Platform.Router.Api.TokenPieces.Build([0xE2, 0x80]);
+        Assert.Equal("bytes:\\xe2\\x80", partial.Text);
+        Assert.Equal([0xE2, 0x80], partial.Bytes);
+        var whole = Platform.Router.Api.TokenPieces.Build(Encoding.UTF8.GetBytes(" café🙂"));
+        Assert.Equal(" café🙂", whole.Text);
+        Assert.Equal(6, whole.TextLength); // code points, as Python's len
+        Assert.Equal("", Platform.Router.Api.TokenPieces.Build([]).Text);
+    }
+}
