@@ -7,6 +7,8 @@
 //   → a worker identity exists (503) → model name (404) → tokenize and check the
 //   context (400) → hash blocks, place, start on a worker with retries
 //   (GenerationForwarder: 400/429/502/503/504) → stream or collect.
+// With n > 1 the request runs as n child generations (seed + i), each placed and
+// started on its own, and merged into indexed choices (OpenAiEndpoints.Choices.cs).
 // No worker is called before the request is known to be valid. After the first
 // byte went to the client a worker failure becomes an SSE error event followed
 // by [DONE]; a client disconnect disposes the stream, which cancels the worker call.
