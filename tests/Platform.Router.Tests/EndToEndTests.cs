@@ -118,6 +118,30 @@ public sealed class EndToEndTests(ProcessClusterFixture f)
     }
 
     [Fact]
+    public async Task Over_processes_chat_logprobs_reach_the_openai_client_and_n_choices_come_back_indexed()
+    {
+        var chat = f.Client().GetChatClient("tiny");
+        ChatCompletion completion = await chat.CompleteChatAsync([new UserChatMessage("Hello there")],
+            new ChatCompletionOptions { MaxOutputTokenCount = 5, Temperature = 0, IncludeLogProbabilities = true, TopLogProbabilityCount = 2 });
+        Assert.Equal(completion.Usage.OutputTokenCount, completion.ContentTokenLogProbabilities.Count);
+        Assert.All(completion.ContentTokenLogProbabilities, t =>
+        {
+            Assert.Equal(2, t.TopLogProbabilities.Count);
+            Assert.Equal(t.Token, t.TopLogProbabilities[0].Token);
+        });
+
+        using var http = new HttpClient { BaseAddress = f.Router.Address };
+        using var content = new StringContent(
+            """{"model":"tiny","prompt":"Once upon a time","max_tokens":6,"temperature":1,"seed":11,"ignore_eos":true,"n":3}""", Encoding.UTF8, "application/json");
+        using var response = await http.PostAsync("/v1/completions", content);
+        Assert.Equal(200, (int)response.StatusCode);
+        using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        var choices = doc.RootElement.GetProperty("choices").EnumerateArray().ToList();
+        Assert.Equal([0, 1, 2], choices.Select(c => c.GetProperty("index").GetInt32()));
+        Assert.Equal(18, doc.RootElement.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+    }
+
+    [Fact]
     public async Task OpenAI_client_sees_router_errors_with_their_status()
     {
         var chat = f.Client().GetChatClient("no-such-model");

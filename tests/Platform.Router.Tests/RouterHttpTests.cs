@@ -98,7 +98,7 @@ public sealed class RouterHttpTests(TwoWorkerFixture f)
     [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"max_tokens\":5000}", 400, "max_tokens", "context_length_exceeded")]
     [InlineData("{\"model\":\"gpt-4\",\"prompt\":\"x\"}", 404, "model", "model_not_found")]
     [InlineData("{\"prompt\":\"x\"}", 400, "model", null)]
-    [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"n\":3}", 400, "n", null)]
+    [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"n\":17}", 400, "n", null)]
     [InlineData("[1,2,3]", 400, null, null)]
     [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"min_p\":1.5}", 400, "min_p", null)]
     [InlineData("{\"model\":\"tiny\",\"prompt\":\"x\",\"repetition_penalty\":0}", 400, "repetition_penalty", null)]

@@ -40,6 +40,34 @@ public sealed class GenerateTests
     }
 
     [Fact]
+    public async Task Logprobs_cross_the_wire_aligned_with_the_tokens_and_equal_to_the_engines()
+    {
+        var prompt = TestModel.Prompt(20, 5);
+        var expected = new List<Platform.Engine.Sampling.TokenLogprobs>();
+        using (var reference = LlmEngine.Load(TestModel.Dir, new EngineOptions { NumKvBlocks = 64, Threads = 1, DefaultSeed = 1 }))
+        {
+            await foreach (var chunk in reference.GenerateAsync(new GenerationRequest(prompt, new SamplingParams { MaxTokens = 5, Temperature = 0, IgnoreEos = true, Logprobs = 2 })))
+                expected.AddRange(chunk.Logprobs ?? []);
+        }
+
+        await using var w = await WorkerUnderTest.StartAsync();
+        var request = WorkerUnderTest.Request(prompt, 5);
+        request.Sampling.Logprobs = 2;
+        var chunks = await w.GenerateAllAsync(request);
+        Assert.All(chunks, c => Assert.Equal(c.TokenIds.Count, c.Logprobs.Count));
+        var got = chunks.SelectMany(c => c.Logprobs).ToList();
+        Assert.Equal(expected.Count, got.Count);
+        for (int i = 0; i < got.Count; i++)
+        {
+            Assert.Equal(expected[i].Logprob, got[i].Logprob, 4);
+            Assert.Equal(expected[i].TopTokenIds, got[i].TopTokenIds);
+        }
+        // Unset: none computed or sent.
+        var plain = await w.GenerateAllAsync(WorkerUnderTest.Request(prompt, 3));
+        Assert.All(plain, c => Assert.Empty(c.Logprobs));
+    }
+
+    [Fact]
     public async Task With_the_host_tier_evicted_blocks_come_back_from_host_memory_and_load_and_snapshots_show_it()
     {
         await using var w = await WorkerUnderTest.StartAsync("--kv-tier", "host", "--kv-host-memory", "8MB", "--kv-blocks", "12");

@@ -37,7 +37,7 @@ public sealed partial class LlmEngine
     }
 
     /// <summary>Streams one new token, applying stop conditions (EOS, stop ids, stop strings, lengths).</summary>
-    private void Emit(EngineRequest r, int token, float[]? logits)
+    private void Emit(EngineRequest r, int token, float[]? logits, Sampling.TokenLogprobs? logprobs)
     {
         var (text, finish) = r.Processor.Process(token, r.OutputLength, r.Tokens.Count, r.MaxTotalTokens);
         FirstTokenTimes? times = null;
@@ -47,7 +47,7 @@ public sealed partial class LlmEngine
             times = new FirstTokenTimes(admitted - r.ArrivedAt, DateTimeOffset.UtcNow - admitted);
         }
         r.Output.TryWrite(new GenerationChunk([token], text, finish, r.PromptLength, Math.Max(0, r.CachedPromptTokens), r.OutputLength,
-            logits is null ? null : [logits], null, Split(r), Times: times));
+            logits is null ? null : [logits], null, Split(r), Times: times, Logprobs: logprobs is null ? null : [logprobs]));
         EngineTelemetry.TokenEmitted(r, finish);
         if (finish is not null)
         {

@@ -277,13 +277,18 @@ public sealed partial class LlmEngine : IDisposable
             var row = logits.AsSpan(i * vocab, vocab);
             var r = sampling[i];
             var p = r.Sampling;
+            bool penalised = PenaltyState.Needed(p.PresencePenalty, p.FrequencyPenalty, p.RepetitionPenalty);
+            // Log-probabilities come from the raw logits (vLLM's default), so a copy is kept when bias or penalties change the row.
+            float[]? rawCopy = p.Logprobs is not null && (p.LogitBias.Count > 0 || penalised) ? row.ToArray() : null;
             foreach (var (biased, bias) in p.LogitBias)
                 if ((uint)biased < (uint)row.Length) row[biased] += bias;
-            if (PenaltyState.Needed(p.PresencePenalty, p.FrequencyPenalty, p.RepetitionPenalty))
+            if (penalised)
                 (r.Penalties ??= new PenaltyState(r.Tokens, r.PromptLength)).Apply(row, r.Tokens, p.PresencePenalty, p.FrequencyPenalty, p.RepetitionPenalty);
             int token = _sampler.Sample(row, p.Temperature, p.TopK, p.TopP, r.Seed, r.OutputLength, p.MinP);
             r.Tokens.Add(token);
-            Emit(r, token, r.ReturnLogits ? row.ToArray() : null);
+            ReadOnlySpan<float> rawRow = rawCopy is null ? row : rawCopy;
+            var logprobs = p.Logprobs is { } top ? TokenLogprobs.Compute(rawRow, token, top) : null;
+            Emit(r, token, r.ReturnLogits ? row.ToArray() : null, logprobs);
         }
         _scheduler.ObserveStep(System.Diagnostics.Stopwatch.GetElapsedTime(started));
         now = DateTimeOffset.UtcNow;

@@ -32,6 +32,7 @@ internal static class ProtoMapping
             FrequencyPenalty = s.FrequencyPenalty,
             RepetitionPenalty = s.RepetitionPenalty == 0 ? 1.0 : s.RepetitionPenalty,
             LogitBias = new Dictionary<int, float>(s.LogitBias),
+            Logprobs = s.HasLogprobs ? s.Logprobs : null,
         };
     }
 
@@ -55,6 +56,16 @@ internal static class ProtoMapping
             Cached = ToProto(chunk.CachedByTier),
         };
         message.TokenIds.AddRange(chunk.TokenIds);
+        if (chunk.Logprobs is { } logprobs)
+        {
+            foreach (var lp in logprobs)
+            {
+                var entry = new Proto.TokenLogprob { Logprob = lp.Logprob };
+                entry.TopTokenIds.AddRange(lp.TopTokenIds);
+                entry.TopLogprobs.AddRange(lp.TopLogprobs);
+                message.Logprobs.Add(entry);
+            }
+        }
         if (chunk.Error is not null) message.Error = chunk.Error;
         if (chunk.Progress is { } p)
         {

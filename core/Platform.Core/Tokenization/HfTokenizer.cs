@@ -396,6 +396,13 @@ public sealed class HfTokenizer
 
     public IncrementalDecoder CreateIncrementalDecoder(bool skipSpecialTokens = true) => new(this, skipSpecialTokens);
 
+    /// <summary>
+    /// The bytes one token stands for on its own (a special token's text included), as logprobs show it; null for an
+    /// id this vocabulary does not use (a model's embedding table may be padded past the tokenizer's vocabulary).
+    /// A byte-level token may be part of a UTF-8 character, so the bytes are not always text on their own.
+    /// </summary>
+    public byte[]? RawTokenBytes(int id) => id >= 0 && id < VocabSize ? _idToBytes[id]?.ToArray() : null;
+
     /// <summary>The bytes an id stands for, or null when it is skipped as special.</summary>
     internal byte[]? TokenBytes(int id, bool skipSpecialTokens)
     {

@@ -7,6 +7,8 @@
 //   → a worker identity exists (503) → model name (404) → tokenize and check the
 //   context (400) → hash blocks, place, start on a worker with retries
 //   (GenerationForwarder: 400/429/502/503/504) → stream or collect.
+// With n > 1 the request runs as n child generations (seed + i), each placed and
+// started on its own, and merged into indexed choices (OpenAiEndpoints.Choices.cs).
 // No worker is called before the request is known to be valid. After the first
 // byte went to the client a worker failure becomes an SSE error event followed
 // by [DONE]; a client disconnect disposes the stream, which cancels the worker call.
@@ -43,6 +45,7 @@ public sealed partial class OpenAiEndpoints
     private readonly TimeProvider _time;
     private readonly ILogger<OpenAiEndpoints> _logger;
     private readonly ToolCallParser? _toolCallParser;
+    private readonly TokenPieces _pieces;
     private int _inFlight;
 
     public OpenAiEndpoints(ServedModel model, WorkerDirectory workers, GenerationForwarder forwarder, RouterMetrics metrics,
@@ -57,6 +60,7 @@ public sealed partial class OpenAiEndpoints
         _logger = logger;
         _toolCallParser = options.ToolCallParser is { Length: > 0 } parser ? ToolCallParser.Create(parser) : null;
         _longestTokenChars = new Lazy<int>(() => LongestTokenChars(model));
+        _pieces = new TokenPieces(model.Tokenizer);
     }
 
     /// <summary>The longest text any single token decodes to (at least 1), read once from the vocabulary.</summary>
@@ -289,10 +293,12 @@ public sealed partial class OpenAiEndpoints
         // A request without a seed gets one here, once: if its worker dies mid-stream, the next worker continues the
         // same random stream (the draw for output i depends only on the seed and i), so the text stays token-exact.
         grpcRequest.Sampling.Seed = sampling.Seed ?? (ulong)Random.Shared.NextInt64();
+        if (sampling.Logprobs is { } alternatives) grpcRequest.Sampling.Logprobs = alternatives;
         grpcRequest.Sampling.Stop.AddRange(sampling.Stop);
         grpcRequest.Sampling.StopTokenIds.AddRange(sampling.StopTokenIds);
         foreach (var (id, bias) in sampling.LogitBias) grpcRequest.Sampling.LogitBias[id] = bias;
         grpcRequest.PromptTokenIds.AddRange(prompt);
+        var children = ChildRequests(grpcRequest, sampling.N, sampling.Seed);
 
         string? session = context.Request.Headers[_options.SessionHeader].FirstOrDefault();
         var hashes = prompt switch
@@ -306,12 +312,15 @@ public sealed partial class OpenAiEndpoints
         // The request's own deadline, if any, ends it like a client disconnect would, but with a 504 the client sees.
         using var deadlineTimer = deadlineSpan is { } span ? new CancellationTokenSource(span, _time) : null;
         using var ended = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, deadlineTimer?.Token ?? CancellationToken.None);
+        // n > 1: the failure of one generation cancels the others through this.
+        using var siblings = CancellationTokenSource.CreateLinkedTokenSource(ended.Token);
         var deadline = new Deadline(deadlineSpan, deadlineTimer, context.RequestAborted);
         var watch = new PrefillWatch();
-        var starting = _forwarder.StartAsync(grpcRequest, placement, arrived, watch, null, ended.Token);
+        // Each child is placed on its own; the first one's progress feeds the keep-alive comments.
+        var starting = StartAllAsync(children, placement, arrived, watch, siblings);
         if (sampling.Stream) await KeepAliveUntilAsync(context, starting, watch).ConfigureAwait(false);
-        var started = await starting.ConfigureAwait(false);
-        if (started.Stream is null)
+        var (streams, failure) = await starting.ConfigureAwait(false);
+        if (failure is { } started)
         {
             if (started.Error == ForwarderError.Canceled && !deadline.Passed)
             {
@@ -334,14 +343,70 @@ public sealed partial class OpenAiEndpoints
             return;
         }
 
-        using var stream = new MigratingStream(started.Stream, _forwarder, grpcRequest, placement, _options.MigrationLimit, _metrics, _time, _logger, ended.Token);
-        if (!context.Response.HasStarted) context.Response.Headers["x-platform-worker"] = stream.WorkerId;
-        var response = new ResponseShape(chat, (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("n"),
-            _time.GetUtcNow().ToUnixTimeSeconds(), sampling.Model, prompt.Count);
-        // With tool_choice auto the reply is read for tool calls in the model's format (--tool-call-parser).
-        var toolCalls = chatRequest is { ToolChoice: ToolChoice.Auto } ? new ToolCallStream(_toolCallParser!, chatRequest.ParallelToolCalls) : null;
-        if (sampling.Stream) await StreamAsync(context, route, stream, response, sampling.IncludeUsage, deadline, toolCalls).ConfigureAwait(false);
-        else await CollectAsync(context, route, stream, response, deadline, toolCalls).ConfigureAwait(false);
+        var migrating = new List<MigratingStream>(streams.Count);
+        try
+        {
+            for (int i = 0; i < streams.Count; i++)
+                migrating.Add(new MigratingStream(streams[i], _forwarder, children[i], placement, _options.MigrationLimit, _metrics, _time, _logger, siblings.Token));
+            if (!context.Response.HasStarted) context.Response.Headers["x-platform-worker"] = string.Join(',', migrating.Select(m => m.WorkerId).Distinct());
+            var response = new ResponseShape(chat, (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("n"),
+                _time.GetUtcNow().ToUnixTimeSeconds(), sampling.Model, prompt.Count, sampling.Logprobs is not null)
+            {
+                // With tool_choice auto the reply is read for tool calls in the model's format (--tool-call-parser).
+                ToolCalls = chatRequest is { ToolChoice: ToolChoice.Auto } ? _toolCallParser : null,
+                ParallelToolCalls = chatRequest?.ParallelToolCalls ?? true,
+            };
+            if (sampling.Stream) await StreamAsync(context, route, migrating, response, sampling.IncludeUsage, deadline, siblings).ConfigureAwait(false);
+            else await CollectAsync(context, route, migrating, response, deadline, siblings).ConfigureAwait(false);
+        }
+        finally
+        {
+            foreach (var m in migrating) m.Dispose();
+            for (int i = migrating.Count; i < streams.Count; i++) streams[i].Dispose();
+        }
+    }
+
+    /// <summary>
+    /// n generations of one request, as vLLM's parallel sampling makes them: child i is the request with seed + i when the
+    /// client gave a seed (so the n texts are reproducible), else with a seed of its own drawn here (each child keeps its
+    /// seed if it migrates). n = 1 is the request itself.
+    /// </summary>
+    private static List<GenerateRequest> ChildRequests(GenerateRequest request, int n, ulong? clientSeed)
+    {
+        if (n == 1) return [request];
+        var children = new List<GenerateRequest>(n);
+        for (int i = 0; i < n; i++)
+        {
+            var child = request.Clone();
+            child.RequestId = $"{request.RequestId}-{i}";
+            child.Sampling.Seed = clientSeed is { } seed ? unchecked(seed + (ulong)i) : (ulong)Random.Shared.NextInt64();
+            children.Add(child);
+        }
+        return children;
+    }
+
+    /// <summary>
+    /// Starts every child (each with the forwarder's retries). All started: their streams. Otherwise the first real
+    /// failure (the others are cancelled, and their streams, if any, disposed): the request fails as one would.
+    /// </summary>
+    private async Task<(IReadOnlyList<WorkerStream> Streams, AttemptResult? Failure)> StartAllAsync(IReadOnlyList<GenerateRequest> children,
+        PlacementRequest placement, long arrived, PrefillWatch watch, CancellationTokenSource siblings)
+    {
+        var starts = children.Select((child, i) => _forwarder.StartAsync(child, placement, arrived, i == 0 ? watch : null, null, siblings.Token)).ToList();
+        AttemptResult? failure = null;
+        var remaining = new List<Task<AttemptResult>>(starts);
+        while (remaining.Count > 0)
+        {
+            var done = await Task.WhenAny(remaining).ConfigureAwait(false);
+            remaining.Remove(done);
+            var result = await done.ConfigureAwait(false);
+            if (result.Stream is not null) continue;
+            if (failure is null || (failure.Error == ForwarderError.Canceled && result.Error != ForwarderError.Canceled)) failure = result;
+            if (!siblings.IsCancellationRequested) await siblings.CancelAsync().ConfigureAwait(false);
+        }
+        if (failure is null) return (starts.Select(t => t.Result.Stream!).ToList(), null);
+        foreach (var t in starts) t.Result.Stream?.Dispose();
+        return ([], failure);
     }
 
     /// <summary>The request's overall deadline: the x-request-timeout header (seconds), else Router:RequestTimeoutMs (0: none).</summary>
@@ -425,115 +490,6 @@ public sealed partial class OpenAiEndpoints
         return sb.ToString();
     }
 
-    private sealed record ResponseShape(bool Chat, string Id, long Created, string Model, int PromptTokens);
-
-    private sealed class Usage(int promptTokens)
-    {
-        public int PromptTokens { get; private set; } = promptTokens;
-        public int CompletionTokens { get; private set; }
-        public int CachedTokens { get; private set; }
-        /// <summary>Cached prompt tokens by the KV tier they came from (device, host memory, shared remote store).</summary>
-        public (int Device, int Host, int Remote) CachedByTier { get; private set; }
-        public string? FinishReason { get; private set; }
-
-        public void Add(GenerateChunk chunk)
-        {
-            if (chunk.PromptTokens > 0) PromptTokens = chunk.PromptTokens;
-            CompletionTokens = Math.Max(CompletionTokens + chunk.TokenIds.Count, chunk.CompletionTokens);
-            if (chunk.Cached is { } c && c.Device + c.Host + c.Remote >= CachedTokens)
-            {
-                CachedTokens = c.Device + c.Host + c.Remote;
-                CachedByTier = (c.Device, c.Host, c.Remote);
-            }
-            if (chunk.FinishReason == Platform.Core.Protos.FinishReason.Length) FinishReason = "length";
-            else if (chunk.FinishReason != Platform.Core.Protos.FinishReason.Unspecified) FinishReason = "stop";
-        }
-
-        public void Write(Utf8JsonWriter w)
-        {
-            w.WriteStartObject("usage");
-            w.WriteNumber("prompt_tokens", PromptTokens);
-            w.WriteNumber("completion_tokens", CompletionTokens);
-            w.WriteNumber("total_tokens", PromptTokens + CompletionTokens);
-            w.WriteStartObject("prompt_tokens_details");
-            w.WriteNumber("cached_tokens", CachedTokens);
-            // Extension (OpenAI clients ignore unknown fields): where the cached tokens came from.
-            w.WriteStartObject("cached_tokens_by_tier");
-            w.WriteNumber("device", CachedByTier.Device);
-            w.WriteNumber("host", CachedByTier.Host);
-            w.WriteNumber("remote", CachedByTier.Remote);
-            w.WriteEndObject();
-            w.WriteEndObject();
-            w.WriteEndObject();
-        }
-    }
-
-    private async Task CollectAsync(HttpContext context, string route, MigratingStream stream, ResponseShape shape, Deadline deadline, ToolCallStream? toolCalls)
-    {
-        var usage = new Usage(shape.PromptTokens);
-        var text = new StringBuilder();
-        while (true)
-        {
-            var read = await stream.ReadAsync().ConfigureAwait(false);
-            if (read.Error == ForwarderError.Canceled && deadline.Passed)
-                read = new StreamRead(null, ForwarderError.DeadlineExceeded, deadline.Message(null));
-            if (read.Error == ForwarderError.Canceled)
-            {
-                _metrics.Request(route, 499);
-                return;
-            }
-            if (read.Error != ForwarderError.None)
-            {
-                // Nothing was sent yet: an aborted generation is a retriable 503, never a truncated 200.
-                if (read.Error == ForwarderError.Aborted) context.Response.Headers.RetryAfter = "1";
-                await Fail(context, route, new ApiError(ForwarderErrors.HttpStatus(read.Error), read.Message, ApiError.Server, null, SnakeCase(read.Error))).ConfigureAwait(false);
-                return;
-            }
-            if (read.IsEnd) break;
-            usage.Add(read.Chunk!);
-            text.Append(read.Chunk!.Text);
-            if (read.Chunk.FinishReason != Platform.Core.Protos.FinishReason.Unspecified) break;
-        }
-
-        string? content = text.ToString();
-        IReadOnlyList<ParsedToolCall> calls = [];
-        if (toolCalls is not null)
-        {
-            string head = toolCalls.Push(content);
-            (var rest, calls) = toolCalls.Finish();
-            content = head + rest;
-            if (calls.Count > 0 && content.Trim().Length == 0) content = null;
-        }
-
-        context.Response.ContentType = "application/json";
-        await using var w = new Utf8JsonWriter(context.Response.Body);
-        w.WriteStartObject();
-        w.WriteString("id", shape.Id);
-        w.WriteString("object", shape.Chat ? "chat.completion" : "text_completion");
-        w.WriteNumber("created", shape.Created);
-        w.WriteString("model", shape.Model);
-        w.WriteStartArray("choices");
-        w.WriteStartObject();
-        w.WriteNumber("index", 0);
-        if (shape.Chat)
-        {
-            w.WriteStartObject("message");
-            w.WriteString("role", "assistant");
-            w.WriteString("content", content);
-            if (calls.Count > 0) WriteToolCalls(w, calls, streaming: false);
-            w.WriteEndObject();
-        }
-        else w.WriteString("text", content);
-        w.WriteNull("logprobs");
-        w.WriteString("finish_reason", calls.Count > 0 ? "tool_calls" : usage.FinishReason ?? "stop");
-        w.WriteEndObject();
-        w.WriteEndArray();
-        usage.Write(w);
-        w.WriteEndObject();
-        await w.FlushAsync(context.RequestAborted).ConfigureAwait(false);
-        _metrics.Request(route, 200);
-    }
-
     private static void StartSse(HttpContext context)
     {
         if (context.Response.HasStarted) return;
@@ -590,150 +546,6 @@ public sealed partial class OpenAiEndpoints
         {
             // The client is gone.
         }
-    }
-
-    private async Task StreamAsync(HttpContext context, string route, MigratingStream stream, ResponseShape shape, bool includeUsage, Deadline deadline,
-        ToolCallStream? toolCalls)
-    {
-        StartSse(context);
-        var body = context.Response.BodyWriter;
-        var usage = new Usage(shape.PromptTokens);
-        var buffer = new System.Buffers.ArrayBufferWriter<byte>(512);
-        var abort = context.RequestAborted;
-        int status = 200;
-        try
-        {
-            if (shape.Chat) await SendAsync(w => Chunk(w, shape, roleDelta: true, text: "", finish: null)).ConfigureAwait(false);
-            while (true)
-            {
-                var read = await stream.ReadAsync().ConfigureAwait(false);
-                if (read.Error == ForwarderError.Canceled && deadline.Passed)
-                    read = new StreamRead(null, ForwarderError.DeadlineExceeded, deadline.Message(null));
-                if (read.Error == ForwarderError.Canceled)
-                {
-                    status = 499;
-                    return;
-                }
-                if (read.Error != ForwarderError.None)
-                {
-                    // Tokens may already be on the wire: end with an error event, never hang. An aborted
-                    // generation's last text (if any) goes out first, without a finish_reason.
-                    if (read.Chunk is { Text.Length: > 0 } partial)
-                    {
-                        usage.Add(partial);
-                        await SendAsync(w => Chunk(w, shape, roleDelta: false, partial.Text, null)).ConfigureAwait(false);
-                    }
-                    status = ForwarderErrors.HttpStatus(read.Error);
-                    LogMidStreamFailure(_logger, stream.WorkerId, read.Message);
-                    await SendAsync(w => new ApiError(status, read.Message, ApiError.Server, null, SnakeCase(read.Error)).WriteBody(w)).ConfigureAwait(false);
-                    break;
-                }
-                if (read.IsEnd) break;
-                var chunk = read.Chunk!;
-                usage.Add(chunk);
-                bool last = chunk.FinishReason != Platform.Core.Protos.FinishReason.Unspecified;
-                // Text that may be a tool call is held back until the end, then sent as calls (or as the text it was).
-                string text = toolCalls?.Push(chunk.Text) ?? chunk.Text;
-                if (last && toolCalls is not null)
-                {
-                    var (rest, calls) = toolCalls.Finish();
-                    text += rest;
-                    if (calls.Count > 0)
-                    {
-                        if (text.Length > 0) await SendAsync(w => Chunk(w, shape, roleDelta: false, text, null)).ConfigureAwait(false);
-                        await SendAsync(w => Chunk(w, shape, roleDelta: false, "", null, calls)).ConfigureAwait(false);
-                        await SendAsync(w => Chunk(w, shape, roleDelta: false, "", "tool_calls")).ConfigureAwait(false);
-                        break;
-                    }
-                }
-                if (text.Length > 0 || last)
-                    await SendAsync(w => Chunk(w, shape, roleDelta: false, text, last ? usage.FinishReason ?? "stop" : null)).ConfigureAwait(false);
-                if (last) break;
-            }
-            if (includeUsage && status == 200)
-            {
-                await SendAsync(w =>
-                {
-                    w.WriteStartObject();
-                    Header(w, shape);
-                    w.WriteStartArray("choices");
-                    w.WriteEndArray();
-                    usage.Write(w);
-                    w.WriteEndObject();
-                }).ConfigureAwait(false);
-            }
-            await body.WriteAsync(Done, abort).ConfigureAwait(false);
-            await body.FlushAsync(abort).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException) when (abort.IsCancellationRequested)
-        {
-            status = 499;
-        }
-        finally
-        {
-            _metrics.Request(route, status);
-        }
-
-        async Task SendAsync(Action<Utf8JsonWriter> write)
-        {
-            buffer.ResetWrittenCount();
-            using (var w = new Utf8JsonWriter(buffer)) write(w);
-            await body.WriteAsync(DataPrefix, abort).ConfigureAwait(false);
-            await body.WriteAsync(buffer.WrittenMemory, abort).ConfigureAwait(false);
-            await body.WriteAsync(EventEnd, abort).ConfigureAwait(false);
-            await body.FlushAsync(abort).ConfigureAwait(false);
-        }
-    }
-
-    private static void Header(Utf8JsonWriter w, ResponseShape shape)
-    {
-        w.WriteString("id", shape.Id);
-        w.WriteString("object", shape.Chat ? "chat.completion.chunk" : "text_completion");
-        w.WriteNumber("created", shape.Created);
-        w.WriteString("model", shape.Model);
-    }
-
-    private static void Chunk(Utf8JsonWriter w, ResponseShape shape, bool roleDelta, string text, string? finish, IReadOnlyList<ParsedToolCall>? toolCalls = null)
-    {
-        w.WriteStartObject();
-        Header(w, shape);
-        w.WriteStartArray("choices");
-        w.WriteStartObject();
-        w.WriteNumber("index", 0);
-        if (shape.Chat)
-        {
-            w.WriteStartObject("delta");
-            if (roleDelta) w.WriteString("role", "assistant");
-            if (roleDelta || text.Length > 0) w.WriteString("content", text);
-            if (toolCalls is { Count: > 0 }) WriteToolCalls(w, toolCalls, streaming: true);
-            w.WriteEndObject();
-        }
-        else w.WriteString("text", text);
-        w.WriteNull("logprobs");
-        if (finish is null) w.WriteNull("finish_reason");
-        else w.WriteString("finish_reason", finish);
-        w.WriteEndObject();
-        w.WriteEndArray();
-        w.WriteEndObject();
-    }
-
-    /// <summary>OpenAI's tool_calls array; in a stream each call also carries its index (calls are sent whole, in one delta).</summary>
-    private static void WriteToolCalls(Utf8JsonWriter w, IReadOnlyList<ParsedToolCall> calls, bool streaming)
-    {
-        w.WriteStartArray("tool_calls");
-        for (int i = 0; i < calls.Count; i++)
-        {
-            w.WriteStartObject();
-            if (streaming) w.WriteNumber("index", i);
-            w.WriteString("id", calls[i].Id);
-            w.WriteString("type", "function");
-            w.WriteStartObject("function");
-            w.WriteString("name", calls[i].Name);
-            w.WriteString("arguments", calls[i].Arguments);
-            w.WriteEndObject();
-            w.WriteEndObject();
-        }
-        w.WriteEndArray();
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Answering {Status}: {Message}")]

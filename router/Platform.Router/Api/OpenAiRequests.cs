@@ -2,8 +2,11 @@
 // completions) into plain values. Everything a client can get wrong is caught
 // here, before any worker is involved, and reported as a 400 naming the
 // parameter: wrong types, non-finite or out-of-range sampling values, features
-// we do not serve (n > 1, logprobs, echo, penalties). Unknown fields are
-// ignored, as OpenAI-compatible servers commonly do.
+// we do not serve (echo, suffix, best_of other than n, guided decoding). Unknown
+// fields are ignored, as OpenAI-compatible servers commonly do. logprobs has two
+// shapes: an integer (0..20 alternatives) on completions, a boolean plus
+// top_logprobs (0..20) on chat, where top_logprobs without logprobs: true is an
+// error as on OpenAI's API.
 using System.Text.Json;
 using Platform.Core.Models;
 using Platform.Core.Tokenization;
@@ -30,6 +33,12 @@ public sealed record SamplingRequest(
     /// <summary>stop_token_ids (vLLM's extension): generation ends on any of these tokens, EOS or not.</summary>
     public IReadOnlyList<int> StopTokenIds { get; init; } = [];
 
+    /// <summary>Log-probabilities asked for: null none; else the number of most likely alternatives per token (0..20).</summary>
+    public int? Logprobs { get; init; }
+
+    /// <summary>n: how many choices (independent generations of the same prompt), 1..<see cref="OpenAiRequests.MaxChoices"/>.</summary>
+    public int N { get; init; } = 1;
+
     /// <summary>What is sent to the worker: the request's values, else the model's generation_config.json, else the API's defaults (1, 1, no top-k).</summary>
     public (double Temperature, double TopP, int TopK) Resolve(GenerationConfig defaults)
     {
@@ -43,14 +52,21 @@ public sealed record CompletionRequest(SamplingRequest Sampling, string? PromptT
 
 public static partial class OpenAiRequests
 {
+    /// <summary>The largest n served: each choice is a generation of its own, so n multiplies a request's cost.</summary>
+    public const int MaxChoices = 16;
+
+    /// <summary>The most alternatives per token (vLLM's default max_logprobs; OpenAI's top_logprobs bound).</summary>
+    public const int MaxLogprobs = 20;
+
     public static (CompletionRequest? Request, ApiError? Error) ParseCompletion(JsonElement root)
     {
         var (sampling, error) = ParseSampling(root, chat: false);
         if (error is not null) return (null, error);
         if (root.TryGetProperty("echo", out var echo) && echo.ValueKind == JsonValueKind.True)
             return (null, ApiError.BadRequest("echo is not supported; remove it.", "echo"));
-        if (root.TryGetProperty("best_of", out var bestOf) && bestOf.ValueKind == JsonValueKind.Number && (!bestOf.TryGetInt32(out var b) || b != 1))
-            return (null, ApiError.BadRequest("best_of must be 1.", "best_of"));
+        if (root.TryGetProperty("best_of", out var bestOf) && bestOf.ValueKind != JsonValueKind.Null
+            && (bestOf.ValueKind != JsonValueKind.Number || !bestOf.TryGetInt32(out var b) || b != sampling!.N))
+            return (null, ApiError.BadRequest($"best_of must equal n ({sampling!.N}): ranking more generations than are returned is not supported; leave best_of out or send n choices.", "best_of"));
         if (root.TryGetProperty("suffix", out var suffix) && suffix.ValueKind == JsonValueKind.String && suffix.GetString()!.Length > 0)
             return (null, ApiError.BadRequest("suffix is not supported; remove it.", "suffix"));
         if (!root.TryGetProperty("prompt", out var prompt) || prompt.ValueKind == JsonValueKind.Null)
@@ -140,11 +156,13 @@ public static partial class OpenAiRequests
                 return (null, ApiError.BadRequest($"{name} is not supported yet; {hint}.", name));
         }
 
-        if (root.TryGetProperty("n", out var n) && n.ValueKind != JsonValueKind.Null && (n.ValueKind != JsonValueKind.Number || !n.TryGetInt32(out int nv) || nv != 1))
-            return (null, ApiError.BadRequest("n must be 1; send separate requests for more choices.", "n"));
-        if (root.TryGetProperty("logprobs", out var lp) && lp.ValueKind is not (JsonValueKind.Null or JsonValueKind.False)
-            && !(lp.ValueKind == JsonValueKind.Number && lp.TryGetInt32(out int lpv) && lpv == 0))
-            return (null, ApiError.BadRequest("logprobs are not supported yet; remove the parameter.", "logprobs"));
+        int choices = 1;
+        if (root.TryGetProperty("n", out var n) && n.ValueKind != JsonValueKind.Null
+            && (n.ValueKind != JsonValueKind.Number || !n.TryGetInt32(out choices) || choices < 1 || choices > MaxChoices))
+            return (null, ApiError.BadRequest($"n must be an integer between 1 and {MaxChoices}; send several requests for more choices.", "n"));
+
+        var (logprobs, logprobsError) = chat ? ChatLogprobs(root) : CompletionLogprobs(root);
+        if (logprobsError is not null) return (null, logprobsError);
 
         var stop = new List<string>();
         if (root.TryGetProperty("stop", out var st) && st.ValueKind != JsonValueKind.Null)
@@ -196,7 +214,7 @@ public static partial class OpenAiRequests
         }
 
         return (new SamplingRequest(modelElement.GetString()!, maxTokens, double.IsNaN(temperature) ? null : temperature, double.IsNaN(topP) ? null : topP,
-            topK, seed, stop, stream, includeUsage, ignoreEos) { StopTokenIds = stopTokenIds, LogitBias = logitBias, MinP = minP, PresencePenalty = presence, FrequencyPenalty = frequency,
+            topK, seed, stop, stream, includeUsage, ignoreEos) { N = choices, Logprobs = logprobs, StopTokenIds = stopTokenIds, LogitBias = logitBias, MinP = minP, PresencePenalty = presence, FrequencyPenalty = frequency,
             RepetitionPenalty = double.IsNaN(repetition) ? null : repetition }, null);
     }
 
@@ -204,8 +222,6 @@ public static partial class OpenAiRequests
     private static readonly (string Name, Func<JsonElement, bool> IsNeutral, string Hint)[] NotHonoured =
     [
         ("min_tokens", e => IsNumber(e, 0), "leave it at 0"),
-        ("best_of", e => IsNumber(e, 1), "leave it at 1"),
-        ("top_logprobs", e => IsNumber(e, 0), "remove it"),
         ("response_format", e => e.ValueKind == JsonValueKind.Object && e.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String && t.GetString() == "text",
             "only {\"type\":\"text\"} is served"),
         ("guided_json", _ => false, "remove it"),
@@ -213,6 +229,26 @@ public static partial class OpenAiRequests
         ("guided_choice", _ => false, "remove it"),
         ("guided_grammar", _ => false, "remove it"),
     ];
+
+    /// <summary>Completions: <c>logprobs</c> is the number of alternatives per token (0..20); null or false: none.</summary>
+    private static (int?, ApiError?) CompletionLogprobs(JsonElement root)
+    {
+        if (!root.TryGetProperty("logprobs", out var e) || e.ValueKind is JsonValueKind.Null or JsonValueKind.False) return (null, null);
+        if (e.ValueKind != JsonValueKind.Number || !e.TryGetInt32(out int k) || k < 0 || k > MaxLogprobs)
+            return (null, ApiError.BadRequest($"logprobs must be an integer between 0 and {MaxLogprobs} (the number of most likely tokens returned with each token).", "logprobs"));
+        return (k, null);
+    }
+
+    /// <summary>Chat: <c>logprobs</c> true turns them on; <c>top_logprobs</c> (0..20) adds alternatives and needs logprobs true.</summary>
+    private static (int?, ApiError?) ChatLogprobs(JsonElement root)
+    {
+        if (Bool(root, "logprobs", out bool on) is { } error) return (null, error);
+        if (!root.TryGetProperty("top_logprobs", out var top) || top.ValueKind == JsonValueKind.Null) return (on ? 0 : null, null);
+        if (top.ValueKind != JsonValueKind.Number || !top.TryGetInt32(out int k) || k < 0 || k > MaxLogprobs)
+            return (null, ApiError.BadRequest($"top_logprobs must be an integer between 0 and {MaxLogprobs}.", "top_logprobs"));
+        if (!on) return (null, ApiError.BadRequest("top_logprobs needs logprobs set to true; add \"logprobs\": true.", "top_logprobs"));
+        return (k, null);
+    }
 
     private static bool IsNumber(JsonElement e, double neutral) => e.ValueKind == JsonValueKind.Number && e.TryGetDouble(out double v) && v == neutral;
 

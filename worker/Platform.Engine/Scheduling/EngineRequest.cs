@@ -85,6 +85,7 @@ public sealed class EngineRequest : KvSequence
 /// <param name="Logits">With ReturnLogits: the logits each token was sampled from.</param>
 /// <param name="Progress">Set on a progress chunk (no tokens, no text, no finish): how far the prompt's prefill is, or that it is queued.</param>
 /// <param name="Times">Set on the chunk with the first token: the request's time queued and prefilling.</param>
+/// <param name="Logprobs">With SamplingParams.Logprobs: one entry per token of TokenIds, in the same order.</param>
 public sealed record GenerationChunk(
     IReadOnlyList<int> TokenIds,
     string Text,
@@ -96,7 +97,8 @@ public sealed record GenerationChunk(
     string? Error = null,
     CachedTokenSplit CachedByTier = default,
     PrefillProgress? Progress = null,
-    FirstTokenTimes? Times = null);
+    FirstTokenTimes? Times = null,
+    IReadOnlyList<Sampling.TokenLogprobs>? Logprobs = null);
 
 /// <summary>A waiting or prefilling request's state: Computed of Total prompt tokens have their KV in place, Cached of them found cached.</summary>
 /// <param name="Queued">Not admitted yet (waiting for memory or a batch slot); Computed is then 0.</param>

@@ -27,6 +27,11 @@ public sealed record SamplingParams
     public IReadOnlyList<string> StopStrings { get; init; } = [];
     /// <summary>Keep going past the model's end-of-sequence tokens.</summary>
     public bool IgnoreEos { get; init; }
+    /// <summary>
+    /// Log-probabilities of each sampled token plus this many most likely alternatives (0..20), from the raw
+    /// logits (<see cref="Sampling.TokenLogprobs"/>); null: none computed, at no cost.
+    /// </summary>
+    public int? Logprobs { get; init; }
 
     public static readonly SamplingParams Greedy = new() { Temperature = 0 };
 
@@ -43,6 +48,8 @@ public sealed record SamplingParams
         foreach (var (token, bias) in LogitBias)
             if (token < 0 || !(bias is >= -100 and <= 100)) throw new EngineRequestException($"logit_bias must map token ids to values in [-100, 100], got {token}: {bias}.");
         if (!(RepetitionPenalty is > 0 and <= 10)) throw new EngineRequestException($"repetition_penalty must be in (0, 10], got {RepetitionPenalty}.");
+        if (Logprobs is < 0 or > Sampling.TokenLogprobs.MaxTopLogprobs)
+            throw new EngineRequestException($"logprobs must be between 0 and {Sampling.TokenLogprobs.MaxTopLogprobs}, got {Logprobs}.");
         foreach (var s in StopStrings)
             if (string.IsNullOrEmpty(s)) throw new EngineRequestException("stop strings must not be empty.");
     }
