@@ -229,4 +229,60 @@ public sealed class MigrationProcessTests
             await StopAsync(workers, router, http);
         }
     }
+
+    /// <summary>Criterion 2 with the shipped inactivity bound (30 s): a worker frozen with SIGSTOP mid-decode, its
+    /// connection still open, loses the request to the other worker within the bound, the text is the undisturbed
+    /// run's, and the router's in-flight gauges return to 0.</summary>
+    [Fact]
+    public async Task A_worker_frozen_mid_decode_loses_the_request_within_the_inactivity_bound_and_the_gauges_return_to_zero()
+    {
+        var (workers, router, http) = await StartAsync(2);
+        WorkerProcess? frozen = null;
+        try
+        {
+            string body = Body(chat: false, stream: true, temperature: 0.6, seed: 8, maxTokens: 200);
+            var reference = await StreamAsync(http, chat: false, body);
+            var clock = Stopwatch.StartNew();
+            var frozenAt = TimeSpan.Zero;
+            var lastEvent = TimeSpan.Zero;
+            TimeSpan? resumedAfter = null;
+            var disturbed = await StreamAsync(http, chat: false, body, async n =>
+            {
+                var now = clock.Elapsed;
+                // Tokens already on their way when the worker froze still arrive; the gap after them is the silence.
+                if (n > 10 && (resumedAfter is null || now - lastEvent > resumedAfter)) resumedAfter = now - lastEvent;
+                lastEvent = now;
+                if (n == 10)
+                {
+                    frozen = await GeneratingAsync(workers);
+                    Assert.NotNull(frozen);
+                    frozen.Freeze();
+                    lastEvent = frozenAt = clock.Elapsed;
+                }
+            });
+
+            Assert.NotNull(resumedAfter);
+            // The longest silence after the freeze: noticed at 30 s, and the next worker's first token follows within a moment.
+            Assert.True(resumedAfter <= TimeSpan.FromSeconds(32), $"the stream resumed {resumedAfter.Value.TotalSeconds:0.0} s after the freeze; the bound is the 30 s inactivity timeout");
+            // (The HTTP/2 keep-alive ping can notice the dead connection first; either way there was a real silence.)
+            Assert.True(resumedAfter >= TimeSpan.FromSeconds(5), $"the longest silence was {resumedAfter.Value.TotalSeconds:0.0} s: the freeze missed the serving worker");
+            Assert.Equal("data: [DONE]", disturbed.Events[^1]);
+            Assert.DoesNotContain(disturbed.Events, e => e.Contains("\"error\"", StringComparison.Ordinal));
+            Assert.Equal(reference.Text, disturbed.Text);
+
+            static double Gauge(string metrics, string name) => metrics.Split('\n')
+                .Where(l => l.StartsWith(name, StringComparison.Ordinal) && (l.Length == name.Length || l[name.Length] is ' ' or '{'))
+                .Sum(l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture));
+            await RouterHost.Eventually(() =>
+            {
+                string metrics = http.GetStringAsync("/metrics").Result;
+                return Gauge(metrics, "router_requests_in_flight") == 0 && Gauge(metrics, "router_prefill_tokens_in_flight") == 0;
+            }, "the router's in-flight gauges back to 0");
+        }
+        finally
+        {
+            frozen?.Thaw();
+            await StopAsync(workers, router, http);
+        }
+    }
 }
