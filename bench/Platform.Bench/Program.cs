@@ -24,6 +24,8 @@ internal static class Program
                 return await Router.LongPromptBench.Run(rest);
             case "steptarget":
                 return await StepTargetBench.Run(rest);
+            case "migration":
+                return await Router.MigrationBench.Run(rest);
             default:
                 Console.Error.WriteLine("usage: Platform.Bench <mode> [args]");
                 Console.Error.WriteLine("modes:");
@@ -43,6 +45,8 @@ internal static class Program
                 Console.Error.WriteLine("      TTFT against prompt length, and of short requests during a long prefill (router + one worker); two SVG charts");
                 Console.Error.WriteLine("  steptarget [--target-ms N]... [--context N]... [--rounds N] [--threads N] [--json FILE]");
                 Console.Error.WriteLine("      small preset: prefill tokens/s and step times per step-time target at 4K/16K/32K; short TTFT and decode gaps during a 32K prefill");
+                Console.Error.WriteLine("  migration [--quick] [--rounds N] [--prompt TOKENS] [--max-tokens N] [--json FILE]");
+                Console.Error.WriteLine("      the gap in a stream when its worker is SIGKILLed (request migration), KV tier off vs remote (redis-server)");
                 return 2;
         }
     }

@@ -278,7 +278,7 @@ internal static class LongPromptBench
         return double.NaN;
     }
 
-    private static string CpuModel()
+    internal static string CpuModel()
     {
         try
         {
