@@ -3,7 +3,8 @@
 // shipped lease timings (15 s lease, 10 s renew deadline, 2 s retry; nothing overridden).
 // Two operator processes share the Lease; the test kubelet turns the worker StatefulSet into pods.
 // The model is scaled from 3 to 2 and, once that has taken effect, the leader process is
-// SIGKILLed (so it cannot release its lease). Right after the kill the model is scaled to 1 (a
+// SIGKILLed (so it cannot release its lease) just after one of its renewals, the moment that
+// leaves the whole lease to run out. Right after the kill the model is scaled to 1 (a
 // change only the next leader can make) and 409s are injected on the model's writes.
 // Checks: the standby holds the lease within 17 s of the kill, and no earlier than a full lease
 // after the dead holder's last renewal; it has applied the post-kill change within 17 s of the
@@ -60,7 +61,8 @@ public sealed class LeaderFailoverTests(ITestOutputHelper output)
             var twoApplied = await recorder.WaitAsync(s => s.StatefulSetReplicas == 2, Patience, "spec.replicas 2");
             var twoRunning = await recorder.WaitAsync(s => s is { StatefulSetReplicas: 2, LivePods: 2 }, Patience, "2 workers");
 
-            // The standby has been up for at least one renewal of the lease it will take.
+            // The standby has been up for at least one renewal of the lease it will take, and the
+            // kill follows a renewal at once.
             var renewed = (await client.CoordinationV1.ReadNamespacedLeaseAsync(LeaseName, ns)).Spec.RenewTime;
             await Waiter.LeaseAsync(client, ns, LeaseName, l => l?.Spec.RenewTime != renewed, Patience);
 
