@@ -112,9 +112,13 @@ public sealed partial class ChartTests
         Assert.Equal(expected.Order(StringComparer.Ordinal), granted);
 
         var leaseRole = docs.Single(d => JsonStr(d, "kind") == "Role" && JsonStr(d, "metadata", "name") == "x-leader-election");
-        var leaseRule = Assert.Single(leaseRole["rules"]!.AsArray())!;
-        Assert.Equal(["leases"], leaseRule["resources"]!.AsArray().Select(r => r!.GetValue<string>()));
-        Assert.Equal(["get", "create", "update"], leaseRule["verbs"]!.AsArray().Select(r => r!.GetValue<string>()));
+        var leaseRules = leaseRole["rules"]!.AsArray();
+        Assert.Equal(2, leaseRules.Count);
+        Assert.All(leaseRules, rule => Assert.Equal(["leases"], rule!["resources"]!.AsArray().Select(r => r!.GetValue<string>())));
+        Assert.Equal(["get", "create", "update"], leaseRules[0]!["verbs"]!.AsArray().Select(r => r!.GetValue<string>()));
+        // The standby's watch: only on the operator's own Lease.
+        Assert.Equal(["list", "watch"], leaseRules[1]!["verbs"]!.AsArray().Select(r => r!.GetValue<string>()));
+        Assert.Equal(["x-operator"], leaseRules[1]!["resourceNames"]!.AsArray().Select(r => r!.GetValue<string>()));
     }
 
     [Fact]

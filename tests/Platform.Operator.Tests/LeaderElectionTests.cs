@@ -72,9 +72,5 @@ public sealed class LeaderElectionTests : IAsyncLifetime
     }
 
     private async Task<V1Lease> WaitForHolderAsync(Func<string?, bool> holder) =>
-        (await Waiter.UntilAsync<V1Lease, V1LeaseList>(
-            (rv, watch, ct) => Client.CoordinationV1.ListNamespacedLeaseWithHttpMessagesAsync(Ns, fieldSelector: "metadata.name=platform-operator-test", resourceVersion: rv, watch: watch, cancellationToken: ct),
-            l => l is not null && holder(l.Spec.HolderIdentity),
-            TimeSpan.FromSeconds(10),
-            "the lease holder"))!;
+        (await Waiter.LeaseAsync(Client, Ns, "platform-operator-test", l => l is not null && holder(l.Spec.HolderIdentity), TimeSpan.FromSeconds(10)))!;
 }

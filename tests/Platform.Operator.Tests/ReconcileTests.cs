@@ -168,13 +168,33 @@ public sealed class ReconcileTests : IAsyncLifetime
         await Models.CreateAsync(Client, Models.New("clash", Ns));
         await Waiter.ModelAsync(Client, Ns, "clash", m => Models.HasCondition(m, ConditionTypes.Progressing, "True"));
 
-        fake.InjectConflicts("apps", "statefulsets", 3);
-        fake.InjectConflicts(LongContextModel.Group, LongContextModel.Plural, 3);
-        await Models.UpdateSpecAsync(Client, Ns, "clash", s => s.Replicas = 4);
+        // A change of the engine settings rewrites the ConfigMap and, through its hash, both pod
+        // templates: every kind the operator then replaces answers 409 three times. (Injected
+        // before the test's own write, which touches only the model.)
+        (string Group, string Plural)[] replaced = [("apps", "statefulsets"), ("apps", "deployments"), ("", "configmaps")];
+        foreach (var (group, plural) in replaced)
+        {
+            fake.InjectConflicts(group, plural, 3);
+        }
+
+        await Models.UpdateSpecAsync(Client, Ns, "clash", s =>
+        {
+            s.Replicas = 4;
+            s.Worker.Engine.BlockSize = 32;
+        });
 
         await Waiter.StatefulSetAsync(Client, Ns, "clash-worker", s => s!.Spec.Replicas == 4);
-        await Waiter.ModelAsync(Client, Ns, "clash", m => m!.Status?.ObservedGeneration == 2);
-        Assert.Equal(0, fake.PendingConflicts("apps", "statefulsets"));
+        var converged = await Waiter.ModelAsync(Client, Ns, "clash", m => m!.Status?.ObservedGeneration == 2);
+        Assert.All(replaced, type => Assert.Equal(0, fake.PendingConflicts(type.Group, type.Plural)));
+        Assert.Contains("\"blockSize\": 32", (await Client.CoreV1.ReadNamespacedConfigMapAsync("clash-config", Ns)).Data["engine.json"], StringComparison.Ordinal);
+        Assert.True(Models.HasCondition(converged, ConditionTypes.Degraded, "False", generation: 2));
+        Assert.True(Models.HasCondition(converged, ConditionTypes.Progressing, "True", generation: 2));
+
+        // The pods come up while the model's status writes answer 409 three times (the operator is
+        // the only writer of the model now): the status still reaches Ready on this generation.
+        fake.InjectConflicts(LongContextModel.Group, LongContextModel.Plural, 3);
+        Models.MarkReady(_cluster, "clash");
+        await Waiter.ModelAsync(Client, Ns, "clash", m => Models.HasCondition(m, ConditionTypes.Ready, "True", generation: 2) && Models.HasCondition(m, ConditionTypes.Progressing, "False", generation: 2));
         Assert.Equal(0, fake.PendingConflicts(LongContextModel.Group, LongContextModel.Plural));
     }
 

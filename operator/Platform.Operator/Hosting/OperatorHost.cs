@@ -1,5 +1,5 @@
 // Composition of the operator process: options (validated on start), the Kubernetes client
-// (in-cluster, else the kubeconfig), reconciler, leader-elected controller, /healthz, /readyz
+// (in-cluster, else $KUBECONFIG or ~/.kube/config), reconciler, leader-elected controller, /healthz, /readyz
 // and Prometheus /metrics. Tests build the same host with their own client and short timings.
 using k8s;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
@@ -35,8 +35,7 @@ public static class OperatorHost
         services.AddSingleton<IValidateOptions<OperatorOptions>, OperatorOptionsValidator>();
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<OperatorOptions>>().Value);
         services.TryAddSingleton(TimeProvider.System);
-        services.TryAddSingleton<IKubernetes>(_ => new Kubernetes(
-            KubernetesClientConfiguration.IsInCluster() ? KubernetesClientConfiguration.InClusterConfig() : KubernetesClientConfiguration.BuildConfigFromConfigFile()));
+        services.TryAddSingleton<IKubernetes>(_ => new Kubernetes(ClientConfiguration()));
         services.AddHttpClient<IRouterLoadSource, PrometheusRouterLoadSource>(http => http.Timeout = TimeSpan.FromSeconds(5));
         services.TryAddSingleton<IKvStorePurger, RedisKvStorePurger>();
         services.AddSingleton<OperatorMetrics>();
@@ -56,6 +55,13 @@ public static class OperatorHost
         services.AddHealthChecks().AddCheck<OperatorService>("operator");
         services.AddOpenTelemetry().WithMetrics(m => m.AddMeter(OperatorMetrics.MeterName).AddPrometheusExporter());
     }
+
+    /// <summary>In a pod the service account; elsewhere $KUBECONFIG (one file or a list, as kubectl
+    /// reads it), else ~/.kube/config.</summary>
+    private static KubernetesClientConfiguration ClientConfiguration() =>
+        KubernetesClientConfiguration.IsInCluster() ? KubernetesClientConfiguration.InClusterConfig()
+        : Environment.GetEnvironmentVariable("KUBECONFIG") is { Length: > 0 } ? KubernetesClientConfiguration.BuildDefaultConfig()
+        : KubernetesClientConfiguration.BuildConfigFromConfigFile();
 
     private sealed class OperatorOptionsValidator : IValidateOptions<OperatorOptions>
     {

@@ -28,7 +28,7 @@ public sealed partial class OperatorService : BackgroundService, IHealthCheck
         _metrics = metrics;
         _time = time;
         _loggers = loggers;
-        _elector = new LeaseElector(client, options.LeaseSettings(options.ResolveIdentity()), time, loggers.CreateLogger<LeaseElector>());
+        _elector = new LeaseElector(client, options.LeaseSettings(options.ResolveIdentity()), options.InformerTimings, time, loggers.CreateLogger<LeaseElector>());
     }
 
     public bool IsLeader => _elector.IsLeader;

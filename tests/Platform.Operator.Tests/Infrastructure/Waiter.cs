@@ -29,6 +29,11 @@ public static class Waiter
             (rv, watch, ct) => client.AppsV1.ListNamespacedDeploymentWithHttpMessagesAsync(ns, fieldSelector: "metadata.name=" + name, resourceVersion: rv, watch: watch, cancellationToken: ct),
             predicate, timeout ?? DefaultTimeout, $"Deployment {ns}/{name}");
 
+    public static Task<V1Lease?> LeaseAsync(IKubernetes client, string ns, string name, Func<V1Lease?, bool> predicate, TimeSpan? timeout = null) =>
+        UntilAsync<V1Lease, V1LeaseList>(
+            (rv, watch, ct) => client.CoordinationV1.ListNamespacedLeaseWithHttpMessagesAsync(ns, fieldSelector: "metadata.name=" + name, resourceVersion: rv, watch: watch, cancellationToken: ct),
+            predicate, timeout ?? DefaultTimeout, $"Lease {ns}/{name}");
+
     public static async Task<T?> UntilAsync<T, TList>(
         Func<string?, bool, CancellationToken, Task<HttpOperationResponse<TList>>> list,
         Func<T?, bool> predicate,
