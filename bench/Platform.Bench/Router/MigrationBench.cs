@@ -84,13 +84,19 @@ internal static class MigrationBench
             throw new InvalidOperationException($"{Name}: the router never had both workers in its pool");
         }
 
-        /// <summary>SIGKILLs the worker the router names (x-platform-worker is its gRPC address).</summary>
-        public int Kill(string workerAddress)
+        /// <summary>SIGKILLs the worker generating now (its vllm:num_requests_running is above 0); its index, or -1 if none is.
+        /// (The x-platform-worker header would name it, but a long prompt's keep-alive comments start the response before it is known.)</summary>
+        public async Task<int> KillGeneratingAsync(CancellationToken cancellationToken)
         {
-            int i = Array.FindIndex(_ports, p => workerAddress.EndsWith($":{p}", StringComparison.Ordinal));
-            if (i < 0) throw new InvalidOperationException($"{Name}: no worker at {workerAddress}");
-            _workers[i]!.Kill();
-            return i;
+            using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+            for (int i = 0; i < _workers.Length; i++)
+            {
+                string metrics = await http.GetStringAsync(new Uri(_workers[i]!.HttpAddress, "/metrics"), cancellationToken);
+                if (!metrics.Split('\n').Any(l => l.StartsWith("vllm:num_requests_running{", StringComparison.Ordinal) && !l.EndsWith(" 0", StringComparison.Ordinal))) continue;
+                _workers[i]!.Kill();
+                return i;
+            }
+            return -1;
         }
 
         public async Task RestartAsync(int i, CancellationToken cancellationToken)
@@ -229,21 +235,21 @@ internal static class MigrationBench
     {
         int killed = -1;
         double previous = double.NaN, gap = double.NaN;
-        var result = await StreamAsync(http, cluster, prompt, maxTokens, (tokens, at, worker) =>
+        var result = await StreamAsync(http, cluster, prompt, maxTokens, async (tokens, at) =>
         {
             // Tokens the dead worker had already sent still arrive after the kill: the gap is the longest silence after it.
             if (killed >= 0 && !(at - previous <= gap)) gap = at - previous;
             previous = at;
-            if (killed < 0 && tokens >= killAt) killed = cluster.Kill(worker);
+            if (killed < 0 && tokens >= killAt) killed = await cluster.KillGeneratingAsync(cancellationToken);
         }, cancellationToken);
         if (killed >= 0) await cluster.RestartAsync(killed, cancellationToken);
         string? error = result.Error ?? (killed < 0 ? "the stream ended before the kill" : double.IsNaN(gap) ? "no token after the kill" : null);
         return new KillResult(cluster.Name, round, prompt.Length, killAt, gap, result.TotalSeconds, error is null, error);
     }
 
-    /// <summary>Streams a greedy completion; <paramref name="onTokens"/> sees the text events so far, when (s), and the serving worker.</summary>
+    /// <summary>Streams a greedy completion; <paramref name="onTokens"/> sees the text events so far and when (s).</summary>
     private static async Task<(double TotalSeconds, string? Error)> StreamAsync(HttpClient http, Cluster cluster, int[] prompt, int maxTokens,
-        Action<int, double, string>? onTokens, CancellationToken cancellationToken)
+        Func<int, double, Task>? onTokens, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
         var body = new System.Buffers.ArrayBufferWriter<byte>(prompt.Length * 6 + 256);
@@ -266,7 +272,6 @@ internal static class MigrationBench
         };
         using var response = await http.SendAsync(message, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
         if (!response.IsSuccessStatusCode) return (clock.Elapsed.TotalSeconds, $"HTTP {(int)response.StatusCode}");
-        string worker = response.Headers.GetValues("x-platform-worker").First();
         using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(cancellationToken), Encoding.UTF8);
         int events = 0;
         while (await reader.ReadLineAsync(cancellationToken) is { } line)
@@ -274,7 +279,7 @@ internal static class MigrationBench
             if (!line.StartsWith("data: ", StringComparison.Ordinal)) continue;
             if (line == "data: [DONE]") return (clock.Elapsed.TotalSeconds, null);
             if (line.Contains("\"error\"", StringComparison.Ordinal)) return (clock.Elapsed.TotalSeconds, $"stream error: {line[6..]}");
-            onTokens?.Invoke(++events, clock.Elapsed.TotalSeconds, worker);
+            if (onTokens is not null) await onTokens(++events, clock.Elapsed.TotalSeconds);
         }
         return (clock.Elapsed.TotalSeconds, "the stream ended without [DONE]");
     }
