@@ -26,6 +26,8 @@ internal static class Program
                 return await StepTargetBench.Run(rest);
             case "migration":
                 return await Router.MigrationBench.Run(rest);
+            case "soak":
+                return await SoakBench.Run(rest);
             default:
                 Console.Error.WriteLine("usage: Platform.Bench <mode> [args]");
                 Console.Error.WriteLine("modes:");
@@ -47,6 +49,8 @@ internal static class Program
                 Console.Error.WriteLine("      small preset: prefill tokens/s and step times per step-time target at 4K/16K/32K; short TTFT and decode gaps during a 32K prefill");
                 Console.Error.WriteLine("  migration [--quick] [--rounds N] [--prompt TOKENS] [--max-tokens N] [--json FILE]");
                 Console.Error.WriteLine("      the gap in a stream when its worker is SIGKILLed (request migration), KV tier off vs remote (redis-server)");
+                Console.Error.WriteLine("  soak [--minutes M] [--concurrency C] [--prompt TOKENS] [--garnet-memory SIZE] [--kv-host-memory SIZE] [--json FILE] [--svg FILE]");
+                Console.Error.WriteLine("      platform up under sustained new-prompt traffic: each process's RSS over time, where it plateaus");
                 return 2;
         }
     }
