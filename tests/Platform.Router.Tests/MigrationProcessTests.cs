@@ -194,6 +194,10 @@ public sealed class MigrationProcessTests
             var migrations = metrics.Split('\n').Where(l => l.StartsWith("router_migrations_total{", StringComparison.Ordinal))
                 .Sum(l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture));
             Assert.Equal(2, migrations);
+            // Each move made the next worker compute again what it did not find cached: at least the tokens generated since the prompt.
+            var recomputed = metrics.Split('\n').Where(l => l.StartsWith("router_migration_recomputed_tokens_total{", StringComparison.Ordinal))
+                .Sum(l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture));
+            Assert.True(recomputed >= 100, $"router_migration_recomputed_tokens_total is {recomputed} after moves at tokens 20 and 120");
         }
         finally
         {

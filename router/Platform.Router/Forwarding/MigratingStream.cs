@@ -85,7 +85,7 @@ public sealed partial class MigratingStream : IDisposable
                 return new StreamRead(null, read.Error, $"{read.Message}; moving the request to another worker failed: {started.Message}");
             }
             Migrations++;
-            _metrics.Migrated(read.Error.ToString(), _generated.Count, _time.GetElapsedTime(failedAt), started.Stream.First.Cached);
+            _metrics.Migrated(read.Error.ToString(), _request.PromptTokenIds.Count, _generated.Count, _time.GetElapsedTime(failedAt), started.Stream.First.Cached);
             Activity.Current?.AddEvent(new ActivityEvent("migrated", tags: new ActivityTagsCollection
             {
                 ["router.migration.from"] = failedWorker,

@@ -32,6 +32,7 @@ public sealed class RouterMetrics : IDisposable
     private readonly Counter<long> _migrationFailures;
     private readonly Counter<long> _migratedTokens;
     private readonly Counter<long> _migrationCachedTokens;
+    private readonly Counter<long> _migrationRecomputedTokens;
     private readonly Histogram<double> _migrationGap;
     private readonly Histogram<double> _ttft;
     private readonly Histogram<double> _prefillSeconds;
@@ -53,6 +54,8 @@ public sealed class RouterMetrics : IDisposable
         _migrationFailures = _meter.CreateCounter<long>("router.migration.failures", description: "Mid-stream failures no other worker could take over, by failure");
         _migratedTokens = _meter.CreateCounter<long>("router.migration.generated_tokens", description: "Tokens already generated when requests moved (re-prefilled by the next worker)");
         _migrationCachedTokens = _meter.CreateCounter<long>("router.migration.cached_tokens", description: "Prompt tokens the next worker found cached when a request moved");
+        _migrationRecomputedTokens = _meter.CreateCounter<long>("router.migration.recomputed_tokens",
+            description: "Tokens the next worker had to compute again when requests moved (prompt + generated, less what it found cached), by reason");
         _migrationGap = _meter.CreateHistogram<double>("router.migration.gap", unit: "s", description: "Time from a worker's failure to the next worker's first token",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBuckets });
         _ttft = _meter.CreateHistogram<double>("router.time_to_first_token", unit: "s", description: "Time from sending to a worker to its first token",
@@ -130,12 +133,15 @@ public sealed class RouterMetrics : IDisposable
 
     public void FirstToken(TimeSpan elapsed) => _ttft.Record(elapsed.TotalSeconds);
 
-    public void Migrated(string reason, int generatedTokens, TimeSpan gap, CachedTokens? cached)
+    /// <param name="promptTokens">The original prompt's length: the next worker prefills it plus the generated tokens, less what it finds cached.</param>
+    public void Migrated(string reason, int promptTokens, int generatedTokens, TimeSpan gap, CachedTokens? cached)
     {
         var tag = new KeyValuePair<string, object?>("reason", reason);
         _migrations.Add(1, tag);
         _migratedTokens.Add(generatedTokens);
-        if (cached is not null) _migrationCachedTokens.Add(cached.Device + cached.Host + cached.Remote);
+        int cachedTokens = cached is null ? 0 : cached.Device + cached.Host + cached.Remote;
+        _migrationCachedTokens.Add(cachedTokens);
+        _migrationRecomputedTokens.Add(Math.Max(0, promptTokens + generatedTokens - cachedTokens), tag);
         _migrationGap.Record(gap.TotalSeconds, tag);
     }
 
