@@ -189,7 +189,7 @@ public sealed class DistAttentionTests(Xunit.Abstractions.ITestOutputHelper outp
     /// (at most two creditors per sequence): 536 positions, 224 local, [224, 448) on the process, [448, 536) on
     /// the second creditor. The process is killed (or frozen: its layer times out) mid-decode; the debtor
     /// reserves [224, 448) on the spare, recomputes those 224 positions there and retries the step, and the
-    /// tokens and logits equal one big worker's.
+    /// tokens and logits equal one big worker's. A frozen creditor, thawed, no longer lends the lost blocks.
     /// </summary>
     [Theory]
     [InlineData("killed")]
@@ -212,6 +212,8 @@ public sealed class DistAttentionTests(Xunit.Abstractions.ITestOutputHelper outp
         var survivorLender = survivor.Services.GetRequiredService<EngineHost>().Lender!;
         int generated = 0;
         int spareBlocksBeforeFault = -1;
+        bool thawed = false;
+        double doomedBlocksBeforeFault = -1;
         using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
         try
         {
@@ -220,6 +222,7 @@ public sealed class DistAttentionTests(Xunit.Abstractions.ITestOutputHelper outp
                 generated += chunk.TokenIds.Count;
                 if (generated != 2 || chunk.TokenIds.Count == 0) return;
                 spareBlocksBeforeFault = spareLender.LentBlocks;
+                doomedBlocksBeforeFault = LentBlocksOf(doomed);
                 if (fault == "killed") doomed.Kill();
                 else doomed.Freeze();
             }, timeout.Token);
@@ -236,6 +239,7 @@ public sealed class DistAttentionTests(Xunit.Abstractions.ITestOutputHelper outp
 
             // The spare held nothing before the fault, then the lost segment; the debtor counted one re-plan of 224 positions.
             Assert.Equal(0, spareBlocksBeforeFault);
+            Assert.Equal(14, doomedBlocksBeforeFault);
             Assert.True(spareLender.AttendCalls > 0, "the spare served the rest of the sequence");
             var stats = debtor.Engine.GetDistAttentionStats();
             Assert.Equal(1, stats.Replans);
@@ -246,10 +250,18 @@ public sealed class DistAttentionTests(Xunit.Abstractions.ITestOutputHelper outp
             await Eventually(() => spareLender.LentBlocks == 0 && spareLender.Reservations == 0, "the spare's lent blocks returned");
             await Eventually(() => survivorLender.LentBlocks == 0 && survivorLender.Reservations == 0, "the survivor's lent blocks returned");
             Assert.True(debtor.Engine.Healthy);
+
+            if (fault == "frozen")
+            {
+                // Thawed, the lost creditor finds its reservation handed back or expired: it lends nothing any more.
+                doomed.Thaw();
+                thawed = true;
+                await Eventually(() => LentBlocksOf(doomed) == 0, "the frozen creditor's reservation returned after it was thawed", timeoutMs: 40_000);
+            }
         }
         finally
         {
-            if (fault == "frozen") doomed.Thaw();
+            if (fault == "frozen" && !thawed) doomed.Thaw();
         }
     }
 
@@ -318,6 +330,15 @@ public sealed class DistAttentionTests(Xunit.Abstractions.ITestOutputHelper outp
         await Eventually(() => host.Lender.LentBlocks == 0, "expired reservation returned");
         var renewed = await client.RenewAsync(new RenewRequest { ReservationId = granted.ReservationId, LeaseMs = 300 });
         Assert.False(renewed.Known);
+    }
+
+    /// <summary>A worker process's lent blocks, as its /metrics reports them (NaN when absent).</summary>
+    private static double LentBlocksOf(WorkerProcess worker)
+    {
+        using var http = new HttpClient { BaseAddress = worker.HttpAddress };
+        string text = http.GetStringAsync(new Uri("/metrics", UriKind.Relative)).GetAwaiter().GetResult();
+        string? line = text.Split('\n').FirstOrDefault(l => l.StartsWith("platform_dist_attention_lent_blocks{", StringComparison.Ordinal));
+        return line is null ? double.NaN : double.Parse(line[(line.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture);
     }
 
     private static async Task Eventually(Func<bool> condition, string what, int timeoutMs = 20_000)
