@@ -2,8 +2,10 @@
 // sequence whose KV fits on no single worker borrows blocks from one or two
 // creditors, and yields the same tokens and (within 1e-4) the same logits as a
 // worker with memory enough for all of it. Also: refusals say what was needed,
-// lent blocks come back when the sequence ends or its lease runs out, and a
-// creditor killed mid-decode ends the sequence with an error instead of a hang.
+// lent blocks come back when the sequence ends or its lease runs out. A creditor
+// killed or frozen mid-decode is re-planned onto a spare peer and the sequence
+// goes on with one big worker's tokens and logits; with no peer able to take its
+// positions the sequence ends with an error naming it, never a hang.
 // With bfloat16 compute (the CRD's default) or float16 the split sequence gives
 // the same tokens as one big worker of that dtype, logits within its rounding.
 using Grpc.Net.Client;
@@ -23,7 +25,7 @@ public sealed class DistAttentionTests(Xunit.Abstractions.ITestOutputHelper outp
     private static SamplingParams Greedy(int maxTokens) => new() { MaxTokens = maxTokens, Temperature = 0, IgnoreEos = true };
 
     private static async Task<(List<int> Tokens, List<float[]> Logits, GenerationChunk Last)> RunAsync(LlmEngine engine, int[] prompt, int maxTokens,
-        CancellationToken cancellationToken = default)
+        Action<GenerationChunk>? onChunk = null, CancellationToken cancellationToken = default)
     {
         var tokens = new List<int>();
         var logits = new List<float[]>();
@@ -33,6 +35,7 @@ public sealed class DistAttentionTests(Xunit.Abstractions.ITestOutputHelper outp
             tokens.AddRange(chunk.TokenIds);
             if (chunk.Logits is not null) logits.AddRange(chunk.Logits);
             last = chunk;
+            onChunk?.Invoke(chunk);
         }
         return (tokens, logits, last!);
     }
@@ -181,11 +184,100 @@ public sealed class DistAttentionTests(Xunit.Abstractions.ITestOutputHelper outp
         await Eventually(() => lender.Services.GetRequiredService<EngineHost>().Lender!.LentBlocks == 0, "the partial reservation handed back");
     }
 
+    /// <summary>
+    /// A debtor with two creditors (the first a real process) and a spare peer it does not need at first
+    /// (at most two creditors per sequence): 536 positions, 224 local, [224, 448) on the process, [448, 536) on
+    /// the second creditor. The process is killed (or frozen: its layer times out) mid-decode; the debtor
+    /// reserves [224, 448) on the spare, recomputes those 224 positions there and retries the step, and the
+    /// tokens and logits equal one big worker's. A frozen creditor, thawed, no longer lends the lost blocks.
+    /// </summary>
+    [Theory]
+    [InlineData("killed")]
+    [InlineData("frozen")]
+    public async Task A_creditor_lost_mid_decode_is_replanned_onto_a_spare_peer_and_the_sequence_matches_one_big_worker(string fault)
+    {
+        const int maxTokens = 16;
+        var prompt = TestModel.Prompt(520, seed: 47);
+        await using var reference = await StartAsync("--kv-tokens", "4096");
+        var expected = await RunAsync(reference.Engine, prompt, maxTokens);
+
+        await using var doomed = await WorkerProcess.StartAsync(["--model", TestModel.Dir, "--port", "0", "--http-port", "0", "--threads", "1", .. Small]);
+        await using var survivor = await StartAsync(Small);
+        await using var spare = await StartAsync(Small);
+        // The planner ranks peers by what they can lend (224 tokens each here), ties in this order.
+        string peers = string.Join(',', new[] { doomed.GrpcAddress, survivor.GrpcAddress, spare.GrpcAddress }.Select(a => a.ToString().TrimEnd('/')));
+        await using var debtor = await StartAsync([.. Small, "--peers", peers, "--dist-max-peers", "2"]);
+        debtor.Engine.BeforeStep = () => Thread.Sleep(20);
+        var spareLender = spare.Services.GetRequiredService<EngineHost>().Lender!;
+        var survivorLender = survivor.Services.GetRequiredService<EngineHost>().Lender!;
+        int generated = 0;
+        int spareBlocksBeforeFault = -1;
+        bool thawed = false;
+        double doomedBlocksBeforeFault = -1;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        try
+        {
+            var actual = await RunAsync(debtor.Engine, prompt, maxTokens, onChunk: chunk =>
+            {
+                generated += chunk.TokenIds.Count;
+                if (generated != 2 || chunk.TokenIds.Count == 0) return;
+                spareBlocksBeforeFault = spareLender.LentBlocks;
+                doomedBlocksBeforeFault = LentBlocksOf(doomed);
+                if (fault == "killed") doomed.Kill();
+                else doomed.Freeze();
+            }, timeout.Token);
+
+            Assert.True(actual.Last.Finish == FinishReason.Length, $"finished {actual.Last.Finish}: {actual.Last.Error}");
+            Assert.Equal(expected.Tokens, actual.Tokens);
+            Assert.Equal(expected.Logits.Count, actual.Logits.Count);
+            float worst = 0;
+            for (int t = 0; t < expected.Logits.Count; t++)
+                for (int v = 0; v < expected.Logits[t].Length; v++)
+                    worst = Math.Max(worst, Math.Abs(expected.Logits[t][v] - actual.Logits[t][v]));
+            output.WriteLine($"creditor {fault} mid-decode, re-planned onto the spare: worst logit difference {worst:E2}");
+            Assert.True(worst <= 1e-4f, $"logits differ by up to {worst}");
+
+            // The spare held nothing before the fault, then the lost segment; the debtor counted one re-plan of 224 positions.
+            Assert.Equal(0, spareBlocksBeforeFault);
+            Assert.Equal(14, doomedBlocksBeforeFault);
+            Assert.True(spareLender.AttendCalls > 0, "the spare served the rest of the sequence");
+            var stats = debtor.Engine.GetDistAttentionStats();
+            Assert.Equal(1, stats.Replans);
+            Assert.Equal(224, stats.RecomputedTokens);
+            // Nothing stays borrowed on the debtor's side, and the spare's and the survivor's lent blocks come back.
+            Assert.Equal(0, stats.BorrowingSequences);
+            Assert.Equal(0, stats.BorrowedBlocks);
+            await Eventually(() => spareLender.LentBlocks == 0 && spareLender.Reservations == 0, "the spare's lent blocks returned");
+            await Eventually(() => survivorLender.LentBlocks == 0 && survivorLender.Reservations == 0, "the survivor's lent blocks returned");
+            Assert.True(debtor.Engine.Healthy);
+
+            if (fault == "frozen")
+            {
+                // Thawed, the lost creditor finds its reservation handed back or expired: it lends nothing any more.
+                doomed.Thaw();
+                thawed = true;
+                await Eventually(() => LentBlocksOf(doomed) == 0, "the frozen creditor's reservation returned after it was thawed", timeoutMs: 40_000);
+            }
+        }
+        finally
+        {
+            if (fault == "frozen" && !thawed) doomed.Thaw();
+        }
+    }
+
+    /// <summary>
+    /// The fallback: the killed creditor held [224, 380) and the only other peer can lend 48 tokens, so the
+    /// positions cannot be re-planned: the sequence ends with an error naming the dead peer and what the other
+    /// could lend (the router then migrates the request), and the debtor keeps serving.
+    /// </summary>
     [Fact]
-    public async Task A_creditor_process_killed_mid_decode_ends_the_sequence_with_an_error_and_the_debtor_keeps_serving()
+    public async Task A_creditor_killed_mid_decode_with_no_peer_to_take_its_positions_ends_the_sequence_with_an_error_and_the_debtor_keeps_serving()
     {
         await using var lender = await WorkerProcess.StartAsync(["--model", TestModel.Dir, "--port", "0", "--http-port", "0", "--threads", "1", .. Small]);
-        await using var debtor = await StartAsync([.. Small, "--peers", lender.GrpcAddress.ToString().TrimEnd('/'), "--dist-attention", "on"]);
+        // Keeps 13 of its 16 blocks: lends 48 tokens, too few for the 156 the dead creditor held.
+        await using var small = await StartAsync([.. Small, "--lend-reserve-fraction", "0.8"]);
+        string deadPeer = lender.GrpcAddress.ToString().TrimEnd('/');
+        await using var debtor = await StartAsync([.. Small, "--peers", deadPeer + "," + small.GrpcAddress.ToString().TrimEnd('/')]);
         debtor.Engine.BeforeStep = () => Thread.Sleep(20);
         var prompt = TestModel.Prompt(330, seed: 9);
         using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
@@ -197,11 +289,17 @@ public sealed class DistAttentionTests(Xunit.Abstractions.ITestOutputHelper outp
         }
         var last = chunks[^1];
         Assert.Equal(FinishReason.Error, last.Finish);
-        Assert.Contains("KV peer", last.Error, StringComparison.Ordinal);
+        output.WriteLine(last.Error);
+        Assert.Contains($"KV peer {deadPeer}", last.Error, StringComparison.Ordinal);
+        Assert.Contains("no other DistAttention peer can hold positions 224..379", last.Error, StringComparison.Ordinal);
+        Assert.Contains("can lend 48", last.Error, StringComparison.Ordinal);
         Assert.True(chunks.Sum(c => c.TokenIds.Count) < 50);
         Assert.True(debtor.Engine.Healthy, "one sequence failed, not the engine");
-        // Its local blocks are freed (the stats snapshot follows at the end of the engine's step).
+        Assert.Equal(0, debtor.Engine.GetDistAttentionStats().Replans);
+        // Its local blocks are freed (the stats snapshot follows at the end of the engine's step), nothing stays borrowed.
         await Eventually(() => debtor.Engine.GetStats().KvBlocksUsed == 0, "the failed sequence's local blocks freed");
+        Assert.Equal(0, debtor.Engine.GetDistAttentionStats().BorrowedBlocks);
+        Assert.Equal(0, small.Services.GetRequiredService<EngineHost>().Lender!.LentBlocks);
 
         debtor.Engine.BeforeStep = null;
         var local = await RunAsync(debtor.Engine, TestModel.Prompt(50, seed: 10), 4);
@@ -232,6 +330,15 @@ public sealed class DistAttentionTests(Xunit.Abstractions.ITestOutputHelper outp
         await Eventually(() => host.Lender.LentBlocks == 0, "expired reservation returned");
         var renewed = await client.RenewAsync(new RenewRequest { ReservationId = granted.ReservationId, LeaseMs = 300 });
         Assert.False(renewed.Known);
+    }
+
+    /// <summary>A worker process's lent blocks, as its /metrics reports them (NaN when absent).</summary>
+    private static double LentBlocksOf(WorkerProcess worker)
+    {
+        using var http = new HttpClient { BaseAddress = worker.HttpAddress };
+        string text = http.GetStringAsync(new Uri("/metrics", UriKind.Relative)).GetAwaiter().GetResult();
+        string? line = text.Split('\n').FirstOrDefault(l => l.StartsWith("platform_dist_attention_lent_blocks{", StringComparison.Ordinal));
+        return line is null ? double.NaN : double.Parse(line[(line.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture);
     }
 
     private static async Task Eventually(Func<bool> condition, string what, int timeoutMs = 20_000)

@@ -99,6 +99,10 @@ public sealed class WorkerMetrics
             "Time this worker spent serving peers' attention over the blocks it lent (DistAttention creditor).");
         meter.CreateObservableCounter("platform.dist_attention.remote_attention_time", () => Dist(d => d.RemoteAttentionTime.TotalSeconds), "s",
             "Time finished DistAttention sequences waited for their peers' partial attention.");
+        meter.CreateObservableCounter("platform.dist_attention.replans", () => Dist(d => d.Replans), "{segment}",
+            "Segments of a failed creditor that this worker reserved on another peer, recomputing their KV, so the sequence went on.");
+        meter.CreateObservableCounter("platform.dist_attention.recomputed_tokens", () => Dist(d => d.RecomputedTokens), "{token}",
+            "Positions whose KV was computed again after their creditor failed.");
     }
 
     /// <summary>The prometheus-net registry holding the vllm: metrics (written by <see cref="VllmExposition"/>).</summary>

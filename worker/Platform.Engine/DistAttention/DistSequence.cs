@@ -6,7 +6,9 @@
 // outputs and log-sum-exps to merge with the local part. One bidirectional
 // stream per creditor carries every layer of every step, so a layer does not
 // pay for a new call. A lease keeps the reservations alive while the sequence
-// runs; Release returns them (and a dead debtor's simply expire).
+// runs; Release returns them (and a dead debtor's simply expire). When a
+// creditor fails, the engine reserves its positions on another peer and swaps
+// the segment in with ReplaceSegment (the engine then rebuilds their KV).
 using System.Runtime.InteropServices;
 using Google.Protobuf;
 using Grpc.Core;
@@ -14,8 +16,14 @@ using Platform.Core.Protos;
 
 namespace Platform.Engine.DistAttention;
 
-/// <summary>A creditor could not serve its part of a sequence: that sequence ends with this message.</summary>
-public sealed class RemoteKvException(string message, Exception? inner = null) : Exception(message, inner);
+/// <summary>
+/// A creditor could not serve its part of a sequence. <see cref="FailedSegments"/> are the segments whose creditor
+/// failed (empty when unknown); the engine re-plans them, or ends the sequence with this message.
+/// </summary>
+public sealed class RemoteKvException(string message, Exception? inner = null, IReadOnlyList<RemoteSegment>? failedSegments = null) : Exception(message, inner)
+{
+    public IReadOnlyList<RemoteSegment> FailedSegments { get; } = failedSegments ?? [];
+}
 
 /// <summary>Positions [Start, Start + Tokens) of a sequence, held by one creditor.</summary>
 public sealed class RemoteSegment(string peer, KvPeer.KvPeerClient client, string reservationId, long start, int tokens)
@@ -44,12 +52,13 @@ public sealed class DistSequence : IDisposable
     private readonly int _leaseMs;
     private readonly ITimer _renewal;
     private int _released;
+    private volatile RemoteSegment[] _segments;
 
     public DistSequence(string sequenceId, int localTokens, IReadOnlyList<RemoteSegment> segments, int leaseMs, TimeSpan attendTimeout, TimeProvider? time = null)
     {
         SequenceId = sequenceId;
         LocalTokens = localTokens;
-        Segments = segments;
+        _segments = [.. segments];
         _leaseMs = leaseMs;
         _attendTimeout = attendTimeout;
         var period = TimeSpan.FromMilliseconds(Math.Max(50, leaseMs / 3));
@@ -59,7 +68,8 @@ public sealed class DistSequence : IDisposable
     public string SequenceId { get; }
     /// <summary>Positions below this keep their KV locally; the rest live in <see cref="Segments"/>.</summary>
     public int LocalTokens { get; }
-    public IReadOnlyList<RemoteSegment> Segments { get; }
+    /// <summary>The creditors' segments, in position order and contiguous from <see cref="LocalTokens"/>.</summary>
+    public IReadOnlyList<RemoteSegment> Segments => _segments;
     public int RemoteTokens => Segments.Sum(s => s.Tokens);
     /// <summary>Time from sending a layer to the creditors to having their answers (all layers, all steps).</summary>
     public TimeSpan RemoteAttentionTime { get; private set; }
@@ -106,12 +116,16 @@ public sealed class DistSequence : IDisposable
 
     /// <summary>
     /// One layer, second half: adds every contacted creditor's partial output [rows, heads, headDim] and
-    /// log-sum-exp [rows, heads] to the lists. Throws <see cref="RemoteKvException"/> when a creditor failed.
+    /// log-sum-exp [rows, heads] to the lists. Throws <see cref="RemoteKvException"/> naming the failed segments
+    /// when a creditor failed, after every other reply of the layer arrived (or failed too): a stream is written
+    /// again only once its previous answer has been read, so the surviving creditors can serve a retry.
     /// </summary>
     public void EndAttend(PendingAttend pending, List<float[]> outputs, List<float[]> logSumExps)
     {
         try
         {
+            List<RemoteSegment>? failed = null;
+            RemoteKvException? first = null;
             foreach (var (segment, reply) in pending.Replies)
             {
                 AttendReply r;
@@ -119,19 +133,45 @@ public sealed class DistSequence : IDisposable
                 {
                     r = reply.GetAwaiter().GetResult();
                 }
-                catch (Exception e) when (e is RpcException or OperationCanceledException or InvalidOperationException or IOException)
+                catch (Exception e) when (e is RemoteKvException or RpcException or OperationCanceledException or InvalidOperationException or IOException)
                 {
-                    throw new RemoteKvException($"KV peer {segment.Peer} stopped serving this sequence's positions {segment.Start}..{segment.Start + segment.Tokens - 1}: {Describe(e)}", e);
+                    (failed ??= []).Add(segment);
+                    first ??= new RemoteKvException($"KV peer {segment.Peer} stopped serving this sequence's positions {segment.Start}..{segment.Start + segment.Tokens - 1}: {Describe(e)}", e);
+                    continue;
                 }
-                if (r.Error.Length > 0) throw new RemoteKvException($"KV peer {segment.Peer} refused layer {pending.Layer}: {r.Error}");
+                if (r.Error.Length > 0)
+                {
+                    (failed ??= []).Add(segment);
+                    first ??= new RemoteKvException($"KV peer {segment.Peer} refused layer {pending.Layer} for this sequence's positions {segment.Start}..{segment.Start + segment.Tokens - 1}: {r.Error}");
+                    continue;
+                }
                 outputs.Add(MemoryMarshal.Cast<byte, float>(r.Outputs.Span).ToArray());
                 logSumExps.Add(MemoryMarshal.Cast<byte, float>(r.LogSumExps.Span).ToArray());
             }
+            if (first is not null) throw new RemoteKvException(first.Message, first.InnerException, failed);
         }
         finally
         {
             RemoteAttentionTime += System.Diagnostics.Stopwatch.GetElapsedTime(pending.StartedAt);
         }
+    }
+
+    /// <summary>
+    /// Puts <paramref name="replacement"/>, the same positions reserved on another creditor, in the place of
+    /// <paramref name="lost"/>, whose reservation is handed back in the background (on a dead creditor it
+    /// simply expires). The replacement holds no K/V yet: the caller recomputes what was already written.
+    /// </summary>
+    public void ReplaceSegment(RemoteSegment lost, RemoteSegment replacement)
+    {
+        if (replacement.Start != lost.Start || replacement.Tokens != lost.Tokens)
+            throw new ArgumentException($"the replacement holds positions {replacement.Start}+{replacement.Tokens}, the lost segment {lost.Start}+{lost.Tokens}", nameof(replacement));
+        var segments = _segments;
+        int index = Array.IndexOf(segments, lost);
+        if (index < 0) throw new ArgumentException($"positions {lost.Start}+{lost.Tokens} on {lost.Peer} are not a segment of sequence {SequenceId}", nameof(lost));
+        var updated = (RemoteSegment[])segments.Clone();
+        updated[index] = replacement;
+        _segments = updated;
+        ReleaseReservation(lost);
     }
 
     private async Task<AttendReply> ExchangeAsync(RemoteSegment segment, AttendRequest request)
@@ -164,7 +204,7 @@ public sealed class DistSequence : IDisposable
         if (Volatile.Read(ref _released) != 0) return;
         try
         {
-            foreach (var s in Segments)
+            foreach (var s in _segments)
                 _ = s.Client.RenewAsync(new RenewRequest { ReservationId = s.ReservationId, LeaseMs = _leaseMs },
                 deadline: DateTime.UtcNow.AddMilliseconds(_leaseMs / 2.0), cancellationToken: _lifetime.Token).ResponseAsync
                     .ContinueWith(static t => _ = t.Exception, TaskScheduler.Default);
@@ -180,13 +220,15 @@ public sealed class DistSequence : IDisposable
     {
         if (Interlocked.Exchange(ref _released, 1) != 0) return;
         _renewal.Dispose();
-        foreach (var s in Segments)
-        {
-            s.Stream?.Dispose();
-            _ = s.Client.ReleaseAsync(new ReleaseRequest { ReservationId = s.ReservationId }, deadline: DateTime.UtcNow.AddSeconds(5)).ResponseAsync
-                .ContinueWith(static t => _ = t.Exception, TaskScheduler.Default);
-        }
+        foreach (var s in _segments) ReleaseReservation(s);
         _lifetime.Cancel();
+    }
+
+    private static void ReleaseReservation(RemoteSegment segment)
+    {
+        segment.Stream?.Dispose();
+        _ = segment.Client.ReleaseAsync(new ReleaseRequest { ReservationId = segment.ReservationId }, deadline: DateTime.UtcNow.AddSeconds(5)).ResponseAsync
+            .ContinueWith(static t => _ = t.Exception, TaskScheduler.Default);
     }
 
     // The token source is cancelled, not disposed: a renewal already in flight may still read it.
