@@ -2,7 +2,8 @@
 // and against the machine's streaming-read bandwidth measured in the same run (the decode roofline).
 //
 // For each weight shape [outFeatures, inFeatures] (TinyLlama-class down_proj 2048x5632,
-// gate/up 5632x2048, lm_head 32000x2048) and batch 1/4/8 it times Gemv.MatVecF32, Gemv.MatVecF16
+// gate/up 5632x2048, lm_head 32000x2048) and batch 1/4/8 it times Gemv.MatVecF32, Gemv.MatVecF16,
+// Gemv.MatVecBF16 (on the CPU's best kernel path; --vector256 pins AVX2 on an AVX-512 machine)
 // and torch.nn.functional.linear (fp32, torch.set_num_threads = KernelThreads.Count) and prints
 // GB/s of weights read (weight bytes per call / time per call) and that as a fraction of the
 // streaming bandwidth. Weights are torch.randn * 0.02 tensors; our kernels read the very same memory
@@ -46,6 +47,9 @@ internal static unsafe class KernelBench
                 case "--batch" when i + 1 < args.Length:
                     batches.Add(int.Parse(args[++i]));
                     break;
+                case "--vector256":
+                    Gemv.ForceVector256 = true;
+                    break;
                 case "--cached":
                     cached = true; // one copy per shape: small shapes then run from cache (kernel compute cost)
                     break;
@@ -64,7 +68,7 @@ internal static unsafe class KernelBench
         int threads = KernelThreads.Count;
         torch.set_num_threads(threads);
         torch.random.manual_seed(42);
-        Console.WriteLine($"threads={threads} avx2+fma={Gemv.IsAccelerated} chunk={Gemv.ChunkBytes / 1024} KB trial>={trialSeconds}s x{Trials}");
+        Console.WriteLine($"threads={threads} path={Gemv.ActivePath} chunk={Gemv.ChunkBytes / 1024} KB trial>={trialSeconds}s x{Trials}");
         double bandwidthStart = MemoryBandwidth.MeasureStreamingReadGBps(threads: threads, repeats: BandwidthRepeats);
         Console.WriteLine($"streaming read: {bandwidthStart:F1} GB/s (512 MB, {threads} threads, best of {BandwidthRepeats})");
 
@@ -86,10 +90,15 @@ internal static unsafe class KernelBench
             // Tensor storage is native and never moves, so the pointers stay valid while the tensors live.
             var pointers32 = new nint[copies];
             var pointers16 = new nint[copies];
+            var weightsBF16 = new Tensor[copies];
+            var pointersBF16 = new nint[copies];
             for (int c = 0; c < copies; c++)
             {
                 weights32[c] = torch.randn(outFeatures, inFeatures).mul_(0.02);
                 weights16[c] = weights32[c].to(ScalarType.Float16);
+                weightsBF16[c] = weights32[c].to(ScalarType.BFloat16);
+                fixed (byte* pbf16 = weightsBF16[c].bytes)
+                    pointersBF16[c] = (nint)pbf16;
                 fixed (byte* p32 = weights32[c].bytes)
                 fixed (byte* p16 = weights16[c].bytes)
                 {
@@ -117,12 +126,17 @@ internal static unsafe class KernelBench
                     {
                         Gemv.MatVecF16((Half*)pointers16[c], outFeatures, inFeatures, inputPtr, batch, outputPtr);
                     });
+                    double bf16 = Time(copies, trialSeconds, c =>
+                    {
+                        Gemv.MatVecBF16((ushort*)pointersBF16[c], outFeatures, inFeatures, inputPtr, batch, outputPtr);
+                    });
                     double lin = Time(copies, trialSeconds, c =>
                     {
                         using Tensor y = nn.functional.linear(x, weights32[c]);
                     });
                     rows.Add((shape, batch, "MatVecF32", f32 * 1e6, elements * 4 / f32 / 1e9));
                     rows.Add((shape, batch, "MatVecF16", f16 * 1e6, elements * 2 / f16 / 1e9));
+                    rows.Add((shape, batch, "MatVecBF16", bf16 * 1e6, elements * 2 / bf16 / 1e9));
                     rows.Add((shape, batch, "torch linear f32", lin * 1e6, elements * 4 / lin / 1e9));
                 }
             }

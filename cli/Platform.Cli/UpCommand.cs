@@ -55,7 +55,8 @@ internal static class UpCommand
         {
             Description = "Memory budget per worker, e.g. 6GiB (default: the available memory less the router's and the store's, divided among the workers)",
         };
-        var command = new Command("up", "Run router and workers on this machine") { model, demo, workers, port, policy, kvBlocks, kvTokens, maxContext, apiKey, servedName, chatTemplate, toolCallParser, distAttention, kvTier, redis, hostMemory, garnetMemory, workerMemory };
+        var weightDtype = new Option<string?>("--weight-dtype") { Description = "Width the weight matrices are held in: auto (the checkpoint's bfloat16/float16, widened in registers), float32, bfloat16, float16" };
+        var command = new Command("up", "Run router and workers on this machine") { weightDtype, model, demo, workers, port, policy, kvBlocks, kvTokens, maxContext, apiKey, servedName, chatTemplate, toolCallParser, distAttention, kvTier, redis, hostMemory, garnetMemory, workerMemory };
         command.SetAction(async (parse, ct) =>
         {
             int n = parse.GetValue(workers);
@@ -160,6 +161,7 @@ internal static class UpCommand
                         DistAttention = dist == "on",
                         Peers = dist == "on" && n > 1 ? [.. grpcPorts.Where((_, j) => j != i).Select(p => $"http://127.0.0.1:{p}")] : null,
                         MaxContext = parse.GetValue(maxContext),
+                        WeightDtype = parse.GetValue(weightDtype),
                         ServedModelName = served,
                         KvTier = tier,
                         KvHostMemory = tier != "off" ? parse.GetValue(hostMemory)! : null,

@@ -21,6 +21,7 @@ public sealed class WorkerArgumentsTests
         Port = 50099,
         HttpPort = 8099,
         Dtype = "bfloat16",
+        WeightDtype = "float16",
         MaxContext = 4096,
         BlockSize = 32,
         MaxBatchTokens = 777,
@@ -95,6 +96,7 @@ public sealed class WorkerArgumentsTests
         Assert.Equal(("2GiB", "float16", 64), (kv.HostMemory, kv.StoreDtype, kv.WriteQueueBlocks));
         Assert.Equal((2, 9000, 0.25), (e.DistMaxPeers, e.DistLeaseMs, e.LendReserveFraction));
         Assert.Equal(321, e.TargetStepMs);
+        Assert.Equal("float16", e.WeightDtype);
         Assert.Equal(["http://a:50051", "http://b:50051"], o.PeerAddresses);
         Assert.True(o.DownloadOnly);
         Assert.Empty(kv.Validate());
@@ -110,6 +112,20 @@ public sealed class WorkerArgumentsTests
         Assert.Empty(o.PeerAddresses);
         Assert.Equal(defaults.Engine, o.Engine);
         Assert.False(o.DownloadOnly);
+    }
+
+    [Fact]
+    public void An_unknown_weight_dtype_is_refused_naming_the_choices()
+    {
+        var (o, _) = Bind(new WorkerArguments { Model = TestModel.Dir, WeightDtype = "int4" }.ToArgs());
+        var result = new WorkerOptionsValidator().Validate(null, o);
+        Assert.True(result.Failed);
+        Assert.Contains("unknown weight dtype 'int4'; use one of auto, float32, bfloat16, float16", result.FailureMessage, StringComparison.Ordinal);
+        Assert.Contains("--weight-dtype", result.FailureMessage, StringComparison.Ordinal);
+
+        var (valid, _) = Bind(new WorkerArguments { Model = TestModel.Dir, WeightDtype = "bfloat16" }.ToArgs());
+        Assert.True(new WorkerOptionsValidator().Validate(null, valid).Succeeded);
+        Assert.Equal("auto", new WorkerOptions().Engine.WeightDtype);
     }
 
     [Fact]

@@ -26,6 +26,11 @@ public sealed record EngineOptions
     public long? MemoryBudgetBytes { get; init; }
     /// <summary>float32 (default, fastest on CPU), bfloat16 or float16.</summary>
     public string ComputeDtype { get; init; } = "float32";
+    /// <summary>
+    /// Width of the projection and embedding weights: auto (the checkpoint's bfloat16/float16, widened in
+    /// registers by the GEMV: half the bytes per decode step), float32, bfloat16 or float16 (Model.WeightDtype).
+    /// </summary>
+    public string WeightDtype { get; init; } = Model.WeightDtype.Auto;
     /// <summary>Threads for libtorch and our kernels; default: every core.</summary>
     public int? Threads { get; init; }
     /// <summary>Caps the context below the model's max_position_embeddings.</summary>
@@ -63,6 +68,7 @@ public sealed record EngineOptions
         if (MemoryBudgetBytes is < 1) throw new ArgumentException($"MemoryBudgetBytes must be positive, got {MemoryBudgetBytes}.");
         if (KvCacheMemoryFraction is <= 0 or > 1) throw new ArgumentException($"KvCacheMemoryFraction must be in (0, 1], got {KvCacheMemoryFraction}.");
         if (Threads is < 1) throw new ArgumentException($"Threads must be positive, got {Threads}.");
+        if (Model.WeightDtype.Validate(WeightDtype) is { } weightDtypeError) throw new ArgumentException($"WeightDtype: {weightDtypeError}");
         if (MaxContextTokens is < 1) throw new ArgumentException($"MaxContextTokens must be positive, got {MaxContextTokens}.");
     }
 }

@@ -140,6 +140,7 @@ public static class WorkerCommandLine
         [WorkerSwitches.KvBytes] = "Worker:Engine:KvCacheBytes",
         [WorkerSwitches.KvMemoryFraction] = "Worker:Engine:KvCacheMemoryFraction",
         [WorkerSwitches.Dtype] = "Worker:Engine:ComputeDtype",
+        [WorkerSwitches.WeightDtype] = "Worker:Engine:WeightDtype",
         [WorkerSwitches.Threads] = "Worker:Engine:Threads",
         [WorkerSwitches.MaxContext] = "Worker:Engine:MaxContextTokens",
         [WorkerSwitches.Seed] = "Worker:Engine:DefaultSeed",
@@ -203,6 +204,9 @@ public static class WorkerCommandLine
         engine:
           --block-size N --max-batch-tokens N --max-running-requests N --kv-blocks N --kv-bytes N
           --kv-memory-fraction F --dtype float32|bfloat16|float16 --threads N --max-context N --seed N
+          --weight-dtype auto|float32|bfloat16|float16
+                                      width the weight matrices are held in (default auto: the checkpoint's
+                                      bfloat16/float16, widened in registers; float32 widens them at load)
           --target-step-ms N          target time of one engine step: prefill chunks are sized by their cost
                                       (attention grows with the context) so decodes, new requests and aborts
                                       wait at most about this long behind a long prompt (default 250; 0 = tokens only)
@@ -294,7 +298,7 @@ internal sealed class WorkerOptionsValidator : IValidateOptions<WorkerOptions>
         }
         catch (ArgumentException e)
         {
-            errors.Add($"engine: {e.Message} (engine switches: --block-size, --max-batch-tokens, --target-step-ms, --max-running-requests, --kv-blocks, --kv-bytes, --kv-memory-fraction, --threads, --max-context).");
+            errors.Add($"engine: {e.Message} (engine switches: --block-size, --weight-dtype, --max-batch-tokens, --target-step-ms, --max-running-requests, --kv-blocks, --kv-bytes, --kv-memory-fraction, --threads, --max-context).");
         }
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }

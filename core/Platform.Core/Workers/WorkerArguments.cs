@@ -23,6 +23,8 @@ public sealed record WorkerArguments
     /// <summary>HTTP/1.1 port for health and metrics (0 picks a free one).</summary>
     public int? HttpPort { get; init; }
     public string? Dtype { get; init; }
+    /// <summary>Width the weight matrices are held in (auto, float32, bfloat16, float16).</summary>
+    public string? WeightDtype { get; init; }
     public long? MaxContext { get; init; }
     public int? BlockSize { get; init; }
     public int? MaxBatchTokens { get; init; }
@@ -90,6 +92,7 @@ public sealed record WorkerArguments
         Add(WorkerSwitches.Port, Port?.ToString(inv));
         Add(WorkerSwitches.HttpPort, HttpPort?.ToString(inv));
         Add(WorkerSwitches.Dtype, Dtype);
+        Add(WorkerSwitches.WeightDtype, WeightDtype);
         Add(WorkerSwitches.MaxContext, MaxContext?.ToString(inv));
         Add(WorkerSwitches.BlockSize, BlockSize?.ToString(inv));
         Add(WorkerSwitches.MaxBatchTokens, MaxBatchTokens?.ToString(inv));

@@ -30,6 +30,8 @@ public static class WorkerSwitches
     public const string KvBytes = "--kv-bytes";
     public const string KvMemoryFraction = "--kv-memory-fraction";
     public const string Dtype = "--dtype";
+    /// <summary>Width the weights are held in: auto (the checkpoint's), float32, bfloat16, float16.</summary>
+    public const string WeightDtype = "--weight-dtype";
     public const string Threads = "--threads";
     public const string MaxContext = "--max-context";
     public const string Seed = "--seed";

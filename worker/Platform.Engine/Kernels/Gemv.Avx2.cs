@@ -1,5 +1,7 @@
-// AVX2 + FMA inner kernels for Gemv, shared by fp32 and fp16 weights through a static-abstract
-// "row loader" type parameter (the JIT specialises and inlines each instantiation).
+// AVX2 + FMA inner kernels for Gemv, shared by fp32, fp16 and bf16 weights through a static-abstract
+// "row loader" type parameter (the JIT specialises and inlines each instantiation). The loaders
+// also serve the AVX-512 kernels (Gemv.Avx512.cs). bf16 widens by zero-extend + shift left 16
+// (vpmovzxwd, vpslld): exact, two ops per 8 weights.
 //
 // Access pattern: each thread walks its chunk one weight row at a time, i.e. one sequential
 // stream per core. Tiles of several rows (4 x 1, 2 x 4, reading 2-4 interleaved row streams)
@@ -62,6 +64,9 @@ public static unsafe partial class Gemv
         /// <summary>8 weights starting at element k, as fp32 (times the loader's fixed scale).</summary>
         static abstract Vector256<float> Load(byte* row, int k);
 
+        /// <summary>16 weights starting at element k, as fp32 (same scale); AVX-512 only.</summary>
+        static abstract Vector512<float> Load512(byte* row, int k);
+
         /// <summary>One weight, same scale as <see cref="Load"/>.</summary>
         static abstract float LoadScalar(byte* row, int k);
     }
@@ -72,6 +77,9 @@ public static unsafe partial class Gemv
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<float> Load(byte* row, int k) => Avx.LoadVector256((float*)row + k);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Load512(byte* row, int k) => Avx512F.LoadVector512((float*)row + k);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static float LoadScalar(byte* row, int k) => ((float*)row)[k];
@@ -91,8 +99,36 @@ public static unsafe partial class Gemv
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Load512(byte* row, int k)
+        {
+            Vector512<int> bits = Avx512F.ConvertToVector512Int32(Avx.LoadVector256((short*)row + k));
+            bits = Avx512F.And(Avx512F.ShiftLeftLogical(bits, 13), Vector512.Create(unchecked((int)0x8FFF_FFFF)));
+            return bits.AsSingle();
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static float LoadScalar(byte* row, int k) => DecodeHalfScaled(((short*)row)[k]);
     }
+
+    /// <summary>bf16 weights: the 16 bits are the upper half of the fp32 value, so a zero-extend and a 16-bit shift widen them exactly.</summary>
+    private readonly struct BF16Loader : IRowLoader
+    {
+        public static int ElementSize => sizeof(ushort);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Load(byte* row, int k) =>
+            Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32((ushort*)row + k), 16).AsSingle();
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Load512(byte* row, int k) =>
+            Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512Int32(Avx.LoadVector256((ushort*)row + k)), 16).AsSingle();
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float LoadScalar(byte* row, int k) => WidenBFloat16(((ushort*)row)[k]);
+    }
+
+    /// <summary>bf16 bits to the fp32 value they are the upper half of (exact).</summary>
+    internal static float WidenBFloat16(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
 
     /// <summary>Scalar twin of <see cref="F16Loader.Load"/>: half bits to w * 2^-112 as fp32.</summary>
     internal static float DecodeHalfScaled(short half)
@@ -111,6 +147,8 @@ public static unsafe partial class Gemv
     private static void ChunkF32Avx2(void* job, int chunk) => ChunkAvx2<F32Loader>((Job*)job, chunk);
 
     private static void ChunkF16Avx2(void* job, int chunk) => ChunkAvx2<F16Loader>((Job*)job, chunk);
+
+    private static void ChunkBF16Avx2(void* job, int chunk) => ChunkAvx2<BF16Loader>((Job*)job, chunk);
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void ChunkAvx2<TL>(Job* job, int chunk) where TL : struct, IRowLoader

@@ -1,6 +1,6 @@
 // Fallback Gemv kernels for CPUs without AVX2+FMA (and for tests, via Gemv.ForcePortable):
-// System.Numerics.Vector<float> dot products, one weight row at a time. fp16 rows are first
-// widened into a per-thread fp32 row buffer with the runtime's Half conversion, then treated
+// System.Numerics.Vector<float> dot products, one weight row at a time. fp16 and bf16 rows are first
+// widened into a per-thread fp32 row buffer (fp16 with the runtime's Half conversion, bf16 by a 16-bit shift), then treated
 // like fp32. Correct everywhere; not tuned, the target hardware takes the AVX2 path.
 using System.Numerics;
 using System.Runtime.CompilerServices;
@@ -37,6 +37,24 @@ public static unsafe partial class Gemv
             Half* source = weight + (long)row * k;
             for (int i = 0; i < k; i++)
                 row32[i] = (float)source[i];
+            PortableRow(job, row, row32);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ChunkBF16Portable(void* p, int chunk)
+    {
+        var job = (Job*)p;
+        RowRange(job, chunk, out int start, out int end);
+        int k = job->InFeatures;
+        ushort* weight = (ushort*)job->Weight;
+        float[] buffer = _rowBuffer is { } b && b.Length >= k ? b : (_rowBuffer = new float[k]);
+        Span<float> row32 = buffer.AsSpan(0, k);
+        for (int row = start; row < end; row++)
+        {
+            ushort* source = weight + (long)row * k;
+            for (int i = 0; i < k; i++)
+                row32[i] = WidenBFloat16(source[i]);
             PortableRow(job, row, row32);
         }
     }

@@ -1,5 +1,9 @@
 // Decode-time matrix-vector products: output[b, n] = bias[n] + sum_k weight[n, k] * input[b, k]
 // for a handful of token rows (batch 1..16) against a row-major [outFeatures, inFeatures] weight.
+// Weights are fp32, fp16 or bf16 (the checkpoint's own width: narrow weights are widened in
+// registers, never in memory, so a step reads half the bytes); inputs, sums and outputs are fp32.
+// Each call runs the AVX-512 kernels (Gemv.Avx512.cs) where the CPU has AVX512F, else AVX2+FMA
+// (Gemv.Avx2.cs), else the portable ones; ForceVector256/ForcePortable pin a path for tests.
 //
 // Why our own: for one token TorchSharp's fp32 linear reads weights at ~24 GB/s (its GEMV runs
 // on one core) while a two-core AVX2/FMA loop reads ~72 GB/s, and decode is bound by exactly
@@ -26,6 +30,17 @@ using System.Runtime.Intrinsics.X86;
 
 namespace Platform.Engine.Kernels;
 
+/// <summary>Which instruction set a <see cref="Gemv"/> call runs on.</summary>
+public enum GemvPath
+{
+    /// <summary>System.Numerics.Vector, any CPU.</summary>
+    Portable,
+    /// <summary>AVX2 + FMA, 8 fp32 lanes.</summary>
+    Vector256,
+    /// <summary>AVX-512F, 16 fp32 lanes.</summary>
+    Vector512,
+}
+
 public static unsafe partial class Gemv
 {
     /// <summary>Target weight bytes per work chunk (see header). Internal so the bench can sweep it.</summary>
@@ -37,8 +52,18 @@ public static unsafe partial class Gemv
     /// <summary>Forces the portable (non-AVX2) path; for tests on AVX2 machines.</summary>
     internal static bool ForcePortable { get; set; }
 
+    /// <summary>Forces the Vector256 (AVX2+FMA) path on a machine with AVX-512; for tests and the bench.</summary>
+    internal static bool ForceVector256 { get; set; }
+
     /// <summary>True when the AVX2+FMA kernels are used on this machine.</summary>
     public static bool IsAccelerated => Avx2.IsSupported && Fma.IsSupported && !ForcePortable;
+
+    /// <summary>True when this CPU has the AVX-512 kernels' instructions (AVX512F; FMA is part of it).</summary>
+    public static bool Vector512Supported => Avx512F.IsSupported && IsAccelerated;
+
+    /// <summary>The kernel family calls take now: AVX-512 where the CPU has it, else AVX2+FMA, else portable.</summary>
+    public static GemvPath ActivePath =>
+        !IsAccelerated ? GemvPath.Portable : Vector512Supported && !ForceVector256 ? GemvPath.Vector512 : GemvPath.Vector256;
 
     /// <summary>
     /// output[b, n] = bias[n] + sum_k weight[n, k] * input[b, k] for b &lt; batch, with fp32 weights.
@@ -61,7 +86,40 @@ public static unsafe partial class Gemv
             Bias = bias,
             Scale = 1f,
         };
-        Dispatch(ref job, sizeof(float), IsAccelerated ? &ChunkF32Avx2 : &ChunkF32Portable);
+        Dispatch(ref job, sizeof(float), ActivePath switch
+        {
+            GemvPath.Vector512 => &ChunkF32Avx512,
+            GemvPath.Vector256 => &ChunkF32Avx2,
+            _ => &ChunkF32Portable,
+        });
+    }
+
+    /// <summary>
+    /// As <see cref="MatVecF32"/> with bfloat16 weights given as their raw 16-bit patterns (the upper
+    /// half of an fp32). Each weight is widened in registers by a 16-bit shift, which is exact, so the
+    /// result is fp32 compute on the bf16 values; products and sums are fp32. Any bit pattern is
+    /// accepted (inf/NaN weights propagate as they would in fp32).
+    /// </summary>
+    public static void MatVecBF16(ushort* weight, int outFeatures, int inFeatures, float* input, int batch, float* output, float* bias = null)
+    {
+        Validate(weight, outFeatures, inFeatures, input, batch, output);
+        var job = new Job
+        {
+            Weight = weight,
+            OutFeatures = outFeatures,
+            InFeatures = inFeatures,
+            Input = input,
+            Batch = batch,
+            Output = output,
+            Bias = bias,
+            Scale = 1f,
+        };
+        Dispatch(ref job, sizeof(ushort), ActivePath switch
+        {
+            GemvPath.Vector512 => &ChunkBF16Avx512,
+            GemvPath.Vector256 => &ChunkBF16Avx2,
+            _ => &ChunkBF16Portable,
+        });
     }
 
     /// <summary>
@@ -90,7 +148,7 @@ public static unsafe partial class Gemv
             return;
         }
 
-        // The AVX2 fp16 path decodes weights as w * 2^-112 (see Gemv.Avx2.cs), so it reads an
+        // The AVX2 and AVX-512 fp16 paths decode weights as w * 2^-112 (see Gemv.Avx2.cs), so it reads an
         // input pre-scaled by 2^56 and scales the sums back by 2^56; both are exact powers of two.
         long inputCount = (long)batch * inFeatures;
         float[] scaled = ScaledInputBuffer(inputCount);
@@ -99,7 +157,7 @@ public static unsafe partial class Gemv
             ScaleInto(input, scaledInput, inputCount, F16InputScale);
             job.Input = scaledInput;
             job.Scale = F16OutputScale;
-            Dispatch(ref job, sizeof(Half), &ChunkF16Avx2);
+            Dispatch(ref job, sizeof(Half), ActivePath == GemvPath.Vector512 ? &ChunkF16Avx512 : &ChunkF16Avx2);
         }
     }
 

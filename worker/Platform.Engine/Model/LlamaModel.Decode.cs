@@ -1,6 +1,7 @@
 // The decode step without libtorch: when every sequence of a step brings one
 // token and there are few of them, the whole layer stack runs on raw float32
-// buffers — embedding rows, RMSNorm, our GEMV for every projection, RoPE from
+// buffers — embedding rows (widened from a narrow embedding), RMSNorm, our GEMV
+// for every projection (fp32, or bf16/f16 weights widened in registers), RoPE from
 // cos/sin computed once per step, K/V written straight into the paged pools,
 // the paged attention kernel (over each sequence's last sliding_window slots in
 // a sliding-window layer), SwiGLU and the residual adds. A libtorch decode
@@ -75,17 +76,16 @@ public sealed partial class LlamaModel
         {
             _postNorms = _weights.Layers.Select(w => (IntPtr)TensorPointers.Float32(w.PostNorm)).ToArray();
             _finalNorm = (IntPtr)TensorPointers.Float32(_weights.FinalNorm);
-            _embedding = (IntPtr)TensorPointers.Float32(_weights.Embedding);
+            _embedding = (IntPtr)TensorPointers.Data(_weights.Embedding);
             _inputNorms = _weights.Layers.Select(w => (IntPtr)TensorPointers.Float32(w.InputNorm)).ToArray();
         }
-        float* embedding = (float*)_embedding;
         fixed (float* x = _x) fixed (float* h = _h) fixed (float* qkv = _qkv) fixed (float* q = _q) fixed (float* attn = _attn)
         fixed (float* tmp = _tmp) fixed (float* gateUp = _gateUp) fixed (float* act = _act) fixed (float* cos = _cos) fixed (float* sin = _sin)
         fixed (long* contextSlots = decode.Slots) fixed (int* fullOffsets = decode.Offsets) fixed (int* fullLengths = decode.Lengths)
         fixed (int* slidingOffsets = sliding.Offsets) fixed (int* slidingLengths = sliding.Lengths)
         {
             for (int r = 0; r < t; r++)
-                new ReadOnlySpan<float>(embedding + (long)batch.InputIds[r] * hidden, hidden).CopyTo(new Span<float>(x + (long)r * hidden, hidden));
+                EmbeddingRow(batch.InputIds[r], x + (long)r * hidden, hidden);
 
             for (int l = 0; l < c.NumLayers; l++)
             {
@@ -128,6 +128,26 @@ public sealed partial class LlamaModel
             RmsNorm(tmp, (float*)_finalNorm, h, n, hidden);
             fixed (float* output = logits) _weights.LmHead.Forward(h, n, output);
             return torch.tensor(logits, [n, c.VocabSize]);
+        }
+    }
+
+    /// <summary>One embedding row as float32 (a bfloat16/float16 embedding widened, exactly).</summary>
+    private unsafe void EmbeddingRow(long id, float* destination, int hidden)
+    {
+        long offset = id * hidden;
+        switch (_weights.Embedding.dtype)
+        {
+            case ScalarType.BFloat16:
+                ushort* bf16 = (ushort*)_embedding + offset;
+                for (int i = 0; i < hidden; i++) destination[i] = Gemv.WidenBFloat16(bf16[i]);
+                break;
+            case ScalarType.Float16:
+                Half* f16 = (Half*)_embedding + offset;
+                for (int i = 0; i < hidden; i++) destination[i] = (float)f16[i];
+                break;
+            default:
+                new ReadOnlySpan<float>((float*)_embedding + offset, hidden).CopyTo(new Span<float>(destination, hidden));
+                break;
         }
     }
 

@@ -47,11 +47,14 @@ public sealed partial class LlamaModel : IDisposable
         _softmaxScale = 1.0 / Math.Sqrt(config.HeadDim);
     }
 
-    public static LlamaModel Load(string modelDirectory, ScalarType dtype, IProgress<double>? progress = null)
+    /// <summary>The dtype the projection and embedding matrices are held in (WeightDtype).</summary>
+    public ScalarType WeightType => _weights.WeightType;
+
+    public static LlamaModel Load(string modelDirectory, ScalarType dtype, IProgress<double>? progress = null, string weightDtype = WeightDtype.Auto)
     {
         NativeRuntime.Configure();
         var config = ModelConfig.Load(modelDirectory);
-        var weights = LlamaWeights.Load(modelDirectory, config, dtype, progress);
+        var weights = LlamaWeights.Load(modelDirectory, config, dtype, progress, weightDtype);
         return new LlamaModel(config, weights, dtype);
     }
 
@@ -77,7 +80,7 @@ public sealed partial class LlamaModel : IDisposable
         }
 
         int qSize = c.NumHeads * c.HeadDim, kvSize = c.NumKvHeads * c.HeadDim;
-        var x = _weights.Embedding.index_select(0, ids);
+        var x = _weights.Embed(ids, Dtype);
         for (int l = 0; l < c.NumLayers; l++)
         {
             var w = _weights.Layers[l];

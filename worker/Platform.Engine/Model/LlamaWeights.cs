@@ -1,4 +1,7 @@
-// Loads a Llama-family checkpoint into TorchSharp tensors of the compute dtype.
+// Loads a Llama-family checkpoint into TorchSharp tensors: the projection and
+// embedding matrices in the weight dtype (WeightDtype: by default the
+// checkpoint's own width, widened in registers by the GEMV), norms and biases
+// in the compute dtype.
 // Every tensor's name and shape is checked against config.json before any data
 // is copied, so a mismatched checkpoint is a ModelLoadException naming the file
 // and tensor, not a shape error deep inside libtorch. q/k/v and gate/up are
@@ -36,11 +39,22 @@ public sealed class LlamaWeights : IDisposable
     /// <summary>The output projection (over the embedding itself when tied).</summary>
     public required Projection LmHead { get; init; }
     public required long ParameterBytes { get; init; }
+    /// <summary>The dtype the projection and embedding matrices are held in (WeightDtype).</summary>
+    public required ScalarType WeightType { get; init; }
+
+    /// <summary>The embedding rows of <paramref name="ids"/> in <paramref name="compute"/> (a narrow embedding widened; exact).</summary>
+    public Tensor Embed(Tensor ids, ScalarType compute)
+    {
+        var rows = Embedding.index_select(0, ids);
+        return rows.dtype == compute ? rows : rows.to_type(compute);
+    }
 
     [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA2000:Dispose objects before losing scope", Justification = "A failed load disposes every finished layer (catch below); only the tensors of a layer whose initializer threw part-way are left to the GC, and a failed load ends the worker (exit code 3).")]
-    public static LlamaWeights Load(string modelDirectory, ModelConfig config, ScalarType dtype, IProgress<double>? progress = null)
+    public static LlamaWeights Load(string modelDirectory, ModelConfig config, ScalarType dtype, IProgress<double>? progress = null, string weightDtype = WeightDtype.Auto)
     {
         using var files = ModelWeights.Open(modelDirectory);
+        var (_, firstProjection) = files.Get("model.layers.0.self_attn.q_proj.weight");
+        ScalarType weightType = WeightDtype.Resolve(weightDtype, firstProjection.Dtype, dtype);
         bool tied = config.TieWordEmbeddings || !files.Contains("lm_head.weight");
         var expected = RandomModelGenerator.TensorShapes(config with { TieWordEmbeddings = tied }).ToList();
         foreach (var (name, shape) in expected)
@@ -53,27 +67,32 @@ public sealed class LlamaWeights : IDisposable
         }
 
         long totalBytes = expected.Sum(e => e.Shape.Aggregate(1L, (a, b) => a * b));
-        long loaded = 0;
-        Tensor Load(string name)
+        long loaded = 0, residentBytes = 0;
+        Tensor LoadAs(string name, ScalarType type)
         {
             var (file, info) = files.Get(name);
-            var t = ToTensor(file, info, dtype);
+            var t = ToTensor(file, info, type);
+            if (type == ScalarType.Float16 && dtype == ScalarType.Float32 && !FiniteHalves(t))
+                throw new ModelLoadException($"{file.Path}: tensor '{name}' holds inf or NaN as float16; the float16 kernel needs finite weights (pass weight dtype float32 to load it widened).");
             loaded += info.ElementCount;
+            residentBytes += info.ElementCount * TorchDtypes.ElementSize(type);
             progress?.Report((double)loaded / totalBytes);
             return t;
         }
+        Tensor Load(string name) => LoadAs(name, dtype);
+        Tensor LoadMatrix(string name) => LoadAs(name, weightType);
 
         var layers = new LayerWeights[config.NumLayers];
         Tensor? embedding = null;
         try
         {
-            embedding = Load("model.embed_tokens.weight");
+            embedding = LoadMatrix("model.embed_tokens.weight");
             for (int i = 0; i < config.NumLayers; i++)
             {
                 string p = $"model.layers.{i}.";
-                Tensor Cat(params string[] names)
+                Tensor Cat(Func<string, Tensor> load, params string[] names)
                 {
-                    var parts = names.Select(Load).ToArray();
+                    var parts = names.Select(load).ToArray();
                     var fused = torch.cat(parts, 0);
                     foreach (var part in parts) part.Dispose();
                     return fused;
@@ -82,23 +101,24 @@ public sealed class LlamaWeights : IDisposable
                 {
                     InputNorm = Load(p + "input_layernorm.weight"),
                     Qkv = new Projection(
-                        Cat(p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"),
-                        config.AttentionBias ? Cat(p + "self_attn.q_proj.bias", p + "self_attn.k_proj.bias", p + "self_attn.v_proj.bias") : null),
-                    O = new Projection(Load(p + "self_attn.o_proj.weight"), null),
+                        Cat(LoadMatrix, p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"),
+                        config.AttentionBias ? Cat(Load, p + "self_attn.q_proj.bias", p + "self_attn.k_proj.bias", p + "self_attn.v_proj.bias") : null),
+                    O = new Projection(LoadMatrix(p + "self_attn.o_proj.weight"), null),
                     PostNorm = Load(p + "post_attention_layernorm.weight"),
-                    GateUp = new Projection(Cat(p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"), null),
-                    Down = new Projection(Load(p + "mlp.down_proj.weight"), null),
+                    GateUp = new Projection(Cat(LoadMatrix, p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"), null),
+                    Down = new Projection(LoadMatrix(p + "mlp.down_proj.weight"), null),
                 };
             }
             var finalNorm = Load("model.norm.weight");
-            var lmHead = new Projection(tied ? embedding : Load("lm_head.weight"), null);
+            var lmHead = new Projection(tied ? embedding : LoadMatrix("lm_head.weight"), null);
             return new LlamaWeights
             {
                 Embedding = embedding,
                 Layers = layers,
                 FinalNorm = finalNorm,
                 LmHead = lmHead,
-                ParameterBytes = totalBytes * TorchDtypes.ElementSize(dtype),
+                ParameterBytes = residentBytes,
+                WeightType = weightType,
             };
         }
         catch
@@ -119,6 +139,9 @@ public sealed class LlamaWeights : IDisposable
         raw.Dispose();
         return converted;
     }
+
+    private static unsafe bool FiniteHalves(Tensor t) =>
+        t.numel() == 0 || Platform.Engine.Kernels.Gemv.AllFinite((Half*)TensorPointers.Data(t), t.numel());
 
     public void Dispose()
     {

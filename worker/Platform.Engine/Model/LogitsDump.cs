@@ -8,9 +8,9 @@ namespace Platform.Engine.Model;
 
 public static class LogitsDump
 {
-    public static float[] Compute(string modelDirectory, IReadOnlyList<int> tokens, ScalarType dtype)
+    public static float[] Compute(string modelDirectory, IReadOnlyList<int> tokens, ScalarType dtype, string weightDtype = WeightDtype.Auto)
     {
-        using var model = LlamaModel.Load(modelDirectory, dtype);
+        using var model = LlamaModel.Load(modelDirectory, dtype, weightDtype: weightDtype);
         var c = model.Config;
         foreach (int t in tokens)
             if (t < 0 || t >= c.VocabSize) throw new ArgumentException($"token id {t} is outside the vocabulary [0, {c.VocabSize}).");

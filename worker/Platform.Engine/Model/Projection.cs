@@ -1,9 +1,17 @@
 // A linear layer (y = x Wᵀ + b) that picks its kernel by batch size. Decode
 // steps have a handful of token rows, where the step is bound by streaming W
-// from memory: our AVX2 GEMV over both cores reads W at ~0.8 of the streaming
+// from memory: our GEMV over both cores reads W at ~0.8 of the streaming
 // bandwidth against ~0.3 for libtorch's one-core GEMV (bench `kernels`), and
 // batch 8 costs it 1.3–2.2× batch 1 where libtorch pays 3×. Prefill and large
 // batches are compute-bound GEMMs, which libtorch does well.
+//
+// W may be narrower than the activations: with fp32 compute, W stays in the
+// checkpoint's bfloat16 or float16 (the weight dtype) and the GEMV widens it in
+// registers, so a decode step reads half the bytes. libtorch's linear needs W in
+// the activations' dtype, so above MaxGemvRows a narrow W is widened one block of
+// output rows at a time (WideningBlockBytes of fp32, freed after its GEMM):
+// resident memory stays the narrow W plus one block, and the widening pass (a
+// read of W at memory speed) is small next to a prefill GEMM over >16 rows.
 using Platform.Engine.Kernels;
 using Platform.Engine.Torch;
 using TorchSharp;
@@ -16,7 +24,10 @@ public sealed unsafe class Projection
     /// <summary>Up to this many rows go to our GEMV; more go to libtorch (see header).</summary>
     public const int MaxGemvRows = 16;
 
-    private readonly float* _weight;
+    /// <summary>fp32 bytes of one widened block of a narrow W on the libtorch path (see header).</summary>
+    internal static long WideningBlockBytes { get; set; } = 8L * 1024 * 1024;
+
+    private readonly void* _weight;
     private readonly float* _bias;
 
     public Tensor Weight { get; }
@@ -32,30 +43,64 @@ public sealed unsafe class Projection
         Bias = bias;
         OutFeatures = (int)weight.shape[0];
         InFeatures = (int)weight.shape[1];
-        if (weight.dtype == ScalarType.Float32 && weight.is_contiguous() && weight.device_type == DeviceType.CPU)
+        bool kernelWidth = weight.dtype is ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16;
+        if (kernelWidth && weight.is_contiguous() && weight.device_type == DeviceType.CPU
+            && (bias is null || (bias.dtype == ScalarType.Float32 && bias.is_contiguous())))
         {
-            _weight = TensorPointers.Float32(weight);
-            if (bias is not null) _bias = bias.is_contiguous() ? TensorPointers.Float32(bias) : throw new ArgumentException("bias must be contiguous");
+            _weight = TensorPointers.Data(weight);
+            if (bias is not null) _bias = TensorPointers.Float32(bias);
         }
     }
 
     /// <summary>True when the raw-pointer path (<see cref="Forward(float*, int, float*)"/>) is available.</summary>
     public bool HasRawWeights => _weight != null;
 
-    /// <summary>y[rows, Out] = x[rows, In] Wᵀ + b on raw float32 buffers through the GEMV (rows ≤ <see cref="MaxGemvRows"/>).</summary>
-    public void Forward(float* x, int rows, float* y) => Gemv.MatVecF32(_weight, OutFeatures, InFeatures, x, rows, y, _bias);
+    /// <summary>
+    /// y[rows, Out] = x[rows, In] Wᵀ + b on raw float32 buffers through the GEMV (rows ≤ <see cref="MaxGemvRows"/>
+    /// is the intended use; any count is correct); W is read once per call in its own width.
+    /// </summary>
+    public void Forward(float* x, int rows, float* y)
+    {
+        switch (Weight.dtype)
+        {
+            case ScalarType.BFloat16:
+                Gemv.MatVecBF16((ushort*)_weight, OutFeatures, InFeatures, x, rows, y, _bias);
+                break;
+            case ScalarType.Float16:
+                Gemv.MatVecF16((Half*)_weight, OutFeatures, InFeatures, x, rows, y, _bias);
+                break;
+            default:
+                Gemv.MatVecF32((float*)_weight, OutFeatures, InFeatures, x, rows, y, _bias);
+                break;
+        }
+    }
 
     public Tensor Forward(Tensor x)
     {
         long rows = x.shape[0];
-        if (!UseGemv || _weight == null || rows > MaxGemvRows || x.dtype != ScalarType.Float32 || x.device_type != DeviceType.CPU)
-            return torch.nn.functional.linear(x, Weight, Bias);
+        if (!UseGemv || _weight == null || rows == 0 || rows > MaxGemvRows || x.dtype != ScalarType.Float32 || x.device_type != DeviceType.CPU)
+            return Weight.dtype == x.dtype ? torch.nn.functional.linear(x, Weight, Bias) : LinearWidening(x);
         var input = x.contiguous();
         var output = torch.empty([rows, OutFeatures], ScalarType.Float32);
-        fixed (byte* px = input.bytes)
-        fixed (byte* py = output.bytes)
+        Forward((float*)TensorPointers.Data(input), (int)rows, (float*)TensorPointers.Data(output));
+        return output;
+    }
+
+    /// <summary>libtorch's linear over a W narrower than x, widened one block of output rows at a time (see header).</summary>
+    private Tensor LinearWidening(Tensor x)
+    {
+        long rows = x.shape[0];
+        var output = torch.empty([rows, OutFeatures], x.dtype);
+        long blockRows = Math.Max(1, WideningBlockBytes / ((long)InFeatures * TorchDtypes.ElementSize(x.dtype)));
+        for (long start = 0; start < OutFeatures; start += blockRows)
         {
-            Gemv.MatVecF32(_weight, OutFeatures, InFeatures, (float*)px, (int)rows, (float*)py, _bias);
+            long count = Math.Min(blockRows, OutFeatures - start);
+            using var narrowBlock = Weight.narrow(0, start, count);
+            using var block = narrowBlock.to_type(x.dtype);
+            using var biasBlock = Bias?.narrow(0, start, count).to_type(x.dtype);
+            using var product = torch.nn.functional.linear(x, block, biasBlock);
+            using var target = output.narrow(1, start, count);
+            target.copy_(product);
         }
         return output;
     }
