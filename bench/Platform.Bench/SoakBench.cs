@@ -108,12 +108,12 @@ internal static class SoakBench
         var loops = Enumerable.Range(0, concurrency).Select(_ => Task.Run(Loop)).ToList();
         while (clock.Elapsed < end && !cts.IsCancellationRequested)
         {
-            samples.Add(new Sample(clock.Elapsed.TotalMinutes, processes.ToDictionary(p => p.Key, p => RssMb(p.Value))));
+            samples.Add(new Sample(clock.Elapsed.TotalMinutes, processes.ToDictionary(p => p.Key, p => ProcessMemory.RssMb(p.Value))));
             AnsiConsole.MarkupLine($"  {clock.Elapsed.TotalMinutes,5:F1} min: {string.Join(", ", samples[^1].RssMb.Select(kv => $"{kv.Key} {kv.Value:F0} MB"))}; {sent} requests, {failed} failed");
             await Task.Delay(TimeSpan.FromSeconds(10), cts.Token).ContinueWith(_ => { }, TaskScheduler.Default);
         }
         await Task.WhenAll(loops);
-        samples.Add(new Sample(clock.Elapsed.TotalMinutes, processes.ToDictionary(p => p.Key, p => RssMb(p.Value))));
+        samples.Add(new Sample(clock.Elapsed.TotalMinutes, processes.ToDictionary(p => p.Key, p => ProcessMemory.RssMb(p.Value))));
 
         // Warm-up: the first tenth of the run (JIT, pools). Growth: over the second half, where a plateau must show.
         var summary = processes.Keys.Select(name =>
@@ -184,41 +184,13 @@ internal static class SoakBench
         return named;
     }
 
-    private static double RssMb(int pid)
-    {
-        try
-        {
-            foreach (var line in File.ReadLines($"/proc/{pid}/status"))
-                if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
-                    return long.Parse(line[6..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) / 1024.0;
-        }
-        catch (IOException)
-        {
-            // gone
-        }
-        return double.NaN;
-    }
-
     private static async Task<string?> SendAsync(HttpClient http, Uri url, int[] prompt, CancellationToken cancellationToken)
     {
-        var body = new System.Buffers.ArrayBufferWriter<byte>(prompt.Length * 6 + 256);
-        using (var w = new Utf8JsonWriter(body))
-        {
-            w.WriteStartObject();
-            w.WriteString("model", "bench-small");
-            w.WriteStartArray("prompt");
-            foreach (int t in prompt) w.WriteNumberValue(t);
-            w.WriteEndArray();
-            w.WriteNumber("max_tokens", 16);
-            w.WriteBoolean("ignore_eos", true);
-            w.WriteBoolean("stream", true);
-            w.WriteEndObject();
-        }
         try
         {
             using var message = new HttpRequestMessage(HttpMethod.Post, new Uri(url, "/v1/completions"))
             {
-                Content = new ByteArrayContent(body.WrittenSpan.ToArray()) { Headers = { ContentType = new MediaTypeHeaderValue("application/json") } },
+                Content = new ByteArrayContent(Router.CompletionBodies.Streamed("bench-small", prompt, 16, temperature: null)) { Headers = { ContentType = new MediaTypeHeaderValue("application/json") } },
             };
             using var response = await http.SendAsync(message, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
             string text = await response.Content.ReadAsStringAsync(cancellationToken);

@@ -158,8 +158,8 @@ internal static class LongPromptBench
                                        (result.LongOk ? "" : $" [red]{Markup.Escape(result.LongError ?? "")}[/]"));
             }
 
-            workerPeakMb = PeakRssMb(cluster.WorkerProcessIds[0]);
-            routerPeakMb = cluster.RouterProcessId is { } router ? PeakRssMb(router) : double.NaN;
+            workerPeakMb = ProcessMemory.PeakRssMb(cluster.WorkerProcessIds[0]);
+            routerPeakMb = cluster.RouterProcessId is { } router ? ProcessMemory.PeakRssMb(router) : double.NaN;
             AnsiConsole.MarkupLine($"peak RSS: worker {workerPeakMb:F0} MB, router {routerPeakMb:F0} MB; {total.Elapsed.TotalMinutes:F1} min in all");
         }
 
@@ -258,26 +258,6 @@ internal static class LongPromptBench
 
     private static string Seconds(double s) => double.IsNaN(s) ? "n/a" : s.ToString(s < 10 ? "0.00 s" : "0.0 s", CultureInfo.InvariantCulture);
 
-    /// <summary>VmHWM (peak resident set) of a process in MB, or NaN when it cannot be read.</summary>
-    private static double PeakRssMb(int pid)
-    {
-        try
-        {
-            foreach (var line in File.ReadLines($"/proc/{pid}/status"))
-                if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
-                    return long.Parse(line[6..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) / 1024.0;
-        }
-        catch (IOException)
-        {
-            // Gone, or not Linux.
-        }
-        catch (UnauthorizedAccessException)
-        {
-            // Not ours to read.
-        }
-        return double.NaN;
-    }
-
     internal static string CpuModel()
     {
         try
@@ -303,7 +283,7 @@ internal static class LongPromptBench
             {
                 using var message = new HttpRequestMessage(HttpMethod.Post, new Uri(router, "/v1/completions"))
                 {
-                    Content = new ByteArrayContent(Body(prompt, maxTokens)) { Headers = { ContentType = new MediaTypeHeaderValue("application/json") } },
+                    Content = new ByteArrayContent(CompletionBodies.Streamed(model, prompt, maxTokens)) { Headers = { ContentType = new MediaTypeHeaderValue("application/json") } },
                 };
                 using var response = await http.SendAsync(message, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
                 if (!response.IsSuccessStatusCode)
@@ -343,25 +323,6 @@ internal static class LongPromptBench
             }
 
             StreamResult Failed(string why) => new(false, why, ttft, clock.Elapsed.TotalSeconds, comments, lastComment);
-        }
-
-        private byte[] Body(int[] prompt, int maxTokens)
-        {
-            var buffer = new System.Buffers.ArrayBufferWriter<byte>(prompt.Length * 6 + 256);
-            using (var w = new Utf8JsonWriter(buffer))
-            {
-                w.WriteStartObject();
-                w.WriteString("model", model);
-                w.WriteStartArray("prompt");
-                foreach (int t in prompt) w.WriteNumberValue(t);
-                w.WriteEndArray();
-                w.WriteNumber("max_tokens", maxTokens);
-                w.WriteNumber("temperature", 0);
-                w.WriteBoolean("ignore_eos", true);
-                w.WriteBoolean("stream", true);
-                w.WriteEndObject();
-            }
-            return buffer.WrittenSpan.ToArray();
         }
     }
 }

@@ -252,23 +252,9 @@ internal static class MigrationBench
         Func<int, double, Task>? onTokens, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
-        var body = new System.Buffers.ArrayBufferWriter<byte>(prompt.Length * 6 + 256);
-        using (var w = new Utf8JsonWriter(body))
-        {
-            w.WriteStartObject();
-            w.WriteString("model", "small");
-            w.WriteStartArray("prompt");
-            foreach (int t in prompt) w.WriteNumberValue(t);
-            w.WriteEndArray();
-            w.WriteNumber("max_tokens", maxTokens);
-            w.WriteNumber("temperature", 0);
-            w.WriteBoolean("ignore_eos", true);
-            w.WriteBoolean("stream", true);
-            w.WriteEndObject();
-        }
         using var message = new HttpRequestMessage(HttpMethod.Post, new Uri(cluster.RouterUrl!, "/v1/completions"))
         {
-            Content = new ByteArrayContent(body.WrittenSpan.ToArray()) { Headers = { ContentType = new MediaTypeHeaderValue("application/json") } },
+            Content = new ByteArrayContent(CompletionBodies.Streamed("small", prompt, maxTokens)) { Headers = { ContentType = new MediaTypeHeaderValue("application/json") } },
         };
         using var response = await http.SendAsync(message, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
         if (!response.IsSuccessStatusCode) return (clock.Elapsed.TotalSeconds, $"HTTP {(int)response.StatusCode}");
