@@ -14,6 +14,7 @@ using System.Globalization;
 using System.Net.Http.Headers;
 using System.Text.Json;
 using Platform.Bench.Models;
+using Platform.Bench.Processes;
 using Platform.Bench.Plots;
 using Platform.Core.Networking;
 using Platform.Core.Processes;

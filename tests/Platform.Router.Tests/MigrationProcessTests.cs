@@ -145,7 +145,7 @@ public sealed class MigrationProcessTests
         {
             string body = JsonSerializer.Serialize(new
             {
-                model = "tiny", messages = new[] { new { role = "user", content = "count with me" } }, max_tokens = 300, ignore_eos = true,
+                model = "tiny", messages = new[] { new { role = "user", content = "count with me" } }, max_tokens = 900, ignore_eos = true,
                 stream = true, stream_options = new { include_usage = includeUsage }, temperature, seed,
             });
             var reference = await StreamAsync(http, chat: true, body);
@@ -153,7 +153,7 @@ public sealed class MigrationProcessTests
             WorkerProcess? killed = null;
             var disturbed = await StreamAsync(http, chat: true, body, async n =>
             {
-                if (n == killAt && (killed = await GeneratingAsync(workers)) is not null) killed.Kill();
+                if (killed is null && n >= killAt && (killed = await GeneratingAsync(workers)) is not null) killed.Kill();
             });
 
             Assert.NotNull(killed);
@@ -174,7 +174,7 @@ public sealed class MigrationProcessTests
         var (workers, router, http) = await StartAsync(3);
         try
         {
-            string body = Body(chat: false, stream: true, temperature: 0.7, seed: 42, maxTokens: 400);
+            string body = Body(chat: false, stream: true, temperature: 0.7, seed: 42, maxTokens: 900);
             var reference = await StreamAsync(http, chat: false, body);
             var killed = new List<WorkerProcess>();
             var disturbed = await StreamAsync(http, chat: false, body, async n =>
@@ -217,13 +217,12 @@ public sealed class MigrationProcessTests
             var killedAt = new Stopwatch();
             var killing = StreamAsync(http, chat: false, Body(chat: false, stream: true, temperature: 0, seed: 1, maxTokens: 1000), async n =>
             {
-                if (n != 3) return;
-                var serving = await GeneratingAsync(workers);
-                Assert.NotNull(serving);
+                if (n < 3 || killedAt.IsRunning || await GeneratingAsync(workers) is not { } serving) return;
                 serving.Kill();
                 killedAt.Start();
             });
             var result = await killing;
+            Assert.True(killedAt.IsRunning, "no worker was generating while the stream ran");
             var sinceKill = killedAt.Elapsed;
 
             Assert.Equal("data: [DONE]", result.Events[^1]);
@@ -246,27 +245,27 @@ public sealed class MigrationProcessTests
         WorkerProcess? frozen = null;
         try
         {
-            string body = Body(chat: false, stream: true, temperature: 0.6, seed: 8, maxTokens: 200);
+            // Long enough that the worker is still generating when the client has read a few tokens (the tiny model is fast).
+            string body = Body(chat: false, stream: true, temperature: 0.6, seed: 8, maxTokens: 1000);
             var reference = await StreamAsync(http, chat: false, body);
             var clock = Stopwatch.StartNew();
-            var frozenAt = TimeSpan.Zero;
             var lastEvent = TimeSpan.Zero;
             TimeSpan? resumedAfter = null;
             var disturbed = await StreamAsync(http, chat: false, body, async n =>
             {
                 var now = clock.Elapsed;
                 // Tokens already on their way when the worker froze still arrive; the gap after them is the silence.
-                if (n > 10 && (resumedAfter is null || now - lastEvent > resumedAfter)) resumedAfter = now - lastEvent;
+                if (frozen is not null && (resumedAfter is null || now - lastEvent > resumedAfter)) resumedAfter = now - lastEvent;
                 lastEvent = now;
-                if (n == 10)
+                if (frozen is null && n >= 3 && await GeneratingAsync(workers) is { } serving)
                 {
-                    frozen = await GeneratingAsync(workers);
-                    Assert.NotNull(frozen);
-                    frozen.Freeze();
-                    lastEvent = frozenAt = clock.Elapsed;
+                    serving.Freeze();
+                    frozen = serving;
+                    lastEvent = clock.Elapsed;
                 }
             });
 
+            Assert.NotNull(frozen);
             Assert.NotNull(resumedAfter);
             // The longest silence after the freeze: noticed at 30 s, and the next worker's first token follows within a moment.
             Assert.True(resumedAfter <= TimeSpan.FromSeconds(32), $"the stream resumed {resumedAfter.Value.TotalSeconds:0.0} s after the freeze; the bound is the 30 s inactivity timeout");

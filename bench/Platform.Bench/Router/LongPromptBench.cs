@@ -21,6 +21,7 @@ using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
 using Platform.Bench.Models;
+using Platform.Bench.Processes;
 using Platform.Bench.Plots;
 using Spectre.Console;
 

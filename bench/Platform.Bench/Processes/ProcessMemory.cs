@@ -2,7 +2,7 @@
 // (longprompt's peaks, soak's samples over time). NaN when the process is gone or unreadable.
 using System.Globalization;
 
-namespace Platform.Bench;
+namespace Platform.Bench.Processes;
 
 internal static class ProcessMemory
 {
