@@ -63,8 +63,6 @@ internal static class SoakBench
         svgPath ??= Path.Combine("bench", "results", "soak-rss.svg");
 
         string modelDir = BenchModels.Ensure("small");
-        var tokenizer = Platform.Core.Tokenization.HfTokenizer.Load(modelDir);
-        int firstSpecial = Enumerable.Range(0, tokenizer.VocabSize).First(tokenizer.IsSpecial);
         using var cts = new CancellationTokenSource();
         Console.CancelKeyPress += (_, e) =>
         {
@@ -95,8 +93,7 @@ internal static class SoakBench
             while (clock.Elapsed < end && !cts.IsCancellationRequested)
             {
                 int s = Interlocked.Increment(ref seed);
-                var rng = new Random(s);
-                int[] prompt = [.. Enumerable.Range(0, promptTokens).Select(_ => rng.Next(0, firstSpecial))];
+                int[] prompt = BenchModels.RandomPrompt(modelDir, promptTokens, s);
                 Interlocked.Increment(ref sent);
                 string? error = await SendAsync(http, url, prompt, cts.Token);
                 if (error is not null)

@@ -22,4 +22,24 @@ internal static class BenchModels
         Directory.Move(dir + ".tmp", dir);
         return dir;
     }
+
+    /// <summary>
+    /// A prompt of <paramref name="tokens"/> random ordinary token ids (below the model's first special token), drawn from
+    /// <paramref name="seed"/>: with a seed of its own, no 16-token block is shared with another prompt, so nothing is a prefix-cache hit.
+    /// </summary>
+    public static int[] RandomPrompt(string modelDir, int tokens, int seed)
+    {
+        int firstSpecial = FirstSpecialTokenId(modelDir);
+        var rng = new Random(seed);
+        return [.. Enumerable.Range(0, tokens).Select(_ => rng.Next(0, firstSpecial))];
+    }
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, int> FirstSpecial = new(StringComparer.Ordinal);
+
+    /// <summary>The lowest special token id of the model's tokenizer (read once per model).</summary>
+    private static int FirstSpecialTokenId(string modelDir) => FirstSpecial.GetOrAdd(modelDir, dir =>
+    {
+        var tokenizer = Platform.Core.Tokenization.HfTokenizer.Load(dir);
+        return Enumerable.Range(0, tokenizer.VocabSize).First(tokenizer.IsSpecial);
+    });
 }

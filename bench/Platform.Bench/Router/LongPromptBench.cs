@@ -99,14 +99,11 @@ internal static class LongPromptBench
         svgDir ??= quick ? Path.Combine("bench", "results") : Path.Combine("docs", "images");
         jsonPath ??= Path.Combine("bench", "results", $"longprompt-{DateTime.UtcNow:yyyyMMdd-HHmmss}.json");
 
-        var tokenizer = Platform.Core.Tokenization.HfTokenizer.Load(modelDir);
-        int firstSpecial = Enumerable.Range(0, tokenizer.VocabSize).First(tokenizer.IsSpecial);
         int seed = 100;
         int[] Prompt(int tokens)
         {
             // A fresh seed per prompt: random ids never share a 16-token block, so nothing is a prefix-cache hit.
-            var rng = new Random(seed++);
-            return [.. Enumerable.Range(0, tokens).Select(_ => rng.Next(0, firstSpecial))];
+            return BenchModels.RandomPrompt(modelDir, tokens, seed++);
         }
 
         using var cts = new CancellationTokenSource();

@@ -146,8 +146,6 @@ internal static class MigrationBench
         jsonPath ??= Path.Combine("bench", "results", $"migration-{DateTime.UtcNow:yyyyMMdd-HHmmss}.json");
 
         string modelDir = BenchModels.Ensure("small");
-        var tokenizer = Platform.Core.Tokenization.HfTokenizer.Load(modelDir);
-        int firstSpecial = Enumerable.Range(0, tokenizer.VocabSize).First(tokenizer.IsSpecial);
         using var cts = new CancellationTokenSource();
         Console.CancelKeyPress += (_, e) =>
         {
@@ -171,14 +169,14 @@ internal static class MigrationBench
         using var http = new HttpClient { Timeout = TimeSpan.FromMinutes(10) };
 
         // JIT and libtorch start-up: one undisturbed request per cluster.
-        foreach (var cluster in new[] { off, remote }) await StreamAsync(http, cluster, Prompt(256, 1, firstSpecial), 8, null, cts.Token);
+        foreach (var cluster in new[] { off, remote }) await StreamAsync(http, cluster, BenchModels.RandomPrompt(modelDir, 256, 1), 8, null, cts.Token);
 
         var rng = new Random(7);
         for (int round = 0; round < rounds; round++)
         {
             foreach (var cluster in new[] { off, remote })
             {
-                var prompt = Prompt(promptTokens, 1000 + round * 2 + (cluster == off ? 0 : 1), firstSpecial);
+                var prompt = BenchModels.RandomPrompt(modelDir, promptTokens, 1000 + round * 2 + (cluster == off ? 0 : 1));
                 int killAt = rng.Next(4, maxTokens / 2);
                 var r = await KillRoundAsync(http, cluster, prompt, maxTokens, killAt, round, cts.Token);
                 results.Add(r);
@@ -219,13 +217,6 @@ internal static class MigrationBench
         }, new JsonSerializerOptions { WriteIndented = true }));
         AnsiConsole.MarkupLine($"[grey]results: {Markup.Escape(jsonPath)}[/]");
         return results.All(r => r.Ok) ? 0 : 1;
-    }
-
-    private static int[] Prompt(int tokens, int seed, int firstSpecial)
-    {
-        // Random ids from a seed of their own: no 16-token block is shared with another prompt, so no prefix-cache hit.
-        var rng = new Random(seed);
-        return [.. Enumerable.Range(0, tokens).Select(_ => rng.Next(0, firstSpecial))];
     }
 
     private static double Percentile(List<double> sorted, double p) =>
