@@ -257,4 +257,67 @@ public sealed class ChildObjectsTests
         var field = crd["spec"]!["versions"]![0]!["schema"]!["openAPIV3Schema"]!["properties"]!["spec"]!["properties"]!["router"]!["properties"]!["toolCallParser"]!;
         Assert.Equal(Platform.Router.Api.ToolCalls.ToolCallParser.Names, field["enum"]!.AsArray().Select(v => v!.GetValue<string>()).ToList());
     }
+
+    private static Platform.Worker.WorkerOptions BindWorker(IEnumerable<string> args) =>
+        new ConfigurationBuilder()
+            .AddCommandLine(Platform.Worker.WorkerCommandLine.Normalize([.. args]), Platform.Worker.WorkerCommandLine.SwitchMappings.ToDictionary(kv => kv.Key, kv => kv.Value))
+            .Build().GetSection(Platform.Worker.WorkerOptions.Section).Get<Platform.Worker.WorkerOptions>()!;
+
+    [Fact]
+    public void The_shipped_defaults_compute_in_float32_with_narrow_weights_on_cpu_and_in_bfloat16_on_gpu()
+    {
+        // The CRD's defaults as the API server fills them (dtype auto, weightDtype auto), read back by the worker's own parser.
+        var model = Model();
+        Assert.Equal("auto", model.Spec.Model.Dtype);
+        Assert.Equal("auto", model.Spec.Model.WeightDtype);
+
+        model.Spec.Worker.Resources.Gpus = 0;
+        var cpu = BindWorker(ChildObjects.WorkerArgs(model)).ResolvedEngine;
+        Assert.Equal("float32", cpu.ComputeDtype);
+        Assert.Equal("auto", cpu.WeightDtype);
+        cpu.Validate();
+        Assert.Empty(SpecValidator.Validate(model.Spec));
+
+        model.Spec.Worker.Resources.Gpus = 2;
+        var gpu = BindWorker(ChildObjects.WorkerArgs(model)).ResolvedEngine;
+        Assert.Equal("bfloat16", gpu.ComputeDtype);
+        gpu.Validate();
+        Assert.Empty(SpecValidator.Validate(model.Spec));
+
+        // A narrower weight width than bf16 compute is refused by the operator, as the engine would refuse it.
+        model.Spec.Model.WeightDtype = "float16";
+        var error = Assert.Single(SpecValidator.Validate(model.Spec));
+        Assert.Contains("weightDtype float16 needs float32 compute", error, StringComparison.Ordinal);
+        model.Spec.Worker.Resources.Gpus = 0;
+        Assert.Equal("float16", BindWorker(ChildObjects.WorkerArgs(model)).ResolvedEngine.WeightDtype);
+        Assert.Empty(SpecValidator.Validate(model.Spec));
+    }
+
+    [Fact]
+    public void The_gpu_resource_name_comes_from_the_spec_and_bad_names_are_refused()
+    {
+        var model = Model();
+        model.Spec.Worker.Resources.Gpus = 2;
+        model.Spec.Worker.Resources.GpuResource = "amd.com/gpu";
+        var resources = ChildObjects.BuildWorkers(model, Images, "hash").Spec.Template.Spec.Containers[0].Resources;
+        Assert.Equal("2", resources.Limits["amd.com/gpu"].ToString());
+        Assert.Equal("2", resources.Requests["amd.com/gpu"].ToString());
+        Assert.False(resources.Limits.ContainsKey("nvidia.com/gpu"));
+        Assert.Empty(SpecValidator.Validate(model.Spec));
+
+        model.Spec.Worker.Resources.GpuResource = "gpu";
+        Assert.Contains(SpecValidator.Validate(model.Spec), e => e.Contains("gpuResource 'gpu' must be an extended resource name", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void The_crd_offers_exactly_the_numeric_formats_the_engine_accepts()
+    {
+        var model = YamlToJson.Load(RepoPaths.Crd)[0]["spec"]!["versions"]![0]!["schema"]!["openAPIV3Schema"]!["properties"]!["spec"]!["properties"]!["model"]!["properties"]!;
+        static List<string> Enum(System.Text.Json.Nodes.JsonNode field) => [.. field["enum"]!.AsArray().Select(v => v!.GetValue<string>())];
+        Assert.Equal(SpecValidator.Dtypes, Enum(model["dtype"]!));
+        Assert.Equal(Platform.Core.Workers.NumericFormats.WeightDtypes, Enum(model["weightDtype"]!));
+        Assert.Equal(Platform.Core.Workers.NumericFormats.WeightDtypes, Platform.Engine.Model.WeightDtype.Choices);
+        foreach (var dtype in Platform.Core.Workers.NumericFormats.ComputeDtypes)
+            Assert.Equal(dtype, Platform.Engine.Torch.TorchDtypes.Name(Platform.Engine.Torch.TorchDtypes.Parse(dtype)));
+    }
 }

@@ -85,8 +85,14 @@ public sealed class ModelSpec
     [SchemaRequired]
     public string ServedName { get; set; } = "";
 
+    /// <summary>Compute dtype (activations, KV cache): auto is float32 on CPU pods and bfloat16 on GPU pods
+    /// (NumericFormats.ResolveComputeDtype).</summary>
     [JsonPropertyName("dtype")]
-    public string Dtype { get; set; } = "bfloat16";
+    public string Dtype { get; set; } = "auto";
+
+    /// <summary>Width the weight matrices are held in; auto keeps the checkpoint's bfloat16/float16.</summary>
+    [JsonPropertyName("weightDtype")]
+    public string WeightDtype { get; set; } = "auto";
 
     [JsonPropertyName("maxContextTokens")]
     public long MaxContextTokens { get; set; } = 131072;
@@ -154,9 +160,13 @@ public sealed class WorkerSpec
 
 public sealed class WorkerResources
 {
-    /// <summary>nvidia.com/gpu per worker pod; 0 runs on CPU.</summary>
+    /// <summary>GPUs per worker pod (of <see cref="GpuResource"/>); 0 runs on CPU. Above 0 the worker runs with --device cuda.</summary>
     [JsonPropertyName("gpus")]
     public int Gpus { get; set; }
+
+    /// <summary>The extended resource the GPUs are requested as: nvidia.com/gpu, or another vendor's (amd.com/gpu).</summary>
+    [JsonPropertyName("gpuResource")]
+    public string GpuResource { get; set; } = "nvidia.com/gpu";
 
     [JsonPropertyName("cpu")]
     public string? Cpu { get; set; }

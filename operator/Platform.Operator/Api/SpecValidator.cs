@@ -3,12 +3,14 @@
 // (an older CRD, a cluster without CEL) so the reconciler can report Degraded instead of
 // rolling out something the engine would refuse.
 using Platform.Core.Models.Hub;
+using Platform.Core.Workers;
 
 namespace Platform.Operator.Api;
 
 public static class SpecValidator
 {
-    public static readonly IReadOnlySet<string> Dtypes = new HashSet<string>(StringComparer.Ordinal) { "bfloat16", "float16", "float32" };
+    /// <summary>spec.model.dtype: auto (resolved by the pod's device) or one of the engine's compute dtypes.</summary>
+    public static IReadOnlyList<string> Dtypes { get; } = [NumericFormats.Auto, .. NumericFormats.ComputeDtypes];
     /// <summary>Why hub settings on a non-hub source are refused; the CRD's CEL rule on spec.model carries the same message (CrdSchemaTests).</summary>
     public const string HubFieldsNeedHubSource =
         "hubTokenSecret, hubEndpoint and cacheClaim apply to hf:// sources only; remove them or use source: hf://ORG/NAME";
@@ -49,7 +51,19 @@ public static class SpecValidator
 
         if (!Dtypes.Contains(model.Dtype))
         {
-            errors.Add($"spec.model.dtype '{model.Dtype}' must be one of bfloat16, float16, float32");
+            errors.Add($"spec.model.dtype '{model.Dtype}' must be one of {string.Join(", ", Dtypes)}");
+        }
+
+        if (!NumericFormats.WeightDtypes.Contains(model.WeightDtype))
+        {
+            errors.Add($"spec.model.weightDtype '{model.WeightDtype}' must be one of {string.Join(", ", NumericFormats.WeightDtypes)}");
+        }
+        else if (Dtypes.Contains(model.Dtype)
+            && NumericFormats.ResolveComputeDtype(model.Dtype, spec.Worker.Resources.Gpus > 0) is var compute
+            && compute != NumericFormats.Float32 && model.WeightDtype != NumericFormats.Auto && model.WeightDtype != compute)
+        {
+            // The engine's rule (WeightDtype.Resolve): only fp32 compute widens narrower weights in registers.
+            errors.Add($"spec.model.weightDtype {model.WeightDtype} needs float32 compute, but these pods compute in {compute}; set weightDtype: auto, or dtype: float32");
         }
 
         if (model.MaxContextTokens < 1)
@@ -114,6 +128,11 @@ public static class SpecValidator
             errors.Add("spec.worker.resources.gpus must not be negative");
         }
 
+        if (!IsExtendedResourceName(spec.Worker.Resources.GpuResource))
+        {
+            errors.Add($"spec.worker.resources.gpuResource '{spec.Worker.Resources.GpuResource}' must be an extended resource name DOMAIN/NAME, such as nvidia.com/gpu or amd.com/gpu");
+        }
+
         if (spec.KvCache.Remote is { } remote && string.IsNullOrWhiteSpace(remote.Redis.Address))
         {
             errors.Add("spec.kvCache.remote.redis.address is required when remote is set");
@@ -141,4 +160,9 @@ public static class SpecValidator
 
         return errors;
     }
+
+    /// <summary>A vendor-prefixed extended resource name (the CRD's pattern on gpuResource).</summary>
+    public static bool IsExtendedResourceName(string? name) =>
+        name is not null && System.Text.RegularExpressions.Regex.IsMatch(
+            name, "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$", System.Text.RegularExpressions.RegexOptions.None, TimeSpan.FromSeconds(1));
 }

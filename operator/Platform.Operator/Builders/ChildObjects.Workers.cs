@@ -16,8 +16,9 @@ public static partial class ChildObjects
         var resources = new V1ResourceRequirements { Requests = new Dictionary<string, ResourceQuantity>(), Limits = new Dictionary<string, ResourceQuantity>() };
         if (spec.Worker.Resources.Gpus > 0)
         {
-            resources.Limits["nvidia.com/gpu"] = new ResourceQuantity(spec.Worker.Resources.Gpus.ToString(System.Globalization.CultureInfo.InvariantCulture));
-            resources.Requests["nvidia.com/gpu"] = new ResourceQuantity(spec.Worker.Resources.Gpus.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            string gpus = spec.Worker.Resources.Gpus.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            resources.Limits[spec.Worker.Resources.GpuResource] = new ResourceQuantity(gpus);
+            resources.Requests[spec.Worker.Resources.GpuResource] = new ResourceQuantity(gpus);
         }
 
         if (spec.Worker.Resources.Memory is { Length: > 0 } memory)
@@ -132,7 +133,8 @@ public static partial class ChildObjects
             Host = $"$({PodIpVariable})",
             Port = Names.WorkerGrpcPort,
             HttpPort = Names.HttpPort,
-            Dtype = spec.Model.Dtype,
+            Dtype = NumericFormats.ResolveComputeDtype(spec.Model.Dtype, spec.Worker.Resources.Gpus > 0),
+            WeightDtype = spec.Model.WeightDtype,
             MaxContext = spec.Model.MaxContextTokens,
             BlockSize = spec.Worker.Engine.BlockSize,
             MaxBatchTokens = spec.Worker.Engine.MaxBatchTokens,

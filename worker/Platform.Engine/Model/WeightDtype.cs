@@ -11,10 +11,10 @@ namespace Platform.Engine.Model;
 
 public static class WeightDtype
 {
-    public const string Auto = "auto";
+    public const string Auto = Platform.Core.Workers.NumericFormats.Auto;
 
-    /// <summary>Every accepted value, as the CLI help and error messages list them.</summary>
-    public static IReadOnlyList<string> Choices { get; } = [Auto, "float32", "bfloat16", "float16"];
+    /// <summary>Every accepted value, as the CLI help and error messages list them (spelled once in Core, for the operator's CRD too).</summary>
+    public static IReadOnlyList<string> Choices => Platform.Core.Workers.NumericFormats.WeightDtypes;
 
     /// <summary>Null when <paramref name="value"/> is a valid weight dtype, else the message naming the choices.</summary>
     public static string? Validate(string? value) =>
