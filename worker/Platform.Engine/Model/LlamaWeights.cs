@@ -3,9 +3,16 @@
 // checkpoint's own width, widened in registers by the GEMV), norms and biases
 // in the compute dtype.
 // Every tensor's name and shape is checked against config.json before any data
-// is copied, so a mismatched checkpoint is a ModelLoadException naming the file
+// is read, so a mismatched checkpoint is a ModelLoadException naming the file
 // and tensor, not a shape error deep inside libtorch. q/k/v and gate/up are
 // fused into one matrix each: one pass over the input per layer instead of 3+2.
+// A tensor already in the dtype it is held in is not copied: it is a view of
+// the memory-mapped safetensors file (MappedTensors), which stays mapped for
+// the weights' lifetime. So is a fused matrix whose parts lie back to back in
+// the file (gate/up in Hugging Face's sorted layout; q/k/v in ours); other
+// fused matrices are copied once into one tensor, and a width conversion
+// (e.g. --weight-dtype float32 on a bf16 checkpoint) is libtorch's multi-threaded
+// copy. A warm start then costs reading the header, not a copy of the model.
 using Platform.Core;
 using Platform.Core.Models;
 using Platform.Core.Safetensors;
@@ -41,6 +48,10 @@ public sealed class LlamaWeights : IDisposable
     public required long ParameterBytes { get; init; }
     /// <summary>The dtype the projection and embedding matrices are held in (WeightDtype).</summary>
     public required ScalarType WeightType { get; init; }
+    /// <summary>The open safetensors files whose mapped bytes back the tensors that were not copied.</summary>
+    private ModelWeights? Files { get; init; }
+    /// <summary>Bytes of weights used in place from the memory-mapped checkpoint (no copy).</summary>
+    public long MappedBytes { get; init; }
 
     /// <summary>The embedding rows of <paramref name="ids"/> in <paramref name="compute"/> (a narrow embedding widened; exact).</summary>
     public Tensor Embed(Tensor ids, ScalarType compute)
@@ -49,10 +60,23 @@ public sealed class LlamaWeights : IDisposable
         return rows.dtype == compute ? rows : rows.to_type(compute);
     }
 
-    [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA2000:Dispose objects before losing scope", Justification = "A failed load disposes every finished layer (catch below); only the tensors of a layer whose initializer threw part-way are left to the GC, and a failed load ends the worker (exit code 3).")]
     public static LlamaWeights Load(string modelDirectory, ModelConfig config, ScalarType dtype, IProgress<double>? progress = null, string weightDtype = WeightDtype.Auto)
     {
-        using var files = ModelWeights.Open(modelDirectory);
+        var files = ModelWeights.Open(modelDirectory);
+        try
+        {
+            return Load(files, config, dtype, progress, weightDtype);
+        }
+        catch
+        {
+            files.Dispose();
+            throw;
+        }
+    }
+
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA2000:Dispose objects before losing scope", Justification = "A failed load disposes every finished layer (catch below); only the tensors of a layer whose initializer threw part-way are left to the GC, and a failed load ends the worker (exit code 3).")]
+    private static LlamaWeights Load(ModelWeights files, ModelConfig config, ScalarType dtype, IProgress<double>? progress, string weightDtype)
+    {
         var (_, firstProjection) = files.Get("model.layers.0.self_attn.q_proj.weight");
         ScalarType weightType = WeightDtype.Resolve(weightDtype, firstProjection.Dtype, dtype);
         bool tied = config.TieWordEmbeddings || !files.Contains("lm_head.weight");
@@ -67,20 +91,25 @@ public sealed class LlamaWeights : IDisposable
         }
 
         long totalBytes = expected.Sum(e => e.Shape.Aggregate(1L, (a, b) => a * b));
-        long loaded = 0, residentBytes = 0;
-        Tensor LoadAs(string name, ScalarType type)
+        long loaded = 0, residentBytes = 0, mappedBytes = 0;
+        // One tensor of `type` from the named checkpoint tensors stacked along dim 0 (one name: the tensor itself).
+        Tensor LoadAs(ScalarType type, params string[] names)
         {
-            var (file, info) = files.Get(name);
-            var t = ToTensor(file, info, type);
+            var parts = names.Select(files.Get).ToArray();
+            var (file, info) = parts[0];
+            bool inPlace = Contiguous(parts, type);
+            var t = inPlace ? MapInPlace(parts) : Copy(parts, type);
             if (type == ScalarType.Float16 && dtype == ScalarType.Float32 && !FiniteHalves(t))
-                throw new ModelLoadException($"{file.Path}: tensor '{name}' holds inf or NaN as float16; the float16 kernel needs finite weights (pass weight dtype float32 to load it widened).");
-            loaded += info.ElementCount;
-            residentBytes += info.ElementCount * TorchDtypes.ElementSize(type);
+                throw new ModelLoadException($"{file.Path}: tensor '{string.Join("', '", names)}' holds inf or NaN as float16; the float16 kernel needs finite weights (pass weight dtype float32 to load it widened).");
+            long elements = parts.Sum(p => p.Info.ElementCount);
+            loaded += elements;
+            residentBytes += elements * TorchDtypes.ElementSize(type);
+            if (inPlace) mappedBytes += elements * TorchDtypes.ElementSize(type);
             progress?.Report((double)loaded / totalBytes);
             return t;
         }
-        Tensor Load(string name) => LoadAs(name, dtype);
-        Tensor LoadMatrix(string name) => LoadAs(name, weightType);
+        Tensor Load(string name) => LoadAs(dtype, name);
+        Tensor LoadMatrix(string name) => LoadAs(weightType, name);
 
         var layers = new LayerWeights[config.NumLayers];
         Tensor? embedding = null;
@@ -90,22 +119,15 @@ public sealed class LlamaWeights : IDisposable
             for (int i = 0; i < config.NumLayers; i++)
             {
                 string p = $"model.layers.{i}.";
-                Tensor Cat(Func<string, Tensor> load, params string[] names)
-                {
-                    var parts = names.Select(load).ToArray();
-                    var fused = torch.cat(parts, 0);
-                    foreach (var part in parts) part.Dispose();
-                    return fused;
-                }
                 layers[i] = new LayerWeights
                 {
                     InputNorm = Load(p + "input_layernorm.weight"),
                     Qkv = new Projection(
-                        Cat(LoadMatrix, p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"),
-                        config.AttentionBias ? Cat(Load, p + "self_attn.q_proj.bias", p + "self_attn.k_proj.bias", p + "self_attn.v_proj.bias") : null),
+                        LoadAs(weightType, p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"),
+                        config.AttentionBias ? LoadAs(dtype, p + "self_attn.q_proj.bias", p + "self_attn.k_proj.bias", p + "self_attn.v_proj.bias") : null),
                     O = new Projection(LoadMatrix(p + "self_attn.o_proj.weight"), null),
                     PostNorm = Load(p + "post_attention_layernorm.weight"),
-                    GateUp = new Projection(Cat(LoadMatrix, p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"), null),
+                    GateUp = new Projection(LoadAs(weightType, p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"), null),
                     Down = new Projection(LoadMatrix(p + "mlp.down_proj.weight"), null),
                 };
             }
@@ -119,6 +141,8 @@ public sealed class LlamaWeights : IDisposable
                 LmHead = lmHead,
                 ParameterBytes = residentBytes,
                 WeightType = weightType,
+                Files = files,
+                MappedBytes = mappedBytes,
             };
         }
         catch
@@ -129,15 +153,48 @@ public sealed class LlamaWeights : IDisposable
         }
     }
 
-    private static unsafe Tensor ToTensor(SafetensorsFile file, TensorInfo info, ScalarType dtype)
+    /// <summary>True when the parts can be used in place: stored in <paramref name="type"/>, in one file, back to back.</summary>
+    private static bool Contiguous((SafetensorsFile File, TensorInfo Info)[] parts, ScalarType type)
     {
-        var source = TorchDtypes.FromSafetensors(info.Dtype, $"{file.Path}: tensor '{info.Name}'");
-        var raw = torch.empty(info.Shape, source);
-        new ReadOnlySpan<byte>(file.GetPointer(info), checked((int)info.ByteLength)).CopyTo(raw.bytes);
-        if (source == dtype) return raw;
-        var converted = raw.to_type(dtype);
-        raw.Dispose();
-        return converted;
+        for (int i = 0; i < parts.Length; i++)
+        {
+            var (file, info) = parts[i];
+            if (TorchDtypes.FromSafetensors(info.Dtype, $"{file.Path}: tensor '{info.Name}'") != type) return false;
+            if (i > 0 && (!ReferenceEquals(file, parts[0].File) || info.Begin != parts[i - 1].Info.End
+                || !info.Shape.AsSpan(1).SequenceEqual(parts[0].Info.Shape.AsSpan(1))))
+                return false;
+        }
+        return true;
+    }
+
+    /// <summary>The parts (<see cref="Contiguous"/>) as one tensor over the mapped file: no copy.</summary>
+    private static unsafe Tensor MapInPlace((SafetensorsFile File, TensorInfo Info)[] parts)
+    {
+        var (file, first) = parts[0];
+        long[] shape = [.. first.Shape];
+        if (shape.Length > 0) shape[0] = parts.Sum(p => p.Info.Shape[0]);
+        var type = TorchDtypes.FromSafetensors(first.Dtype, $"{file.Path}: tensor '{first.Name}'");
+        return MappedTensors.Borrow(file.GetPointer(first), shape, type);
+    }
+
+    /// <summary>The parts stacked along dim 0 into one new tensor of <paramref name="type"/> (one copy, converting as it goes).</summary>
+    private static unsafe Tensor Copy((SafetensorsFile File, TensorInfo Info)[] parts, ScalarType type)
+    {
+        long[] shape = [.. parts[0].Info.Shape];
+        if (shape.Length > 0) shape[0] = parts.Sum(p => p.Info.Shape[0]);
+        var result = torch.empty(shape, type);
+        long row = 0;
+        foreach (var part in parts)
+        {
+            using var source = MapInPlace([part]);
+            long rows = part.Info.Shape[0];
+            using var target = result.narrow(0, row, rows);
+            target.copy_(source);
+            // The copy is what stays; the mapped bytes it came from need not stay resident as well.
+            MappedTensors.Release(part.File.GetPointer(part.Info), part.Info.ByteLength);
+            row += rows;
+        }
+        return result;
     }
 
     private static unsafe bool FiniteHalves(Tensor t) =>
@@ -149,5 +206,7 @@ public sealed class LlamaWeights : IDisposable
         foreach (var l in Layers) l.Dispose();
         FinalNorm.Dispose();
         if (!ReferenceEquals(LmHead.Weight, Embedding)) LmHead.Weight.Dispose();
+        // Last: the tensors above may be views of the mapped files.
+        Files?.Dispose();
     }
 }
