@@ -23,11 +23,13 @@ public sealed partial class LlmEngine
         PrefetchedBlocks? prefetch = null;
         try
         {
-            var prompt = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(request.Tokens)[..request.PromptLength];
-            int usable = (request.PromptLength - 1) / Options.BlockSize;
+            // The prompt and, for a migrated request, the outputs it already produced elsewhere: the worker
+            // that produced them wrote their blocks through too, so they are fetched like the prompt's.
+            var known = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(request.Tokens);
+            int usable = (known.Length - 1) / Options.BlockSize;
             if (usable > 0)
             {
-                Hasher.ExtendHashes(request.BlockHashes, prompt[..(usable * Options.BlockSize)]);
+                Hasher.ExtendHashes(request.BlockHashes, known[..(usable * Options.BlockSize)]);
                 prefetch = await tiers.PrefetchAsync(request.BlockHashes, usable, cancellationToken).ConfigureAwait(false);
             }
         }

@@ -11,6 +11,7 @@ public sealed class KvCacheManager
     private readonly BlockPool _pool;
     private readonly BlockHasher _hasher;
     private readonly List<int> _scratch = new(64);
+    private readonly List<ComputedBlock> _computed = new(64);
 
     public KvCacheManager(BlockPool pool, BlockHasher hasher)
     {
@@ -76,12 +77,15 @@ public sealed class KvCacheManager
         int full = Math.Min(request.NumComputed, request.LocalTokenLimit) / BlockSize;
         if (full <= request.NumCachedBlocks) return;
         _hasher.ExtendHashes(request.BlockHashes, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(request.Tokens)[..(full * BlockSize)]);
+        _computed.Clear();
         for (int i = request.NumCachedBlocks; i < full; i++)
         {
             ulong parent = i == 0 ? BlockHasher.RootParent : request.BlockHashes[i - 1];
             if (_pool.Cache(request.Blocks[i], request.BlockHashes[i], parent))
-                Tiers?.OnBlockComputed(request.Blocks[i], request.BlockHashes[i], parent);
+                _computed.Add(new ComputedBlock(request.Blocks[i], request.BlockHashes[i], parent));
         }
+        // Written through to the tiers in one batch per request and step.
+        if (_computed.Count > 0) Tiers?.OnBlocksComputed(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_computed));
         request.NumCachedBlocks = full;
     }
 

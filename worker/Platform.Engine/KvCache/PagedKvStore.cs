@@ -154,6 +154,15 @@ public sealed class PagedKvStore : IDisposable
         }
     }
 
+    public int NumLayers => _keys.Length;
+
+    /// <summary>The device the pools live on.</summary>
+    public DeviceType PoolDevice => _keys[0].device_type;
+
+    /// <summary>One layer's K and V pool tensors, for batched tier transfers (KvTierTransfer).</summary>
+    internal Tensor KeyPool(int layer) => _keys[layer];
+    internal Tensor ValuePool(int layer) => _values[layer];
+
     /// <summary>K and V of the given slots, in order ([slots, kvHeads, headDim]).</summary>
     public (Tensor K, Tensor V) Gather(int layer, Tensor slots) =>
         (_keys[layer].index_select(0, slots), _values[layer].index_select(0, slots));
