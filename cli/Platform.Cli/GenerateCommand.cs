@@ -3,9 +3,11 @@
 using System.CommandLine;
 using System.Text.Json;
 using Platform.Core;
+using Platform.Core.Workers;
 using Platform.Engine;
 using Platform.Engine.Model;
 using Platform.Engine.Scheduling;
+using Platform.Engine.Torch;
 
 namespace Platform.Cli;
 
@@ -25,7 +27,8 @@ internal static class GenerateCommand
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of text" };
         var dtype = new Option<string>("--dtype") { Description = "Compute dtype: float32, bfloat16, float16", DefaultValueFactory = _ => "float32" };
         var weightDtype = new Option<string>("--weight-dtype") { Description = "Width the weight matrices are held in: auto (the checkpoint's bfloat16/float16, widened in registers), float32, bfloat16, float16", DefaultValueFactory = _ => WeightDtype.Auto };
-        var command = new Command("generate", "Generate text from a prompt") { model, prompt, promptIds, maxTokens, temperature, topP, topK, seed, stop, json, dtype, weightDtype };
+        var device = new Option<string>(WorkerSwitches.Device) { Description = ComputeDevice.HelpText, DefaultValueFactory = _ => ComputeDevice.CpuName };
+        var command = new Command("generate", "Generate text from a prompt") { model, prompt, promptIds, maxTokens, temperature, topP, topK, seed, stop, json, dtype, weightDtype, device };
         command.SetAction(async (parse, ct) =>
         {
             try
@@ -33,7 +36,7 @@ internal static class GenerateCommand
                 if (parse.GetValue(prompt) is null == parse.GetValue(promptIds) is null)
                     throw new ArgumentException("give exactly one of --prompt TEXT or --prompt-ids 1,2,3.");
                 string dir = parse.GetValue(model) ?? DemoModel.Ensure();
-                using var engine = ModelLoading.LoadEngine(dir, new EngineOptions { ComputeDtype = parse.GetValue(dtype)!, WeightDtype = parse.GetValue(weightDtype)! });
+                using var engine = ModelLoading.LoadEngine(dir, new EngineOptions { ComputeDtype = parse.GetValue(dtype)!, WeightDtype = parse.GetValue(weightDtype)!, Device = parse.GetValue(device)! });
                 IReadOnlyList<int> ids;
                 if (parse.GetValue(promptIds) is { } idText) ids = ModelLoading.ParseIds(idText);
                 else if (engine.Tokenizer is { } tok) ids = tok.Encode(parse.GetValue(prompt)!, addBos: engine.Config.BosTokenId is not null);
@@ -74,7 +77,7 @@ internal static class GenerateCommand
                 else Console.WriteLine();
                 return 0;
             }
-            catch (Exception e) when (e is ModelLoadException or EngineRequestException or ArgumentException)
+            catch (Exception e) when (e is ModelLoadException or EngineRequestException or ArgumentException or DeviceUnavailableException)
             {
                 await Console.Error.WriteLineAsync($"error: {e.Message}");
                 return 2;

@@ -3,6 +3,7 @@
 // numerics can be compared with other implementations.
 using System.CommandLine;
 using Platform.Core;
+using Platform.Core.Workers;
 using Platform.Core.Models;
 using Platform.Core.Safetensors;
 using Platform.Engine;
@@ -157,17 +158,19 @@ internal static class ModelCommands
         var output = new Option<string>("--out") { Required = true, Description = "Output .npy file" };
         var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "float32" };
         var weightDtype = new Option<string>("--weight-dtype") { Description = "Width the weight matrices are held in: auto (the checkpoint's bfloat16/float16, widened in registers), float32, bfloat16, float16", DefaultValueFactory = _ => WeightDtype.Auto };
-        var command = new Command("logits", "Write the logits of every prompt position as a float32 .npy [n_tokens, vocab]") { model, ids, output, dtype, weightDtype };
+        var device = new Option<string>(WorkerSwitches.Device) { Description = ComputeDevice.HelpText, DefaultValueFactory = _ => ComputeDevice.CpuName };
+        var command = new Command("logits", "Write the logits of every prompt position as a float32 .npy [n_tokens, vocab]") { model, ids, output, dtype, weightDtype, device };
         command.SetAction(parse =>
         {
             try
             {
                 var tokens = ModelLoading.ParseIds(parse.GetValue(ids)!);
-                var logits = LogitsDump.Compute(parse.GetValue(model)!, tokens, TorchDtypes.Parse(parse.GetValue(dtype)!), parse.GetValue(weightDtype)!);
+                var logits = LogitsDump.Compute(parse.GetValue(model)!, tokens, TorchDtypes.Parse(parse.GetValue(dtype)!), parse.GetValue(weightDtype)!,
+                    TorchDevices.Resolve(ComputeDevice.Parse(parse.GetValue(device))));
                 Npy.WriteFloat32(parse.GetValue(output)!, logits, tokens.Count, logits.Length / tokens.Count);
                 return 0;
             }
-            catch (Exception e) when (e is ModelLoadException or ArgumentException)
+            catch (Exception e) when (e is ModelLoadException or ArgumentException or DeviceUnavailableException)
             {
                 Console.Error.WriteLine($"error: {e.Message}");
                 return 2;

@@ -56,11 +56,18 @@ internal static class UpCommand
             Description = "Memory budget per worker, e.g. 6GiB (default: the available memory less the router's and the store's, divided among the workers)",
         };
         var weightDtype = new Option<string?>("--weight-dtype") { Description = "Width the weight matrices are held in: auto (the checkpoint's bfloat16/float16, widened in registers), float32, bfloat16, float16" };
-        var command = new Command("up", "Run router and workers on this machine") { weightDtype, model, demo, workers, port, policy, kvBlocks, kvTokens, maxContext, apiKey, servedName, chatTemplate, toolCallParser, distAttention, kvTier, redis, hostMemory, garnetMemory, workerMemory };
+        var device = new Option<string>(WorkerSwitches.Device) { Description = ComputeDevice.HelpText + "; every worker gets it", DefaultValueFactory = _ => ComputeDevice.CpuName };
+        var command = new Command("up", "Run router and workers on this machine") { weightDtype, device, model, demo, workers, port, policy, kvBlocks, kvTokens, maxContext, apiKey, servedName, chatTemplate, toolCallParser, distAttention, kvTier, redis, hostMemory, garnetMemory, workerMemory };
         command.SetAction(async (parse, ct) =>
         {
             int n = parse.GetValue(workers);
             if (n < 1) { await Console.Error.WriteLineAsync("error: --workers must be at least 1."); return 2; }
+            if (!ComputeDevice.TryParse(parse.GetValue(device), out var computeDevice, out string? deviceError)
+                || Platform.Engine.Torch.TorchDevices.Unavailable(computeDevice) is { } unavailable && (deviceError = unavailable) is not null)
+            {
+                await Console.Error.WriteLineAsync($"error: {deviceError}");
+                return 2;
+            }
             string tier = parse.GetValue(kvTier)!.ToLowerInvariant();
             if (tier is not ("off" or "host" or "remote"))
             {
@@ -117,7 +124,8 @@ internal static class UpCommand
                 await Console.Error.WriteLineAsync($"error: {dir} has no config.json; --model must be a HuggingFace model directory or hf://ORG/NAME.");
                 return 2;
             }
-            string dist = parse.GetValue(distAttention) ?? (n >= 2 ? "on" : "off");
+            // DistAttention reads KV pools through host pointers: on by default only for several workers on cpu.
+            string dist = parse.GetValue(distAttention) ?? (n >= 2 && computeDevice.IsCpu ? "on" : "off");
             if (dist is not ("on" or "off")) { await Console.Error.WriteLineAsync($"error: --dist-attention must be on or off, got '{dist}'."); return 2; }
             EmbeddedGarnet? garnet = null;
             if (tier == "remote" && redisAddress is null)
@@ -162,6 +170,7 @@ internal static class UpCommand
                         Peers = dist == "on" && n > 1 ? [.. grpcPorts.Where((_, j) => j != i).Select(p => $"http://127.0.0.1:{p}")] : null,
                         MaxContext = parse.GetValue(maxContext),
                         WeightDtype = parse.GetValue(weightDtype),
+                        Device = computeDevice.IsCpu ? null : computeDevice.ToString(),
                         ServedModelName = served,
                         KvTier = tier,
                         KvHostMemory = tier != "off" ? parse.GetValue(hostMemory)! : null,

@@ -31,6 +31,11 @@ public sealed record EngineOptions
     /// registers by the GEMV: half the bytes per decode step), float32, bfloat16 or float16 (Model.WeightDtype).
     /// </summary>
     public string WeightDtype { get; init; } = Model.WeightDtype.Auto;
+    /// <summary>
+    /// Where the model, the KV pool and sampling live: cpu (our AVX2/AVX-512 kernels where they apply) or
+    /// cuda[:N] (the device-generic libtorch path, LlamaModel.Device.cs); parsed by Platform.Core's ComputeDevice.
+    /// </summary>
+    public string Device { get; init; } = Platform.Core.Workers.ComputeDevice.CpuName;
     /// <summary>Threads for libtorch and our kernels; default: every core.</summary>
     public int? Threads { get; init; }
     /// <summary>Caps the context below the model's max_position_embeddings.</summary>
@@ -69,6 +74,7 @@ public sealed record EngineOptions
         if (KvCacheMemoryFraction is <= 0 or > 1) throw new ArgumentException($"KvCacheMemoryFraction must be in (0, 1], got {KvCacheMemoryFraction}.");
         if (Threads is < 1) throw new ArgumentException($"Threads must be positive, got {Threads}.");
         if (Model.WeightDtype.Validate(WeightDtype) is { } weightDtypeError) throw new ArgumentException($"WeightDtype: {weightDtypeError}");
+        if (Platform.Core.Workers.ComputeDevice.Validate(Device) is { } deviceError) throw new ArgumentException($"Device: {deviceError}");
         if (MaxContextTokens is < 1) throw new ArgumentException($"MaxContextTokens must be positive, got {MaxContextTokens}.");
     }
 }

@@ -29,6 +29,7 @@ using Platform.Engine.Scheduling;
 using Platform.Engine.Torch;
 using Platform.KvCache;
 using TorchSharp;
+using static TorchSharp.torch;
 
 namespace Platform.Engine;
 
@@ -90,8 +91,11 @@ public sealed partial class LlmEngine : IDisposable
         _seedSource = options.DefaultSeed is { } s ? new Random((int)(s ^ (s >> 32))) : new Random();
 
         long bytesPerBlock = PagedKvStore.BytesPerBlockFor(c.NumLayers, options.BlockSize, c.NumKvHeads, c.HeadDim, model.Dtype);
-        int blocks = KvMemoryBudget.Host.PoolBlocks(options, bytesPerBlock);
-        _kvStore = new PagedKvStore(c.NumLayers, blocks, options.BlockSize, c.NumKvHeads, c.HeadDim, model.Dtype);
+        var device = model.Device;
+        int blocks = device.type == DeviceType.CPU
+            ? KvMemoryBudget.Host.PoolBlocks(options, bytesPerBlock)
+            : new DeviceKvBudget().PoolBlocks(options, bytesPerBlock, device);
+        _kvStore = new PagedKvStore(c.NumLayers, blocks, options.BlockSize, c.NumKvHeads, c.HeadDim, model.Dtype, device);
         _kv = new KvCacheManager(new BlockPool(blocks, _events), Hasher);
         _scheduler = new Scheduler(_kv, options.MaxBatchTokens, options.MaxRunningRequests,
             StepCostModel.For(c, TimeSpan.FromMilliseconds(options.TargetStepMs)));
@@ -106,7 +110,8 @@ public sealed partial class LlmEngine : IDisposable
     public static LlmEngine Load(string modelDirectory, EngineOptions options, IProgress<double>? progress = null, ILogger? logger = null)
     {
         options.Validate();
-        var model = LlamaModel.Load(modelDirectory, TorchDtypes.Parse(options.ComputeDtype), progress, options.WeightDtype);
+        var device = TorchDevices.Resolve(Platform.Core.Workers.ComputeDevice.Parse(options.Device));
+        var model = LlamaModel.Load(modelDirectory, TorchDtypes.Parse(options.ComputeDtype), progress, options.WeightDtype, device);
         try
         {
             HfTokenizer? tokenizer = File.Exists(Path.Combine(modelDirectory, "tokenizer.json")) || File.Exists(Path.Combine(modelDirectory, "vocab.json"))
@@ -256,13 +261,11 @@ public sealed partial class LlmEngine : IDisposable
         }
 
         float[] logits = [];
+        int[]? deviceTokens = null;
         if (batch.NumTokens > 0)
         {
             using (torch.NewDisposeScope())
-            {
-                var output = _model.Forward(batch, _kvStore);
-                logits = sampling.Count == 0 ? [] : System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(output.contiguous().bytes).ToArray();
-            }
+                (logits, deviceTokens) = ReadStepOutput(_model.Forward(batch, _kvStore), sampling);
         }
         int vocab = Config.VocabSize;
         if (remote is not null) (logits, scheduled) = ForwardRemoteSequences(remote, scheduled, sampling, logits);
@@ -274,8 +277,14 @@ public sealed partial class LlmEngine : IDisposable
 
         for (int i = 0; i < sampling.Count; i++)
         {
-            var row = logits.AsSpan(i * vocab, vocab);
             var r = sampling[i];
+            if (deviceTokens is not null)
+            {
+                r.Tokens.Add(deviceTokens[i]);
+                Emit(r, deviceTokens[i], null, null);
+                continue;
+            }
+            var row = logits.AsSpan(i * vocab, vocab);
             var p = r.Sampling;
             bool penalised = PenaltyState.Needed(p.PresencePenalty, p.FrequencyPenalty, p.RepetitionPenalty);
             // Log-probabilities come from the raw logits (vLLM's default), so a copy is kept when bias or penalties change the row.

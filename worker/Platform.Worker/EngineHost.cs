@@ -93,7 +93,9 @@ public sealed class EngineHost : IHostedService, IDisposable
         {
             LoadError = e.Message;
             // A failed download was logged with its reason (no stack trace: the message says the fix).
-            if (e is not Platform.Core.Models.Hub.HubDownloadException) Log.ModelLoadFailed(_logger, _options.ModelDirectory, e);
+            // So was a device that is not there (no stack trace either: the message names the device and the fix).
+            if (e is Platform.Engine.Torch.DeviceUnavailableException) Log.DeviceUnavailable(_logger, e.Message);
+            else if (e is not Platform.Core.Models.Hub.HubDownloadException) Log.ModelLoadFailed(_logger, _options.ModelDirectory, e);
             _lifetime.StopApplication();
             _ready.SetException(e);
         }

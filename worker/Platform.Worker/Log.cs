@@ -18,6 +18,9 @@ internal static partial class Log
     [LoggerMessage(Level = LogLevel.Critical, Message = "Loading the model from {ModelDirectory} failed; the worker stops")]
     public static partial void ModelLoadFailed(ILogger logger, string modelDirectory, Exception exception);
 
+    [LoggerMessage(Level = LogLevel.Error, Message = "The engine cannot run on its device: {Reason}")]
+    public static partial void DeviceUnavailable(ILogger logger, string reason);
+
     [LoggerMessage(Level = LogLevel.Debug, Message = "Generate {RequestId}: {PromptTokens} prompt tokens, max_tokens {MaxTokens}")]
     public static partial void GenerateStarted(ILogger logger, string requestId, int promptTokens, int maxTokens);
 

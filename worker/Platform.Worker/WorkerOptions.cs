@@ -141,6 +141,7 @@ public static class WorkerCommandLine
         [WorkerSwitches.KvMemoryFraction] = "Worker:Engine:KvCacheMemoryFraction",
         [WorkerSwitches.Dtype] = "Worker:Engine:ComputeDtype",
         [WorkerSwitches.WeightDtype] = "Worker:Engine:WeightDtype",
+        [WorkerSwitches.Device] = "Worker:Engine:Device",
         [WorkerSwitches.Threads] = "Worker:Engine:Threads",
         [WorkerSwitches.MaxContext] = "Worker:Engine:MaxContextTokens",
         [WorkerSwitches.Seed] = "Worker:Engine:DefaultSeed",
@@ -207,6 +208,8 @@ public static class WorkerCommandLine
           --weight-dtype auto|float32|bfloat16|float16
                                       width the weight matrices are held in (default auto: the checkpoint's
                                       bfloat16/float16, widened in registers; float32 widens them at load)
+          --device cpu|cuda[:N]       where the model, KV cache and sampling live (default cpu; cuda needs the
+                                      CUDA build, -p:TorchBackend=cuda, and a GPU: it stops at start otherwise)
           --target-step-ms N          target time of one engine step: prefill chunks are sized by their cost
                                       (attention grows with the context) so decodes, new requests and aborts
                                       wait at most about this long behind a long prompt (default 250; 0 = tokens only)
@@ -292,13 +295,22 @@ internal sealed class WorkerOptionsValidator : IValidateOptions<WorkerOptions>
         if (!kvTier.Mode.Equals("off", StringComparison.OrdinalIgnoreCase)
             && Platform.Engine.KvCache.KvTierDtypes.Validate(o.ResolvedEngine.ComputeDtype, kvTier.StoreDtype) is { } dtypeError)
             errors.Add(dtypeError);
+        if (Platform.Core.Workers.ComputeDevice.TryParse(o.ResolvedEngine.Device, out var device, out _) && !device.IsCpu)
+        {
+            // Checked here so a worker on a machine without the device stops at once (exit 2) with this line, not a stack trace.
+            if (Platform.Engine.Torch.TorchDevices.Unavailable(device) is { } unavailable) errors.Add(unavailable);
+            if (o.DistAttentionEnabled)
+                errors.Add($"--device {device} with --dist-attention on: DistAttention reads the KV pool through host pointers and runs only with --device cpu.");
+            if (!kvTier.Mode.Equals("off", StringComparison.OrdinalIgnoreCase))
+                errors.Add($"--device {device} with --kv-tier {kvTier.Mode}: the KV tier copies blocks through host pointers and runs only with --device cpu.");
+        }
         try
         {
             o.ResolvedEngine.Validate();
         }
         catch (ArgumentException e)
         {
-            errors.Add($"engine: {e.Message} (engine switches: --block-size, --weight-dtype, --max-batch-tokens, --target-step-ms, --max-running-requests, --kv-blocks, --kv-bytes, --kv-memory-fraction, --threads, --max-context).");
+            errors.Add($"engine: {e.Message} (engine switches: --block-size, --weight-dtype, --device, --max-batch-tokens, --target-step-ms, --max-running-requests, --kv-blocks, --kv-bytes, --kv-memory-fraction, --threads, --max-context).");
         }
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }

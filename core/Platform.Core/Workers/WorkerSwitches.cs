@@ -32,6 +32,8 @@ public static class WorkerSwitches
     public const string Dtype = "--dtype";
     /// <summary>Width the weights are held in: auto (the checkpoint's), float32, bfloat16, float16.</summary>
     public const string WeightDtype = "--weight-dtype";
+    /// <summary>Where the engine computes: cpu (default) or cuda[:N]; values parsed by ComputeDevice.</summary>
+    public const string Device = "--device";
     public const string Threads = "--threads";
     public const string MaxContext = "--max-context";
     public const string Seed = "--seed";

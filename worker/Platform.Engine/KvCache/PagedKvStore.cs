@@ -22,8 +22,10 @@ public sealed class PagedKvStore : IDisposable
     public int BlockSize { get; }
     public long BytesPerBlock { get; }
 
-    public PagedKvStore(int numLayers, int numBlocks, int blockSize, int kvHeads, int headDim, ScalarType dtype)
+    /// <param name="device">Where the pools live; null is the cpu (lazily zeroed). Off cpu they are torch.zeros on the device.</param>
+    public PagedKvStore(int numLayers, int numBlocks, int blockSize, int kvHeads, int headDim, ScalarType dtype, Device? device = null)
     {
+        Device = device ?? torch.CPU;
         NumBlocks = numBlocks;
         BlockSize = blockSize;
         Dtype = dtype;
@@ -34,10 +36,16 @@ public sealed class PagedKvStore : IDisposable
         _values = new Tensor[numLayers];
         for (int l = 0; l < numLayers; l++)
         {
-            _keys[l] = LazyZeroMemory.Zeros([(long)numBlocks * blockSize, kvHeads, headDim], dtype).DetachFromDisposeScope();
-            _values[l] = LazyZeroMemory.Zeros([(long)numBlocks * blockSize, kvHeads, headDim], dtype).DetachFromDisposeScope();
+            _keys[l] = Pool([(long)numBlocks * blockSize, kvHeads, headDim], dtype).DetachFromDisposeScope();
+            _values[l] = Pool([(long)numBlocks * blockSize, kvHeads, headDim], dtype).DetachFromDisposeScope();
         }
     }
+
+    private Tensor Pool(long[] shape, ScalarType dtype) =>
+        Device.type == DeviceType.CPU ? LazyZeroMemory.Zeros(shape, dtype) : torch.zeros(shape, dtype, Device);
+
+    /// <summary>Where the pools live (cpu unless the engine runs on a device).</summary>
+    public Device Device { get; }
 
     public static long BytesPerBlockFor(int numLayers, int blockSize, int kvHeads, int headDim, ScalarType dtype) =>
         2L * numLayers * blockSize * kvHeads * headDim * Torch.TorchDtypes.ElementSize(dtype);
@@ -61,6 +69,9 @@ public sealed class PagedKvStore : IDisposable
     /// </summary>
     public unsafe (IntPtr Keys, IntPtr Values) Pointers(int layer)
     {
+        if (Device.type != DeviceType.CPU)
+            throw new InvalidOperationException(
+                $"the KV pools are on {Device}: the paged kernel, the KV tier and DistAttention read them through host pointers and run only with --device cpu.");
         _pointers ??= Enumerable.Range(0, _keys.Length)
             .Select(l => ((IntPtr)Torch.TensorPointers.Data(_keys[l]), (IntPtr)Torch.TensorPointers.Data(_values[l]))).ToArray();
         return _pointers[layer];

@@ -50,17 +50,19 @@ public sealed partial class LlamaModel : IDisposable
     /// <summary>The dtype the projection and embedding matrices are held in (WeightDtype).</summary>
     public ScalarType WeightType => _weights.WeightType;
 
-    public static LlamaModel Load(string modelDirectory, ScalarType dtype, IProgress<double>? progress = null, string weightDtype = WeightDtype.Auto)
+    /// <param name="device">Where the weights go (LlamaModel.Device.cs); null or cpu keeps them on the host.</param>
+    public static LlamaModel Load(string modelDirectory, ScalarType dtype, IProgress<double>? progress = null, string weightDtype = WeightDtype.Auto, Device? device = null)
     {
         NativeRuntime.Configure();
         var config = ModelConfig.Load(modelDirectory);
-        var weights = LlamaWeights.Load(modelDirectory, config, dtype, progress, weightDtype);
-        return new LlamaModel(config, weights, dtype);
+        var weights = LlamaWeights.Load(modelDirectory, config, dtype, progress, WeightDtypeFor(weightDtype, dtype, device));
+        return new LlamaModel(config, PlaceOn(weights, device), dtype);
     }
 
     /// <summary>Runs the batch, writing its K/V into <paramref name="kv"/>; returns float32 logits [LogitRows, vocab].</summary>
     public Tensor Forward(ForwardBatch batch, PagedKvStore kv)
     {
+        if (RunsGenericPath) return ForwardGeneric(batch, kv);
         if (CanRunDecodeStep(batch)) return DecodeStep(batch, kv);
         var c = Config;
         int t = batch.NumTokens;
@@ -279,6 +281,7 @@ public sealed partial class LlamaModel : IDisposable
     {
         _weights.Dispose();
         _invFreq.Dispose();
+        _invFreqOnDevice?.Dispose();
         _ropeScaleScalar.Dispose();
         _rmsEpsilon.Dispose();
     }

@@ -79,18 +79,21 @@ public sealed unsafe class Projection
     {
         long rows = x.shape[0];
         if (!UseGemv || _weight == null || rows == 0 || rows > MaxGemvRows || x.dtype != ScalarType.Float32 || x.device_type != DeviceType.CPU)
-            return Weight.dtype == x.dtype ? torch.nn.functional.linear(x, Weight, Bias) : LinearWidening(x);
+            return ForwardLibtorch(x);
         var input = x.contiguous();
         var output = torch.empty([rows, OutFeatures], ScalarType.Float32);
         Forward((float*)TensorPointers.Data(input), (int)rows, (float*)TensorPointers.Data(output));
         return output;
     }
 
+    /// <summary>y = x Wᵀ + b through libtorch only, on whatever device x and W are (the device-generic path).</summary>
+    public Tensor ForwardLibtorch(Tensor x) => Weight.dtype == x.dtype ? torch.nn.functional.linear(x, Weight, Bias) : LinearWidening(x);
+
     /// <summary>libtorch's linear over a W narrower than x, widened one block of output rows at a time (see header).</summary>
     private Tensor LinearWidening(Tensor x)
     {
         long rows = x.shape[0];
-        var output = torch.empty([rows, OutFeatures], x.dtype);
+        var output = torch.empty([rows, OutFeatures], x.dtype, x.device);
         long blockRows = Math.Max(1, WideningBlockBytes / ((long)InFeatures * TorchDtypes.ElementSize(x.dtype)));
         for (long start = 0; start < OutFeatures; start += blockRows)
         {
