@@ -32,6 +32,41 @@ public static class AttentionMerge
             MergeRow(outputs, logSumExps, r, heads, headDim, output.Slice(r * heads * headDim, heads * headDim), default);
     }
 
+    /// <summary>
+    /// The same merge over partials laid out one after another, as the flash-decoding split of
+    /// <see cref="PagedAttention"/> writes them: <paramref name="outputs"/> is [parts, heads, headDim] and
+    /// <paramref name="logSumExps"/> is [parts, heads]. Allocates nothing; safe to call from several threads on
+    /// disjoint outputs.
+    /// </summary>
+    public static void MergeContiguous(ReadOnlySpan<float> outputs, ReadOnlySpan<float> logSumExps, int parts, int heads, int headDim,
+        Span<float> output, Span<float> mergedLogSumExp = default)
+    {
+        if (outputs.Length != parts * heads * headDim || logSumExps.Length != parts * heads)
+            throw new ArgumentException($"expected {parts}×{heads}×{headDim} outputs and {parts}×{heads} log-sum-exps");
+        if (output.Length != heads * headDim) throw new ArgumentException($"output must hold {heads}×{headDim} values");
+        output.Clear();
+        for (int h = 0; h < heads; h++)
+        {
+            float max = float.NegativeInfinity;
+            for (int i = 0; i < parts; i++) max = Math.Max(max, logSumExps[i * heads + h]);
+            if (!mergedLogSumExp.IsEmpty) mergedLogSumExp[h] = max;
+            if (float.IsNegativeInfinity(max)) continue;   // no keys anywhere: output stays 0
+            double total = 0;
+            var o = output.Slice(h * headDim, headDim);
+            for (int i = 0; i < parts; i++)
+            {
+                double w = Math.Exp(logSumExps[i * heads + h] - max);
+                if (w == 0) continue;
+                total += w;
+                var part = outputs.Slice((i * heads + h) * headDim, headDim);
+                for (int j = 0; j < headDim; j++) o[j] += (float)(w * part[j]);
+            }
+            float inv = (float)(1.0 / total);
+            for (int j = 0; j < headDim; j++) o[j] *= inv;
+            if (!mergedLogSumExp.IsEmpty) mergedLogSumExp[h] = max + (float)Math.Log(total);
+        }
+    }
+
     private static void MergeRow(IReadOnlyList<float[]> outputs, IReadOnlyList<float[]> logSumExps, int row, int heads, int headDim,
         Span<float> output, Span<float> mergedLogSumExp)
     {

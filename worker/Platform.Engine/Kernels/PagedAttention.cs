@@ -5,22 +5,38 @@
 // Why: the libtorch path gathers each sequence's K and V into new tensors and
 // runs attention per sequence, ~10 native calls per sequence per layer; at batch
 // 32 that per-call cost, not bandwidth, dominated decode. Here one call covers
-// every decode sequence of a layer; work is split into (sequence, KV head)
-// chunks over both cores through KernelPool.
+// every decode sequence of a layer.
 //
-// Per chunk, two passes: scores q·k for the G query heads of the KV head over
-// the whole context (kept in a per-thread scratch buffer), a max-subtracted
-// softmax, then the probability-weighted sum of V rows. Each K and V row is read
-// once per chunk whatever G is. float32 throughout; exp is vectorised (see Exp).
+// Work split (flash-decoding): each sequence's context is cut into parts of
+// SplitKeys keys, and a work item is one (sequence, KV head, part). At batch 1
+// a small-preset model has only 2 (sequence, KV head) pairs, so without the cut
+// a 16K context ran on at most 2 threads with 16K keys each, and the step ended
+// when the slower of them did. Each part runs one pass of online softmax
+// (OnlineSoftmax, shared with FlashAttention) over blocks of KeyBlock keys,
+// the G query heads of the KV head as G rows, and writes its partial output and
+// log-sum-exp; a sequence cut in several parts is then merged exactly with
+// AttentionMerge (the same merge DistAttention uses across workers). The cut is
+// fixed, not tuned to the thread count, so results do not depend on it; 512 keys
+// (256 KB of K and V at 128 floats per row) is ~5 us of streaming per part, far
+// above the pool's per-item cost, and the merge reads 1/512 of the work.
+// Paths: AVX-512, AVX2 and portable, picked by AttentionKernels.ActivePath.
+using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 
 namespace Platform.Engine.Kernels;
 
 public static unsafe class PagedAttention
 {
-    [ThreadStatic] private static float[]? _scores;
+    /// <summary>Keys per part of a sequence's context (see the header).</summary>
+    internal const int SplitKeys = 512;
+    private const int KeyBlock = FlashAttention.KeyBlock;
+
+    [ThreadStatic] private static float[]? _scratch;
+    [ThreadStatic] private static nint[]? _valueRows;
+    // The caller's partials and item map, reused across calls (one call at a time per thread).
+    [ThreadStatic] private static float[]? _partials;
+    [ThreadStatic] private static int[]? _partStarts;
 
     private struct Job
     {
@@ -32,8 +48,12 @@ public static unsafe class PagedAttention
         public int* ContextLengths;
         public float* Output;         // [seqs, heads, headDim]
         public float* LogSumExp;      // [seqs, heads] or null
-        public int Heads, KvHeads, HeadDim;
+        public int* PartStarts;       // [seqs + 1]: first global part of each sequence
+        public float* PartOutputs;    // [parts, heads, headDim] for sequences cut in several parts
+        public float* PartLogSumExps; // [parts, heads]
+        public int Sequences, Heads, KvHeads, HeadDim;
         public float Scale;
+        public AttentionPath Path;
     }
 
     /// <summary>
@@ -55,131 +75,155 @@ public static unsafe class PagedAttention
     {
         if (sequences <= 0) return;
         if (heads % kvHeads != 0) throw new ArgumentException($"heads ({heads}) must be a multiple of kvHeads ({kvHeads})");
-        var job = new Job
+        // The vector paths need whole 16-float vectors per head; other head sizes take the portable or scalar lanes (RunPart).
+        var path = AttentionKernels.ActivePath;
+
+        var partStarts = _partStarts;
+        if (partStarts is null || partStarts.Length < sequences + 1) _partStarts = partStarts = new int[Math.Max(sequences + 1, 64)];
+        int parts = 0;
+        long splitFloats = 0;
+        for (int s = 0; s < sequences; s++)
         {
-            Query = query, Keys = keys, Values = values, Slots = slots, SlotOffsets = slotOffsets, ContextLengths = contextLengths,
-            Output = output, LogSumExp = logSumExp, Heads = heads, KvHeads = kvHeads, HeadDim = headDim, Scale = scale,
-        };
-        KernelPool.Run(&RunChunk, &job, sequences * kvHeads, KernelThreads.Count);
+            partStarts[s] = parts;
+            int count = Math.Max(1, (contextLengths[s] + SplitKeys - 1) / SplitKeys);
+            parts += count;
+            if (count > 1) splitFloats += (long)count * heads * (headDim + 1);
+        }
+        partStarts[sequences] = parts;
+        // Partials of split sequences, indexed by global part; unsplit sequences write their output directly.
+        long partialFloats = (long)parts * heads * (headDim + 1);
+        var partials = _partials;
+        if (splitFloats > 0 && (partials is null || partials.Length < partialFloats)) _partials = partials = new float[partialFloats];
+        fixed (int* starts = partStarts)
+        fixed (float* partial = splitFloats > 0 ? partials : null)
+        {
+            var job = new Job
+            {
+                Query = query, Keys = keys, Values = values, Slots = slots, SlotOffsets = slotOffsets, ContextLengths = contextLengths,
+                Output = output, LogSumExp = logSumExp, PartStarts = starts,
+                PartOutputs = partial, PartLogSumExps = partial == null ? null : partial + (long)parts * heads * headDim,
+                Sequences = sequences, Heads = heads, KvHeads = kvHeads, HeadDim = headDim, Scale = scale, Path = path,
+            };
+            KernelPool.Run(&RunPart, &job, parts * kvHeads, KernelThreads.Count);
+            if (splitFloats > 0) KernelPool.Run(&MergeSequence, &job, sequences, KernelThreads.Count);
+        }
+    }
+
+    private static void RunPart(void* context, int item)
+    {
+        ref Job job = ref Unsafe.AsRef<Job>(context);
+        int part = item / job.KvHeads, kvHead = item % job.KvHeads;
+        // The sequence whose parts contain this one: the last start at or before it.
+        int lo = 0, hi = job.Sequences - 1;
+        while (lo < hi)
+        {
+            int mid = (lo + hi + 1) / 2;
+            if (job.PartStarts[mid] <= part) lo = mid; else hi = mid - 1;
+        }
+        int seq = lo;
+        switch (job.HeadDim % 16 == 0 ? job.Path : AttentionPath.Portable)
+        {
+            case AttentionPath.Vector512: AttendPart<Lanes512, Vector512<float>>(ref job, seq, part, kvHead); break;
+            case AttentionPath.Vector256: AttendPart<Lanes256, Vector256<float>>(ref job, seq, part, kvHead); break;
+            default:
+                if (job.HeadDim % Vector<float>.Count == 0) AttendPart<LanesPortable, Vector<float>>(ref job, seq, part, kvHead);
+                else AttendPart<LanesScalar, float>(ref job, seq, part, kvHead);
+                break;
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void RunChunk(void* context, int chunk)
+    private static void AttendPart<TL, TV>(ref Job job, int seq, int part, int kvHead) where TL : struct, IAttentionLanes<TV> where TV : struct
     {
-        ref Job job = ref Unsafe.AsRef<Job>(context);
-        int seq = chunk / job.KvHeads, kvHead = chunk % job.KvHeads;
-        int groups = job.Heads / job.KvHeads, d = job.HeadDim, length = job.ContextLengths[seq];
+        int groups = job.Heads / job.KvHeads, d = job.HeadDim, w = TL.Width;
+        int parts = job.PartStarts[seq + 1] - job.PartStarts[seq], local = part - job.PartStarts[seq];
+        int length = job.ContextLengths[seq];
+        int begin = local * SplitKeys, end = parts == 1 ? length : Math.Min(length, begin + SplitKeys);
         long* slots = job.Slots + job.SlotOffsets[seq];
-        float* q = job.Query + ((long)seq * job.Heads + kvHead * groups) * d;
-        float* o = job.Output + ((long)seq * job.Heads + kvHead * groups) * d;
         long rowStride = (long)job.KvHeads * d;
+        int firstHead = kvHead * groups;
 
-        int needed = length * groups;
-        var scratch = _scores;
-        if (scratch is null || scratch.Length < needed) _scores = scratch = new float[Math.Max(needed, 4096)];
-        fixed (float* scores = scratch)
+        // Where this part's result goes: straight to the output, or to its partial when the sequence is cut.
+        float* destination, lse;
+        if (parts == 1)
         {
-            // Pass 1: scores[g * length + p] = q_g · k_p · scale.
-            for (int p = 0; p < length; p++)
+            destination = job.Output + ((long)seq * job.Heads + firstHead) * d;
+            lse = job.LogSumExp == null ? null : job.LogSumExp + (long)seq * job.Heads + firstHead;
+        }
+        else
+        {
+            destination = job.PartOutputs + ((long)part * job.Heads + firstHead) * d;
+            lse = job.PartLogSumExps + (long)part * job.Heads + firstHead;
+        }
+
+        int need = 2 * groups * d + groups * KeyBlock + 2 * groups;
+        var scratch = _scratch;
+        if (scratch is null || scratch.Length < need) _scratch = scratch = new float[Math.Max(need, 4096)];
+        var valueRows = _valueRows ??= new nint[KeyBlock];
+        fixed (float* buffer = scratch)
+        fixed (nint* vRows = valueRows)
+        {
+            float* q = buffer, o = q + groups * d, s = o + groups * d, rowMax = s + groups * KeyBlock, rowSum = rowMax + groups;
+            float* source = job.Query + ((long)seq * job.Heads + firstHead) * d;
+            for (int i = 0; i < groups * d; i++) q[i] = source[i] * job.Scale;
+            new Span<float>(o, groups * d).Clear();
+            new Span<float>(rowMax, groups).Fill(float.NegativeInfinity);
+            new Span<float>(rowSum, groups).Clear();
+
+            for (int kb = begin; kb < end; kb += KeyBlock)
             {
-                float* k = job.Keys + slots[p] * rowStride + (long)kvHead * d;
-                for (int g = 0; g < groups; g++) scores[g * length + p] = Dot(q + g * d, k, d) * job.Scale;
+                int n = Math.Min(KeyBlock, end - kb);
+                for (int j = 0; j < n; j++)
+                {
+                    long slot = slots[kb + j];
+                    float* k = job.Keys + slot * rowStride + (long)kvHead * d;
+                    vRows[j] = (nint)(job.Values + slot * rowStride + (long)kvHead * d);
+                    for (int g = 0; g < groups; g++)
+                    {
+                        float* qg = q + g * d;
+                        TV a0 = TL.Zero, a1 = TL.Zero;
+                        int c = 0;
+                        for (; c + 2 * w <= d; c += 2 * w)
+                        {
+                            a0 = TL.MultiplyAdd(TL.Load(qg + c), TL.Load(k + c), a0);
+                            a1 = TL.MultiplyAdd(TL.Load(qg + c + w), TL.Load(k + c + w), a1);
+                        }
+                        for (; c < d; c += w) a0 = TL.MultiplyAdd(TL.Load(qg + c), TL.Load(k + c), a0);
+                        s[g * KeyBlock + j] = TL.HorizontalSum(TL.Add(a0, a1));
+                    }
+                }
+                for (int g = 0; g < groups; g++)
+                {
+                    float* sg = s + g * KeyBlock;
+                    for (int j = n; j < KeyBlock; j++) sg[j] = float.NegativeInfinity;
+                    OnlineSoftmax.Update<TL, TV>(sg, KeyBlock, ref rowMax[g], ref rowSum[g], o + g * d, d);
+                    OnlineSoftmax.AccumulateRow<TL, TV>(sg, vRows, n, o + g * d, d);
+                }
             }
-            // Softmax per query head.
             for (int g = 0; g < groups; g++)
             {
-                float lse = length == 0 ? float.NegativeInfinity : Softmax(scores + g * length, length);
-                if (job.LogSumExp != null) job.LogSumExp[(long)seq * job.Heads + kvHead * groups + g] = lse;
-                new Span<float>(o + g * d, d).Clear();
-            }
-            // Pass 2: o_g += p_g(p) · v_p.
-            for (int p = 0; p < length; p++)
-            {
-                float* v = job.Values + slots[p] * rowStride + (long)kvHead * d;
-                for (int g = 0; g < groups; g++) Axpy(scores[g * length + p], v, o + g * d, d);
+                OnlineSoftmax.Finish<TL, TV>(o + g * d, rowSum[g], destination + g * d, d);
+                if (lse != null) lse[g] = rowSum[g] == 0 ? float.NegativeInfinity : rowMax[g] + MathF.Log(rowSum[g]);
             }
         }
     }
 
-    /// <summary>In-place softmax, returning the log-sum-exp; the exponentials are vectorised (an exp per score per head per layer dominated the kernel with MathF.Exp).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Softmax(float* s, int n)
+    /// <summary>Merges the parts of a sequence cut in several (all its heads) into its output row.</summary>
+    private static void MergeSequence(void* context, int seq)
     {
-        float max = float.NegativeInfinity;
-        for (int p = 0; p < n; p++) if (s[p] > max) max = s[p];
-        float sum = 0;
-        int i = 0;
-        if (Avx2.IsSupported && Fma.IsSupported)
-        {
-            var vmax = Vector256.Create(max);
-            var vsum = Vector256<float>.Zero;
-            for (; i + 8 <= n; i += 8)
-            {
-                var e = Exp(Avx.LoadVector256(s + i) - vmax);
-                Avx.Store(s + i, e);
-                vsum += e;
-            }
-            sum = Vector256.Sum(vsum);
-        }
-        for (; i < n; i++) { s[i] = MathF.Exp(s[i] - max); sum += s[i]; }
-        float inv = 1f / sum;
-        for (int p = 0; p < n; p++) s[p] *= inv;
-        return max + MathF.Log(sum);
+        ref Job job = ref Unsafe.AsRef<Job>(context);
+        int first = job.PartStarts[seq], parts = job.PartStarts[seq + 1] - first;
+        if (parts == 1) return;
+        int heads = job.Heads, d = job.HeadDim;
+        AttentionMerge.MergeContiguous(
+            new ReadOnlySpan<float>(job.PartOutputs + (long)first * heads * d, parts * heads * d),
+            new ReadOnlySpan<float>(job.PartLogSumExps + (long)first * heads, parts * heads),
+            parts, heads, d,
+            new Span<float>(job.Output + (long)seq * heads * d, heads * d),
+            job.LogSumExp == null ? default : new Span<float>(job.LogSumExp + (long)seq * heads, heads));
     }
 
-    /// <summary>
-    /// e^x for x ≤ 0 (softmax arguments): 2^n · e^r with n = round(x·log2 e), |r| ≤ ln2/2, and e^r
-    /// by its Taylor series to r⁶ (truncation error below 1.3e-7 relative). Below −87 it underflows to ~0.
-    /// </summary>
+    /// <summary>e^x for the softmax range (x ≤ 0), exactly 0 below −87: the AVX2 lanes' exp (see AttentionLanes).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector256<float> Exp(Vector256<float> x)
-    {
-        x = Avx.Max(x, Vector256.Create(-87.0f));
-        var n = Avx.RoundToNearestInteger(x * Vector256.Create(1.44269504f));
-        // r = x − n·ln2, with ln2 split in two for precision.
-        var r = Fma.MultiplyAddNegated(n, Vector256.Create(0.693145752f), x);
-        r = Fma.MultiplyAddNegated(n, Vector256.Create(1.42860677e-6f), r);
-        var p = Vector256.Create(1.0f / 720);
-        p = Fma.MultiplyAdd(p, r, Vector256.Create(1.0f / 120));
-        p = Fma.MultiplyAdd(p, r, Vector256.Create(1.0f / 24));
-        p = Fma.MultiplyAdd(p, r, Vector256.Create(1.0f / 6));
-        p = Fma.MultiplyAdd(p, r, Vector256.Create(0.5f));
-        p = Fma.MultiplyAdd(p, r, Vector256.Create(1.0f));
-        p = Fma.MultiplyAdd(p, r, Vector256.Create(1.0f));
-        var scale = Avx2.ShiftLeftLogical(Avx.ConvertToVector256Int32(n) + Vector256.Create(127), 23).AsSingle();
-        return p * scale;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Dot(float* a, float* b, int n)
-    {
-        int i = 0;
-        float sum = 0;
-        if (Avx2.IsSupported && Fma.IsSupported && n >= 16)
-        {
-            var acc0 = Vector256<float>.Zero;
-            var acc1 = Vector256<float>.Zero;
-            for (; i + 16 <= n; i += 16)
-            {
-                acc0 = Fma.MultiplyAdd(Avx.LoadVector256(a + i), Avx.LoadVector256(b + i), acc0);
-                acc1 = Fma.MultiplyAdd(Avx.LoadVector256(a + i + 8), Avx.LoadVector256(b + i + 8), acc1);
-            }
-            sum = Vector256.Sum(acc0 + acc1);
-        }
-        for (; i < n; i++) sum += a[i] * b[i];
-        return sum;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Axpy(float alpha, float* x, float* y, int n)
-    {
-        int i = 0;
-        if (Avx2.IsSupported && Fma.IsSupported)
-        {
-            var a = Vector256.Create(alpha);
-            for (; i + 8 <= n; i += 8)
-                Avx.Store(y + i, Fma.MultiplyAdd(a, Avx.LoadVector256(x + i), Avx.LoadVector256(y + i)));
-        }
-        for (; i < n; i++) y[i] += alpha * x[i];
-    }
+    internal static Vector256<float> Exp(Vector256<float> x) => Lanes256.ExpShifted(x, Vector256<float>.Zero);
 }

@@ -8,8 +8,11 @@
 // query's window; decode sequences give the paged kernel only their window's
 // slots. GQA is
 // folded (query heads grouped under their KV head) because TorchSharp's
-// scaled_dot_product_attention has no GQA flag. Callers own the dispose scope.
+// scaled_dot_product_attention has no GQA flag. With float32 pools on the CPU,
+// prefill chunks skip the gather and the mask: Kernels/FlashAttention reads the
+// pools in place (PrefillAttention selects the path). Callers own the dispose scope.
 using Platform.Core.Models;
+using Platform.Engine.Kernels;
 using Platform.Engine.KvCache;
 using Platform.Engine.Torch;
 using TorchSharp;
@@ -71,6 +74,9 @@ public sealed partial class LlamaModel : IDisposable
         var (cos, sin) = RotaryTables(batch.Positions);
         // Decode sequences (one new token) go through the paged kernel together; the rest gather and use SDPA.
         var decode = DecodePath != DecodePath.TorchGather && Dtype == ScalarType.Float32 ? DecodeSet.From(batch) : null;
+        // DecodePath.TorchGather keeps the whole libtorch baseline (its prefill included).
+        bool flash = PrefillAttention == PrefillAttentionPath.Flash && DecodePath != DecodePath.TorchGather && Dtype == ScalarType.Float32 && kv.Dtype == ScalarType.Float32
+            && FlashAttention.Supports(c.HeadDim) && ids.device_type == DeviceType.CPU;
         // The keys each sequence gathers and its mask, per window in use (full, and the sliding one if some layer has it).
         var gathers = new Dictionary<AttentionWindow, (Tensor? Slots, Tensor? Mask)[]>();
         (Tensor? Slots, Tensor? Mask)[] GatherFor(AttentionWindow window)
@@ -98,12 +104,17 @@ public sealed partial class LlamaModel : IDisposable
             var window = c.WindowOf(l);
             var attention = torch.empty([t, qSize], Dtype);
             if (decode is not null) DecodeAttention(decode.Within(window), q, kv, l, attention);
-            var gather = GatherFor(window);
+            var gather = flash ? null : GatherFor(window);
             for (int s = 0; s < batch.Sequences.Count; s++)
             {
                 var seq = batch.Sequences[s];
                 if (decode is not null && seq.NumTokens == 1) continue;
-                var (keys, values) = kv.Gather(l, gather[s].Slots!);
+                if (flash)
+                {
+                    FlashPrefill(seq, q, kv, l, window, attention);
+                    continue;
+                }
+                var (keys, values) = kv.Gather(l, gather![s].Slots!);
                 attention.narrow(0, seq.TokenStart, seq.NumTokens).copy_(Attend(q.narrow(0, seq.TokenStart, seq.NumTokens), keys, values, gather[s].Mask));
             }
             x = x + w.O.Forward(attention);
@@ -113,6 +124,24 @@ public sealed partial class LlamaModel : IDisposable
         var rows = torch.tensor(batch.LogitRows.ToArray(), torch.int64);
         var last = RmsNorm(x.index_select(0, rows), _weights.FinalNorm);
         return _weights.LmHead.Forward(last).to_type(torch.float32);
+    }
+
+    /// <summary>How prefill chunks attend; the libtorch gather path is the device-generic one and the baseline.</summary>
+    public PrefillAttentionPath PrefillAttention { get; set; } = PrefillAttentionPath.Flash;
+
+    /// <summary>One prefill chunk's attention with the tiled kernel over the float32 pools, into its rows of <paramref name="attention"/>.</summary>
+    private unsafe void FlashPrefill(SequenceSlice seq, Tensor q, PagedKvStore kv, int layer, AttentionWindow window, Tensor attention)
+    {
+        var c = Config;
+        var (keys, values) = kv.Pointers(layer);
+        long rowFloats = (long)c.NumHeads * c.HeadDim;
+        var queries = q.contiguous();
+        fixed (long* slots = seq.ContextSlots)
+        {
+            FlashAttention.Prefill(TensorPointers.Float32(queries) + seq.TokenStart * rowFloats, (float*)keys, (float*)values, slots,
+                seq.NumTokens, seq.ContextLength, c.NumHeads, c.NumKvHeads, c.HeadDim, (float)_softmaxScale, window.Size ?? 0,
+                TensorPointers.Float32(attention) + seq.TokenStart * rowFloats);
+        }
     }
 
     /// <summary>Which decode path runs; the slower ones stay as baselines for benchmarks and tests.</summary>
@@ -285,4 +314,16 @@ public sealed partial class LlamaModel : IDisposable
         _ropeScaleScalar.Dispose();
         _rmsEpsilon.Dispose();
     }
+}
+
+/// <summary>How prefill (and chunked-prefill) attention runs.</summary>
+public enum PrefillAttentionPath
+{
+    /// <summary>
+    /// Kernels/FlashAttention over the paged pools in place, when they are float32 on the CPU, the head size a multiple
+    /// of 16 and the decode path not <see cref="DecodePath.TorchGather"/>; else as TorchGather.
+    /// </summary>
+    Flash,
+    /// <summary>Each sequence's context gathered from the pools, a mask built, libtorch's scaled_dot_product_attention.</summary>
+    TorchGather,
 }
