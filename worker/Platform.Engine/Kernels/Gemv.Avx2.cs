@@ -57,9 +57,12 @@ namespace Platform.Engine.Kernels;
 
 public static unsafe partial class Gemv
 {
-    private interface IRowLoader
+    internal interface IRowLoader
     {
         static abstract int ElementSize { get; }
+
+        /// <summary>Bytes of one weight row of <paramref name="inFeatures"/> weights; every row address is computed through it.</summary>
+        static abstract long RowBytes(int inFeatures);
 
         /// <summary>8 weights starting at element k, as fp32 (times the loader's fixed scale).</summary>
         static abstract Vector256<float> Load(byte* row, int k);
@@ -71,9 +74,11 @@ public static unsafe partial class Gemv
         static abstract float LoadScalar(byte* row, int k);
     }
 
-    private readonly struct F32Loader : IRowLoader
+    internal readonly struct F32Loader : IRowLoader
     {
         public static int ElementSize => sizeof(float);
+
+        public static long RowBytes(int inFeatures) => (long)inFeatures * sizeof(float);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<float> Load(byte* row, int k) => Avx.LoadVector256((float*)row + k);
@@ -86,9 +91,11 @@ public static unsafe partial class Gemv
     }
 
     /// <summary>fp16 weights decoded to w * 2^-112 (see header).</summary>
-    private readonly struct F16Loader : IRowLoader
+    internal readonly struct F16Loader : IRowLoader
     {
         public static int ElementSize => sizeof(short);
+
+        public static long RowBytes(int inFeatures) => (long)inFeatures * sizeof(short);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<float> Load(byte* row, int k)
@@ -111,9 +118,11 @@ public static unsafe partial class Gemv
     }
 
     /// <summary>bf16 weights: the 16 bits are the upper half of the fp32 value, so a zero-extend and a 16-bit shift widen them exactly.</summary>
-    private readonly struct BF16Loader : IRowLoader
+    internal readonly struct BF16Loader : IRowLoader
     {
         public static int ElementSize => sizeof(ushort);
+
+        public static long RowBytes(int inFeatures) => (long)inFeatures * sizeof(ushort);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<float> Load(byte* row, int k) =>
@@ -142,7 +151,7 @@ public static unsafe partial class Gemv
 
     /// <summary>Software prefetch into L1 (never faults, so running past the matrix end is harmless).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Prefetch(byte* current) => Sse.Prefetch0(current + PrefetchBytes);
+    internal static void Prefetch(byte* current) => Sse.Prefetch0(current + PrefetchBytes);
 
     private static void ChunkF32Avx2(void* job, int chunk) => ChunkAvx2<F32Loader>((Job*)job, chunk);
 
@@ -156,7 +165,7 @@ public static unsafe partial class Gemv
         RowRange(job, chunk, out int start, out int end);
         int k = job->InFeatures;
         int batch = job->Batch;
-        long rowBytes = (long)k * TL.ElementSize;
+        long rowBytes = TL.RowBytes(k);
         byte* weight = (byte*)job->Weight;
         float* input = job->Input;
         float* sums = stackalloc float[8];

@@ -86,7 +86,7 @@ public static unsafe partial class Gemv
             Bias = bias,
             Scale = 1f,
         };
-        Dispatch(ref job, sizeof(float), ActivePath switch
+        Dispatch(ref job, F32Loader.RowBytes(inFeatures), ActivePath switch
         {
             GemvPath.Vector512 => &ChunkF32Avx512,
             GemvPath.Vector256 => &ChunkF32Avx2,
@@ -114,7 +114,7 @@ public static unsafe partial class Gemv
             Bias = bias,
             Scale = 1f,
         };
-        Dispatch(ref job, sizeof(ushort), ActivePath switch
+        Dispatch(ref job, BF16Loader.RowBytes(inFeatures), ActivePath switch
         {
             GemvPath.Vector512 => &ChunkBF16Avx512,
             GemvPath.Vector256 => &ChunkBF16Avx2,
@@ -144,7 +144,7 @@ public static unsafe partial class Gemv
         };
         if (!IsAccelerated)
         {
-            Dispatch(ref job, sizeof(Half), &ChunkF16Portable);
+            Dispatch(ref job, F16Loader.RowBytes(inFeatures), &ChunkF16Portable);
             return;
         }
 
@@ -157,7 +157,7 @@ public static unsafe partial class Gemv
             ScaleInto(input, scaledInput, inputCount, F16InputScale);
             job.Input = scaledInput;
             job.Scale = F16OutputScale;
-            Dispatch(ref job, sizeof(Half), ActivePath == GemvPath.Vector512 ? &ChunkF16Avx512 : &ChunkF16Avx2);
+            Dispatch(ref job, F16Loader.RowBytes(inFeatures), ActivePath == GemvPath.Vector512 ? &ChunkF16Avx512 : &ChunkF16Avx2);
         }
     }
 
@@ -209,9 +209,8 @@ public static unsafe partial class Gemv
         public int RowsPerChunk;
     }
 
-    private static void Dispatch(ref Job job, int elementSize, delegate*<void*, int, void> body)
+    private static void Dispatch(ref Job job, long rowBytes, delegate*<void*, int, void> body)
     {
-        long rowBytes = (long)job.InFeatures * elementSize;
         long totalBytes = rowBytes * job.OutFeatures;
         int threads = KernelThreads.Count;
         if (threads <= 1 || totalBytes < ParallelThresholdBytes)
@@ -252,13 +251,13 @@ public static unsafe partial class Gemv
     }
 
     // 2^56 up front and 2^56 after: the fp16 decode yields w * 2^-112 (see Gemv.Avx2.cs).
-    private const float F16InputScale = 72057594037927936f;  // 2^56
-    private const float F16OutputScale = 72057594037927936f; // 2^56
+    internal const float F16InputScale = 72057594037927936f;  // 2^56
+    internal const float F16OutputScale = 72057594037927936f; // 2^56
 
     [ThreadStatic]
     private static float[]? _scaledInput;
 
-    private static float[] ScaledInputBuffer(long count)
+    internal static float[] ScaledInputBuffer(long count)
     {
         float[]? buffer = _scaledInput;
         if (buffer is null || buffer.LongLength < count)
@@ -270,7 +269,7 @@ public static unsafe partial class Gemv
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void ScaleInto(float* source, float* destination, long count, float scale)
+    internal static void ScaleInto(float* source, float* destination, long count, float scale)
     {
         long i = 0;
         if (Avx.IsSupported)
