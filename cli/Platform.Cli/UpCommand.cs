@@ -56,7 +56,8 @@ internal static class UpCommand
             Description = "Memory budget per worker, e.g. 6GiB (default: the available memory less the router's and the store's, divided among the workers)",
         };
         var weightDtype = new Option<string?>("--weight-dtype") { Description = "Width the weight matrices are held in: auto (the checkpoint's bfloat16/float16, widened in registers), float32, bfloat16, float16" };
-        var command = new Command("up", "Run router and workers on this machine") { weightDtype, model, demo, workers, port, policy, kvBlocks, kvTokens, maxContext, apiKey, servedName, chatTemplate, toolCallParser, distAttention, kvTier, redis, hostMemory, garnetMemory, workerMemory };
+        var quantization = new Option<string?>("--quantization") { Description = "none, or int8: decoder-layer weights quantized at load (one fp16 scale per 32 inputs, ~1.06 bytes per weight; float32 compute only)" };
+        var command = new Command("up", "Run router and workers on this machine") { weightDtype, quantization, model, demo, workers, port, policy, kvBlocks, kvTokens, maxContext, apiKey, servedName, chatTemplate, toolCallParser, distAttention, kvTier, redis, hostMemory, garnetMemory, workerMemory };
         command.SetAction(async (parse, ct) =>
         {
             int n = parse.GetValue(workers);
@@ -162,6 +163,7 @@ internal static class UpCommand
                         Peers = dist == "on" && n > 1 ? [.. grpcPorts.Where((_, j) => j != i).Select(p => $"http://127.0.0.1:{p}")] : null,
                         MaxContext = parse.GetValue(maxContext),
                         WeightDtype = parse.GetValue(weightDtype),
+                        Quantization = parse.GetValue(quantization),
                         ServedModelName = served,
                         KvTier = tier,
                         KvHostMemory = tier != "off" ? parse.GetValue(hostMemory)! : null,

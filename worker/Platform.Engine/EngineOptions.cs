@@ -31,6 +31,11 @@ public sealed record EngineOptions
     /// registers by the GEMV: half the bytes per decode step), float32, bfloat16 or float16 (Model.WeightDtype).
     /// </summary>
     public string WeightDtype { get; init; } = Model.WeightDtype.Auto;
+    /// <summary>
+    /// none, or int8: the decoder layers' projections quantized at load (symmetric, one fp16 scale per 32
+    /// inputs; about 1.06 bytes per weight) and multiplied by the int8 GEMV; float32 compute only (Model.Quantization).
+    /// </summary>
+    public string Quantization { get; init; } = Model.Quantization.None;
     /// <summary>Threads for libtorch and our kernels; default: every core.</summary>
     public int? Threads { get; init; }
     /// <summary>Caps the context below the model's max_position_embeddings.</summary>
@@ -69,6 +74,9 @@ public sealed record EngineOptions
         if (KvCacheMemoryFraction is <= 0 or > 1) throw new ArgumentException($"KvCacheMemoryFraction must be in (0, 1], got {KvCacheMemoryFraction}.");
         if (Threads is < 1) throw new ArgumentException($"Threads must be positive, got {Threads}.");
         if (Model.WeightDtype.Validate(WeightDtype) is { } weightDtypeError) throw new ArgumentException($"WeightDtype: {weightDtypeError}");
+        if (Model.Quantization.Validate(Quantization) is { } quantizationError) throw new ArgumentException($"Quantization: {quantizationError}");
+        if (Quantization.Equals(Model.Quantization.Q8, StringComparison.OrdinalIgnoreCase) && !ComputeDtype.Equals("float32", StringComparison.OrdinalIgnoreCase))
+            throw new ArgumentException($"Quantization: int8 needs ComputeDtype float32 (its kernels widen int8 to float32), got {ComputeDtype}; use float32 compute or quantization none.");
         if (MaxContextTokens is < 1) throw new ArgumentException($"MaxContextTokens must be positive, got {MaxContextTokens}.");
     }
 }

@@ -141,6 +141,7 @@ public static class WorkerCommandLine
         [WorkerSwitches.KvMemoryFraction] = "Worker:Engine:KvCacheMemoryFraction",
         [WorkerSwitches.Dtype] = "Worker:Engine:ComputeDtype",
         [WorkerSwitches.WeightDtype] = "Worker:Engine:WeightDtype",
+        [WorkerSwitches.Quantization] = "Worker:Engine:Quantization",
         [WorkerSwitches.Threads] = "Worker:Engine:Threads",
         [WorkerSwitches.MaxContext] = "Worker:Engine:MaxContextTokens",
         [WorkerSwitches.Seed] = "Worker:Engine:DefaultSeed",
@@ -207,6 +208,8 @@ public static class WorkerCommandLine
           --weight-dtype auto|float32|bfloat16|float16
                                       width the weight matrices are held in (default auto: the checkpoint's
                                       bfloat16/float16, widened in registers; float32 widens them at load)
+          --quantization none|int8    int8: decoder-layer projections quantized at load (one fp16 scale per 32
+                                      inputs, ~1.06 bytes per weight; needs --dtype float32; default none)
           --target-step-ms N          target time of one engine step: prefill chunks are sized by their cost
                                       (attention grows with the context) so decodes, new requests and aborts
                                       wait at most about this long behind a long prompt (default 250; 0 = tokens only)
@@ -298,7 +301,7 @@ internal sealed class WorkerOptionsValidator : IValidateOptions<WorkerOptions>
         }
         catch (ArgumentException e)
         {
-            errors.Add($"engine: {e.Message} (engine switches: --block-size, --weight-dtype, --max-batch-tokens, --target-step-ms, --max-running-requests, --kv-blocks, --kv-bytes, --kv-memory-fraction, --threads, --max-context).");
+            errors.Add($"engine: {e.Message} (engine switches: --block-size, --weight-dtype, --quantization, --max-batch-tokens, --target-step-ms, --max-running-requests, --kv-blocks, --kv-bytes, --kv-memory-fraction, --threads, --max-context).");
         }
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }

@@ -25,6 +25,8 @@ public sealed record WorkerArguments
     public string? Dtype { get; init; }
     /// <summary>Width the weight matrices are held in (auto, float32, bfloat16, float16).</summary>
     public string? WeightDtype { get; init; }
+    /// <summary>Weight quantization (none, int8).</summary>
+    public string? Quantization { get; init; }
     public long? MaxContext { get; init; }
     public int? BlockSize { get; init; }
     public int? MaxBatchTokens { get; init; }
@@ -93,6 +95,7 @@ public sealed record WorkerArguments
         Add(WorkerSwitches.HttpPort, HttpPort?.ToString(inv));
         Add(WorkerSwitches.Dtype, Dtype);
         Add(WorkerSwitches.WeightDtype, WeightDtype);
+        Add(WorkerSwitches.Quantization, Quantization);
         Add(WorkerSwitches.MaxContext, MaxContext?.ToString(inv));
         Add(WorkerSwitches.BlockSize, BlockSize?.ToString(inv));
         Add(WorkerSwitches.MaxBatchTokens, MaxBatchTokens?.ToString(inv));

@@ -32,6 +32,8 @@ public static class WorkerSwitches
     public const string Dtype = "--dtype";
     /// <summary>Width the weights are held in: auto (the checkpoint's), float32, bfloat16, float16.</summary>
     public const string WeightDtype = "--weight-dtype";
+    /// <summary>Weight quantization: none, or int8 (one fp16 scale per 32 inputs; float32 compute only).</summary>
+    public const string Quantization = "--quantization";
     public const string Threads = "--threads";
     public const string MaxContext = "--max-context";
     public const string Seed = "--seed";

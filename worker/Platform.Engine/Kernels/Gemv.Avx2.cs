@@ -61,6 +61,9 @@ public static unsafe partial class Gemv
     {
         static abstract int ElementSize { get; }
 
+        /// <summary>Bytes of one weight row of <paramref name="inFeatures"/> weights (rows are addressed by this, not by ElementSize).</summary>
+        static abstract long RowBytes(int inFeatures);
+
         /// <summary>8 weights starting at element k, as fp32 (times the loader's fixed scale).</summary>
         static abstract Vector256<float> Load(byte* row, int k);
 
@@ -74,6 +77,8 @@ public static unsafe partial class Gemv
     private readonly struct F32Loader : IRowLoader
     {
         public static int ElementSize => sizeof(float);
+
+        public static long RowBytes(int inFeatures) => (long)inFeatures * ElementSize;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<float> Load(byte* row, int k) => Avx.LoadVector256((float*)row + k);
@@ -89,6 +94,8 @@ public static unsafe partial class Gemv
     private readonly struct F16Loader : IRowLoader
     {
         public static int ElementSize => sizeof(short);
+
+        public static long RowBytes(int inFeatures) => (long)inFeatures * ElementSize;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<float> Load(byte* row, int k)
@@ -114,6 +121,8 @@ public static unsafe partial class Gemv
     private readonly struct BF16Loader : IRowLoader
     {
         public static int ElementSize => sizeof(ushort);
+
+        public static long RowBytes(int inFeatures) => (long)inFeatures * ElementSize;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<float> Load(byte* row, int k) =>
@@ -156,7 +165,7 @@ public static unsafe partial class Gemv
         RowRange(job, chunk, out int start, out int end);
         int k = job->InFeatures;
         int batch = job->Batch;
-        long rowBytes = (long)k * TL.ElementSize;
+        long rowBytes = TL.RowBytes(k);
         byte* weight = (byte*)job->Weight;
         float* input = job->Input;
         float* sums = stackalloc float[8];

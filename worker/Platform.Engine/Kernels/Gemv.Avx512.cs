@@ -36,7 +36,7 @@ public static unsafe partial class Gemv
         RowRange(job, chunk, out int start, out int end);
         int k = job->InFeatures;
         int batch = job->Batch;
-        long rowBytes = (long)k * TL.ElementSize;
+        long rowBytes = TL.RowBytes(k);
         byte* weight = (byte*)job->Weight;
         float* input = job->Input;
         float* sums = stackalloc float[8];

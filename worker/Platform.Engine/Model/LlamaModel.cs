@@ -50,11 +50,14 @@ public sealed partial class LlamaModel : IDisposable
     /// <summary>The dtype the projection and embedding matrices are held in (WeightDtype).</summary>
     public ScalarType WeightType => _weights.WeightType;
 
-    public static LlamaModel Load(string modelDirectory, ScalarType dtype, IProgress<double>? progress = null, string weightDtype = WeightDtype.Auto)
+    /// <summary>How many projections are held as int8 (Quantization.Q8); 0 without quantization.</summary>
+    public int Int8Projections => _weights.Int8Projections;
+
+    public static LlamaModel Load(string modelDirectory, ScalarType dtype, IProgress<double>? progress = null, string weightDtype = WeightDtype.Auto, string quantization = Quantization.None)
     {
         NativeRuntime.Configure();
         var config = ModelConfig.Load(modelDirectory);
-        var weights = LlamaWeights.Load(modelDirectory, config, dtype, progress, weightDtype);
+        var weights = LlamaWeights.Load(modelDirectory, config, dtype, progress, weightDtype, quantization);
         return new LlamaModel(config, weights, dtype);
     }
 

@@ -6,6 +6,10 @@
 // is copied, so a mismatched checkpoint is a ModelLoadException naming the file
 // and tensor, not a shape error deep inside libtorch. q/k/v and gate/up are
 // fused into one matrix each: one pass over the input per layer instead of 3+2.
+// With --quantization int8 each decoder-layer projection is quantized right after
+// it is loaded and fused (QuantizationQ8, on every core) and its wide copy freed
+// at once; a matrix whose input width is not a multiple of 32 stays in the weight
+// dtype. The embedding and the LM head stay in the weight dtype (docs/engine.md).
 using Platform.Core;
 using Platform.Core.Models;
 using Platform.Core.Safetensors;
@@ -41,6 +45,8 @@ public sealed class LlamaWeights : IDisposable
     public required long ParameterBytes { get; init; }
     /// <summary>The dtype the projection and embedding matrices are held in (WeightDtype).</summary>
     public required ScalarType WeightType { get; init; }
+    /// <summary>How many projections are held as int8 (Quantization.Q8); 0 without quantization.</summary>
+    public int Int8Projections { get; init; }
 
     /// <summary>The embedding rows of <paramref name="ids"/> in <paramref name="compute"/> (a narrow embedding widened; exact).</summary>
     public Tensor Embed(Tensor ids, ScalarType compute)
@@ -50,8 +56,9 @@ public sealed class LlamaWeights : IDisposable
     }
 
     [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA2000:Dispose objects before losing scope", Justification = "A failed load disposes every finished layer (catch below); only the tensors of a layer whose initializer threw part-way are left to the GC, and a failed load ends the worker (exit code 3).")]
-    public static LlamaWeights Load(string modelDirectory, ModelConfig config, ScalarType dtype, IProgress<double>? progress = null, string weightDtype = WeightDtype.Auto)
+    public static LlamaWeights Load(string modelDirectory, ModelConfig config, ScalarType dtype, IProgress<double>? progress = null, string weightDtype = WeightDtype.Auto, string quantization = Quantization.None)
     {
+        bool int8 = Quantization.IsInt8(quantization, dtype);
         using var files = ModelWeights.Open(modelDirectory);
         var (_, firstProjection) = files.Get("model.layers.0.self_attn.q_proj.weight");
         ScalarType weightType = WeightDtype.Resolve(weightDtype, firstProjection.Dtype, dtype);
@@ -67,7 +74,14 @@ public sealed class LlamaWeights : IDisposable
         }
 
         long totalBytes = expected.Sum(e => e.Shape.Aggregate(1L, (a, b) => a * b));
-        long loaded = 0, residentBytes = 0;
+        // With int8, quantizing a matrix is reported as much work as loading it.
+        long toQuantize = int8
+            ? expected.Where(e => e.Name.StartsWith("model.layers.", StringComparison.Ordinal) && e.Name.EndsWith("_proj.weight", StringComparison.Ordinal) && QuantizationQ8.Supports(e.Shape[^1]))
+                .Sum(e => e.Shape.Aggregate(1L, (a, b) => a * b))
+            : 0;
+        double work = totalBytes + toQuantize;
+        long loaded = 0, quantized = 0, residentBytes = 0;
+        int int8Projections = 0;
         Tensor LoadAs(string name, ScalarType type)
         {
             var (file, info) = files.Get(name);
@@ -76,8 +90,23 @@ public sealed class LlamaWeights : IDisposable
                 throw new ModelLoadException($"{file.Path}: tensor '{name}' holds inf or NaN as float16; the float16 kernel needs finite weights (pass weight dtype float32 to load it widened).");
             loaded += info.ElementCount;
             residentBytes += info.ElementCount * TorchDtypes.ElementSize(type);
-            progress?.Report((double)loaded / totalBytes);
+            progress?.Report((loaded + quantized) / work);
             return t;
+        }
+        Projection Project(Tensor weight, Tensor? bias)
+        {
+            if (!int8 || !QuantizationQ8.Supports(weight.shape[1]))
+                return new Projection(weight, bias);
+            long count = weight.numel();
+            int inFeatures = (int)weight.shape[1];
+            Tensor packed;
+            using (weight)
+                packed = QuantizationQ8.Quantize(weight);
+            int8Projections++;
+            quantized += count;
+            residentBytes += packed.numel() - count * TorchDtypes.ElementSize(weightType);
+            progress?.Report((loaded + quantized) / work);
+            return Projection.FromInt8Rows(packed, inFeatures, bias);
         }
         Tensor Load(string name) => LoadAs(name, dtype);
         Tensor LoadMatrix(string name) => LoadAs(name, weightType);
@@ -100,13 +129,13 @@ public sealed class LlamaWeights : IDisposable
                 layers[i] = new LayerWeights
                 {
                     InputNorm = Load(p + "input_layernorm.weight"),
-                    Qkv = new Projection(
+                    Qkv = Project(
                         Cat(LoadMatrix, p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"),
                         config.AttentionBias ? Cat(Load, p + "self_attn.q_proj.bias", p + "self_attn.k_proj.bias", p + "self_attn.v_proj.bias") : null),
-                    O = new Projection(LoadMatrix(p + "self_attn.o_proj.weight"), null),
+                    O = Project(LoadMatrix(p + "self_attn.o_proj.weight"), null),
                     PostNorm = Load(p + "post_attention_layernorm.weight"),
-                    GateUp = new Projection(Cat(LoadMatrix, p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"), null),
-                    Down = new Projection(LoadMatrix(p + "mlp.down_proj.weight"), null),
+                    GateUp = Project(Cat(LoadMatrix, p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"), null),
+                    Down = Project(LoadMatrix(p + "mlp.down_proj.weight"), null),
                 };
             }
             var finalNorm = Load("model.norm.weight");
@@ -119,6 +148,7 @@ public sealed class LlamaWeights : IDisposable
                 LmHead = lmHead,
                 ParameterBytes = residentBytes,
                 WeightType = weightType,
+                Int8Projections = int8Projections,
             };
         }
         catch

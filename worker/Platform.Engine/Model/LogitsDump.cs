@@ -8,9 +8,9 @@ namespace Platform.Engine.Model;
 
 public static class LogitsDump
 {
-    public static float[] Compute(string modelDirectory, IReadOnlyList<int> tokens, ScalarType dtype, string weightDtype = WeightDtype.Auto)
+    public static float[] Compute(string modelDirectory, IReadOnlyList<int> tokens, ScalarType dtype, string weightDtype = WeightDtype.Auto, string quantization = Quantization.None)
     {
-        using var model = LlamaModel.Load(modelDirectory, dtype, weightDtype: weightDtype);
+        using var model = LlamaModel.Load(modelDirectory, dtype, weightDtype: weightDtype, quantization: quantization);
         var c = model.Config;
         foreach (int t in tokens)
             if (t < 0 || t >= c.VocabSize) throw new ArgumentException($"token id {t} is outside the vocabulary [0, {c.VocabSize}).");
