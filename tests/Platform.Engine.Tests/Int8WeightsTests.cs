@@ -30,7 +30,7 @@ public sealed class Int8WeightsTests(ITestOutputHelper output)
         string dir = TestModels.Get(TestModels.Tiny(dtype: checkpoint));
         // A text of token ids sampled from the float32 model itself (temperature 1), scored by both.
         var prompt = Enumerable.Range(0, 8).Select(i => (i * 37 + 5) % 500).ToList();
-        var text = Generate(dir, Quantization.None, prompt, maxTokens: 120, temperature: 1.0);
+        var text = Generate(dir, Quantization.None, prompt, maxTokens: 120, temperature: 1.0).Tokens;
         var tokens = prompt.Concat(text).ToList();
         float[] wide = LogitsDump.Compute(dir, tokens, torch.float32, "float32");
         float[] int8 = LogitsDump.Compute(dir, tokens, torch.float32, WeightDtype.Auto, Quantization.Q8);
@@ -52,11 +52,24 @@ public sealed class Int8WeightsTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void Greedy_ids_of_int8_mostly_agree_with_float32_on_every_path()
+    public void Greedy_ids_of_int8_mostly_agree_with_float32_and_decode_matches_prefill_on_every_path()
     {
         string dir = TestModels.Get(TestModels.Tiny(dtype: SafetensorsDtype.BF16));
         var prompt = Enumerable.Range(0, 21).Select(i => (i * 37 + 5) % 500).ToList();
-        var wide = Generate(dir, Quantization.None, prompt, maxTokens: 48, temperature: 0);
+        const int steps = 48;
+        var (wide, _) = Generate(dir, Quantization.None, prompt, maxTokens: steps, temperature: 0);
+
+        // Greedy agreement, teacher-forced on the float32 greedy text: the int8 argmax at each position
+        // (free-running generations part for good at the first flip, so they are reported, not bounded).
+        var text = prompt.Concat(wide).ToList();
+        float[] wideLogits = LogitsDump.Compute(dir, text, torch.float32, WeightDtype.Auto);
+        float[] int8Logits = LogitsDump.Compute(dir, text, torch.float32, WeightDtype.Auto, Quantization.Q8);
+        int vocab = wideLogits.Length / text.Count, agree = 0;
+        for (int p = prompt.Count - 1; p < text.Count - 1; p++)
+            if (ArgMax(wideLogits.AsSpan(p * vocab, vocab)) == ArgMax(int8Logits.AsSpan(p * vocab, vocab))) agree++;
+        output.WriteLine($"teacher-forced greedy agreement: {agree} of {steps}");
+        Assert.True(agree >= MinGreedyAgreement * steps, $"int8 argmax equals float32 at {agree} of {steps} positions");
+
         var paths = new List<GemvPath> { GemvPath.Portable };
         if (Gemv.IsAccelerated) paths.Add(GemvPath.Vector256);
         else output.WriteLine("skipped: Vector256 end to end (this CPU has no AVX2+FMA)");
@@ -64,13 +77,31 @@ public sealed class Int8WeightsTests(ITestOutputHelper output)
         else output.WriteLine("skipped: Vector512 end to end (this CPU has no AVX-512F)");
         foreach (var path in paths)
         {
-            List<int> int8 = [];
-            NarrowGemvTests.OnPath(path, 256 * 1024, () => int8 = Generate(dir, Quantization.Q8, prompt, maxTokens: 48, temperature: 0));
-            int agreed = wide.Zip(int8).TakeWhile(p => p.First == p.Second).Count();
-            int same = wide.Zip(int8).Count(p => p.First == p.Second);
-            output.WriteLine($"{path}: first {agreed} of {wide.Count} greedy ids equal, {same} equal position by position");
-            Assert.True(agreed >= MinGreedyAgreement * wide.Count, $"{path}: greedy ids part after {agreed} of {wide.Count}");
+            (List<int> Tokens, List<float[]> Logits) int8 = ([], []);
+            NarrowGemvTests.OnPath(path, 256 * 1024, () => int8 = Generate(dir, Quantization.Q8, prompt, maxTokens: steps, temperature: 0));
+            int agreed = wide.Zip(int8.Tokens).TakeWhile(p => p.First == p.Second).Count();
+            output.WriteLine($"{path}: free-running, the first {agreed} of {steps} greedy ids equal float32's");
+            // The int8 GEMV's decode logits equal the libtorch prefill over dequantized blocks on the same ids.
+            var own = prompt.Concat(int8.Tokens).ToList();
+            float[] prefill = LogitsDump.Compute(dir, own, torch.float32, WeightDtype.Auto, Quantization.Q8);
+            for (int step = 0; step < steps; step++)
+            {
+                int at = (prompt.Count - 1 + step) * vocab;
+                for (int j = 0; j < vocab; j++)
+                {
+                    float a = prefill[at + j], b = int8.Logits[step][j];
+                    Assert.True(Math.Abs(a - b) <= 1e-4 * Math.Max(1, Math.Abs(a)), $"{path}: step {step} logit {j}: prefill {a} vs decode {b}");
+                }
+            }
         }
+    }
+
+    private static int ArgMax(ReadOnlySpan<float> row)
+    {
+        int best = 0;
+        for (int i = 1; i < row.Length; i++)
+            if (row[i] > row[best]) best = i;
+        return best;
     }
 
     [Fact]
@@ -152,14 +183,18 @@ public sealed class Int8WeightsTests(ITestOutputHelper output)
         return Math.Exp(nll / count);
     }
 
-    private static List<int> Generate(string dir, string quantization, IReadOnlyList<int> prompt, int maxTokens, double temperature)
+    private static (List<int> Tokens, List<float[]> Logits) Generate(string dir, string quantization, IReadOnlyList<int> prompt, int maxTokens, double temperature)
     {
         using var engine = LlmEngine.Load(dir, new EngineOptions { NumKvBlocks = 64, Threads = 2, DefaultSeed = 1, Quantization = quantization });
         var tokens = new List<int>();
+        var logits = new List<float[]>();
         var sampling = new SamplingParams { MaxTokens = maxTokens, Temperature = temperature, Seed = 1234, IgnoreEos = true };
-        var chunks = engine.GenerateAsync(new GenerationRequest(prompt, sampling)).ToBlockingEnumerable();
+        var chunks = engine.GenerateAsync(new GenerationRequest(prompt, sampling, ReturnLogits: true)).ToBlockingEnumerable();
         foreach (var chunk in chunks)
+        {
             tokens.AddRange(chunk.TokenIds);
-        return tokens;
+            if (chunk.Logits is not null) logits.AddRange(chunk.Logits);
+        }
+        return (tokens, logits);
     }
 }
