@@ -3,7 +3,8 @@
 //
 // For each weight shape [outFeatures, inFeatures] (TinyLlama-class down_proj 2048x5632,
 // gate/up 5632x2048, lm_head 32000x2048) and batch 1/4/8 it times Gemv.MatVecF32, Gemv.MatVecF16,
-// Gemv.MatVecBF16 (on the CPU's best kernel path; --vector256 pins AVX2 on an AVX-512 machine)
+// Gemv.MatVecBF16, Gemv.MatVecQ8 (int8 rows of QuantizationQ8; its GB/s counts 1.0625 bytes per
+// weight) (on the CPU's best kernel path; --vector256 pins AVX2 on an AVX-512 machine)
 // and torch.nn.functional.linear (fp32, torch.set_num_threads = KernelThreads.Count) and prints
 // GB/s of weights read (weight bytes per call / time per call) and that as a fraction of the
 // streaming bandwidth. Weights are torch.randn * 0.02 tensors; our kernels read the very same memory
@@ -92,6 +93,8 @@ internal static unsafe class KernelBench
             var pointers16 = new nint[copies];
             var weightsBF16 = new Tensor[copies];
             var pointersBF16 = new nint[copies];
+            var weightsQ8 = new Tensor[copies];
+            var pointersQ8 = new nint[copies];
             for (int c = 0; c < copies; c++)
             {
                 weights32[c] = torch.randn(outFeatures, inFeatures).mul_(0.02);
@@ -99,6 +102,9 @@ internal static unsafe class KernelBench
                 weightsBF16[c] = weights32[c].to(ScalarType.BFloat16);
                 fixed (byte* pbf16 = weightsBF16[c].bytes)
                     pointersBF16[c] = (nint)pbf16;
+                weightsQ8[c] = Platform.Engine.Model.QuantizationQ8.Quantize(weights32[c]);
+                fixed (byte* pq8 = weightsQ8[c].bytes)
+                    pointersQ8[c] = (nint)pq8;
                 fixed (byte* p32 = weights32[c].bytes)
                 fixed (byte* p16 = weights16[c].bytes)
                 {
@@ -130,6 +136,10 @@ internal static unsafe class KernelBench
                     {
                         Gemv.MatVecBF16((ushort*)pointersBF16[c], outFeatures, inFeatures, inputPtr, batch, outputPtr);
                     });
+                    double q8 = Time(copies, trialSeconds, c =>
+                    {
+                        Gemv.MatVecQ8((byte*)pointersQ8[c], outFeatures, inFeatures, inputPtr, batch, outputPtr);
+                    });
                     double lin = Time(copies, trialSeconds, c =>
                     {
                         using Tensor y = nn.functional.linear(x, weights32[c]);
@@ -137,6 +147,7 @@ internal static unsafe class KernelBench
                     rows.Add((shape, batch, "MatVecF32", f32 * 1e6, elements * 4 / f32 / 1e9));
                     rows.Add((shape, batch, "MatVecF16", f16 * 1e6, elements * 2 / f16 / 1e9));
                     rows.Add((shape, batch, "MatVecBF16", bf16 * 1e6, elements * 2 / bf16 / 1e9));
+                    rows.Add((shape, batch, "MatVecQ8", q8 * 1e6, weightsQ8[0].numel() / q8 / 1e9));
                     rows.Add((shape, batch, "torch linear f32", lin * 1e6, elements * 4 / lin / 1e9));
                 }
             }

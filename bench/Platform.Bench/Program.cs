@@ -47,8 +47,8 @@ internal static class Program
                 Console.Error.WriteLine("  longprompt [--quick] [--sizes 4096,8192,16384,32000] [--lengths 1024,...,32000] [--shorts N] [--interval S] [--kv-tokens N]");
                 Console.Error.WriteLine("             [--json FILE] [--svg-dir DIR]");
                 Console.Error.WriteLine("      TTFT against prompt length, and of short requests during a long prefill (router + one worker); two SVG charts");
-                Console.Error.WriteLine("  weights [--preset medium] [--checkpoint bf16|f16] [--batch N]... [--tokens N] [--rounds N] [--threads N] [--json FILE]");
-                Console.Error.WriteLine("      decode tok/s with narrow weights (--weight-dtype auto) vs widened to float32, same checkpoint, interleaved rounds");
+                Console.Error.WriteLine("  weights [--preset medium] [--checkpoint bf16|f16] [--batch N]... [--tokens N] [--rounds N] [--threads N] [--no-int8] [--json FILE]");
+                Console.Error.WriteLine("      decode tok/s with narrow weights (--weight-dtype auto) vs widened to float32 vs int8 (--quantization int8), same checkpoint, interleaved rounds");
                 Console.Error.WriteLine("  steptarget [--target-ms N]... [--context N]... [--rounds N] [--threads N] [--json FILE]");
                 Console.Error.WriteLine("      small preset: prefill tokens/s and step times per step-time target at 4K/16K/32K; short TTFT and decode gaps during a 32K prefill");
                 Console.Error.WriteLine("  migration [--quick] [--rounds N] [--prompt TOKENS] [--max-tokens N] [--json FILE]");

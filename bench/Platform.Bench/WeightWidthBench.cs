@@ -1,14 +1,16 @@
-// `weights` mode: decode tokens/s of one bf16 (or f16) checkpoint served two ways in one run —
-// weights held narrow (WeightDtype auto: 2 bytes per weight, widened in registers by the GEMV)
-// and widened to float32 at load (4 bytes, the old behaviour) — with the ratio narrow/float32.
-// Decode is bound by the bytes of weights each token reads, so the ratio says how much of the
-// halved weight stream the kernels turn into speed.
+// `weights` mode: decode tokens/s of one bf16 (or f16) checkpoint served three ways in one run —
+// weights held narrow (WeightDtype auto: 2 bytes per weight, widened in registers by the GEMV),
+// widened to float32 at load (4 bytes, the old behaviour) and quantized to int8 (--quantization
+// int8: ~1.06 bytes per weight in the decoder layers) — with the ratios to float32 and int8/narrow.
+// Decode is bound by the bytes of weights each token reads, so the ratios say how much of the
+// smaller weight stream the kernels turn into speed. --no-int8 leaves the int8 engine out.
 //
-// Both engines are loaded side by side; rounds alternate between them (narrow, float32, narrow,
-// ...) so a change of machine load hits both alike, and each keeps its best round. A round: a
-// 16-token prompt, then B greedy requests of --tokens each; tokens/s counts tokens after every
-// request's first one, over that interval. The greedy ids of the two engines are compared too
-// (they compute on identical weight values, so they should agree; a difference is printed).
+// The engines are loaded side by side; rounds alternate between them (narrow, float32, int8,
+// narrow, ...) so a change of machine load hits all alike, and each keeps its best round. A round:
+// a 16-token prompt, then B greedy requests of --tokens each; tokens/s counts tokens after every
+// request's first one, over that interval. The greedy ids of narrow and float32 are compared too
+// (they compute on identical weight values, so they should agree; a difference is printed); int8
+// computes on other values, so for it the count of leading ids equal to float32's is printed.
 // The load average at start and end is printed: on a shared machine, read the ratio, not the rates.
 using System.Diagnostics;
 using System.Text.Json;
@@ -23,7 +25,8 @@ namespace Platform.Bench;
 
 internal static class WeightWidthBench
 {
-    private sealed record Cell(string Preset, string Checkpoint, int Batch, double NarrowTokensPerSecond, double Float32TokensPerSecond, double Ratio, bool GreedyIdsEqual);
+    private sealed record Cell(string Preset, string Checkpoint, int Batch, double NarrowTokensPerSecond, double Float32TokensPerSecond, double Ratio, bool GreedyIdsEqual,
+        double? Int8TokensPerSecond, double? Int8OverFloat32, double? Int8OverNarrow, int? Int8LeadingIdsEqual);
 
     public static async Task<int> Run(string[] args)
     {
@@ -32,6 +35,7 @@ internal static class WeightWidthBench
         var batches = new List<int>();
         int tokens = 32, rounds = 3, threads = Environment.ProcessorCount;
         string? jsonPath = null;
+        bool withInt8 = true;
         for (int i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -50,9 +54,10 @@ internal static class WeightWidthBench
                 case "--rounds" when i + 1 < args.Length: rounds = int.Parse(args[++i]); break;
                 case "--threads" when i + 1 < args.Length: threads = int.Parse(args[++i]); break;
                 case "--json" when i + 1 < args.Length: jsonPath = args[++i]; break;
+                case "--no-int8": withInt8 = false; break;
                 default:
                     Console.Error.WriteLine($"unknown or incomplete argument '{args[i]}'");
-                    Console.Error.WriteLine("usage: weights [--preset medium] [--checkpoint bf16|f16] [--batch N]... [--tokens N] [--rounds N] [--threads N] [--json FILE]");
+                    Console.Error.WriteLine("usage: weights [--preset medium] [--checkpoint bf16|f16] [--batch N]... [--tokens N] [--rounds N] [--threads N] [--no-int8] [--json FILE]");
                     return 2;
             }
         }
@@ -62,23 +67,26 @@ internal static class WeightWidthBench
         AnsiConsole.MarkupLine($"kernel path: [bold]{Gemv.ActivePath}[/], threads {threads}, load average {loadBefore}");
 
         string dir = BenchModels.Ensure(preset, checkpoint);
-        EngineOptions Options(string weightDtype) => new()
+        EngineOptions Options(string weightDtype, string quantization = "none") => new()
         {
             Threads = threads,
             MaxRunningRequests = Math.Max(8, batches.Max()),
             NumKvBlocks = batches.Max() * ((16 + tokens) / 16 + 2) + 8,
             DefaultSeed = 1,
             WeightDtype = weightDtype,
+            Quantization = quantization,
         };
-        AnsiConsole.MarkupLine($"[grey]loading {preset} ({checkpoint}) narrow and widened to float32…[/]");
+        AnsiConsole.MarkupLine($"[grey]loading {preset} ({checkpoint}) narrow, widened to float32{(withInt8 ? " and int8" : "")}…[/]");
         using var narrow = LlmEngine.Load(dir, Options("auto"));
         using var wide = LlmEngine.Load(dir, Options("float32"));
+        using var int8 = withInt8 ? LlmEngine.Load(dir, Options("auto", "int8")) : null;
 
         var cells = new List<Cell>();
         foreach (int batch in batches)
         {
-            double bestNarrow = 0, bestWide = 0;
+            double bestNarrow = 0, bestWide = 0, bestInt8 = 0;
             bool same = true;
+            int int8Leading = int.MaxValue;
             for (int round = 0; round < rounds; round++)
             {
                 var (narrowRate, narrowIds) = await Decode(narrow, batch, tokens);
@@ -86,16 +94,28 @@ internal static class WeightWidthBench
                 same &= narrowIds.SequenceEqual(wideIds);
                 bestNarrow = Math.Max(bestNarrow, narrowRate);
                 bestWide = Math.Max(bestWide, wideRate);
-                AnsiConsole.MarkupLine($"batch {batch} round {round + 1}: narrow {narrowRate:F2} tok/s, float32 {wideRate:F2} tok/s");
+                string int8Text = "";
+                if (int8 is not null)
+                {
+                    var (int8Rate, int8Ids) = await Decode(int8, batch, tokens);
+                    bestInt8 = Math.Max(bestInt8, int8Rate);
+                    int8Leading = Math.Min(int8Leading, wideIds.Zip(int8Ids).TakeWhile(p => p.First == p.Second).Count());
+                    int8Text = $", int8 {int8Rate:F2} tok/s";
+                }
+                AnsiConsole.MarkupLine($"batch {batch} round {round + 1}: narrow {narrowRate:F2} tok/s, float32 {wideRate:F2} tok/s{int8Text}");
             }
-            cells.Add(new Cell(preset, checkpoint.ToString(), batch, bestNarrow, bestWide, bestNarrow / bestWide, same));
+            cells.Add(new Cell(preset, checkpoint.ToString(), batch, bestNarrow, bestWide, bestNarrow / bestWide, same,
+                int8 is null ? null : bestInt8, int8 is null ? null : bestInt8 / bestWide, int8 is null ? null : bestInt8 / bestNarrow, int8 is null ? null : int8Leading));
         }
         string loadAfter = LoadAverage();
 
-        var table = new Table().AddColumns("preset", "checkpoint", "batch", "narrow tok/s", "float32 tok/s", "narrow / float32", "greedy ids equal");
+        var table = new Table().AddColumns("preset", "checkpoint", "batch", "narrow tok/s", "float32 tok/s", "narrow / float32", "greedy ids equal",
+            "int8 tok/s", "int8 / float32", "int8 / narrow", "int8 leading ids = float32");
         foreach (var cell in cells)
             table.AddRow(cell.Preset, cell.Checkpoint, cell.Batch.ToString(), cell.NarrowTokensPerSecond.ToString("F2"),
-                cell.Float32TokensPerSecond.ToString("F2"), cell.Ratio.ToString("F2") + "×", cell.GreedyIdsEqual ? "yes" : "NO");
+                cell.Float32TokensPerSecond.ToString("F2"), cell.Ratio.ToString("F2") + "×", cell.GreedyIdsEqual ? "yes" : "NO",
+                cell.Int8TokensPerSecond?.ToString("F2") ?? "-", cell.Int8OverFloat32 is { } f ? f.ToString("F2") + "×" : "-",
+                cell.Int8OverNarrow is { } n ? n.ToString("F2") + "×" : "-", cell.Int8LeadingIdsEqual is { } l ? $"{l} of {tokens}" : "-");
         AnsiConsole.Write(table);
         AnsiConsole.MarkupLine($"best of {rounds} interleaved rounds; load average before {loadBefore}, after {loadAfter}");
 

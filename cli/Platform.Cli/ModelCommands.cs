@@ -159,14 +159,15 @@ internal static class ModelCommands
         var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "float32" };
         var weightDtype = new Option<string>("--weight-dtype") { Description = "Width the weight matrices are held in: auto (the checkpoint's bfloat16/float16, widened in registers), float32, bfloat16, float16", DefaultValueFactory = _ => WeightDtype.Auto };
         var device = new Option<string>(WorkerSwitches.Device) { Description = ComputeDevice.HelpText, DefaultValueFactory = _ => ComputeDevice.CpuName };
-        var command = new Command("logits", "Write the logits of every prompt position as a float32 .npy [n_tokens, vocab]") { model, ids, output, dtype, weightDtype, device };
+        var quantization = new Option<string>("--quantization") { Description = "none, or int8: decoder-layer weights quantized at load (one fp16 scale per 32 inputs, ~1.06 bytes per weight; float32 compute only)", DefaultValueFactory = _ => Quantization.None };
+        var command = new Command("logits", "Write the logits of every prompt position as a float32 .npy [n_tokens, vocab]") { model, ids, output, dtype, weightDtype, quantization, device };
         command.SetAction(parse =>
         {
             try
             {
                 var tokens = ModelLoading.ParseIds(parse.GetValue(ids)!);
                 var logits = LogitsDump.Compute(parse.GetValue(model)!, tokens, TorchDtypes.Parse(parse.GetValue(dtype)!), parse.GetValue(weightDtype)!,
-                    TorchDevices.Resolve(ComputeDevice.Parse(parse.GetValue(device))));
+                    parse.GetValue(quantization)!, TorchDevices.Resolve(ComputeDevice.Parse(parse.GetValue(device))));
                 Npy.WriteFloat32(parse.GetValue(output)!, logits, tokens.Count, logits.Length / tokens.Count);
                 return 0;
             }

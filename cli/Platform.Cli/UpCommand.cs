@@ -57,7 +57,8 @@ internal static class UpCommand
         };
         var weightDtype = new Option<string?>("--weight-dtype") { Description = "Width the weight matrices are held in: auto (the checkpoint's bfloat16/float16, widened in registers), float32, bfloat16, float16" };
         var device = new Option<string>(WorkerSwitches.Device) { Description = ComputeDevice.HelpText + "; every worker gets it", DefaultValueFactory = _ => ComputeDevice.CpuName };
-        var command = new Command("up", "Run router and workers on this machine") { weightDtype, device, model, demo, workers, port, policy, kvBlocks, kvTokens, maxContext, apiKey, servedName, chatTemplate, toolCallParser, distAttention, kvTier, redis, hostMemory, garnetMemory, workerMemory };
+        var quantization = new Option<string?>("--quantization") { Description = "none, or int8: decoder-layer weights quantized at load (one fp16 scale per 32 inputs, ~1.06 bytes per weight; float32 compute only)" };
+        var command = new Command("up", "Run router and workers on this machine") { weightDtype, quantization, device, model, demo, workers, port, policy, kvBlocks, kvTokens, maxContext, apiKey, servedName, chatTemplate, toolCallParser, distAttention, kvTier, redis, hostMemory, garnetMemory, workerMemory };
         command.SetAction(async (parse, ct) =>
         {
             int n = parse.GetValue(workers);
@@ -171,6 +172,7 @@ internal static class UpCommand
                         MaxContext = parse.GetValue(maxContext),
                         WeightDtype = parse.GetValue(weightDtype),
                         Device = computeDevice.IsCpu ? null : computeDevice.ToString(),
+                        Quantization = parse.GetValue(quantization),
                         ServedModelName = served,
                         KvTier = tier,
                         KvHostMemory = tier != "off" ? parse.GetValue(hostMemory)! : null,

@@ -36,6 +36,11 @@ public sealed record EngineOptions
     /// cuda[:N] (the device-generic libtorch path, LlamaModel.Device.cs); parsed by Platform.Core's ComputeDevice.
     /// </summary>
     public string Device { get; init; } = Platform.Core.Workers.ComputeDevice.CpuName;
+    /// <summary>
+    /// none, or int8: the decoder layers' projections quantized at load (symmetric, one fp16 scale per 32
+    /// inputs; about 1.06 bytes per weight) and multiplied by the int8 GEMV; float32 compute only (Model.Quantization).
+    /// </summary>
+    public string Quantization { get; init; } = Model.Quantization.None;
     /// <summary>Threads for libtorch and our kernels; default: every core.</summary>
     public int? Threads { get; init; }
     /// <summary>Caps the context below the model's max_position_embeddings.</summary>
@@ -75,6 +80,12 @@ public sealed record EngineOptions
         if (Threads is < 1) throw new ArgumentException($"Threads must be positive, got {Threads}.");
         if (Model.WeightDtype.Validate(WeightDtype) is { } weightDtypeError) throw new ArgumentException($"WeightDtype: {weightDtypeError}");
         if (Platform.Core.Workers.ComputeDevice.Validate(Device) is { } deviceError) throw new ArgumentException($"Device: {deviceError}");
+        if (Model.Quantization.Validate(Quantization) is { } quantizationError) throw new ArgumentException($"Quantization: {quantizationError}");
+        if (Quantization.Equals(Model.Quantization.Q8, StringComparison.OrdinalIgnoreCase) && !ComputeDtype.Equals("float32", StringComparison.OrdinalIgnoreCase))
+            throw new ArgumentException($"Quantization: int8 needs ComputeDtype float32 (its kernels widen int8 to float32), got {ComputeDtype}; use float32 compute or quantization none.");
+        if (Quantization.Equals(Model.Quantization.Q8, StringComparison.OrdinalIgnoreCase) && Platform.Core.Workers.ComputeDevice.Validate(Device) is null
+            && !Platform.Core.Workers.ComputeDevice.Parse(Device).IsCpu)
+            throw new ArgumentException($"Quantization: int8 runs on the CPU kernels only, but Device is {Device}; use quantization none on a GPU.");
         if (MaxContextTokens is < 1) throw new ArgumentException($"MaxContextTokens must be positive, got {MaxContextTokens}.");
     }
 }

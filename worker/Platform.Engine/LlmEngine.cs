@@ -111,7 +111,7 @@ public sealed partial class LlmEngine : IDisposable
     {
         options.Validate();
         var device = TorchDevices.Resolve(Platform.Core.Workers.ComputeDevice.Parse(options.Device));
-        var model = LlamaModel.Load(modelDirectory, TorchDtypes.Parse(options.ComputeDtype), progress, options.WeightDtype, device);
+        var model = LlamaModel.Load(modelDirectory, TorchDtypes.Parse(options.ComputeDtype), progress, options.WeightDtype, options.Quantization, device);
         try
         {
             HfTokenizer? tokenizer = File.Exists(Path.Combine(modelDirectory, "tokenizer.json")) || File.Exists(Path.Combine(modelDirectory, "vocab.json"))

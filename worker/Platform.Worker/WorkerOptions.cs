@@ -142,6 +142,7 @@ public static class WorkerCommandLine
         [WorkerSwitches.Dtype] = "Worker:Engine:ComputeDtype",
         [WorkerSwitches.WeightDtype] = "Worker:Engine:WeightDtype",
         [WorkerSwitches.Device] = "Worker:Engine:Device",
+        [WorkerSwitches.Quantization] = "Worker:Engine:Quantization",
         [WorkerSwitches.Threads] = "Worker:Engine:Threads",
         [WorkerSwitches.MaxContext] = "Worker:Engine:MaxContextTokens",
         [WorkerSwitches.Seed] = "Worker:Engine:DefaultSeed",
@@ -210,6 +211,8 @@ public static class WorkerCommandLine
                                       bfloat16/float16, widened in registers; float32 widens them at load)
           --device cpu|cuda[:N]       where the model, KV cache and sampling live (default cpu; cuda needs the
                                       CUDA build, -p:TorchBackend=cuda, and a GPU: it stops at start otherwise)
+          --quantization none|int8    int8: decoder-layer projections quantized at load (one fp16 scale per 32
+                                      inputs, ~1.06 bytes per weight; needs --dtype float32; default none)
           --target-step-ms N          target time of one engine step: prefill chunks are sized by their cost
                                       (attention grows with the context) so decodes, new requests and aborts
                                       wait at most about this long behind a long prompt (default 250; 0 = tokens only)
@@ -310,7 +313,7 @@ internal sealed class WorkerOptionsValidator : IValidateOptions<WorkerOptions>
         }
         catch (ArgumentException e)
         {
-            errors.Add($"engine: {e.Message} (engine switches: --block-size, --weight-dtype, --device, --max-batch-tokens, --target-step-ms, --max-running-requests, --kv-blocks, --kv-bytes, --kv-memory-fraction, --threads, --max-context).");
+            errors.Add($"engine: {e.Message} (engine switches: --block-size, --weight-dtype, --quantization, --device, --max-batch-tokens, --target-step-ms, --max-running-requests, --kv-blocks, --kv-bytes, --kv-memory-fraction, --threads, --max-context).");
         }
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }

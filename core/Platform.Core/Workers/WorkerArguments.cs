@@ -27,6 +27,8 @@ public sealed record WorkerArguments
     public string? WeightDtype { get; init; }
     /// <summary>cpu or cuda[:N] (ComputeDevice); null leaves the worker's default, cpu.</summary>
     public string? Device { get; init; }
+    /// <summary>Weight quantization (none, int8).</summary>
+    public string? Quantization { get; init; }
     public long? MaxContext { get; init; }
     public int? BlockSize { get; init; }
     public int? MaxBatchTokens { get; init; }
@@ -96,6 +98,7 @@ public sealed record WorkerArguments
         Add(WorkerSwitches.Dtype, Dtype);
         Add(WorkerSwitches.WeightDtype, WeightDtype);
         Add(WorkerSwitches.Device, Device);
+        Add(WorkerSwitches.Quantization, Quantization);
         Add(WorkerSwitches.MaxContext, MaxContext?.ToString(inv));
         Add(WorkerSwitches.BlockSize, BlockSize?.ToString(inv));
         Add(WorkerSwitches.MaxBatchTokens, MaxBatchTokens?.ToString(inv));

@@ -34,6 +34,8 @@ public static class WorkerSwitches
     public const string WeightDtype = "--weight-dtype";
     /// <summary>Where the engine computes: cpu (default) or cuda[:N]; values parsed by ComputeDevice.</summary>
     public const string Device = "--device";
+    /// <summary>Weight quantization: none, or int8 (one fp16 scale per 32 inputs; float32 compute only).</summary>
+    public const string Quantization = "--quantization";
     public const string Threads = "--threads";
     public const string MaxContext = "--max-context";
     public const string Seed = "--seed";

@@ -53,12 +53,16 @@ public sealed partial class LlamaModel : IDisposable
     /// <summary>The dtype the projection and embedding matrices are held in (WeightDtype).</summary>
     public ScalarType WeightType => _weights.WeightType;
 
+    /// <summary>How many projections are held as int8 (Quantization.Q8); 0 without quantization.</summary>
+    public int Int8Projections => _weights.Int8Projections;
+
     /// <param name="device">Where the weights go (LlamaModel.Device.cs); null or cpu keeps them on the host.</param>
-    public static LlamaModel Load(string modelDirectory, ScalarType dtype, IProgress<double>? progress = null, string weightDtype = WeightDtype.Auto, Device? device = null)
+    public static LlamaModel Load(string modelDirectory, ScalarType dtype, IProgress<double>? progress = null, string weightDtype = WeightDtype.Auto,
+        string quantization = Quantization.None, Device? device = null)
     {
         NativeRuntime.Configure();
         var config = ModelConfig.Load(modelDirectory);
-        var weights = LlamaWeights.Load(modelDirectory, config, dtype, progress, WeightDtypeFor(weightDtype, dtype, device));
+        var weights = LlamaWeights.Load(modelDirectory, config, dtype, progress, WeightDtypeFor(weightDtype, dtype, device), quantization);
         return new LlamaModel(config, PlaceOn(weights, device), dtype);
     }
 

@@ -13,6 +13,10 @@
 // fused matrices are copied once into one tensor, and a width conversion
 // (e.g. --weight-dtype float32 on a bf16 checkpoint) is libtorch's multi-threaded
 // copy. A warm start then costs reading the header, not a copy of the model.
+// With --quantization int8 each decoder-layer projection is quantized right after
+// it is loaded and fused (QuantizationQ8, on every core) and its wide copy freed
+// at once; a matrix whose input width is not a multiple of 32 stays in the weight
+// dtype. The embedding and the LM head stay in the weight dtype (docs/engine.md).
 using Platform.Core;
 using Platform.Core.Models;
 using Platform.Core.Safetensors;
@@ -52,6 +56,8 @@ public sealed class LlamaWeights : IDisposable
     private ModelWeights? Files { get; init; }
     /// <summary>Bytes of weights used in place from the memory-mapped checkpoint (no copy).</summary>
     public long MappedBytes { get; init; }
+    /// <summary>How many projections are held as int8 (Quantization.Q8); 0 without quantization.</summary>
+    public int Int8Projections { get; init; }
 
     /// <summary>The embedding rows of <paramref name="ids"/> in <paramref name="compute"/> (a narrow embedding widened; exact).</summary>
     public Tensor Embed(Tensor ids, ScalarType compute)
@@ -60,12 +66,12 @@ public sealed class LlamaWeights : IDisposable
         return rows.dtype == compute ? rows : rows.to_type(compute);
     }
 
-    public static LlamaWeights Load(string modelDirectory, ModelConfig config, ScalarType dtype, IProgress<double>? progress = null, string weightDtype = WeightDtype.Auto)
+    public static LlamaWeights Load(string modelDirectory, ModelConfig config, ScalarType dtype, IProgress<double>? progress = null, string weightDtype = WeightDtype.Auto, string quantization = Quantization.None)
     {
         var files = ModelWeights.Open(modelDirectory);
         try
         {
-            return Load(files, config, dtype, progress, weightDtype);
+            return Load(files, config, dtype, progress, weightDtype, quantization);
         }
         catch
         {
@@ -75,8 +81,9 @@ public sealed class LlamaWeights : IDisposable
     }
 
     [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA2000:Dispose objects before losing scope", Justification = "A failed load disposes every finished layer (catch below); only the tensors of a layer whose initializer threw part-way are left to the GC, and a failed load ends the worker (exit code 3).")]
-    private static LlamaWeights Load(ModelWeights files, ModelConfig config, ScalarType dtype, IProgress<double>? progress, string weightDtype)
+    private static unsafe LlamaWeights Load(ModelWeights files, ModelConfig config, ScalarType dtype, IProgress<double>? progress, string weightDtype, string quantization)
     {
+        bool int8 = Quantization.IsInt8(quantization, dtype);
         var (_, firstProjection) = files.Get("model.layers.0.self_attn.q_proj.weight");
         ScalarType weightType = WeightDtype.Resolve(weightDtype, firstProjection.Dtype, dtype);
         bool tied = config.TieWordEmbeddings || !files.Contains("lm_head.weight");
@@ -91,7 +98,15 @@ public sealed class LlamaWeights : IDisposable
         }
 
         long totalBytes = expected.Sum(e => e.Shape.Aggregate(1L, (a, b) => a * b));
-        long loaded = 0, residentBytes = 0, mappedBytes = 0;
+        // With int8, quantizing a matrix is reported as much work as loading it.
+        long toQuantize = int8
+            ? expected.Where(e => e.Name.StartsWith("model.layers.", StringComparison.Ordinal) && e.Name.EndsWith("_proj.weight", StringComparison.Ordinal) && QuantizationQ8.Supports(e.Shape[^1]))
+                .Sum(e => e.Shape.Aggregate(1L, (a, b) => a * b))
+            : 0;
+        double work = totalBytes + toQuantize;
+        long loaded = 0, quantized = 0, residentBytes = 0, mappedBytes = 0;
+        int int8Projections = 0;
+        var mapped = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
         // One tensor of `type` from the named checkpoint tensors stacked along dim 0 (one name: the tensor itself).
         Tensor LoadAs(ScalarType type, params string[] names)
         {
@@ -104,9 +119,37 @@ public sealed class LlamaWeights : IDisposable
             long elements = parts.Sum(p => p.Info.ElementCount);
             loaded += elements;
             residentBytes += elements * TorchDtypes.ElementSize(type);
-            if (inPlace) mappedBytes += elements * TorchDtypes.ElementSize(type);
-            progress?.Report((double)loaded / totalBytes);
+            if (inPlace)
+            {
+                mappedBytes += elements * TorchDtypes.ElementSize(type);
+                mapped.Add(t);
+            }
+            progress?.Report((loaded + quantized) / work);
             return t;
+        }
+        Projection Project(Tensor weight, Tensor? bias)
+        {
+            if (!int8 || !QuantizationQ8.Supports(weight.shape[1]))
+                return new Projection(weight, bias);
+            long count = weight.numel();
+            int inFeatures = (int)weight.shape[1];
+            Tensor packed;
+            using (weight)
+            {
+                packed = QuantizationQ8.Quantize(weight);
+                if (mapped.Remove(weight))
+                {
+                    // The int8 copy is what stays: the checkpoint's bytes need not stay resident too.
+                    long bytes = count * TorchDtypes.ElementSize(weight.dtype);
+                    MappedTensors.Release(TensorPointers.Data(weight), bytes);
+                    mappedBytes -= bytes;
+                }
+            }
+            int8Projections++;
+            quantized += count;
+            residentBytes += packed.numel() - count * TorchDtypes.ElementSize(weightType);
+            progress?.Report((loaded + quantized) / work);
+            return Projection.FromInt8Rows(packed, inFeatures, bias);
         }
         Tensor Load(string name) => LoadAs(dtype, name);
         Tensor LoadMatrix(string name) => LoadAs(weightType, name);
@@ -122,13 +165,13 @@ public sealed class LlamaWeights : IDisposable
                 layers[i] = new LayerWeights
                 {
                     InputNorm = Load(p + "input_layernorm.weight"),
-                    Qkv = new Projection(
+                    Qkv = Project(
                         LoadAs(weightType, p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"),
                         config.AttentionBias ? LoadAs(dtype, p + "self_attn.q_proj.bias", p + "self_attn.k_proj.bias", p + "self_attn.v_proj.bias") : null),
-                    O = new Projection(LoadMatrix(p + "self_attn.o_proj.weight"), null),
+                    O = Project(LoadMatrix(p + "self_attn.o_proj.weight"), null),
                     PostNorm = Load(p + "post_attention_layernorm.weight"),
-                    GateUp = new Projection(LoadAs(weightType, p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"), null),
-                    Down = new Projection(LoadMatrix(p + "mlp.down_proj.weight"), null),
+                    GateUp = Project(LoadAs(weightType, p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"), null),
+                    Down = Project(LoadMatrix(p + "mlp.down_proj.weight"), null),
                 };
             }
             var finalNorm = Load("model.norm.weight");
@@ -143,6 +186,7 @@ public sealed class LlamaWeights : IDisposable
                 WeightType = weightType,
                 Files = files,
                 MappedBytes = mappedBytes,
+                Int8Projections = int8Projections,
             };
         }
         catch

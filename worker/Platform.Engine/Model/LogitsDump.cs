@@ -9,9 +9,9 @@ namespace Platform.Engine.Model;
 public static class LogitsDump
 {
     /// <param name="device">Where to run (null: cpu); off cpu the device-generic path runs and the logits are copied back.</param>
-    public static float[] Compute(string modelDirectory, IReadOnlyList<int> tokens, ScalarType dtype, string weightDtype = WeightDtype.Auto, Device? device = null)
+    public static float[] Compute(string modelDirectory, IReadOnlyList<int> tokens, ScalarType dtype, string weightDtype = WeightDtype.Auto, string quantization = Quantization.None, Device? device = null)
     {
-        using var model = LlamaModel.Load(modelDirectory, dtype, weightDtype: weightDtype, device: device);
+        using var model = LlamaModel.Load(modelDirectory, dtype, weightDtype: weightDtype, quantization: quantization, device: device);
         var c = model.Config;
         foreach (int t in tokens)
             if (t < 0 || t >= c.VocabSize) throw new ArgumentException($"token id {t} is outside the vocabulary [0, {c.VocabSize}).");

@@ -12,6 +12,10 @@
 // output rows at a time (WideningBlockBytes of fp32, freed after its GEMM):
 // resident memory stays the narrow W plus one block, and the widening pass (a
 // read of W at memory speed) is small next to a prefill GEMM over >16 rows.
+//
+// With --quantization int8, W is a uint8 tensor of QuantizationQ8 rows (FromInt8Rows): the GEMV reads
+// the int8 blocks, and above MaxGemvRows each block of output rows is dequantized to fp32 the
+// same way (LinearDequantizing), so prefill still runs on libtorch's GEMM.
 using Platform.Engine.Kernels;
 using Platform.Engine.Torch;
 using TorchSharp;
@@ -37,6 +41,28 @@ public sealed unsafe class Projection
     /// <summary>Set false to force libtorch for every batch size (benchmarks' baseline).</summary>
     public static bool UseGemv { get; set; } = true;
 
+    /// <summary>True when <see cref="Weight"/> holds int8 rows in <see cref="QuantizationQ8"/>'s format ([Out, RowBytes] uint8).</summary>
+    public bool IsInt8 { get; }
+
+    /// <summary>A projection over int8 rows (<see cref="QuantizationQ8.Quantize"/>'s output) of <paramref name="inFeatures"/> weights each.</summary>
+    public static Projection FromInt8Rows(Tensor packed, int inFeatures, Tensor? bias) => new(packed, inFeatures, bias);
+
+    private Projection(Tensor packed, int inFeatures, Tensor? bias)
+    {
+        if (packed.dtype != ScalarType.Byte || packed.dim() != 2 || packed.shape[1] != QuantizationQ8.RowBytes(inFeatures)
+            || !packed.is_contiguous() || packed.device_type != DeviceType.CPU)
+            throw new ArgumentException($"int8 weights must be a contiguous CPU uint8 tensor [outFeatures, {QuantizationQ8.RowBytes(inFeatures)}].", nameof(packed));
+        if (bias is not null && (bias.dtype != ScalarType.Float32 || !bias.is_contiguous()))
+            throw new ArgumentException("an int8 projection's bias must be a contiguous float32 tensor.", nameof(bias));
+        Weight = packed;
+        Bias = bias;
+        IsInt8 = true;
+        OutFeatures = (int)packed.shape[0];
+        InFeatures = inFeatures;
+        _weight = TensorPointers.Data(packed);
+        if (bias is not null) _bias = TensorPointers.Float32(bias);
+    }
+
     public Projection(Tensor weight, Tensor? bias)
     {
         Weight = weight;
@@ -61,6 +87,11 @@ public sealed unsafe class Projection
     /// </summary>
     public void Forward(float* x, int rows, float* y)
     {
+        if (IsInt8)
+        {
+            Gemv.MatVecQ8((byte*)_weight, OutFeatures, InFeatures, x, rows, y, _bias);
+            return;
+        }
         switch (Weight.dtype)
         {
             case ScalarType.BFloat16:
@@ -78,6 +109,8 @@ public sealed unsafe class Projection
     public Tensor Forward(Tensor x)
     {
         long rows = x.shape[0];
+        if (IsInt8 && (!UseGemv || rows == 0 || rows > MaxGemvRows || x.dtype != ScalarType.Float32))
+            return LinearDequantizing(x);
         if (!UseGemv || _weight == null || rows == 0 || rows > MaxGemvRows || x.dtype != ScalarType.Float32 || x.device_type != DeviceType.CPU)
             return ForwardLibtorch(x);
         var input = x.contiguous();
@@ -102,6 +135,28 @@ public sealed unsafe class Projection
             using var block = narrowBlock.to_type(x.dtype);
             using var biasBlock = Bias?.narrow(0, start, count).to_type(x.dtype);
             using var product = torch.nn.functional.linear(x, block, biasBlock);
+            using var target = output.narrow(1, start, count);
+            target.copy_(product);
+        }
+        return output;
+    }
+
+    /// <summary>libtorch's linear over int8 W, dequantized to fp32 one block of output rows at a time (see header).</summary>
+    private Tensor LinearDequantizing(Tensor x)
+    {
+        if (x.dtype != ScalarType.Float32 || x.device_type != DeviceType.CPU)
+            throw new InvalidOperationException($"an int8 projection takes float32 CPU activations, got {x.dtype} on {x.device_type}.");
+        long rows = x.shape[0];
+        var output = torch.empty([rows, OutFeatures], ScalarType.Float32);
+        int blockRows = (int)Math.Clamp(WideningBlockBytes / ((long)InFeatures * sizeof(float)), 1, OutFeatures);
+        using var block = torch.empty([blockRows, InFeatures], ScalarType.Float32);
+        for (int start = 0; start < OutFeatures; start += blockRows)
+        {
+            int count = Math.Min(blockRows, OutFeatures - start);
+            QuantizationQ8.DequantizeRows((byte*)_weight, InFeatures, start, count, TensorPointers.Float32(block));
+            using var rowsOfBlock = block.narrow(0, 0, count);
+            using var biasBlock = Bias?.narrow(0, start, count);
+            using var product = torch.nn.functional.linear(x, rowsOfBlock, biasBlock);
             using var target = output.narrow(1, start, count);
             target.copy_(product);
         }
