@@ -17,10 +17,22 @@
 //  * bound: bytes read per decode step (all weights but the embedding, plus the
 //    KV of B contexts) divided by the two-core streaming-read bandwidth, as
 //    tokens/s; decode is reported as a fraction of it.
-// Figures are printed as a table and written as JSON (bench/results/engine-*.json).
+//  * prefill GFLOP/s: weight FLOPs (2 per weight per prompt token, the output head
+//    once per request) plus causal attention FLOPs (QKᵀ and PV: 4·layers·heads·
+//    head_dim·C(C+1)/2 per request) over the prefill time, beside the fp32 matmul
+//    rate of a large libtorch GEMM measured in the same run. TTFT is that prefill
+//    time (at batch B, until every request has its first token). Batch 1 prefill
+//    is always measured; larger batches only up to --max-prefill-tokens.
+// Figures are printed as a table and written as JSON (bench/results/engine-*.json),
+// with two PNG charts beside it: decode against context with its bound, prefill
+// GFLOP/s against the matmul rate.
+// With --peer-llamacpp DIR and/or --peer-llama2c PATH it also sets the engine beside
+// those programs (Peers/PeerBench.cs); given alone, only the peers run.
 using System.Diagnostics;
 using System.Text.Json;
 using Platform.Bench.Models;
+using Platform.Bench.Peers;
+using Platform.Bench.Plots;
 using Platform.Core.Models;
 using Platform.Engine;
 using Platform.Engine.Kernels;
@@ -31,8 +43,11 @@ namespace Platform.Bench;
 
 internal static class EngineBench
 {
-    private sealed record Cell(string Preset, int Context, int Batch, double? PrefillTokensPerSecond, double DecodeTokensPerSecond,
-        double DecodeBoundTokensPerSecond, double DecodeFractionOfBound, long BytesPerDecodeStep);
+    private sealed record Cell(string Preset, int Context, int Batch, double? PrefillTokensPerSecond, double? PrefillGflopsPerSecond, double? TtftSeconds,
+        double DecodeTokensPerSecond, double DecodeBoundTokensPerSecond, double DecodeFractionOfBound, long BytesPerDecodeStep);
+
+    private const string Usage = "usage: engine [--preset small|medium]... [--context N[,N...]]... [--batch N[,N...]]... [--decode-tokens N] [--threads N] "
+        + "[--max-prefill-tokens N] [--json FILE] [--peer-llamacpp DIR] [--peer-llama2c PATH] [--peer-preset medium] [--peer-tokens N] [--rounds N]";
 
     public static async Task<int> Run(string[] args)
     {
@@ -41,22 +56,43 @@ internal static class EngineBench
         var batches = new List<int>();
         int decodeTokens = 16, threads = Environment.ProcessorCount;
         long maxPrefill = 16384;
-        string? jsonPath = null;
+        string? jsonPath = null, llamaCppDir = null, llama2cBinary = null;
+        string peerPreset = "medium";
+        int peerTokens = 32, rounds = 3;
+        static IEnumerable<string> List(string value) => value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         for (int i = 0; i < args.Length; i++)
         {
             switch (args[i])
             {
-                case "--preset" when i + 1 < args.Length: presets.Add(args[++i]); break;
-                case "--context" when i + 1 < args.Length: contexts.Add(int.Parse(args[++i])); break;
-                case "--batch" when i + 1 < args.Length: batches.Add(int.Parse(args[++i])); break;
+                case "--preset" when i + 1 < args.Length: presets.AddRange(List(args[++i])); break;
+                case "--context" when i + 1 < args.Length: contexts.AddRange(List(args[++i]).Select(int.Parse)); break;
+                case "--batch" when i + 1 < args.Length: batches.AddRange(List(args[++i]).Select(int.Parse)); break;
+                case "--peer-llamacpp" when i + 1 < args.Length: llamaCppDir = args[++i]; break;
+                case "--peer-llama2c" when i + 1 < args.Length: llama2cBinary = args[++i]; break;
+                case "--peer-preset" when i + 1 < args.Length: peerPreset = args[++i]; break;
+                case "--peer-tokens" when i + 1 < args.Length: peerTokens = int.Parse(args[++i]); break;
+                case "--rounds" when i + 1 < args.Length: rounds = int.Parse(args[++i]); break;
                 case "--decode-tokens" when i + 1 < args.Length: decodeTokens = int.Parse(args[++i]); break;
                 case "--threads" when i + 1 < args.Length: threads = int.Parse(args[++i]); break;
                 case "--max-prefill-tokens" when i + 1 < args.Length: maxPrefill = long.Parse(args[++i]); break;
                 case "--json" when i + 1 < args.Length: jsonPath = args[++i]; break;
                 default:
                     Console.Error.WriteLine($"unknown or incomplete argument '{args[i]}'");
-                    Console.Error.WriteLine("usage: engine [--preset small|medium]... [--context N]... [--batch N]... [--decode-tokens N] [--threads N] [--max-prefill-tokens N] [--json FILE]");
+                    Console.Error.WriteLine(Usage);
                     return 2;
+            }
+        }
+        bool peers = llamaCppDir is not null || llama2cBinary is not null;
+        PeerReport? peerReport = null;
+        if (peers)
+        {
+            KernelThreads.Count = threads;
+            peerReport = await new PeerBench(peerPreset, threads, peerTokens, rounds).RunAsync(llamaCppDir, llama2cBinary);
+            PeerBench.Print(peerReport);
+            if (presets.Count == 0 && contexts.Count == 0 && batches.Count == 0)
+            {
+                await WriteJson(jsonPath, new { machine = new { cores = Environment.ProcessorCount, threads }, peers = peerReport });
+                return 0;
             }
         }
         if (presets.Count == 0) presets.AddRange(["small", "medium"]);
@@ -67,18 +103,21 @@ internal static class EngineBench
         AnsiConsole.MarkupLine("[grey]measuring two-core streaming-read bandwidth…[/]");
         double bandwidth = MemoryBandwidth.MeasureStreamingReadGBps(threads: threads, repeats: 10);
         AnsiConsole.MarkupLine($"streaming read: [bold]{bandwidth:F1} GB/s[/] ({threads} threads)");
+        double matmulGflops = MeasureMatmulGflops(threads);
+        AnsiConsole.MarkupLine($"fp32 matmul (libtorch, 2048³): [bold]{matmulGflops:F1} GFLOP/s[/]");
 
         var cells = new List<Cell>();
         foreach (var preset in presets)
         {
             string dir = BenchModels.Ensure(preset);
             int maxContext = contexts.Max() + decodeTokens + 64;
+            int maxBatch = batches.Max();
             long kvTokens = (long)maxContext * batches.Max() + maxContext * 2;
             var options = new EngineOptions
             {
                 Threads = threads,
                 MaxBatchTokens = 2048,
-                MaxRunningRequests = Math.Max(64, batches.Max()),
+                MaxRunningRequests = Math.Max(64, maxBatch),
                 NumKvBlocks = (int)(kvTokens / 16 + 64),
                 DefaultSeed = 1,
             };
@@ -88,43 +127,95 @@ internal static class EngineBench
             long weightBytes = WeightBytesPerStep(c);
             long kvBytesPerToken = 2L * c.NumLayers * c.NumKvHeads * c.HeadDim * 4;
             int seed = 0;
-            foreach (int context in contexts)
+            foreach (int asked in contexts)
             {
+                // A prompt plus its decoded tokens must fit the model's context (32K presets at --context 32768).
+                int context = Math.Min(asked, engine.MaxContextTokens - decodeTokens - 1);
+                if (context != asked) AnsiConsole.MarkupLine($"[grey]context {asked} measured as {context}: prompt and {decodeTokens} decoded tokens fit {engine.MaxContextTokens}[/]");
                 foreach (int batch in batches)
                 {
-                    double? prefill = null;
-                    if ((long)batch * context <= maxPrefill)
-                        prefill = await MeasurePrefill(engine, batch, context, ++seed);
+                    double? prefillSeconds = null;
+                    if (batch == 1 || (long)batch * context <= maxPrefill)
+                        prefillSeconds = await MeasurePrefill(engine, batch, context, ++seed);
+                    double? prefill = batch * context / prefillSeconds;
+                    double? gflops = batch * PrefillFlops(c, context) / prefillSeconds / 1e9;
                     double decode = await MeasureDecode(engine, batch, context, decodeTokens, ++seed);
                     long stepBytes = weightBytes + batch * (long)context * kvBytesPerToken;
                     double bound = batch / (stepBytes / (bandwidth * 1e9));
-                    var cell = new Cell(preset, context, batch, prefill, decode, bound, decode / bound, stepBytes);
+                    var cell = new Cell(preset, context, batch, prefill, gflops, prefillSeconds, decode, bound, decode / bound, stepBytes);
                     cells.Add(cell);
-                    AnsiConsole.MarkupLine($"{preset} ctx {context,5} batch {batch,2}: prefill {(prefill is { } p ? $"{p,8:F1}" : "    skip")} tok/s, decode {decode,8:F1} tok/s = {decode / bound:P0} of bound {bound:F1}");
+                    AnsiConsole.MarkupLine($"{preset} ctx {context,5} batch {batch,2}: prefill {(prefill is { } p ? $"{p,8:F1} tok/s, {gflops,6:F1} GFLOP/s, TTFT {prefillSeconds,7:F2} s" : "    skip")}, "
+                        + $"decode {decode,8:F1} tok/s = {decode / bound:P0} of bound {bound:F1}");
                 }
             }
         }
 
-        var table = new Table().AddColumns("preset", "context", "batch", "prefill tok/s", "decode tok/s", "bound tok/s", "of bound", "decode vs batch 1");
+        var table = new Table().AddColumns("preset", "context", "batch", "prefill tok/s", "prefill GFLOP/s", "TTFT s", "decode tok/s", "bound tok/s", "of bound", "decode vs batch 1");
         foreach (var cell in cells)
         {
             var b1 = cells.FirstOrDefault(x => x.Preset == cell.Preset && x.Context == cell.Context && x.Batch == 1);
             table.AddRow(cell.Preset, cell.Context.ToString(), cell.Batch.ToString(),
                 cell.PrefillTokensPerSecond is { } p ? p.ToString("F1") : "skipped",
+                cell.PrefillGflopsPerSecond is { } g ? g.ToString("F1") : "-",
+                cell.TtftSeconds is { } t ? t.ToString("F2") : "-",
                 cell.DecodeTokensPerSecond.ToString("F1"), cell.DecodeBoundTokensPerSecond.ToString("F1"),
                 cell.DecodeFractionOfBound.ToString("P0"), b1 is null ? "" : (cell.DecodeTokensPerSecond / b1.DecodeTokensPerSecond).ToString("F1") + "×");
         }
         AnsiConsole.Write(table);
+        AnsiConsole.MarkupLine($"fp32 matmul rate {matmulGflops:F1} GFLOP/s, streaming read {bandwidth:F1} GB/s, {threads} threads");
 
+        jsonPath = await WriteJson(jsonPath, new
+        {
+            machine = new { cores = Environment.ProcessorCount, threads, streaming_read_gbps = bandwidth, matmul_gflops = matmulGflops },
+            cells,
+            peers = peerReport,
+        });
+        var points = cells.Select(x => new SweepPoint(x.Preset, x.Batch, x.Context, x.DecodeTokensPerSecond, x.DecodeBoundTokensPerSecond, x.PrefillGflopsPerSecond)).ToList();
+        string caption = $"{Environment.ProcessorCount} cores, {threads} threads, streaming read {bandwidth:F1} GB/s, {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC";
+        string decodePng = Path.ChangeExtension(jsonPath, ".decode.png"), prefillPng = Path.ChangeExtension(jsonPath, ".prefill.png");
+        EngineSweepPlots.WriteDecode(decodePng, points, caption);
+        EngineSweepPlots.WritePrefill(prefillPng, points, matmulGflops, caption);
+        AnsiConsole.MarkupLine($"[grey]written {Markup.Escape(decodePng)}, {Markup.Escape(prefillPng)}[/]");
+        return 0;
+    }
+
+    private static async Task<string> WriteJson(string? jsonPath, object content)
+    {
         jsonPath ??= Path.Combine("bench", "results", $"engine-{DateTime.UtcNow:yyyyMMdd-HHmmss}.json");
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(jsonPath))!);
-        await File.WriteAllTextAsync(jsonPath, JsonSerializer.Serialize(new
-        {
-            machine = new { cores = Environment.ProcessorCount, threads, streaming_read_gbps = bandwidth },
-            cells,
-        }, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
+        await File.WriteAllTextAsync(jsonPath, JsonSerializer.Serialize(content,
+            new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
         AnsiConsole.MarkupLine($"[grey]written {Markup.Escape(jsonPath)}[/]");
-        return 0;
+        return jsonPath;
+    }
+
+    /// <summary>FLOPs of one request's prefill of <paramref name="context"/> tokens: every projection per token, the head once, causal attention.</summary>
+    internal static double PrefillFlops(ModelConfig c, int context)
+    {
+        long h = c.HiddenSize, q = (long)c.NumHeads * c.HeadDim, kv = (long)c.NumKvHeads * c.HeadDim;
+        double perLayerWeights = h * (q + 2 * kv) + q * h + 3.0 * h * c.IntermediateSize;
+        double weights = 2.0 * c.NumLayers * perLayerWeights * context + 2.0 * c.VocabSize * h;
+        double attention = 4.0 * c.NumLayers * c.NumHeads * c.HeadDim * (context * (context + 1.0) / 2);
+        return weights + attention;
+    }
+
+    /// <summary>Best of five fp32 2048×2048 matmuls in libtorch with the bench's threads, in GFLOP/s.</summary>
+    private static double MeasureMatmulGflops(int threads)
+    {
+        const int n = 2048;
+        TorchSharp.torch.set_num_threads(threads);
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        var a = TorchSharp.torch.randn(n, n);
+        var b = TorchSharp.torch.randn(n, n);
+        TorchSharp.torch.matmul(a, b).Dispose();
+        double best = double.MaxValue;
+        for (int i = 0; i < 5; i++)
+        {
+            var clock = Stopwatch.StartNew();
+            TorchSharp.torch.matmul(a, b).Dispose();
+            best = Math.Min(best, clock.Elapsed.TotalSeconds);
+        }
+        return 2.0 * n * n * n / best / 1e9;
     }
 
     /// <summary>The random-weight preset's model directory under the platform cache, created on first use.</summary>
@@ -142,6 +233,7 @@ internal static class EngineBench
         return Enumerable.Range(0, count).Select(_ => rng.Next(0, Math.Min(vocab, 256))).ToList();
     }
 
+    /// <summary>Seconds until every one of <paramref name="batch"/> fresh prompts of <paramref name="context"/> tokens has its first token.</summary>
     private static async Task<double> MeasurePrefill(LlmEngine engine, int batch, int context, int seed)
     {
         var sampling = new SamplingParams { MaxTokens = 1, Temperature = 0, IgnoreEos = true };
@@ -152,7 +244,7 @@ internal static class EngineBench
             {
             }
         }));
-        return (double)batch * context / sw.Elapsed.TotalSeconds;
+        return sw.Elapsed.TotalSeconds;
     }
 
     private static async Task<double> MeasureDecode(LlmEngine engine, int batch, int context, int decodeTokens, int seed)

@@ -10,12 +10,15 @@ namespace Platform.Bench.Models;
 
 internal static class BenchModels
 {
+    /// <summary>Where bench models and their exports live: $PLATFORM_CACHE, else ~/.cache/platform.</summary>
+    public static string CacheRoot => Environment.GetEnvironmentVariable("PLATFORM_CACHE")
+        ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "platform");
+
     /// <summary>The model directory of <paramref name="preset"/> stored as <paramref name="dtype"/> (default F32), created on first use.</summary>
     public static string Ensure(string preset, SafetensorsDtype dtype = SafetensorsDtype.F32)
     {
         string name = dtype == SafetensorsDtype.F32 ? $"bench-{preset}" : $"bench-{preset}-{dtype.ToString().ToLowerInvariant()}";
-        string dir = Path.Combine(Environment.GetEnvironmentVariable("PLATFORM_CACHE")
-            ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "platform"), name);
+        string dir = Path.Combine(CacheRoot, name);
         if (File.Exists(Path.Combine(dir, "config.json"))) return dir;
         AnsiConsole.MarkupLine($"[grey]creating the {preset} preset in {Markup.Escape(dir)}…[/]");
         RandomModelGenerator.Create(dir + ".tmp", new RandomModelOptions { Preset = preset, Seed = 1, Dtype = dtype });

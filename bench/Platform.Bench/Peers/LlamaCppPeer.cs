@@ -1,0 +1,64 @@
+// llama.cpp as a peer: compiles llama_driver.cpp (copied next to the bench) against a llama.cpp build
+// given by directory — headers from DIR/include and DIR/ggml/include, libraries from DIR/build/bin with
+// the rpath set — once per source and build, then runs it on GGUF files.
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+
+namespace Platform.Bench.Peers;
+
+/// <summary>One driver run: greedy ids, prompt-to-first-token and decode rate, and the wall time of the whole process.</summary>
+internal sealed record LlamaCppResult(IReadOnlyList<int> Ids, double FirstTokenMs, double? DecodeTokensPerSecond, TimeSpan ProcessTime);
+
+internal sealed class LlamaCppPeer
+{
+    public const string DriverSource = "llama_driver.cpp";
+
+    public string Directory { get; }
+    public string DriverPath { get; }
+
+    private LlamaCppPeer(string directory, string driverPath)
+    {
+        Directory = directory;
+        DriverPath = driverPath;
+    }
+
+    /// <summary>Compiles the driver against the build in <paramref name="llamaCppDir"/> (or reuses an earlier compile of the same source and build).</summary>
+    public static async Task<LlamaCppPeer> PrepareAsync(string llamaCppDir, string cacheDir)
+    {
+        string dir = Path.GetFullPath(llamaCppDir);
+        string bin = Path.Combine(dir, "build", "bin");
+        if (!File.Exists(Path.Combine(bin, "libllama.so")))
+            throw new ArgumentException($"{bin}/libllama.so not found: --peer-llamacpp takes a llama.cpp source directory built with cmake into build/ (shared libraries)");
+        string source = Path.Combine(AppContext.BaseDirectory, "Peers", DriverSource);
+        var ggmlLibraries = System.IO.Directory.GetFiles(bin, "libggml*.so").Select(Path.GetFileNameWithoutExtension)
+            .Select(n => "-l" + n!["lib".Length..]).Order(StringComparer.Ordinal).ToList();
+        string key = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(File.ReadAllText(source) + dir
+            + File.GetLastWriteTimeUtc(Path.Combine(bin, "libllama.so")).Ticks.ToString(CultureInfo.InvariantCulture))))[..16];
+        System.IO.Directory.CreateDirectory(cacheDir);
+        string driver = Path.Combine(cacheDir, $"llama_driver-{key}");
+        if (!File.Exists(driver))
+        {
+            var compile = await PeerProcess.RunAsync("g++",
+                ["-O2", "-std=c++17", source, "-o", driver + ".tmp",
+                 "-I", Path.Combine(dir, "include"), "-I", Path.Combine(dir, "ggml", "include"),
+                 "-L", bin, "-lllama", .. ggmlLibraries, $"-Wl,-rpath,{bin}"]);
+            compile.EnsureSuccess("compiling the llama.cpp driver");
+            File.Move(driver + ".tmp", driver);
+        }
+        return new LlamaCppPeer(dir, driver);
+    }
+
+    public async Task<LlamaCppResult> GenerateAsync(string gguf, IReadOnlyList<int> prompt, int tokens, int threads, string kvType = "f32")
+    {
+        var run = (await PeerProcess.RunAsync(DriverPath,
+            ["--model", gguf, "--prompt-ids", string.Join(',', prompt), "--predict", tokens.ToString(CultureInfo.InvariantCulture),
+             "--threads", threads.ToString(CultureInfo.InvariantCulture), "--kv", kvType,
+             "--ctx", (prompt.Count + tokens + 16).ToString(CultureInfo.InvariantCulture)])).EnsureSuccess("the llama.cpp driver");
+        var ids = (run.Field("ids ") ?? throw new InvalidOperationException($"the llama.cpp driver printed no ids: {run.Stdout}"))
+            .Split(',', StringSplitOptions.RemoveEmptyEntries).Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToList();
+        double firstToken = double.Parse(run.Field("first_token_ms ")!, CultureInfo.InvariantCulture);
+        double? decode = run.Field("decode_tokens_per_s ") is { } d ? double.Parse(d, CultureInfo.InvariantCulture) : null;
+        return new LlamaCppResult(ids, firstToken, decode, run.Elapsed);
+    }
+}

@@ -1,0 +1,204 @@
+// The peer comparisons of `bench engine`: the engine beside llama.cpp (--peer-llamacpp DIR) and
+// llama2.c (--peer-llama2c PATH) on the same random weights, batch-1 greedy decode, in one run.
+//
+// llama.cpp, for each weight width: the engine case and the GGUF file it is set beside are
+//   fp32 checkpoint (weights float32)          vs f32 GGUF
+//   bf16 checkpoint, --weight-dtype auto       vs f16 GGUF
+//   f16 checkpoint, --weight-dtype auto        vs f16 GGUF
+//   fp32 checkpoint, --quantization int8       vs q8_0 GGUF
+// Every GGUF is written from the fp32 checkpoint; the f16 checkpoint holds the same f16-rounded values
+// as the f16 GGUF, the bf16 checkpoint other (bf16-rounded) ones, so its greedy agreement is not a
+// check. Each engine case is loaded once, then rounds alternate engine and llama.cpp, so a change of
+// machine load hits both alike; each side keeps its best round. At f32 the greedy ids must agree: a
+// difference is reported loudly (the two then do not run the same model).
+// Start: process start to exit after one generated token, `platform generate` on the bf16 checkpoint
+// vs the driver on the f16 GGUF, after one unmeasured run of each (warm page cache).
+//
+// llama2.c: the fp32 checkpoint exported to run.c's format; engine fp32 vs run.c, rounds alternating.
+using System.Globalization;
+using Platform.Bench.Models;
+using Platform.Core.Safetensors;
+using Platform.Engine;
+using Spectre.Console;
+
+namespace Platform.Bench.Peers;
+
+internal sealed record PeerWidthRow(string Width, string EngineCase, string PeerFile, double? EngineTokensPerSecond,
+    double? PeerTokensPerSecond, double? EngineOverPeer, int? AgreeingIds, int Tokens, string? Note);
+
+internal sealed record PeerStartRow(double EngineSeconds, double PeerSeconds, double EngineOverPeer);
+
+internal sealed record Llama2cRow(double EngineTokensPerSecond, double PeerTokensPerSecond, double EngineOverPeer, int Steps);
+
+internal sealed record PeerReport(string Preset, int Threads, int Rounds, IReadOnlyList<PeerWidthRow> LlamaCpp, PeerStartRow? Start, Llama2cRow? Llama2c);
+
+internal sealed class PeerBench(string preset, int threads, int tokens, int rounds)
+{
+    private const int PromptTokens = 16;
+    private static readonly string CacheDir = Path.Combine(BenchModels.CacheRoot, "peers");
+
+    public async Task<PeerReport> RunAsync(string? llamaCppDir, string? llama2cBinary)
+    {
+        var rows = new List<PeerWidthRow>();
+        PeerStartRow? start = null;
+        Llama2cRow? llama2c = null;
+        string f32Dir = BenchModels.Ensure(preset);
+        var prompt = BenchModels.RandomPrompt(f32Dir, PromptTokens, seed: 17);
+        if (llamaCppDir is not null)
+        {
+            var peer = await LlamaCppPeer.PrepareAsync(llamaCppDir, CacheDir);
+            AnsiConsole.MarkupLine($"[grey]llama.cpp driver: {Markup.Escape(peer.DriverPath)}[/]");
+            string Gguf(GgmlType type) => EnsureGguf(f32Dir, type);
+            rows.Add(await CompareAsync(peer, prompt, "f32", "fp32 checkpoint, float32", f32Dir, Options("float32"), Gguf(GgmlType.F32), agreementChecked: true));
+            string bf16Dir = BenchModels.Ensure(preset, SafetensorsDtype.BF16);
+            rows.Add(await CompareAsync(peer, prompt, "f16", "bf16 checkpoint, --weight-dtype auto", bf16Dir, Options("auto"), Gguf(GgmlType.F16), agreementChecked: false));
+            string f16Dir = BenchModels.Ensure(preset, SafetensorsDtype.F16);
+            rows.Add(await CompareAsync(peer, prompt, "f16", "f16 checkpoint, --weight-dtype auto", f16Dir, Options("auto"), Gguf(GgmlType.F16), agreementChecked: true));
+            var int8 = WithInt8Quantization(Options("auto"));
+            rows.Add(int8 is null
+                ? new PeerWidthRow("q8_0", "fp32 checkpoint, --quantization int8", Path.GetFileName(Gguf(GgmlType.Q8_0)), null, null, null, null, tokens,
+                    "skipped: this engine has no Quantization option")
+                : await CompareAsync(peer, prompt, "q8_0", "fp32 checkpoint, --quantization int8", f32Dir, int8, Gguf(GgmlType.Q8_0), agreementChecked: false));
+            start = await MeasureStartAsync(peer, bf16Dir, Gguf(GgmlType.F16), prompt);
+        }
+        if (llama2cBinary is not null)
+            llama2c = await CompareLlama2cAsync(new Llama2cPeer(llama2cBinary), f32Dir, prompt);
+        return new PeerReport(preset, threads, rounds, rows, start, llama2c);
+    }
+
+    private EngineOptions Options(string weightDtype) => new()
+    {
+        Threads = threads,
+        MaxRunningRequests = 4,
+        NumKvBlocks = (PromptTokens + tokens + 64) / 16 * 2 + 8,
+        DefaultSeed = 1,
+        WeightDtype = weightDtype,
+    };
+
+    /// <summary>
+    /// The options with Quantization = "int8", or null when the engine has no such option yet (it is being
+    /// added beside this benchmark; set by name so the bench builds and reports either way).
+    /// </summary>
+    private static EngineOptions? WithInt8Quantization(EngineOptions options)
+    {
+        var property = typeof(EngineOptions).GetProperty("Quantization");
+        if (property is null || !property.CanWrite || property.PropertyType != typeof(string)) return null;
+        var copy = options with { };
+        property.SetValue(copy, "int8");
+        return copy;
+    }
+
+    private async Task<PeerWidthRow> CompareAsync(LlamaCppPeer peer, IReadOnlyList<int> prompt, string width, string engineCase,
+        string modelDir, EngineOptions options, string gguf, bool agreementChecked)
+    {
+        AnsiConsole.MarkupLine($"[grey]{Markup.Escape(engineCase)} vs {Markup.Escape(Path.GetFileName(gguf))}: loading…[/]");
+        LlmEngine engine;
+        try
+        {
+            engine = LlmEngine.Load(modelDir, options);
+        }
+        catch (ArgumentException e)
+        {
+            return new PeerWidthRow(width, engineCase, Path.GetFileName(gguf), null, null, null, null, tokens, $"skipped: the engine rejected it ({e.Message})");
+        }
+        using (engine)
+        {
+            double bestEngine = 0, bestPeer = 0;
+            int agreeing = tokens;
+            for (int round = 0; round < rounds; round++)
+            {
+                var mine = await EngineDecode.RunAsync(engine, prompt, tokens);
+                var theirs = await peer.GenerateAsync(gguf, prompt, tokens, threads);
+                agreeing = Math.Min(agreeing, EngineDecode.AgreeingPrefix(mine.Ids, theirs.Ids));
+                bestEngine = Math.Max(bestEngine, mine.DecodeTokensPerSecond);
+                bestPeer = Math.Max(bestPeer, theirs.DecodeTokensPerSecond ?? 0);
+                AnsiConsole.MarkupLine($"  round {round + 1}: engine {mine.DecodeTokensPerSecond:F2} tok/s, llama.cpp {theirs.DecodeTokensPerSecond:F2} tok/s, "
+                    + $"greedy ids agree on {EngineDecode.AgreeingPrefix(mine.Ids, theirs.Ids)} of {tokens}");
+            }
+            string? note = agreementChecked ? (agreeing == tokens ? null : "GREEDY IDS DIFFER") : "agreement not a check: different weight values or arithmetic";
+            if (agreementChecked && agreeing != tokens)
+                AnsiConsole.MarkupLine($"[red]{Markup.Escape(engineCase)}: greedy ids differ from llama.cpp's after {agreeing} of {tokens}[/]");
+            return new PeerWidthRow(width, engineCase, Path.GetFileName(gguf), bestEngine, bestPeer, bestEngine / bestPeer, agreeing, tokens, note);
+        }
+    }
+
+    private async Task<PeerStartRow> MeasureStartAsync(LlamaCppPeer peer, string bf16Dir, string f16Gguf, IReadOnlyList<int> prompt)
+    {
+        string cli = Path.Combine(AppContext.BaseDirectory, "platform.dll");
+        Task<PeerRun> Engine() => PeerProcess.RunAsync("dotnet",
+            [cli, "generate", "--model", bf16Dir, "--prompt-ids", string.Join(',', prompt), "--max-tokens", "1", "--json"]);
+        Task<LlamaCppResult> Peer() => peer.GenerateAsync(f16Gguf, prompt, 1, threads);
+        AnsiConsole.MarkupLine("[grey]start: one unmeasured run of each (warm page cache)…[/]");
+        (await Engine()).EnsureSuccess("platform generate");
+        await Peer();
+        double bestEngine = double.MaxValue, bestPeer = double.MaxValue;
+        for (int round = 0; round < rounds; round++)
+        {
+            var mine = (await Engine()).EnsureSuccess("platform generate");
+            var theirs = await Peer();
+            bestEngine = Math.Min(bestEngine, mine.Elapsed.TotalSeconds);
+            bestPeer = Math.Min(bestPeer, theirs.ProcessTime.TotalSeconds);
+            AnsiConsole.MarkupLine($"  start round {round + 1}: platform generate {mine.Elapsed.TotalSeconds:F2} s, llama.cpp driver {theirs.ProcessTime.TotalSeconds:F2} s");
+        }
+        return new PeerStartRow(bestEngine, bestPeer, bestEngine / bestPeer);
+    }
+
+    private async Task<Llama2cRow> CompareLlama2cAsync(Llama2cPeer peer, string f32Dir, IReadOnlyList<int> prompt)
+    {
+        string checkpoint = Path.Combine(CacheDir, $"{Path.GetFileName(f32Dir)}.llama2c.bin");
+        string tokenizer = Path.Combine(CacheDir, $"{Path.GetFileName(f32Dir)}.llama2c-tokenizer.bin");
+        Directory.CreateDirectory(CacheDir);
+        if (!File.Exists(checkpoint))
+        {
+            AnsiConsole.MarkupLine($"[grey]exporting {Markup.Escape(f32Dir)} to llama2.c's format…[/]");
+            Llama2cExport.Write(f32Dir, checkpoint, seqLen: 1024);
+        }
+        if (!File.Exists(tokenizer)) Llama2cExport.WriteTokenizer(f32Dir, tokenizer);
+        // run.c takes text, not ids, and encodes it with its own merge loop: a fixed English sentence.
+        // The ids differ from the engine's prompt, which does not change the cost of a step.
+        const string text = "The river town wakes before the sun, and bakers pull the first bread from their ovens.";
+        int llama2cTokens = PromptTokens + tokens;
+        AnsiConsole.MarkupLine("[grey]loading the engine (fp32) for the llama2.c comparison…[/]");
+        using var engine = LlmEngine.Load(f32Dir, Options("float32"));
+        double bestEngine = 0, bestPeer = 0;
+        for (int round = 0; round < rounds; round++)
+        {
+            var mine = await EngineDecode.RunAsync(engine, prompt, tokens);
+            double theirs = await peer.DecodeTokensPerSecondAsync(checkpoint, tokenizer, text, llama2cTokens, threads);
+            bestEngine = Math.Max(bestEngine, mine.DecodeTokensPerSecond);
+            bestPeer = Math.Max(bestPeer, theirs);
+            AnsiConsole.MarkupLine($"  llama2.c round {round + 1}: engine {mine.DecodeTokensPerSecond:F2} tok/s, llama2.c {theirs:F2} tok/s");
+        }
+        return new Llama2cRow(bestEngine, bestPeer, bestEngine / bestPeer, llama2cTokens);
+    }
+
+    private static string EnsureGguf(string modelDir, GgmlType type)
+    {
+        Directory.CreateDirectory(CacheDir);
+        string path = Path.Combine(CacheDir, $"{Path.GetFileName(modelDir)}.{type.ToString().ToLowerInvariant()}.gguf");
+        if (File.Exists(path)) return path;
+        AnsiConsole.MarkupLine($"[grey]writing {Markup.Escape(path)}…[/]");
+        GgufExport.Write(modelDir, path, type);
+        return path;
+    }
+
+    public static void Print(PeerReport report)
+    {
+        if (report.LlamaCpp.Count > 0)
+        {
+            var table = new Table().AddColumns("width", "engine", "llama.cpp file", "engine tok/s", "llama.cpp tok/s", "engine / llama.cpp", "greedy ids agree", "note");
+            foreach (var r in report.LlamaCpp)
+                table.AddRow(r.Width, Markup.Escape(r.EngineCase), Markup.Escape(r.PeerFile), Format(r.EngineTokensPerSecond), Format(r.PeerTokensPerSecond),
+                    r.EngineOverPeer is { } x ? x.ToString("F2", CultureInfo.InvariantCulture) + "×" : "-",
+                    r.AgreeingIds is { } a ? $"{a} of {r.Tokens}" : "-", Markup.Escape(r.Note ?? ""));
+            AnsiConsole.Write(table);
+        }
+        if (report.Start is { } s)
+            AnsiConsole.MarkupLine($"start to first token (process start to exit after 1 token, warm cache): platform generate {s.EngineSeconds:F2} s, llama.cpp {s.PeerSeconds:F2} s = {s.EngineOverPeer:F1}×");
+        if (report.Llama2c is { } l)
+            AnsiConsole.MarkupLine($"llama2.c, fp32 batch-1 decode: engine {l.EngineTokensPerSecond:F2} tok/s, llama2.c {l.PeerTokensPerSecond:F2} tok/s = {l.EngineOverPeer:F2}×");
+        AnsiConsole.MarkupLine($"{report.Preset}, {report.Threads} threads, best of {report.Rounds} interleaved rounds");
+    }
+
+    private static string Format(double? v) => v is { } x ? x.ToString("F2", CultureInfo.InvariantCulture) : "-";
+}

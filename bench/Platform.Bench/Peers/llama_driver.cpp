@@ -1,0 +1,124 @@
+// Greedy decoding driver for the `bench engine --peer-llamacpp` comparison. The bench compiles it at run
+// time against a llama.cpp build given by path (never vendored) and runs it on a GGUF it wrote.
+// It loads the model, feeds the given prompt token ids as one batch, then greedily decodes (argmax of
+// the logits, no sampler) one token at a time, and prints, one per line:
+//   first_token_ms <ms>      prompt evaluation to the first generated id
+//   decode_tokens_per_s <r>  ids after the first, over the time they took
+//   ids <id,id,...>          every generated id, the first included
+// Usage: llama_driver --model F.gguf --prompt-ids 1,2,3 [--predict N] [--threads N] [--kv f32|f16] [--ctx N]
+#include "llama.h"
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double MillisecondsSince(Clock::time_point start) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+std::vector<llama_token> ParseIds(const char* text) {
+    std::vector<llama_token> ids;
+    const char* p = text;
+    while (*p != '\0') {
+        char* end = nullptr;
+        long id = std::strtol(p, &end, 10);
+        if (end == p) break;
+        ids.push_back(static_cast<llama_token>(id));
+        p = (*end == ',') ? end + 1 : end;
+    }
+    return ids;
+}
+
+llama_token Argmax(const float* logits, int count) {
+    int best = 0;
+    for (int i = 1; i < count; i++) {
+        if (logits[i] > logits[best]) best = i;
+    }
+    return static_cast<llama_token>(best);
+}
+
+void QuietLog(ggml_log_level level, const char* text, void*) {
+    if (level == GGML_LOG_LEVEL_ERROR) std::fputs(text, stderr);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string modelPath;
+    std::vector<llama_token> prompt;
+    int predict = 32, threads = 2, contextSize = 4096;
+    ggml_type kvType = GGML_TYPE_F32;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        std::string name = argv[i];
+        const char* value = argv[i + 1];
+        if (name == "--model") modelPath = value;
+        else if (name == "--prompt-ids") prompt = ParseIds(value);
+        else if (name == "--predict") predict = std::atoi(value);
+        else if (name == "--threads") threads = std::atoi(value);
+        else if (name == "--ctx") contextSize = std::atoi(value);
+        else if (name == "--kv") kvType = std::strcmp(value, "f16") == 0 ? GGML_TYPE_F16 : GGML_TYPE_F32;
+        else { std::fprintf(stderr, "unknown argument %s\n", argv[i]); return 2; }
+    }
+    if (modelPath.empty() || prompt.empty() || predict < 1) {
+        std::fprintf(stderr, "usage: llama_driver --model F.gguf --prompt-ids 1,2,3 [--predict N] [--threads N] [--kv f32|f16] [--ctx N]\n");
+        return 2;
+    }
+
+    llama_log_set(QuietLog, nullptr);
+    llama_backend_init();
+    llama_model_params modelParams = llama_model_default_params();
+    modelParams.n_gpu_layers = 0;
+    llama_model* model = llama_model_load_from_file(modelPath.c_str(), modelParams);
+    if (model == nullptr) { std::fprintf(stderr, "could not load %s\n", modelPath.c_str()); return 1; }
+
+    llama_context_params contextParams = llama_context_default_params();
+    contextParams.n_ctx = static_cast<uint32_t>(contextSize);
+    contextParams.n_batch = static_cast<uint32_t>(prompt.size() > 512 ? prompt.size() : 512);
+    contextParams.n_ubatch = contextParams.n_batch;
+    contextParams.n_threads = threads;
+    contextParams.n_threads_batch = threads;
+    contextParams.type_k = kvType;
+    contextParams.type_v = kvType;
+    contextParams.no_perf = true;
+    llama_context* context = llama_init_from_model(model, contextParams);
+    if (context == nullptr) { std::fprintf(stderr, "could not create a context\n"); return 1; }
+    const int vocabSize = llama_vocab_n_tokens(llama_model_get_vocab(model));
+
+    std::vector<llama_token> generated;
+    Clock::time_point start = Clock::now();
+    if (llama_decode(context, llama_batch_get_one(prompt.data(), static_cast<int32_t>(prompt.size()))) != 0) {
+        std::fprintf(stderr, "prompt evaluation failed\n");
+        return 1;
+    }
+    llama_token next = Argmax(llama_get_logits_ith(context, -1), vocabSize);
+    generated.push_back(next);
+    std::printf("first_token_ms %.3f\n", MillisecondsSince(start));
+    std::fflush(stdout);
+
+    Clock::time_point decodeStart = Clock::now();
+    while (static_cast<int>(generated.size()) < predict) {
+        if (llama_decode(context, llama_batch_get_one(&next, 1)) != 0) {
+            std::fprintf(stderr, "decode failed at token %zu\n", generated.size());
+            return 1;
+        }
+        next = Argmax(llama_get_logits_ith(context, -1), vocabSize);
+        generated.push_back(next);
+    }
+    double decodeMs = MillisecondsSince(decodeStart);
+    if (predict > 1) std::printf("decode_tokens_per_s %.4f\n", (predict - 1) / (decodeMs / 1000.0));
+    std::printf("ids ");
+    for (size_t i = 0; i < generated.size(); i++) std::printf(i == 0 ? "%d" : ",%d", generated[i]);
+    std::printf("\n");
+
+    llama_free(context);
+    llama_model_free(model);
+    llama_backend_free();
+    return 0;
+}

@@ -1,0 +1,65 @@
+// The two PNG charts of `bench engine`'s context sweep, drawn with ScottPlot:
+//  * decode tokens/s against context, one line per preset and batch, each with its bandwidth bound as a
+//    dashed line of the same colour (decode at the bound would read weights and KV at the measured
+//    streaming rate);
+//  * prefill GFLOP/s (weight and attention FLOPs) against context, with the fp32 matmul rate measured in
+//    the same run as a horizontal line: what prefill could reach if every FLOP ran at the GEMM rate.
+// Contexts grow by powers of two, so x is log2(context) with the contexts as tick labels.
+using ScottPlot;
+
+namespace Platform.Bench.Plots;
+
+/// <summary>One point of the sweep: decode and its bound, and prefill GFLOP/s when it was measured.</summary>
+internal sealed record SweepPoint(string Preset, int Batch, int Context, double DecodeTokensPerSecond, double DecodeBoundTokensPerSecond, double? PrefillGflopsPerSecond);
+
+internal static class EngineSweepPlots
+{
+    public static void WriteDecode(string path, IReadOnlyList<SweepPoint> points, string caption)
+    {
+        using var plot = NewPlot("Decode tokens/s against context (dashed: bandwidth bound)", "decode tokens/s", points, caption);
+        int colour = 0;
+        foreach (var group in points.GroupBy(p => (p.Preset, p.Batch)))
+        {
+            var line = group.OrderBy(p => p.Context).ToList();
+            var color = plot.Add.Palette.GetColor(colour++);
+            var measured = plot.Add.Scatter(line.Select(p => Math.Log2(p.Context)).ToArray(), line.Select(p => p.DecodeTokensPerSecond).ToArray(), color);
+            measured.LegendText = $"{group.Key.Preset}, batch {group.Key.Batch}";
+            var bound = plot.Add.Scatter(line.Select(p => Math.Log2(p.Context)).ToArray(), line.Select(p => p.DecodeBoundTokensPerSecond).ToArray(), color);
+            bound.LinePattern = LinePattern.Dashed;
+            bound.MarkerSize = 0;
+            bound.LegendText = $"{group.Key.Preset}, batch {group.Key.Batch}: bound";
+        }
+        plot.SavePng(path, 900, 560);
+    }
+
+    public static void WritePrefill(string path, IReadOnlyList<SweepPoint> points, double matmulGflops, string caption)
+    {
+        var measuredPoints = points.Where(p => p.PrefillGflopsPerSecond is not null).ToList();
+        using var plot = NewPlot("Prefill GFLOP/s against context (weight + attention FLOPs)", "GFLOP/s", measuredPoints, caption);
+        int colour = 0;
+        foreach (var group in measuredPoints.GroupBy(p => (p.Preset, p.Batch)))
+        {
+            var line = group.OrderBy(p => p.Context).ToList();
+            var scatter = plot.Add.Scatter(line.Select(p => Math.Log2(p.Context)).ToArray(), line.Select(p => p.PrefillGflopsPerSecond!.Value).ToArray(),
+                plot.Add.Palette.GetColor(colour++));
+            scatter.LegendText = $"{group.Key.Preset}, batch {group.Key.Batch}";
+        }
+        var rate = plot.Add.HorizontalLine(matmulGflops);
+        rate.LinePattern = LinePattern.Dashed;
+        rate.LegendText = $"fp32 matmul rate, same run ({matmulGflops:F0} GFLOP/s)";
+        plot.Axes.SetLimitsY(0, Math.Max(matmulGflops, measuredPoints.Select(p => p.PrefillGflopsPerSecond!.Value).DefaultIfEmpty(0).Max()) * 1.1);
+        plot.SavePng(path, 900, 560);
+    }
+
+    private static Plot NewPlot(string title, string yLabel, IReadOnlyList<SweepPoint> points, string caption)
+    {
+        var plot = new Plot();
+        plot.Title(title);
+        plot.XLabel("context tokens\n" + caption);
+        plot.YLabel(yLabel);
+        var contexts = points.Select(p => p.Context).Distinct().Order().ToArray();
+        plot.Axes.Bottom.SetTicks(contexts.Select(c => Math.Log2(c)).ToArray(), contexts.Select(c => c.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray());
+        plot.ShowLegend(Alignment.UpperRight);
+        return plot;
+    }
+}
