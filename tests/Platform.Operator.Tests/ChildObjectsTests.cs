@@ -275,12 +275,15 @@ public sealed class ChildObjectsTests
         var cpu = BindWorker(ChildObjects.WorkerArgs(model)).ResolvedEngine;
         Assert.Equal("float32", cpu.ComputeDtype);
         Assert.Equal("auto", cpu.WeightDtype);
+        Assert.Equal("cpu", cpu.Device);
+        Assert.Equal("none", cpu.Quantization);
         cpu.Validate();
         Assert.Empty(SpecValidator.Validate(model.Spec));
 
         model.Spec.Worker.Resources.Gpus = 2;
         var gpu = BindWorker(ChildObjects.WorkerArgs(model)).ResolvedEngine;
         Assert.Equal("bfloat16", gpu.ComputeDtype);
+        Assert.Equal("cuda", gpu.Device);
         gpu.Validate();
         Assert.Empty(SpecValidator.Validate(model.Spec));
 
@@ -317,7 +320,31 @@ public sealed class ChildObjectsTests
         Assert.Equal(SpecValidator.Dtypes, Enum(model["dtype"]!));
         Assert.Equal(Platform.Core.Workers.NumericFormats.WeightDtypes, Enum(model["weightDtype"]!));
         Assert.Equal(Platform.Core.Workers.NumericFormats.WeightDtypes, Platform.Engine.Model.WeightDtype.Choices);
+        Assert.Equal(Platform.Core.Workers.NumericFormats.Quantizations, Enum(model["quantization"]!));
+        Assert.Equal(Platform.Core.Workers.NumericFormats.Quantizations, Platform.Engine.Model.Quantization.Choices);
         foreach (var dtype in Platform.Core.Workers.NumericFormats.ComputeDtypes)
             Assert.Equal(dtype, Platform.Engine.Torch.TorchDtypes.Name(Platform.Engine.Torch.TorchDtypes.Parse(dtype)));
+    }
+
+    [Fact]
+    public void Int8_reaches_cpu_workers_and_is_refused_where_its_kernels_cannot_run()
+    {
+        var model = Model();
+        model.Spec.Model.Quantization = "int8";
+        model.Spec.Worker.Resources.Gpus = 0;
+        var engine = BindWorker(ChildObjects.WorkerArgs(model)).ResolvedEngine;
+        Assert.Equal("int8", engine.Quantization);
+        engine.Validate();
+        Assert.Empty(SpecValidator.Validate(model.Spec));
+
+        model.Spec.Worker.Resources.Gpus = 1;
+        Assert.Contains(SpecValidator.Validate(model.Spec), e => e.Contains("int8 runs on the CPU kernels only", StringComparison.Ordinal));
+        // The engine refuses the same combination, so the operator's rule is not stricter than the worker's.
+        Assert.Throws<ArgumentException>(() => BindWorker(ChildObjects.WorkerArgs(model)).ResolvedEngine.Validate());
+
+        model.Spec.Worker.Resources.Gpus = 0;
+        model.Spec.Model.Dtype = "bfloat16";
+        Assert.Contains(SpecValidator.Validate(model.Spec), e => e.Contains("int8 needs float32 compute", StringComparison.Ordinal));
+        Assert.Throws<ArgumentException>(() => BindWorker(ChildObjects.WorkerArgs(model)).ResolvedEngine.Validate());
     }
 }

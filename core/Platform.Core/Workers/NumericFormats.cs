@@ -20,6 +20,12 @@ public static class NumericFormats
     /// <summary>The weight widths (the worker's --weight-dtype); auto keeps the checkpoint's bfloat16/float16 width.</summary>
     public static IReadOnlyList<string> WeightDtypes { get; } = [Auto, Float32, BFloat16, Float16];
 
+    public const string NoQuantization = "none";
+    public const string Int8Weights = "int8";
+
+    /// <summary>Weight quantizations (the worker's --quantization); int8 runs on the CPU kernels with float32 compute.</summary>
+    public static IReadOnlyList<string> Quantizations { get; } = [NoQuantization, Int8Weights];
+
     /// <summary>
     /// The compute dtype for a model spec's dtype on a device: "auto" is float32 on a CPU (the engine's own kernels
     /// multiply narrow weights in fp32 registers, faster there than libtorch's bf16 matmuls) and bfloat16 on a GPU

@@ -94,6 +94,10 @@ public sealed class ModelSpec
     [JsonPropertyName("weightDtype")]
     public string WeightDtype { get; set; } = "auto";
 
+    /// <summary>none, or int8: projections quantized at load (CPU pods with float32 compute only).</summary>
+    [JsonPropertyName("quantization")]
+    public string Quantization { get; set; } = "none";
+
     [JsonPropertyName("maxContextTokens")]
     public long MaxContextTokens { get; set; } = 131072;
 

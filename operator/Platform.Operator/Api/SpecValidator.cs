@@ -66,6 +66,20 @@ public static class SpecValidator
             errors.Add($"spec.model.weightDtype {model.WeightDtype} needs float32 compute, but these pods compute in {compute}; set weightDtype: auto, or dtype: float32");
         }
 
+        if (!NumericFormats.Quantizations.Contains(model.Quantization))
+        {
+            errors.Add($"spec.model.quantization '{model.Quantization}' must be one of {string.Join(", ", NumericFormats.Quantizations)}");
+        }
+        else if (model.Quantization == NumericFormats.Int8Weights && spec.Worker.Resources.Gpus > 0)
+        {
+            errors.Add("spec.model.quantization int8 runs on the CPU kernels only; with gpus > 0 set quantization: none");
+        }
+        else if (model.Quantization == NumericFormats.Int8Weights && Dtypes.Contains(model.Dtype)
+            && NumericFormats.ResolveComputeDtype(model.Dtype, onGpu: false) != NumericFormats.Float32)
+        {
+            errors.Add($"spec.model.quantization int8 needs float32 compute, but dtype is {model.Dtype}; set dtype: auto or float32");
+        }
+
         if (model.MaxContextTokens < 1)
         {
             errors.Add("spec.model.maxContextTokens must be at least 1");

@@ -15,7 +15,7 @@ public static partial class ChildObjects
         var spec = model.Spec;
         var engine = new
         {
-            model = new { source = spec.Model.Source, servedName = spec.Model.ServedName, dtype = Platform.Core.Workers.NumericFormats.ResolveComputeDtype(spec.Model.Dtype, spec.Worker.Resources.Gpus > 0), weightDtype = spec.Model.WeightDtype, maxContextTokens = spec.Model.MaxContextTokens },
+            model = new { source = spec.Model.Source, servedName = spec.Model.ServedName, dtype = Platform.Core.Workers.NumericFormats.ResolveComputeDtype(spec.Model.Dtype, spec.Worker.Resources.Gpus > 0), weightDtype = spec.Model.WeightDtype, quantization = spec.Model.Quantization, maxContextTokens = spec.Model.MaxContextTokens },
             engine = new { blockSize = spec.Worker.Engine.BlockSize, maxBatchTokens = spec.Worker.Engine.MaxBatchTokens, kvMemoryFraction = spec.Worker.Engine.KvMemoryFraction },
             kvCache = new
             {

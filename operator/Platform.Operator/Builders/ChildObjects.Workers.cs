@@ -135,6 +135,9 @@ public static partial class ChildObjects
             HttpPort = Names.HttpPort,
             Dtype = NumericFormats.ResolveComputeDtype(spec.Model.Dtype, spec.Worker.Resources.Gpus > 0),
             WeightDtype = spec.Model.WeightDtype,
+            Quantization = spec.Model.Quantization == NumericFormats.NoQuantization ? null : spec.Model.Quantization,
+            // A pod with GPUs computes on its first visible one (the device plugin exposes only the pod's own).
+            Device = spec.Worker.Resources.Gpus > 0 ? ComputeDevice.Cuda().ToString() : null,
             MaxContext = spec.Model.MaxContextTokens,
             BlockSize = spec.Worker.Engine.BlockSize,
             MaxBatchTokens = spec.Worker.Engine.MaxBatchTokens,

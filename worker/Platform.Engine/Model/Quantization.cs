@@ -10,12 +10,12 @@ namespace Platform.Engine.Model;
 
 public static class Quantization
 {
-    public const string None = "none";
+    public const string None = Platform.Core.Workers.NumericFormats.NoQuantization;
     /// <summary>Symmetric int8 weights, one fp16 scale per 32 inputs (QuantizationQ8).</summary>
-    public const string Q8 = "int8";
+    public const string Q8 = Platform.Core.Workers.NumericFormats.Int8Weights;
 
-    /// <summary>Every accepted value, as the CLI help and error messages list them.</summary>
-    public static IReadOnlyList<string> Choices { get; } = [None, Q8];
+    /// <summary>Every accepted value, as the CLI help and error messages list them (spelled once in Core, for the CRD too).</summary>
+    public static IReadOnlyList<string> Choices => Platform.Core.Workers.NumericFormats.Quantizations;
 
     /// <summary>Null when <paramref name="value"/> is a valid quantization, else the message naming the choices.</summary>
     public static string? Validate(string? value) =>
