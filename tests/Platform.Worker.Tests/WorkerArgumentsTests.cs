@@ -22,6 +22,7 @@ public sealed class WorkerArgumentsTests
         HttpPort = 8099,
         Dtype = "bfloat16",
         WeightDtype = "float16",
+        Quantization = "int8",
         MaxContext = 4096,
         BlockSize = 32,
         MaxBatchTokens = 777,
@@ -97,6 +98,7 @@ public sealed class WorkerArgumentsTests
         Assert.Equal((2, 9000, 0.25), (e.DistMaxPeers, e.DistLeaseMs, e.LendReserveFraction));
         Assert.Equal(321, e.TargetStepMs);
         Assert.Equal("float16", e.WeightDtype);
+        Assert.Equal("int8", e.Quantization);
         Assert.Equal(["http://a:50051", "http://b:50051"], o.PeerAddresses);
         Assert.True(o.DownloadOnly);
         Assert.Empty(kv.Validate());
@@ -126,6 +128,25 @@ public sealed class WorkerArgumentsTests
         var (valid, _) = Bind(new WorkerArguments { Model = TestModel.Dir, WeightDtype = "bfloat16" }.ToArgs());
         Assert.True(new WorkerOptionsValidator().Validate(null, valid).Succeeded);
         Assert.Equal("auto", new WorkerOptions().Engine.WeightDtype);
+    }
+
+    [Fact]
+    public void An_unknown_quantization_or_int8_without_float32_compute_is_refused()
+    {
+        var (unknown, _) = Bind(new WorkerArguments { Model = TestModel.Dir, Quantization = "int4" }.ToArgs());
+        var result = new WorkerOptionsValidator().Validate(null, unknown);
+        Assert.True(result.Failed);
+        Assert.Contains("unknown quantization 'int4'; use one of none, int8", result.FailureMessage, StringComparison.Ordinal);
+        Assert.Contains("--quantization", result.FailureMessage, StringComparison.Ordinal);
+
+        var (mixed, _) = Bind(new WorkerArguments { Model = TestModel.Dir, Quantization = "int8", Dtype = "bfloat16" }.ToArgs());
+        var mixedResult = new WorkerOptionsValidator().Validate(null, mixed);
+        Assert.True(mixedResult.Failed);
+        Assert.Contains("int8 needs ComputeDtype float32", mixedResult.FailureMessage, StringComparison.Ordinal);
+
+        var (valid, _) = Bind(new WorkerArguments { Model = TestModel.Dir, Quantization = "int8" }.ToArgs());
+        Assert.True(new WorkerOptionsValidator().Validate(null, valid).Succeeded);
+        Assert.Equal("none", new WorkerOptions().Engine.Quantization);
     }
 
     [Fact]
