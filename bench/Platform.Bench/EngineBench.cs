@@ -17,6 +17,10 @@
 //  * bound: bytes read per decode step (all weights but the embedding, plus the
 //    KV of B contexts) divided by the two-core streaming-read bandwidth, as
 //    tokens/s; decode is reported as a fraction of it.
+// --path generic|native (repeatable) measures each cell on the device-generic
+// libtorch path (LlamaModel.Device.cs) and/or the native cpu kernels, one after
+// the other in the same run, so the cost of the generic path is known; --device
+// cpu|cuda[:N] picks where the engine runs (off cpu only generic applies).
 // Figures are printed as a table and written as JSON (bench/results/engine-*.json).
 using System.Diagnostics;
 using System.Text.Json;
@@ -31,7 +35,7 @@ namespace Platform.Bench;
 
 internal static class EngineBench
 {
-    private sealed record Cell(string Preset, int Context, int Batch, double? PrefillTokensPerSecond, double DecodeTokensPerSecond,
+    private sealed record Cell(string Preset, string Path, int Context, int Batch, double? PrefillTokensPerSecond, double DecodeTokensPerSecond,
         double DecodeBoundTokensPerSecond, double DecodeFractionOfBound, long BytesPerDecodeStep);
 
     public static async Task<int> Run(string[] args)
@@ -42,6 +46,8 @@ internal static class EngineBench
         int decodeTokens = 16, threads = Environment.ProcessorCount;
         long maxPrefill = 16384;
         string? jsonPath = null;
+        string device = Platform.Core.Workers.ComputeDevice.CpuName;
+        var paths = new List<Platform.Engine.Model.ForwardPath>();
         for (int i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -53,15 +59,18 @@ internal static class EngineBench
                 case "--threads" when i + 1 < args.Length: threads = int.Parse(args[++i]); break;
                 case "--max-prefill-tokens" when i + 1 < args.Length: maxPrefill = long.Parse(args[++i]); break;
                 case "--json" when i + 1 < args.Length: jsonPath = args[++i]; break;
+                case "--device" when i + 1 < args.Length: device = args[++i]; break;
+                case "--path" when i + 1 < args.Length && Enum.TryParse<Platform.Engine.Model.ForwardPath>(args[i + 1], ignoreCase: true, out var path): paths.Add(path); i++; break;
                 default:
                     Console.Error.WriteLine($"unknown or incomplete argument '{args[i]}'");
-                    Console.Error.WriteLine("usage: engine [--preset small|medium]... [--context N]... [--batch N]... [--decode-tokens N] [--threads N] [--max-prefill-tokens N] [--json FILE]");
+                    Console.Error.WriteLine("usage: engine [--preset small|medium]... [--context N]... [--batch N]... [--decode-tokens N] [--threads N] [--max-prefill-tokens N] [--json FILE] [--device cpu|cuda[:N]] [--path generic|native]...");
                     return 2;
             }
         }
         if (presets.Count == 0) presets.AddRange(["small", "medium"]);
         if (contexts.Count == 0) contexts.AddRange([512, 2048, 8192]);
         if (batches.Count == 0) batches.AddRange([1, 8, 32]);
+        if (paths.Count == 0) paths.Add(Platform.Engine.Model.ForwardPath.Native);
         KernelThreads.Count = threads;
 
         AnsiConsole.MarkupLine("[grey]measuring two-core streaming-read bandwidth…[/]");
@@ -81,6 +90,7 @@ internal static class EngineBench
                 MaxRunningRequests = Math.Max(64, batches.Max()),
                 NumKvBlocks = (int)(kvTokens / 16 + 64),
                 DefaultSeed = 1,
+                Device = device,
             };
             AnsiConsole.MarkupLine($"[grey]loading {preset}…[/]");
             using var engine = LlmEngine.Load(dir, options);
@@ -91,25 +101,27 @@ internal static class EngineBench
             foreach (int context in contexts)
             {
                 foreach (int batch in batches)
+                foreach (var path in paths)
                 {
+                    engine.ForwardPath = path;
                     double? prefill = null;
                     if ((long)batch * context <= maxPrefill)
                         prefill = await MeasurePrefill(engine, batch, context, ++seed);
                     double decode = await MeasureDecode(engine, batch, context, decodeTokens, ++seed);
                     long stepBytes = weightBytes + batch * (long)context * kvBytesPerToken;
                     double bound = batch / (stepBytes / (bandwidth * 1e9));
-                    var cell = new Cell(preset, context, batch, prefill, decode, bound, decode / bound, stepBytes);
+                    var cell = new Cell(preset, path.ToString().ToLowerInvariant(), context, batch, prefill, decode, bound, decode / bound, stepBytes);
                     cells.Add(cell);
-                    AnsiConsole.MarkupLine($"{preset} ctx {context,5} batch {batch,2}: prefill {(prefill is { } p ? $"{p,8:F1}" : "    skip")} tok/s, decode {decode,8:F1} tok/s = {decode / bound:P0} of bound {bound:F1}");
+                    AnsiConsole.MarkupLine($"{preset} {cell.Path} ctx {context,5} batch {batch,2}: prefill {(prefill is { } p ? $"{p,8:F1}" : "    skip")} tok/s, decode {decode,8:F1} tok/s = {decode / bound:P0} of bound {bound:F1}");
                 }
             }
         }
 
-        var table = new Table().AddColumns("preset", "context", "batch", "prefill tok/s", "decode tok/s", "bound tok/s", "of bound", "decode vs batch 1");
+        var table = new Table().AddColumns("preset", "path", "context", "batch", "prefill tok/s", "decode tok/s", "bound tok/s", "of bound", "decode vs batch 1");
         foreach (var cell in cells)
         {
-            var b1 = cells.FirstOrDefault(x => x.Preset == cell.Preset && x.Context == cell.Context && x.Batch == 1);
-            table.AddRow(cell.Preset, cell.Context.ToString(), cell.Batch.ToString(),
+            var b1 = cells.FirstOrDefault(x => x.Preset == cell.Preset && x.Path == cell.Path && x.Context == cell.Context && x.Batch == 1);
+            table.AddRow(cell.Preset, cell.Path, cell.Context.ToString(), cell.Batch.ToString(),
                 cell.PrefillTokensPerSecond is { } p ? p.ToString("F1") : "skipped",
                 cell.DecodeTokensPerSecond.ToString("F1"), cell.DecodeBoundTokensPerSecond.ToString("F1"),
                 cell.DecodeFractionOfBound.ToString("P0"), b1 is null ? "" : (cell.DecodeTokensPerSecond / b1.DecodeTokensPerSecond).ToString("F1") + "×");
