@@ -22,6 +22,7 @@ public sealed class WorkerArgumentsTests
         HttpPort = 8099,
         Dtype = "bfloat16",
         WeightDtype = "float16",
+        Device = "cuda:1",
         MaxContext = 4096,
         BlockSize = 32,
         MaxBatchTokens = 777,
@@ -97,6 +98,7 @@ public sealed class WorkerArgumentsTests
         Assert.Equal((2, 9000, 0.25), (e.DistMaxPeers, e.DistLeaseMs, e.LendReserveFraction));
         Assert.Equal(321, e.TargetStepMs);
         Assert.Equal("float16", e.WeightDtype);
+        Assert.Equal("cuda:1", e.Device);
         Assert.Equal(["http://a:50051", "http://b:50051"], o.PeerAddresses);
         Assert.True(o.DownloadOnly);
         Assert.Empty(kv.Validate());
