@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 device="${PLATFORM_TEST_DEVICE:-cuda}"
 build=(dotnet build Platform.sln -c Release -nologo -clp:ErrorsOnly -v:q -p:TorchBackend=cuda)
-filter="FullyQualifiedName~DeviceGenericNumericsTests|FullyQualifiedName~MetaDeviceTests|FullyQualifiedName~DeviceStartupTests|FullyQualifiedName~Platform.Engine.Tests.EngineTests"
+filter="FullyQualifiedName~DeviceGenericNumericsTests|FullyQualifiedName~DeviceEngineTests|FullyQualifiedName~MetaDeviceTests|FullyQualifiedName~DeviceStartupTests|FullyQualifiedName~Platform.Engine.Tests.EngineTests"
 test=(dotnet test tests/Platform.Engine.Tests -c Release --no-build -p:TorchBackend=cuda --filter "$filter" --logger "console;verbosity=normal")
 
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! gpus="$(nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader 2>/dev/null)" || [ -z "$gpus" ]; then
