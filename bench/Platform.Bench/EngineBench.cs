@@ -26,6 +26,10 @@
 // Figures are printed as a table and written as JSON (bench/results/engine-*.json),
 // with two PNG charts beside it: decode against context with its bound, prefill
 // GFLOP/s against the matmul rate.
+// --path generic|native (repeatable) measures each cell on the device-generic
+// libtorch path (LlamaModel.Device.cs) and/or the native cpu kernels, one after
+// the other in the same run, so the cost of the generic path is known; --device
+// cpu|cuda[:N] picks where the engine runs (off cpu only generic applies).
 // With --peer-llamacpp DIR and/or --peer-llama2c PATH it also sets the engine beside
 // those programs (Peers/PeerBench.cs); given alone, only the peers run.
 using System.Diagnostics;
@@ -43,11 +47,11 @@ namespace Platform.Bench;
 
 internal static class EngineBench
 {
-    private sealed record Cell(string Preset, int Context, int Batch, double? PrefillTokensPerSecond, double? PrefillGflopsPerSecond, double? TtftSeconds,
+    private sealed record Cell(string Preset, string Path, int Context, int Batch, double? PrefillTokensPerSecond, double? PrefillGflopsPerSecond, double? TtftSeconds,
         double DecodeTokensPerSecond, double DecodeBoundTokensPerSecond, double DecodeFractionOfBound, long BytesPerDecodeStep);
 
     private const string Usage = "usage: engine [--preset small|medium]... [--context N[,N...]]... [--batch N[,N...]]... [--decode-tokens N] [--threads N] "
-        + "[--max-prefill-tokens N] [--json FILE] [--peer-llamacpp DIR] [--peer-llama2c PATH] [--peer-preset medium] [--peer-tokens N] [--rounds N]";
+        + "[--max-prefill-tokens N] [--json FILE] [--peer-llamacpp DIR] [--peer-llama2c PATH] [--peer-preset medium] [--peer-tokens N] [--rounds N] [--device cpu|cuda[:N]] [--path generic|native]...";
 
     public static async Task<int> Run(string[] args)
     {
@@ -59,6 +63,8 @@ internal static class EngineBench
         string? jsonPath = null, llamaCppDir = null, llama2cBinary = null;
         string peerPreset = "medium";
         int peerTokens = 32, rounds = 3;
+        string device = Platform.Core.Workers.ComputeDevice.CpuName;
+        var paths = new List<Platform.Engine.Model.ForwardPath>();
         static IEnumerable<string> List(string value) => value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         for (int i = 0; i < args.Length; i++)
         {
@@ -76,6 +82,8 @@ internal static class EngineBench
                 case "--threads" when i + 1 < args.Length: threads = int.Parse(args[++i]); break;
                 case "--max-prefill-tokens" when i + 1 < args.Length: maxPrefill = long.Parse(args[++i]); break;
                 case "--json" when i + 1 < args.Length: jsonPath = args[++i]; break;
+                case "--device" when i + 1 < args.Length: device = args[++i]; break;
+                case "--path" when i + 1 < args.Length && Enum.TryParse<Platform.Engine.Model.ForwardPath>(args[i + 1], ignoreCase: true, out var path): paths.Add(path); i++; break;
                 default:
                     Console.Error.WriteLine($"unknown or incomplete argument '{args[i]}'");
                     Console.Error.WriteLine(Usage);
@@ -98,6 +106,7 @@ internal static class EngineBench
         if (presets.Count == 0) presets.AddRange(["small", "medium"]);
         if (contexts.Count == 0) contexts.AddRange([512, 2048, 8192]);
         if (batches.Count == 0) batches.AddRange([1, 8, 32]);
+        if (paths.Count == 0) paths.Add(Platform.Engine.Model.ForwardPath.Native);
         KernelThreads.Count = threads;
 
         AnsiConsole.MarkupLine("[grey]measuring two-core streaming-read bandwidth…[/]");
@@ -120,6 +129,7 @@ internal static class EngineBench
                 MaxRunningRequests = Math.Max(64, maxBatch),
                 NumKvBlocks = (int)(kvTokens / 16 + 64),
                 DefaultSeed = 1,
+                Device = device,
             };
             AnsiConsole.MarkupLine($"[grey]loading {preset}…[/]");
             using var engine = LlmEngine.Load(dir, options);
@@ -133,7 +143,9 @@ internal static class EngineBench
                 int context = Math.Min(asked, engine.MaxContextTokens - decodeTokens - 1);
                 if (context != asked) AnsiConsole.MarkupLine($"[grey]context {asked} measured as {context}: prompt and {decodeTokens} decoded tokens fit {engine.MaxContextTokens}[/]");
                 foreach (int batch in batches)
+                foreach (var path in paths)
                 {
+                    engine.ForwardPath = path;
                     double? prefillSeconds = null;
                     if (batch == 1 || (long)batch * context <= maxPrefill)
                         prefillSeconds = await MeasurePrefill(engine, batch, context, ++seed);
@@ -142,19 +154,19 @@ internal static class EngineBench
                     double decode = await MeasureDecode(engine, batch, context, decodeTokens, ++seed);
                     long stepBytes = weightBytes + batch * (long)context * kvBytesPerToken;
                     double bound = batch / (stepBytes / (bandwidth * 1e9));
-                    var cell = new Cell(preset, context, batch, prefill, gflops, prefillSeconds, decode, bound, decode / bound, stepBytes);
+                    var cell = new Cell(preset, path.ToString().ToLowerInvariant(), context, batch, prefill, gflops, prefillSeconds, decode, bound, decode / bound, stepBytes);
                     cells.Add(cell);
-                    AnsiConsole.MarkupLine($"{preset} ctx {context,5} batch {batch,2}: prefill {(prefill is { } p ? $"{p,8:F1} tok/s, {gflops,6:F1} GFLOP/s, TTFT {prefillSeconds,7:F2} s" : "    skip")}, "
+                    AnsiConsole.MarkupLine($"{preset} {cell.Path} ctx {context,5} batch {batch,2}: prefill {(prefill is { } p ? $"{p,8:F1} tok/s, {gflops,6:F1} GFLOP/s, TTFT {prefillSeconds,7:F2} s" : "    skip")}, "
                         + $"decode {decode,8:F1} tok/s = {decode / bound:P0} of bound {bound:F1}");
                 }
             }
         }
 
-        var table = new Table().AddColumns("preset", "context", "batch", "prefill tok/s", "prefill GFLOP/s", "TTFT s", "decode tok/s", "bound tok/s", "of bound", "decode vs batch 1");
+        var table = new Table().AddColumns("preset", "path", "context", "batch", "prefill tok/s", "prefill GFLOP/s", "TTFT s", "decode tok/s", "bound tok/s", "of bound", "decode vs batch 1");
         foreach (var cell in cells)
         {
-            var b1 = cells.FirstOrDefault(x => x.Preset == cell.Preset && x.Context == cell.Context && x.Batch == 1);
-            table.AddRow(cell.Preset, cell.Context.ToString(), cell.Batch.ToString(),
+            var b1 = cells.FirstOrDefault(x => x.Preset == cell.Preset && x.Path == cell.Path && x.Context == cell.Context && x.Batch == 1);
+            table.AddRow(cell.Preset, cell.Path, cell.Context.ToString(), cell.Batch.ToString(),
                 cell.PrefillTokensPerSecond is { } p ? p.ToString("F1") : "skipped",
                 cell.PrefillGflopsPerSecond is { } g ? g.ToString("F1") : "-",
                 cell.TtftSeconds is { } t ? t.ToString("F2") : "-",

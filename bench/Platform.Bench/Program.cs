@@ -35,7 +35,7 @@ internal static class Program
                 Console.Error.WriteLine("modes:");
                 Console.Error.WriteLine("  kernels [--shape OUTxIN]... [--batch N]... [--threads N] [--cached] [--chunk-kb N] [--seconds S] [--vector256]");
                 Console.Error.WriteLine("      decode GEMV (fp32/fp16/bf16/TorchSharp linear) vs streaming-read bandwidth");
-                Console.Error.WriteLine("  engine [--preset small|medium]... [--context N]... [--batch N]... [--decode-tokens N] [--json FILE]");
+                Console.Error.WriteLine("  engine [--preset small|medium]... [--context N]... [--batch N]... [--decode-tokens N] [--json FILE] [--device cpu|cuda[:N]] [--path generic|native]...");
                 Console.Error.WriteLine("      engine prefill/decode tokens/s at each context and batch, decode as a fraction of the bandwidth bound");
                 Console.Error.WriteLine("  dist [--preset small] [--worker-kv-tokens M] [--workers N]... [--decode-tokens N] [--json FILE]");
                 Console.Error.WriteLine("      DistAttention: largest servable prompt with N workers, decode slowdown across two workers");

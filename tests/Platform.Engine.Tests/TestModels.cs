@@ -36,5 +36,5 @@ internal static class TestModels
         Tiny(modelType, dtype: dtype) with { SlidingWindow = window, SlidingWindowFromLayer = fromLayer };
 
     public static LlmEngine Engine(string modelDir, EngineOptions? options = null) =>
-        LlmEngine.Load(modelDir, options ?? new EngineOptions { NumKvBlocks = 256, Threads = 2, DefaultSeed = 1 });
+        LlmEngine.Load(modelDir, options ?? new EngineOptions { NumKvBlocks = 256, Threads = 2, DefaultSeed = 1, Device = TestDevice.Name });
 }

@@ -67,6 +67,18 @@ public sealed class ProcessTests
     }
 
     [Fact]
+    public async Task A_cuda_device_this_machine_lacks_stops_the_worker_at_start_naming_it_without_a_stack_trace()
+    {
+        // This build machine has no GPU and a CPU-only libtorch; on a GPU machine an ordinal past the last GPU is missing.
+        string missing = TorchSharp.torch.cuda.is_available() ? $"cuda:{TorchSharp.torch.cuda.device_count()}" : "cuda";
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() =>
+            WorkerProcess.StartAsync(["--model", TestModel.Dir, "--port", "0", "--http-port", "0", "--device", missing], readyTimeout: TimeSpan.FromSeconds(60)));
+        Assert.Contains("exited (code 2)", error.Message);
+        Assert.Contains($"--device {missing}:", error.Message);
+        Assert.DoesNotContain("   at ", error.Message);
+    }
+
+    [Fact]
     public async Task A_model_that_fails_to_load_exits_with_code_3_and_the_reason()
     {
         string dir = Path.Combine(TestModel.Root, "broken-model");

@@ -23,6 +23,7 @@ public sealed class WorkerArgumentsTests
         Dtype = "bfloat16",
         WeightDtype = "float16",
         Quantization = "int8",
+        Device = "cuda:1",
         MaxContext = 4096,
         BlockSize = 32,
         MaxBatchTokens = 777,
@@ -99,6 +100,7 @@ public sealed class WorkerArgumentsTests
         Assert.Equal(321, e.TargetStepMs);
         Assert.Equal("float16", e.WeightDtype);
         Assert.Equal("int8", e.Quantization);
+        Assert.Equal("cuda:1", e.Device);
         Assert.Equal(["http://a:50051", "http://b:50051"], o.PeerAddresses);
         Assert.True(o.DownloadOnly);
         Assert.Empty(kv.Validate());

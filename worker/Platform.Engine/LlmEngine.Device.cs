@@ -15,6 +15,16 @@ namespace Platform.Engine;
 
 public sealed partial class LlmEngine
 {
+    /// <summary>
+    /// The model's forward path (benchmarks compare generic and native on cpu). Set it between steps only, with no
+    /// request in flight: the engine thread reads it at each step.
+    /// </summary>
+    internal Model.ForwardPath ForwardPath
+    {
+        get => _model.ForwardPath;
+        set => _model.ForwardPath = value;
+    }
+
     /// <summary>The step's logits on the host, or (off cpu, all rows greedy) the tokens sampled on the device and no logits.</summary>
     private static (float[] Logits, int[]? Tokens) ReadStepOutput(Tensor output, List<EngineRequest> sampling)
     {

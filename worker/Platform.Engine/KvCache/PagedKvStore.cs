@@ -178,6 +178,13 @@ public sealed class PagedKvStore : IDisposable
     public (Tensor K, Tensor V) Gather(int layer, Tensor slots) =>
         (_keys[layer].index_select(0, slots), _values[layer].index_select(0, slots));
 
+    /// <summary>
+    /// Gather through advanced indexing (aten::index.Tensor) instead of index_select: the same rows, on any device,
+    /// meta included (libtorch 2.10 has no meta kernel for index_select); the device-generic path uses it.
+    /// </summary>
+    public (Tensor K, Tensor V) GatherRows(int layer, Tensor slots) =>
+        (_keys[layer].index(TensorIndex.Tensor(slots)), _values[layer].index(TensorIndex.Tensor(slots)));
+
     public void Dispose()
     {
         foreach (var t in _keys) t.Dispose();

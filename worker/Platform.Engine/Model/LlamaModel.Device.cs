@@ -7,7 +7,12 @@
 // device:
 // - linear layers through libtorch (Projection.ForwardLibtorch), never our GEMV;
 // - RoPE cos/sin from the positions on the device (float64 angles, as on cpu);
-// - K/V scattered into the paged pools by slot (index_copy_);
+// - K/V scattered into the paged pools by slot (index_copy_), rows picked by
+//   advanced indexing (aten::index.Tensor: libtorch 2.10 has no meta kernel
+//   for index_select, which the cpu path uses; nor for logical_and/logical_not,
+//   so masks are built by successive masked_fill_ of comparisons; nor for
+//   aten::where, which scaled_dot_product_attention's math fallback calls, so
+//   on meta only the attention is written out over the same inputs);
 // - decode sequences (one new token each) attend together: their visible slots
 //   are padded to the longest into one [B, S] gather, padding is masked, and one
 //   batched scaled_dot_product_attention call covers them all;
@@ -69,7 +74,8 @@ public sealed partial class LlamaModel
         var decodeGathers = new Dictionary<AttentionWindow, (Tensor Slots, Tensor Mask)>();
         var prefillMasks = new Dictionary<(int Sequence, AttentionWindow Window), Tensor>();
 
-        var x = _weights.Embed(ids, Dtype);
+        var embedded = Rows(_weights.Embedding, ids);
+        var x = embedded.dtype == Dtype ? embedded : embedded.to_type(Dtype);
         for (int l = 0; l < c.NumLayers; l++)
         {
             var w = _weights.Layers[l];
@@ -88,7 +94,7 @@ public sealed partial class LlamaModel
             {
                 if (!decodeGathers.TryGetValue(window, out var gather))
                     decodeGathers[window] = gather = DecodeGather(step, window, Section);
-                attention.index_copy_(0, decodeRows, AttendDecodes(q.index_select(0, decodeRows), kv, l, gather.Slots, gather.Mask));
+                attention.index_copy_(0, decodeRows, AttendDecodes(Rows(q, decodeRows), kv, l, gather.Slots, gather.Mask));
             }
             for (int s = 0; s < batch.Sequences.Count; s++)
             {
@@ -96,8 +102,8 @@ public sealed partial class LlamaModel
                 if (seq.NumTokens == 1) continue;
                 if (!prefillMasks.TryGetValue((s, window), out var mask))
                     prefillMasks[(s, window)] = mask = PrefillMask(seq, positions.narrow(0, seq.TokenStart, seq.NumTokens), window, device);
-                var (keys, values) = kv.Gather(l, Section(step.PrefillSlots[(s, window)]));
-                attention.narrow(0, seq.TokenStart, seq.NumTokens).copy_(Attend(q.narrow(0, seq.TokenStart, seq.NumTokens), keys, values, mask));
+                var (keys, values) = kv.GatherRows(l, Section(step.PrefillSlots[(s, window)]));
+                attention.narrow(0, seq.TokenStart, seq.NumTokens).copy_(AttendChunk(q.narrow(0, seq.TokenStart, seq.NumTokens), keys, values, mask));
             }
             x = x + w.O.ForwardLibtorch(attention);
             var gateUp = w.GateUp.ForwardLibtorch(RmsNorm(x, w.PostNorm));
@@ -105,9 +111,15 @@ public sealed partial class LlamaModel
             x = x + w.Down.ForwardLibtorch(activated);
         }
         if (batch.LogitRows.Count == 0) return torch.empty([0, c.VocabSize], torch.float32, device);
-        var last = RmsNorm(x.index_select(0, Section(step.LogitRows)), _weights.FinalNorm);
+        var last = RmsNorm(Rows(x, Section(step.LogitRows)), _weights.FinalNorm);
         return _weights.LmHead.ForwardLibtorch(last).to_type(torch.float32);
     }
+
+    /// <summary>
+    /// Rows of <paramref name="source"/> picked by <paramref name="indices"/> through advanced indexing (aten::index.Tensor):
+    /// index_select would do the same, but libtorch 2.10 registers no meta kernel for it, and this path must run on meta.
+    /// </summary>
+    private static Tensor Rows(Tensor source, Tensor indices) => source.index(TensorIndex.Tensor(indices));
 
     /// <summary>cos and sin of the positions (already on the device) × inverse frequency, in float64 as on cpu.</summary>
     private (Tensor Cos, Tensor Sin) RotaryTablesOn(Tensor positions)
@@ -143,12 +155,36 @@ public sealed partial class LlamaModel
         var c = Config;
         long b = queries.shape[0];
         long width = paddedSlots.shape[0] / b;
-        var (keys, values) = kv.Gather(layer, paddedSlots);
+        var (keys, values) = kv.GatherRows(layer, paddedSlots);
         var qf = queries.reshape(b, c.NumKvHeads, c.QueriesPerKvHead, c.HeadDim);
         var kf = keys.view(b, width, c.NumKvHeads, c.HeadDim).permute(0, 2, 1, 3);
         var vf = values.view(b, width, c.NumKvHeads, c.HeadDim).permute(0, 2, 1, 3);
-        var o = torch.nn.functional.scaled_dot_product_attention(qf, kf, vf, mask, 0.0, false);
-        return o.reshape(b, c.NumHeads * c.HeadDim);
+        return ScaledDotProductAttention(qf, kf, vf, mask).reshape(b, c.NumHeads * c.HeadDim);
+    }
+
+    /// <summary>Attend's folded-GQA attention of one prefill chunk [L, heads, d] over its keys [S, kvHeads, d] → [L, heads·d].</summary>
+    private Tensor AttendChunk(Tensor q, Tensor keys, Tensor values, Tensor mask)
+    {
+        var c = Config;
+        long l = q.shape[0];
+        int groups = c.QueriesPerKvHead;
+        var qf = q.reshape(l, c.NumKvHeads, groups, c.HeadDim).permute(1, 2, 0, 3).reshape(c.NumKvHeads, groups * l, c.HeadDim);
+        var o = ScaledDotProductAttention(qf, keys.permute(1, 0, 2), values.permute(1, 0, 2), mask);
+        return o.reshape(c.NumKvHeads, groups, l, c.HeadDim).permute(2, 0, 1, 3).reshape(l, c.NumHeads * c.HeadDim);
+    }
+
+    /// <summary>
+    /// libtorch's scaled_dot_product_attention (its fused kernels on cuda). On meta it cannot run: its math fallback
+    /// calls aten::where, which libtorch 2.10 has no meta kernel for; there the same attention is written out
+    /// (softmax(q kᵀ / √d + mask) v) over the very same inputs, so a query, key, value or mask off meta still fails.
+    /// </summary>
+    private Tensor ScaledDotProductAttention(Tensor q, Tensor k, Tensor v, Tensor mask)
+    {
+        if (q.device_type != DeviceType.META)
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, mask, 0.0, false);
+        using var scale = _softmaxScale.ToScalar();
+        var scores = torch.matmul(q, k.transpose(-2, -1)) * scale + mask;
+        return torch.matmul(scores.softmax(-1), v);
     }
 
     /// <summary>
@@ -163,13 +199,14 @@ public sealed partial class LlamaModel
         using var negativeInfinity = double.NegativeInfinity.ToScalar();
         var queryPos = queryPositions.unsqueeze(1);
         var keyPos = torch.arange(firstScalar, endScalar, torch.int64, device).unsqueeze(0);
-        var allowed = keyPos <= queryPos;
+        // Future keys, then (sliding) keys below the window, each hidden by its own masked_fill_: libtorch 2.10 has no
+        // meta kernel for logical_and / logical_not, so the two conditions are never combined into one boolean tensor.
+        var mask = torch.zeros([seq.NumTokens, seq.ContextLength - first], Dtype, device).masked_fill_(keyPos > queryPos, negativeInfinity);
         if (window.Size is { } size)
         {
             using var reach = ((long)size - 1).ToScalar();
-            allowed = allowed.logical_and(keyPos >= queryPos - reach);
+            mask.masked_fill_(keyPos < queryPos - reach, negativeInfinity);
         }
-        var mask = torch.zeros([seq.NumTokens, seq.ContextLength - first], Dtype, device).masked_fill(allowed.logical_not(), negativeInfinity);
         return mask.repeat(Config.QueriesPerKvHead, 1);
     }
 
