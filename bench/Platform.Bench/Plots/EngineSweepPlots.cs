@@ -29,6 +29,7 @@ internal static class EngineSweepPlots
             bound.MarkerSize = 0;
             bound.LegendText = $"{group.Key.Preset}, batch {group.Key.Batch}: bound";
         }
+        plot.Axes.SetLimitsY(0, points.Select(p => Math.Max(p.DecodeTokensPerSecond, p.DecodeBoundTokensPerSecond)).DefaultIfEmpty(1).Max() * 1.1);
         plot.SavePng(path, 900, 560);
     }
 

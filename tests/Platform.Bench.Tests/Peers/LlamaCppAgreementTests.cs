@@ -1,0 +1,43 @@
+// Optional: where a llama.cpp build is given (LLAMACPP_DIR, a source tree built into build/), the
+// GGUF export of a random tiny model is run by the compiled driver and its greedy ids must equal the
+// engine's, token for token. Without the variable the test says so in its output and checks nothing
+// else: the suite does not depend on llama.cpp.
+using Platform.Bench.Peers;
+using Platform.Core.Models;
+using Platform.Engine;
+using Xunit.Abstractions;
+
+namespace Platform.Bench.Tests.Peers;
+
+public sealed class LlamaCppAgreementTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("llamacpp-tests-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public async Task Llama_cpp_greedy_ids_equal_the_engine_s_on_the_f32_export()
+    {
+        string? llamaCpp = Environment.GetEnvironmentVariable("LLAMACPP_DIR");
+        if (string.IsNullOrEmpty(llamaCpp))
+        {
+            output.WriteLine("skipped: set LLAMACPP_DIR to a llama.cpp source tree built into build/ to run this check");
+            return;
+        }
+        string model = Path.Combine(_dir, "tiny");
+        RandomModelGenerator.Create(model, new RandomModelOptions { Preset = "tiny", Seed = 3 });
+        string gguf = Path.Combine(_dir, "tiny.f32.gguf");
+        GgufExport.Write(model, gguf, GgmlType.F32);
+        var peer = await LlamaCppPeer.PrepareAsync(llamaCpp, Path.Combine(_dir, "driver"));
+        int[] prompt = [5, 77, 300, 12, 9, 41, 250, 3];
+        const int tokens = 24;
+
+        var theirs = await peer.GenerateAsync(gguf, prompt, tokens, threads: 2);
+        using var engine = LlmEngine.Load(model, new EngineOptions { Threads = 2, NumKvBlocks = 16, DefaultSeed = 1 });
+        var mine = await EngineDecode.RunAsync(engine, prompt, tokens);
+
+        output.WriteLine($"engine:    {string.Join(',', mine.Ids)}");
+        output.WriteLine($"llama.cpp: {string.Join(',', theirs.Ids)}");
+        Assert.Equal(mine.Ids, theirs.Ids);
+    }
+}
