@@ -54,11 +54,8 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
             rows.Add(await CompareAsync(peer, prompt, "f16", "bf16 checkpoint, --weight-dtype auto", bf16Dir, Options("auto"), Gguf(GgmlType.F16), agreementChecked: false));
             string f16Dir = BenchModels.Ensure(preset, SafetensorsDtype.F16);
             rows.Add(await CompareAsync(peer, prompt, "f16", "f16 checkpoint, --weight-dtype auto", f16Dir, Options("auto"), Gguf(GgmlType.F16), agreementChecked: true));
-            var int8 = WithInt8Quantization(Options("auto"));
-            rows.Add(int8 is null
-                ? new PeerWidthRow("q8_0", "fp32 checkpoint, --quantization int8", Path.GetFileName(Gguf(GgmlType.Q8_0)), null, null, null, null, tokens,
-                    "skipped: this engine has no Quantization option")
-                : await CompareAsync(peer, prompt, "q8_0", "fp32 checkpoint, --quantization int8", f32Dir, int8, Gguf(GgmlType.Q8_0), agreementChecked: false));
+            rows.Add(await CompareAsync(peer, prompt, "q8_0", "fp32 checkpoint, --quantization int8", f32Dir,
+                Options("auto") with { Quantization = Platform.Engine.Model.Quantization.Q8 }, Gguf(GgmlType.Q8_0), agreementChecked: false));
             start = await MeasureStartAsync(peer, bf16Dir, Gguf(GgmlType.F16), prompt);
         }
         if (llama2cBinary is not null)
@@ -74,19 +71,6 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
         DefaultSeed = 1,
         WeightDtype = weightDtype,
     };
-
-    /// <summary>
-    /// The options with Quantization = "int8", or null when the engine has no such option yet (it is being
-    /// added beside this benchmark; set by name so the bench builds and reports either way).
-    /// </summary>
-    private static EngineOptions? WithInt8Quantization(EngineOptions options)
-    {
-        var property = typeof(EngineOptions).GetProperty("Quantization");
-        if (property is null || !property.CanWrite || property.PropertyType != typeof(string)) return null;
-        var copy = options with { };
-        property.SetValue(copy, "int8");
-        return copy;
-    }
 
     private async Task<PeerWidthRow> CompareAsync(LlamaCppPeer peer, IReadOnlyList<int> prompt, string width, string engineCase,
         string modelDir, EngineOptions options, string gguf, bool agreementChecked)
