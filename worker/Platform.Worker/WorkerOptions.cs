@@ -302,10 +302,8 @@ internal sealed class WorkerOptionsValidator : IValidateOptions<WorkerOptions>
         {
             // Checked here so a worker on a machine without the device stops at once (exit 2) with this line, not a stack trace.
             if (Platform.Engine.Torch.TorchDevices.Unavailable(device) is { } unavailable) errors.Add(unavailable);
-            if (o.DistAttentionEnabled)
-                errors.Add($"--device {device} with --dist-attention on: DistAttention reads the KV pool through host pointers and runs only with --device cpu.");
-            if (!kvTier.Mode.Equals("off", StringComparison.OrdinalIgnoreCase))
-                errors.Add($"--device {device} with --kv-tier {kvTier.Mode}: the KV tier copies blocks through host pointers and runs only with --device cpu.");
+            // DistAttention and the KV tier run there too: partial attention and lent-KV writes use libtorch ops on the
+            // pools (PagedKvStore's tensor path), tier transfers go through staged, pinned batches (KvTierTransfer).
         }
         try
         {

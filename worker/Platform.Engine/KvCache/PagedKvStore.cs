@@ -118,6 +118,17 @@ public sealed class PagedKvStore : IDisposable
     {
         int row = _elementsPerSlot;
         if (keys.Length < slots.Length * row || values.Length < slots.Length * row) throw new ArgumentException("keys and values must hold a row per slot");
+        if (UsesTensorPath)
+        {
+            // Pools off the CPU: one upload of the rows and one scatter per pool, rounded to the pools' dtype on the device.
+            using var scope = torch.NewDisposeScope();
+            long[] shape = [slots.Length, _keys[layer].shape[1], _keys[layer].shape[2]];
+            var index = torch.tensor(slots.ToArray()).to(Device);
+            Write(layer, index,
+                torch.tensor(keys[..(slots.Length * row)].ToArray(), shape).to_type(Dtype).to(Device),
+                torch.tensor(values[..(slots.Length * row)].ToArray(), shape).to_type(Dtype).to(Device));
+            return;
+        }
         var (k, v) = Pointers(layer);
         for (int i = 0; i < slots.Length; i++)
         {
@@ -136,6 +147,11 @@ public sealed class PagedKvStore : IDisposable
     public unsafe void PartialAttention(int layer, float* queries, long* slots, int slotCount, int* offsets, int* lengths, int count,
         int heads, int kvHeads, int headDim, float scale, float* output, float* logSumExp)
     {
+        if (UsesTensorPath)
+        {
+            PartialAttentionOnDevice(layer, queries, slots, slotCount, offsets, lengths, count, heads, kvHeads, headDim, scale, output, logSumExp);
+            return;
+        }
         var (k, v) = Pointers(layer);
         if (Dtype == ScalarType.Float32)
         {
@@ -189,5 +205,43 @@ public sealed class PagedKvStore : IDisposable
     {
         foreach (var t in _keys) t.Dispose();
         foreach (var t in _values) t.Dispose();
+    }
+
+    /// <summary>Runs <see cref="WriteRows"/> and <see cref="PartialAttention"/> with libtorch ops on CPU pools too (tests).</summary>
+    internal static bool ForceTensorPath { get; set; }
+
+    private bool UsesTensorPath => Device.type != DeviceType.CPU || ForceTensorPath;
+
+    /// <summary>
+    /// <see cref="PartialAttention"/> where the pools are: the slots' K/V are gathered and widened to float32 on the
+    /// device, the scores of every query head over them are masked to each query's range, and only the outputs and
+    /// log-sum-exps (a few KB) cross to the host. Same contract as the kernel: an empty range gives output 0, LSE −∞.
+    /// </summary>
+    private unsafe void PartialAttentionOnDevice(int layer, float* queries, long* slots, int slotCount, int* offsets, int* lengths, int count,
+        int heads, int kvHeads, int headDim, float scale, float* output, float* logSumExp)
+    {
+        using var scope = torch.NewDisposeScope();
+        int group = heads / kvHeads;
+        var index = torch.tensor(new ReadOnlySpan<long>(slots, slotCount).ToArray()).to(Device);
+        // [kvHeads, slots, headDim] → one copy per query head of its group: [heads, slots, headDim].
+        var k = _keys[layer].index_select(0, index).to_type(ScalarType.Float32).permute(1, 0, 2).repeat_interleave(group, 0);
+        var v = _values[layer].index_select(0, index).to_type(ScalarType.Float32).permute(1, 0, 2).repeat_interleave(group, 0);
+        var q = torch.tensor(new ReadOnlySpan<float>(queries, count * heads * headDim).ToArray(), [count, heads, headDim]).to(Device).permute(1, 0, 2);
+        var visible = new bool[count * slotCount];
+        var empty = new bool[count];
+        for (int i = 0; i < count; i++)
+        {
+            Array.Fill(visible, true, i * slotCount + offsets[i], lengths[i]);
+            empty[i] = lengths[i] == 0;
+        }
+        var hidden = torch.tensor(visible, [1, count, slotCount]).to(Device).logical_not();
+        var scores = torch.matmul(q, k.transpose(1, 2)).mul_(scale).masked_fill_(hidden, float.NegativeInfinity); // [heads, count, slots]
+        var lse = scores.logsumexp(-1, keepdim: true);                                                              // [heads, count, 1]
+        var emptyRows = torch.tensor(empty, [1, count, 1]).to(Device);
+        var weights = (scores - lse).exp_().masked_fill_(emptyRows, 0);
+        var result = torch.matmul(weights, v).permute(1, 0, 2).contiguous().cpu();                                   // [count, heads, headDim]
+        var sums = lse.squeeze(-1).transpose(0, 1).contiguous().cpu();                                             // [count, heads]
+        new ReadOnlySpan<float>(Torch.TensorPointers.Float32(result), count * heads * headDim).CopyTo(new Span<float>(output, count * heads * headDim));
+        new ReadOnlySpan<float>(Torch.TensorPointers.Float32(sums), count * heads).CopyTo(new Span<float>(logSumExp, count * heads));
     }
 }

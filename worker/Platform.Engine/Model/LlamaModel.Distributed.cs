@@ -44,8 +44,14 @@ public sealed partial class LlamaModel
             inputIds[i] = tokens[start + i];
         }
         long[] positionArray = [.. positions];
+        var device = _weights.Embedding.device;
         var (cos, sin) = RotaryTables(positions);
-        var x = _weights.Embedding.index_select(0, torch.tensor(inputIds, torch.int64));
+        if (device.type != DeviceType.CPU)
+        {
+            cos = cos.to(device);
+            sin = sin.to(device);
+        }
+        var x = _weights.Embedding.index_select(0, torch.tensor(inputIds, torch.int64).to(device));
 
         var localOut = new float[count * qSize];
         var localLse = new float[count * c.NumHeads];
@@ -83,9 +89,10 @@ public sealed partial class LlamaModel
                 k = k.to_type(ScalarType.Float32);
                 v = v.to_type(ScalarType.Float32);
             }
-            q = q.contiguous();
-            k = k.contiguous();
-            v = v.contiguous();
+            // They cross to the creditors from host memory (one small copy per layer when the model is on a device).
+            q = q.cpu().contiguous();
+            k = k.cpu().contiguous();
+            v = v.cpu().contiguous();
 
             // The creditors start on their part while this worker computes its own.
             var window = c.WindowOf(l);
@@ -106,7 +113,7 @@ public sealed partial class LlamaModel
             remote.EndAttend(pending, outputs, logSumExps);
             Kernels.AttentionMerge.MergeRows(outputs, logSumExps, count, c.NumHeads, c.HeadDim, merged);
 
-            var attention = torch.tensor(merged, [count, qSize]).to_type(Dtype);
+            var attention = torch.tensor(merged, [count, qSize]).to_type(Dtype).to(x.device);
             x = x + w.O.Forward(attention);
             x = x + Mlp(x, w);
         }
