@@ -136,4 +136,23 @@ public sealed class OperatorArgsTests
         Assert.Contains("hf://ORG/NAME", result.FailureMessage, StringComparison.Ordinal);
         Assert.Equal("Qwen/Qwen2.5-7B", Bind(["--model", "hf://Qwen/Qwen2.5-7B@v2"], "w").ResolvedServedModelName);
     }
+
+    [Fact]
+    public void A_gpu_pod_with_the_kv_tier_and_dist_attention_is_refused_only_for_the_missing_gpu()
+    {
+        // As the shipped sample runs: GPUs, dtype auto (bfloat16 there), DistAttention and the KV tier on.
+        var model = Model("pvc://models/qwen/7b", "auto");
+        model.Spec.Worker.Resources.Gpus = 1;
+        var args = ChildObjects.Build(model, new ImageDefaults("w:1", "r:1")).Workers.Spec.Template.Spec.Containers[0].Args;
+        Assert.Equal("cuda", args[args.IndexOf("--device") + 1]);
+        Assert.Equal("bfloat16", args[args.IndexOf("--dtype") + 1]);
+        var o = Bind(args, "m-worker-0");
+        o.ModelDirectory = TestModel.Dir;
+        Assert.True(o.DistAttentionEnabled);
+        var result = new WorkerOptionsValidator().Validate(null, o);
+        // This machine has no GPU (and a CPU-only libtorch): that, and nothing else, stops the worker.
+        Assert.True(result.Failed);
+        var failure = Assert.Single(result.Failures!);
+        Assert.Contains("cuda", failure, StringComparison.Ordinal);
+    }
 }
