@@ -180,15 +180,17 @@ internal static unsafe class KernelBench
     /// <summary>Runs <paramref name="call"/> with the GEMM tiles for every batch (no GEMV crossover), so small batches show both kernels.</summary>
     private static void OnGemmTiles(Action call)
     {
-        int saved = Gemm.GemvRowsLimit;
-        Gemm.GemvRowsLimit = 0;
+        int savedF32 = Gemm.GemvRowsLimitF32, savedNarrow = Gemm.GemvRowsLimitNarrow;
+        Gemm.GemvRowsLimitF32 = 0;
+        Gemm.GemvRowsLimitNarrow = 0;
         try
         {
             call();
         }
         finally
         {
-            Gemm.GemvRowsLimit = saved;
+            Gemm.GemvRowsLimitF32 = savedF32;
+            Gemm.GemvRowsLimitNarrow = savedNarrow;
         }
     }
 

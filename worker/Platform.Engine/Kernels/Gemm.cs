@@ -13,13 +13,15 @@
 //      per-thread 64-byte-aligned buffer, interleaved as [k / lanes][R][lanes] so the micro-kernel
 //      reads one sequential stream (R vectors per k step). The R source rows are contiguous, so the
 //      pack is a single sequential read of R * RowBytes, with a software prefetch 4 KB ahead.
-//   2. For each k-block of KBlock weights (the packed tile's block is R x KBlock x 4 bytes, 6 KB on
+//   2. For each k-block of KBlock weights (the packed tile's block is R x KBlock x 4 bytes, 12 KB on
 //      AVX-512, and stays in L1 while every token group reads it), for each group of C = 4 token
 //      rows: a register tile of R x C accumulators (24 zmm + 6 weight + 1 input = 31 registers;
 //      12 + 3 + 1 = 16 ymm on AVX2) runs over the block; partial accumulators (un-reduced vectors)
 //      live in a small per-thread buffer between k-blocks. Per k step: R weight loads from L1,
-//      C input loads (L2: the token panel, 64 x 8 KB at most for 2048 wide rows, stays in the
-//      1 MB L2), R * C FMAs, i.e. 10 loads per 24 FMAs on AVX-512 and 7 per 12 on AVX2.
+//      C input loads from L2, R * C FMAs, i.e. 10 loads per 24 FMAs on AVX-512 and 7 per 12 on
+//      AVX2. The input panel is copied once per call into a buffer with 64-byte-aligned rows (so no
+//      input load splits a cache line; fp16's input scaling is fused into the copy); 64 rows of
+//      2048 floats are 512 KB, which stays in the 1 MB L2.
 //   3. While computing a tile, the next tile's source rows are prefetched into L2 (two lines per
 //      k step), so the next pack reads from L2 and DRAM streaming overlaps the FMAs.
 //   4. After the last k-block each accumulator is summed across lanes once, the k tail (inFeatures
@@ -29,9 +31,13 @@
 // The weights are thus streamed from memory once per call and widened once per call; each
 // widened weight feeds every token row from L1.
 //
-// Crossover (GemvRowsLimit): calls with fewer rows than the limit go to Gemv's tiles, which are
-// faster there (no pack pass, no padding of a 4-row group). Chosen from bench `kernels` (see
-// docs/engine.md, "Batched-decode GEMM"). fp16 uses the same w * 2^-112 decode and 2^56 input and
+// Crossover: calls with fewer rows than GemvRowsLimitF32 (fp32 weights: 8) or GemvRowsLimitNarrow
+// (bf16/fp16: 16) go to Gemv's tiles. From bench `kernels` (TinyLlama shapes, 2 threads, AVX-512,
+// 2026-12-03; docs/engine.md "Batched-decode GEMM"): Gemv was faster at batch 1, 2 and 4 for every
+// shape and width (batch 1: the GEMM's 4-row group computes 3 padding rows); at batch 8 the GEMM
+// was 1.2-1.5x faster for fp32 on all four shapes but 1.2-1.6x slower for bf16 (Gemv's in-register
+// widening of a 16-bit stream is cheap while the FMAs still keep up); at batch 16 the GEMM won
+// for both widths on 3 of 4 shapes (bf16 2048x5632: 0.89x). Batches 9-15 were not measured. fp16 uses the same w * 2^-112 decode and 2^56 input and
 // output scaling as Gemv (see Gemv.Avx2.cs), so fp16 weights must be finite (Gemv.AllFinite).
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
@@ -42,8 +48,11 @@ namespace Platform.Engine.Kernels;
 
 public static unsafe partial class Gemm
 {
-    /// <summary>Calls with fewer token rows than this go to <see cref="Gemv"/> (see header); 0 sends every call to the GEMM tiles.</summary>
-    internal static int GemvRowsLimit { get; set; } = 4;
+    /// <summary>fp32 calls with fewer token rows than this go to <see cref="Gemv"/> (see header); 0 sends every call to the GEMM tiles.</summary>
+    internal static int GemvRowsLimitF32 { get; set; } = 8;
+
+    /// <summary>bf16 and fp16 calls with fewer token rows than this go to <see cref="Gemv"/> (see header); 0 sends every call to the GEMM tiles.</summary>
+    internal static int GemvRowsLimitNarrow { get; set; } = 16;
 
     /// <summary>Weights per k-block of a packed tile (a multiple of 16; see header). Internal so the bench can sweep it.</summary>
     internal static int KBlock { get; set; } = 512;
@@ -62,7 +71,7 @@ public static unsafe partial class Gemm
     /// </summary>
     public static void MultiplyF32(float* weight, int outFeatures, int inFeatures, float* input, int rows, float* output, float* bias = null)
     {
-        if (rows < GemvRowsLimit)
+        if (rows < GemvRowsLimitF32)
         {
             MatVecF32(weight, outFeatures, inFeatures, input, rows, output, bias);
             return;
@@ -73,7 +82,7 @@ public static unsafe partial class Gemm
     /// <summary>As <see cref="MultiplyF32"/> with bf16 weights (raw 16-bit patterns), widened exactly; fp32 products and sums.</summary>
     public static void MultiplyBF16(ushort* weight, int outFeatures, int inFeatures, float* input, int rows, float* output, float* bias = null)
     {
-        if (rows < GemvRowsLimit)
+        if (rows < GemvRowsLimitNarrow)
         {
             MatVecBF16(weight, outFeatures, inFeatures, input, rows, output, bias);
             return;
@@ -87,7 +96,7 @@ public static unsafe partial class Gemm
     /// </summary>
     public static void MultiplyF16(Half* weight, int outFeatures, int inFeatures, float* input, int rows, float* output, float* bias = null)
     {
-        if (rows < GemvRowsLimit)
+        if (rows < GemvRowsLimitNarrow)
         {
             MatVecF16(weight, outFeatures, inFeatures, input, rows, output, bias);
             return;

@@ -1,7 +1,7 @@
 // A linear layer (y = x Wᵀ + b) that picks its kernel by batch size. Decode
 // steps have 1..64 token rows: up to MaxGemvRows rows go to our kernels, which
 // stream W once per call over both cores (Gemm.Multiply*: Gemv's tiles below
-// Gemm.GemvRowsLimit rows, where the step is bound by streaming W from memory,
+// Gemm.GemvRowsLimit* rows, where the step is bound by streaming W from memory,
 // the GEMM's packed register tiles above, where it is bound by FMAs). Larger
 // batches (prefill chunks) go to libtorch's GEMM.
 //
