@@ -33,7 +33,7 @@ internal static class Program
             default:
                 Console.Error.WriteLine("usage: Platform.Bench <mode> [args]");
                 Console.Error.WriteLine("modes:");
-                Console.Error.WriteLine("  kernels [--shape OUTxIN]... [--batch N]... [--threads N] [--cached] [--chunk-kb N] [--seconds S] [--vector256]");
+                Console.Error.WriteLine("  kernels [--shape OUTxIN]... [--batch N]... [--threads N] [--cached] [--chunk-kb N] [--kblock N] [--f16] [--seconds S] [--vector256]");
                 Console.Error.WriteLine("      decode GEMV (fp32/fp16/bf16/TorchSharp linear) vs streaming-read bandwidth");
                 Console.Error.WriteLine("  engine [--preset small|medium]... [--context N[,N...]]... [--batch N[,N...]]... [--decode-tokens N] [--max-prefill-tokens N] [--json FILE]");
                 Console.Error.WriteLine("         [--peer-llamacpp DIR] [--peer-llama2c PATH] [--peer-preset medium] [--peer-tokens N] [--rounds N] [--device cpu|cuda[:N]] [--path generic|native]...");

@@ -50,7 +50,8 @@ public sealed class NarrowWeightsTests(ITestOutputHelper output)
     public void Prefill_over_blockwise_widened_weights_matches_float32(SafetensorsDtype checkpoint)
     {
         string dir = TestModels.Get(TestModels.Tiny(dtype: checkpoint));
-        var tokens = Enumerable.Range(0, 40).Select(i => (i * 53 + 11) % 500).ToList();
+        // Longer than Projection.MaxGemvRows, so the prefill takes the libtorch path under test.
+        var tokens = Enumerable.Range(0, Projection.MaxGemvRows + 26).Select(i => (i * 53 + 11) % 500).ToList();
         float[] wide = LogitsDump.Compute(dir, tokens, torch.float32, "float32");
         long saved = Projection.WideningBlockBytes;
         float[] narrow;

@@ -2,7 +2,7 @@
 // token rows) against a naive float64 reference over the very weight values the kernel reads, for
 // fp32, bf16 and fp16 weights, on every kernel path this CPU supports: Vector512 (AVX-512F),
 // Vector256 (AVX2+FMA, forced with Gemv.ForceVector256) and portable; paths the CPU lacks are named
-// in the test output as skipped. The GEMV crossover is switched off (Gemm.GemvRowsLimit = 0) so the
+// in the test output as skipped. The GEMV crossover is switched off (both Gemm.GemvRowsLimit* = 0) so the
 // tiles themselves run for batch 1..64; one test checks that the default routing gives the same
 // answers. Shapes are random plus fixed edge cases: outFeatures not a multiple of the 6- or 3-row
 // weight tile, batches not a multiple of the 4-row token tile, inFeatures not a multiple of 8 or 16
@@ -34,18 +34,20 @@ public sealed unsafe class GemmTests(ITestOutputHelper output)
     /// <summary>Runs <paramref name="action"/> on <paramref name="path"/> with the GEMM tiles for every batch and the given chunk and k-block sizes.</summary>
     private static void OnTiles(GemvPath path, int chunkBytes, int kBlock, Action action)
     {
-        int savedLimit = Gemm.GemvRowsLimit, savedKBlock = Gemm.KBlock;
+        int savedF32 = Gemm.GemvRowsLimitF32, savedNarrow = Gemm.GemvRowsLimitNarrow, savedKBlock = Gemm.KBlock;
         long savedThreshold = Gemm.ParallelThresholdFmas;
         try
         {
-            Gemm.GemvRowsLimit = 0;
+            Gemm.GemvRowsLimitF32 = 0;
+            Gemm.GemvRowsLimitNarrow = 0;
             Gemm.KBlock = kBlock;
             Gemm.ParallelThresholdFmas = chunkBytes < 4096 ? 0 : savedThreshold;
             NarrowGemvTests.OnPath(path, chunkBytes, action);
         }
         finally
         {
-            Gemm.GemvRowsLimit = savedLimit;
+            Gemm.GemvRowsLimitF32 = savedF32;
+            Gemm.GemvRowsLimitNarrow = savedNarrow;
             Gemm.KBlock = savedKBlock;
             Gemm.ParallelThresholdFmas = savedThreshold;
         }
@@ -121,19 +123,24 @@ public sealed unsafe class GemmTests(ITestOutputHelper output)
 
     [Theory]
     [InlineData(1)]
-    [InlineData(3)]
-    [InlineData(4)]
-    [InlineData(17)]
+    [InlineData(7)]
+    [InlineData(8)]
+    [InlineData(15)]
+    [InlineData(16)]
+    [InlineData(40)]
     public void Default_routing_matches_the_reference_on_both_sides_of_the_gemv_crossover(int batch)
     {
         const int outFeatures = 45, inFeatures = 301;
         var random = new Random(batch);
         float[] weight = NarrowGemvTests.RandomFloats(random, outFeatures * inFeatures);
+        ushort[] weightBF16 = weight.Select(NarrowGemvTests.RoundToBFloat16).ToArray();
         float[] input = NarrowGemvTests.RandomFloats(random, batch * inFeatures);
         float[] bias = NarrowGemvTests.RandomFloats(random, outFeatures);
-        double[] exact = weight.Select(w => (double)w).ToArray();
-        output.WriteLine($"batch {batch} runs on {(batch < Gemm.GemvRowsLimit ? "Gemv" : "the Gemm tiles")} (GemvRowsLimit {Gemm.GemvRowsLimit})");
-        AssertNearReference(RunF32(weight, outFeatures, inFeatures, input, batch, bias), exact, outFeatures, inFeatures, input, batch, bias, $"default path {Gemv.ActivePath}");
+        output.WriteLine($"batch {batch}: fp32 on {(batch < Gemm.GemvRowsLimitF32 ? "Gemv" : "the Gemm tiles")}, bf16 on {(batch < Gemm.GemvRowsLimitNarrow ? "Gemv" : "the Gemm tiles")}");
+        AssertNearReference(RunF32(weight, outFeatures, inFeatures, input, batch, bias), weight.Select(w => (double)w).ToArray(),
+            outFeatures, inFeatures, input, batch, bias, $"fp32 default path {Gemv.ActivePath}");
+        AssertNearReference(RunBF16(weightBF16, outFeatures, inFeatures, input, batch, bias), weightBF16.Select(w => (double)Gemv.WidenBFloat16(w)).ToArray(),
+            outFeatures, inFeatures, input, batch, bias, $"bf16 default path {Gemv.ActivePath}");
     }
 
     private static void AssertNearReference(float[] actual, double[] weight, int outFeatures, int inFeatures, float[] input, int batch, float[]? bias, string what)

@@ -26,7 +26,7 @@ public static unsafe partial class Gemm
                 widened[i] = TL.LoadScalar(source, i);
             for (int token = 0; token < job->Rows; token++)
             {
-                var x = new ReadOnlySpan<float>(job->Input + (long)token * k, k);
+                var x = new ReadOnlySpan<float>(job->Input + token * job->InputStride, k);
                 StoreResult(job, row, token, DotPortable(weights, x), null, 0, k);
             }
         }

@@ -13,13 +13,15 @@
 //      per-thread 64-byte-aligned buffer, interleaved as [k / lanes][R][lanes] so the micro-kernel
 //      reads one sequential stream (R vectors per k step). The R source rows are contiguous, so the
 //      pack is a single sequential read of R * RowBytes, with a software prefetch 4 KB ahead.
-//   2. For each k-block of KBlock weights (the packed tile's block is R x KBlock x 4 bytes, 6 KB on
+//   2. For each k-block of KBlock weights (the packed tile's block is R x KBlock x 4 bytes, 12 KB on
 //      AVX-512, and stays in L1 while every token group reads it), for each group of C = 4 token
 //      rows: a register tile of R x C accumulators (24 zmm + 6 weight + 1 input = 31 registers;
 //      12 + 3 + 1 = 16 ymm on AVX2) runs over the block; partial accumulators (un-reduced vectors)
 //      live in a small per-thread buffer between k-blocks. Per k step: R weight loads from L1,
-//      C input loads (L2: the token panel, 64 x 8 KB at most for 2048 wide rows, stays in the
-//      1 MB L2), R * C FMAs, i.e. 10 loads per 24 FMAs on AVX-512 and 7 per 12 on AVX2.
+//      C input loads from L2, R * C FMAs, i.e. 10 loads per 24 FMAs on AVX-512 and 7 per 12 on
+//      AVX2. The input panel is copied once per call into a buffer with 64-byte-aligned rows (so no
+//      input load splits a cache line; fp16's input scaling is fused into the copy); 64 rows of
+//      2048 floats are 512 KB, which stays in the 1 MB L2.
 //   3. While computing a tile, the next tile's source rows are prefetched into L2 (two lines per
 //      k step), so the next pack reads from L2 and DRAM streaming overlaps the FMAs.
 //   4. After the last k-block each accumulator is summed across lanes once, the k tail (inFeatures
@@ -29,9 +31,13 @@
 // The weights are thus streamed from memory once per call and widened once per call; each
 // widened weight feeds every token row from L1.
 //
-// Crossover (GemvRowsLimit): calls with fewer rows than the limit go to Gemv's tiles, which are
-// faster there (no pack pass, no padding of a 4-row group). Chosen from bench `kernels` (see
-// docs/engine.md, "Batched-decode GEMM"). fp16 uses the same w * 2^-112 decode and 2^56 input and
+// Crossover: calls with fewer rows than GemvRowsLimitF32 (fp32 weights: 8) or GemvRowsLimitNarrow
+// (bf16/fp16: 16) go to Gemv's tiles. From bench `kernels` (TinyLlama shapes, 2 threads, AVX-512,
+// 2026-12-03; docs/engine.md "Batched-decode GEMM"): Gemv was faster at batch 1, 2 and 4 for every
+// shape and width (batch 1: the GEMM's 4-row group computes 3 padding rows); at batch 8 the GEMM
+// was 1.2-1.5x faster for fp32 on all four shapes but 1.2-1.6x slower for bf16 (Gemv's in-register
+// widening of a 16-bit stream is cheap while the FMAs still keep up); at batch 16 the GEMM won
+// for both widths on 3 of 4 shapes (bf16 2048x5632: 0.89x). Batches 9-15 were not measured. fp16 uses the same w * 2^-112 decode and 2^56 input and
 // output scaling as Gemv (see Gemv.Avx2.cs), so fp16 weights must be finite (Gemv.AllFinite).
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
@@ -42,11 +48,14 @@ namespace Platform.Engine.Kernels;
 
 public static unsafe partial class Gemm
 {
-    /// <summary>Calls with fewer token rows than this go to <see cref="Gemv"/> (see header); 0 sends every call to the GEMM tiles.</summary>
-    internal static int GemvRowsLimit { get; set; } = 4;
+    /// <summary>fp32 calls with fewer token rows than this go to <see cref="Gemv"/> (see header); 0 sends every call to the GEMM tiles.</summary>
+    internal static int GemvRowsLimitF32 { get; set; } = 8;
+
+    /// <summary>bf16 and fp16 calls with fewer token rows than this go to <see cref="Gemv"/> (see header); 0 sends every call to the GEMM tiles.</summary>
+    internal static int GemvRowsLimitNarrow { get; set; } = 16;
 
     /// <summary>Weights per k-block of a packed tile (a multiple of 16; see header). Internal so the bench can sweep it.</summary>
-    internal static int KBlock { get; set; } = 256;
+    internal static int KBlock { get; set; } = 512;
 
     /// <summary>Below this many multiply-adds (rows x outFeatures x inFeatures) a call runs on the calling thread only.</summary>
     internal static long ParallelThresholdFmas { get; set; } = 1L << 20;
@@ -62,23 +71,23 @@ public static unsafe partial class Gemm
     /// </summary>
     public static void MultiplyF32(float* weight, int outFeatures, int inFeatures, float* input, int rows, float* output, float* bias = null)
     {
-        if (rows < GemvRowsLimit)
+        if (rows < GemvRowsLimitF32)
         {
             MatVecF32(weight, outFeatures, inFeatures, input, rows, output, bias);
             return;
         }
-        Run<F32Loader>(weight, outFeatures, inFeatures, input, rows, output, bias, 1f);
+        Run<F32Loader>(weight, outFeatures, inFeatures, input, rows, output, bias, 1f, 1f);
     }
 
     /// <summary>As <see cref="MultiplyF32"/> with bf16 weights (raw 16-bit patterns), widened exactly; fp32 products and sums.</summary>
     public static void MultiplyBF16(ushort* weight, int outFeatures, int inFeatures, float* input, int rows, float* output, float* bias = null)
     {
-        if (rows < GemvRowsLimit)
+        if (rows < GemvRowsLimitNarrow)
         {
             MatVecBF16(weight, outFeatures, inFeatures, input, rows, output, bias);
             return;
         }
-        Run<BF16Loader>(weight, outFeatures, inFeatures, input, rows, output, bias, 1f);
+        Run<BF16Loader>(weight, outFeatures, inFeatures, input, rows, output, bias, 1f, 1f);
     }
 
     /// <summary>
@@ -87,19 +96,13 @@ public static unsafe partial class Gemm
     /// </summary>
     public static void MultiplyF16(Half* weight, int outFeatures, int inFeatures, float* input, int rows, float* output, float* bias = null)
     {
-        if (rows < GemvRowsLimit)
+        if (rows < GemvRowsLimitNarrow)
         {
             MatVecF16(weight, outFeatures, inFeatures, input, rows, output, bias);
             return;
         }
-        // The loader decodes w * 2^-112 on every path: inputs pre-scaled by 2^56, sums by 2^56 (exact).
-        long inputCount = (long)rows * inFeatures;
-        float[] scaled = ScaledInputBuffer(inputCount);
-        fixed (float* scaledInput = scaled)
-        {
-            ScaleInto(input, scaledInput, inputCount, F16InputScale);
-            Run<F16Loader>(weight, outFeatures, inFeatures, scaledInput, rows, output, bias, F16OutputScale);
-        }
+        // The loader decodes w * 2^-112 on every path: inputs pre-scaled by 2^56 (in the panel copy), sums by 2^56 (exact).
+        Run<F16Loader>(weight, outFeatures, inFeatures, input, rows, output, bias, F16InputScale, F16OutputScale);
     }
 
     /// <summary>One call's arguments, shared with the pool threads by pointer.</summary>
@@ -108,7 +111,9 @@ public static unsafe partial class Gemm
         public byte* Weight;
         public int OutFeatures;
         public int InFeatures;
+        /// <summary>The token rows' input panel: a 64-byte-aligned copy, rows <see cref="InputStride"/> floats apart.</summary>
         public float* Input;
+        public long InputStride;
         public int Rows;
         public float* Output;
         public float* Bias;
@@ -116,7 +121,7 @@ public static unsafe partial class Gemm
         public int RowsPerChunk;
     }
 
-    private static void Run<TL>(void* weight, int outFeatures, int inFeatures, float* input, int rows, float* output, float* bias, float scale)
+    private static void Run<TL>(void* weight, int outFeatures, int inFeatures, float* input, int rows, float* output, float* bias, float inputScale, float outputScale)
         where TL : struct, IRowLoader
     {
         ArgumentNullException.ThrowIfNull(weight);
@@ -125,17 +130,34 @@ public static unsafe partial class Gemm
         ArgumentOutOfRangeException.ThrowIfLessThan(outFeatures, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(inFeatures, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(rows, 1);
-        var job = new Job
+        // The input panel is copied (and for fp16 scaled) into an aligned buffer with 64-byte-aligned
+        // rows: the tiles' input loads never split a cache line (decode buffers are managed arrays).
+        long stride = ((long)inFeatures + 15) & ~15L;
+        float[] panelArray = PanelBuffer(stride * rows + 16);
+        fixed (float* panelStart = panelArray)
         {
-            Weight = (byte*)weight,
-            OutFeatures = outFeatures,
-            InFeatures = inFeatures,
-            Input = input,
-            Rows = rows,
-            Output = output,
-            Bias = bias,
-            Scale = scale,
-        };
+            float* panel = (float*)(((nint)panelStart + 63) & ~(nint)63);
+            for (int r = 0; r < rows; r++)
+                ScaleInto(input + (long)r * inFeatures, panel + r * stride, inFeatures, inputScale);
+            var job = new Job
+            {
+                Weight = (byte*)weight,
+                OutFeatures = outFeatures,
+                InFeatures = inFeatures,
+                Input = panel,
+                InputStride = stride,
+                Rows = rows,
+                Output = output,
+                Bias = bias,
+                Scale = outputScale,
+            };
+            Dispatch<TL>(&job);
+        }
+    }
+
+    private static void Dispatch<TL>(Job* job) where TL : struct, IRowLoader
+    {
+        int outFeatures = job->OutFeatures, inFeatures = job->InFeatures, rows = job->Rows;
         GemvPath path = ActivePath;
         int tileRows = path switch
         {
@@ -154,17 +176,17 @@ public static unsafe partial class Gemm
         int threads = KernelThreads.Count;
         if (threads <= 1 || (long)rows * outFeatures * inFeatures < ParallelThresholdFmas)
         {
-            job.RowsPerChunk = outFeatures;
-            body(&job, 0);
+            job->RowsPerChunk = outFeatures;
+            body(job, 0);
             return;
         }
         // Chunks of ~Gemv.ChunkBytes of weights, at least 4 per thread, a whole number of weight tiles.
         long chunkRows = Math.Max(1, ChunkBytes / rowBytes);
         chunkRows = Math.Min(chunkRows, (outFeatures + 4L * threads - 1) / (4L * threads));
         chunkRows = (chunkRows + tileRows - 1) / tileRows * tileRows;
-        job.RowsPerChunk = (int)Math.Min(chunkRows, outFeatures);
-        int chunks = (outFeatures + job.RowsPerChunk - 1) / job.RowsPerChunk;
-        KernelPool.Run(body, &job, chunks, threads);
+        job->RowsPerChunk = (int)Math.Min(chunkRows, outFeatures);
+        int chunks = (outFeatures + job->RowsPerChunk - 1) / job->RowsPerChunk;
+        KernelPool.Run(body, job, chunks, threads);
     }
 
     private static void RowRange(Job* job, int chunk, out int start, out int end)
@@ -245,11 +267,12 @@ public static unsafe partial class Gemm
                 for (int g = 0; g < groups; g++)
                 {
                     int t0 = g * TokenTile;
-                    long offset = s0 * lanes;
-                    x0 = job->Input + (long)t0 * k + offset;
-                    x1 = job->Input + (long)Math.Min(t0 + 1, rows - 1) * k + offset;
-                    x2 = job->Input + (long)Math.Min(t0 + 2, rows - 1) * k + offset;
-                    x3 = job->Input + (long)Math.Min(t0 + 3, rows - 1) * k + offset;
+                    float* x = job->Input + s0 * lanes;
+                    long stride = job->InputStride;
+                    x0 = x + t0 * stride;
+                    x1 = x + Math.Min(t0 + 1, rows - 1) * stride;
+                    x2 = x + Math.Min(t0 + 2, rows - 1) * stride;
+                    x3 = x + Math.Min(t0 + 3, rows - 1) * stride;
                     prefetch = tile(w, x0, x1, x2, x3, count, accumulators + (long)g * groupFloats, block > 0, prefetch, prefetchEnd);
                 }
             }
@@ -278,7 +301,7 @@ public static unsafe partial class Gemm
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void StoreResult(Job* job, int row, int token, float sum, float* tailWeights, int tail, int vectorEnd)
     {
-        float* x = job->Input + (long)token * job->InFeatures + vectorEnd;
+        float* x = job->Input + token * job->InputStride + vectorEnd;
         for (int j = 0; j < tail; j++)
             sum += tailWeights[j] * x[j];
         float value = sum * job->Scale;
@@ -290,6 +313,21 @@ public static unsafe partial class Gemm
     /// <summary>Per-thread scratch: the packed weight tile and the partial accumulators, 64-byte aligned.</summary>
     [ThreadStatic]
     private static float[]? _scratch;
+
+    /// <summary>The calling thread's input panel (separate from <see cref="_scratch"/>, which the caller also uses for its chunks).</summary>
+    [ThreadStatic]
+    private static float[]? _panel;
+
+    private static float[] PanelBuffer(long floats)
+    {
+        float[]? buffer = _panel;
+        if (buffer is null || buffer.LongLength < floats)
+        {
+            buffer = GC.AllocateUninitializedArray<float>(checked((int)Math.Max(floats, 64 * 1024)), pinned: true);
+            _panel = buffer;
+        }
+        return buffer;
+    }
 
     /// <summary>A pinned per-thread buffer of at least <paramref name="floats"/> floats; the returned pointer is 64-byte aligned.</summary>
     private static float* Scratch(long floats)

@@ -257,7 +257,7 @@ public static unsafe partial class Gemv
     [ThreadStatic]
     private static float[]? _scaledInput;
 
-    internal static float[] ScaledInputBuffer(long count)
+    private static float[] ScaledInputBuffer(long count)
     {
         float[]? buffer = _scaledInput;
         if (buffer is null || buffer.LongLength < count)

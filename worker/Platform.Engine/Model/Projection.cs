@@ -1,17 +1,18 @@
 // A linear layer (y = x Wᵀ + b) that picks its kernel by batch size. Decode
-// steps have a handful of token rows, where the step is bound by streaming W
-// from memory: our GEMV over both cores reads W at ~0.8 of the streaming
-// bandwidth against ~0.3 for libtorch's one-core GEMV (bench `kernels`), and
-// batch 8 costs it 1.3–2.2× batch 1 where libtorch pays 3×. Prefill and large
-// batches are compute-bound GEMMs, which libtorch does well.
+// steps have 1..64 token rows: up to MaxGemvRows rows go to our kernels, which
+// stream W once per call over both cores (Gemm.Multiply*: Gemv's tiles below
+// Gemm.GemvRowsLimit* rows, where the step is bound by streaming W from memory,
+// the GEMM's packed register tiles above, where it is bound by FMAs). Larger
+// batches (prefill chunks) go to libtorch's GEMM.
 //
 // W may be narrower than the activations: with fp32 compute, W stays in the
-// checkpoint's bfloat16 or float16 (the weight dtype) and the GEMV widens it in
-// registers, so a decode step reads half the bytes. libtorch's linear needs W in
-// the activations' dtype, so above MaxGemvRows a narrow W is widened one block of
-// output rows at a time (WideningBlockBytes of fp32, freed after its GEMM):
-// resident memory stays the narrow W plus one block, and the widening pass (a
-// read of W at memory speed) is small next to a prefill GEMM over >16 rows.
+// checkpoint's bfloat16 or float16 (the weight dtype) and our kernels widen it in
+// registers or a per-thread L1/L2 tile, so decode never widens W in memory.
+// libtorch's linear needs W in the activations' dtype, so above MaxGemvRows a
+// narrow W is widened one block of output rows at a time (WideningBlockBytes of
+// fp32, freed after its GEMM): resident memory stays the narrow W plus one block,
+// and the widening pass (a read of W at memory speed) is small next to a prefill
+// GEMM over more than 64 rows.
 //
 // With --quantization int8, W is a uint8 tensor of QuantizationQ8 rows (FromInt8Rows): the GEMV reads
 // the int8 blocks, and above MaxGemvRows each block of output rows is dequantized to fp32 the
@@ -25,8 +26,8 @@ namespace Platform.Engine.Model;
 
 public sealed unsafe class Projection
 {
-    /// <summary>Up to this many rows go to our GEMV; more go to libtorch (see header).</summary>
-    public const int MaxGemvRows = 16;
+    /// <summary>Up to this many rows go to our kernels (GEMV and GEMM, see header); more go to libtorch.</summary>
+    public const int MaxGemvRows = 64;
 
     /// <summary>fp32 bytes of one widened block of a narrow W on the libtorch path (see header).</summary>
     internal static long WideningBlockBytes { get; set; } = 8L * 1024 * 1024;
@@ -82,7 +83,7 @@ public sealed unsafe class Projection
     public bool HasRawWeights => _weight != null;
 
     /// <summary>
-    /// y[rows, Out] = x[rows, In] Wᵀ + b on raw float32 buffers through the GEMV (rows ≤ <see cref="MaxGemvRows"/>
+    /// y[rows, Out] = x[rows, In] Wᵀ + b on raw float32 buffers through our kernels (rows ≤ <see cref="MaxGemvRows"/>
     /// is the intended use; any count is correct); W is read once per call in its own width.
     /// </summary>
     public void Forward(float* x, int rows, float* y)
@@ -95,13 +96,13 @@ public sealed unsafe class Projection
         switch (Weight.dtype)
         {
             case ScalarType.BFloat16:
-                Gemv.MatVecBF16((ushort*)_weight, OutFeatures, InFeatures, x, rows, y, _bias);
+                Gemm.MultiplyBF16((ushort*)_weight, OutFeatures, InFeatures, x, rows, y, _bias);
                 break;
             case ScalarType.Float16:
-                Gemv.MatVecF16((Half*)_weight, OutFeatures, InFeatures, x, rows, y, _bias);
+                Gemm.MultiplyF16((Half*)_weight, OutFeatures, InFeatures, x, rows, y, _bias);
                 break;
             default:
-                Gemv.MatVecF32((float*)_weight, OutFeatures, InFeatures, x, rows, y, _bias);
+                Gemm.MultiplyF32((float*)_weight, OutFeatures, InFeatures, x, rows, y, _bias);
                 break;
         }
     }
