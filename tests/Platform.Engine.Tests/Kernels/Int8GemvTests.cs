@@ -62,6 +62,29 @@ public sealed unsafe class Int8GemvTests(ITestOutputHelper output)
                     AssertNearReference(Run(packed, outFeatures, inFeatures, input, batch, bias), dequantized, outFeatures, inFeatures, input, batch, bias, path));
     }
 
+    [Theory]
+    [InlineData(37, 64, 16, false)]
+    [InlineData(70, 2048, 33, true)]
+    [InlineData(129, 352, 64, false)]
+    public void The_gemm_runs_int8_rows_for_large_batches_on_every_path(int outFeatures, int inFeatures, int batch, bool withBias)
+    {
+        // Gemm.MultiplyQ8: the same QuantizationQ8 rows through the GEMM's packed tiles (one kernel family), above its crossover.
+        var random = new Random(outFeatures + inFeatures + batch);
+        float[] wide = NarrowGemvTests.RandomFloats(random, outFeatures * inFeatures);
+        byte[] packed = Quantize(wide, outFeatures, inFeatures);
+        double[] dequantized = Dequantize(packed, outFeatures, inFeatures).Select(v => (double)v).ToArray();
+        float[] input = NarrowGemvTests.RandomFloats(random, batch * inFeatures);
+        float[]? bias = withBias ? NarrowGemvTests.RandomFloats(random, outFeatures) : null;
+        foreach (var path in SupportedPaths())
+            NarrowGemvTests.OnPath(path, 256 * 1024, () =>
+            {
+                var result = new float[batch * outFeatures];
+                fixed (byte* w = packed) fixed (float* x = input) fixed (float* y = result) fixed (float* b = bias)
+                    Gemm.MultiplyQ8(w, outFeatures, inFeatures, x, batch, y, b);
+                AssertNearReference(result, dequantized, outFeatures, inFeatures, input, batch, bias, path);
+            });
+    }
+
     [Fact]
     public void Zero_equal_and_extreme_blocks_match_the_reference()
     {

@@ -105,6 +105,23 @@ public static unsafe partial class Gemm
         Run<F16Loader>(weight, outFeatures, inFeatures, input, rows, output, bias, F16InputScale, F16OutputScale);
     }
 
+    /// <summary>
+    /// As <see cref="MultiplyF32"/> with int8 weights in QuantizationQ8 rows (an fp16 scale and 32 values per block;
+    /// inFeatures a multiple of 32): the same tiles, each block widened and scaled once per call (Gemv's Q8 loader).
+    /// </summary>
+    public static void MultiplyQ8(byte* weight, int outFeatures, int inFeatures, float* input, int rows, float* output, float* bias = null)
+    {
+        if (rows < GemvRowsLimitNarrow)
+        {
+            MatVecQ8(weight, outFeatures, inFeatures, input, rows, output, bias);
+            return;
+        }
+        if (!Model.QuantizationQ8.Supports(inFeatures))
+            throw new ArgumentException($"int8 rows need inFeatures a multiple of 32, got {inFeatures}", nameof(inFeatures));
+        // The loader decodes q * d * 2^-112 as fp16 weights are (Gemv.Int8.cs): inputs and sums are scaled by 2^56 the same way.
+        Run<Q8Loader>(weight, outFeatures, inFeatures, input, rows, output, bias, F16InputScale, F16OutputScale);
+    }
+
     /// <summary>One call's arguments, shared with the pool threads by pointer.</summary>
     private struct Job
     {

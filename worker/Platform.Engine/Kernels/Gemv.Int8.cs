@@ -86,7 +86,7 @@ public static unsafe partial class Gemv
     }
 
     /// <summary>int8 weights times their block's scale, as fp32 times 2^-112 (see header). k is a multiple of 8 (16 for Load512).</summary>
-    private readonly struct Q8Loader : IRowLoader
+    internal readonly struct Q8Loader : IRowLoader
     {
         /// <summary>Bytes of int8 values per weight; the prefetch distance uses it (the 2-byte scales make it 6% short, harmless 4 KB ahead).</summary>
         public static int ElementSize => sizeof(sbyte);

@@ -90,7 +90,7 @@ public sealed unsafe class Projection
     {
         if (IsInt8)
         {
-            Gemv.MatVecQ8((byte*)_weight, OutFeatures, InFeatures, x, rows, y, _bias);
+            Gemm.MultiplyQ8((byte*)_weight, OutFeatures, InFeatures, x, rows, y, _bias);
             return;
         }
         switch (Weight.dtype)
