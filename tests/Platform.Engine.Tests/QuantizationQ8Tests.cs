@@ -3,6 +3,7 @@
 // more than one fp16 ulp above it) or the 2^-14 floor, and the edge cases: all-zero blocks,
 // all-equal blocks, the largest and smallest magnitudes, non-finite weights, widths that are not
 // a multiple of 32, and the tensor entry point reading float32, bfloat16 and float16 sources.
+using Platform.Engine.Kernels;
 using Platform.Engine.Model;
 using Platform.Engine.Tests.Kernels;
 using TorchSharp;

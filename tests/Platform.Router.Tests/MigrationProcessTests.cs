@@ -12,7 +12,9 @@ namespace Platform.Router.Tests;
 
 public sealed class MigrationProcessTests
 {
-    private static string Model => TestModels.TinyLlama;
+    // The small preset, not the tiny one: a tiny-model decode step is so cheap that 1000 tokens can finish between two
+    // polls of the workers' metrics, and the kills below must land while a worker is generating.
+    private static string Model => TestModels.Get(new Platform.Core.Models.RandomModelOptions { Preset = "small", Seed = 7, MaxPositionEmbeddings = 2048 });
 
     private static string Id(WorkerProcess w) => w.GrpcAddress.GetLeftPart(UriPartial.Authority);
 

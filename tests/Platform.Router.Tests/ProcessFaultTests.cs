@@ -132,7 +132,8 @@ public sealed class ProcessFaultTests
             Assert.Equal("data: [DONE]", disturbed.Events[^1]);
             Assert.DoesNotContain(disturbed.Events, e => e.Contains("\"error\"", StringComparison.Ordinal));
             Assert.Equal(reference.Text, disturbed.Text);
-            Assert.True(workers.Single(w => Id(w) == disturbed.Serving).WaitForExitAsync().IsCompleted, "the serving worker was killed mid-stream");
+            // Killed mid-stream: the process is reaped within seconds (the stream may end first on a fast model).
+            await workers.Single(w => Id(w) == disturbed.Serving).WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10));
         }
         finally
         {

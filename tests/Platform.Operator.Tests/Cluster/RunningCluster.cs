@@ -64,8 +64,11 @@ public sealed class RunningCluster : IAsyncDisposable
             StateDirectory = Path.Combine(state, "node"),
             Claims = new Dictionary<string, string> { ["models"] = modelsDir, [HubCacheClaim] = hubCacheDir },
             // The images' ENTRYPOINTs (operator/worker/router Dockerfiles), from this build.
+            // This node has no GPU: a worker pod computes on its CPU whatever it asked for. The pod's own args (with the
+            // operator's --device cuda for a pod that requests GPUs) come first and a last --device cpu wins, as the
+            // node's device would; `exec` keeps the worker the process that gets the kubelet's signals.
             Entrypoint = image =>
-                image.Contains("platform-worker", StringComparison.Ordinal) ? ["dotnet", Path.Combine(bin, "platform-worker.dll")]
+                image.Contains("platform-worker", StringComparison.Ordinal) ? ["sh", "-c", "exec dotnet \"$0\" \"$@\" --device cpu", Path.Combine(bin, "platform-worker.dll")]
                 : image.Contains("platform-router", StringComparison.Ordinal) ? ["dotnet", Path.Combine(bin, "platform-router.dll")]
                 : null,
             NodeEnvironment = new Dictionary<string, string> { ["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1", ["DOTNET_gcServer"] = "0" },

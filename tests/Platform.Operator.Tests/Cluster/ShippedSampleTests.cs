@@ -2,7 +2,9 @@
 // DistAttention, two GPU workers), applied with the real kubectl and run by the test kubelet:
 // it must become Ready and serve a chat completion through its router pod, with the official
 // OpenAI client. Only the content of its PVC differs from a cluster: a small random model of
-// the sample's architecture (qwen2) at the path the sample names.
+// the sample's architecture (qwen2) at the path the sample names, and the node: it has no GPU, so
+// the worker pods, which the operator starts with --device cuda and a GPU request, compute on its
+// CPU (RunningCluster's worker entrypoint; the worker refuses a missing GPU, OperatorArgsTests).
 using OpenAI.Chat;
 using Platform.Core.Models;
 using Platform.Core.Safetensors;
@@ -24,6 +26,10 @@ public sealed class ShippedSampleTests
         (await running.KubectlAsync("apply", "--validate=false", "-f", RepoPaths.Sample)).EnsureSuccess();
 
         var model = await running.WaitForConditionAsync("qwen-1m", "Ready", "True", TimeSpan.FromMinutes(4));
+        // The pods a GPU node would get: the GPU requested and the engine told to use it.
+        var workerSet = (await running.KubectlAsync("get", "statefulset", Names.WorkerStatefulSet("qwen-1m"), "-o", "json")).EnsureSuccess().Output;
+        Assert.Contains("\"nvidia.com/gpu\": \"1\"", workerSet, StringComparison.Ordinal);
+        Assert.Matches("\"--device\",\\s*\"cuda\"", workerSet);
         Assert.Equal(2, model.Status!.ReadyReplicas);
         Assert.Equal(Names.Endpoint("qwen-1m", running.Namespace), model.Status.Endpoint);
         // Two worker pods and one router pod, all ready, none restarted.

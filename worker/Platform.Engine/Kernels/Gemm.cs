@@ -116,7 +116,7 @@ public static unsafe partial class Gemm
             MatVecQ8(weight, outFeatures, inFeatures, input, rows, output, bias);
             return;
         }
-        if (!Model.QuantizationQ8.Supports(inFeatures))
+        if (!QuantizationQ8.Supports(inFeatures))
             throw new ArgumentException($"int8 rows need inFeatures a multiple of 32, got {inFeatures}", nameof(inFeatures));
         // The loader decodes q * d * 2^-112 as fp16 weights are (Gemv.Int8.cs): inputs and sums are scaled by 2^56 the same way.
         Run<Q8Loader>(weight, outFeatures, inFeatures, input, rows, output, bias, F16InputScale, F16OutputScale);

@@ -16,7 +16,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
-using Platform.Engine.Model;
 
 namespace Platform.Engine.Kernels;
 

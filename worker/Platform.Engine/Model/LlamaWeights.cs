@@ -20,6 +20,7 @@
 using Platform.Core;
 using Platform.Core.Models;
 using Platform.Core.Safetensors;
+using Platform.Engine.Kernels;
 using Platform.Engine.Torch;
 using TorchSharp;
 using static TorchSharp.torch;

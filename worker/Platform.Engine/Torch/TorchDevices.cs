@@ -18,7 +18,7 @@ public static class TorchDevices
     {
         ArgumentNullException.ThrowIfNull(device);
         if (device.IsCpu) return null;
-        Model.NativeRuntime.Configure();
+        NativeRuntime.Configure();
         if (!torch.cuda.is_available())
             return $"--device {device}: no CUDA device is usable on this machine (libtorch reports torch.cuda.is_available() = false: "
                 + "no NVIDIA GPU or driver, or a CPU-only build; the CUDA build is made with -p:TorchBackend=cuda). Use --device cpu.";

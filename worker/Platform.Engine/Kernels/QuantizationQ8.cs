@@ -18,7 +18,7 @@ using Platform.Engine.Torch;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Platform.Engine.Model;
+namespace Platform.Engine.Kernels;
 
 public static unsafe class QuantizationQ8
 {

@@ -8,7 +8,7 @@
 // Unix, hence setenv from libc.
 using System.Runtime.InteropServices;
 
-namespace Platform.Engine.Model;
+namespace Platform.Engine.Torch;
 
 internal static partial class NativeRuntime
 {
