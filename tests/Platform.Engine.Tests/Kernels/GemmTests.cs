@@ -20,16 +20,7 @@ public sealed unsafe class GemmTests(ITestOutputHelper output)
 {
     private enum Width { F32, BF16, F16 }
 
-    private List<GemvPath> SupportedPaths()
-    {
-        var paths = new List<GemvPath> { GemvPath.Portable };
-        if (Gemv.IsAccelerated) paths.Add(GemvPath.Vector256);
-        else output.WriteLine("skipped: Vector256 (this CPU has no AVX2+FMA)");
-        if (Gemv.Vector512Supported) paths.Add(GemvPath.Vector512);
-        else output.WriteLine("skipped: Vector512 (this CPU has no AVX-512F)");
-        output.WriteLine("ran: " + string.Join(", ", paths));
-        return paths;
-    }
+    private List<GemvPath> SupportedPaths() => NarrowGemvTests.SupportedPaths(output);
 
     /// <summary>Runs <paramref name="action"/> on <paramref name="path"/> with the GEMM tiles for every batch and the given chunk and k-block sizes.</summary>
     private static void OnTiles(GemvPath path, int chunkBytes, int kBlock, Action action)

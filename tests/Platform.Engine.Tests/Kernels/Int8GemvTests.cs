@@ -14,16 +14,7 @@ namespace Platform.Engine.Tests.Kernels;
 [Collection(KernelCollection.Name)]
 public sealed unsafe class Int8GemvTests(ITestOutputHelper output)
 {
-    private List<GemvPath> SupportedPaths()
-    {
-        var paths = new List<GemvPath> { GemvPath.Portable };
-        if (Gemv.IsAccelerated) paths.Add(GemvPath.Vector256);
-        else output.WriteLine("skipped: Vector256 (this CPU has no AVX2+FMA)");
-        if (Gemv.Vector512Supported) paths.Add(GemvPath.Vector512);
-        else output.WriteLine("skipped: Vector512 (this CPU has no AVX-512F)");
-        output.WriteLine("ran: " + string.Join(", ", paths));
-        return paths;
-    }
+    private List<GemvPath> SupportedPaths() => NarrowGemvTests.SupportedPaths(output);
 
     public static TheoryData<int, int, int, bool> Shapes()
     {

@@ -15,8 +15,10 @@ namespace Platform.Engine.Tests.Kernels;
 [Collection(KernelCollection.Name)]
 public sealed unsafe class NarrowGemvTests(ITestOutputHelper output)
 {
-    /// <summary>The paths this CPU can run, after telling the test output which are skipped.</summary>
-    private List<GemvPath> SupportedPaths()
+    private List<GemvPath> SupportedPaths() => SupportedPaths(output);
+
+    /// <summary>The paths this CPU can run, after telling the test output which are skipped (every kernel test's list).</summary>
+    internal static List<GemvPath> SupportedPaths(ITestOutputHelper output)
     {
         var paths = new List<GemvPath> { GemvPath.Portable };
         if (Gemv.IsAccelerated) paths.Add(GemvPath.Vector256);
