@@ -74,18 +74,7 @@ public static unsafe partial class Gemv
     /// </summary>
     public static void MatVecF32(float* weight, int outFeatures, int inFeatures, float* input, int batch, float* output, float* bias = null)
     {
-        Validate(weight, outFeatures, inFeatures, input, batch, output);
-        var job = new Job
-        {
-            Weight = weight,
-            OutFeatures = outFeatures,
-            InFeatures = inFeatures,
-            Input = input,
-            Batch = batch,
-            Output = output,
-            Bias = bias,
-            Scale = 1f,
-        };
+        var job = NewJob(weight, outFeatures, inFeatures, input, batch, output, bias);
         Dispatch(ref job, F32Loader.RowBytes(inFeatures), ActivePath switch
         {
             GemvPath.Vector512 => &ChunkF32Avx512,
@@ -102,18 +91,7 @@ public static unsafe partial class Gemv
     /// </summary>
     public static void MatVecBF16(ushort* weight, int outFeatures, int inFeatures, float* input, int batch, float* output, float* bias = null)
     {
-        Validate(weight, outFeatures, inFeatures, input, batch, output);
-        var job = new Job
-        {
-            Weight = weight,
-            OutFeatures = outFeatures,
-            InFeatures = inFeatures,
-            Input = input,
-            Batch = batch,
-            Output = output,
-            Bias = bias,
-            Scale = 1f,
-        };
+        var job = NewJob(weight, outFeatures, inFeatures, input, batch, output, bias);
         Dispatch(ref job, BF16Loader.RowBytes(inFeatures), ActivePath switch
         {
             GemvPath.Vector512 => &ChunkBF16Avx512,
@@ -130,8 +108,21 @@ public static unsafe partial class Gemv
     /// </summary>
     public static void MatVecF16(Half* weight, int outFeatures, int inFeatures, float* input, int batch, float* output, float* bias = null)
     {
+        var job = NewJob(weight, outFeatures, inFeatures, input, batch, output, bias);
+        if (!IsAccelerated)
+        {
+            Dispatch(ref job, F16Loader.RowBytes(inFeatures), &ChunkF16Portable);
+            return;
+        }
+
+        DispatchScaled(ref job, F16Loader.RowBytes(inFeatures), ActivePath == GemvPath.Vector512 ? &ChunkF16Avx512 : &ChunkF16Avx2);
+    }
+
+    /// <summary>A call's arguments after the checks every entry point makes.</summary>
+    private static Job NewJob(void* weight, int outFeatures, int inFeatures, float* input, int batch, float* output, float* bias)
+    {
         Validate(weight, outFeatures, inFeatures, input, batch, output);
-        var job = new Job
+        return new Job
         {
             Weight = weight,
             OutFeatures = outFeatures,
@@ -142,22 +133,22 @@ public static unsafe partial class Gemv
             Bias = bias,
             Scale = 1f,
         };
-        if (!IsAccelerated)
-        {
-            Dispatch(ref job, F16Loader.RowBytes(inFeatures), &ChunkF16Portable);
-            return;
-        }
+    }
 
-        // The AVX2 and AVX-512 fp16 paths decode weights as w * 2^-112 (see Gemv.Avx2.cs), so it reads an
-        // input pre-scaled by 2^56 and scales the sums back by 2^56; both are exact powers of two.
-        long inputCount = (long)batch * inFeatures;
+    /// <summary>
+    /// Dispatch for loaders that decode weights as w * 2^-112 (fp16, and int8 through its fp16 scale; see
+    /// Gemv.Avx2.cs): the kernels read an input pre-scaled by 2^56 and scale the sums back by 2^56, both exact.
+    /// </summary>
+    private static void DispatchScaled(ref Job job, long rowBytes, delegate*<void*, int, void> body)
+    {
+        long inputCount = (long)job.Batch * job.InFeatures;
         float[] scaled = ScaledInputBuffer(inputCount);
         fixed (float* scaledInput = scaled)
         {
-            ScaleInto(input, scaledInput, inputCount, F16InputScale);
+            ScaleInto(job.Input, scaledInput, inputCount, F16InputScale);
             job.Input = scaledInput;
             job.Scale = F16OutputScale;
-            Dispatch(ref job, F16Loader.RowBytes(inFeatures), ActivePath == GemvPath.Vector512 ? &ChunkF16Avx512 : &ChunkF16Avx2);
+            Dispatch(ref job, rowBytes, body);
         }
     }
 
