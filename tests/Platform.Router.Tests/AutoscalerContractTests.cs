@@ -39,14 +39,14 @@ public sealed class AutoscalerContractTests
             using var first = Completion("first one", 400);
             decoding = await router.Http.SendAsync(first, HttpCompletionOption.ResponseHeadersRead);
             Assert.True(decoding.IsSuccessStatusCode, await decoding.Content.ReadAsStringAsync());
-            var busy = await EventuallyAsync(router, l => l.KvUtilization > 0, "KV utilisation above 0");
+            var busy = await EventuallyAsync(router, l => l.KvUtilization > 0, "KV utilisation above 0", () => worker.Engine.GetStats().ToString());
             Assert.InRange(busy.KvUtilization, 0, 1);
 
             // With the engine held between steps, a second prompt waits for its prefill: the queue is non-zero.
             gate.Reset();
             using var queuedRequest = Completion(string.Join(' ', Enumerable.Range(0, 60).Select(i => $"w{i}")), 4);
             queued = router.Http.SendAsync(queuedRequest, HttpCompletionOption.ResponseHeadersRead);
-            var waiting = await EventuallyAsync(router, l => l.QueuedPrefillTokens > 0, "queued prefill tokens above 0");
+            var waiting = await EventuallyAsync(router, l => l.QueuedPrefillTokens > 0, "queued prefill tokens above 0", () => worker.Engine.GetStats().ToString());
             Assert.True(waiting.QueuedPrefillTokens >= 60, $"queued {waiting.QueuedPrefillTokens} tokens, expected at least the second prompt's");
             gate.Set();
             using (var second = await queued) Assert.True(second.IsSuccessStatusCode, await second.Content.ReadAsStringAsync());
@@ -77,14 +77,15 @@ public sealed class AutoscalerContractTests
         return reading.Load;
     }
 
-    private static async Task<RouterLoad> EventuallyAsync(RouterHost router, Func<RouterLoad, bool> condition, string what)
+    /// <summary>Polls the router's /metrics until <paramref name="condition"/> holds; a time-out names the worker engine's own view.</summary>
+    private static async Task<RouterLoad> EventuallyAsync(RouterHost router, Func<RouterLoad, bool> condition, string what, Func<string> engineView)
     {
         var deadline = DateTime.UtcNow.AddSeconds(20);
         while (true)
         {
             var load = await ReadAsync(router);
             if (condition(load)) return load;
-            Assert.True(DateTime.UtcNow < deadline, $"timed out waiting for {what} in the router's /metrics (last: {load})");
+            Assert.True(DateTime.UtcNow < deadline, $"timed out waiting for {what} in the router's /metrics (last: {load}; the engine: {engineView()})");
             await Task.Delay(50);
         }
     }

@@ -174,8 +174,16 @@ public sealed class GenerateTests
         Assert.Equal(1, (await w.Client.GetLoadAsync(new LoadRequest())).Running);
 
         channel.Dispose();  // closes the HTTP/2 connection under the running call
+        // The bound is generous (other test classes share the two cores). What tells an abort from a request left to
+        // run out its 3,000 tokens (which would free the blocks too, later) is the engine's step count: one request
+        // decodes at most one token a step.
         await Poll.UntilAsync(async () => (await w.Client.GetLoadAsync(new LoadRequest())) is { Running: 0, Waiting: 0 } l && l.KvBlocksUsed == baseline.KvBlocksUsed,
-            TimeSpan.FromSeconds(1), "KV blocks back to baseline after the connection dropped");
+            TimeSpan.FromSeconds(20), "KV blocks back to baseline after the connection dropped");
+        Assert.InRange(w.Worker.Engine.GetStats().Steps, 1, 2999);
+        using var http = new HttpClient { BaseAddress = w.Worker.HttpAddress };
+        string metrics = await http.GetStringAsync(new Uri("/metrics", UriKind.Relative));
+        Assert.Contains("finished_reason=\"abort\"} 1", metrics, StringComparison.Ordinal);
+        Assert.DoesNotContain("finished_reason=\"length\"", metrics, StringComparison.Ordinal);
         call.Dispose();
     }
 

@@ -30,4 +30,15 @@ internal static partial class PrometheusText
             Assert.True(double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out _) || value is "+Inf" or "-Inf" or "NaN", $"bad value in: {line}");
         }
     }
+
+    /// <summary>The value of the first sample of <paramref name="name"/> (any labels).</summary>
+    public static double Value(string exposition, string name)
+    {
+        foreach (var line in exposition.Split('\n'))
+        {
+            if (!line.StartsWith(name, StringComparison.Ordinal) || line.Length == name.Length || (line[name.Length] != '{' && line[name.Length] != ' ')) continue;
+            return double.Parse(line[(line.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture);
+        }
+        return double.NaN;
+    }
 }

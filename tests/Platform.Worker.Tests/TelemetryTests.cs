@@ -29,24 +29,24 @@ public sealed class TelemetryTests
         await Poll.UntilAsync(async () =>
         {
             text = await http.GetStringAsync("/metrics");
-            return Value(text, V.GenerationTokensTotal) >= 12 && Value(text, V.E2eRequestLatencySeconds + "_count") >= 2;
+            return PrometheusText.Value(text, V.GenerationTokensTotal) >= 12 && PrometheusText.Value(text, V.E2eRequestLatencySeconds + "_count") >= 2;
         }, TimeSpan.FromSeconds(5), "generation tokens counted");
 
-        Assert.Equal(12, Value(text, V.GenerationTokensTotal));
-        Assert.Equal(80, Value(text, V.PromptTokensTotal));
-        Assert.Equal(0, Value(text, V.NumRequestsRunning));
-        Assert.Equal(0, Value(text, V.NumRequestsWaiting));
-        Assert.Equal(0, Value(text, V.KvCacheUsagePerc));
-        Assert.True(Value(text, V.PrefixCacheQueriesTotal) >= 64);
-        Assert.Equal(32, Value(text, V.PrefixCacheHitsTotal));
-        Assert.Equal(0, Value(text, V.NumPreemptionsTotal));
-        Assert.Equal(2, Value(text, V.TimeToFirstTokenSeconds + "_count"));
-        Assert.True(Value(text, V.TimeToFirstTokenSeconds + "_sum") > 0);
-        Assert.Equal(10, Value(text, V.InterTokenLatencySeconds + "_count"));
-        Assert.Equal(2, Value(text, V.E2eRequestLatencySeconds + "_count"));
-        Assert.Equal(2, Value(text, V.RequestQueueTimeSeconds + "_count"));
-        Assert.Equal(2, Value(text, V.RequestPrefillTimeSeconds + "_count"));
-        Assert.True(Value(text, V.RequestPrefillTimeSeconds + "_sum") > 0);
+        Assert.Equal(12, PrometheusText.Value(text, V.GenerationTokensTotal));
+        Assert.Equal(80, PrometheusText.Value(text, V.PromptTokensTotal));
+        Assert.Equal(0, PrometheusText.Value(text, V.NumRequestsRunning));
+        Assert.Equal(0, PrometheusText.Value(text, V.NumRequestsWaiting));
+        Assert.Equal(0, PrometheusText.Value(text, V.KvCacheUsagePerc));
+        Assert.True(PrometheusText.Value(text, V.PrefixCacheQueriesTotal) >= 64);
+        Assert.Equal(32, PrometheusText.Value(text, V.PrefixCacheHitsTotal));
+        Assert.Equal(0, PrometheusText.Value(text, V.NumPreemptionsTotal));
+        Assert.Equal(2, PrometheusText.Value(text, V.TimeToFirstTokenSeconds + "_count"));
+        Assert.True(PrometheusText.Value(text, V.TimeToFirstTokenSeconds + "_sum") > 0);
+        Assert.Equal(10, PrometheusText.Value(text, V.InterTokenLatencySeconds + "_count"));
+        Assert.Equal(2, PrometheusText.Value(text, V.E2eRequestLatencySeconds + "_count"));
+        Assert.Equal(2, PrometheusText.Value(text, V.RequestQueueTimeSeconds + "_count"));
+        Assert.Equal(2, PrometheusText.Value(text, V.RequestPrefillTimeSeconds + "_count"));
+        Assert.True(PrometheusText.Value(text, V.RequestPrefillTimeSeconds + "_sum") > 0);
         Assert.Contains(V.RequestSuccessTotal + "{model_name=\"tiny-metrics\",finished_reason=\"length\"} 2", text, StringComparison.Ordinal);
 
         // Exact spelling, one family each, every sample labelled with the model, and no vllm_ left over.
@@ -61,17 +61,6 @@ public sealed class TelemetryTests
         PrometheusText.AssertOneExposition(text);
         // OpenTelemetry's part follows in the same answer (the worker's other gauges, ASP.NET Core, runtime).
         Assert.Contains("platform_worker_queued_prefill_tokens", text, StringComparison.Ordinal);
-    }
-
-    /// <summary>The value of the first sample of <paramref name="name"/> (any labels).</summary>
-    private static double Value(string exposition, string name)
-    {
-        foreach (var line in exposition.Split('\n'))
-        {
-            if (!line.StartsWith(name, StringComparison.Ordinal) || line.Length == name.Length || (line[name.Length] != '{' && line[name.Length] != ' ')) continue;
-            return double.Parse(line[(line.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture);
-        }
-        return double.NaN;
     }
 
     [Fact]
