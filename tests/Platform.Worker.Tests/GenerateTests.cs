@@ -144,7 +144,7 @@ public sealed class GenerateTests
     }
 
     [Fact]
-    public async Task Cancelling_the_call_aborts_the_engine_request_and_frees_its_blocks_within_a_second()
+    public async Task Cancelling_the_call_aborts_the_engine_request_and_frees_its_blocks()
     {
         await using var w = await WorkerUnderTest.StartAsync();
         var baseline = await w.Client.GetLoadAsync(new LoadRequest());
@@ -158,8 +158,19 @@ public sealed class GenerateTests
         await cts.CancelAsync();
         var ex = await Assert.ThrowsAsync<RpcException>(async () => { while (await call.ResponseStream.MoveNext(CancellationToken.None)) { } });
         Assert.Equal(StatusCode.Cancelled, ex.StatusCode);
+        await AssertAbortedAsync(w, baseline, "the cancel");
+    }
+
+    /// <summary>
+    /// The request of 3,000 tokens let go of its blocks because it was aborted, not because it ran out: the blocks are
+    /// back within a bound generous enough for a loaded machine (other test classes share the two cores), and the
+    /// engine took fewer steps than the request would have needed (one request decodes at most one token a step).
+    /// </summary>
+    private static async Task AssertAbortedAsync(WorkerUnderTest w, LoadReport baseline, string after)
+    {
         await Poll.UntilAsync(async () => (await w.Client.GetLoadAsync(new LoadRequest())) is { Running: 0, Waiting: 0 } l && l.KvBlocksUsed == baseline.KvBlocksUsed,
-            TimeSpan.FromSeconds(1), "KV blocks back to baseline after the cancel");
+            TimeSpan.FromSeconds(20), $"KV blocks back to baseline after {after}");
+        Assert.InRange(w.Worker.Engine.GetStats().Steps, 1, 2999);
     }
 
     [Fact]
@@ -174,12 +185,7 @@ public sealed class GenerateTests
         Assert.Equal(1, (await w.Client.GetLoadAsync(new LoadRequest())).Running);
 
         channel.Dispose();  // closes the HTTP/2 connection under the running call
-        // The bound is generous (other test classes share the two cores). What tells an abort from a request left to
-        // run out its 3,000 tokens (which would free the blocks too, later) is the engine's step count: one request
-        // decodes at most one token a step.
-        await Poll.UntilAsync(async () => (await w.Client.GetLoadAsync(new LoadRequest())) is { Running: 0, Waiting: 0 } l && l.KvBlocksUsed == baseline.KvBlocksUsed,
-            TimeSpan.FromSeconds(20), "KV blocks back to baseline after the connection dropped");
-        Assert.InRange(w.Worker.Engine.GetStats().Steps, 1, 2999);
+        await AssertAbortedAsync(w, baseline, "the connection dropped");
         using var http = new HttpClient { BaseAddress = w.Worker.HttpAddress };
         string metrics = await http.GetStringAsync(new Uri("/metrics", UriKind.Relative));
         Assert.Contains("finished_reason=\"abort\"} 1", metrics, StringComparison.Ordinal);
