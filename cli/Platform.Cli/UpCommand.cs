@@ -125,8 +125,9 @@ internal static class UpCommand
                 await Console.Error.WriteLineAsync($"error: {dir} has no config.json; --model must be a HuggingFace model directory or hf://ORG/NAME.");
                 return 2;
             }
-            // DistAttention reads KV pools through host pointers: on by default only for several workers on cpu.
-            string dist = parse.GetValue(distAttention) ?? (n >= 2 && computeDevice.IsCpu ? "on" : "off");
+            // DistAttention needs peers: on by default for several workers, on any device (PagedKvStore has a tensor path
+            // for pools off the CPU).
+            string dist = parse.GetValue(distAttention) ?? (n >= 2 ? "on" : "off");
             if (dist is not ("on" or "off")) { await Console.Error.WriteLineAsync($"error: --dist-attention must be on or off, got '{dist}'."); return 2; }
             EmbeddedGarnet? garnet = null;
             if (tier == "remote" && redisAddress is null)
