@@ -1,9 +1,9 @@
 // The whole engine (scheduler, chunked prefill, batched decode, sampling) on the
 // device-generic path, on the test device: greedy requests of unequal prompts,
 // prefilled in chunks beside running decodes, give the tokens the native cpu
-// engine gives; a seeded sampled request too (its logits go to the host and
-// the same counter-based sampler draws). Off cpu the greedy rows are sampled
-// on the device (LlmEngine.Device.cs), so on a GPU this compares that as well.
+// engine gives; a seeded sampled request too (the same counter-based sampler
+// draws). Off cpu the rows are sampled on the device (DeviceSampler), so on a
+// GPU this compares that as well.
 using Platform.Engine.Model;
 using Platform.Engine.Scheduling;
 using Xunit.Abstractions;

@@ -127,6 +127,48 @@ public sealed class DistAttentionTests(Xunit.Abstractions.ITestOutputHelper outp
     }
 
     /// <summary>
+    /// A step that samples its local rows on the device (as on a GPU; forced here on cpu) and also carries a
+    /// DistAttention sequence, whose row is sampled on the host from the logits its peers' partials gave: each row
+    /// gets its own token (the remote row's logits follow the device-sampled rows), and both sequences match one big
+    /// worker.
+    /// </summary>
+    [Fact]
+    public async Task Device_sampled_rows_and_a_remote_sequence_in_one_step_each_get_their_own_token()
+    {
+        const int maxTokens = 12;
+        var longPrompt = TestModel.Prompt(330, seed: 51);
+        var shortPrompt = TestModel.Prompt(20, seed: 52);
+        async Task<List<int>> ShortAsync(LlmEngine engine)
+        {
+            var tokens = new List<int>();
+            await foreach (var chunk in engine.GenerateAsync(new GenerationRequest(shortPrompt, Greedy(maxTokens))))
+            {
+                Assert.Null(chunk.Error);
+                tokens.AddRange(chunk.TokenIds);
+            }
+            return tokens;
+        }
+
+        await using var reference = await StartAsync("--kv-tokens", "4096");
+        var expectedLong = await RunAsync(reference.Engine, longPrompt, 3 * maxTokens);
+        var expectedShort = await ShortAsync(reference.Engine);
+
+        await using var lender = await StartAsync(Small);
+        await using var debtor = await StartAsync([.. Small, "--peers", lender.GrpcAddress.ToString().TrimEnd('/')]);
+        debtor.Engine.SampleOnDevice = true;
+        // The short request starts once the long one decodes, so their decode steps coincide.
+        Task<List<int>>? local = null;
+        var remote = RunAsync(debtor.Engine, longPrompt, 3 * maxTokens, chunk => local ??= chunk.TokenIds.Count > 0 ? ShortAsync(debtor.Engine) : null);
+        await remote;
+        Assert.NotNull(local);
+
+        Assert.Equal(FinishReason.Length, (await remote).Last.Finish);
+        Assert.Equal(expectedLong.Tokens, (await remote).Tokens);
+        Assert.Equal(expectedShort, await local);
+        Assert.True(debtor.Engine.GetDistAttentionStats().RemoteAttentionTime > TimeSpan.Zero);
+    }
+
+    /// <summary>
     /// Logits of a 16-bit sequence split across workers against one big worker of the same dtype: attention
     /// there runs in float32 over the stored bfloat16/float16 K/V and the partials merge exactly, where the big
     /// worker's SDPA works in the 16-bit dtype; the difference is the rounding of the attention output

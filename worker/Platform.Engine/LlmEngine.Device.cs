@@ -1,11 +1,11 @@
 // Reading a step's logits off the device. On cpu the logits are read in place
-// as before. Off cpu, when every row of the step is greedy and needs nothing
-// from its logits on the host (no logprobs, logit bias, penalties or returned
-// logits), the argmax runs on the device and the only device → host copy of the
+// as before. Off cpu, when no row needs its logits on the host (logprobs, logit
+// bias, penalties or returned logits), the rows are sampled where the logits are
+// (DeviceSampler: argmax for greedy rows; temperature, min-p, top-k and top-p
+// with the same counter-based uniform as the host Sampler, so a seeded request
+// draws the same tokens on every device) and the only device → host copy of the
 // step is the sampled ids (B int32s). Otherwise the rows are copied to the host
-// and sampled there as on cpu (Sampler: temperature, min-p, top-k, top-p with
-// the counter-based stream), so seeded sampling gives the same tokens on every
-// device for the same logits.
+// and sampled there as on cpu.
 using Platform.Engine.Sampling;
 using Platform.Engine.Scheduling;
 using TorchSharp;
@@ -25,26 +25,34 @@ public sealed partial class LlmEngine
         set => _model.ForwardPath = value;
     }
 
-    /// <summary>The step's logits on the host, or (off cpu, all rows greedy) the tokens sampled on the device and no logits.</summary>
-    private static (float[] Logits, int[]? Tokens) ReadStepOutput(Tensor output, List<EngineRequest> sampling)
+    /// <summary>
+    /// Sample on the device even when it is the cpu (tests hold the device sampler to the host one through the engine).
+    /// Set it between steps only.
+    /// </summary>
+    internal bool SampleOnDevice { get; set; }
+
+    /// <summary>The step's logits on the host, or (off cpu, no row needing its logits) the tokens sampled on the device and no logits.</summary>
+    private (float[] Logits, int[]? Tokens) ReadStepOutput(Tensor output, List<EngineRequest> sampling)
     {
         if (sampling.Count == 0) return ([], null);
+        bool onDevice = output.device_type != DeviceType.CPU || SampleOnDevice;
+        if (onDevice && sampling.TrueForAll(SamplesOnDevice))
+        {
+            var rows = sampling.ConvertAll(r => new DeviceSampler.Row(r.Sampling.Temperature, r.Sampling.TopK, r.Sampling.TopP, r.Sampling.MinP,
+                r.Seed, r.OutputLength));
+            return ([], DeviceSampler.Sample(output, rows));   // the step's one device → host copy
+        }
         if (output.device_type == DeviceType.CPU)
             return (System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(output.contiguous().bytes).ToArray(), null);
-        if (sampling.TrueForAll(GreedyOnDevice))
-        {
-            using var ids = output.argmax(1).to_type(ScalarType.Int32).cpu();   // the step's one device → host copy
-            return ([], ids.data<int>().ToArray());
-        }
         using var host = output.cpu();
         return (System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(host.contiguous().bytes).ToArray(), null);
     }
 
-    /// <summary>A row whose token is its argmax and whose logits nothing on the host reads.</summary>
-    private static bool GreedyOnDevice(EngineRequest r)
+    /// <summary>A row that nothing on the host needs the logits of: its token can be drawn where the logits are.</summary>
+    private static bool SamplesOnDevice(EngineRequest r)
     {
         var p = r.Sampling;
-        return (p.Temperature <= 0 || p.TopK == 1) && p.Logprobs is null && p.LogitBias.Count == 0 && !r.ReturnLogits
+        return p.Logprobs is null && p.LogitBias.Count == 0 && !r.ReturnLogits
             && !PenaltyState.Needed(p.PresencePenalty, p.FrequencyPenalty, p.RepetitionPenalty);
     }
 }

@@ -275,16 +275,18 @@ public sealed partial class LlmEngine : IDisposable
         foreach (var s in scheduled)
             if (s.Request.Status == RequestStatus.Running && s.Request.NumComputed < s.Request.Tokens.Count) _prefilling.Add(s.Request);
 
+        // Rows sampled on the device come first; DistAttention's remote rows (sampled here) follow in `logits`.
+        int deviceRows = deviceTokens?.Length ?? 0;
         for (int i = 0; i < sampling.Count; i++)
         {
             var r = sampling[i];
-            if (deviceTokens is not null)
+            if (i < deviceRows)
             {
-                r.Tokens.Add(deviceTokens[i]);
+                r.Tokens.Add(deviceTokens![i]);
                 Emit(r, deviceTokens[i], null, null);
                 continue;
             }
-            var row = logits.AsSpan(i * vocab, vocab);
+            var row = logits.AsSpan((i - deviceRows) * vocab, vocab);
             var p = r.Sampling;
             bool penalised = PenaltyState.Needed(p.PresencePenalty, p.FrequencyPenalty, p.RepetitionPenalty);
             // Log-probabilities come from the raw logits (vLLM's default), so a copy is kept when bias or penalties change the row.
