@@ -20,7 +20,9 @@
 //  * prefill GFLOP/s: weight FLOPs (2 per weight per prompt token, the output head
 //    once per request) plus causal attention FLOPs (QKᵀ and PV: 4·layers·heads·
 //    head_dim·C(C+1)/2 per request) over the prefill time, beside the fp32 matmul
-//    rate of a large libtorch GEMM measured in the same run. TTFT is that prefill
+//    rate of a large libtorch GEMM measured in the same run; both also per CPU-second of
+//    this process (on a shared machine the wall rates follow the share of the cores the
+//    run got, the per-CPU-second ones much less). TTFT is that prefill
 //    time (at batch B, until every request has its first token). Batch 1 prefill
 //    is always measured; larger batches only up to --max-prefill-tokens.
 // Figures are printed as a table and written as JSON (bench/results/engine-*.json),
@@ -47,7 +49,7 @@ namespace Platform.Bench;
 
 internal static class EngineBench
 {
-    private sealed record Cell(string Preset, string Path, int Context, int Batch, double? PrefillTokensPerSecond, double? PrefillGflopsPerSecond, double? TtftSeconds,
+    private sealed record Cell(string Preset, string Path, int Context, int Batch, double? PrefillTokensPerSecond, double? PrefillGflopsPerSecond, double? PrefillGflopsPerCpuSecond, double? TtftSeconds,
         double DecodeTokensPerSecond, double DecodeBoundTokensPerSecond, double DecodeFractionOfBound, long BytesPerDecodeStep);
 
     private const string Usage = "usage: engine [--preset small|medium]... [--context N[,N...]]... [--batch N[,N...]]... [--decode-tokens N] [--threads N] "
@@ -112,8 +114,8 @@ internal static class EngineBench
         AnsiConsole.MarkupLine("[grey]measuring two-core streaming-read bandwidth…[/]");
         double bandwidth = MemoryBandwidth.MeasureStreamingReadGBps(threads: threads, repeats: 10);
         AnsiConsole.MarkupLine($"streaming read: [bold]{bandwidth:F1} GB/s[/] ({threads} threads)");
-        double matmulGflops = MeasureMatmulGflops(threads);
-        AnsiConsole.MarkupLine($"fp32 matmul (libtorch, 2048³): [bold]{matmulGflops:F1} GFLOP/s[/]");
+        var (matmulGflops, matmulGflopsPerCpuSecond) = MeasureMatmulGflops(threads);
+        AnsiConsole.MarkupLine($"fp32 matmul (libtorch, 2048³): [bold]{matmulGflops:F1} GFLOP/s[/], {matmulGflopsPerCpuSecond:F1} GFLOP per CPU-second");
 
         var cells = new List<Cell>();
         foreach (var preset in presets)
@@ -146,17 +148,18 @@ internal static class EngineBench
                 foreach (var path in paths)
                 {
                     engine.ForwardPath = path;
-                    double? prefillSeconds = null;
+                    double? prefillSeconds = null, prefillCpuSeconds = null;
                     if (batch == 1 || (long)batch * context <= maxPrefill)
-                        prefillSeconds = await MeasurePrefill(engine, batch, context, ++seed);
+                        (prefillSeconds, prefillCpuSeconds) = await MeasurePrefill(engine, batch, context, ++seed);
                     double? prefill = batch * context / prefillSeconds;
                     double? gflops = batch * PrefillFlops(c, context) / prefillSeconds / 1e9;
+                    double? gflopsPerCpuSecond = batch * PrefillFlops(c, context) / prefillCpuSeconds / 1e9;
                     double decode = await MeasureDecode(engine, batch, context, decodeTokens, ++seed);
                     long stepBytes = weightBytes + batch * (long)context * kvBytesPerToken;
                     double bound = batch / (stepBytes / (bandwidth * 1e9));
-                    var cell = new Cell(preset, path.ToString().ToLowerInvariant(), context, batch, prefill, gflops, prefillSeconds, decode, bound, decode / bound, stepBytes);
+                    var cell = new Cell(preset, path.ToString().ToLowerInvariant(), context, batch, prefill, gflops, gflopsPerCpuSecond, prefillSeconds, decode, bound, decode / bound, stepBytes);
                     cells.Add(cell);
-                    AnsiConsole.MarkupLine($"{preset} {cell.Path} ctx {context,5} batch {batch,2}: prefill {(prefill is { } p ? $"{p,8:F1} tok/s, {gflops,6:F1} GFLOP/s, TTFT {prefillSeconds,7:F2} s" : "    skip")}, "
+                    AnsiConsole.MarkupLine($"{preset} {cell.Path} ctx {context,5} batch {batch,2}: prefill {(prefill is { } p ? $"{p,8:F1} tok/s, {gflops,6:F1} GFLOP/s ({gflopsPerCpuSecond:F1} per CPU-second), TTFT {prefillSeconds,7:F2} s" : "    skip")}, "
                         + $"decode {decode,8:F1} tok/s = {decode / bound:P0} of bound {bound:F1}");
                 }
             }
@@ -174,11 +177,11 @@ internal static class EngineBench
                 cell.DecodeFractionOfBound.ToString("P0"), b1 is null ? "" : (cell.DecodeTokensPerSecond / b1.DecodeTokensPerSecond).ToString("F1") + "×");
         }
         AnsiConsole.Write(table);
-        AnsiConsole.MarkupLine($"fp32 matmul rate {matmulGflops:F1} GFLOP/s, streaming read {bandwidth:F1} GB/s, {threads} threads");
+        AnsiConsole.MarkupLine($"fp32 matmul rate {matmulGflops:F1} GFLOP/s ({matmulGflopsPerCpuSecond:F1} per CPU-second), streaming read {bandwidth:F1} GB/s, {threads} threads");
 
         jsonPath = await WriteJson(jsonPath, new
         {
-            machine = new { cores = Environment.ProcessorCount, threads, streaming_read_gbps = bandwidth, matmul_gflops = matmulGflops },
+            machine = new { cores = Environment.ProcessorCount, threads, streaming_read_gbps = bandwidth, matmul_gflops = matmulGflops, matmul_gflops_per_cpu_second = matmulGflopsPerCpuSecond },
             cells,
             peers = peerReport,
         });
@@ -211,8 +214,11 @@ internal static class EngineBench
         return weights + attention;
     }
 
-    /// <summary>Best of five fp32 2048×2048 matmuls in libtorch with the bench's threads, in GFLOP/s.</summary>
-    private static double MeasureMatmulGflops(int threads)
+    /// <summary>
+    /// Best of five fp32 2048×2048 matmuls in libtorch with the bench's threads, in GFLOP/s of wall time and per CPU-second
+    /// of this process (the rate per core actually given; on a shared machine the figure to set prefill's beside).
+    /// </summary>
+    private static (double Wall, double PerCpuSecond) MeasureMatmulGflops(int threads)
     {
         const int n = 2048;
         TorchSharp.torch.set_num_threads(threads);
@@ -220,14 +226,20 @@ internal static class EngineBench
         var a = TorchSharp.torch.randn(n, n);
         var b = TorchSharp.torch.randn(n, n);
         TorchSharp.torch.matmul(a, b).Dispose();
-        double best = double.MaxValue;
+        double best = double.MaxValue, bestCpu = double.MaxValue;
+        using var process = Process.GetCurrentProcess();
         for (int i = 0; i < 5; i++)
         {
+            process.Refresh();
+            var cpuBefore = process.TotalProcessorTime;
             var clock = Stopwatch.StartNew();
             TorchSharp.torch.matmul(a, b).Dispose();
             best = Math.Min(best, clock.Elapsed.TotalSeconds);
+            process.Refresh();
+            bestCpu = Math.Min(bestCpu, (process.TotalProcessorTime - cpuBefore).TotalSeconds);
         }
-        return 2.0 * n * n * n / best / 1e9;
+        double flops = 2.0 * n * n * n;
+        return (flops / best / 1e9, flops / bestCpu / 1e9);
     }
 
     /// <summary>The random-weight preset's model directory under the platform cache, created on first use.</summary>
@@ -245,10 +257,15 @@ internal static class EngineBench
         return Enumerable.Range(0, count).Select(_ => rng.Next(0, Math.Min(vocab, 256))).ToList();
     }
 
-    /// <summary>Seconds until every one of <paramref name="batch"/> fresh prompts of <paramref name="context"/> tokens has its first token.</summary>
-    private static async Task<double> MeasurePrefill(LlmEngine engine, int batch, int context, int seed)
+    /// <summary>
+    /// Seconds until every one of <paramref name="batch"/> fresh prompts of <paramref name="context"/> tokens has its first
+    /// token, and the CPU-seconds this process used meanwhile.
+    /// </summary>
+    private static async Task<(double Seconds, double CpuSeconds)> MeasurePrefill(LlmEngine engine, int batch, int context, int seed)
     {
         var sampling = new SamplingParams { MaxTokens = 1, Temperature = 0, IgnoreEos = true };
+        using var process = Process.GetCurrentProcess();
+        var cpuBefore = process.TotalProcessorTime;
         var sw = Stopwatch.StartNew();
         await Task.WhenAll(Enumerable.Range(0, batch).Select(async b =>
         {
@@ -256,7 +273,9 @@ internal static class EngineBench
             {
             }
         }));
-        return sw.Elapsed.TotalSeconds;
+        double seconds = sw.Elapsed.TotalSeconds;
+        process.Refresh();
+        return (seconds, (process.TotalProcessorTime - cpuBefore).TotalSeconds);
     }
 
     private static async Task<double> MeasureDecode(LlmEngine engine, int batch, int context, int decodeTokens, int seed)

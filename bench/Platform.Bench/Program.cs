@@ -30,11 +30,15 @@ internal static class Program
                 return await SoakBench.Run(rest);
             case "weights":
                 return await WeightWidthBench.Run(rest);
+            case "prefill":
+                return PrefillBench.Run(rest);
             default:
                 Console.Error.WriteLine("usage: Platform.Bench <mode> [args]");
                 Console.Error.WriteLine("modes:");
                 Console.Error.WriteLine("  kernels [--shape OUTxIN]... [--batch N]... [--threads N] [--cached] [--chunk-kb N] [--kblock N] [--f16] [--seconds S] [--vector256]");
                 Console.Error.WriteLine("      decode GEMV (fp32/fp16/bf16/TorchSharp linear) vs streaming-read bandwidth");
+                Console.Error.WriteLine("  prefill [--preset small|medium] [--context N[,N...]] [--chunk N[,N...]] [--threads N] [--rounds N]");
+                Console.Error.WriteLine("      prefill pieces: FlashAttention GFLOP/s per chunk at a context, each layer's linears on a chunk's rows");
                 Console.Error.WriteLine("  engine [--preset small|medium]... [--context N[,N...]]... [--batch N[,N...]]... [--decode-tokens N] [--max-prefill-tokens N] [--json FILE]");
                 Console.Error.WriteLine("         [--peer-llamacpp DIR] [--peer-llama2c PATH] [--peer-preset medium] [--peer-tokens N] [--rounds N] [--device cpu|cuda[:N]] [--path generic|native]...");
                 Console.Error.WriteLine("      engine prefill tok/s and GFLOP/s, TTFT, decode tokens/s at each context and batch against the bandwidth bound and");

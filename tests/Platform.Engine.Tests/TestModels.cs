@@ -13,7 +13,7 @@ internal static class TestModels
 
     public static string Get(RandomModelOptions options)
     {
-        string key = $"{options.Preset}-{options.ModelType}-{options.Dtype}-{options.Shards}-{options.Seed}-{options.RopeScaling}-{options.TieWordEmbeddings}-{options.MaxPositionEmbeddings}-{options.SlidingWindow}-{options.SlidingWindowFromLayer}";
+        string key = $"{options.Preset}-{options.ModelType}-{options.Dtype}-{options.Shards}-{options.Seed}-{options.RopeScaling}-{options.TieWordEmbeddings}-{options.MaxPositionEmbeddings}-{options.SlidingWindow}-{options.SlidingWindowFromLayer}-{options.Layers}";
         return Created.GetOrAdd(key, k => new Lazy<string>(() =>
         {
             string dir = Path.Combine(Root, Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(k)))[..16]);

@@ -28,6 +28,11 @@ public sealed record RandomModelOptions
     public int? SlidingWindow { get; init; }
     /// <summary>qwen2's max_window_layers: the first layer with the sliding window.</summary>
     public int SlidingWindowFromLayer { get; init; }
+    /// <summary>
+    /// Decoder layers instead of the preset's (its other shapes kept): a test that needs one layer's behaviour at a long
+    /// context, e.g. the small preset's attention at 32K, then pays for one layer instead of all.
+    /// </summary>
+    public int? Layers { get; init; }
 }
 
 public static class RandomModelGenerator
@@ -69,6 +74,11 @@ public static class RandomModelGenerator
     public static ModelConfig Create(string outDir, RandomModelOptions options, IProgress<double>? progress = null)
     {
         var config = PresetConfig(options.Preset, options.ModelType);
+        if (options.Layers is { } layers)
+        {
+            if (layers <= 0) throw new ArgumentException($"a model needs at least one layer, got {layers}");
+            config = config with { NumLayers = layers };
+        }
         if (options.SlidingWindow is { } window)
         {
             if (window <= 0) throw new ArgumentException($"a sliding window must be positive, got {window}");
