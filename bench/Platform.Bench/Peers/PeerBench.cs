@@ -14,6 +14,7 @@
 // Start: process start to exit after one generated token, `platform generate` on the bf16 checkpoint
 // vs the driver on the f16 GGUF, after one unmeasured run of each (warm page cache).
 //
+// --peer-cases picks which of the llama.cpp cases (f32, bf16, f16, q8_0, start) run; all by default.
 // Quantization's own cost: the int8 row also reports how far the engine's int8 greedy ids follow its
 // own fp32 ids and how far llama.cpp's q8_0 ids follow its own f32 ids (same prompt, same run), and
 // whether the engine's int8 keeps at least as long an agreeing prefix as llama.cpp's q8_0
@@ -56,8 +57,13 @@ internal sealed record Llama2cRow(double EngineTokensPerSecond, double PeerToken
 
 internal sealed record PeerReport(string Preset, int Threads, int Rounds, IReadOnlyList<PeerWidthRow> LlamaCpp, PeerStartRow? Start, Llama2cRow? Llama2c);
 
-internal sealed class PeerBench(string preset, int threads, int tokens, int rounds)
+internal sealed class PeerBench(string preset, int threads, int tokens, int rounds, IReadOnlyCollection<string>? cases = null)
 {
+    /// <summary>The llama.cpp cases --peer-cases may name (none named: all run).</summary>
+    public static readonly IReadOnlyList<string> CaseNames = ["f32", "bf16", "f16", "q8_0", "start"];
+
+    private bool Runs(string name) => cases is null || cases.Count == 0 || cases.Contains(name, StringComparer.OrdinalIgnoreCase);
+
     private const int PromptTokens = 16;
     private static readonly string CacheDir = Path.Combine(BenchModels.CacheRoot, "peers");
 
@@ -73,20 +79,35 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
             var peer = await LlamaCppPeer.PrepareAsync(llamaCppDir, CacheDir);
             AnsiConsole.MarkupLine($"[grey]llama.cpp driver: {Markup.Escape(peer.DriverPath)}[/]");
             string Gguf(GgmlType type) => EnsureGguf(f32Dir, type);
-            var f32 = await CompareAsync(peer, prompt, "f32", "fp32 checkpoint, float32", f32Dir, Options("float32"), Gguf(GgmlType.F32), agreementChecked: true);
-            rows.Add(f32.Row);
-            string bf16Dir = BenchModels.Ensure(preset, SafetensorsDtype.BF16);
-            rows.Add((await CompareAsync(peer, prompt, "f16", "bf16 checkpoint, --weight-dtype auto", bf16Dir, Options("auto"), Gguf(GgmlType.F16), agreementChecked: false)).Row);
-            string f16Dir = BenchModels.Ensure(preset, SafetensorsDtype.F16);
-            rows.Add((await CompareAsync(peer, prompt, "f16", "f16 checkpoint, --weight-dtype auto", f16Dir, Options("auto"), Gguf(GgmlType.F16), agreementChecked: true)).Row);
-            var q8 = await CompareAsync(peer, prompt, "q8_0", "fp32 checkpoint, --quantization int8", f32Dir,
-                Options("auto") with { Quantization = Platform.Engine.Model.Quantization.Q8 }, Gguf(GgmlType.Q8_0), agreementChecked: false);
-            QuantizedAgreement? own = f32.EngineIds is { } ef && f32.PeerIds is { } pf && q8.EngineIds is { } eq && q8.PeerIds is { } pq
-                ? QuantizedAgreement.Of(ef, eq, pf, pq, tokens) : null;
-            if (own is not null)
-                AnsiConsole.MarkupLine($"  int8 against each side's own f32: {Markup.Escape(own.ToString())}");
-            rows.Add(q8.Row with { OwnF32Agreement = own });
-            start = await MeasureStartAsync(peer, bf16Dir, Gguf(GgmlType.F16), prompt);
+            Comparison? f32 = null;
+            if (Runs("f32"))
+            {
+                f32 = await CompareAsync(peer, prompt, "f32", "fp32 checkpoint, float32", f32Dir, Options("float32"), Gguf(GgmlType.F32), agreementChecked: true);
+                rows.Add(f32.Row);
+            }
+            if (Runs("bf16"))
+            {
+                string bf16Dir = BenchModels.Ensure(preset, SafetensorsDtype.BF16);
+                rows.Add((await CompareAsync(peer, prompt, "f16", "bf16 checkpoint, --weight-dtype auto", bf16Dir, Options("auto"), Gguf(GgmlType.F16), agreementChecked: false)).Row);
+            }
+            if (Runs("f16"))
+            {
+                string f16Dir = BenchModels.Ensure(preset, SafetensorsDtype.F16);
+                rows.Add((await CompareAsync(peer, prompt, "f16", "f16 checkpoint, --weight-dtype auto", f16Dir, Options("auto"), Gguf(GgmlType.F16), agreementChecked: true)).Row);
+            }
+            if (Runs("q8_0"))
+            {
+                var q8 = await CompareAsync(peer, prompt, "q8_0", "fp32 checkpoint, --quantization int8", f32Dir,
+                    Options("auto") with { Quantization = Platform.Engine.Model.Quantization.Q8 }, Gguf(GgmlType.Q8_0), agreementChecked: false);
+                // Against each side's own f32 ids: needs the f32 case in the same run.
+                QuantizedAgreement? own = f32?.EngineIds is { } ef && f32.PeerIds is { } pf && q8.EngineIds is { } eq && q8.PeerIds is { } pq
+                    ? QuantizedAgreement.Of(ef, eq, pf, pq, tokens) : null;
+                if (own is not null)
+                    AnsiConsole.MarkupLine($"  int8 against each side's own f32: {Markup.Escape(own.ToString())}");
+                rows.Add(q8.Row with { OwnF32Agreement = own });
+            }
+            if (Runs("start"))
+                start = await MeasureStartAsync(peer, BenchModels.Ensure(preset, SafetensorsDtype.BF16), Gguf(GgmlType.F16), prompt);
         }
         if (llama2cBinary is not null)
             llama2c = await CompareLlama2cAsync(new Llama2cPeer(llama2cBinary), f32Dir, prompt);
