@@ -3,8 +3,8 @@
 // symmetric, scale dx), so each block of a weight row and an input row is an exact integer dot
 // S = sum q_w * q_x, held as 8 (AVX2) or 16 (AVX-512) int32 lane partials (each < 2^24, so exact in
 // fp32 too), and a row sums the scaled partials in fp32:
-//   y = sum_blocks sum_lanes (S_lane * dx) * dw     (conversions exact; products and sums fp32)
-// i.e. one convert, one multiply and one FMA per 32 weights and batch row, where the widening kernel
+//   y = sum_blocks sum_lanes S_lane * (dw * dx)     (conversions exact; dw * dx a scalar fp32 product)
+// i.e. one scalar multiply, one broadcast, one convert and one FMA per 32 weights and batch row, where the widening kernel
 // (Q8Loader through the fp32 tiles) spent 4-8 widen/convert/multiply/FMA instructions. The same math
 // as llama.cpp's q8_0 x q8_0 dot, written from its description (not its code).
 //
@@ -134,12 +134,12 @@ public static unsafe partial class Gemv
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         private static Vector512<short> Weights(byte* block) => Avx512BW.ConvertToVector512Int16(Avx.LoadVector256((sbyte*)block + sizeof(ushort)));
 
-        /// <summary>acc + (S * dx) * dw for one block, S from 16 int32 pair sums of the int16 weights and activations.</summary>
+        /// <summary>acc + S * (dw * dx) for one block, S from 16 int32 pair sums of the int16 weights and activations.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static Vector512<float> Accumulate(Vector512<short> w, Vector512<float> dw, short* x, float dx, Vector512<float> acc)
+        private static Vector512<float> Accumulate(Vector512<short> w, float scale, short* x, Vector512<float> acc)
         {
             Vector512<int> s = Avx512BW.MultiplyAddAdjacent(w, Avx512F.LoadAlignedVector512(x));
-            return Avx512F.FusedMultiplyAdd(Avx512F.Multiply(Avx512F.ConvertToVector512Single(s), Vector512.Create(dx)), dw, acc);
+            return Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(s), Vector512.Create(scale), acc);
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -155,13 +155,13 @@ public static unsafe partial class Gemv
                 byte* b1 = b0 + QuantizationQ8.BlockBytes;
                 Prefetch(b0);
                 Prefetch(b0 + 64);
-                a0 = Accumulate(Weights(b0), Vector512.Create(Q8WeightScale(b0)), xs + j * n, dx[j], a0);
-                a1 = Accumulate(Weights(b1), Vector512.Create(Q8WeightScale(b1)), xs + (j + 1) * n, dx[j + 1], a1);
+                a0 = Accumulate(Weights(b0), Q8WeightScale(b0) * dx[j], xs + j * n, a0);
+                a1 = Accumulate(Weights(b1), Q8WeightScale(b1) * dx[j + 1], xs + (j + 1) * n, a1);
             }
             if (j < blocks)
             {
                 byte* b0 = w + (long)j * QuantizationQ8.BlockBytes;
-                a0 = Accumulate(Weights(b0), Vector512.Create(Q8WeightScale(b0)), xs + j * n, dx[j], a0);
+                a0 = Accumulate(Weights(b0), Q8WeightScale(b0) * dx[j], xs + j * n, a0);
             }
             return Vector512.Sum(Avx512F.Add(a0, a1));
         }
@@ -178,12 +178,12 @@ public static unsafe partial class Gemv
                 byte* block = w + (long)j * QuantizationQ8.BlockBytes;
                 Prefetch(block);
                 Vector512<short> wv = Weights(block);
-                Vector512<float> dw = Vector512.Create(Q8WeightScale(block));
+                float dw = Q8WeightScale(block);
                 int at = j * n;
-                a0 = Accumulate(wv, dw, x0 + at, d0[j], a0);
-                a1 = Accumulate(wv, dw, x1 + at, d1[j], a1);
-                a2 = Accumulate(wv, dw, x2 + at, d2[j], a2);
-                a3 = Accumulate(wv, dw, x3 + at, d3[j], a3);
+                a0 = Accumulate(wv, dw * d0[j], x0 + at, a0);
+                a1 = Accumulate(wv, dw * d1[j], x1 + at, a1);
+                a2 = Accumulate(wv, dw * d2[j], x2 + at, a2);
+                a3 = Accumulate(wv, dw * d3[j], x3 + at, a3);
             }
             sums[0] = Vector512.Sum(a0);
             sums[1] = Vector512.Sum(a1);
@@ -199,13 +199,13 @@ public static unsafe partial class Gemv
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         private static Vector256<sbyte> Weights(byte* block) => Avx.LoadVector256((sbyte*)block + sizeof(ushort));
 
-        /// <summary>acc + (S * dx) * dw for one block: |w| times x with w's sign, pairs in int16 (no saturation), then int32.</summary>
+        /// <summary>acc + S * (dw * dx) for one block: |w| times x with w's sign, pairs in int16 (no saturation), then int32.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static Vector256<float> Accumulate(Vector256<sbyte> w, Vector256<byte> absW, Vector256<float> dw, sbyte* x, float dx, Vector256<float> acc)
+        private static Vector256<float> Accumulate(Vector256<sbyte> w, Vector256<byte> absW, float scale, sbyte* x, Vector256<float> acc)
         {
             Vector256<sbyte> signed = Avx2.Sign(Avx.LoadAlignedVector256(x), w);
             Vector256<int> s = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(absW, signed), Vector256.Create((short)1));
-            return Fma.MultiplyAdd(Avx.Multiply(Avx.ConvertToVector256Single(s), Vector256.Create(dx)), dw, acc);
+            return Fma.MultiplyAdd(Avx.ConvertToVector256Single(s), Vector256.Create(scale), acc);
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -222,14 +222,14 @@ public static unsafe partial class Gemv
                 Prefetch(b0);
                 Prefetch(b0 + 64);
                 Vector256<sbyte> w0 = Weights(b0), w1 = Weights(b1);
-                a0 = Accumulate(w0, Avx2.Abs(w0), Vector256.Create(Q8WeightScale(b0)), xs + j * n, dx[j], a0);
-                a1 = Accumulate(w1, Avx2.Abs(w1), Vector256.Create(Q8WeightScale(b1)), xs + (j + 1) * n, dx[j + 1], a1);
+                a0 = Accumulate(w0, Avx2.Abs(w0), Q8WeightScale(b0) * dx[j], xs + j * n, a0);
+                a1 = Accumulate(w1, Avx2.Abs(w1), Q8WeightScale(b1) * dx[j + 1], xs + (j + 1) * n, a1);
             }
             if (j < blocks)
             {
                 byte* b0 = w + (long)j * QuantizationQ8.BlockBytes;
                 Vector256<sbyte> w0 = Weights(b0);
-                a0 = Accumulate(w0, Avx2.Abs(w0), Vector256.Create(Q8WeightScale(b0)), xs + j * n, dx[j], a0);
+                a0 = Accumulate(w0, Avx2.Abs(w0), Q8WeightScale(b0) * dx[j], xs + j * n, a0);
             }
             return Vector256.Sum(Avx.Add(a0, a1));
         }
@@ -247,12 +247,12 @@ public static unsafe partial class Gemv
                 Prefetch(block);
                 Vector256<sbyte> wv = Weights(block);
                 Vector256<byte> absW = Avx2.Abs(wv);
-                Vector256<float> dw = Vector256.Create(Q8WeightScale(block));
+                float dw = Q8WeightScale(block);
                 int at = j * n;
-                a0 = Accumulate(wv, absW, dw, x0 + at, d0[j], a0);
-                a1 = Accumulate(wv, absW, dw, x1 + at, d1[j], a1);
-                a2 = Accumulate(wv, absW, dw, x2 + at, d2[j], a2);
-                a3 = Accumulate(wv, absW, dw, x3 + at, d3[j], a3);
+                a0 = Accumulate(wv, absW, dw * d0[j], x0 + at, a0);
+                a1 = Accumulate(wv, absW, dw * d1[j], x1 + at, a1);
+                a2 = Accumulate(wv, absW, dw * d2[j], x2 + at, a2);
+                a3 = Accumulate(wv, absW, dw * d3[j], x3 + at, a3);
             }
             sums[0] = Vector256.Sum(a0);
             sums[1] = Vector256.Sum(a1);
@@ -278,7 +278,7 @@ public static unsafe partial class Gemv
                 int s = 0;
                 for (int i = 0; i < n; i++)
                     s += q[i] * xs[i];
-                sum += s * dx[j] * Q8WeightScale(block);
+                sum += s * (Q8WeightScale(block) * dx[j]);
             }
             return sum;
         }
