@@ -83,17 +83,17 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
             if (Runs("f32"))
             {
                 f32 = await CompareAsync(peer, prompt, "f32", "fp32 checkpoint, float32", f32Dir, Options("float32"), Gguf(GgmlType.F32), agreementChecked: true);
-                rows.Add(f32.Row);
+                rows.Add(f32.WidthRow);
             }
             if (Runs("bf16"))
             {
                 string bf16Dir = BenchModels.Ensure(preset, SafetensorsDtype.BF16);
-                rows.Add((await CompareAsync(peer, prompt, "f16", "bf16 checkpoint, --weight-dtype auto", bf16Dir, Options("auto"), Gguf(GgmlType.F16), agreementChecked: false)).Row);
+                rows.Add((await CompareAsync(peer, prompt, "f16", "bf16 checkpoint, --weight-dtype auto", bf16Dir, Options("auto"), Gguf(GgmlType.F16), agreementChecked: false)).WidthRow);
             }
             if (Runs("f16"))
             {
                 string f16Dir = BenchModels.Ensure(preset, SafetensorsDtype.F16);
-                rows.Add((await CompareAsync(peer, prompt, "f16", "f16 checkpoint, --weight-dtype auto", f16Dir, Options("auto"), Gguf(GgmlType.F16), agreementChecked: true)).Row);
+                rows.Add((await CompareAsync(peer, prompt, "f16", "f16 checkpoint, --weight-dtype auto", f16Dir, Options("auto"), Gguf(GgmlType.F16), agreementChecked: true)).WidthRow);
             }
             if (Runs("q8_0"))
             {
@@ -104,7 +104,7 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
                     ? QuantizedAgreement.Of(ef, eq, pf, pq, tokens) : null;
                 if (own is not null)
                     AnsiConsole.MarkupLine($"  int8 against each side's own f32: {Markup.Escape(own.ToString())}");
-                rows.Add(q8.Row with { OwnF32Agreement = own });
+                rows.Add(q8.WidthRow with { OwnF32Agreement = own });
             }
             if (Runs("start"))
                 start = await MeasureStartAsync(peer, BenchModels.Ensure(preset, SafetensorsDtype.BF16), Gguf(GgmlType.F16), prompt);
@@ -124,7 +124,7 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
     };
 
     /// <summary>One width's row, plus the last round's greedy ids of each side (null when the engine refused the case).</summary>
-    private sealed record Comparison(PeerWidthRow Row, IReadOnlyList<int>? EngineIds, IReadOnlyList<int>? PeerIds);
+    private sealed record Comparison(PeerWidthRow WidthRow, IReadOnlyList<int>? EngineIds, IReadOnlyList<int>? PeerIds);
 
     private async Task<Comparison> CompareAsync(LlamaCppPeer peer, IReadOnlyList<int> prompt, string width, string engineCase,
         string modelDir, EngineOptions options, string gguf, bool agreementChecked)
