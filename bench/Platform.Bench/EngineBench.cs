@@ -53,7 +53,7 @@ internal static class EngineBench
         double DecodeTokensPerSecond, double DecodeBoundTokensPerSecond, double DecodeFractionOfBound, long BytesPerDecodeStep);
 
     private const string Usage = "usage: engine [--preset small|medium]... [--context N[,N...]]... [--batch N[,N...]]... [--decode-tokens N] [--threads N] "
-        + "[--max-prefill-tokens N] [--json FILE] [--peer-llamacpp DIR] [--peer-llama2c PATH] [--peer-preset medium] [--peer-tokens N] [--rounds N] [--device cpu|cuda[:N]] [--path generic|native]...";
+        + "[--max-prefill-tokens N] [--json FILE] [--peer-llamacpp DIR] [--peer-llama2c PATH] [--peer-preset medium] [--peer-tokens N] [--peer-cases f32,bf16,f16,q8_0,start] [--rounds N] [--device cpu|cuda[:N]] [--path generic|native]...";
 
     public static async Task<int> Run(string[] args)
     {
@@ -65,6 +65,7 @@ internal static class EngineBench
         string? jsonPath = null, llamaCppDir = null, llama2cBinary = null;
         string peerPreset = "medium";
         int peerTokens = 32, rounds = 3;
+        var peerCases = new List<string>();
         string device = Platform.Core.Workers.ComputeDevice.CpuName;
         var paths = new List<Platform.Engine.Model.ForwardPath>();
         static IEnumerable<string> List(string value) => value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
@@ -79,6 +80,7 @@ internal static class EngineBench
                 case "--peer-llama2c" when i + 1 < args.Length: llama2cBinary = args[++i]; break;
                 case "--peer-preset" when i + 1 < args.Length: peerPreset = args[++i]; break;
                 case "--peer-tokens" when i + 1 < args.Length: peerTokens = int.Parse(args[++i]); break;
+                case "--peer-cases" when i + 1 < args.Length: peerCases.AddRange(List(args[++i])); break;
                 case "--rounds" when i + 1 < args.Length: rounds = int.Parse(args[++i]); break;
                 case "--decode-tokens" when i + 1 < args.Length: decodeTokens = int.Parse(args[++i]); break;
                 case "--threads" when i + 1 < args.Length: threads = int.Parse(args[++i]); break;
@@ -92,12 +94,17 @@ internal static class EngineBench
                     return 2;
             }
         }
+        if (peerCases.FirstOrDefault(c => !PeerBench.CaseNames.Contains(c, StringComparer.OrdinalIgnoreCase)) is { } unknownCase)
+        {
+            Console.Error.WriteLine($"--peer-cases: unknown case '{unknownCase}' (cases: {string.Join(',', PeerBench.CaseNames)})");
+            return 2;
+        }
         bool peers = llamaCppDir is not null || llama2cBinary is not null;
         PeerReport? peerReport = null;
         if (peers)
         {
             KernelThreads.Count = threads;
-            peerReport = await new PeerBench(peerPreset, threads, peerTokens, rounds).RunAsync(llamaCppDir, llama2cBinary);
+            peerReport = await new PeerBench(peerPreset, threads, peerTokens, rounds, peerCases).RunAsync(llamaCppDir, llama2cBinary);
             PeerBench.Print(peerReport);
             if (presets.Count == 0 && contexts.Count == 0 && batches.Count == 0)
             {

@@ -5,7 +5,9 @@
 // For each weight shape [outFeatures, inFeatures] (TinyLlama-1.1B: q/o 2048x2048, fused gate/up
 // 11264x2048, down 2048x5632, lm_head 32000x2048) and batch 1/2/4/8/16/32/64 it times Gemv.MatVecF32
 // and MatVecBF16 (batch <= 16), Gemm.MultiplyF32 and MultiplyBF16 with the GEMV crossover switched off
-// (so small batches show both kernels; --f16 adds Gemm.MultiplyF16), and torch.nn.functional.linear
+// (so small batches show both kernels; --f16 adds Gemm.MultiplyF16), the int8 GEMV (MatVecQ8, integer
+// dots on quantized activations) beside the widening int8 GEMV it replaced (QuantizationQ8 rows of the
+// same weights; GB/s count their 1.0625 bytes per weight), and torch.nn.functional.linear
 // (fp32, torch.set_num_threads = KernelThreads.Count), all on the CPU's best kernel path (--vector256
 // pins AVX2 on an AVX-512 machine). It prints GB/s of weights read and its fraction of the streaming
 // bandwidth, GFLOP/s (2 x batch x out x in per call) and its fraction of the FMA peak (every thread
@@ -108,6 +110,9 @@ internal static unsafe class KernelBench
             var pointers16 = new nint[copies];
             var weightsBF16 = new Tensor[copies];
             var pointersBF16 = new nint[copies];
+            var weightsQ8 = new Tensor[copies];
+            var pointersQ8 = new nint[copies];
+            bool withInt8 = QuantizationQ8.Supports(inFeatures);
             for (int c = 0; c < copies; c++)
             {
                 weights32[c] = torch.randn(outFeatures, inFeatures).mul_(0.02);
@@ -115,6 +120,12 @@ internal static unsafe class KernelBench
                 weightsBF16[c] = weights32[c].to(ScalarType.BFloat16);
                 fixed (byte* pbf16 = weightsBF16[c].bytes)
                     pointersBF16[c] = (nint)pbf16;
+                if (withInt8)
+                {
+                    weightsQ8[c] = QuantizationQ8.Quantize(weights32[c]);
+                    fixed (byte* pq8 = weightsQ8[c].bytes)
+                        pointersQ8[c] = (nint)pq8;
+                }
                 fixed (byte* p32 = weights32[c].bytes)
                 fixed (byte* p16 = weights16[c].bytes)
                 {
@@ -139,6 +150,13 @@ internal static unsafe class KernelBench
                     {
                         methods.Add(("gemv f32", elements * 4, c => Gemv.MatVecF32((float*)pointers32[c], outFeatures, inFeatures, inputPtr, batch, outputPtr)));
                         methods.Add(("gemv bf16", elements * 2, c => Gemv.MatVecBF16((ushort*)pointersBF16[c], outFeatures, inFeatures, inputPtr, batch, outputPtr)));
+                        if (withInt8)
+                        {
+                            // int8: the integer-dot GEMV (what decode runs) and the widening one it replaced, same rows.
+                            long q8Bytes = QuantizationQ8.RowBytes(inFeatures) * outFeatures;
+                            methods.Add(("gemv int8", q8Bytes, c => Gemv.MatVecQ8((byte*)pointersQ8[c], outFeatures, inFeatures, inputPtr, batch, outputPtr)));
+                            methods.Add(("gemv int8 widen", q8Bytes, c => Gemv.MatVecQ8Widening((byte*)pointersQ8[c], outFeatures, inFeatures, inputPtr, batch, outputPtr)));
+                        }
                     }
                     methods.Add(("gemm f32", elements * 4, c => OnGemmTiles(() => Gemm.MultiplyF32((float*)pointers32[c], outFeatures, inFeatures, inputPtr, batch, outputPtr))));
                     methods.Add(("gemm bf16", elements * 2, c => OnGemmTiles(() => Gemm.MultiplyBF16((ushort*)pointersBF16[c], outFeatures, inFeatures, inputPtr, batch, outputPtr))));

@@ -40,7 +40,7 @@ internal static class Program
                 Console.Error.WriteLine("  prefill [--preset small|medium] [--context N[,N...]] [--chunk N[,N...]] [--threads N] [--rounds N]");
                 Console.Error.WriteLine("      prefill pieces: FlashAttention GFLOP/s per chunk at a context, each layer's linears on a chunk's rows");
                 Console.Error.WriteLine("  engine [--preset small|medium]... [--context N[,N...]]... [--batch N[,N...]]... [--decode-tokens N] [--max-prefill-tokens N] [--json FILE]");
-                Console.Error.WriteLine("         [--peer-llamacpp DIR] [--peer-llama2c PATH] [--peer-preset medium] [--peer-tokens N] [--rounds N] [--device cpu|cuda[:N]] [--path generic|native]...");
+                Console.Error.WriteLine("         [--peer-llamacpp DIR] [--peer-llama2c PATH] [--peer-preset medium] [--peer-tokens N] [--peer-cases f32,bf16,f16,q8_0,start] [--rounds N] [--device cpu|cuda[:N]] [--path generic|native]...");
                 Console.Error.WriteLine("      engine prefill tok/s and GFLOP/s, TTFT, decode tokens/s at each context and batch against the bandwidth bound and");
                 Console.Error.WriteLine("      the matmul rate, with PNG plots; with peers: batch-1 decode and start beside llama.cpp and llama2.c on the same weights");
                 Console.Error.WriteLine("  dist [--preset small] [--worker-kv-tokens M] [--workers N]... [--decode-tokens N] [--json FILE]");

@@ -1,8 +1,9 @@
 // End to end with --quantization int8 on generated checkpoints, against the same checkpoint in float32:
 // the error that quantizing the decoder layers' projections costs, held to the bounds docs/engine.md
 // states (max |logit difference| relative to the logits' spread, greedy agreement, perplexity ratio on
-// token ids sampled from the float32 model and scored by both). Also: the prefill path (libtorch over
-// blocks of dequantized rows) agrees with the int8 GEMV on the same rows, the resident bytes are the
+// token ids sampled from the float32 model and scored by both). Also: the decode path (the int8 GEMV,
+// which rounds its activations to int8 too) stays within that logit bound of the prefill path
+// (libtorch over blocks of dequantized rows, fp32 activations) and within it of float32; the resident bytes are the
 // int8 bytes plus scales, and bad quantization values and compute dtypes are refused by name.
 using Platform.Core.Safetensors;
 using Platform.Engine.Kernels;
@@ -81,18 +82,32 @@ public sealed class Int8WeightsTests(ITestOutputHelper output)
             NarrowGemvTests.OnPath(path, 256 * 1024, () => int8 = Generate(dir, Quantization.Q8, prompt, maxTokens: steps, temperature: 0));
             int agreed = wide.Zip(int8.Tokens).TakeWhile(p => p.First == p.Second).Count();
             output.WriteLine($"{path}: free-running, the first {agreed} of {steps} greedy ids equal float32's");
-            // The int8 GEMV's decode logits equal the libtorch prefill over dequantized blocks on the same ids.
+            // The int8 GEMV's decode logits against the libtorch prefill over dequantized blocks on the same ids (fp32
+            // activations) and against float32: decode also rounds its activations to int8 per 32-block (Gemv.Q8Dot.cs), so
+            // it is held to the int8 logit bound (of each step's spread) from both; measured 1.4 % and 1.7 % (2026-12-03).
             var own = prompt.Concat(int8.Tokens).ToList();
             float[] prefill = LogitsDump.Compute(dir, own, torch.float32, WeightDtype.Auto, Quantization.Q8);
+            float[] float32 = LogitsDump.Compute(dir, own, torch.float32, "float32");
+            double worstFromPrefill = 0, worstFromFloat32 = 0;
             for (int step = 0; step < steps; step++)
             {
                 int at = (prompt.Count - 1 + step) * vocab;
+                var row = float32.AsSpan(at, vocab).ToArray();
+                double spread = row.Max() - row.Min();
+                double fromPrefill = 0, fromFloat32 = 0;
                 for (int j = 0; j < vocab; j++)
                 {
-                    float a = prefill[at + j], b = int8.Logits[step][j];
-                    Assert.True(Math.Abs(a - b) <= 1e-4 * Math.Max(1, Math.Abs(a)), $"{path}: step {step} logit {j}: prefill {a} vs decode {b}");
+                    float decoded = int8.Logits[step][j];
+                    fromPrefill = Math.Max(fromPrefill, Math.Abs(prefill[at + j] - decoded));
+                    fromFloat32 = Math.Max(fromFloat32, Math.Abs(float32[at + j] - decoded));
                 }
+                worstFromPrefill = Math.Max(worstFromPrefill, fromPrefill / spread);
+                worstFromFloat32 = Math.Max(worstFromFloat32, fromFloat32 / spread);
             }
+            output.WriteLine($"{path}: decode logits vs int8 prefill: max {worstFromPrefill:G3} of the spread; vs float32: max {worstFromFloat32:G3}");
+            Assert.True(worstFromPrefill <= MaxLogitErrorOfSpread, $"{path}: decode differs from the int8 prefill by {worstFromPrefill:G3} of the spread");
+            Assert.True(worstFromPrefill > 0, $"{path}: decode equals the fp32-activation prefill bit for bit: the activations were not quantized");
+            Assert.True(worstFromFloat32 <= MaxLogitErrorOfSpread, $"{path}: decode differs from float32 by {worstFromFloat32:G3} of the spread");
         }
     }
 

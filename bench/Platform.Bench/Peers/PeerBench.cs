@@ -14,6 +14,12 @@
 // Start: process start to exit after one generated token, `platform generate` on the bf16 checkpoint
 // vs the driver on the f16 GGUF, after one unmeasured run of each (warm page cache).
 //
+// --peer-cases picks which of the llama.cpp cases (f32, bf16, f16, q8_0, start) run; all by default.
+// Quantization's own cost: the int8 row also reports how far the engine's int8 greedy ids follow its
+// own fp32 ids and how far llama.cpp's q8_0 ids follow its own f32 ids (same prompt, same run), and
+// whether the engine's int8 keeps at least as long an agreeing prefix as llama.cpp's q8_0
+// (QuantizedAgreement).
+//
 // llama2.c: the fp32 checkpoint exported to run.c's format; engine fp32 vs run.c, rounds alternating.
 using System.Globalization;
 using Platform.Bench.Models;
@@ -24,7 +30,26 @@ using Spectre.Console;
 namespace Platform.Bench.Peers;
 
 internal sealed record PeerWidthRow(string Width, string EngineCase, string PeerFile, double? EngineTokensPerSecond,
-    double? PeerTokensPerSecond, double? EngineOverPeer, int? AgreeingIds, int Tokens, string? Note);
+    double? PeerTokensPerSecond, double? EngineOverPeer, int? AgreeingIds, int Tokens, string? Note,
+    QuantizedAgreement? OwnF32Agreement = null);
+
+/// <summary>
+/// A quantized case's greedy ids against each side's own f32 ids: the leading ids the engine's int8 run shares with the
+/// engine's fp32 run, and llama.cpp's q8_0 run with llama.cpp's f32 run.
+/// </summary>
+internal sealed record QuantizedAgreement(int EngineIds, int PeerIds, int Tokens)
+{
+    public static QuantizedAgreement Of(IReadOnlyList<int> engineF32, IReadOnlyList<int> engineQuantized,
+        IReadOnlyList<int> peerF32, IReadOnlyList<int> peerQuantized, int tokens) =>
+        new(EngineDecode.AgreeingPrefix(engineF32, engineQuantized), EngineDecode.AgreeingPrefix(peerF32, peerQuantized), tokens);
+
+    /// <summary>True when the engine's quantized run follows its fp32 run at least as far as llama.cpp's does its f32 run.</summary>
+    public bool EngineAtLeastAsClose => EngineIds >= PeerIds;
+
+    public override string ToString() =>
+        $"engine int8 = engine fp32 for {EngineIds} of {Tokens}, llama.cpp q8_0 = llama.cpp f32 for {PeerIds} of {Tokens}"
+        + (EngineAtLeastAsClose ? "" : " (ENGINE INT8 DRIFTS SOONER)");
+}
 
 internal sealed record PeerStartRow(double EngineSeconds, double PeerSeconds, double EngineOverPeer);
 
@@ -32,8 +57,13 @@ internal sealed record Llama2cRow(double EngineTokensPerSecond, double PeerToken
 
 internal sealed record PeerReport(string Preset, int Threads, int Rounds, IReadOnlyList<PeerWidthRow> LlamaCpp, PeerStartRow? Start, Llama2cRow? Llama2c);
 
-internal sealed class PeerBench(string preset, int threads, int tokens, int rounds)
+internal sealed class PeerBench(string preset, int threads, int tokens, int rounds, IReadOnlyCollection<string>? cases = null)
 {
+    /// <summary>The llama.cpp cases --peer-cases may name (none named: all run).</summary>
+    public static readonly IReadOnlyList<string> CaseNames = ["f32", "bf16", "f16", "q8_0", "start"];
+
+    private bool Runs(string name) => cases is null || cases.Count == 0 || cases.Contains(name, StringComparer.OrdinalIgnoreCase);
+
     private const int PromptTokens = 16;
     private static readonly string CacheDir = Path.Combine(BenchModels.CacheRoot, "peers");
 
@@ -49,14 +79,35 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
             var peer = await LlamaCppPeer.PrepareAsync(llamaCppDir, CacheDir);
             AnsiConsole.MarkupLine($"[grey]llama.cpp driver: {Markup.Escape(peer.DriverPath)}[/]");
             string Gguf(GgmlType type) => EnsureGguf(f32Dir, type);
-            rows.Add(await CompareAsync(peer, prompt, "f32", "fp32 checkpoint, float32", f32Dir, Options("float32"), Gguf(GgmlType.F32), agreementChecked: true));
-            string bf16Dir = BenchModels.Ensure(preset, SafetensorsDtype.BF16);
-            rows.Add(await CompareAsync(peer, prompt, "f16", "bf16 checkpoint, --weight-dtype auto", bf16Dir, Options("auto"), Gguf(GgmlType.F16), agreementChecked: false));
-            string f16Dir = BenchModels.Ensure(preset, SafetensorsDtype.F16);
-            rows.Add(await CompareAsync(peer, prompt, "f16", "f16 checkpoint, --weight-dtype auto", f16Dir, Options("auto"), Gguf(GgmlType.F16), agreementChecked: true));
-            rows.Add(await CompareAsync(peer, prompt, "q8_0", "fp32 checkpoint, --quantization int8", f32Dir,
-                Options("auto") with { Quantization = Platform.Engine.Model.Quantization.Q8 }, Gguf(GgmlType.Q8_0), agreementChecked: false));
-            start = await MeasureStartAsync(peer, bf16Dir, Gguf(GgmlType.F16), prompt);
+            Comparison? f32 = null;
+            if (Runs("f32"))
+            {
+                f32 = await CompareAsync(peer, prompt, "f32", "fp32 checkpoint, float32", f32Dir, Options("float32"), Gguf(GgmlType.F32), agreementChecked: true);
+                rows.Add(f32.WidthRow);
+            }
+            if (Runs("bf16"))
+            {
+                string bf16Dir = BenchModels.Ensure(preset, SafetensorsDtype.BF16);
+                rows.Add((await CompareAsync(peer, prompt, "f16", "bf16 checkpoint, --weight-dtype auto", bf16Dir, Options("auto"), Gguf(GgmlType.F16), agreementChecked: false)).WidthRow);
+            }
+            if (Runs("f16"))
+            {
+                string f16Dir = BenchModels.Ensure(preset, SafetensorsDtype.F16);
+                rows.Add((await CompareAsync(peer, prompt, "f16", "f16 checkpoint, --weight-dtype auto", f16Dir, Options("auto"), Gguf(GgmlType.F16), agreementChecked: true)).WidthRow);
+            }
+            if (Runs("q8_0"))
+            {
+                var q8 = await CompareAsync(peer, prompt, "q8_0", "fp32 checkpoint, --quantization int8", f32Dir,
+                    Options("auto") with { Quantization = Platform.Engine.Model.Quantization.Q8 }, Gguf(GgmlType.Q8_0), agreementChecked: false);
+                // Against each side's own f32 ids: needs the f32 case in the same run.
+                QuantizedAgreement? own = f32?.EngineIds is { } ef && f32.PeerIds is { } pf && q8.EngineIds is { } eq && q8.PeerIds is { } pq
+                    ? QuantizedAgreement.Of(ef, eq, pf, pq, tokens) : null;
+                if (own is not null)
+                    AnsiConsole.MarkupLine($"  int8 against each side's own f32: {Markup.Escape(own.ToString())}");
+                rows.Add(q8.WidthRow with { OwnF32Agreement = own });
+            }
+            if (Runs("start"))
+                start = await MeasureStartAsync(peer, BenchModels.Ensure(preset, SafetensorsDtype.BF16), Gguf(GgmlType.F16), prompt);
         }
         if (llama2cBinary is not null)
             llama2c = await CompareLlama2cAsync(new Llama2cPeer(llama2cBinary), f32Dir, prompt);
@@ -72,7 +123,10 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
         WeightDtype = weightDtype,
     };
 
-    private async Task<PeerWidthRow> CompareAsync(LlamaCppPeer peer, IReadOnlyList<int> prompt, string width, string engineCase,
+    /// <summary>One width's row, plus the last round's greedy ids of each side (null when the engine refused the case).</summary>
+    private sealed record Comparison(PeerWidthRow WidthRow, IReadOnlyList<int>? EngineIds, IReadOnlyList<int>? PeerIds);
+
+    private async Task<Comparison> CompareAsync(LlamaCppPeer peer, IReadOnlyList<int> prompt, string width, string engineCase,
         string modelDir, EngineOptions options, string gguf, bool agreementChecked)
     {
         AnsiConsole.MarkupLine($"[grey]{Markup.Escape(engineCase)} vs {Markup.Escape(Path.GetFileName(gguf))}: loading…[/]");
@@ -83,16 +137,18 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
         }
         catch (ArgumentException e)
         {
-            return new PeerWidthRow(width, engineCase, Path.GetFileName(gguf), null, null, null, null, tokens, $"skipped: the engine rejected it ({e.Message})");
+            return new Comparison(new PeerWidthRow(width, engineCase, Path.GetFileName(gguf), null, null, null, null, tokens, $"skipped: the engine rejected it ({e.Message})"), null, null);
         }
         using (engine)
         {
             double bestEngine = 0, bestPeer = 0;
             int agreeing = tokens;
+            IReadOnlyList<int>? engineIds = null, peerIds = null;
             for (int round = 0; round < rounds; round++)
             {
                 var mine = await EngineDecode.RunAsync(engine, prompt, tokens);
                 var theirs = await peer.GenerateAsync(gguf, prompt, tokens, threads);
+                (engineIds, peerIds) = (mine.Ids, theirs.Ids);
                 agreeing = Math.Min(agreeing, EngineDecode.AgreeingPrefix(mine.Ids, theirs.Ids));
                 bestEngine = Math.Max(bestEngine, mine.DecodeTokensPerSecond);
                 bestPeer = Math.Max(bestPeer, theirs.DecodeTokensPerSecond ?? 0);
@@ -102,7 +158,8 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
             string? note = agreementChecked ? (agreeing == tokens ? null : "GREEDY IDS DIFFER") : "agreement not a check: different weight values or arithmetic";
             if (agreementChecked && agreeing != tokens)
                 AnsiConsole.MarkupLine($"[red]{Markup.Escape(engineCase)}: greedy ids differ from llama.cpp's after {agreeing} of {tokens}[/]");
-            return new PeerWidthRow(width, engineCase, Path.GetFileName(gguf), bestEngine, bestPeer, bestEngine / bestPeer, agreeing, tokens, note);
+            return new Comparison(new PeerWidthRow(width, engineCase, Path.GetFileName(gguf), bestEngine, bestPeer, bestEngine / bestPeer, agreeing, tokens, note),
+                engineIds, peerIds);
         }
     }
 
@@ -170,11 +227,14 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
     {
         if (report.LlamaCpp.Count > 0)
         {
-            var table = new Table().AddColumns("width", "engine", "llama.cpp file", "engine tok/s", "llama.cpp tok/s", "engine / llama.cpp", "greedy ids agree", "note");
+            var table = new Table().AddColumns("width", "engine", "llama.cpp file", "engine tok/s", "llama.cpp tok/s", "engine / llama.cpp", "greedy ids agree",
+                "= own f32: engine / llama.cpp", "note");
             foreach (var r in report.LlamaCpp)
                 table.AddRow(r.Width, Markup.Escape(r.EngineCase), Markup.Escape(r.PeerFile), Format(r.EngineTokensPerSecond), Format(r.PeerTokensPerSecond),
                     r.EngineOverPeer is { } x ? x.ToString("F2", CultureInfo.InvariantCulture) + "×" : "-",
-                    r.AgreeingIds is { } a ? $"{a} of {r.Tokens}" : "-", Markup.Escape(r.Note ?? ""));
+                    r.AgreeingIds is { } a ? $"{a} of {r.Tokens}" : "-",
+                    r.OwnF32Agreement is { } o ? $"{o.EngineIds} / {o.PeerIds} of {o.Tokens}{(o.EngineAtLeastAsClose ? "" : " (engine drifts sooner)")}" : "-",
+                    Markup.Escape(r.Note ?? ""));
             AnsiConsole.Write(table);
         }
         if (report.Start is { } s)

@@ -1,18 +1,18 @@
 // int8 weights for Gemv (--quantization int8): rows in QuantizationQ8's format, 34-byte blocks of
 // an fp16 scale and 32 int8 values, so a decode step reads 1.0625 bytes per weight instead of 2 (bf16).
-// Q8Loader is one more IRowLoader, so the AVX2 and AVX-512 kernels (and their tiles) run it as
-// they run fp32/fp16/bf16: each 8 or 16 weights are sign-extended (vpmovsxbd), converted to fp32
-// (vcvtdq2ps) and multiplied by their block's scale, then FMA'd into fp32 sums per batch row.
 //
-// Where the scale is applied: per loaded vector, in the loader. The alternative, folding it once per
-// 32-block (dot the raw int8 values into a block sum, then sum += blockSum * d), saves one multiply
-// per vector at batch 1 but costs one extra FMA per block per batch row, i.e. more work for batch > 2,
-// and cannot be expressed through IRowLoader (which the 2-64 row GEMM also runs over). At batch 1
-// the kernel is memory-bound (bench `weights`), so the per-vector multiply is free there.
+// MatVecQ8 (batch 1..15, the decode path) quantizes the activations per 32-block too and takes exact
+// integer dot products per block (Gemv.Q8Dot.cs, Q8Activations.cs); its results therefore carry the
+// activations' rounding (each input within dx / 2 of its int8 value) besides the weights'.
+//
+// Q8Loader is the widening form, one more IRowLoader: each 8 or 16 weights are sign-extended
+// (vpmovsxbd), converted to fp32 (vcvtdq2ps) and multiplied by their block's scale, then FMA'd into
+// fp32 sums against fp32 activations. It stays because Gemm.MultiplyQ8 (16-64 rows) packs its tiles
+// through it; MatVecQ8Widening runs it through the GEMV tiles for the bench's old-vs-new int8 row.
 // The scale is decoded with the fp16 kernel's shift (bits << 13 = d * 2^-112, exact for normal
 // halves; the quantizer never stores a subnormal scale) and the caller pre-scales the inputs and the
 // sums by 2^56 each, exactly as MatVecF16 does: q * (d * 2^-112) is exact in fp32 (8 + 11 bits).
-// The portable path dequantizes a row into fp32 (QuantizationQ8.DequantizeRow) and reuses the fp32 dot.
+// The portable widening path dequantizes a row into fp32 (QuantizationQ8.DequantizeRow) and reuses the fp32 dot.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -24,16 +24,24 @@ public static unsafe partial class Gemv
     /// <summary>
     /// As <see cref="MatVecF32"/> with int8 weights in <see cref="QuantizationQ8"/>'s format: <paramref name="weight"/>
     /// holds <paramref name="outFeatures"/> rows of <see cref="QuantizationQ8.RowBytes"/> bytes; inFeatures must be a
-    /// multiple of 32. Computes with the dequantized weights q * d in fp32 (products and sums fp32). Inputs must stay
-    /// below 2^72 in magnitude (see <see cref="MatVecF16"/>).
+    /// multiple of 32. The inputs are quantized to int8 per 32-block (<see cref="Q8Activations"/>) and each block is an
+    /// exact integer dot, scaled and summed in fp32 (see Gemv.Q8Dot.cs). Inputs must stay below 2^72 in magnitude.
     /// </summary>
     public static void MatVecQ8(byte* weight, int outFeatures, int inFeatures, float* input, int batch, float* output, float* bias = null)
     {
-        var job = NewJob(weight, outFeatures, inFeatures, input, batch, output, bias);
-        if (!QuantizationQ8.Supports(inFeatures))
-            throw new ArgumentException($"int8 weights need inFeatures to be a multiple of {QuantizationQ8.BlockValues}, got {inFeatures}.", nameof(inFeatures));
+        var job = NewQ8Job(weight, outFeatures, inFeatures, input, batch, output, bias);
         // Chunks are sized by the rows' real bytes (values and scales): without them the whole matrix would look
         // smaller than the parallel threshold and run on one thread.
+        DispatchQ8Dot(ref job, Q8Loader.RowBytes(inFeatures));
+    }
+
+    /// <summary>
+    /// The widening int8 GEMV (fp32 activations, weights q * d widened in registers through <see cref="Q8Loader"/>), as
+    /// MatVecQ8 ran before the integer-dot kernels; kept for the bench's comparison (bench kernels, "int8" rows).
+    /// </summary>
+    internal static void MatVecQ8Widening(byte* weight, int outFeatures, int inFeatures, float* input, int batch, float* output, float* bias = null)
+    {
+        var job = NewQ8Job(weight, outFeatures, inFeatures, input, batch, output, bias);
         long rowBytes = Q8Loader.RowBytes(inFeatures);
         if (!IsAccelerated)
         {
@@ -41,6 +49,14 @@ public static unsafe partial class Gemv
             return;
         }
         DispatchScaled(ref job, rowBytes, ActivePath == GemvPath.Vector512 ? &ChunkQ8Avx512 : &ChunkQ8Avx2);
+    }
+
+    private static Job NewQ8Job(byte* weight, int outFeatures, int inFeatures, float* input, int batch, float* output, float* bias)
+    {
+        var job = NewJob(weight, outFeatures, inFeatures, input, batch, output, bias);
+        if (!QuantizationQ8.Supports(inFeatures))
+            throw new ArgumentException($"int8 weights need inFeatures to be a multiple of {QuantizationQ8.BlockValues}, got {inFeatures}.", nameof(inFeatures));
+        return job;
     }
 
     private static void ChunkQ8Avx2(void* job, int chunk) => ChunkAvx2<Q8Loader>((Job*)job, chunk);
