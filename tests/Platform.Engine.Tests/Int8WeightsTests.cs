@@ -1,5 +1,5 @@
 // End to end with --quantization int8 on generated checkpoints, against the same checkpoint in float32:
-// the error that quantizing the decoder layers' projections costs, held to the bounds docs/engine.md
+// the error that quantizing the decoder layers' projections (and an untied LM head) costs, held to the bounds docs/engine.md
 // states (max |logit difference| relative to the logits' spread, greedy agreement, perplexity ratio on
 // token ids sampled from the float32 model and scored by both). Also: the decode path (the int8 GEMV,
 // which rounds its activations to int8 too) stays within that logit bound of the prefill path
@@ -24,11 +24,12 @@ public sealed class Int8WeightsTests(ITestOutputHelper output)
     private const double MaxPerplexityRatio = 1.02;
 
     [Theory]
-    [InlineData(SafetensorsDtype.F32)]
-    [InlineData(SafetensorsDtype.BF16)]
-    public void Logits_and_perplexity_of_int8_stay_near_float32(SafetensorsDtype checkpoint)
+    [InlineData(SafetensorsDtype.F32, true)]
+    [InlineData(SafetensorsDtype.BF16, true)]
+    [InlineData(SafetensorsDtype.F32, false)]   // an untied LM head is quantized too
+    public void Logits_and_perplexity_of_int8_stay_near_float32(SafetensorsDtype checkpoint, bool tiedHead)
     {
-        string dir = TestModels.Get(TestModels.Tiny(dtype: checkpoint));
+        string dir = TestModels.Get(TestModels.Tiny(dtype: checkpoint) with { TieWordEmbeddings = tiedHead });
         // A text of token ids sampled from the float32 model itself (temperature 1), scored by both.
         var prompt = Enumerable.Range(0, 8).Select(i => (i * 37 + 5) % 500).ToList();
         var text = Generate(dir, Quantization.None, prompt, maxTokens: 120, temperature: 1.0).Tokens;
@@ -46,7 +47,7 @@ public sealed class Int8WeightsTests(ITestOutputHelper output)
             spread = Math.Max(spread, row.Max() - row.Min());
         }
         double pplWide = Perplexity(wide, tokens, prompt.Count, vocab), pplInt8 = Perplexity(int8, tokens, prompt.Count, vocab);
-        output.WriteLine($"{checkpoint}: max |logit difference| {worst:G3} (logit spread {spread:G3}, ratio {worst / spread:G3}); perplexity float32 {pplWide:F4} int8 {pplInt8:F4} (ratio {pplInt8 / pplWide:F5}) over {text.Count} sampled tokens");
+        output.WriteLine($"{checkpoint}, {(tiedHead ? "tied" : "untied")} head: max |logit difference| {worst:G3} (logit spread {spread:G3}, ratio {worst / spread:G3}); perplexity float32 {pplWide:F4} int8 {pplInt8:F4} (ratio {pplInt8 / pplWide:F5}) over {text.Count} sampled tokens");
         Assert.True(worst <= MaxLogitErrorOfSpread * spread, $"max |logit difference| {worst} above {MaxLogitErrorOfSpread} of the spread {spread}");
         Assert.True(worst > 0, "int8 logits equal float32 bit for bit: the weights were not quantized");
         Assert.InRange(pplInt8 / pplWide, 1 / MaxPerplexityRatio, MaxPerplexityRatio);
@@ -147,20 +148,24 @@ public sealed class Int8WeightsTests(ITestOutputHelper output)
         }
     }
 
-    [Fact]
-    public void Resident_weights_are_the_int8_bytes_and_scales()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Resident_weights_are_the_int8_bytes_and_scales(bool tiedHead)
     {
-        string dir = TestModels.Get(TestModels.Tiny(dtype: SafetensorsDtype.BF16));
+        string dir = TestModels.Get(TestModels.Tiny(dtype: SafetensorsDtype.BF16) with { TieWordEmbeddings = tiedHead });
         using var plain = LlamaModel.Load(dir, torch.float32);
         using var int8 = LlamaModel.Load(dir, torch.float32, quantization: Quantization.Q8);
         var c = int8.Config;
-        Assert.Equal(4 * c.NumLayers, int8.Int8Projections);
+        // Four fused projections a layer, and an untied LM head; a tied head stays the (dense) embedding.
+        Assert.Equal(4 * c.NumLayers + (tiedHead ? 0 : 1), int8.Int8Projections);
         Assert.Equal(0, plain.Int8Projections);
         long q = (long)c.NumHeads * c.HeadDim, kv = (long)c.NumKvHeads * c.HeadDim;
         long rowsOverHidden = q + 2 * kv + 2L * c.IntermediateSize, rowsOverQ = c.HiddenSize, rowsOverInter = c.HiddenSize;
-        long elements = c.NumLayers * (rowsOverHidden * c.HiddenSize + rowsOverQ * q + rowsOverInter * c.IntermediateSize);
+        long elements = c.NumLayers * (rowsOverHidden * c.HiddenSize + rowsOverQ * q + rowsOverInter * c.IntermediateSize)
+            + (tiedHead ? 0 : (long)c.VocabSize * c.HiddenSize);
         long packed = c.NumLayers * (rowsOverHidden * QuantizationQ8.RowBytes(c.HiddenSize) + rowsOverQ * QuantizationQ8.RowBytes((int)q)
-            + rowsOverInter * QuantizationQ8.RowBytes(c.IntermediateSize));
+            + rowsOverInter * QuantizationQ8.RowBytes(c.IntermediateSize)) + (tiedHead ? 0 : (long)c.VocabSize * QuantizationQ8.RowBytes(c.HiddenSize));
         Assert.Equal(plain.ParameterBytes - 2 * elements + packed, int8.ParameterBytes);
         output.WriteLine($"resident weights: bfloat16 {plain.ParameterBytes} bytes, int8 {int8.ParameterBytes} bytes");
     }

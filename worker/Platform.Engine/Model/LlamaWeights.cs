@@ -13,10 +13,11 @@
 // fused matrices are copied once into one tensor, and a width conversion
 // (e.g. --weight-dtype float32 on a bf16 checkpoint) is libtorch's multi-threaded
 // copy. A warm start then costs reading the header, not a copy of the model.
-// With --quantization int8 each decoder-layer projection is quantized right after
-// it is loaded and fused (QuantizationQ8, on every core) and its wide copy freed
-// at once; a matrix whose input width is not a multiple of 32 stays in the weight
-// dtype. The embedding and the LM head stay in the weight dtype (docs/engine.md).
+// With --quantization int8 each decoder-layer projection, and an untied LM head,
+// is quantized right after it is loaded and fused (QuantizationQ8, on every core)
+// and its wide copy freed at once; a matrix whose input width is not a multiple
+// of 32 stays in the weight dtype. The embedding (and so a tied head) stays in
+// the weight dtype (docs/engine.md).
 using Platform.Core;
 using Platform.Core.Models;
 using Platform.Core.Safetensors;
@@ -101,7 +102,8 @@ public sealed class LlamaWeights : IDisposable
         long totalBytes = expected.Sum(e => e.Shape.Aggregate(1L, (a, b) => a * b));
         // With int8, quantizing a matrix is reported as much work as loading it.
         long toQuantize = int8
-            ? expected.Where(e => e.Name.StartsWith("model.layers.", StringComparison.Ordinal) && e.Name.EndsWith("_proj.weight", StringComparison.Ordinal) && QuantizationQ8.Supports(e.Shape[^1]))
+            ? expected.Where(e => (e.Name.StartsWith("model.layers.", StringComparison.Ordinal) && e.Name.EndsWith("_proj.weight", StringComparison.Ordinal)
+                    || e.Name == "lm_head.weight") && QuantizationQ8.Supports(e.Shape[^1]))
                 .Sum(e => e.Shape.Aggregate(1L, (a, b) => a * b))
             : 0;
         double work = totalBytes + toQuantize;
@@ -176,7 +178,9 @@ public sealed class LlamaWeights : IDisposable
                 };
             }
             var finalNorm = Load("model.norm.weight");
-            var lmHead = new Projection(tied ? embedding : LoadMatrix("lm_head.weight"), null);
+            // An untied head is quantized like the layers (llama.cpp's q8_0 files do the same); a tied one stays the
+            // embedding, which index_select reads dense (docs/engine.md, "int8 weights").
+            var lmHead = tied ? new Projection(embedding, null) : Project(LoadMatrix("lm_head.weight"), null);
             return new LlamaWeights
             {
                 Embedding = embedding,
