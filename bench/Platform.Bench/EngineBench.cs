@@ -31,7 +31,8 @@
 // the other in the same run, so the cost of the generic path is known; --device
 // cpu|cuda[:N] picks where the engine runs (off cpu only generic applies).
 // With --peer-llamacpp DIR and/or --peer-llama2c PATH it also sets the engine beside
-// those programs (Peers/PeerBench.cs); given alone, only the peers run.
+// those programs (Peers/PeerBench.cs); given alone, only the peers run; --peer-start-only
+// keeps only the start row (process start to first token against the llama.cpp driver).
 using System.Diagnostics;
 using System.Text.Json;
 using Platform.Bench.Models;
@@ -51,7 +52,7 @@ internal static class EngineBench
         double DecodeTokensPerSecond, double DecodeBoundTokensPerSecond, double DecodeFractionOfBound, long BytesPerDecodeStep);
 
     private const string Usage = "usage: engine [--preset small|medium]... [--context N[,N...]]... [--batch N[,N...]]... [--decode-tokens N] [--threads N] "
-        + "[--max-prefill-tokens N] [--json FILE] [--peer-llamacpp DIR] [--peer-llama2c PATH] [--peer-preset medium] [--peer-tokens N] [--rounds N] [--device cpu|cuda[:N]] [--path generic|native]...";
+        + "[--max-prefill-tokens N] [--json FILE] [--peer-llamacpp DIR] [--peer-llama2c PATH] [--peer-preset medium] [--peer-tokens N] [--peer-start-only] [--rounds N] [--device cpu|cuda[:N]] [--path generic|native]...";
 
     public static async Task<int> Run(string[] args)
     {
@@ -63,6 +64,7 @@ internal static class EngineBench
         string? jsonPath = null, llamaCppDir = null, llama2cBinary = null;
         string peerPreset = "medium";
         int peerTokens = 32, rounds = 3;
+        bool peerStartOnly = false;
         string device = Platform.Core.Workers.ComputeDevice.CpuName;
         var paths = new List<Platform.Engine.Model.ForwardPath>();
         static IEnumerable<string> List(string value) => value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
@@ -77,6 +79,7 @@ internal static class EngineBench
                 case "--peer-llama2c" when i + 1 < args.Length: llama2cBinary = args[++i]; break;
                 case "--peer-preset" when i + 1 < args.Length: peerPreset = args[++i]; break;
                 case "--peer-tokens" when i + 1 < args.Length: peerTokens = int.Parse(args[++i]); break;
+                case "--peer-start-only": peerStartOnly = true; break;
                 case "--rounds" when i + 1 < args.Length: rounds = int.Parse(args[++i]); break;
                 case "--decode-tokens" when i + 1 < args.Length: decodeTokens = int.Parse(args[++i]); break;
                 case "--threads" when i + 1 < args.Length: threads = int.Parse(args[++i]); break;
@@ -95,7 +98,7 @@ internal static class EngineBench
         if (peers)
         {
             KernelThreads.Count = threads;
-            peerReport = await new PeerBench(peerPreset, threads, peerTokens, rounds).RunAsync(llamaCppDir, llama2cBinary);
+            peerReport = await new PeerBench(peerPreset, threads, peerTokens, rounds).RunAsync(llamaCppDir, llama2cBinary, peerStartOnly);
             PeerBench.Print(peerReport);
             if (presets.Count == 0 && contexts.Count == 0 && batches.Count == 0)
             {

@@ -36,7 +36,7 @@ internal static class Program
                 Console.Error.WriteLine("  kernels [--shape OUTxIN]... [--batch N]... [--threads N] [--cached] [--chunk-kb N] [--kblock N] [--f16] [--seconds S] [--vector256]");
                 Console.Error.WriteLine("      decode GEMV (fp32/fp16/bf16/TorchSharp linear) vs streaming-read bandwidth");
                 Console.Error.WriteLine("  engine [--preset small|medium]... [--context N[,N...]]... [--batch N[,N...]]... [--decode-tokens N] [--max-prefill-tokens N] [--json FILE]");
-                Console.Error.WriteLine("         [--peer-llamacpp DIR] [--peer-llama2c PATH] [--peer-preset medium] [--peer-tokens N] [--rounds N] [--device cpu|cuda[:N]] [--path generic|native]...");
+                Console.Error.WriteLine("         [--peer-llamacpp DIR] [--peer-llama2c PATH] [--peer-preset medium] [--peer-tokens N] [--peer-start-only] [--rounds N] [--device cpu|cuda[:N]] [--path generic|native]...");
                 Console.Error.WriteLine("      engine prefill tok/s and GFLOP/s, TTFT, decode tokens/s at each context and batch against the bandwidth bound and");
                 Console.Error.WriteLine("      the matmul rate, with PNG plots; with peers: batch-1 decode and start beside llama.cpp and llama2.c on the same weights");
                 Console.Error.WriteLine("  dist [--preset small] [--worker-kv-tokens M] [--workers N]... [--decode-tokens N] [--json FILE]");

@@ -37,7 +37,8 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
     private const int PromptTokens = 16;
     private static readonly string CacheDir = Path.Combine(BenchModels.CacheRoot, "peers");
 
-    public async Task<PeerReport> RunAsync(string? llamaCppDir, string? llama2cBinary)
+    /// <param name="startOnly">Only the start row (with llama.cpp): no decode rows, no llama2.c.</param>
+    public async Task<PeerReport> RunAsync(string? llamaCppDir, string? llama2cBinary, bool startOnly = false)
     {
         var rows = new List<PeerWidthRow>();
         PeerStartRow? start = null;
@@ -49,6 +50,8 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
             var peer = await LlamaCppPeer.PrepareAsync(llamaCppDir, CacheDir);
             AnsiConsole.MarkupLine($"[grey]llama.cpp driver: {Markup.Escape(peer.DriverPath)}[/]");
             string Gguf(GgmlType type) => EnsureGguf(f32Dir, type);
+            if (startOnly)
+                return new PeerReport(preset, threads, rounds, rows, await MeasureStartAsync(peer, BenchModels.Ensure(preset, SafetensorsDtype.BF16), Gguf(GgmlType.F16), prompt), null);
             rows.Add(await CompareAsync(peer, prompt, "f32", "fp32 checkpoint, float32", f32Dir, Options("float32"), Gguf(GgmlType.F32), agreementChecked: true));
             string bf16Dir = BenchModels.Ensure(preset, SafetensorsDtype.BF16);
             rows.Add(await CompareAsync(peer, prompt, "f16", "bf16 checkpoint, --weight-dtype auto", bf16Dir, Options("auto"), Gguf(GgmlType.F16), agreementChecked: false));
