@@ -33,7 +33,8 @@
 // the other in the same run, so the cost of the generic path is known; --device
 // cpu|cuda[:N] picks where the engine runs (off cpu only generic applies).
 // With --peer-llamacpp DIR and/or --peer-llama2c PATH it also sets the engine beside
-// those programs (Peers/PeerBench.cs); given alone, only the peers run.
+// those programs (Peers/PeerBench.cs); given alone, only the peers run; --peer-cases picks
+// llama.cpp's rows (e.g. `start` alone: process start to first token against its driver).
 using System.Diagnostics;
 using System.Text.Json;
 using Platform.Bench.Models;

@@ -29,15 +29,18 @@ internal static class GenerateCommand
         var weightDtype = new Option<string>("--weight-dtype") { Description = "Width the weight matrices are held in: auto (the checkpoint's bfloat16/float16, widened in registers), float32, bfloat16, float16", DefaultValueFactory = _ => WeightDtype.Auto };
         var device = new Option<string>(WorkerSwitches.Device) { Description = ComputeDevice.HelpText, DefaultValueFactory = _ => ComputeDevice.CpuName };
         var quantization = new Option<string>("--quantization") { Description = "none, or int8: decoder-layer weights quantized at load (one fp16 scale per 32 inputs, ~1.06 bytes per weight; float32 compute only)", DefaultValueFactory = _ => Quantization.None };
-        var command = new Command("generate", "Generate text from a prompt") { model, prompt, promptIds, maxTokens, temperature, topP, topK, seed, stop, json, dtype, weightDtype, quantization, device };
+        var timings = new Option<bool>("--timings") { Description = "Print to stderr how long each start phase took, from process start to the first token" };
+        var command = new Command("generate", "Generate text from a prompt") { model, prompt, promptIds, maxTokens, temperature, topP, topK, seed, stop, json, dtype, weightDtype, quantization, device, timings };
         command.SetAction(async (parse, ct) =>
         {
+            var clock = parse.GetValue(timings) ? new StartTimings() : null;
             try
             {
                 if (parse.GetValue(prompt) is null == parse.GetValue(promptIds) is null)
                     throw new ArgumentException("give exactly one of --prompt TEXT or --prompt-ids 1,2,3.");
                 string dir = parse.GetValue(model) ?? DemoModel.Ensure();
                 using var engine = ModelLoading.LoadEngine(dir, new EngineOptions { ComputeDtype = parse.GetValue(dtype)!, WeightDtype = parse.GetValue(weightDtype)!, Quantization = parse.GetValue(quantization)!, Device = parse.GetValue(device)! });
+                clock?.AddLoad(engine.LoadPhases);
                 IReadOnlyList<int> ids;
                 if (parse.GetValue(promptIds) is { } idText) ids = ModelLoading.ParseIds(idText);
                 else if (engine.Tokenizer is { } tok) ids = tok.Encode(parse.GetValue(prompt)!, addBos: engine.Config.BosTokenId is not null);
@@ -58,12 +61,18 @@ internal static class GenerateCommand
                 GenerationChunk? last = null;
                 await foreach (var chunk in engine.GenerateAsync(new GenerationRequest(ids, sampling), ct))
                 {
+                    if (tokens.Count == 0 && chunk.TokenIds.Count > 0) clock?.Mark("first token (prefill)");
                     tokens.AddRange(chunk.TokenIds);
                     text.Append(chunk.Text);
                     if (!asJson) Console.Write(chunk.Text);
                     last = chunk;
                 }
                 if (last?.Error is { } error) throw new InvalidOperationException(error);
+                if (clock is not null)
+                {
+                    clock.Mark("the other tokens");
+                    clock.WriteTo(Console.Error);
+                }
                 if (asJson)
                 {
                     Console.WriteLine(JsonSerializer.Serialize(new

@@ -1,5 +1,8 @@
 // Loads an engine with a progress bar on stderr (stdout stays clean for --json),
 // and turns a bad model directory into one clear line instead of a stack trace.
+// When stderr is not a terminal (a script, the bench's start row) nobody sees the
+// bar, so none is drawn: setting up Spectre's live display and its render thread
+// took 40-60 ms of a loaded machine's start (`generate --timings`, "other load work").
 using Platform.Engine;
 using Spectre.Console;
 
@@ -9,6 +12,7 @@ internal static class ModelLoading
 {
     public static LlmEngine LoadEngine(string dir, EngineOptions options)
     {
+        if (Console.IsErrorRedirected) return LlmEngine.Load(dir, options);
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
         LlmEngine? engine = null;
         console.Progress()

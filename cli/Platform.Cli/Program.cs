@@ -3,6 +3,7 @@
 using System.CommandLine;
 using Platform.Cli;
 
+StartTimings.MainEntered();
 var root = new RootCommand("Long-context LLM serving platform");
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(ModelCommands.Create());

@@ -90,9 +90,12 @@ public sealed class LoadingTests : IDisposable
 
     private static string CliDll => Path.Combine(AppContext.BaseDirectory, "platform.dll");
 
-    private static (int Code, string Out, string Err) Cli(params string[] args)
+    private static (int Code, string Out, string Err) Cli(params string[] args) => Cli(new Dictionary<string, string>(), args);
+
+    private static (int Code, string Out, string Err) Cli(Dictionary<string, string> environment, params string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var (name, value) in environment) psi.Environment[name] = value;
         psi.ArgumentList.Add(CliDll);
         foreach (var a in args) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
@@ -132,5 +135,25 @@ public sealed class LoadingTests : IDisposable
         (code, _, err) = Cli("generate", "--model", Path.Combine(_dir, "nope"), "--prompt-ids", "1");
         Assert.Equal(2, code);
         Assert.Contains("config.json is missing", err);
+    }
+
+    [Fact]
+    public void Cli_generate_loads_libtorch_with_passive_openmp_waiting_and_reports_its_start_phases()
+    {
+        // libgomp reads OMP_WAIT_POLICY once, when libtorch loads; OMP_DISPLAY_ENV=VERBOSE makes it print what it
+        // took. Spinning workers (GOMP_SPINCOUNT 300000 when the variable came too late) cost ~0.9 s of CPU
+        // before the first token on two cores (docs/engine.md, "Start").
+        var environment = new Dictionary<string, string> { ["OMP_DISPLAY_ENV"] = "VERBOSE" };
+        var (code, output, err) = Cli(environment, "generate", "--model", TestModels.TinyLlama, "--prompt-ids", "5,6,7", "--max-tokens", "2", "--json", "--timings");
+        Assert.True(code == 0, err);
+        Assert.Contains("GOMP_SPINCOUNT = '0'", err);
+
+        // The phases go to stderr; stdout stays one JSON object.
+        using var json = JsonDocument.Parse(output);
+        Assert.Equal(2, json.RootElement.GetProperty("token_ids").GetArrayLength());
+        var phases = err.Split('\n').Where(l => l.StartsWith("  ", StringComparison.Ordinal)
+            && !l.Contains("OMP", StringComparison.Ordinal) && !l.Contains("GOMP", StringComparison.Ordinal)).ToList();
+        foreach (var phase in new[] { "command line", "libtorch", "config and weights", "(tokenizer, beside the others)", "KV pool and engine thread", "first token (prefill)" })
+            Assert.Contains(phases, l => l.TrimStart().StartsWith(phase, StringComparison.Ordinal));
     }
 }

@@ -106,18 +106,54 @@ public sealed partial class LlmEngine : IDisposable
         LogStarted(_logger, c.ModelType, c.NumLayers, blocks, options.BlockSize, MaxContextTokens);
     }
 
-    /// <summary>Loads model and tokenizer from a HuggingFace directory and starts the engine.</summary>
+    /// <summary>How long each phase of <see cref="Load"/> took (empty for an engine built from a loaded model).</summary>
+    public IReadOnlyList<LoadPhase> LoadPhases { get; private set; } = [];
+
+    /// <summary>
+    /// Loads model and tokenizer from a HuggingFace directory and starts the engine. The tokenizer is read
+    /// on another thread while libtorch loads and the weights are mapped (it needs neither); a failure of
+    /// either is reported as it was before, the model's first.
+    /// </summary>
     public static LlmEngine Load(string modelDirectory, EngineOptions options, IProgress<double>? progress = null, ILogger? logger = null)
     {
         options.Validate();
-        var device = TorchDevices.Resolve(Platform.Core.Workers.ComputeDevice.Parse(options.Device));
-        var model = LlamaModel.Load(modelDirectory, TorchDtypes.Parse(options.ComputeDtype), progress, options.WeightDtype, options.Quantization, device);
-        try
+        var clock = new LoadPhaseClock();
+        var tokenizerLoad = Task.Run(() =>
         {
-            HfTokenizer? tokenizer = File.Exists(Path.Combine(modelDirectory, "tokenizer.json")) || File.Exists(Path.Combine(modelDirectory, "vocab.json"))
+            long start = System.Diagnostics.Stopwatch.GetTimestamp();
+            HfTokenizer? loaded = File.Exists(Path.Combine(modelDirectory, "tokenizer.json")) || File.Exists(Path.Combine(modelDirectory, "vocab.json"))
                 ? HfTokenizer.Load(modelDirectory)
                 : null;
-            return new LlmEngine(model, tokenizer, options, ModelFingerprint.ChecksumWeights(modelDirectory), logger);
+            return (Tokenizer: loaded, Took: System.Diagnostics.Stopwatch.GetElapsedTime(start));
+        });
+        LlamaModel model;
+        try
+        {
+            NativeRuntime.Load();
+            clock.Mark("libtorch");
+            var device = TorchDevices.Resolve(Platform.Core.Workers.ComputeDevice.Parse(options.Device));
+            model = LlamaModel.Load(modelDirectory, TorchDtypes.Parse(options.ComputeDtype), progress, options.WeightDtype, options.Quantization, device);
+            clock.Mark("config and weights");
+        }
+        catch
+        {
+            // The model's error is the one to report; the tokenizer's outcome no longer matters.
+            _ = tokenizerLoad.ContinueWith(t => t.Exception, TaskScheduler.Default);
+            throw;
+        }
+        try
+        {
+            ulong checksum = ModelFingerprint.ChecksumWeights(modelDirectory);
+            clock.Mark("fingerprint");
+            var (tokenizer, tokenizerTook) = tokenizerLoad.GetAwaiter().GetResult();
+            clock.Mark("waiting for the tokenizer");
+            var engine = new LlmEngine(model, tokenizer, options, checksum, logger);
+            clock.Mark("KV pool and engine thread");
+            clock.AddOverlapped("tokenizer", tokenizerTook);
+            engine.LoadPhases = clock.Phases;
+            foreach (var phase in clock.Phases)
+                LogLoadPhase(engine._logger, phase.Name, phase.Took.TotalMilliseconds, phase.Overlapped);
+            return engine;
         }
         catch
         {
@@ -359,6 +395,9 @@ public sealed partial class LlmEngine : IDisposable
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Engine started: {ModelType}, {Layers} layers, {Blocks} KV blocks of {BlockSize} tokens, context {Context}")]
     private static partial void LogStarted(ILogger logger, string modelType, int layers, int blocks, int blockSize, int context);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Load phase {Phase}: {Milliseconds:0.0} ms (beside the others: {Overlapped})")]
+    private static partial void LogLoadPhase(ILogger logger, string phase, double milliseconds, bool overlapped);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Engine step failed; failing all in-flight requests")]
     private static partial void LogStepFailed(ILogger logger, Exception e);
