@@ -11,7 +11,14 @@
 // (the decode step of one sequence, bound by the weight stream) reads four rows at a time instead
 // (Dot512Rows4): each input vector is loaded once for four rows, four row streams are in flight per
 // core, and the next four rows are prefetched a whole group ahead (GroupRowsAtBatch1 switches back
-// to one row at a time, for the bench's A/B):
+// to one row at a time, for the bench's A/B). Gemv.Avx2.cs records 4-row tiles measured slower from
+// DRAM than one row (each extra stream paid the hardware prefetcher's ramp-up at every 4 KB page);
+// those tiles had no software prefetch, while this one fetches every line of the next group itself.
+// bench kernels, batch 1, 2 threads, the two kernels in the same interleaved rounds on a loaded
+// machine (load average 8-16, streaming probe 13-21 GB/s): 4 rows 1.04-1.39x faster than 1 row in
+// 7 of 8 shape x width cells (2048x2048 .. 32000x2048, fp32 and bf16), one cell 0.96x. llama.cpp
+// does the same for its f32/f16/bf16 decode: ggml's CPU mul_mat tries llamafile's tinyBLAS first,
+// whose tiles are 4 weight rows x up to 6 token columns, so 4 x 1 at batch 1.
 //   batch 1   : 4 x 1 rows, k unrolled 2x -> 8 chains (rows left over: 1 x 1, k unrolled 4x)
 //   batch > 1 : 1 x 8 tiles (5-7 padded), remainder 3-4 as 1 x 4 (k unrolled 2x), 2 as 1 x 2, 1 as 1 x 1.
 // The AVX2 2 x 4 tile for batch 3-4 is not repeated: with 32 zmm registers and 16-lane loads the
