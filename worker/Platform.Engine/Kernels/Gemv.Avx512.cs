@@ -17,7 +17,8 @@
 // bench kernels, batch 1, 2 threads, the two kernels in the same interleaved rounds on a loaded
 // machine (load average 8-16, streaming probe 13-21 GB/s): 4 rows 1.13-1.39x faster than 1 row in
 // all 8 shape x width cells of one run (2048x2048 .. 32000x2048, fp32 and bf16), 1.09-1.42x in 5 of 6
-// of another and 0.96x in one (32000x2048 fp32); a quiet run is still to be made. llama.cpp
+// of another and 0.96x in one (32000x2048 fp32), 0.90-1.64x in a third (docs/engine.md); a quiet run
+// is still to be made. llama.cpp
 // does the same for its f32/f16/bf16 decode: ggml's CPU mul_mat tries llamafile's tinyBLAS first,
 // whose tiles are 4 weight rows x up to 6 token columns, so 4 x 1 at batch 1.
 //   batch 1   : 4 x 1 rows, k unrolled 2x -> 8 chains (rows left over: 1 x 1, k unrolled 4x)
