@@ -9,8 +9,7 @@
 // dots on quantized activations) beside the widening int8 GEMV it replaced (QuantizationQ8 rows of the
 // same weights; GB/s count their 1.0625 bytes per weight), and torch.nn.functional.linear
 // (fp32, torch.set_num_threads = KernelThreads.Count), all on the CPU's best kernel path (--vector256
-// pins AVX2 on an AVX-512 machine); at batch 1 on AVX-512 also "gemv f32/bf16 1-row", the GEMV
-// reading one row per pass instead of four (Gemv.GroupRowsAtBatch1 off), in the same rounds. It prints GB/s of weights read and its fraction of the streaming
+// pins AVX2 on an AVX-512 machine). It prints GB/s of weights read and its fraction of the streaming
 // bandwidth, GFLOP/s (2 x batch x out x in per call) and its fraction of the FMA peak (every thread
 // running an FMA-only loop of the active path's width), and the speed ratio against torch's linear.
 // Weights are torch.randn * 0.02 tensors; our kernels read the very same memory (Tensor.bytes).
@@ -158,12 +157,6 @@ internal static unsafe class KernelBench
                             methods.Add(("gemv int8", q8Bytes, c => Gemv.MatVecQ8((byte*)pointersQ8[c], outFeatures, inFeatures, inputPtr, batch, outputPtr)));
                             methods.Add(("gemv int8 widen", q8Bytes, c => Gemv.MatVecQ8Widening((byte*)pointersQ8[c], outFeatures, inFeatures, inputPtr, batch, outputPtr)));
                         }
-                        if (batch == 1 && Gemv.ActivePath == GemvPath.Vector512)
-                        {
-                            // The batch-1 kernel before it read four rows per pass, for the A/B in the same rounds.
-                            methods.Add(("gemv f32 1-row", elements * 4, c => OneRowAtATime(() => Gemv.MatVecF32((float*)pointers32[c], outFeatures, inFeatures, inputPtr, batch, outputPtr))));
-                            methods.Add(("gemv bf16 1-row", elements * 2, c => OneRowAtATime(() => Gemv.MatVecBF16((ushort*)pointersBF16[c], outFeatures, inFeatures, inputPtr, batch, outputPtr))));
-                        }
                     }
                     methods.Add(("gemm f32", elements * 4, c => OnGemmTiles(() => Gemm.MultiplyF32((float*)pointers32[c], outFeatures, inFeatures, inputPtr, batch, outputPtr))));
                     methods.Add(("gemm bf16", elements * 2, c => OnGemmTiles(() => Gemm.MultiplyBF16((ushort*)pointersBF16[c], outFeatures, inFeatures, inputPtr, batch, outputPtr))));
@@ -203,19 +196,6 @@ internal static unsafe class KernelBench
     private sealed record Cell(string Shape, int Batch, string Method, double Microseconds, double GBps, double Gflops, double VersusTorch);
 
     /// <summary>Runs <paramref name="call"/> with the GEMM tiles for every batch (no GEMV crossover), so small batches show both kernels.</summary>
-    private static void OneRowAtATime(Action call)
-    {
-        Gemv.GroupRowsAtBatch1 = false;
-        try
-        {
-            call();
-        }
-        finally
-        {
-            Gemv.GroupRowsAtBatch1 = true;
-        }
-    }
-
     private static void OnGemmTiles(Action call)
     {
         int savedF32 = Gemm.GemvRowsLimitF32, savedNarrow = Gemm.GemvRowsLimitNarrow;

@@ -97,36 +97,6 @@ public sealed unsafe class NarrowGemvTests(ITestOutputHelper output)
                     AssertNearReference(RunF16(weight, outFeatures, inFeatures, input, batch, bias), widened, outFeatures, inFeatures, input, batch, bias, path));
     }
 
-    // Batch 1 reads four rows per pass on the AVX-512 path (Gemv.Avx512.cs Dot512Rows4): row counts that leave
-    // 1-3 rows over, k below one 32-wide step, with a 16-wide and a scalar tail, and the decode shapes' k.
-    [Theory]
-    [InlineData(4, 16)]
-    [InlineData(7, 31)]
-    [InlineData(13, 48)]
-    [InlineData(130, 2049)]
-    [InlineData(259, 5632)]
-    [InlineData(66, 2048)]
-    public void Batch1_row_groups_match_double_reference_in_every_width(int outFeatures, int inFeatures)
-    {
-        var random = new Random(outFeatures * 31 + inFeatures);
-        ushort[] bf16 = RandomBFloat16(random, outFeatures * inFeatures);
-        Half[] f16 = RandomFloats(random, outFeatures * inFeatures).Select(v => (Half)v).ToArray();
-        float[] f32 = RandomFloats(random, outFeatures * inFeatures);
-        float[] input = RandomFloats(random, inFeatures);
-        float[] bias = RandomFloats(random, outFeatures);
-        double[] bf16Wide = bf16.Select(w => (double)Gemv.WidenBFloat16(w)).ToArray();
-        double[] f16Wide = f16.Select(w => (double)w).ToArray();
-        double[] f32Wide = f32.Select(w => (double)w).ToArray();
-        foreach (var path in SupportedPaths())
-            foreach (int chunkBytes in new[] { 256 * 1024, 512 })
-                OnPath(path, chunkBytes, () =>
-                {
-                    AssertNearReference(RunBF16(bf16, outFeatures, inFeatures, input, 1, bias), bf16Wide, outFeatures, inFeatures, input, 1, bias, path);
-                    AssertNearReference(RunF16(f16, outFeatures, inFeatures, input, 1, bias), f16Wide, outFeatures, inFeatures, input, 1, bias, path);
-                    AssertNearReference(RunF32(f32, outFeatures, inFeatures, input, 1, bias), f32Wide, outFeatures, inFeatures, input, 1, bias, path);
-                });
-    }
-
     [Theory]
     [InlineData(1, 2048, 1)]
     [InlineData(37, 515, 3)]

@@ -15,7 +15,7 @@
 // against a streaming probe of 48-75 GB/s, still 8 tokens for the price of 1.3-3.
 //
 // Work split: outFeatures is cut into chunks of whole rows of ~256 KB of weights (at least
-// 4 chunks per thread, rows a multiple of 4 for the 2-row batch 3-4 tile and the 4-row batch-1 pass) that KernelPool hands
+// 4 chunks per thread, rows a multiple of 2 for the 2-row batch 3-4 tile) that KernelPool hands
 // out dynamically. 256 KB is ~7 us of streaming per core: large enough that the per-chunk atomic
 // (~50-100 ns) and the prefetch ramp-up at each chunk start stay in the noise, small enough that
 // a 2 MB k/v projection still splits into 8 chunks. A sweep of 64/256/1024 KB (5632 x 2048 and
@@ -45,12 +45,6 @@ public static unsafe partial class Gemv
 {
     /// <summary>Target weight bytes per work chunk (see header). Internal so the bench can sweep it.</summary>
     internal static int ChunkBytes { get; set; } = 256 * 1024;
-
-    /// <summary>
-    /// Batch 1 on the AVX-512 path reads four weight rows per pass (Gemv.Avx512.cs); false reads one row at a
-    /// time as before. Internal so the bench can time both in one run.
-    /// </summary>
-    internal static bool GroupRowsAtBatch1 { get; set; } = true;
 
     /// <summary>Below this many weight bytes a call runs on the calling thread only.</summary>
     internal static int ParallelThresholdBytes { get; set; } = 64 * 1024;
@@ -221,7 +215,7 @@ public static unsafe partial class Gemv
         long rows = Math.Max(1, ChunkBytes / rowBytes);
         long rowsForBalance = (job.OutFeatures + 4L * threads - 1) / (4L * threads);
         rows = Math.Min(rows, rowsForBalance);
-        rows = (rows + 3) & ~3L;
+        rows = (rows + 1) & ~1L;
         job.RowsPerChunk = (int)Math.Min(rows, job.OutFeatures);
         int chunks = (job.OutFeatures + job.RowsPerChunk - 1) / job.RowsPerChunk;
         fixed (Job* p = &job)

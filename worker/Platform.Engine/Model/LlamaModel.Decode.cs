@@ -8,9 +8,8 @@
 // step is ~50 small native ops per layer (~1,100 on a 22-layer model), each
 // with dispatch and allocation costs that a bandwidth-bound step cannot hide;
 // here the step is the weight stream plus a little arithmetic. Buffers are
-// reused across steps. RMSNorm and SwiGLU are vectorized (Kernels/Elementwise):
-// they run on this thread while the GEMV's helper thread waits. Numerics equal
-// the libtorch path (the tests hold both to the float64 reference).
+// reused across steps. Numerics equal the libtorch path (the tests hold both to
+// the float64 reference).
 using Platform.Core.Models;
 using Platform.Engine.Kernels;
 using Platform.Engine.KvCache;
@@ -115,8 +114,8 @@ public sealed partial class LlamaModel
                 w.GateUp.Forward(h, t, gateUp);
                 for (int r = 0; r < t; r++)
                 {
-                    float* g = gateUp + (long)r * 2 * inter;
-                    Elementwise.SwiGlu(g, g + inter, act + (long)r * inter, inter);
+                    float* g = gateUp + (long)r * 2 * inter, u = g + inter, a = act + (long)r * inter;
+                    for (int i = 0; i < inter; i++) a[i] = g[i] / (1f + MathF.Exp(-g[i])) * u[i];
                 }
                 w.Down.Forward(act, t, tmp);
                 Add(x, tmp, (long)t * hidden);
@@ -152,8 +151,18 @@ public sealed partial class LlamaModel
         }
     }
 
-    private unsafe void RmsNorm(float* x, float* weight, float* y, int rows, int width) =>
-        Elementwise.RmsNorm(x, weight, y, rows, width, (float)Config.RmsNormEps);
+    private unsafe void RmsNorm(float* x, float* weight, float* y, int rows, int width)
+    {
+        float eps = (float)Config.RmsNormEps;
+        for (int r = 0; r < rows; r++)
+        {
+            float* xr = x + (long)r * width, yr = y + (long)r * width;
+            double sum = 0;
+            for (int i = 0; i < width; i++) sum += xr[i] * xr[i];
+            float scale = 1f / MathF.Sqrt((float)(sum / width) + eps);
+            for (int i = 0; i < width; i++) yr[i] = xr[i] * scale * weight[i];
+        }
+    }
 
     /// <summary>HF's rotate-half RoPE on <paramref name="heads"/> consecutive heads of one row.</summary>
     private static unsafe void Rotate(float* v, int heads, int d, float* cos, float* sin)
