@@ -19,7 +19,12 @@ public sealed class DeviceEngineTests(ITestOutputHelper output)
             NumKvBlocks = 64, Threads = 2, DefaultSeed = 1, MaxBatchTokens = 24, TargetStepMs = 0, Device = device,
         });
         engine.ForwardPath = path;
-        return [.. await Task.WhenAll(requests.Select(async r =>
+        return await GenerateAllAsync(engine, requests);
+    }
+
+    /// <summary>Runs every request at once on <paramref name="engine"/>; each one's tokens, in request order.</summary>
+    internal static async Task<List<List<int>>> GenerateAllAsync(LlmEngine engine, IReadOnlyList<(List<int> Prompt, SamplingParams Sampling)> requests) =>
+        [.. await Task.WhenAll(requests.Select(async r =>
         {
             var tokens = new List<int>();
             await foreach (var chunk in engine.GenerateAsync(new GenerationRequest(r.Prompt, r.Sampling)))
@@ -29,7 +34,6 @@ public sealed class DeviceEngineTests(ITestOutputHelper output)
             }
             return tokens;
         }))];
-    }
 
     [Fact]
     public async Task The_generic_path_generates_the_tokens_of_the_native_cpu_engine()

@@ -74,16 +74,7 @@ public sealed class DeviceSamplerTests(ITestOutputHelper output)
         {
             using var engine = TestModels.Engine(TestModels.TinyLlama, new EngineOptions { NumKvBlocks = 64, MaxBatchTokens = 24, DefaultSeed = 1, TargetStepMs = 0 });
             engine.SampleOnDevice = onDevice;
-            return [.. await Task.WhenAll(requests.Select(async r =>
-            {
-                var tokens = new List<int>();
-                await foreach (var chunk in engine.GenerateAsync(new GenerationRequest(r.Prompt, r.Sampling)))
-                {
-                    Assert.Null(chunk.Error);
-                    tokens.AddRange(chunk.TokenIds);
-                }
-                return tokens;
-            }))];
+            return await DeviceEngineTests.GenerateAllAsync(engine, requests);
         }
 
         var onHost = await Generate(false);
