@@ -37,6 +37,10 @@ for trx in "$results"/*.trx; do
   skipped=$((skipped + ${t:-0} - ${x:-0}))
 done
 
+if [ "$failed" -gt 0 ] && command -v python3 >/dev/null; then
+  python3 scripts/trx-failures.py "$results"/*.trx
+fi
+
 if [ "$passed" -eq 0 ] && [ "$failed" -eq 0 ]; then
   echo "no tests ran"; status=1
 fi

@@ -218,17 +218,33 @@ public sealed class ReconcileTests : IAsyncLifetime
     public async Task A_dropped_watch_resumes_from_its_version_without_relisting()
     {
         var fake = _cluster.RequireFake;
-        await Models.CreateAsync(Client, Models.New("resume", Ns));
-        await Waiter.StatefulSetAsync(Client, Ns, "resume-worker", s => s is not null);
+        await ResumesWithoutRelistingAsync("resume", fake.DropWatches);
+    }
+
+    [FakeOnlyFact]
+    public async Task A_broken_watch_connection_resumes_from_its_version_without_relisting()
+    {
+        await ResumesWithoutRelistingAsync("broken", _cluster.RequireFake.BreakWatches);
+    }
+
+    /// <summary>Ends every watch with <paramref name="fault"/>; all three informers must watch again from
+    /// their versions (no list) and still see the spec change made afterwards.</summary>
+    private async Task ResumesWithoutRelistingAsync(string name, Action fault)
+    {
+        var fake = _cluster.RequireFake;
+        await Models.CreateAsync(Client, Models.New(name, Ns));
+        await Waiter.StatefulSetAsync(Client, Ns, name + "-worker", s => s is not null);
+        // Every informer past its first list (it watches once it has listed): only then do the counts mean "no relist".
+        await fake.WatchRequestsReached(3).WaitAsync(TimeSpan.FromSeconds(30));
         var listsBefore = fake.ListRequests;
         var watchesBefore = fake.WatchRequests;
 
-        fake.DropWatches();
-        await fake.WatchRequestsReached(watchesBefore + 3).WaitAsync(TimeSpan.FromSeconds(10));
-        await Models.UpdateSpecAsync(Client, Ns, "resume", s => s.Replicas = 5);
+        fault();
+        await fake.WatchRequestsReached(watchesBefore + 3).WaitAsync(TimeSpan.FromSeconds(30));
+        await Models.UpdateSpecAsync(Client, Ns, name, s => s.Replicas = 5);
 
-        await Waiter.StatefulSetAsync(Client, Ns, "resume-worker", s => s!.Spec.Replicas == 5);
-        Assert.Equal(listsBefore, fake.ListRequests);
+        await Waiter.StatefulSetAsync(Client, Ns, name + "-worker", s => s!.Spec.Replicas == 5);
+        Assert.True(listsBefore == fake.ListRequests, $"the informers relisted: {string.Join(", ", fake.ListLog.Skip(listsBefore))}");
     }
 
     [FakeOnlyFact]

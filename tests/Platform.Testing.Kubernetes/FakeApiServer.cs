@@ -36,6 +36,7 @@ public sealed class FakeApiServer : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private readonly List<(int Count, TaskCompletionSource Reached)> _watchWaiters = [];
     private int _listRequests;
+    private readonly System.Collections.Concurrent.ConcurrentQueue<string> _listLog = new();
     private int _watchRequests;
 
     private FakeApiServer(TimeProvider time, X509Certificate2? certificate)
@@ -74,6 +75,9 @@ public sealed class FakeApiServer : IAsyncDisposable
     /// <summary>Lists of whole collections (no field selector): what informers do. The tests'
     /// waiters always select one object by name, so they do not count here.</summary>
     public int ListRequests => Volatile.Read(ref _listRequests);
+
+    /// <summary>The collection lists counted by <see cref="ListRequests"/>, in order (path and query), for failure messages.</summary>
+    public IReadOnlyList<string> ListLog => [.. _listLog];
 
     public int WatchRequests => Volatile.Read(ref _watchRequests);
 
@@ -158,6 +162,8 @@ public sealed class FakeApiServer : IAsyncDisposable
     public void CompactHistory() => _store.CompactHistory();
 
     public void DropWatches() => _store.DropWatches();
+
+    public void BreakWatches() => _store.BreakWatches();
 
     public void StallWatches() => _store.StallWatches();
 
@@ -406,6 +412,7 @@ public sealed class FakeApiServer : IAsyncDisposable
         if (string.IsNullOrEmpty(ctx.Request.Query["fieldSelector"]))
         {
             Interlocked.Increment(ref _listRequests);
+            _listLog.Enqueue(ctx.Request.Path + ctx.Request.QueryString);
         }
 
         var filter = Filter(ctx);
@@ -475,6 +482,11 @@ public sealed class FakeApiServer : IAsyncDisposable
                 {
                     if (!await wait.ConfigureAwait(false))
                     {
+                        if (sub.Broken)
+                        {
+                            ctx.Abort();
+                        }
+
                         return;
                     }
 

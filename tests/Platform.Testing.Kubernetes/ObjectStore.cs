@@ -20,6 +20,9 @@ internal sealed class WatchSubscription
     public Channel<StoredEvent> Channel { get; } = System.Threading.Channels.Channel.CreateUnbounded<StoredEvent>();
     public volatile bool Stalled;
 
+    /// <summary>Set before the channel completes when the connection is to be cut, not ended cleanly.</summary>
+    public volatile bool Broken;
+
     public bool Matches(StoredEvent e) => e.TypeKey == TypeKey && (Namespace is null || e.Namespace == Namespace) && Filter(e.Object);
 }
 
@@ -98,6 +101,22 @@ internal sealed class ObjectStore
         {
             foreach (var w in _watches)
             {
+                w.Channel.Writer.TryComplete();
+            }
+
+            _watches.Clear();
+        }
+    }
+
+    /// <summary>Cuts every open watch connection mid-stream (a reset, as a load balancer or a network
+    /// fault would): the client sees a broken response, not a clean end.</summary>
+    public void BreakWatches()
+    {
+        lock (_lock)
+        {
+            foreach (var w in _watches)
+            {
+                w.Broken = true;
                 w.Channel.Writer.TryComplete();
             }
 

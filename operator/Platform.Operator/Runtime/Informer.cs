@@ -1,6 +1,6 @@
 // List-then-watch for one resource kind, client-go style: list, remember the list's
 // resourceVersion, watch from it (with bookmarks so the version stays fresh), resume from the
-// last seen version when a watch ends, relist when the server answers 410 Gone/Expired, and a
+// last seen version when a watch ends or breaks, relist only when the server answers 410 Gone/Expired, and a
 // watchdog that restarts a watch that has gone silent (no event and no bookmark) for too long.
 // Every change is handed to a callback; a relist re-announces every object (a resync).
 using System.Collections.Concurrent;
@@ -184,6 +184,16 @@ public sealed partial class Informer<T, TList>
             // normal end: resume from the same version, no relist.
             return resourceVersion;
         }
+        catch (Exception ex) when (ex is HttpOperationException or HttpRequestException or IOException or KubernetesException)
+        {
+            // A broken connection or a refused watch (a 5xx, an API server restarting) does not
+            // make the version stale: resume from it after the back-off. Only the server's 410
+            // (above) says the history is gone and a relist is needed; relisting every informer
+            // on each network blip would put a full list of every kind on the API server.
+            LogWatchError(_logger, _name, ex);
+            await Task.Delay(_timings.ErrorBackoff, _time, cancellationToken).ConfigureAwait(false);
+            return resourceVersion;
+        }
 
         if (IsExpired(streamError))
         {
@@ -207,6 +217,9 @@ public sealed partial class Informer<T, TList>
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Informer {Name}: list/watch failed, retrying")]
     private static partial void LogListWatchError(ILogger logger, string name, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Informer {Name}: watch failed, resuming from the last version")]
+    private static partial void LogWatchError(ILogger logger, string name, Exception exception);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Informer {Name}: watch silent for {Seconds}s, restarting it")]
     private static partial void LogWatchdog(ILogger logger, string name, double seconds);
