@@ -145,6 +145,46 @@ public sealed unsafe class FlashAttentionTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// Two engines in one process prefill at the same time from their own step threads: each call's result must be
+    /// exactly what it is alone. (Per-call scratch once lived in a process-wide buffer, and one call's keys
+    /// overwrote the other's: the router's n-choices test saw identical greedy choices differ.)
+    /// </summary>
+    [Fact]
+    public void Concurrent_prefills_from_two_threads_each_equal_their_result_alone()
+    {
+        const int kvHeads = 2, groups = 4, headDim = 64, heads = kvHeads * groups;
+        var problems = new[] { (Context: 1500, Queries: 400, Seed: 1), (Context: 900, Queries: 300, Seed: 2) }.Select(p =>
+        {
+            var rng = new Random(p.Seed);
+            var (pool, slots) = Pool.Create(rng, kvHeads, headDim, p.Context);
+            return (p.Context, p.Queries, Pool: pool, Slots: slots[0], Query: Random(rng, p.Queries * heads * headDim, 2));
+        }).ToArray();
+        float[] Run(int i)
+        {
+            var p = problems[i];
+            var result = new float[p.Queries * heads * headDim];
+            fixed (float* q = p.Query) fixed (float* k = p.Pool.Keys) fixed (float* v = p.Pool.Values) fixed (long* s = p.Slots) fixed (float* o = result)
+                FlashAttention.Prefill(q, k, v, s, p.Queries, p.Context, heads, kvHeads, headDim, 0.125f, 0, o);
+            return result;
+        }
+
+        var alone = new[] { Run(0), Run(1) };
+        var failures = new System.Collections.Concurrent.ConcurrentBag<string>();
+        using var start = new Barrier(2);
+        var threads = Enumerable.Range(0, 2).Select(i => new Thread(() =>
+        {
+            for (int round = 0; round < 20; round++)
+            {
+                start.SignalAndWait();
+                if (!Run(i).AsSpan().SequenceEqual(alone[i])) failures.Add($"problem {i}, round {round}");
+            }
+        })).ToList();
+        threads.ForEach(t => t.Start());
+        threads.ForEach(t => t.Join());
+        Assert.True(failures.IsEmpty, "a concurrent call changed the result of: " + string.Join(", ", failures));
+    }
+
     [Theory]
     [InlineData(1, 1, 64, 0, new[] { 1 })]
     [InlineData(2, 4, 64, 0, new[] { 5000 })]
