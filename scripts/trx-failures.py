@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 # Prints each failed test of the given TRX files with its message and the top of its stack
 # trace, so a CI log that shows only its tail still says why a test failed.
+import signal
 import sys
 import xml.etree.ElementTree as ET
+
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # quiet when piped into head
 
 NS = {"t": "http://microsoft.com/schemas/VisualStudio/TeamTest/2010"}
 

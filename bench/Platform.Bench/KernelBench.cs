@@ -150,6 +150,8 @@ internal static unsafe class KernelBench
                     {
                         methods.Add(("gemv f32", elements * 4, c => Gemv.MatVecF32((float*)pointers32[c], outFeatures, inFeatures, inputPtr, batch, outputPtr)));
                         methods.Add(("gemv bf16", elements * 2, c => Gemv.MatVecBF16((ushort*)pointersBF16[c], outFeatures, inFeatures, inputPtr, batch, outputPtr)));
+                        if (withF16)
+                            methods.Add(("gemv f16", elements * 2, c => Gemv.MatVecF16((Half*)pointers16[c], outFeatures, inFeatures, inputPtr, batch, outputPtr)));
                         if (withInt8)
                         {
                             // int8: the integer-dot GEMV (what decode runs) and the widening one it replaced, same rows.

@@ -21,6 +21,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Platform.Core.Hashing;
 using Platform.Core.KvEvents;
 using Platform.Core.Models;
+using Platform.Core.Safetensors;
 using Platform.Core.Tokenization;
 using Platform.Engine.KvCache;
 using Platform.Engine.Model;
@@ -127,17 +128,28 @@ public sealed partial class LlmEngine : IDisposable
             return (Tokenizer: loaded, Took: System.Diagnostics.Stopwatch.GetElapsedTime(start));
         });
         LlamaModel model;
+        ModelWeights? files = null;
         try
         {
+            // The checkpoint is mapped before libtorch loads, and its pages are mapped into the process on the other
+            // core meanwhile, so the first forward pass does not fault them in one by one.
+            // config.json first: its errors are the ones to report for a directory that is not a model at all.
+            var config = ModelConfig.Load(modelDirectory);
+            files = ModelWeights.Open(modelDirectory);
+            files.StartPopulating();
+            clock.Mark("checkpoint map");
             NativeRuntime.Load();
             clock.Mark("libtorch");
             var device = TorchDevices.Resolve(Platform.Core.Workers.ComputeDevice.Parse(options.Device));
-            model = LlamaModel.Load(modelDirectory, TorchDtypes.Parse(options.ComputeDtype), progress, options.WeightDtype, options.Quantization, device);
+            var owned = files;
+            files = null; // the model owns them now, and disposes them if its load fails
+            model = LlamaModel.Load(config, owned, TorchDtypes.Parse(options.ComputeDtype), progress, options.WeightDtype, options.Quantization, device);
             clock.Mark("config and weights");
         }
         catch
         {
             // The model's error is the one to report; the tokenizer's outcome no longer matters.
+            files?.Dispose();
             _ = tokenizerLoad.ContinueWith(t => t.Exception, TaskScheduler.Default);
             throw;
         }

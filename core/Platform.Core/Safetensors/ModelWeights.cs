@@ -10,6 +10,13 @@ public sealed class ModelWeights : IDisposable
 {
     private readonly Dictionary<string, SafetensorsFile> _byTensor = new(StringComparer.Ordinal);
     private readonly List<SafetensorsFile> _files = [];
+    private Thread? _populating;
+    private volatile bool _stopPopulating;
+    private readonly TaskCompletionSource<bool> _populated = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Completes when a population started by StartPopulating has ended: true when every page was mapped,
+    /// false when it was stopped or the kernel cannot (the pages then come at first touch).</summary>
+    public Task<bool> Populated => _populated.Task;
 
     public IReadOnlyCollection<string> TensorNames => _byTensor.Keys;
     public IReadOnlyList<SafetensorsFile> Files => _files;
@@ -65,6 +72,41 @@ public sealed class ModelWeights : IDisposable
         }
     }
 
+    /// <summary>
+    /// Starts mapping every file's pages into this process on a background thread, in 32 MB steps, so the first
+    /// forward pass does not take a page fault per few KB of weights (about 0.24 s for 2.2 GB from the page cache on
+    /// the CI VM). Started before libtorch loads, it runs on the other core meanwhile. Stop it (StopPopulating)
+    /// before releasing any mapped range (MappedTensors.Release), or it may map that range again.
+    /// </summary>
+    public void StartPopulating()
+    {
+        if (_populating is not null) return;
+        if (!OperatingSystem.IsLinux())
+        {
+            _populated.TrySetResult(false);
+            return;
+        }
+        _populating = new Thread(() =>
+        {
+            const long Step = 32L << 20;
+            bool complete = true;
+            foreach (var file in _files)
+                for (long at = 0; at < file.Length && complete; at += Step)
+                    // Stopped, or a kernel without MADV_POPULATE_READ (before 5.14): the rest comes at first touch.
+                    complete = !_stopPopulating && file.PopulatePages(at, Step);
+            _populated.TrySetResult(complete);
+        })
+        { IsBackground = true, Name = "weights-populate" };
+        _populating.Start();
+    }
+
+    /// <summary>Stops the background population (a step in progress finishes first) and waits for it.</summary>
+    public void StopPopulating()
+    {
+        _stopPopulating = true;
+        _populating?.Join();
+    }
+
     private void Add(SafetensorsFile file)
     {
         _files.Add(file);
@@ -82,6 +124,7 @@ public sealed class ModelWeights : IDisposable
 
     public void Dispose()
     {
+        StopPopulating();
         foreach (var f in _files) f.Dispose();
         _files.Clear();
     }

@@ -12,6 +12,7 @@
 // prefill chunks skip the gather and the mask: Kernels/FlashAttention reads the
 // pools in place (PrefillAttention selects the path). Callers own the dispose scope.
 using Platform.Core.Models;
+using Platform.Core.Safetensors;
 using Platform.Engine.Kernels;
 using Platform.Engine.KvCache;
 using Platform.Engine.Torch;
@@ -60,9 +61,28 @@ public sealed partial class LlamaModel : IDisposable
     public static LlamaModel Load(string modelDirectory, ScalarType dtype, IProgress<double>? progress = null, string weightDtype = WeightDtype.Auto,
         string quantization = Quantization.None, Device? device = null)
     {
-        NativeRuntime.Configure();
         var config = ModelConfig.Load(modelDirectory);
-        var weights = LlamaWeights.Load(modelDirectory, config, dtype, progress, WeightDtypeFor(weightDtype, dtype, device), quantization);
+        return Load(config, ModelWeights.Open(modelDirectory), dtype, progress, weightDtype, quantization, device);
+    }
+
+    /// <summary>As <see cref="Load(string, ScalarType, IProgress{double}?, string, string, Device?)"/> from a config and
+    /// checkpoint files the caller opened (and perhaps started populating); the model owns the files from here on,
+    /// and a failed load disposes them.</summary>
+    public static LlamaModel Load(ModelConfig config, ModelWeights files, ScalarType dtype, IProgress<double>? progress = null, string weightDtype = WeightDtype.Auto,
+        string quantization = Quantization.None, Device? device = null)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(files);
+        try
+        {
+            NativeRuntime.Configure();
+        }
+        catch
+        {
+            files.Dispose();
+            throw;
+        }
+        var weights = LlamaWeights.Load(files, config, dtype, progress, WeightDtypeFor(weightDtype, dtype, device), quantization);
         return new LlamaModel(config, PlaceOn(weights, device), dtype);
     }
 

@@ -70,10 +70,17 @@ public sealed class LlamaWeights : IDisposable
 
     public static LlamaWeights Load(string modelDirectory, ModelConfig config, ScalarType dtype, IProgress<double>? progress = null, string weightDtype = WeightDtype.Auto, string quantization = Quantization.None)
     {
-        var files = ModelWeights.Open(modelDirectory);
+        return Load(ModelWeights.Open(modelDirectory), config, dtype, progress, weightDtype, quantization);
+    }
+
+    /// <summary>Loads from checkpoint files already open (perhaps populating: see ModelWeights.StartPopulating);
+    /// the weights own them from here on, and dispose them if the load fails.</summary>
+    public static LlamaWeights Load(ModelWeights files, ModelConfig config, ScalarType dtype, IProgress<double>? progress = null, string weightDtype = WeightDtype.Auto, string quantization = Quantization.None)
+    {
+        ArgumentNullException.ThrowIfNull(files);
         try
         {
-            return Load(files, config, dtype, progress, weightDtype, quantization);
+            return LoadOwned(files, config, dtype, progress, weightDtype, quantization);
         }
         catch
         {
@@ -83,9 +90,11 @@ public sealed class LlamaWeights : IDisposable
     }
 
     [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA2000:Dispose objects before losing scope", Justification = "A failed load disposes every finished layer (catch below); only the tensors of a layer whose initializer threw part-way are left to the GC, and a failed load ends the worker (exit code 3).")]
-    private static unsafe LlamaWeights Load(ModelWeights files, ModelConfig config, ScalarType dtype, IProgress<double>? progress, string weightDtype, string quantization)
+    private static unsafe LlamaWeights LoadOwned(ModelWeights files, ModelConfig config, ScalarType dtype, IProgress<double>? progress, string weightDtype, string quantization)
     {
         bool int8 = Quantization.IsInt8(quantization, dtype);
+        // int8 quantizes the projections and releases their mapped bytes: nothing to gain from mapping them first.
+        if (int8) files.StopPopulating();
         var (_, firstProjection) = files.Get("model.layers.0.self_attn.q_proj.weight");
         ScalarType weightType = WeightDtype.Resolve(weightDtype, firstProjection.Dtype, dtype);
         bool tied = config.TieWordEmbeddings || !files.Contains("lm_head.weight");
@@ -116,6 +125,8 @@ public sealed class LlamaWeights : IDisposable
             var parts = names.Select(files.Get).ToArray();
             var (file, info) = parts[0];
             bool inPlace = Contiguous(parts, type);
+            // A copied range is released from the map afterwards (MappedTensors.Release): population must not map it again.
+            if (!inPlace) files.StopPopulating();
             var t = inPlace ? MapInPlace(parts) : Copy(parts, type);
             if (type == ScalarType.Float16 && dtype == ScalarType.Float32 && !FiniteHalves(t))
                 throw new ModelLoadException($"{file.Path}: tensor '{string.Join("', '", names)}' holds inf or NaN as float16; the float16 kernel needs finite weights (pass weight dtype float32 to load it widened).");
