@@ -5,7 +5,8 @@
 // For each weight shape [outFeatures, inFeatures] (TinyLlama-1.1B: q/o 2048x2048, fused gate/up
 // 11264x2048, down 2048x5632, lm_head 32000x2048) and batch 1/2/4/8/16/32/64 it times Gemv.MatVecF32
 // and MatVecBF16 (batch <= 16), Gemm.MultiplyF32 and MultiplyBF16 with the GEMV crossover switched off
-// (so small batches show both kernels; --f16 adds Gemm.MultiplyF16), the int8 GEMV (MatVecQ8, integer
+// (so small batches show both kernels; --f16 adds the f16 GEMV and Gemm.MultiplyF16; --avx2-beside
+// times the AVX2 GEMVs in the same rounds on an AVX-512 CPU), the int8 GEMV (MatVecQ8, integer
 // dots on quantized activations) beside the widening int8 GEMV it replaced (QuantizationQ8 rows of the
 // same weights; GB/s count their 1.0625 bytes per weight), and torch.nn.functional.linear
 // (fp32, torch.set_num_threads = KernelThreads.Count), all on the CPU's best kernel path (--vector256
@@ -42,6 +43,7 @@ internal static unsafe class KernelBench
         var batches = new List<int>();
         bool cached = false;
         bool withF16 = false;
+        bool withAvx2Beside = false;
         for (int i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -64,6 +66,9 @@ internal static unsafe class KernelBench
                     break;
                 case "--f16":
                     withF16 = true;
+                    break;
+                case "--avx2-beside":
+                    withAvx2Beside = true;
                     break;
                 case "--cached":
                     cached = true; // one copy per shape: small shapes then run from cache (kernel compute cost)
@@ -152,6 +157,16 @@ internal static unsafe class KernelBench
                         methods.Add(("gemv bf16", elements * 2, c => Gemv.MatVecBF16((ushort*)pointersBF16[c], outFeatures, inFeatures, inputPtr, batch, outputPtr)));
                         if (withF16)
                             methods.Add(("gemv f16", elements * 2, c => Gemv.MatVecF16((Half*)pointers16[c], outFeatures, inFeatures, inputPtr, batch, outputPtr)));
+                        if (withAvx2Beside && Gemv.ActivePath == GemvPath.Vector512)
+                        {
+                            // The AVX2 kernels in the same rounds, for the per-CPU question which width streams faster.
+                            methods.Add(("gemv f32 avx2", elements * 4, c => OnAvx2(() => Gemv.MatVecF32((float*)pointers32[c], outFeatures, inFeatures, inputPtr, batch, outputPtr))));
+                            methods.Add(("gemv bf16 avx2", elements * 2, c => OnAvx2(() => Gemv.MatVecBF16((ushort*)pointersBF16[c], outFeatures, inFeatures, inputPtr, batch, outputPtr))));
+                            if (withInt8)
+                                methods.Add(("gemv int8 avx2", QuantizationQ8.RowBytes(inFeatures) * outFeatures, c => OnAvx2(() => Gemv.MatVecQ8((byte*)pointersQ8[c], outFeatures, inFeatures, inputPtr, batch, outputPtr))));
+                            if (withF16)
+                                methods.Add(("gemv f16 avx2", elements * 2, c => OnAvx2(() => Gemv.MatVecF16((Half*)pointers16[c], outFeatures, inFeatures, inputPtr, batch, outputPtr))));
+                        }
                         if (withInt8)
                         {
                             // int8: the integer-dot GEMV (what decode runs) and the widening one it replaced, same rows.
@@ -198,6 +213,20 @@ internal static unsafe class KernelBench
     private sealed record Cell(string Shape, int Batch, string Method, double Microseconds, double GBps, double Gflops, double VersusTorch);
 
     /// <summary>Runs <paramref name="call"/> with the GEMM tiles for every batch (no GEMV crossover), so small batches show both kernels.</summary>
+    /// <summary>Runs a GEMV call on the AVX2 kernels (ForceVector256), then back to the widest.</summary>
+    private static void OnAvx2(Action call)
+    {
+        Gemv.ForceVector256 = true;
+        try
+        {
+            call();
+        }
+        finally
+        {
+            Gemv.ForceVector256 = false;
+        }
+    }
+
     private static void OnGemmTiles(Action call)
     {
         int savedF32 = Gemm.GemvRowsLimitF32, savedNarrow = Gemm.GemvRowsLimitNarrow;
