@@ -69,6 +69,7 @@ internal static unsafe class KernelBench
                     break;
                 case "--avx2-beside":
                     withAvx2Beside = true;
+                    Gemv.ForceVector512 = true; // the plain rows then are the AVX-512 kernels, even where FloatPath prefers AVX2
                     break;
                 case "--cached":
                     cached = true; // one copy per shape: small shapes then run from cache (kernel compute cost)

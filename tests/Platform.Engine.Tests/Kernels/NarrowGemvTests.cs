@@ -31,21 +31,26 @@ public sealed unsafe class NarrowGemvTests(ITestOutputHelper output)
 
     internal static void OnPath(GemvPath path, int chunkBytes, Action action)
     {
-        bool savedPortable = Gemv.ForcePortable, saved256 = Gemv.ForceVector256;
+        bool savedPortable = Gemv.ForcePortable, saved256 = Gemv.ForceVector256, saved512 = Gemv.ForceVector512;
         int savedChunk = Gemv.ChunkBytes, savedThreshold = Gemv.ParallelThresholdBytes;
         try
         {
             Gemv.ForcePortable = path == GemvPath.Portable;
             Gemv.ForceVector256 = path == GemvPath.Vector256;
+            // Pinned: where Gemv.PreferVector256 holds (Zen 4) the float GEMVs would otherwise take AVX2 and leave
+            // their AVX-512 kernels untested.
+            Gemv.ForceVector512 = path == GemvPath.Vector512;
             Gemv.ChunkBytes = chunkBytes;
             Gemv.ParallelThresholdBytes = Math.Min(savedThreshold, chunkBytes);
             Assert.Equal(path, Gemv.ActivePath);
+            Assert.Equal(path, Gemv.FloatPath);
             action();
         }
         finally
         {
             Gemv.ForcePortable = savedPortable;
             Gemv.ForceVector256 = saved256;
+            Gemv.ForceVector512 = saved512;
             Gemv.ChunkBytes = savedChunk;
             Gemv.ParallelThresholdBytes = savedThreshold;
         }

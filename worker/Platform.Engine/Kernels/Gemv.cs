@@ -65,6 +65,22 @@ public static unsafe partial class Gemv
     public static GemvPath ActivePath =>
         !IsAccelerated ? GemvPath.Portable : Vector512Supported && !ForceVector256 ? GemvPath.Vector512 : GemvPath.Vector256;
 
+    /// <summary>Pins the float GEMVs to the AVX-512 kernels even where <see cref="PreferVector256"/> holds; for tests and the bench.</summary>
+    internal static bool ForceVector512 { get; set; }
+
+    /// <summary>
+    /// True where the CPU has AVX-512 but the fp32/bf16/f16 GEMVs stream weights faster on the AVX2 kernels: AMD Zen 4
+    /// (CpuModel). Measured on the CI's EPYC with `bench kernels --avx2-beside` (both in the same rounds, 2 threads):
+    /// the AVX2 kernels ran bf16 1.27-1.32x and fp32 1.00-1.11x as fast at batch 1, 1.17-1.23x at batch 4, and
+    /// 1.02-1.19x at batch 8 and 16 in all but one cell (bf16 32000x2048 at 16: 0.97x); int8 ran alike (it keeps ActivePath).
+    /// </summary>
+    public static bool PreferVector256 { get; } = CpuModel.IsAmdZen4;
+
+    /// <summary>The kernels the fp32, bf16 and f16 GEMVs take: <see cref="ActivePath"/>, but AVX2 where
+    /// <see cref="PreferVector256"/> holds (unless <see cref="ForceVector512"/>). Gemm and int8 keep ActivePath.</summary>
+    public static GemvPath FloatPath =>
+        ActivePath == GemvPath.Vector512 && PreferVector256 && !ForceVector512 ? GemvPath.Vector256 : ActivePath;
+
     /// <summary>
     /// output[b, n] = bias[n] + sum_k weight[n, k] * input[b, k] for b &lt; batch, with fp32 weights.
     /// weight is row-major [outFeatures, inFeatures]; input is [batch, inFeatures]; output is
@@ -75,7 +91,7 @@ public static unsafe partial class Gemv
     public static void MatVecF32(float* weight, int outFeatures, int inFeatures, float* input, int batch, float* output, float* bias = null)
     {
         var job = NewJob(weight, outFeatures, inFeatures, input, batch, output, bias);
-        Dispatch(ref job, F32Loader.RowBytes(inFeatures), ActivePath switch
+        Dispatch(ref job, F32Loader.RowBytes(inFeatures), FloatPath switch
         {
             GemvPath.Vector512 => &ChunkF32Avx512,
             GemvPath.Vector256 => &ChunkF32Avx2,
@@ -92,7 +108,7 @@ public static unsafe partial class Gemv
     public static void MatVecBF16(ushort* weight, int outFeatures, int inFeatures, float* input, int batch, float* output, float* bias = null)
     {
         var job = NewJob(weight, outFeatures, inFeatures, input, batch, output, bias);
-        Dispatch(ref job, BF16Loader.RowBytes(inFeatures), ActivePath switch
+        Dispatch(ref job, BF16Loader.RowBytes(inFeatures), FloatPath switch
         {
             GemvPath.Vector512 => &ChunkBF16Avx512,
             GemvPath.Vector256 => &ChunkBF16Avx2,
@@ -115,7 +131,7 @@ public static unsafe partial class Gemv
             return;
         }
 
-        DispatchScaled(ref job, F16Loader.RowBytes(inFeatures), ActivePath == GemvPath.Vector512 ? &ChunkF16Avx512 : &ChunkF16Avx2);
+        DispatchScaled(ref job, F16Loader.RowBytes(inFeatures), FloatPath == GemvPath.Vector512 ? &ChunkF16Avx512 : &ChunkF16Avx2);
     }
 
     /// <summary>A call's arguments after the checks every entry point makes.</summary>
