@@ -1,10 +1,13 @@
 // AVX-512F inner kernels for Gemv: the Vector512 twin of Gemv.Avx2.cs, for every weight width
 // (fp32, fp16, bf16) through the same row loaders (IRowLoader.Load512). Used where the CPU has
-// AVX512F (Gemv.ActivePath); Gemv.ForceVector256 pins the AVX2 kernels for tests and the bench.
+// AVX512F (Gemv.ActivePath), except the float GEMVs on AMD Zen 4 (Gemv.FloatPath takes AVX2 there);
+// Gemv.ForceVector256 / ForceVector512 pin a family for tests and the bench.
 //
 // Why a second family: a zmm FMA does 16 lanes, so at batch b the arithmetic per weight byte halves
 // against AVX2. Batch-1 decode is bound by memory either way; batch 4-16 on two cores runs out of
-// AVX2 FMAs before DRAM runs out of bandwidth (see Gemv.cs), which AVX-512 moves back.
+// AVX2 FMAs before DRAM runs out of bandwidth (see Gemv.cs), which AVX-512 moves back on a core with
+// full-width units. Zen 4 splits each 512-bit op into two 256-bit halves: there the AVX2 kernels
+// measured as fast or faster at every batch (`bench kernels --avx2-beside`, docs/engine.md).
 //
 // Same access pattern as the AVX2 kernels (one sequential row stream per core, a software prefetch
 // 4 KB ahead per 64 bytes of weights) and the same tiles, one zmm accumulator per batch row:
