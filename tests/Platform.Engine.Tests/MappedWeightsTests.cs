@@ -16,7 +16,7 @@ using Xunit.Abstractions;
 
 namespace Platform.Engine.Tests;
 
-public sealed partial class MappedWeightsTests(ITestOutputHelper output) : IDisposable
+public sealed class MappedWeightsTests(ITestOutputHelper output) : IDisposable
 {
     private readonly string _root = Path.Combine(Path.GetTempPath(), "mapped-weights-" + Guid.NewGuid().ToString("n"));
 
@@ -74,7 +74,7 @@ public sealed partial class MappedWeightsTests(ITestOutputHelper output) : IDisp
                 projection.Forward(input, 1, result);
         }
 
-        long mappedResident = MappedResidentBytes(file);
+        long mappedResident = MappedFiles.ResidentBytes(file);
         output.WriteLine($"checkpoint {checkpointBytes >> 10} KiB; resident from the map {mappedResident >> 10} KiB; copied {copied >> 10} KiB (float32 norms {normBytes >> 10} KiB)");
         // Stated margin: the float32 norms, plus one 4 KiB page at each end of every copied tensor (whole pages are
         // released; the partial pages at either end stay mapped).
@@ -105,24 +105,5 @@ public sealed partial class MappedWeightsTests(ITestOutputHelper output) : IDisp
         await foreach (var chunk in engine.GenerateAsync(new GenerationRequest(prompt, new SamplingParams { MaxTokens = 16, Temperature = 0, IgnoreEos = true })))
             tokens.AddRange(chunk.TokenIds);
         return tokens;
-    }
-
-    [System.Text.RegularExpressions.GeneratedRegex("^[0-9a-f]+-[0-9a-f]+ ")]
-    private static partial System.Text.RegularExpressions.Regex MapHeader();
-
-    /// <summary>Resident bytes of this process's maps of <paramref name="path"/> (/proc/self/smaps).</summary>
-    private static long MappedResidentBytes(string path)
-    {
-        long total = 0;
-        bool inMap = false;
-        foreach (var line in File.ReadLines("/proc/self/smaps"))
-        {
-            var fields = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-            if (MapHeader().IsMatch(line))
-                inMap = fields.Length >= 6 && string.Join(' ', fields[5..]) == path;
-            else if (inMap && fields[0] == "Rss:")
-                total += long.Parse(fields[1], CultureInfo.InvariantCulture) * 1024;
-        }
-        return total;
     }
 }

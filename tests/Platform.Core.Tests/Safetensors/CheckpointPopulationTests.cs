@@ -2,14 +2,13 @@
 // forward pass (MADV_POPULATE_READ on the engine's own map, on a background thread): after it,
 // the map of the file is resident in full without a read; stopping it is prompt and safe to
 // follow with Dispose.
-using System.Globalization;
 using System.Text;
-using System.Text.RegularExpressions;
 using Platform.Core.Safetensors;
+using Platform.Testing;
 
 namespace Platform.Core.Tests.Safetensors;
 
-public sealed partial class CheckpointPopulationTests : IDisposable
+public sealed class CheckpointPopulationTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("populate-").FullName;
 
@@ -30,23 +29,6 @@ public sealed partial class CheckpointPopulationTests : IDisposable
         return path;
     }
 
-    [GeneratedRegex("^[0-9a-f]+-[0-9a-f]+ ")]
-    private static partial Regex MapHeader();
-
-    /// <summary>Resident bytes of this process's maps of <paramref name="path"/> (/proc/self/smaps).</summary>
-    private static long MappedResidentBytes(string path)
-    {
-        long total = 0;
-        bool inMap = false;
-        foreach (var line in File.ReadLines("/proc/self/smaps"))
-        {
-            var fields = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-            if (MapHeader().IsMatch(line)) inMap = fields.Length >= 6 && string.Join(' ', fields[5..]) == path;
-            else if (inMap && fields[0] == "Rss:") total += long.Parse(fields[1], CultureInfo.InvariantCulture) * 1024;
-        }
-        return total;
-    }
-
     [Fact]
     public async Task Populating_maps_the_whole_checkpoint_into_the_process_without_reading_it()
     {
@@ -54,12 +36,12 @@ public sealed partial class CheckpointPopulationTests : IDisposable
         string path = WriteCheckpoint(20 << 20); // 80 MB: three 32 MB steps
         long length = new FileInfo(path).Length;
         using var files = ModelWeights.Open(_dir);
-        long before = MappedResidentBytes(path);
+        long before = MappedFiles.ResidentBytes(path);
         Assert.True(before < length / 4, $"{before} bytes of the map resident before populating (the header read only should be)");
 
         files.StartPopulating();
         Assert.True(await files.Populated.WaitAsync(TimeSpan.FromSeconds(60)), "population ended early: the kernel lacks MADV_POPULATE_READ (5.14+)?");
-        long after = MappedResidentBytes(path);
+        long after = MappedFiles.ResidentBytes(path);
         Assert.True(after >= length - Environment.SystemPageSize, $"{after} of {length} bytes of the map resident after populating");
     }
 
@@ -74,9 +56,9 @@ public sealed partial class CheckpointPopulationTests : IDisposable
         files.StopPopulating();
         files.StartPopulating();
         Assert.False(await files.Populated.WaitAsync(TimeSpan.FromSeconds(60)), "a stopped population reported every page mapped");
-        Assert.True(MappedResidentBytes(path) < length / 4, "a stopped population still mapped the checkpoint");
+        Assert.True(MappedFiles.ResidentBytes(path) < length / 4, "a stopped population still mapped the checkpoint");
         files.StopPopulating();
         files.Dispose();
-        Assert.Equal(0, MappedResidentBytes(path));
+        Assert.Equal(0, MappedFiles.ResidentBytes(path));
     }
 }
