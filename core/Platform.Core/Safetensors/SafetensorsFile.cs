@@ -5,8 +5,8 @@
 // byte is trusted: offsets inside the data region, sizes equal to shape × dtype,
 // no overlaps. A lying or truncated file is a ModelLoadException naming it.
 using System.IO.MemoryMappedFiles;
-using System.Runtime.InteropServices;
 using System.Text.Json;
+using Platform.Core.Memory;
 
 namespace Platform.Core.Safetensors;
 
@@ -41,23 +41,15 @@ public sealed unsafe class SafetensorsFile : IDisposable
     /// <summary>The file's length in bytes (header and data), the range <see cref="PopulatePages"/> covers.</summary>
     public long Length => _length;
 
-    [DllImport("libc", EntryPoint = "madvise", SetLastError = true)]
-    private static extern int Madvise(void* address, nuint length, int advice);
-
-    private const int MadvPopulateRead = 22;
-
     /// <summary>
     /// Maps the file's pages in [offset, offset + length) into this process now, as first reads would one fault at
-    /// a time (Linux 5.14+ MADV_POPULATE_READ; from the page cache, or read from disk first). False where the
-    /// kernel or OS cannot: the pages then come at first touch, as before.
+    /// a time (PageAdvice.Populate; from the page cache, or read from disk first). False where the kernel or OS
+    /// cannot: the pages then come at first touch, as before.
     /// </summary>
     public bool PopulatePages(long offset, long length)
     {
-        if (!OperatingSystem.IsLinux() || offset < 0 || length <= 0 || offset >= _length) return false;
-        long page = Environment.SystemPageSize;
-        long start = ((long)_base + offset) / page * page;
-        long end = (long)_base + Math.Min(_length, offset + length);
-        return Madvise((void*)start, (nuint)(end - start), MadvPopulateRead) == 0;
+        if (offset < 0 || length <= 0 || offset >= _length) return false;
+        return PageAdvice.Populate(_base + offset, Math.Min(_length - offset, length));
     }
 
     public static int DtypeSize(SafetensorsDtype d) => d switch

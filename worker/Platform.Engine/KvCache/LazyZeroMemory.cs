@@ -7,14 +7,13 @@
 // zeros and are only backed by memory once written. The partial pages at either end are zeroed
 // by hand. Readers still see zeros everywhere (attention over a partly written block must not
 // meet garbage: a NaN times a zero probability is still NaN), exactly as with torch.zeros.
-using System.Runtime.InteropServices;
+using Platform.Core.Memory;
 using static TorchSharp.torch;
 
 namespace Platform.Engine.KvCache;
 
-internal static partial class LazyZeroMemory
+internal static class LazyZeroMemory
 {
-    private const int MadvDontNeed = 4;
     private const long Page = 4096;
 
     /// <summary>A zero-filled CPU tensor whose pages are committed on first write (on Linux; elsewhere, and
@@ -29,7 +28,7 @@ internal static partial class LazyZeroMemory
         long interior = (bytes - head) / Page * Page;
         new Span<byte>(start, (int)head).Clear();
         ClearTail(start + head + interior, bytes - head - interior);
-        if (interior > 0 && Madvise((nint)(start + head), (nuint)interior, MadvDontNeed) != 0)
+        if (interior > 0 && !PageAdvice.ReleaseWholePages(start + head, interior))
         {
             // Not anonymous private memory after all: zero it the ordinary way.
             tensor.zero_();
@@ -47,7 +46,4 @@ internal static partial class LazyZeroMemory
             length -= chunk;
         }
     }
-
-    [LibraryImport("libc", EntryPoint = "madvise", SetLastError = true)]
-    private static partial int Madvise(nint address, nuint length, int advice);
 }

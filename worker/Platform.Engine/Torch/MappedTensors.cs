@@ -9,6 +9,7 @@
 // tensor faults, which is the point (weights are never written).
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using Platform.Core.Memory;
 using static TorchSharp.torch;
 
 namespace Platform.Engine.Torch;
@@ -43,22 +44,10 @@ internal static unsafe class MappedTensors
         return Tensor.UnsafeCreateTensor(handle);
     }
 
-    [DllImport("libc", EntryPoint = "madvise", SetLastError = true)]
-    private static extern int Madvise(void* address, nuint length, int advice);
-
-    private const int MadvDontNeed = 4;
-    private const long Page = 4096;
-
     /// <summary>
     /// Drops the whole pages inside [data, data + bytes) of a read-only file map from this process's resident set
     /// (Linux; elsewhere nothing). The page cache keeps them, and a later read maps them again: used once a part of the
     /// checkpoint has been copied (converted or fused) and its mapped pages would otherwise count twice in the RSS.
     /// </summary>
-    public static void Release(void* data, long bytes)
-    {
-        if (!OperatingSystem.IsLinux() || bytes <= 0) return;
-        long start = ((long)data + Page - 1) / Page * Page;
-        long end = ((long)data + bytes) / Page * Page;
-        if (end > start) _ = Madvise((void*)start, (nuint)(end - start), MadvDontNeed);
-    }
+    public static void Release(void* data, long bytes) => _ = PageAdvice.ReleaseWholePages(data, bytes);
 }
