@@ -95,28 +95,19 @@ internal sealed class ObjectStore
     }
 
     /// <summary>Ends every open watch stream cleanly (as an API server restart or timeout would).</summary>
-    public void DropWatches()
-    {
-        lock (_lock)
-        {
-            foreach (var w in _watches)
-            {
-                w.Channel.Writer.TryComplete();
-            }
-
-            _watches.Clear();
-        }
-    }
+    public void DropWatches() => EndWatches(broken: false);
 
     /// <summary>Cuts every open watch connection mid-stream (a reset, as a load balancer or a network
     /// fault would): the client sees a broken response, not a clean end.</summary>
-    public void BreakWatches()
+    public void BreakWatches() => EndWatches(broken: true);
+
+    private void EndWatches(bool broken)
     {
         lock (_lock)
         {
             foreach (var w in _watches)
             {
-                w.Broken = true;
+                w.Broken = broken;
                 w.Channel.Writer.TryComplete();
             }
 
