@@ -27,11 +27,17 @@ public sealed class ClusterLifecycleTests
     private static LongContextModel Model(string ns, string name, int replicas, Action<LongContextModelSpec>? change = null) =>
         RunningCluster.TinyModel(ns, name, replicas, change);
 
-    private static async Task<JsonObject> CompleteAsync(RunningCluster running, string name, object body)
+    /// <summary>One /v1/completions call through the model's router Service: the status and the body.</summary>
+    private static async Task<(int Status, string Text)> PostCompletionAsync(RunningCluster running, string name, object body)
     {
         using var response = await running.Http().PostAsJsonAsync(new Uri(Names.Endpoint(name, running.Namespace) + "/v1/completions"), body);
-        var text = await response.Content.ReadAsStringAsync();
-        Assert.True(response.IsSuccessStatusCode, $"{(int)response.StatusCode}: {text}");
+        return ((int)response.StatusCode, await response.Content.ReadAsStringAsync());
+    }
+
+    private static async Task<JsonObject> CompleteAsync(RunningCluster running, string name, object body)
+    {
+        var (status, text) = await PostCompletionAsync(running, name, body);
+        Assert.True(status is >= 200 and < 300, $"{status}: {text}");
         return JsonNode.Parse(text)!.AsObject();
     }
 
@@ -41,11 +47,10 @@ public sealed class ClusterLifecycleTests
         var deadline = DateTime.UtcNow + timeout;
         while (true)
         {
-            using var response = await running.Http().PostAsJsonAsync(new Uri(Names.Endpoint(name, running.Namespace) + "/v1/completions"), body);
-            var text = await response.Content.ReadAsStringAsync();
-            if (response.IsSuccessStatusCode) return JsonNode.Parse(text)!.AsObject();
-            bool noWorkers = (int)response.StatusCode == 503 && text.Contains("\"no_workers\"", StringComparison.Ordinal);
-            Assert.True(noWorkers && DateTime.UtcNow < deadline, $"{(int)response.StatusCode}: {text}\npods: {string.Join(", ", running.Kubelet.Pods)}");
+            var (status, text) = await PostCompletionAsync(running, name, body);
+            if (status is >= 200 and < 300) return JsonNode.Parse(text)!.AsObject();
+            bool noWorkers = status == 503 && text.Contains("\"no_workers\"", StringComparison.Ordinal);
+            Assert.True(noWorkers && DateTime.UtcNow < deadline, $"{status}: {text}\npods: {string.Join(", ", running.Kubelet.Pods)}");
             await Task.Delay(200);
         }
     }
