@@ -137,14 +137,14 @@ public sealed partial class LlmEngine : IDisposable
             var config = ModelConfig.Load(modelDirectory);
             files = ModelWeights.Open(modelDirectory);
             files.StartPopulating();
-            clock.Mark("checkpoint map");
+            clock.Mark("config and checkpoint map");
             NativeRuntime.Load();
             clock.Mark("libtorch");
             var device = TorchDevices.Resolve(Platform.Core.Workers.ComputeDevice.Parse(options.Device));
             var owned = files;
             files = null; // the model owns them now, and disposes them if its load fails
             model = LlamaModel.Load(config, owned, TorchDtypes.Parse(options.ComputeDtype), progress, options.WeightDtype, options.Quantization, device);
-            clock.Mark("config and weights");
+            clock.Mark("weights");
         }
         catch
         {

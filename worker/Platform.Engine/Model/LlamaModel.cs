@@ -73,15 +73,7 @@ public sealed partial class LlamaModel : IDisposable
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(files);
-        try
-        {
-            NativeRuntime.Configure();
-        }
-        catch
-        {
-            files.Dispose();
-            throw;
-        }
+        // NativeRuntime's module initializer has set libtorch's environment before any of this code ran.
         var weights = LlamaWeights.Load(files, config, dtype, progress, WeightDtypeFor(weightDtype, dtype, device), quantization);
         return new LlamaModel(config, PlaceOn(weights, device), dtype);
     }
