@@ -213,7 +213,6 @@ internal static unsafe class KernelBench
 
     private sealed record Cell(string Shape, int Batch, string Method, double Microseconds, double GBps, double Gflops, double VersusTorch);
 
-    /// <summary>Runs <paramref name="call"/> with the GEMM tiles for every batch (no GEMV crossover), so small batches show both kernels.</summary>
     /// <summary>Runs a GEMV call on the AVX2 kernels (ForceVector256), then back to the widest.</summary>
     private static void OnAvx2(Action call)
     {
@@ -228,6 +227,7 @@ internal static unsafe class KernelBench
         }
     }
 
+    /// <summary>Runs <paramref name="call"/> with the GEMM tiles for every batch (no GEMV crossover), so small batches show both kernels.</summary>
     private static void OnGemmTiles(Action call)
     {
         int savedF32 = Gemm.GemvRowsLimitF32, savedNarrow = Gemm.GemvRowsLimitNarrow;
