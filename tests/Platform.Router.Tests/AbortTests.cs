@@ -90,11 +90,20 @@ public sealed class AbortTests
     {
         // 3 s before the first step's token, 1 s of drain grace: the abort is the stream's first chunk.
         var (worker, router) = await StartAsync(stepMs: 3000);
+        // A step runs only when the engine has work: the first one to start holds this request (a fixed delay here
+        // raced the request's way through the router on a loaded machine, and the stop came first).
+        var stepStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var sleep = worker.Engine.BeforeStep;
+        worker.Engine.BeforeStep = () =>
+        {
+            stepStarted.TrySetResult();
+            sleep?.Invoke();
+        };
         try
         {
             using var body = Body(stream: true);
             var answer = router.Http.PostAsync("/v1/completions", body);
-            await Task.Delay(500); // the request is on the worker, its first step sleeping
+            await stepStarted.Task.WaitAsync(TimeSpan.FromSeconds(30)); // the request is on the worker, its first step sleeping
             var stopping = worker.StopAsync();
             using var response = await answer;
             await stopping;
