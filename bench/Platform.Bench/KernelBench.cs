@@ -230,9 +230,10 @@ internal static unsafe class KernelBench
     /// <summary>Runs <paramref name="call"/> with the GEMM tiles for every batch (no GEMV crossover), so small batches show both kernels.</summary>
     private static void OnGemmTiles(Action call)
     {
-        int savedF32 = Gemm.GemvRowsLimitF32, savedNarrow = Gemm.GemvRowsLimitNarrow;
+        int savedF32 = Gemm.GemvRowsLimitF32, savedNarrow = Gemm.GemvRowsLimitNarrow, savedQ8 = Gemm.GemvRowsLimitQ8;
         Gemm.GemvRowsLimitF32 = 0;
         Gemm.GemvRowsLimitNarrow = 0;
+        Gemm.GemvRowsLimitQ8 = 0;
         try
         {
             call();
@@ -241,6 +242,7 @@ internal static unsafe class KernelBench
         {
             Gemm.GemvRowsLimitF32 = savedF32;
             Gemm.GemvRowsLimitNarrow = savedNarrow;
+            Gemm.GemvRowsLimitQ8 = savedQ8;
         }
     }
 

@@ -25,12 +25,13 @@ public sealed unsafe class GemmTests(ITestOutputHelper output)
     /// <summary>Runs <paramref name="action"/> on <paramref name="path"/> with the GEMM tiles for every batch and the given chunk and k-block sizes.</summary>
     private static void OnTiles(GemvPath path, int chunkBytes, int kBlock, Action action)
     {
-        int savedF32 = Gemm.GemvRowsLimitF32, savedNarrow = Gemm.GemvRowsLimitNarrow, savedKBlock = Gemm.KBlock;
+        int savedF32 = Gemm.GemvRowsLimitF32, savedNarrow = Gemm.GemvRowsLimitNarrow, savedQ8 = Gemm.GemvRowsLimitQ8, savedKBlock = Gemm.KBlock;
         long savedThreshold = Gemm.ParallelThresholdFmas;
         try
         {
             Gemm.GemvRowsLimitF32 = 0;
             Gemm.GemvRowsLimitNarrow = 0;
+            Gemm.GemvRowsLimitQ8 = 0;
             Gemm.KBlock = kBlock;
             Gemm.ParallelThresholdFmas = chunkBytes < 4096 ? 0 : savedThreshold;
             NarrowGemvTests.OnPath(path, chunkBytes, action);
@@ -39,6 +40,7 @@ public sealed unsafe class GemmTests(ITestOutputHelper output)
         {
             Gemm.GemvRowsLimitF32 = savedF32;
             Gemm.GemvRowsLimitNarrow = savedNarrow;
+            Gemm.GemvRowsLimitQ8 = savedQ8;
             Gemm.KBlock = savedKBlock;
             Gemm.ParallelThresholdFmas = savedThreshold;
         }

@@ -59,6 +59,7 @@ public static unsafe partial class Gemm
         for (int s = 0; s < steps; s++)
         {
             prefetch = PrefetchNext(prefetch, prefetchEnd);
+            prefetch = PrefetchNext(prefetch, prefetchEnd);
             Vector512<float> w0 = Avx512F.LoadAlignedVector512(w + 0);
             Vector512<float> w1 = Avx512F.LoadAlignedVector512(w + 16);
             Vector512<float> w2 = Avx512F.LoadAlignedVector512(w + 32);

@@ -23,7 +23,7 @@
 //      input load splits a cache line; fp16's input scaling is fused into the copy); 64 rows of
 //      2048 floats are 512 KB, which stays in the 1 MB L2.
 //   3. While computing a tile, the next tile's source rows are prefetched into L2 (two lines per
-//      k step), so the next pack reads from L2 and DRAM streaming overlaps the FMAs.
+//      k step, four on AVX-512: an fp32 tile at batch 8 needed more than two to be in L2 in time), so the next pack reads from L2 and DRAM streaming overlaps the FMAs.
 //   4. After the last k-block each accumulator is summed across lanes once, the k tail (inFeatures
 //      not a multiple of the lane count, packed separately) is added in scalar code, then scale and
 //      bias; only real rows and token rows are stored (tails of both are padded by repeating the
@@ -32,12 +32,13 @@
 // widened weight feeds every token row from L1.
 //
 // Crossover: calls with fewer rows than GemvRowsLimitF32 (fp32 weights: 8) or GemvRowsLimitNarrow
-// (bf16/fp16: 16) go to Gemv's tiles. From bench `kernels` (TinyLlama shapes, 2 threads, AVX-512,
-// 2026-12-03; docs/engine.md "Batched-decode GEMM"): Gemv was faster at batch 1, 2 and 4 for every
-// shape and width (batch 1: the GEMM's 4-row group computes 3 padding rows); at batch 8 the GEMM
-// was 1.2-1.5x faster for fp32 on all four shapes but 1.2-1.6x slower for bf16 (Gemv's in-register
-// widening of a 16-bit stream is cheap while the FMAs still keep up); at batch 16 the GEMM won
-// for both widths on 3 of 4 shapes (bf16 2048x5632: 0.89x). Batches 9-15 were not measured. fp16 uses the same w * 2^-112 decode and 2^56 input and
+// (bf16/fp16: 8; int8: GemvRowsLimitQ8, 16, whose GEMV runs integer dots) go to Gemv's tiles. From bench
+// `kernels` (TinyLlama shapes, 2 threads, AVX-512, quiet machine, 2026-12-04, after the pack lost its
+// per-8-weights integer division): at batch 2 Gemv was as fast or faster everywhere (the GEMM's 4-row
+// group computes padding rows), at batch 4 the two were within ~10 % either way, and from batch 8 the
+// GEMM won every shape and width (bf16 8: 1.3-1.5x, 12: 1.5-1.7x; fp32 8: 1.0-1.3x).
+// (Before that fix the pack cost ~1.5 cycles per weight and bf16 needed 16 rows to win.)
+// fp16 uses the same w * 2^-112 decode and 2^56 input and
 // output scaling as Gemv (see Gemv.Avx2.cs), so fp16 weights must be finite (Gemv.AllFinite).
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
@@ -52,7 +53,13 @@ public static unsafe partial class Gemm
     internal static int GemvRowsLimitF32 { get; set; } = 8;
 
     /// <summary>bf16 and fp16 calls with fewer token rows than this go to <see cref="Gemv"/> (see header); 0 sends every call to the GEMM tiles.</summary>
-    internal static int GemvRowsLimitNarrow { get; set; } = 16;
+    internal static int GemvRowsLimitNarrow { get; set; } = 8;
+
+    /// <summary>
+    /// int8 calls with fewer token rows than this go to Gemv's integer-dot kernels (which quantize the
+    /// activations and run at ~120 GFLOP/s from batch 8 on); 0 sends every call to the GEMM tiles.
+    /// </summary>
+    internal static int GemvRowsLimitQ8 { get; set; } = 16;
 
     /// <summary>Weights per k-block of a packed tile (a multiple of 16; see header). Internal so the bench can sweep it.</summary>
     internal static int KBlock { get; set; } = 512;
@@ -111,7 +118,7 @@ public static unsafe partial class Gemm
     /// </summary>
     public static void MultiplyQ8(byte* weight, int outFeatures, int inFeatures, float* input, int rows, float* output, float* bias = null)
     {
-        if (rows < GemvRowsLimitNarrow)
+        if (rows < GemvRowsLimitQ8)
         {
             MatVecQ8(weight, outFeatures, inFeatures, input, rows, output, bias);
             return;
@@ -229,17 +236,34 @@ public static unsafe partial class Gemm
         // Prefetch distance in source bytes per 8 weights (approximate is fine for a prefetch).
         long bytesPer8 = Math.Max(1, rowBytes * 8 / k);
         float* tailOut = packed + (long)vectorEnd * tileRows;
+        // The destination advances by whole k steps (no division by the lane count, which is not a
+        // JIT-time constant here: an idiv per 8 weights once cost more than the widening itself).
+        long stepFloats = (long)tileRows * lanes;
         for (int r = 0; r < tileRows; r++)
         {
             byte* row = job->Weight + Math.Min(first + r, lastRow) * rowBytes;
             float* destination = packed + r * lanes;
             byte* prefetch = row;
-            for (int i = 0; i < vectorEnd; i += 8)
+            if (lanes == 16)
             {
-                Prefetch(prefetch);
-                prefetch += bytesPer8;
-                float* at = destination + (long)(i / lanes) * tileRows * lanes + i % lanes;
-                TL.Load(row, i).Store(at);
+                for (int i = 0; i < vectorEnd; i += 16, destination += stepFloats)
+                {
+                    Prefetch(prefetch);
+                    prefetch += 2 * bytesPer8;
+                    TL.Load512(row, i).StoreAligned(destination);
+                }
+            }
+            else
+            {
+                for (int i = 0; i < vectorEnd; i += lanes, destination += stepFloats)
+                {
+                    for (int h = 0; h < lanes; h += 8)
+                    {
+                        Prefetch(prefetch);
+                        prefetch += bytesPer8;
+                        TL.Load(row, i + h).Store(destination + h);
+                    }
+                }
             }
             for (int j = 0; j < tail; j++)
                 tailOut[r * tail + j] = TL.LoadScalar(row, vectorEnd + j);

@@ -1,4 +1,4 @@
-// The int8 GEMV's integer-dot kernels (Gemv.MatVecQ8, batch 1..Gemm.GemvRowsLimitNarrow - 1).
+// The int8 GEMV's integer-dot kernels (Gemv.MatVecQ8, batch 1..Gemm.GemvRowsLimitQ8 - 1).
 // The activations are quantized once per call the way the weights are (Q8Activations: per 32-block,
 // symmetric, scale dx), so each block of a weight row and an input row is an exact integer dot
 // S = sum q_w * q_x, held as 8 (AVX2) or 16 (AVX-512) int32 lane partials (each < 2^24, so exact in
