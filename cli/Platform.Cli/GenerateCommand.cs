@@ -34,6 +34,7 @@ internal static class GenerateCommand
         command.SetAction(async (parse, ct) =>
         {
             var clock = parse.GetValue(timings) ? new StartTimings() : null;
+            FastExit.Requested = true;
             try
             {
                 if (parse.GetValue(prompt) is null == parse.GetValue(promptIds) is null)

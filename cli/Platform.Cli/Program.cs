@@ -10,4 +10,6 @@ root.Subcommands.Add(ModelCommands.Create());
 root.Subcommands.Add(UpCommand.Create());
 // On SIGTERM/Ctrl-C, commands get their cancellation token and time to stop what they started
 // (`up` drains its router and workers); the default 2 s would orphan child processes.
-return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(90) });
+int code = await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(90) });
+if (FastExit.Requested) FastExit.Now(code); // one-shot commands skip libtorch's teardown (FastExit.cs)
+return code;
