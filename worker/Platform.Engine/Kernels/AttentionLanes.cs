@@ -65,6 +65,11 @@ internal unsafe interface IAttentionLanes<TVector> where TVector : struct
     static abstract TVector Max(TVector a, TVector b);
     static abstract float HorizontalMax(TVector value);
     static abstract float HorizontalSum(TVector value);
+    /// <summary>
+    /// destination[t] = the sum of row t's lanes for the <see cref="Width"/> rows of <see cref="Width"/> floats at
+    /// <paramref name="rows"/>: Width horizontal sums for the price of one transpose (the decode kernel's scores).
+    /// </summary>
+    static abstract void SumEach(float* rows, float* destination);
     /// <summary>e^(x − shift) per lane, 0 where x − shift &lt; −87 (see the file header).</summary>
     static abstract TVector ExpShifted(TVector x, TVector shift);
 }
@@ -84,6 +89,33 @@ internal readonly unsafe struct Lanes512 : IAttentionLanes<Vector512<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float HorizontalMax(Vector512<float> value) => Lanes256.HorizontalMax(Avx.Max(value.GetLower(), value.GetUpper()));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float HorizontalSum(Vector512<float> value) => Vector512.Sum(value);
+
+    /// <summary>
+    /// 16 rows to 16 sums: unpacks add pairs of rows within each 128-bit chunk (16 → 8 → 4 vectors, chunk c of
+    /// vector v then holds rows 4v..4v+3 summed over chunk c's lanes), then two 128-bit-chunk shuffles move the
+    /// chunks of one row group together and add them (4 → 2 → 1), leaving rows 0..15 in lane order.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void SumEach(float* rows, float* destination)
+    {
+        var a = Quad(rows);
+        var b = Quad(rows + 64);
+        var c = Quad(rows + 128);
+        var d = Quad(rows + 192);
+        var ab = Avx512F.Shuffle4x128(a, b, 0x88) + Avx512F.Shuffle4x128(a, b, 0xDD);
+        var cd = Avx512F.Shuffle4x128(c, d, 0x88) + Avx512F.Shuffle4x128(c, d, 0xDD);
+        (Avx512F.Shuffle4x128(ab, cd, 0x88) + Avx512F.Shuffle4x128(ab, cd, 0xDD)).Store(destination);
+    }
+
+    /// <summary>Four rows to one vector whose 128-bit chunk c holds [row 0, row 1, row 2, row 3] summed over chunk c.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Quad(float* rows)
+    {
+        Vector512<float> r0 = Vector512.Load(rows), r1 = Vector512.Load(rows + 16), r2 = Vector512.Load(rows + 32), r3 = Vector512.Load(rows + 48);
+        var p01 = Avx512F.UnpackLow(r0, r1) + Avx512F.UnpackHigh(r0, r1); // per chunk [r0 02, r1 02, r0 13, r1 13]
+        var p23 = Avx512F.UnpackLow(r2, r3) + Avx512F.UnpackHigh(r2, r3);
+        return Avx512F.UnpackLow(p01.AsDouble(), p23.AsDouble()).AsSingle() + Avx512F.UnpackHigh(p01.AsDouble(), p23.AsDouble()).AsSingle();
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> ExpShifted(Vector512<float> x, Vector512<float> shift)
@@ -130,6 +162,19 @@ internal readonly unsafe struct Lanes256 : IAttentionLanes<Vector256<float>>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float HorizontalSum(Vector256<float> value) => Vector256.Sum(value);
 
+    /// <summary>8 rows to 8 sums: two rounds of horizontal adds (8 → 4 → 2 vectors), then the 128-bit halves of the two added.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void SumEach(float* rows, float* destination)
+    {
+        var t0 = Avx.HorizontalAdd(Avx.LoadVector256(rows), Avx.LoadVector256(rows + 8));
+        var t1 = Avx.HorizontalAdd(Avx.LoadVector256(rows + 16), Avx.LoadVector256(rows + 24));
+        var t2 = Avx.HorizontalAdd(Avx.LoadVector256(rows + 32), Avx.LoadVector256(rows + 40));
+        var t3 = Avx.HorizontalAdd(Avx.LoadVector256(rows + 48), Avx.LoadVector256(rows + 56));
+        var u0 = Avx.HorizontalAdd(t0, t1); // [rows 0-3 over lanes 0-3 | rows 0-3 over lanes 4-7]
+        var u1 = Avx.HorizontalAdd(t2, t3);
+        Avx.Store(destination, Avx.Add(Avx.Permute2x128(u0, u1, 0x20), Avx.Permute2x128(u0, u1, 0x31)));
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> ExpShifted(Vector256<float> x, Vector256<float> shift)
     {
@@ -172,6 +217,13 @@ internal readonly unsafe struct LanesPortable : IAttentionLanes<Vector<float>>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float HorizontalSum(Vector<float> value) => Vector.Sum(value);
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void SumEach(float* rows, float* destination)
+    {
+        int w = Vector<float>.Count;
+        for (int t = 0; t < w; t++) destination[t] = Vector.Sum(Vector.Load(rows + t * w));
+    }
+
     public static Vector<float> ExpShifted(Vector<float> x, Vector<float> shift)
     {
         var t = x - shift;
@@ -206,5 +258,8 @@ internal readonly unsafe struct LanesScalar : IAttentionLanes<float>
     public static float Max(float a, float b) => MathF.Max(a, b);
     public static float HorizontalMax(float value) => value;
     public static float HorizontalSum(float value) => value;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void SumEach(float* rows, float* destination) => *destination = *rows;
     public static float ExpShifted(float x, float shift) => x - shift < -87f ? 0f : MathF.Exp(x - shift);
 }

@@ -33,7 +33,7 @@ public static unsafe class PagedAttention
     private const int KeyBlock = FlashAttention.KeyBlock;
 
     [ThreadStatic] private static float[]? _scratch;
-    [ThreadStatic] private static nint[]? _valueRows;
+    [ThreadStatic] private static nint[]? _rowPointers; // a block's key rows, then its value rows
     // The caller's partials and item map, reused across calls (one call at a time per thread).
     [ThreadStatic] private static float[]? _partials;
     [ThreadStatic] private static int[]? _partStarts;
@@ -156,14 +156,16 @@ public static unsafe class PagedAttention
             lse = job.PartLogSumExps + (long)part * job.Heads + firstHead;
         }
 
-        int need = 2 * groups * d + groups * KeyBlock + 2 * groups;
+        int need = 2 * groups * d + groups * KeyBlock + 2 * groups + w * w;
         var scratch = _scratch;
         if (scratch is null || scratch.Length < need) _scratch = scratch = new float[Math.Max(need, 4096)];
-        var valueRows = _valueRows ??= new nint[KeyBlock];
+        var rowPointers = _rowPointers ??= new nint[2 * KeyBlock];
         fixed (float* buffer = scratch)
-        fixed (nint* vRows = valueRows)
+        fixed (nint* kRows = rowPointers)
         {
+            nint* vRows = kRows + KeyBlock;
             float* q = buffer, o = q + groups * d, s = o + groups * d, rowMax = s + groups * KeyBlock, rowSum = rowMax + groups;
+            float* lanes = rowSum + groups; // w rows of w partial sums, reduced w at a time (SumEach)
             float* source = job.Query + ((long)seq * job.Heads + firstHead) * d;
             for (int i = 0; i < groups * d; i++) q[i] = source[i] * job.Scale;
             new Span<float>(o, groups * d).Clear();
@@ -176,20 +178,47 @@ public static unsafe class PagedAttention
                 for (int j = 0; j < n; j++)
                 {
                     long slot = slots[kb + j];
-                    float* k = job.Keys + slot * rowStride + (long)kvHead * d;
+                    kRows[j] = (nint)(job.Keys + slot * rowStride + (long)kvHead * d);
                     vRows[j] = (nint)(job.Values + slot * rowStride + (long)kvHead * d);
-                    for (int g = 0; g < groups; g++)
+                }
+                // The next block's rows into L2 while this one computes: the block table scatters blocks, and a
+                // 32K context (33 MB at 2 KV heads x 64) streams from DRAM; measured 2.9-3.2 -> 2.2 ms per call there.
+                {
+                    int nextEnd = Math.Min(end, kb + 2 * KeyBlock);
+                    for (int j = kb + KeyBlock; j < nextEnd; j++)
                     {
-                        float* qg = q + g * d;
-                        TV a0 = TL.Zero, a1 = TL.Zero;
-                        int c = 0;
-                        for (; c + 2 * w <= d; c += 2 * w)
+                        long slot = slots[j];
+                        byte* kNext = (byte*)(job.Keys + slot * rowStride + (long)kvHead * d);
+                        byte* vNext = (byte*)(job.Values + slot * rowStride + (long)kvHead * d);
+                        for (int line = 0; line < d * sizeof(float); line += 64)
                         {
-                            a0 = TL.MultiplyAdd(TL.Load(qg + c), TL.Load(k + c), a0);
-                            a1 = TL.MultiplyAdd(TL.Load(qg + c + w), TL.Load(k + c + w), a1);
+                            Prefetch(kNext + line);
+                            Prefetch(vNext + line);
                         }
-                        for (; c < d; c += w) a0 = TL.MultiplyAdd(TL.Load(qg + c), TL.Load(k + c), a0);
-                        s[g * KeyBlock + j] = TL.HorizontalSum(TL.Add(a0, a1));
+                    }
+                }
+                // Scores w keys at a time: each key's dot product is left as one vector of partial sums, and the
+                // w vectors are reduced together (a horizontal sum per key cost more than its dot product).
+                // Past the block's last key the last key is repeated; those scores are masked below.
+                for (int g = 0; g < groups; g++)
+                {
+                    float* qg = q + g * d;
+                    for (int j0 = 0; j0 < n; j0 += w)
+                    {
+                        for (int t = 0; t < w; t++)
+                        {
+                            float* k = (float*)kRows[Math.Min(j0 + t, n - 1)];
+                            TV a0 = TL.Zero, a1 = TL.Zero;
+                            int c = 0;
+                            for (; c + 2 * w <= d; c += 2 * w)
+                            {
+                                a0 = TL.MultiplyAdd(TL.Load(qg + c), TL.Load(k + c), a0);
+                                a1 = TL.MultiplyAdd(TL.Load(qg + c + w), TL.Load(k + c + w), a1);
+                            }
+                            for (; c < d; c += w) a0 = TL.MultiplyAdd(TL.Load(qg + c), TL.Load(k + c), a0);
+                            TL.Store(lanes + t * w, TL.Add(a0, a1));
+                        }
+                        TL.SumEach(lanes, s + g * KeyBlock + j0);
                     }
                 }
                 for (int g = 0; g < groups; g++)
@@ -206,6 +235,13 @@ public static unsafe class PagedAttention
                 if (lse != null) lse[g] = rowSum[g] == 0 ? float.NegativeInfinity : rowMax[g] + MathF.Log(rowSum[g]);
             }
         }
+    }
+
+    /// <summary>A hint to bring a line into L2; a no-op on CPUs without SSE (the portable path elsewhere).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Prefetch(byte* line)
+    {
+        if (System.Runtime.Intrinsics.X86.Sse.IsSupported) System.Runtime.Intrinsics.X86.Sse.Prefetch1(line);
     }
 
     /// <summary>Merges the parts of a sequence cut in several (all its heads) into its output row.</summary>
