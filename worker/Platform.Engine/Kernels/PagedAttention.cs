@@ -264,14 +264,61 @@ public static unsafe class PagedAttention
                     float* sg = s + g * KeyBlock;
                     for (int j = n; j < KeyBlock; j++) sg[j] = float.NegativeInfinity;
                     OnlineSoftmax.Update<TL, TV>(sg, KeyBlock, ref rowMax[g], ref rowSum[g], o + g * d, d);
-                    OnlineSoftmax.AccumulateRow<TL, TV>(sg, vRows, n, o + g * d, d);
                 }
+                // P·V two query heads at a time: each value vector loaded feeds both heads' accumulators.
+                int h = 0;
+                for (; h + 2 <= groups; h += 2)
+                    AccumulateRowPair<TL, TV>(s + h * KeyBlock, s + (h + 1) * KeyBlock, vRows, n, o + h * d, o + (h + 1) * d, d);
+                if (h < groups) OnlineSoftmax.AccumulateRow<TL, TV>(s + h * KeyBlock, vRows, n, o + h * d, d);
             }
             for (int g = 0; g < groups; g++)
             {
                 OnlineSoftmax.Finish<TL, TV>(o + g * d, rowSum[g], destination + g * d, d);
                 if (lse != null) lse[g] = rowSum[g] == 0 ? float.NegativeInfinity : rowMax[g] + MathF.Log(rowSum[g]);
             }
+        }
+    }
+
+    /// <summary>o0 += Σ_j p0[j] · v_j and o1 += Σ_j p1[j] · v_j: OnlineSoftmax.AccumulateRow for two heads over one read of the values.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AccumulateRowPair<TL, TV>(float* p0, float* p1, nint* vRows, int n, float* o0, float* o1, int d)
+        where TL : struct, IAttentionLanes<TV> where TV : struct
+    {
+        int w = TL.Width;
+        int c = 0;
+        for (; c + 4 * w <= d; c += 4 * w)
+        {
+            TV a0 = TL.Load(o0 + c), a1 = TL.Load(o0 + c + w), a2 = TL.Load(o0 + c + 2 * w), a3 = TL.Load(o0 + c + 3 * w);
+            TV b0 = TL.Load(o1 + c), b1 = TL.Load(o1 + c + w), b2 = TL.Load(o1 + c + 2 * w), b3 = TL.Load(o1 + c + 3 * w);
+            for (int j = 0; j < n; j++)
+            {
+                float* v = (float*)vRows[j] + c;
+                TV x0 = TL.Load(v), x1 = TL.Load(v + w), x2 = TL.Load(v + 2 * w), x3 = TL.Load(v + 3 * w);
+                TV e = TL.Broadcast(p0[j]);
+                a0 = TL.MultiplyAdd(e, x0, a0);
+                a1 = TL.MultiplyAdd(e, x1, a1);
+                a2 = TL.MultiplyAdd(e, x2, a2);
+                a3 = TL.MultiplyAdd(e, x3, a3);
+                e = TL.Broadcast(p1[j]);
+                b0 = TL.MultiplyAdd(e, x0, b0);
+                b1 = TL.MultiplyAdd(e, x1, b1);
+                b2 = TL.MultiplyAdd(e, x2, b2);
+                b3 = TL.MultiplyAdd(e, x3, b3);
+            }
+            TL.Store(o0 + c, a0); TL.Store(o0 + c + w, a1); TL.Store(o0 + c + 2 * w, a2); TL.Store(o0 + c + 3 * w, a3);
+            TL.Store(o1 + c, b0); TL.Store(o1 + c + w, b1); TL.Store(o1 + c + 2 * w, b2); TL.Store(o1 + c + 3 * w, b3);
+        }
+        for (; c < d; c += w)
+        {
+            TV a = TL.Load(o0 + c), b = TL.Load(o1 + c);
+            for (int j = 0; j < n; j++)
+            {
+                TV x = TL.Load((float*)vRows[j] + c);
+                a = TL.MultiplyAdd(TL.Broadcast(p0[j]), x, a);
+                b = TL.MultiplyAdd(TL.Broadcast(p1[j]), x, b);
+            }
+            TL.Store(o0 + c, a);
+            TL.Store(o1 + c, b);
         }
     }
 
