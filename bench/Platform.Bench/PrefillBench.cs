@@ -2,6 +2,8 @@
 //  * attention: Kernels/FlashAttention.Prefill of one chunk of --chunk queries that ends at --context,
 //    over pools of random K/V with shuffled 16-token blocks (the paged layout), GFLOP/s counted as
 //    4 · heads · head_dim per causal (query, key) pair;
+//  * decode attention: Kernels/PagedAttention.Decode of one query token over the same pools (batch 1),
+//    GB/s of K and V read per call;
 //  * linears: each projection of a layer (fused qkv, o, fused gate/up, down) on --chunk token rows,
 //    through Projection.Forward (our GEMM up to MaxGemvRows rows, libtorch above) and through
 //    libtorch's linear, GFLOP/s = 2 · rows · out · in;
@@ -100,6 +102,25 @@ internal static unsafe class PrefillBench
                     bestCpu[n] = Math.Min(bestCpu[n], (process.TotalProcessorTime - cpuBefore).TotalSeconds);
                 }
             }
+        // Decode attention over the same pools: one query token per call (batch 1), best of --rounds x 20 calls.
+        double decode = double.MaxValue;
+        var lengths = new[] { context };
+        var offsets = new[] { 0 };
+        for (int r = 0; r < rounds; r++)
+            fixed (float* q = query, k = keys, v = values, o = output)
+            fixed (long* s = slots)
+            fixed (int* offset = offsets, length = lengths)
+            {
+                for (int i = 0; i < 20; i++)
+                {
+                    var clock = Stopwatch.StartNew();
+                    PagedAttention.Decode(q, k, v, s, offset, length, 1, c.NumHeads, c.NumKvHeads, c.HeadDim, scale, o);
+                    decode = Math.Min(decode, clock.Elapsed.TotalSeconds);
+                }
+            }
+        double kvBytes = 2.0 * context * rowFloats * sizeof(float);
+        Console.WriteLine($"decode attention ctx {context,6} batch 1: {decode * 1e6,8:F1} us per layer, {kvBytes / decode / 1e9,6:F1} GB/s of K and V, "
+            + $"{decode * c.NumLayers * 1e3,6:F2} ms per token (all layers)");
         foreach (int n in chunks)
         {
             int first = context - n;
