@@ -23,7 +23,8 @@
 //      input load splits a cache line; fp16's input scaling is fused into the copy); 64 rows of
 //      2048 floats are 512 KB, which stays in the 1 MB L2.
 //   3. While computing a tile, the next tile's source rows are prefetched into L2 (two lines per
-//      k step, four on AVX-512: an fp32 tile at batch 8 needed more than two to be in L2 in time), so the next pack reads from L2 and DRAM streaming overlaps the FMAs.
+//      k step, four on AVX-512: an fp32 tile at batch 8 needed more than two to be in L2 in time),
+//      so the next pack reads from L2 and DRAM streaming overlaps the FMAs.
 //   4. After the last k-block each accumulator is summed across lanes once, the k tail (inFeatures
 //      not a multiple of the lane count, packed separately) is added in scalar code, then scale and
 //      bias; only real rows and token rows are stored (tails of both are padded by repeating the

@@ -23,6 +23,7 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Platform.Engine.Kernels;
 
@@ -33,7 +34,7 @@ public static unsafe class PagedAttention
     private const int KeyBlock = FlashAttention.KeyBlock;
 
     [ThreadStatic] private static float[]? _scratch;
-    [ThreadStatic] private static nint[]? _rowPointers; // a block's key rows, its value rows, the next block's row offsets
+    [ThreadStatic] private static nint[]? _rowPointers; // a block's key rows, its value rows, the row offsets of the block two ahead
     // The caller's partials and item map, reused across calls (one call at a time per thread).
     [ThreadStatic] private static float[]? _partials;
     [ThreadStatic] private static int[]? _partStarts;
@@ -163,7 +164,7 @@ public static unsafe class PagedAttention
         fixed (float* buffer = scratch)
         fixed (nint* kRows = rowPointers)
         {
-            nint* vRows = kRows + KeyBlock, nextRows = vRows + KeyBlock; // nextRows: element offsets of the next block's rows
+            nint* vRows = kRows + KeyBlock, nextRows = vRows + KeyBlock; // nextRows: element offsets of the rows two blocks ahead
             float* q = buffer, o = q + groups * d, s = o + groups * d, rowMax = s + groups * KeyBlock, rowSum = rowMax + groups;
             float* lanes = rowSum + groups; // per query head of a tile, w rows of w partial sums, reduced w at a time (SumEach)
             float* source = job.Query + ((long)seq * job.Heads + firstHead) * d;
@@ -181,10 +182,11 @@ public static unsafe class PagedAttention
                     kRows[j] = (nint)(job.Keys + slot * rowStride + (long)kvHead * d);
                     vRows[j] = (nint)(job.Values + slot * rowStride + (long)kvHead * d);
                 }
-                // A later block's rows into L2 while this one computes: the block table scatters blocks, and a
-                // 32K context (33 MB at 2 KV heads x 64) streams from DRAM. With a four-head tile the prefetches are
-                // spread over the tile loop (two keys' rows per tile); otherwise they are issued here at once. Two blocks ahead: on a 32K context
-                // (DRAM) 2.0-2.1 ms per call without prefetch, 1.6-1.8 one block ahead, 1.5-1.7 two blocks ahead (bench, same session).
+                // The rows of the block two ahead into L2 while this one computes: the block table scatters
+                // blocks, and a 32K context (33 MB at 2 KV heads x 64) streams from DRAM. With a four-head tile
+                // the prefetches are spread over the tile loop (two keys' rows per tile); otherwise they are
+                // issued here at once. On a 32K context: 2.0-2.1 ms per call without prefetch, 1.6-1.8 one block
+                // ahead, 1.5-1.7 two blocks ahead (bench, same session).
                 int nextCount = Math.Max(0, Math.Min(KeyBlock, end - kb - 2 * KeyBlock));
                 for (int j = 0; j < nextCount; j++)
                     nextRows[j] = (nint)(slots[kb + 2 * KeyBlock + j] * rowStride + (long)kvHead * d);
@@ -338,7 +340,7 @@ public static unsafe class PagedAttention
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Prefetch(byte* line)
     {
-        if (System.Runtime.Intrinsics.X86.Sse.IsSupported) System.Runtime.Intrinsics.X86.Sse.Prefetch1(line);
+        if (Sse.IsSupported) Sse.Prefetch1(line);
     }
 
     /// <summary>Merges the parts of a sequence cut in several (all its heads) into its output row.</summary>
