@@ -153,7 +153,7 @@ public sealed class LoadingTests : IDisposable
         Assert.Equal(2, json.RootElement.GetProperty("token_ids").GetArrayLength());
         var phases = err.Split('\n').Where(l => l.StartsWith("  ", StringComparison.Ordinal)
             && !l.Contains("OMP", StringComparison.Ordinal) && !l.Contains("GOMP", StringComparison.Ordinal)).ToList();
-        foreach (var phase in new[] { "command line", "config and checkpoint map", "libtorch", "weights", "(tokenizer, beside the others)", "KV pool and engine thread", "first token (prefill)" })
+        foreach (var phase in new[] { "command line", "config and checkpoint map", "libtorch", "weights", "(tokenizer, beside the others)", "waiting for the checkpoint's pages", "KV pool and engine thread", "first token (prefill)" })
             Assert.Contains(phases, l => l.TrimStart().StartsWith(phase, StringComparison.Ordinal));
     }
 }

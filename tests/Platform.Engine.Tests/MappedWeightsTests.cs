@@ -87,6 +87,20 @@ public sealed class MappedWeightsTests(ITestOutputHelper output) : IDisposable
             $"only {mappedResident >> 10} KiB resident from the map, though {(weights.MappedBytes - embeddingBytes) >> 10} KiB of mapped weights were read");
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Loading_a_bf16_model_never_stops_the_background_population(bool sortedLikeHuggingFace)
+    {
+        // The load copies the float32 norms (and, sorted, q/k/v). A stop would leave the first forward pass to fault
+        // the checkpoint in; a population started after the load shows whether the load asked for one.
+        string dir = Model(sortedLikeHuggingFace);
+        using var files = ModelWeights.Open(dir); // the weights own it; a second Dispose does nothing
+        using var weights = LlamaWeights.Load(files, ModelConfig.Load(dir), torch.float32);
+        files.StartPopulating();
+        Assert.True(await files.Populated.WaitAsync(TimeSpan.FromSeconds(60)), "the load stopped the population (or the kernel lacks MADV_POPULATE_READ)");
+    }
+
     [Fact]
     public async Task Both_layouts_generate_the_same_ids()
     {

@@ -1,7 +1,8 @@
 // ModelWeights.StartPopulating maps a checkpoint's pages into the process ahead of the first
 // forward pass (MADV_POPULATE_READ on the engine's own map, on a background thread): after it,
 // the map of the file is resident in full without a read; stopping it is prompt and safe to
-// follow with Dispose.
+// follow with Dispose; a range released while it runs (ReleasePages, for a tensor the loader
+// copied) is released when it ends, so the population cannot map it again.
 using System.Text;
 using Platform.Core.Safetensors;
 using Platform.Testing;
@@ -60,5 +61,23 @@ public sealed class CheckpointPopulationTests : IDisposable
         files.StopPopulating();
         files.Dispose();
         Assert.Equal(0, MappedFiles.ResidentBytes(path));
+    }
+    [Fact]
+    public async Task A_release_asked_for_while_populating_happens_after_the_population_and_sticks()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        string path = WriteCheckpoint(64 << 20); // 256 MB: eight steps
+        long length = new FileInfo(path).Length;
+        using var files = ModelWeights.Open(_dir);
+        var (file, info) = files.Get("w");
+        files.ReleasePages(file, info); // nothing mapped yet; compiles the call, so the one below comes at once
+        files.StartPopulating();
+        // Asked for while the population runs (it is marked running before its thread starts): released at once,
+        // the population would map the whole tensor again behind it.
+        files.ReleasePages(file, info);
+        Assert.True(await files.Populated.WaitAsync(TimeSpan.FromSeconds(60)), "population ended early: the kernel lacks MADV_POPULATE_READ (5.14+)?");
+        long resident = MappedFiles.ResidentBytes(path);
+        // The header's page and the partial pages at the tensor's ends may stay.
+        Assert.True(resident <= 3L * Environment.SystemPageSize, $"{resident} of {length} bytes of the map resident after the release");
     }
 }

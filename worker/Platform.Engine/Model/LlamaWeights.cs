@@ -125,9 +125,7 @@ public sealed class LlamaWeights : IDisposable
             var parts = names.Select(files.Get).ToArray();
             var (file, info) = parts[0];
             bool inPlace = Contiguous(parts, type);
-            // A copied range is released from the map afterwards (MappedTensors.Release): population must not map it again.
-            if (!inPlace) files.StopPopulating();
-            var t = inPlace ? MapInPlace(parts) : Copy(parts, type);
+            var t = inPlace ? MapInPlace(parts) : Copy(files, parts, type);
             if (type == ScalarType.Float16 && dtype == ScalarType.Float32 && !FiniteHalves(t))
                 throw new ModelLoadException($"{file.Path}: tensor '{string.Join("', '", names)}' holds inf or NaN as float16; the float16 kernel needs finite weights (pass weight dtype float32 to load it widened).");
             long elements = parts.Sum(p => p.Info.ElementCount);
@@ -238,7 +236,7 @@ public sealed class LlamaWeights : IDisposable
     }
 
     /// <summary>The parts stacked along dim 0 into one new tensor of <paramref name="type"/> (one copy, converting as it goes).</summary>
-    private static unsafe Tensor Copy((SafetensorsFile File, TensorInfo Info)[] parts, ScalarType type)
+    private static unsafe Tensor Copy(ModelWeights files, (SafetensorsFile File, TensorInfo Info)[] parts, ScalarType type)
     {
         long[] shape = [.. parts[0].Info.Shape];
         if (shape.Length > 0) shape[0] = parts.Sum(p => p.Info.Shape[0]);
@@ -251,7 +249,7 @@ public sealed class LlamaWeights : IDisposable
             using var target = result.narrow(0, row, rows);
             target.copy_(source);
             // The copy is what stays; the mapped bytes it came from need not stay resident as well.
-            MappedTensors.Release(part.File.GetPointer(part.Info), part.Info.ByteLength);
+            files.ReleasePages(part.File, part.Info);
             row += rows;
         }
         return result;
