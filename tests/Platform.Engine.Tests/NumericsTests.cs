@@ -109,6 +109,49 @@ public sealed class NumericsTests(ITestOutputHelper output)
         return worst;
     }
 
+    /// <summary>
+    /// Steps that mix sequences: two prefill chunks together, then a chunk beside another sequence's decode row (the
+    /// decode row after the chunk's rows, so the small native step must pack the decode queries for its kernel and put
+    /// their outputs back), then two decode rows. Every row's logits against the float64 reference, on every path.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)] // qwen2 with a 12-key window from layer 1: chunk and decode rows each see only their window there
+    public void Steps_mixing_prefill_chunks_and_decode_rows_match_the_float64_reference(bool slidingWindow)
+    {
+        string dir = TestModels.Get(slidingWindow ? TestModels.TinySliding("qwen2", 12, fromLayer: 1) : TestModels.Tiny("llama"));
+        var reference = new NaiveReference(dir);
+        var rng = new Random(11);
+        var a = Enumerable.Range(0, 40).Select(_ => rng.Next(0, 500)).ToList();
+        var b = Enumerable.Range(0, 40).Select(_ => rng.Next(0, 500)).ToList();
+        var expectedA = reference.Logits(a);
+        var expectedB = reference.Logits(b);
+        foreach (var path in Enum.GetValues<DecodePath>())
+        {
+            using var model = LlamaModel.Load(dir, torch.float32);
+            model.DecodePath = path;
+            var c = model.Config;
+            using var kv = new PagedKvStore(c.NumLayers, 8, 16, c.NumKvHeads, c.HeadDim, torch.float32);
+            int[] blocksA = [5, 2, 7], blocksB = [0, 6, 3];
+            void Step(string what, params (List<int> Tokens, int[] Blocks, int Start, int Count, double[][] Expected)[] slices)
+            {
+                var batch = new ForwardBatch();
+                foreach (var (tokens, blocks, start, count, _) in slices) batch.AddSequence(tokens, start, count, blocks, 16);
+                batch.LogitRows.AddRange(Enumerable.Range(0, batch.NumTokens));
+                using var scope = torch.NewDisposeScope();
+                using var noGrad = torch.no_grad();
+                var logits = model.Forward(batch, kv).data<float>().ToArray();
+                int row = 0;
+                foreach (var (_, _, start, count, expected) in slices)
+                    for (int p = start; p < start + count; p++, row++)
+                        AssertClose(expected[p], logits.AsSpan(row * c.VocabSize, c.VocabSize), $"{path} {what}, position {p}");
+            }
+            Step("two chunks", (a, blocksA, 0, 30, expectedA), (b, blocksB, 0, 10, expectedB));
+            Step("chunk, then a decode row", (b, blocksB, 10, 12, expectedB), (a, blocksA, 30, 1, expectedA));
+            Step("two decode rows", (a, blocksA, 31, 1, expectedA), (b, blocksB, 22, 1, expectedB));
+        }
+    }
+
     internal static double AssertClose(double[] expected, ReadOnlySpan<float> actual, string what, double tolerance = 1e-4)
     {
         Assert.Equal(expected.Length, actual.Length);

@@ -1,10 +1,14 @@
-// The decode step without libtorch: when every sequence of a step brings one
-// token and there are few of them, the whole layer stack runs on raw float32
-// buffers — embedding rows (widened from a narrow embedding), RMSNorm, our GEMV
-// for every projection (fp32, or bf16/f16 weights widened in registers), RoPE from
-// cos/sin computed once per step, K/V written straight into the paged pools,
-// the paged attention kernel (over each sequence's last sliding_window slots in
-// a sliding-window layer), SwiGLU and the residual adds. A libtorch decode
+// The small step without libtorch: when a step has few token rows (up to
+// Projection.MaxGemvRows: decode rows, short prefill chunks, or both), the whole
+// layer stack runs on raw float32 buffers — embedding rows (widened from a narrow
+// embedding), RMSNorm, our GEMV/GEMM for every projection (fp32, or bf16/f16
+// weights widened in registers), RoPE from cos/sin computed once per step, K/V
+// written straight into the paged pools, the paged decode kernel for sequences
+// with one new token (over each sequence's last sliding_window slots in a
+// sliding-window layer) and the tiled prefill kernel for a chunk of several,
+// SwiGLU and the residual adds. A short prompt's first token (the start of a
+// one-shot `platform generate`, a chat turn whose prefix is cached) thus costs
+// no libtorch op either. A libtorch decode
 // step is ~50 small native ops per layer (~1,100 on a 22-layer model), each
 // with dispatch and allocation costs that a bandwidth-bound step cannot hide;
 // here the step is the weight stream plus a little arithmetic. Buffers are
@@ -37,11 +41,17 @@ public sealed partial class LlamaModel
     private IntPtr _finalNorm, _embedding;
 
     private float[] _x = [], _h = [], _qkv = [], _q = [], _attn = [], _tmp = [], _gateUp = [], _act = [], _cos = [], _sin = [];
+    // The queries and outputs of a step's decode rows when prefill chunks share the step (the kernel wants them packed).
+    private float[] _decodeQueries = [], _decodeOutput = [];
 
     private bool CanRunDecodeStep(ForwardBatch batch)
     {
         if (DecodePath != DecodePath.Native || Dtype != ScalarType.Float32 || !Projection.UseGemv) return false;
-        if (batch.NumTokens == 0 || batch.NumTokens > Projection.MaxGemvRows || batch.Sequences.Count != batch.NumTokens) return false;
+        if (batch.NumTokens == 0 || batch.NumTokens > Projection.MaxGemvRows) return false;
+        // Prefill chunks in the step attend with the tiled kernel, as on the libtorch path.
+        if (batch.Sequences.Count != batch.NumTokens
+            && (PrefillAttention != PrefillAttentionPath.Flash || !FlashAttention.Supports(Config.HeadDim)))
+            return false;
         return _weights.LmHead.HasRawWeights;
     }
 
@@ -69,7 +79,16 @@ public sealed partial class LlamaModel
                 _sin[r * half + i] = (float)(Math.Sin(angle) * _ropeScale);
             }
 
-        var decode = DecodeSet.From(batch)!;
+        // Sequences with one new token attend through the paged decode kernel, all in one call; prefill chunks (more
+        // than one new token) through the tiled prefill kernel, one call each.
+        var decode = DecodeSet.From(batch) ?? DecodeSet.Empty;
+        bool decodeRowsAreBatchRows = decode.Rows.Length == t;
+        int decodeRows = decode.Rows.Length;
+        if (!decodeRowsAreBatchRows)
+        {
+            Ensure(ref _decodeQueries, (long)decodeRows * qSize);
+            Ensure(ref _decodeOutput, (long)decodeRows * qSize);
+        }
         // The slots the kernel reads in full-attention layers and in sliding-window layers (the same when no layer slides).
         var sliding = c.SlidingWindow is { } size ? decode.Within(AttentionWindow.Sliding(size)) : decode;
         if (_inputNorms is null)
@@ -83,6 +102,7 @@ public sealed partial class LlamaModel
         fixed (float* tmp = _tmp) fixed (float* gateUp = _gateUp) fixed (float* act = _act) fixed (float* cos = _cos) fixed (float* sin = _sin)
         fixed (long* contextSlots = decode.Slots) fixed (int* fullOffsets = decode.Offsets) fixed (int* fullLengths = decode.Lengths)
         fixed (int* slidingOffsets = sliding.Offsets) fixed (int* slidingLengths = sliding.Lengths)
+        fixed (float* decodeQueries = _decodeQueries) fixed (float* decodeOutput = _decodeOutput)
         {
             for (int r = 0; r < t; r++)
                 EmbeddingRow(batch.InputIds[r], x + (long)r * hidden, hidden);
@@ -103,10 +123,34 @@ public sealed partial class LlamaModel
                     new ReadOnlySpan<float>(row + qSize + kvSize, kvSize).CopyTo(new Span<float>((float*)valuePool + slot * kvSize, kvSize));
                     new ReadOnlySpan<float>(row, qSize).CopyTo(new Span<float>(q + (long)r * qSize, qSize));
                 }
-                // Sequences are in row order (one row each), so the kernel's output rows are the batch rows.
-                bool slides = !c.WindowOf(l).IsFull;
-                PagedAttention.Decode(q, (float*)keyPool, (float*)valuePool, contextSlots, slides ? slidingOffsets : fullOffsets,
-                    slides ? slidingLengths : fullLengths, t, c.NumHeads, c.NumKvHeads, d, (float)_softmaxScale, attn);
+                var window = c.WindowOf(l);
+                bool slides = !window.IsFull;
+                if (decodeRowsAreBatchRows)
+                {
+                    // Every sequence has one row, in row order, so the kernel's output rows are the batch rows.
+                    PagedAttention.Decode(q, (float*)keyPool, (float*)valuePool, contextSlots, slides ? slidingOffsets : fullOffsets,
+                        slides ? slidingLengths : fullLengths, t, c.NumHeads, c.NumKvHeads, d, (float)_softmaxScale, attn);
+                }
+                else
+                {
+                    if (decodeRows > 0)
+                    {
+                        for (int i = 0; i < decodeRows; i++)
+                            new ReadOnlySpan<float>(q + decode.Rows[i] * qSize, qSize).CopyTo(new Span<float>(decodeQueries + (long)i * qSize, qSize));
+                        PagedAttention.Decode(decodeQueries, (float*)keyPool, (float*)valuePool, contextSlots, slides ? slidingOffsets : fullOffsets,
+                            slides ? slidingLengths : fullLengths, decodeRows, c.NumHeads, c.NumKvHeads, d, (float)_softmaxScale, decodeOutput);
+                        for (int i = 0; i < decodeRows; i++)
+                            new ReadOnlySpan<float>(decodeOutput + (long)i * qSize, qSize).CopyTo(new Span<float>(attn + decode.Rows[i] * qSize, qSize));
+                    }
+                    foreach (var seq in batch.Sequences)
+                    {
+                        if (seq.NumTokens == 1) continue;
+                        fixed (long* chunkSlots = seq.ContextSlots)
+                            FlashAttention.Prefill(q + (long)seq.TokenStart * qSize, (float*)keyPool, (float*)valuePool, chunkSlots,
+                                seq.NumTokens, seq.ContextLength, c.NumHeads, c.NumKvHeads, d, (float)_softmaxScale, window.Size ?? 0,
+                                attn + (long)seq.TokenStart * qSize);
+                    }
+                }
                 w.O.Forward(attn, t, tmp);
                 Add(x, tmp, (long)t * hidden);
 
@@ -122,6 +166,7 @@ public sealed partial class LlamaModel
             }
 
             int n = batch.LogitRows.Count;
+            if (n == 0) return torch.empty([0, c.VocabSize], torch.float32); // a prefill chunk that does not end its prompt
             var logits = new float[(long)n * c.VocabSize];
             for (int i = 0; i < n; i++)
                 new ReadOnlySpan<float>(x + (long)batch.LogitRows[i] * hidden, hidden).CopyTo(new Span<float>(tmp + (long)i * hidden, hidden));

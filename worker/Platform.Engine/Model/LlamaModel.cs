@@ -183,7 +183,7 @@ public sealed partial class LlamaModel : IDisposable
         /// </summary>
         public DecodeSet Within(AttentionWindow window)
         {
-            if (window.Size is not { } size) return this;
+            if (window.Size is not { } size || Offsets.Length == 0) return this;
             if (_sliding is not null && _sliding.Window == size) return _sliding;
             var offsets = new int[Offsets.Length];
             var lengths = new int[Lengths.Length];
@@ -196,6 +196,9 @@ public sealed partial class LlamaModel : IDisposable
         }
 
         private int Window { get; init; }
+
+        /// <summary>No decode sequences (a step of prefill chunks only).</summary>
+        public static DecodeSet Empty { get; } = new() { Rows = [], Slots = [], Offsets = [], Lengths = [] };
 
         public static DecodeSet? From(ForwardBatch batch)
         {
