@@ -73,6 +73,7 @@ internal static class GenerateCommand
                 {
                     clock.Mark("the other tokens");
                     clock.WriteTo(Console.Error);
+                    Console.Error.WriteLine($"malloc heap libtorch loaded into: {(LlmEngine.HeapInHugePages ? "2 MB pages" : "4 KB pages")}");
                 }
                 if (asJson)
                 {

@@ -155,5 +155,10 @@ public sealed class LoadingTests : IDisposable
             && !l.Contains("OMP", StringComparison.Ordinal) && !l.Contains("GOMP", StringComparison.Ordinal)).ToList();
         foreach (var phase in new[] { "command line", "config and checkpoint map", "libtorch", "weights", "(tokenizer, beside the others)", "waiting for the checkpoint's pages", "KV pool and engine thread", "first token (prefill)" })
             Assert.Contains(phases, l => l.TrimStart().StartsWith(phase, StringComparison.Ordinal));
+        // libtorch's static constructors allocate into a heap advised MADV_HUGEPAGE (NativeRuntime.PrepareHeap), unless
+        // transparent huge pages are off on this kernel.
+        string thp = File.Exists("/sys/kernel/mm/transparent_hugepage/enabled") ? File.ReadAllText("/sys/kernel/mm/transparent_hugepage/enabled") : "[never]";
+        if (OperatingSystem.IsLinux() && !thp.Contains("[never]", StringComparison.Ordinal))
+            Assert.Contains("malloc heap libtorch loaded into: 2 MB pages", err);
     }
 }

@@ -117,6 +117,9 @@ public sealed partial class LlmEngine : IDisposable
     /// </summary>
     private static readonly TimeSpan PopulationWait = TimeSpan.FromMinutes(2);
 
+    /// <summary>Whether the malloc heap libtorch loads into was given transparent huge pages (NativeRuntime.PrepareHeap).</summary>
+    public static bool HeapInHugePages => NativeRuntime.HeapHugePages;
+
     /// <summary>
     /// Loads model and tokenizer from a HuggingFace directory and starts the engine. The tokenizer is read
     /// on another thread while libtorch loads and the weights are mapped (it needs neither); a failure of
