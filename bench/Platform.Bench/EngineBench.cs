@@ -34,7 +34,9 @@
 // cpu|cuda[:N] picks where the engine runs (off cpu only generic applies).
 // With --peer-llamacpp DIR and/or --peer-llama2c PATH it also sets the engine beside
 // those programs (Peers/PeerBench.cs); given alone, only the peers run; --peer-cases picks
-// llama.cpp's rows (e.g. `start` alone: process start to first token against its driver).
+// llama.cpp's rows (e.g. `start` alone: process start to first token against its driver); --peer-recache reads
+// both sides' files into the page cache afresh before each case (PageCacheFolios: each case prints how much of
+// each file the cache holds in 2 MB folios, which moves decode speed on these VMs).
 using System.Diagnostics;
 using System.Text.Json;
 using Platform.Bench.Models;
@@ -54,7 +56,7 @@ internal static class EngineBench
         double DecodeTokensPerSecond, double DecodeBoundTokensPerSecond, double DecodeFractionOfBound, long BytesPerDecodeStep);
 
     private const string Usage = "usage: engine [--preset small|medium]... [--context N[,N...]]... [--batch N[,N...]]... [--decode-tokens N] [--threads N] "
-        + "[--max-prefill-tokens N] [--json FILE] [--peer-llamacpp DIR] [--peer-llama2c PATH] [--peer-preset medium] [--peer-tokens N] [--peer-cases f32,bf16,f16,q8_0,start] [--rounds N] [--device cpu|cuda[:N]] [--path generic|native]...";
+        + "[--max-prefill-tokens N] [--json FILE] [--peer-llamacpp DIR] [--peer-llama2c PATH] [--peer-preset medium] [--peer-tokens N] [--peer-cases f32,bf16,f16,q8_0,start] [--peer-recache] [--rounds N] [--device cpu|cuda[:N]] [--path generic|native]...";
 
     public static async Task<int> Run(string[] args)
     {
@@ -67,6 +69,7 @@ internal static class EngineBench
         string peerPreset = "medium";
         int peerTokens = 32, rounds = 3;
         var peerCases = new List<string>();
+        bool peerRecache = false;
         string device = Platform.Core.Workers.ComputeDevice.CpuName;
         var paths = new List<Platform.Engine.Model.ForwardPath>();
         static IEnumerable<string> List(string value) => value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
@@ -82,6 +85,7 @@ internal static class EngineBench
                 case "--peer-preset" when i + 1 < args.Length: peerPreset = args[++i]; break;
                 case "--peer-tokens" when i + 1 < args.Length: peerTokens = int.Parse(args[++i]); break;
                 case "--peer-cases" when i + 1 < args.Length: peerCases.AddRange(List(args[++i])); break;
+                case "--peer-recache": peerRecache = true; break;
                 case "--rounds" when i + 1 < args.Length: rounds = int.Parse(args[++i]); break;
                 case "--decode-tokens" when i + 1 < args.Length: decodeTokens = int.Parse(args[++i]); break;
                 case "--threads" when i + 1 < args.Length: threads = int.Parse(args[++i]); break;
@@ -105,7 +109,7 @@ internal static class EngineBench
         if (peers)
         {
             KernelThreads.Count = threads;
-            peerReport = await new PeerBench(peerPreset, threads, peerTokens, rounds, peerCases).RunAsync(llamaCppDir, llama2cBinary);
+            peerReport = await new PeerBench(peerPreset, threads, peerTokens, rounds, peerCases, peerRecache).RunAsync(llamaCppDir, llama2cBinary);
             PeerBench.Print(peerReport);
             if (presets.Count == 0 && contexts.Count == 0 && batches.Count == 0)
             {

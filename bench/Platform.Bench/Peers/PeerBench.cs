@@ -57,7 +57,7 @@ internal sealed record Llama2cRow(double EngineTokensPerSecond, double PeerToken
 
 internal sealed record PeerReport(string Preset, int Threads, int Rounds, IReadOnlyList<PeerWidthRow> LlamaCpp, PeerStartRow? Start, Llama2cRow? Llama2c);
 
-internal sealed class PeerBench(string preset, int threads, int tokens, int rounds, IReadOnlyCollection<string>? cases = null)
+internal sealed class PeerBench(string preset, int threads, int tokens, int rounds, IReadOnlyCollection<string>? cases = null, bool recache = false)
 {
     /// <summary>The llama.cpp cases --peer-cases may name (none named: all run).</summary>
     public static readonly IReadOnlyList<string> CaseNames = ["f32", "bf16", "f16", "q8_0", "start"];
@@ -130,6 +130,7 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
         string modelDir, EngineOptions options, string gguf, bool agreementChecked)
     {
         AnsiConsole.MarkupLine($"[grey]{Markup.Escape(engineCase)} vs {Markup.Escape(Path.GetFileName(gguf))}: loading…[/]");
+        DescribePageCache(Path.Combine(modelDir, "model.safetensors"), gguf);
         LlmEngine engine;
         try
         {
@@ -144,6 +145,10 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
             double bestEngine = 0, bestPeer = 0;
             int agreeing = tokens;
             IReadOnlyList<int>? engineIds = null, peerIds = null;
+            // One unmeasured generation first: this process's JIT tiers up the engine's loops during its first
+            // tokens (the first case of a run was 5-10 % slower in its first rounds than the later cases), while
+            // the peer starts a fresh, already compiled process each round.
+            await EngineDecode.RunAsync(engine, prompt, tokens);
             for (int round = 0; round < rounds; round++)
             {
                 var mine = await EngineDecode.RunAsync(engine, prompt, tokens);
@@ -163,8 +168,25 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
         }
     }
 
+    /// <summary>
+    /// With --peer-recache, reads both files into the page cache afresh; then prints how much of each the cache holds in
+    /// 2 MB folios (PageCacheFolios: decode from a mapped file depends on it on these VMs, so unlike shares bias a ratio).
+    /// </summary>
+    private void DescribePageCache(string checkpoint, string gguf)
+    {
+        if (!File.Exists(checkpoint)) return; // a sharded checkpoint: not described
+        if (recache)
+        {
+            PageCacheFolios.Recache(checkpoint);
+            PageCacheFolios.Recache(gguf);
+        }
+        static string Share(string path) => PageCacheFolios.HugeShare(path) is { } share ? share.ToString("P0", CultureInfo.InvariantCulture) : "unknown";
+        AnsiConsole.MarkupLine($"[grey]  page cache in 2 MB folios{(recache ? " (re-read)" : "")}: {Markup.Escape(Path.GetFileName(Path.GetDirectoryName(checkpoint)!))} {Share(checkpoint)}, {Markup.Escape(Path.GetFileName(gguf))} {Share(gguf)}[/]");
+    }
+
     private async Task<PeerStartRow> MeasureStartAsync(LlamaCppPeer peer, string bf16Dir, string f16Gguf, IReadOnlyList<int> prompt)
     {
+        DescribePageCache(Path.Combine(bf16Dir, "model.safetensors"), f16Gguf);
         string cli = Path.Combine(AppContext.BaseDirectory, "platform.dll");
         Task<PeerRun> Engine() => PeerProcess.RunAsync("dotnet",
             [cli, "generate", "--model", bf16Dir, "--prompt-ids", string.Join(',', prompt), "--max-tokens", "1", "--json"]);
@@ -201,6 +223,7 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
         int llama2cTokens = PromptTokens + tokens;
         AnsiConsole.MarkupLine("[grey]loading the engine (fp32) for the llama2.c comparison…[/]");
         using var engine = LlmEngine.Load(f32Dir, Options("float32"));
+        await EngineDecode.RunAsync(engine, prompt, tokens); // unmeasured, as in CompareAsync
         double bestEngine = 0, bestPeer = 0;
         for (int round = 0; round < rounds; round++)
         {
