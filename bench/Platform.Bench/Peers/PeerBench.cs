@@ -172,16 +172,16 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
     /// With --peer-recache, reads both files into the page cache afresh; then prints how much of each the cache holds in
     /// 2 MB folios (PageCacheFolios: decode from a mapped file depends on it on these VMs, so unlike shares bias a ratio).
     /// </summary>
-    private void DescribePageCache(string checkpoint, string gguf)
+    private void DescribePageCache(string checkpoint, string peerFile)
     {
         if (!File.Exists(checkpoint)) return; // a sharded checkpoint: not described
         if (recache)
         {
             PageCacheFolios.Recache(checkpoint);
-            PageCacheFolios.Recache(gguf);
+            PageCacheFolios.Recache(peerFile);
         }
         static string Share(string path) => PageCacheFolios.HugeShare(path) is { } share ? share.ToString("P0", CultureInfo.InvariantCulture) : "unknown";
-        AnsiConsole.MarkupLine($"[grey]  page cache in 2 MB folios{(recache ? " (re-read)" : "")}: {Markup.Escape(Path.GetFileName(Path.GetDirectoryName(checkpoint)!))} {Share(checkpoint)}, {Markup.Escape(Path.GetFileName(gguf))} {Share(gguf)}[/]");
+        AnsiConsole.MarkupLine($"[grey]  page cache in 2 MB folios{(recache ? " (re-read)" : "")}: {Markup.Escape(Path.GetFileName(Path.GetDirectoryName(checkpoint)!))} {Share(checkpoint)}, {Markup.Escape(Path.GetFileName(peerFile))} {Share(peerFile)}[/]");
     }
 
     private async Task<PeerStartRow> MeasureStartAsync(LlamaCppPeer peer, string bf16Dir, string f16Gguf, IReadOnlyList<int> prompt)
@@ -222,6 +222,7 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
         const string text = "The river town wakes before the sun, and bakers pull the first bread from their ovens.";
         int llama2cTokens = PromptTokens + tokens;
         AnsiConsole.MarkupLine("[grey]loading the engine (fp32) for the llama2.c comparison…[/]");
+        DescribePageCache(Path.Combine(f32Dir, "model.safetensors"), checkpoint);
         using var engine = LlmEngine.Load(f32Dir, Options("float32"));
         await EngineDecode.RunAsync(engine, prompt, tokens); // unmeasured, as in CompareAsync
         double bestEngine = 0, bestPeer = 0;

@@ -301,6 +301,10 @@ public static unsafe partial class Gemm
             byte* prefetch = job->Weight + Math.Min(first + tileRows, end) * rowBytes;
             byte* prefetchEnd = job->Weight + Math.Min(first + 2 * tileRows, end) * rowBytes;
             int blocks = Math.Max(1, (steps + blockSteps - 1) / blockSteps);
+            // The next tile's prefetches are spread evenly over this tile's calls (a share of whole lines per call):
+            // issued as fast as the kernels can (4 lines per k step) they came in one burst over the first calls, more
+            // misses than the core tracks at once.
+            long share = ((prefetchEnd - prefetch + (long)blocks * groups - 1) / ((long)blocks * groups) + 63) & ~63L;
             for (int block = 0; block < blocks; block++)
             {
                 int s0 = block * blockSteps;
@@ -315,7 +319,8 @@ public static unsafe partial class Gemm
                     x1 = x + Math.Min(t0 + 1, rows - 1) * stride;
                     x2 = x + Math.Min(t0 + 2, rows - 1) * stride;
                     x3 = x + Math.Min(t0 + 3, rows - 1) * stride;
-                    prefetch = tile(w, x0, x1, x2, x3, count, accumulators + (long)g * groupFloats, block > 0, prefetch, prefetchEnd);
+                    byte* callEnd = prefetchEnd - prefetch > share ? prefetch + share : prefetchEnd;
+                    prefetch = tile(w, x0, x1, x2, x3, count, accumulators + (long)g * groupFloats, block > 0, prefetch, callEnd);
                 }
             }
 
