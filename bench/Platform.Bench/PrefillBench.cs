@@ -41,6 +41,7 @@ internal static unsafe class PrefillBench
                 case "--chunk" when i + 1 < args.Length: chunks.AddRange(args[++i].Split(',').Select(int.Parse)); break;
                 case "--threads" when i + 1 < args.Length: threads = int.Parse(args[++i]); break;
                 case "--rounds" when i + 1 < args.Length: rounds = int.Parse(args[++i]); break;
+                case "--vector256": AttentionKernels.ForceVector256 = true; break;
                 default:
                     Console.Error.WriteLine($"unknown or incomplete argument '{args[i]}'");
                     Console.Error.WriteLine(Usage);
