@@ -3,13 +3,15 @@
 //    over pools of random K/V with shuffled 16-token blocks (the paged layout), GFLOP/s counted as
 //    4 · heads · head_dim per causal (query, key) pair;
 //  * decode attention: Kernels/PagedAttention.Decode of one query token over the same pools (batch 1),
-//    GB/s of K and V read per call;
+//    GB/s of K and V read per call (one layer's pools, called again and again: a pool that fits the L3
+//    in part reads faster here than in the engine, which cycles through every layer's);
 //  * linears: each projection of a layer (fused qkv, o, fused gate/up, down) on --chunk token rows,
 //    through Projection.Forward (our GEMM up to MaxGemvRows rows, libtorch above) and through
 //    libtorch's linear, GFLOP/s = 2 · rows · out · in;
 //    Attention also prints GFLOP per CPU-second of this process (its threads' time, which other
 //    processes on the cores do not inflate much): the figure to compare on a loaded machine;
 //  * the fp32 matmul rate of a 2048³ libtorch GEMM (the same reference `bench engine` uses).
+// --vector256 pins the attention kernels to their AVX2 path on an AVX-512 machine.
 // Every cell is the best of --rounds interleaved rounds (the 2 cores are shared: only ratios in one
 // run mean anything). Weights are random; the numbers depend only on the shapes.
 using System.Diagnostics;
