@@ -24,5 +24,8 @@ public sealed class CpuModelTests
             Assert.Equal(zen4 ? GemvPath.Vector256 : GemvPath.Vector512, Gemv.FloatPath);
         else
             Assert.Equal(Gemv.ActivePath, Gemv.FloatPath);
+        // fp32 at batch 1 keeps the best path; from two rows it follows FloatPath.
+        Assert.Equal(Gemv.ActivePath, Gemv.F32Path(1));
+        Assert.Equal(Gemv.FloatPath, Gemv.F32Path(4));
     }
 }

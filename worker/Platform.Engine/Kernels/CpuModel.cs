@@ -1,7 +1,8 @@
 // Which x86 core the process runs on, for the few choices the instruction set alone does not
 // settle. AMD Zen 4 (family 19h with AVX-512) executes each 512-bit operation as two 256-bit
 // halves, so AVX-512 brings it fewer instructions but no more arithmetic or load width; on the CI's
-// EPYC the AVX2 float GEMVs streamed weights faster than the AVX-512 ones (Gemv.FloatPath).
+// EPYC the AVX2 float GEMVs streamed weights faster than the AVX-512 ones (Gemv.FloatPath), except fp32
+// at batch 1 (Gemv.F32Path).
 using System.Runtime.Intrinsics.X86;
 
 namespace Platform.Engine.Kernels;
