@@ -1,6 +1,7 @@
 // AVX-512F inner kernels for Gemv: the Vector512 twin of Gemv.Avx2.cs, for every weight width
 // (fp32, fp16, bf16) through the same row loaders (IRowLoader.Load512). Used where the CPU has
-// AVX512F (Gemv.ActivePath), except the float GEMVs on AMD Zen 4 (Gemv.FloatPath takes AVX2 there);
+// AVX512F (Gemv.ActivePath), except the float GEMVs on AMD Zen 4 (Gemv.FloatPath takes AVX2 there, but for
+// fp32 at batch 1: Gemv.F32Path);
 // Gemv.ForceVector256 / ForceVector512 pin a family for tests and the bench.
 //
 // Why a second family: a zmm FMA does 16 lanes, so at batch b the arithmetic per weight byte halves

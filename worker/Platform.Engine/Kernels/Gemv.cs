@@ -76,7 +76,7 @@ public static unsafe partial class Gemv
     /// </summary>
     public static bool PreferVector256 { get; } = CpuModel.IsAmdZen4;
 
-    /// <summary>The kernels the fp32, bf16 and f16 GEMVs take: <see cref="ActivePath"/>, but AVX2 where
+    /// <summary>The kernels the bf16 and f16 GEMVs (and fp32 from two rows, <see cref="F32Path"/>) take: <see cref="ActivePath"/>, but AVX2 where
     /// <see cref="PreferVector256"/> holds (unless <see cref="ForceVector512"/>). Gemm and int8 keep ActivePath.</summary>
     public static GemvPath FloatPath =>
         ActivePath == GemvPath.Vector512 && PreferVector256 && !ForceVector512 ? GemvPath.Vector256 : ActivePath;
