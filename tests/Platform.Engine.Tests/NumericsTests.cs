@@ -122,33 +122,22 @@ public sealed class NumericsTests(ITestOutputHelper output)
         string dir = TestModels.Get(slidingWindow ? TestModels.TinySliding("qwen2", 12, fromLayer: 1) : TestModels.Tiny("llama"));
         var reference = new NaiveReference(dir);
         var rng = new Random(11);
-        var a = Enumerable.Range(0, 40).Select(_ => rng.Next(0, 500)).ToList();
-        var b = Enumerable.Range(0, 40).Select(_ => rng.Next(0, 500)).ToList();
-        var expectedA = reference.Logits(a);
-        var expectedB = reference.Logits(b);
+        ReferenceSequence Make(int[] blocks)
+        {
+            var tokens = Enumerable.Range(0, 40).Select(_ => rng.Next(0, 500)).ToList();
+            return new ReferenceSequence(tokens, blocks, reference.Logits(tokens));
+        }
+        var seqA = Make([5, 2, 7]);
+        var seqB = Make([0, 6, 3]);
         foreach (var path in Enum.GetValues<DecodePath>())
         {
             using var model = LlamaModel.Load(dir, torch.float32);
             model.DecodePath = path;
             var c = model.Config;
             using var kv = new PagedKvStore(c.NumLayers, 8, 16, c.NumKvHeads, c.HeadDim, torch.float32);
-            int[] blocksA = [5, 2, 7], blocksB = [0, 6, 3];
-            void Step(string what, params (List<int> Tokens, int[] Blocks, int Start, int Count, double[][] Expected)[] slices)
-            {
-                var batch = new ForwardBatch();
-                foreach (var (tokens, blocks, start, count, _) in slices) batch.AddSequence(tokens, start, count, blocks, 16);
-                batch.LogitRows.AddRange(Enumerable.Range(0, batch.NumTokens));
-                using var scope = torch.NewDisposeScope();
-                using var noGrad = torch.no_grad();
-                var logits = model.Forward(batch, kv).data<float>().ToArray();
-                int row = 0;
-                foreach (var (_, _, start, count, expected) in slices)
-                    for (int p = start; p < start + count; p++, row++)
-                        AssertClose(expected[p], logits.AsSpan(row * c.VocabSize, c.VocabSize), $"{path} {what}, position {p}");
-            }
-            Step("two chunks", (a, blocksA, 0, 30, expectedA), (b, blocksB, 0, 10, expectedB));
-            Step("chunk, then a decode row", (b, blocksB, 10, 12, expectedB), (a, blocksA, 30, 1, expectedA));
-            Step("two decode rows", (a, blocksA, 31, 1, expectedA), (b, blocksB, 22, 1, expectedB));
+            ReferenceSteps.Step(model, kv, path, "two chunks", (seqA, 0, 30), (seqB, 0, 10));
+            ReferenceSteps.Step(model, kv, path, "chunk, then a decode row", (seqB, 10, 12), (seqA, 30, 1));
+            ReferenceSteps.Step(model, kv, path, "two decode rows", (seqA, 31, 1), (seqB, 22, 1));
         }
     }
 

@@ -11,6 +11,7 @@ using Platform.Core.Models;
 using Platform.Engine.KvCache;
 using Platform.Engine.Model;
 using Platform.Engine.Scheduling;
+using static Platform.Engine.Tests.ReferenceSteps;
 using TorchSharp;
 
 namespace Platform.Engine.Tests;
@@ -26,9 +27,6 @@ public sealed class SlidingWindowTests
         { "qwen2", 1 },     // layer 0 attends fully, layer 1 slides (max_window_layers = 1)
     };
 
-    /// <summary>One sequence of the test: its tokens (prompt and the tokens fed while decoding) and KV blocks.</summary>
-    private sealed record Sequence(List<int> Tokens, int[] Blocks, double[][] Expected);
-
     [Theory]
     [MemberData(nameof(Models))]
     public void Prefill_chunked_prefill_and_batched_decode_match_the_float64_reference(string modelType, int fromLayer)
@@ -36,10 +34,10 @@ public sealed class SlidingWindowTests
         string dir = TestModels.Get(TestModels.TinySliding(modelType, Window, fromLayer));
         var reference = new NaiveReference(dir);
         var rng = new Random(5);
-        Sequence Make(int length, int[] blocks)
+        ReferenceSequence Make(int length, int[] blocks)
         {
             var tokens = Enumerable.Range(0, length).Select(_ => rng.Next(0, 500)).ToList();
-            return new Sequence(tokens, blocks, reference.Logits(tokens));
+            return new ReferenceSequence(tokens, blocks, reference.Logits(tokens));
         }
         // Prompts of 34, 21 (prefilled in chunks of 13 and 8) and 6 tokens, then decode steps; blocks out of order.
         var a = Make(44, [9, 3, 14, 0, 7, 11]);
@@ -63,25 +61,6 @@ public sealed class SlidingWindowTests
         }
     }
 
-    /// <summary>Runs one step over the given (sequence, start, count) slices and checks every row's logits.</summary>
-    private static void Step(LlamaModel model, PagedKvStore kv, DecodePath path, string what, params (Sequence Seq, int Start, int Count)[] slices) =>
-        Step(model, kv, path, what, 1e-4, slices);
-
-    private static void Step(LlamaModel model, PagedKvStore kv, DecodePath path, string what, double tolerance,
-        params (Sequence Seq, int Start, int Count)[] slices)
-    {
-        var batch = new ForwardBatch();
-        foreach (var (seq, start, count) in slices) batch.AddSequence(seq.Tokens, start, count, seq.Blocks, BlockSize);
-        batch.LogitRows.AddRange(Enumerable.Range(0, batch.NumTokens));
-        using var scope = torch.NewDisposeScope();
-        using var noGrad = torch.no_grad();
-        var logits = model.Forward(batch, kv).data<float>().ToArray();
-        int vocab = model.Config.VocabSize, row = 0;
-        foreach (var (seq, start, count) in slices)
-            for (int p = start; p < start + count; p++, row++)
-                NumericsTests.AssertClose(seq.Expected[p], logits.AsSpan(row * vocab, vocab), $"{model.Config.ModelType} {path} {what} position {p}", tolerance);
-    }
-
     [Fact]
     public void Bfloat16_compute_honours_the_window_within_its_tolerance()
     {
@@ -89,7 +68,7 @@ public sealed class SlidingWindowTests
         var reference = new NaiveReference(dir);
         var rng = new Random(8);
         var seq = new List<int>(Enumerable.Range(0, 30).Select(_ => rng.Next(0, 500)));
-        var sequence = new Sequence(seq, [3, 0, 2, 1], reference.Logits(seq));
+        var sequence = new ReferenceSequence(seq, [3, 0, 2, 1], reference.Logits(seq));
         using var model = LlamaModel.Load(dir, torch.bfloat16);
         using var kv = new PagedKvStore(model.Config.NumLayers, 4, BlockSize, model.Config.NumKvHeads, model.Config.HeadDim, torch.bfloat16);
         Step(model, kv, DecodePath.Native, "bfloat16 prefill", NumericsTests.BFloat16Tolerance, (sequence, 0, 13));
