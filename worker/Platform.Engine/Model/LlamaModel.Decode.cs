@@ -125,31 +125,31 @@ public sealed partial class LlamaModel
                 }
                 var window = c.WindowOf(l);
                 bool slides = !window.IsFull;
-                if (decodeRowsAreBatchRows)
+                if (decodeRows > 0)
                 {
-                    // Every sequence has one row, in row order, so the kernel's output rows are the batch rows.
-                    PagedAttention.Decode(q, (float*)keyPool, (float*)valuePool, contextSlots, slides ? slidingOffsets : fullOffsets,
-                        slides ? slidingLengths : fullLengths, t, c.NumHeads, c.NumKvHeads, d, (float)_softmaxScale, attn);
-                }
-                else
-                {
-                    if (decodeRows > 0)
+                    // When every sequence has one row, in row order, the kernel's rows are the batch rows; otherwise the
+                    // decode rows' queries are packed for it and its outputs put back.
+                    float* queries = q, outputs = attn;
+                    if (!decodeRowsAreBatchRows)
                     {
                         for (int i = 0; i < decodeRows; i++)
                             new ReadOnlySpan<float>(q + decode.Rows[i] * qSize, qSize).CopyTo(new Span<float>(decodeQueries + (long)i * qSize, qSize));
-                        PagedAttention.Decode(decodeQueries, (float*)keyPool, (float*)valuePool, contextSlots, slides ? slidingOffsets : fullOffsets,
-                            slides ? slidingLengths : fullLengths, decodeRows, c.NumHeads, c.NumKvHeads, d, (float)_softmaxScale, decodeOutput);
+                        queries = decodeQueries;
+                        outputs = decodeOutput;
+                    }
+                    PagedAttention.Decode(queries, (float*)keyPool, (float*)valuePool, contextSlots, slides ? slidingOffsets : fullOffsets,
+                        slides ? slidingLengths : fullLengths, decodeRows, c.NumHeads, c.NumKvHeads, d, (float)_softmaxScale, outputs);
+                    if (!decodeRowsAreBatchRows)
                         for (int i = 0; i < decodeRows; i++)
                             new ReadOnlySpan<float>(decodeOutput + (long)i * qSize, qSize).CopyTo(new Span<float>(attn + decode.Rows[i] * qSize, qSize));
-                    }
-                    foreach (var seq in batch.Sequences)
-                    {
-                        if (seq.NumTokens == 1) continue;
-                        fixed (long* chunkSlots = seq.ContextSlots)
-                            FlashAttention.Prefill(q + (long)seq.TokenStart * qSize, (float*)keyPool, (float*)valuePool, chunkSlots,
-                                seq.NumTokens, seq.ContextLength, c.NumHeads, c.NumKvHeads, d, (float)_softmaxScale, window.Size ?? 0,
-                                attn + (long)seq.TokenStart * qSize);
-                    }
+                }
+                foreach (var seq in batch.Sequences)
+                {
+                    if (seq.NumTokens == 1) continue;
+                    fixed (long* chunkSlots = seq.ContextSlots)
+                        FlashAttention.Prefill(q + (long)seq.TokenStart * qSize, (float*)keyPool, (float*)valuePool, chunkSlots,
+                            seq.NumTokens, seq.ContextLength, c.NumHeads, c.NumKvHeads, d, (float)_softmaxScale, window.Size ?? 0,
+                            attn + (long)seq.TokenStart * qSize);
                 }
                 w.O.Forward(attn, t, tmp);
                 Add(x, tmp, (long)t * hidden);
