@@ -60,16 +60,17 @@ internal static partial class NativeRuntime
         if (Environment.GetEnvironmentVariable("GLIBC_TUNABLES")?.Contains("malloc.hugetlb", StringComparison.Ordinal) == true) return false;
         const int TopPad = -2; // M_TOP_PAD
         if (MallOpt(TopPad, HeapPadBytes) != 1) return false;
-        var before = HeapRange();
+        nint before = ProgramBreak(0);
         // Blocks under the mmap threshold come from the heap; the first one the heap cannot hold grows it by the pad.
         var blocks = new List<nint>();
         unsafe
         {
             try
             {
-                for (int i = 0; i < 64 && HeapRange().End == before.End; i++) blocks.Add((nint)NativeMemory.Alloc(64 * 1024));
+                for (int i = 0; i < 64 && ProgramBreak(0) == before; i++) blocks.Add((nint)NativeMemory.Alloc(64 * 1024));
+                if (ProgramBreak(0) == before) return false;
                 var (start, end) = HeapRange();
-                return end > before.End && PageAdvice.AdviseHugePages((void*)start, end - start);
+                return PageAdvice.AdviseHugePages((void*)start, end - start);
             }
             finally
             {
@@ -90,6 +91,10 @@ internal static partial class NativeRuntime
         }
         return (0, 0);
     }
+
+    /// <summary>sbrk: with 0, the current end of the main heap (the program break), without moving it.</summary>
+    [LibraryImport("libc", EntryPoint = "sbrk")]
+    private static partial nint ProgramBreak(nint increment);
 
     [LibraryImport("libc", EntryPoint = "mallopt")]
     private static partial int MallOpt(int parameter, int value);
