@@ -3,20 +3,23 @@
 //    over pools of random K/V with shuffled 16-token blocks (the paged layout), GFLOP/s counted as
 //    4 · heads · head_dim per causal (query, key) pair;
 //  * decode attention: Kernels/PagedAttention.Decode of one query token over the same pools (batch 1),
-//    GB/s of K and V read per call (one layer's pools, called again and again: a pool that fits the L3
-//    in part reads faster here than in the engine, which cycles through every layer's);
+//    GB/s of K and V read per call, each call over the next layer's pools (PagedKvStore, as the engine
+//    allocates them) so that no layer's pools stay in the L3 between its calls, with the blocks shuffled
+//    and in order, against the streaming read measured in the same run;
 //  * linears: each projection of a layer (fused qkv, o, fused gate/up, down) on --chunk token rows,
 //    through Projection.Forward (our GEMM up to MaxGemvRows rows, libtorch above) and through
 //    libtorch's linear, GFLOP/s = 2 · rows · out · in;
 //    Attention also prints GFLOP per CPU-second of this process (its threads' time, which other
 //    processes on the cores do not inflate much): the figure to compare on a loaded machine;
 //  * the fp32 matmul rate of a 2048³ libtorch GEMM (the same reference `bench engine` uses).
-// --vector256 pins the attention kernels to their AVX2 path on an AVX-512 machine.
+// --vector256 pins the attention kernels to their AVX2 path on an AVX-512 machine; --decode-only
+// measures the decode attention alone (for profiling it).
 // Every cell is the best of --rounds interleaved rounds (the 2 cores are shared: only ratios in one
 // run mean anything). Weights are random; the numbers depend only on the shapes.
 using System.Diagnostics;
 using Platform.Core.Models;
 using Platform.Engine.Kernels;
+using Platform.Engine.KvCache;
 using Platform.Engine.Model;
 using Platform.Engine.Torch;
 using TorchSharp;
@@ -26,7 +29,7 @@ namespace Platform.Bench;
 
 internal static unsafe class PrefillBench
 {
-    private const string Usage = "usage: prefill [--preset small|medium] [--context N[,N...]] [--chunk N[,N...]] [--threads N] [--rounds N]";
+    private const string Usage = "usage: prefill [--preset small|medium] [--context N[,N...]] [--chunk N[,N...]] [--threads N] [--rounds N] [--vector256] [--decode-only]";
 
     public static int Run(string[] args)
     {
@@ -34,6 +37,7 @@ internal static unsafe class PrefillBench
         var contexts = new List<int>();
         var chunks = new List<int>();
         int threads = Environment.ProcessorCount, rounds = 3;
+        bool decodeOnly = false;
         for (int i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -44,6 +48,7 @@ internal static unsafe class PrefillBench
                 case "--threads" when i + 1 < args.Length: threads = int.Parse(args[++i]); break;
                 case "--rounds" when i + 1 < args.Length: rounds = int.Parse(args[++i]); break;
                 case "--vector256": AttentionKernels.ForceVector256 = true; break;
+                case "--decode-only": decodeOnly = true; break;
                 default:
                     Console.Error.WriteLine($"unknown or incomplete argument '{args[i]}'");
                     Console.Error.WriteLine(Usage);
@@ -58,11 +63,11 @@ internal static unsafe class PrefillBench
         var c = RandomModelGenerator.PresetConfig(preset);
         Console.WriteLine($"preset {preset}: hidden {c.HiddenSize}, heads {c.NumHeads}/{c.NumKvHeads}, head_dim {c.HeadDim}, layers {c.NumLayers}; "
             + $"{threads} threads, attention path {AttentionKernels.ActivePath}, best of {rounds} rounds");
-        Console.WriteLine($"fp32 matmul (libtorch, 2048³): {MatmulGflops():F1} GFLOP/s");
+        if (!decodeOnly) Console.WriteLine($"fp32 matmul (libtorch, 2048³): {MatmulGflops():F1} GFLOP/s");
 
         foreach (int context in contexts)
-            Attention(c, context, chunks, rounds);
-        Linears(c, chunks, rounds);
+            Attention(c, context, decodeOnly ? [] : chunks, rounds);
+        if (!decodeOnly) Linears(c, chunks, rounds);
         return 0;
     }
 
@@ -71,18 +76,26 @@ internal static unsafe class PrefillBench
         const int block = 16;
         int blocks = (context + block - 1) / block;
         long rowFloats = (long)c.NumKvHeads * c.HeadDim, poolFloats = (long)blocks * block * rowFloats;
-        var keys = new float[poolFloats];
-        var values = new float[poolFloats];
+        // The engine's own pools (PagedKvStore: lazily zeroed, page size as the engine gets it), one per layer.
+        using var store = new PagedKvStore(c.NumLayers, blocks, block, c.NumKvHeads, c.HeadDim, ScalarType.Float32);
         var rng = new Random(1);
-        for (long i = 0; i < poolFloats; i++)
+        for (int l = 0; l < c.NumLayers; l++)
         {
-            keys[i] = (float)(rng.NextDouble() * 2 - 1);
-            values[i] = (float)(rng.NextDouble() * 2 - 1);
+            var (kp, vp) = store.Pointers(l);
+            var k = new Span<float>((float*)kp, checked((int)poolFloats));
+            var v = new Span<float>((float*)vp, checked((int)poolFloats));
+            for (int i = 0; i < k.Length; i++)
+            {
+                k[i] = (float)(rng.NextDouble() * 2 - 1);
+                v[i] = (float)(rng.NextDouble() * 2 - 1);
+            }
         }
+        var (keys0, values0) = store.Pointers(0);
+        float* keys = (float*)keys0, values = (float*)values0;
         var order = Enumerable.Range(0, blocks).OrderBy(_ => rng.Next()).ToArray();
         var slots = new long[context];
         for (int p = 0; p < context; p++) slots[p] = (long)order[p / block] * block + p % block;
-        int maxChunk = chunks.Max();
+        int maxChunk = Math.Max(1, chunks.DefaultIfEmpty(1).Max());
         var query = new float[(long)maxChunk * c.NumHeads * c.HeadDim];
         for (int i = 0; i < query.Length; i++) query[i] = (float)(rng.NextDouble() * 2 - 1);
         var output = new float[query.Length];
@@ -93,9 +106,10 @@ internal static unsafe class PrefillBench
         for (int r = 0; r < rounds; r++)
             foreach (int n in chunks)
             {
-                fixed (float* q = query, k = keys, v = values, o = output)
+                fixed (float* q = query, o = output)
                 fixed (long* s = slots)
                 {
+                    float* k = keys, v = values;
                     process.Refresh();
                     var cpuBefore = process.TotalProcessorTime;
                     var clock = Stopwatch.StartNew();
@@ -105,25 +119,23 @@ internal static unsafe class PrefillBench
                     bestCpu[n] = Math.Min(bestCpu[n], (process.TotalProcessorTime - cpuBefore).TotalSeconds);
                 }
             }
-        // Decode attention over the same pools: one query token per call (batch 1), best of --rounds x 20 calls.
-        double decode = double.MaxValue;
-        var lengths = new[] { context };
-        var offsets = new[] { 0 };
+        // Decode attention: one query token per call (batch 1), each call over the next layer's pools as in a
+        // decode step (a pool that fits the L3 would flatter a kernel that reads one again and again); the
+        // best of --rounds x 20 passes over every layer, rounds interleaved between the shuffled blocks and
+        // blocks in order (a fresh engine's pool hands out blocks in order; churn shuffles them).
+        var inOrder = Enumerable.Range(0, context).Select(p => (long)p).ToArray();
+        double shuffled = double.MaxValue, ordered = double.MaxValue;
         for (int r = 0; r < rounds; r++)
-            fixed (float* q = query, k = keys, v = values, o = output)
-            fixed (long* s = slots)
-            fixed (int* offset = offsets, length = lengths)
-            {
-                for (int i = 0; i < 20; i++)
-                {
-                    var clock = Stopwatch.StartNew();
-                    PagedAttention.Decode(q, k, v, s, offset, length, 1, c.NumHeads, c.NumKvHeads, c.HeadDim, scale, o);
-                    decode = Math.Min(decode, clock.Elapsed.TotalSeconds);
-                }
-            }
+        {
+            shuffled = Math.Min(shuffled, DecodeAttention(c, store, slots, query, output, scale, context));
+            ordered = Math.Min(ordered, DecodeAttention(c, store, inOrder, query, output, scale, context));
+        }
         double kvBytes = 2.0 * context * rowFloats * sizeof(float);
-        Console.WriteLine($"decode attention ctx {context,6} batch 1: {decode * 1e6,8:F1} us per layer, {kvBytes / decode / 1e9,6:F1} GB/s of K and V, "
-            + $"{decode * c.NumLayers * 1e3,6:F2} ms per token (all layers)");
+        double stream = MemoryBandwidth.MeasureStreamingReadGBps(threads: KernelThreads.Count);
+        foreach (var (blockOrder, decode) in new[] { ("shuffled", shuffled), ("in order", ordered) })
+            Console.WriteLine($"decode attention ctx {context,6} batch 1, blocks {blockOrder,-8}: {decode * 1e6,8:F1} us per layer, "
+                + $"{kvBytes / decode / 1e9,6:F1} GB/s of K and V ({kvBytes / decode / 1e9 / stream:P0} of the {stream:F1} GB/s streaming read "
+                + $"measured after it), {decode * c.NumLayers * 1e3,6:F2} ms per token (all layers, each its own pools)");
         foreach (int n in chunks)
         {
             int first = context - n;
@@ -132,6 +144,28 @@ internal static unsafe class PrefillBench
             Console.WriteLine($"attention ctx {context,6} chunk {n,5}: {best[n] * 1e3,8:F2} ms per layer, {flops / best[n] / 1e9,6:F1} GFLOP/s, "
                 + $"{best[n] * c.NumLayers / n * 1e6,7:F1} us per token (all layers); {flops / bestCpu[n] / 1e9,6:F1} GFLOP per CPU-second");
         }
+    }
+
+    /// <summary>Best of 20 decode-attention passes over every layer's pools, in seconds per layer.</summary>
+    private static double DecodeAttention(ModelConfig c, PagedKvStore store, long[] slots, float[] query, float[] output, float scale, int context)
+    {
+        double best = double.MaxValue;
+        int length = context, offset = 0;
+        fixed (float* q = query, o = output)
+        fixed (long* s = slots)
+        {
+            for (int i = 0; i < 20; i++)
+            {
+                long begin = Stopwatch.GetTimestamp();
+                for (int l = 0; l < c.NumLayers; l++)
+                {
+                    var (k, v) = store.Pointers(l);
+                    PagedAttention.Decode(q, (float*)k, (float*)v, s, &offset, &length, 1, c.NumHeads, c.NumKvHeads, c.HeadDim, scale, o);
+                }
+                best = Math.Min(best, Stopwatch.GetElapsedTime(begin).TotalSeconds / c.NumLayers);
+            }
+        }
+        return best;
     }
 
     private static void Linears(ModelConfig c, List<int> chunks, int rounds)

@@ -8,17 +8,20 @@
 // every decode sequence of a layer.
 //
 // Work split (flash-decoding): each sequence's context is cut into parts of
-// SplitKeys keys, and a work item is one (sequence, KV head, part). At batch 1
-// a small-preset model has only 2 (sequence, KV head) pairs, so without the cut
-// a 16K context ran on at most 2 threads with 16K keys each, and the step ended
-// when the slower of them did. Each part runs one pass of online softmax
-// (OnlineSoftmax, shared with FlashAttention) over blocks of KeyBlock keys,
-// the G query heads of the KV head as G rows, and writes its partial output and
-// log-sum-exp; a sequence cut in several parts is then merged exactly with
-// AttentionMerge (the same merge DistAttention uses across workers). The cut is
-// fixed, not tuned to the thread count, so results do not depend on it; 512 keys
-// (256 KB of K and V at 128 floats per row) is ~5 us of streaming per part, far
-// above the pool's per-item cost, and the merge reads 1/512 of the work.
+// SplitKeys keys, and a work item is one (sequence, part), every KV head of it.
+// At batch 1 a 16K context then runs on every thread instead of one per KV head,
+// and the step ends evenly. Each part runs one pass of online softmax
+// (OnlineSoftmax, shared with FlashAttention) over blocks of KeyBlock keys:
+// per block, each KV head's G query heads attend as G rows over the block's rows,
+// and the part writes its partial output and log-sum-exp; a sequence cut in
+// several parts is then merged exactly with AttentionMerge (the same merge
+// DistAttention uses across workers). The cut is fixed, not tuned to the thread
+// count, so results do not depend on it.
+// Memory: a thread reads whole slot rows (all KV heads, contiguous in the pool)
+// and prefetches whole rows ahead. Items of one KV head each (the first version)
+// had both threads read alternate half-rows of the same slots; at 32K on the small
+// preset whole rows read 26.7-33.7 GB/s against 22-29 (bench prefill
+// --decode-only, shuffled and in-order blocks, same session).
 // Paths: AVX-512, AVX2 and portable, picked by AttentionKernels.ActivePath.
 using System.Numerics;
 using System.Runtime.CompilerServices;
@@ -31,10 +34,12 @@ public static unsafe class PagedAttention
 {
     /// <summary>Keys per part of a sequence's context (see the header).</summary>
     internal const int SplitKeys = 512;
+    /// <summary>How far ahead, in keys, the rows are prefetched (see AttendPart).</summary>
+    private const int PrefetchAhead = 2 * KeyBlock;
     private const int KeyBlock = FlashAttention.KeyBlock;
 
     [ThreadStatic] private static float[]? _scratch;
-    [ThreadStatic] private static nint[]? _rowPointers; // a block's key rows, its value rows, the row offsets of the block two ahead
+    [ThreadStatic] private static nint[]? _rowPointers; // a block's row offsets, its key rows, its value rows, the row offsets to prefetch
     // The caller's partials and item map, reused across calls (one call at a time per thread).
     [ThreadStatic] private static float[]? _partials;
     [ThreadStatic] private static int[]? _partStarts;
@@ -105,15 +110,14 @@ public static unsafe class PagedAttention
                 PartOutputs = partial, PartLogSumExps = partial == null ? null : partial + (long)parts * heads * headDim,
                 Sequences = sequences, Heads = heads, KvHeads = kvHeads, HeadDim = headDim, Scale = scale, Path = path,
             };
-            KernelPool.Run(&RunPart, &job, parts * kvHeads, KernelThreads.Count);
+            KernelPool.Run(&RunPart, &job, parts, KernelThreads.Count);
             if (splitFloats > 0) KernelPool.Run(&MergeSequence, &job, sequences, KernelThreads.Count);
         }
     }
 
-    private static void RunPart(void* context, int item)
+    private static void RunPart(void* context, int part)
     {
         ref Job job = ref Unsafe.AsRef<Job>(context);
-        int part = item / job.KvHeads, kvHead = item % job.KvHeads;
         // The sequence whose parts contain this one: the last start at or before it.
         int lo = 0, hi = job.Sequences - 1;
         while (lo < hi)
@@ -124,159 +128,183 @@ public static unsafe class PagedAttention
         int seq = lo;
         switch (job.HeadDim % 16 == 0 ? job.Path : AttentionPath.Portable)
         {
-            case AttentionPath.Vector512: AttendPart<Lanes512, Vector512<float>>(ref job, seq, part, kvHead); break;
-            case AttentionPath.Vector256: AttendPart<Lanes256, Vector256<float>>(ref job, seq, part, kvHead); break;
+            case AttentionPath.Vector512: AttendPart<Lanes512, Vector512<float>>(ref job, seq, part); break;
+            case AttentionPath.Vector256: AttendPart<Lanes256, Vector256<float>>(ref job, seq, part); break;
             default:
-                if (job.HeadDim % Vector<float>.Count == 0) AttendPart<LanesPortable, Vector<float>>(ref job, seq, part, kvHead);
-                else AttendPart<LanesScalar, float>(ref job, seq, part, kvHead);
+                if (job.HeadDim % Vector<float>.Count == 0) AttendPart<LanesPortable, Vector<float>>(ref job, seq, part);
+                else AttendPart<LanesScalar, float>(ref job, seq, part);
                 break;
         }
     }
 
+    /// <summary>One part of one sequence, every KV head: block by block, each KV head's G query heads attend over the block's rows.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void AttendPart<TL, TV>(ref Job job, int seq, int part, int kvHead) where TL : struct, IAttentionLanes<TV> where TV : struct
+    private static void AttendPart<TL, TV>(ref Job job, int seq, int part) where TL : struct, IAttentionLanes<TV> where TV : struct
     {
-        int groups = job.Heads / job.KvHeads, d = job.HeadDim, w = TL.Width;
+        int heads = job.Heads, kvHeads = job.KvHeads, groups = heads / kvHeads, d = job.HeadDim, w = TL.Width;
         int parts = job.PartStarts[seq + 1] - job.PartStarts[seq], local = part - job.PartStarts[seq];
         int length = job.ContextLengths[seq];
         int begin = local * SplitKeys, end = parts == 1 ? length : Math.Min(length, begin + SplitKeys);
         long* slots = job.Slots + job.SlotOffsets[seq];
-        long rowStride = (long)job.KvHeads * d;
-        int firstHead = kvHead * groups;
+        long rowStride = (long)kvHeads * d;
 
         // Where this part's result goes: straight to the output, or to its partial when the sequence is cut.
         float* destination, lse;
         if (parts == 1)
         {
-            destination = job.Output + ((long)seq * job.Heads + firstHead) * d;
-            lse = job.LogSumExp == null ? null : job.LogSumExp + (long)seq * job.Heads + firstHead;
+            destination = job.Output + (long)seq * heads * d;
+            lse = job.LogSumExp == null ? null : job.LogSumExp + (long)seq * heads;
         }
         else
         {
-            destination = job.PartOutputs + ((long)part * job.Heads + firstHead) * d;
-            lse = job.PartLogSumExps + (long)part * job.Heads + firstHead;
+            destination = job.PartOutputs + (long)part * heads * d;
+            lse = job.PartLogSumExps + (long)part * heads;
         }
 
-        int need = 2 * groups * d + groups * KeyBlock + 2 * groups + 4 * w * w;
+        int stats = (2 * heads + 15) / 16 * 16; // row maxima and sums, rounded up so what follows stays 64-byte aligned
+        int need = 2 * heads * d + groups * KeyBlock + stats + 4 * w * w + 16;
         var scratch = _scratch;
         if (scratch is null || scratch.Length < need) _scratch = scratch = new float[Math.Max(need, 4096)];
-        var rowPointers = _rowPointers ??= new nint[3 * KeyBlock];
-        fixed (float* buffer = scratch)
-        fixed (nint* kRows = rowPointers)
+        var rowPointers = _rowPointers ??= new nint[4 * KeyBlock];
+        fixed (float* pinned = scratch)
+        fixed (nint* rowBases = rowPointers)
         {
-            nint* vRows = kRows + KeyBlock, nextRows = vRows + KeyBlock; // nextRows: element offsets of the rows two blocks ahead
-            float* q = buffer, o = q + groups * d, s = o + groups * d, rowMax = s + groups * KeyBlock, rowSum = rowMax + groups;
-            float* lanes = rowSum + groups; // per query head of a tile, w rows of w partial sums, reduced w at a time (SumEach)
-            float* source = job.Query + ((long)seq * job.Heads + firstHead) * d;
-            for (int i = 0; i < groups * d; i++) q[i] = source[i] * job.Scale;
-            new Span<float>(o, groups * d).Clear();
-            new Span<float>(rowMax, groups).Fill(float.NegativeInfinity);
-            new Span<float>(rowSum, groups).Clear();
+            // Vector stores and the loads that read them back (score lanes, accumulators) must not straddle cache
+            // lines: a split store does not forward to the load after it.
+            float* buffer = (float*)(((nint)pinned + 63) & ~(nint)63);
+            // rowBases: the block's rows (KV head 0); kRows/vRows: the rows of the KV head being served;
+            // nextRows: element offsets of the rows PrefetchAhead keys on.
+            nint* kRows = rowBases + KeyBlock, vRows = kRows + KeyBlock, nextRows = vRows + KeyBlock;
+            float* q = buffer, o = q + heads * d, s = o + heads * d, rowMax = s + groups * KeyBlock, rowSum = rowMax + heads;
+            float* lanes = rowMax + stats; // per query head of a tile, w rows of w partial sums, reduced w at a time (SumEach)
+            float* source = job.Query + (long)seq * heads * d;
+            for (int i = 0; i < heads * d; i++) q[i] = source[i] * job.Scale;
+            new Span<float>(o, heads * d).Clear();
+            new Span<float>(rowMax, heads).Fill(float.NegativeInfinity);
+            new Span<float>(rowSum, heads).Clear();
 
             for (int kb = begin; kb < end; kb += KeyBlock)
             {
                 int n = Math.Min(KeyBlock, end - kb);
-                for (int j = 0; j < n; j++)
-                {
-                    long slot = slots[kb + j];
-                    kRows[j] = (nint)(job.Keys + slot * rowStride + (long)kvHead * d);
-                    vRows[j] = (nint)(job.Values + slot * rowStride + (long)kvHead * d);
-                }
-                // The rows of the block two ahead into L2 while this one computes: the block table scatters
-                // blocks, and a 32K context (33 MB at 2 KV heads x 64) streams from DRAM. With a four-head tile
-                // the prefetches are spread over the tile loop (two keys' rows per tile); otherwise they are
-                // issued here at once. On a 32K context: 2.0-2.1 ms per call without prefetch, 1.6-1.8 one block
-                // ahead, 1.5-1.7 two blocks ahead (bench, same session).
-                int nextCount = Math.Max(0, Math.Min(KeyBlock, end - kb - 2 * KeyBlock));
-                for (int j = 0; j < nextCount; j++)
-                    nextRows[j] = (nint)(slots[kb + 2 * KeyBlock + j] * rowStride + (long)kvHead * d);
+                for (int j = 0; j < n; j++) rowBases[j] = (nint)(slots[kb + j] * rowStride);
+                // Whole rows (every KV head) PrefetchAhead keys on, into L2, while this block computes: the block
+                // table scatters blocks, so the hardware prefetchers see only runs of one block's rows. With a tile
+                // of four query heads they are spread over KV head 0's tile loop (two keys per tile); otherwise
+                // they go out here at once.
+                int nextCount = Math.Max(0, Math.Min(KeyBlock, end - kb - PrefetchAhead));
+                for (int j = 0; j < nextCount; j++) nextRows[j] = (nint)(slots[kb + PrefetchAhead + j] * rowStride);
                 if (groups < 4)
-                    for (int j = 0; j < nextCount; j++) PrefetchRow(job.Keys, job.Values, nextRows[j], d);
-                // Scores w keys at a time: each key's dot product is left as one vector of partial sums, and the
-                // w vectors are reduced together (a horizontal sum per key cost more than its dot product).
-                // Four query heads x two keys per register tile: each key vector and each query vector loaded
-                // feeds several FMAs (a one-by-one dot product needed two loads per FMA). Past the block's last
-                // key the last key is repeated; those scores are masked below.
-                int g0 = 0;
-                for (; g0 + 4 <= groups; g0 += 4)
+                    for (int j = 0; j < nextCount; j++) PrefetchRow(job.Keys, job.Values, nextRows[j], (int)rowStride);
+
+                for (int kvHead = 0; kvHead < kvHeads; kvHead++)
                 {
-                    float* q0 = q + g0 * d, q1 = q0 + d, q2 = q1 + d, q3 = q2 + d;
-                    float* l0 = lanes, l1 = l0 + w * w, l2 = l1 + w * w, l3 = l2 + w * w;
-                    for (int j0 = 0; j0 < n; j0 += w)
+                    int firstHead = kvHead * groups;
+                    float* keys = job.Keys + (long)kvHead * d, values = job.Values + (long)kvHead * d;
+                    for (int j = 0; j < n; j++)
                     {
-                        for (int t = 0; t < w; t += 2)
-                        {
-                            float* k0 = (float*)kRows[Math.Min(j0 + t, n - 1)];
-                            float* k1 = (float*)kRows[Math.Min(j0 + t + 1, n - 1)];
-                            if (g0 == 0)
-                            {
-                                if (j0 + t < nextCount) PrefetchRow(job.Keys, job.Values, nextRows[j0 + t], d);
-                                if (j0 + t + 1 < nextCount) PrefetchRow(job.Keys, job.Values, nextRows[j0 + t + 1], d);
-                            }
-                            TV a00 = TL.Zero, a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
-                            for (int c = 0; c < d; c += w)
-                            {
-                                TV x0 = TL.Load(k0 + c), x1 = TL.Load(k1 + c), y = TL.Load(q0 + c);
-                                a00 = TL.MultiplyAdd(y, x0, a00);
-                                a01 = TL.MultiplyAdd(y, x1, a01);
-                                y = TL.Load(q1 + c);
-                                a10 = TL.MultiplyAdd(y, x0, a10);
-                                a11 = TL.MultiplyAdd(y, x1, a11);
-                                y = TL.Load(q2 + c);
-                                a20 = TL.MultiplyAdd(y, x0, a20);
-                                a21 = TL.MultiplyAdd(y, x1, a21);
-                                y = TL.Load(q3 + c);
-                                a30 = TL.MultiplyAdd(y, x0, a30);
-                                a31 = TL.MultiplyAdd(y, x1, a31);
-                            }
-                            TL.Store(l0 + t * w, a00); TL.Store(l0 + (t + 1) * w, a01);
-                            TL.Store(l1 + t * w, a10); TL.Store(l1 + (t + 1) * w, a11);
-                            TL.Store(l2 + t * w, a20); TL.Store(l2 + (t + 1) * w, a21);
-                            TL.Store(l3 + t * w, a30); TL.Store(l3 + (t + 1) * w, a31);
-                        }
-                        TL.SumEach(l0, s + g0 * KeyBlock + j0);
-                        TL.SumEach(l1, s + (g0 + 1) * KeyBlock + j0);
-                        TL.SumEach(l2, s + (g0 + 2) * KeyBlock + j0);
-                        TL.SumEach(l3, s + (g0 + 3) * KeyBlock + j0);
+                        kRows[j] = (nint)(keys + rowBases[j]);
+                        vRows[j] = (nint)(values + rowBases[j]);
                     }
-                }
-                for (int g = g0; g < groups; g++)
-                {
-                    float* qg = q + g * d;
-                    for (int j0 = 0; j0 < n; j0 += w)
+                    int spread = kvHead == 0 && groups >= 4 ? nextCount : 0;
+                    Scores<TL, TV>(q + firstHead * d, kRows, n, groups, d, s, lanes, spread, job.Keys, job.Values, nextRows, (int)rowStride);
+                    for (int g = 0; g < groups; g++)
                     {
-                        for (int t = 0; t < w; t++)
-                        {
-                            float* k = (float*)kRows[Math.Min(j0 + t, n - 1)];
-                            TV a0 = TL.Zero, a1 = TL.Zero;
-                            int c = 0;
-                            for (; c + 2 * w <= d; c += 2 * w)
-                            {
-                                a0 = TL.MultiplyAdd(TL.Load(qg + c), TL.Load(k + c), a0);
-                                a1 = TL.MultiplyAdd(TL.Load(qg + c + w), TL.Load(k + c + w), a1);
-                            }
-                            for (; c < d; c += w) a0 = TL.MultiplyAdd(TL.Load(qg + c), TL.Load(k + c), a0);
-                            TL.Store(lanes + t * w, TL.Add(a0, a1));
-                        }
-                        TL.SumEach(lanes, s + g * KeyBlock + j0);
+                        float* sg = s + g * KeyBlock;
+                        for (int j = n; j < KeyBlock; j++) sg[j] = float.NegativeInfinity;
+                        OnlineSoftmax.Update<TL, TV>(sg, KeyBlock, ref rowMax[firstHead + g], ref rowSum[firstHead + g], o + (firstHead + g) * d, d);
                     }
+                    // P·V two query heads at a time: each value vector loaded feeds both heads' accumulators.
+                    float* oh = o + firstHead * d;
+                    int h = 0;
+                    for (; h + 2 <= groups; h += 2)
+                        AccumulateRowPair<TL, TV>(s + h * KeyBlock, s + (h + 1) * KeyBlock, vRows, n, oh + h * d, oh + (h + 1) * d, d);
+                    if (h < groups) OnlineSoftmax.AccumulateRow<TL, TV>(s + h * KeyBlock, vRows, n, oh + h * d, d);
                 }
-                for (int g = 0; g < groups; g++)
-                {
-                    float* sg = s + g * KeyBlock;
-                    for (int j = n; j < KeyBlock; j++) sg[j] = float.NegativeInfinity;
-                    OnlineSoftmax.Update<TL, TV>(sg, KeyBlock, ref rowMax[g], ref rowSum[g], o + g * d, d);
-                }
-                // P·V two query heads at a time: each value vector loaded feeds both heads' accumulators.
-                int h = 0;
-                for (; h + 2 <= groups; h += 2)
-                    AccumulateRowPair<TL, TV>(s + h * KeyBlock, s + (h + 1) * KeyBlock, vRows, n, o + h * d, o + (h + 1) * d, d);
-                if (h < groups) OnlineSoftmax.AccumulateRow<TL, TV>(s + h * KeyBlock, vRows, n, o + h * d, d);
             }
-            for (int g = 0; g < groups; g++)
+            for (int g = 0; g < heads; g++)
             {
                 OnlineSoftmax.Finish<TL, TV>(o + g * d, rowSum[g], destination + g * d, d);
                 if (lse != null) lse[g] = rowSum[g] == 0 ? float.NegativeInfinity : rowMax[g] + MathF.Log(rowSum[g]);
+            }
+        }
+    }
+
+    /// <summary>
+    /// s[g, j] = q_g · k_j for the G query heads of one KV head over a block's n key rows (s rows KeyBlock apart).
+    /// Each key's dot product is left as one vector of partial sums and w of them are reduced together (a
+    /// horizontal sum per key cost more than its dot product). Four query heads x two keys per register tile:
+    /// each key vector and each query vector loaded feeds several FMAs. Past the block's last key the last key is
+    /// repeated; the caller masks those scores. The first <paramref name="spread"/> rows of nextRows are prefetched
+    /// along the way, two per tile.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Scores<TL, TV>(float* q, nint* kRows, int n, int groups, int d, float* s, float* lanes,
+        int spread, float* keyPool, float* valuePool, nint* nextRows, int rowFloats)
+        where TL : struct, IAttentionLanes<TV> where TV : struct
+    {
+        int w = TL.Width;
+        int g0 = 0;
+        for (; g0 + 4 <= groups; g0 += 4)
+        {
+            float* q0 = q + g0 * d, q1 = q0 + d, q2 = q1 + d, q3 = q2 + d;
+            float* l0 = lanes, l1 = l0 + w * w, l2 = l1 + w * w, l3 = l2 + w * w;
+            for (int j0 = 0; j0 < n; j0 += w)
+            {
+                for (int t = 0; t < w; t += 2)
+                {
+                    float* k0 = (float*)kRows[Math.Min(j0 + t, n - 1)];
+                    float* k1 = (float*)kRows[Math.Min(j0 + t + 1, n - 1)];
+                    if (g0 == 0)
+                    {
+                        if (j0 + t < spread) PrefetchRow(keyPool, valuePool, nextRows[j0 + t], rowFloats);
+                        if (j0 + t + 1 < spread) PrefetchRow(keyPool, valuePool, nextRows[j0 + t + 1], rowFloats);
+                    }
+                    TV a00 = TL.Zero, a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+                    for (int c = 0; c < d; c += w)
+                    {
+                        TV x0 = TL.Load(k0 + c), x1 = TL.Load(k1 + c), y = TL.Load(q0 + c);
+                        a00 = TL.MultiplyAdd(y, x0, a00);
+                        a01 = TL.MultiplyAdd(y, x1, a01);
+                        y = TL.Load(q1 + c);
+                        a10 = TL.MultiplyAdd(y, x0, a10);
+                        a11 = TL.MultiplyAdd(y, x1, a11);
+                        y = TL.Load(q2 + c);
+                        a20 = TL.MultiplyAdd(y, x0, a20);
+                        a21 = TL.MultiplyAdd(y, x1, a21);
+                        y = TL.Load(q3 + c);
+                        a30 = TL.MultiplyAdd(y, x0, a30);
+                        a31 = TL.MultiplyAdd(y, x1, a31);
+                    }
+                    TL.Store(l0 + t * w, a00); TL.Store(l0 + (t + 1) * w, a01);
+                    TL.Store(l1 + t * w, a10); TL.Store(l1 + (t + 1) * w, a11);
+                    TL.Store(l2 + t * w, a20); TL.Store(l2 + (t + 1) * w, a21);
+                    TL.Store(l3 + t * w, a30); TL.Store(l3 + (t + 1) * w, a31);
+                }
+                TL.SumEach(l0, s + g0 * KeyBlock + j0);
+                TL.SumEach(l1, s + (g0 + 1) * KeyBlock + j0);
+                TL.SumEach(l2, s + (g0 + 2) * KeyBlock + j0);
+                TL.SumEach(l3, s + (g0 + 3) * KeyBlock + j0);
+            }
+        }
+        for (int g = g0; g < groups; g++)
+        {
+            float* qg = q + g * d;
+            for (int j0 = 0; j0 < n; j0 += w)
+            {
+                for (int t = 0; t < w; t++)
+                {
+                    float* k = (float*)kRows[Math.Min(j0 + t, n - 1)];
+                    TV a0 = TL.Zero, a1 = TL.Zero;
+                    int c = 0;
+                    for (; c + 2 * w <= d; c += 2 * w)
+                    {
+                        a0 = TL.MultiplyAdd(TL.Load(qg + c), TL.Load(k + c), a0);
+                        a1 = TL.MultiplyAdd(TL.Load(qg + c + w), TL.Load(k + c + w), a1);
+                    }
+                    for (; c < d; c += w) a0 = TL.MultiplyAdd(TL.Load(qg + c), TL.Load(k + c), a0);
+                    TL.Store(lanes + t * w, TL.Add(a0, a1));
+                }
+                TL.SumEach(lanes, s + g * KeyBlock + j0);
             }
         }
     }
@@ -324,12 +352,12 @@ public static unsafe class PagedAttention
         }
     }
 
-    /// <summary>Prefetches the key and value rows (d floats each) at element <paramref name="offset"/> of the pools into L2.</summary>
+    /// <summary>Prefetches the key and value rows (<paramref name="floats"/> each) at element <paramref name="offset"/> of the pools into L2.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void PrefetchRow(float* keys, float* values, nint offset, int d)
+    private static void PrefetchRow(float* keys, float* values, nint offset, int floats)
     {
         byte* k = (byte*)(keys + offset), v = (byte*)(values + offset);
-        for (int line = 0; line < d * sizeof(float); line += 64)
+        for (int line = 0; line < floats * sizeof(float); line += 64)
         {
             Prefetch(k + line);
             Prefetch(v + line);
