@@ -237,7 +237,9 @@ public static unsafe class PagedAttention
     /// repeated; the caller masks those scores. The first <paramref name="spread"/> rows of nextRows are prefetched
     /// along the way, two per tile.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    // Too large for the JIT to inline: without AggressiveOptimization it would start unoptimized (Tier0, its lane
+    // helpers called, not inlined) and a short decode would end before it tiered up.
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
     private static void Scores<TL, TV>(float* q, nint* kRows, int n, int groups, int d, float* s, float* lanes,
         int spread, float* keyPool, float* valuePool, nint* nextRows, int rowFloats)
         where TL : struct, IAttentionLanes<TV> where TV : struct
