@@ -7,7 +7,8 @@
 //    B·C / time until every request has its first token. Skipped when B·C is
 //    above --max-prefill-tokens (a CPU prefills a TinyLlama-shaped model at tens
 //    of tokens per second; 32 × 8K would take hours).
-//  * decode: one warm-up request computes a C-token context, then B requests
+//  * decode: one warm-up request computes a C-token context (and one decode step, so
+//    the decode kernels are compiled before the measurement), then B requests
 //    that share it (all but a distinct last block) decode --decode-tokens each.
 //    Decode tokens/s counts tokens after every request has started decoding,
 //    over that interval. Sharing the context is what groups of requests over
@@ -293,7 +294,9 @@ internal static class EngineBench
     private static async Task<double> MeasureDecode(LlmEngine engine, int batch, int context, int decodeTokens, int seed)
     {
         var shared = RandomTokens(context - 16, engine.Config.VocabSize, seed);
-        var warm = new SamplingParams { MaxTokens = 1, Temperature = 0, IgnoreEos = true };
+        // Two tokens: the prefill's first token and one decode step, so the decode kernels are compiled before
+        // the measured steps (a 16-token measurement otherwise pays their JIT time).
+        var warm = new SamplingParams { MaxTokens = 2, Temperature = 0, IgnoreEos = true };
         await foreach (var _ in engine.GenerateAsync(new GenerationRequest(shared, warm)))
         {
         }
