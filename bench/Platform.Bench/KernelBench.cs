@@ -4,7 +4,8 @@
 //
 // For each weight shape [outFeatures, inFeatures] (TinyLlama-1.1B: q/o 2048x2048, fused gate/up
 // 11264x2048, down 2048x5632, lm_head 32000x2048) and batch 1/2/4/8/16/32/64 it times Gemv.MatVecF32
-// and MatVecBF16 (batch <= 16), Gemm.MultiplyF32 and MultiplyBF16 with the GEMV crossover switched off
+// and MatVecBF16 (batch <= 16; fp32 also with the weights 48 bytes past a cache line, as mapped
+// safetensors tensors start), Gemm.MultiplyF32 and MultiplyBF16 with the GEMV crossover switched off
 // (so small batches show both kernels; --f16 adds the f16 GEMV and Gemm.MultiplyF16; --avx2-beside
 // times the AVX2 GEMVs in the same rounds on an AVX-512 CPU), the int8 GEMV (MatVecQ8, integer
 // dots on quantized activations) beside the widening int8 GEMV it replaced (QuantizationQ8 rows of the
@@ -118,6 +119,10 @@ internal static unsafe class KernelBench
             var pointersBF16 = new nint[copies];
             var weightsQ8 = new Tensor[copies];
             var pointersQ8 = new nint[copies];
+            // The fp32 weights again, 48 bytes past a cache line, as a tensor mapped from safetensors (8-byte
+            // aligned offsets) may start; "gemv f32 +48B" reads them.
+            var offsetTensors = new Tensor[copies];
+            var pointersOffset = new nint[copies];
             bool withInt8 = QuantizationQ8.Supports(inFeatures);
             for (int c = 0; c < copies; c++)
             {
@@ -132,6 +137,10 @@ internal static unsafe class KernelBench
                     fixed (byte* pq8 = weightsQ8[c].bytes)
                         pointersQ8[c] = (nint)pq8;
                 }
+                offsetTensors[c] = torch.zeros(elements + 16);
+                offsetTensors[c].narrow(0, 12, elements).copy_(weights32[c].flatten());
+                fixed (byte* po = offsetTensors[c].bytes)
+                    pointersOffset[c] = (nint)(po + 48);
                 fixed (byte* p32 = weights32[c].bytes)
                 fixed (byte* p16 = weights16[c].bytes)
                 {
@@ -155,6 +164,7 @@ internal static unsafe class KernelBench
                     if (batch <= MaxGemvBatch)
                     {
                         methods.Add(("gemv f32", elements * 4, c => Gemv.MatVecF32((float*)pointers32[c], outFeatures, inFeatures, inputPtr, batch, outputPtr)));
+                        methods.Add(("gemv f32 +48B", elements * 4, c => Gemv.MatVecF32((float*)pointersOffset[c], outFeatures, inFeatures, inputPtr, batch, outputPtr)));
                         methods.Add(("gemv bf16", elements * 2, c => Gemv.MatVecBF16((ushort*)pointersBF16[c], outFeatures, inFeatures, inputPtr, batch, outputPtr)));
                         if (withF16)
                             methods.Add(("gemv f16", elements * 2, c => Gemv.MatVecF16((Half*)pointers16[c], outFeatures, inFeatures, inputPtr, batch, outputPtr)));

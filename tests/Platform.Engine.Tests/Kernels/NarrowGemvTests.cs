@@ -6,7 +6,9 @@
 // several pool threads share one matrix. The tolerance is 1e-5 of |bias| + sum_k |w*x|: the
 // reference uses the very values the kernel reads, so only fp32 summation order separates them.
 // bf16 is also held bit-for-bit to the fp32 kernel on the same bf16-rounded weights (same path,
-// same tiling, exact widening), the property that makes `--weight-dtype auto` lossless.
+// same tiling, exact widening, both starting on a cache line), and every width to the reference with
+// its rows starting anywhere in a cache line (as weights mapped from a safetensors file do).
+using System.Runtime.InteropServices;
 using Platform.Engine.Kernels;
 using Xunit.Abstractions;
 
@@ -116,11 +118,13 @@ public sealed unsafe class NarrowGemvTests(ITestOutputHelper output)
         float[] asFloat = weight.Select(Gemv.WidenBFloat16).ToArray();
         float[] input = RandomFloats(random, batch * inFeatures);
         float[] bias = RandomFloats(random, outFeatures);
+        // Both on a cache-line boundary: a row that starts mid-line has its head before the boundary summed apart
+        // (Gemv.AlignedHead), and the head's length depends on the element width.
         foreach (var path in SupportedPaths())
             OnPath(path, 256 * 1024, () =>
             {
-                float[] narrow = RunBF16(weight, outFeatures, inFeatures, input, batch, bias);
-                float[] wide = RunF32(asFloat, outFeatures, inFeatures, input, batch, bias);
+                float[] narrow = RunAt(weight, 0, outFeatures, inFeatures, input, batch, bias);
+                float[] wide = RunAt(asFloat, 0, outFeatures, inFeatures, input, batch, bias);
                 for (int i = 0; i < narrow.Length; i++)
                     Assert.True(BitConverter.SingleToInt32Bits(narrow[i]) == BitConverter.SingleToInt32Bits(wide[i]),
                         $"{path}: output {i}: bf16 kernel {narrow[i]:R} vs fp32 kernel on the widened weights {wide[i]:R}");
@@ -153,6 +157,67 @@ public sealed unsafe class NarrowGemvTests(ITestOutputHelper output)
         foreach (var path in SupportedPaths())
             OnPath(path, 256 * 1024, () =>
                 AssertNearReference(RunBF16(weight, outFeatures, inFeatures, input, 1, null), widened, outFeatures, inFeatures, input, 1, null, path));
+    }
+
+    private static readonly int[] TileBatches = [1, 2, 3, 4, 5, 8]; // every GEMV tile width, and batch 3 (a duplicated row)
+
+    [Theory]
+    [InlineData(9, 2048)]
+    [InlineData(5, 96)]
+    [InlineData(6, 1000)]
+    public void Rows_starting_anywhere_in_a_cache_line_match_the_float64_reference(int outFeatures, int inFeatures)
+    {
+        // Safetensors places tensors 8-byte aligned, so mapped weights start anywhere in a line; the kernels sum
+        // the part before the first 64-byte boundary apart (when every row shares that boundary) and stream the
+        // rest from it. Every start offset, every batch tiling, each weight width.
+        var random = new Random(outFeatures * inFeatures);
+        float[] f32 = RandomFloats(random, outFeatures * inFeatures);
+        ushort[] bf16 = RandomBFloat16(random, outFeatures * inFeatures);
+        Half[] f16 = RandomFloats(random, outFeatures * inFeatures).Select(v => (Half)v).ToArray();
+        double[] f32Exact = f32.Select(v => (double)v).ToArray();
+        double[] bf16Exact = bf16.Select(v => (double)Gemv.WidenBFloat16(v)).ToArray();
+        double[] f16Exact = f16.Select(v => (double)v).ToArray();
+        foreach (var path in SupportedPaths())
+            OnPath(path, 256 * 1024, () =>
+            {
+                foreach (int batch in TileBatches)
+                {
+                    float[] input = RandomFloats(random, batch * inFeatures);
+                    float[] bias = RandomFloats(random, outFeatures);
+                    for (int offset = 0; offset < 64; offset += 2)
+                    {
+                        if (offset % 4 == 0)
+                            AssertNearReference(RunAt(f32, offset, outFeatures, inFeatures, input, batch, bias), f32Exact, outFeatures, inFeatures, input, batch, bias, path);
+                        AssertNearReference(RunAt(bf16, offset, outFeatures, inFeatures, input, batch, bias), bf16Exact, outFeatures, inFeatures, input, batch, bias, path);
+                        AssertNearReference(RunAt(f16, offset, outFeatures, inFeatures, input, batch, bias), f16Exact, outFeatures, inFeatures, input, batch, bias, path);
+                    }
+                }
+            });
+    }
+
+    /// <summary>The GEMV of float, bf16 (ushort) or f16 weights copied to <paramref name="offset"/> bytes past a 64-byte boundary.</summary>
+    internal static float[] RunAt<T>(T[] weight, int offset, int outFeatures, int inFeatures, float[] input, int batch, float[]? bias) where T : unmanaged
+    {
+        nuint bytes = (nuint)(weight.Length * sizeof(T));
+        byte* block = (byte*)NativeMemory.AlignedAlloc(bytes + 64, 64);
+        try
+        {
+            T* w = (T*)(block + offset);
+            weight.AsSpan().CopyTo(new Span<T>(w, weight.Length));
+            var result = new float[batch * outFeatures];
+            fixed (float* x = input) fixed (float* y = result) fixed (float* b = bias)
+            {
+                if (typeof(T) == typeof(float)) Gemv.MatVecF32((float*)w, outFeatures, inFeatures, x, batch, y, b);
+                else if (typeof(T) == typeof(ushort)) Gemv.MatVecBF16((ushort*)w, outFeatures, inFeatures, x, batch, y, b);
+                else if (typeof(T) == typeof(Half)) Gemv.MatVecF16((Half*)w, outFeatures, inFeatures, x, batch, y, b);
+                else throw new ArgumentException($"no GEMV for {typeof(T)}");
+            }
+            return result;
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(block);
+        }
     }
 
     private static void AssertNearReference(float[] actual, double[] weight, int outFeatures, int inFeatures, float[] input, int batch, float[]? bias, GemvPath path)

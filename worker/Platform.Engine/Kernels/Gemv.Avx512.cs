@@ -46,13 +46,15 @@ public static unsafe partial class Gemv
         float* sums = stackalloc float[8];
         float** x = stackalloc float*[8];
         int* slot = stackalloc int[8];
+        // The vector loop starts at the rows' first 64-byte boundary (see AlignedHead); kv weights remain.
+        int head = AlignedHead<TL>(weight, rowBytes, k), kv = k - head;
 
         for (int row = start; row < end; row++)
         {
-            byte* w = weight + row * rowBytes;
+            byte* w = weight + row * rowBytes, wv = w + head * TL.ElementSize;
             if (batch == 1)
             {
-                Store(job, row, 0, Dot512x1<TL>(w, input, k));
+                Store(job, row, 0, Dot512x1<TL>(wv, input + head, kv) + HeadDot<TL>(w, input, head));
                 continue;
             }
             for (int b = 0; b < batch;)
@@ -63,25 +65,25 @@ public static unsafe partial class Gemv
                 for (int j = 0; j < width; j++)
                 {
                     slot[j] = b + Math.Min(j, take - 1);
-                    x[j] = input + (long)slot[j] * k;
+                    x[j] = input + (long)slot[j] * k + head;
                 }
                 switch (width)
                 {
                     case 8:
-                        Dot512x8<TL>(w, x, k, sums);
+                        Dot512x8<TL>(wv, x, kv, sums);
                         break;
                     case 4:
-                        Dot512x4<TL>(w, x[0], x[1], x[2], x[3], k, sums);
+                        Dot512x4<TL>(wv, x[0], x[1], x[2], x[3], kv, sums);
                         break;
                     case 2:
-                        Dot512x2<TL>(w, x[0], x[1], k, sums);
+                        Dot512x2<TL>(wv, x[0], x[1], kv, sums);
                         break;
                     default:
-                        sums[0] = Dot512x1<TL>(w, x[0], k);
+                        sums[0] = Dot512x1<TL>(wv, x[0], kv);
                         break;
                 }
                 for (int j = 0; j < take; j++)
-                    Store(job, row, slot[j], sums[j]);
+                    Store(job, row, slot[j], sums[j] + HeadDot<TL>(w, x[j] - head, head));
                 b += take;
             }
         }
