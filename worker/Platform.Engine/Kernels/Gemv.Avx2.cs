@@ -269,13 +269,23 @@ public static unsafe partial class Gemv
         return bytes % TL.ElementSize == 0 && head < k ? head : 0;
     }
 
-    /// <summary>Σ weight[i] · x[i] over the first <paramref name="head"/> weights of a row (see AlignedHead).</summary>
+    /// <summary>
+    /// Σ weight[i] · x[i] over the first <paramref name="head"/> weights of a row (see AlignedHead), 8 at a time
+    /// with the lanes past the head masked off: the row goes on for at least 64 more weights, so the loads stay
+    /// inside it (a scalar loop here cost ~6 % of a bf16 decode step, whose head is up to 31 weights).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static float HeadDot<TL>(byte* w, float* x, int head) where TL : struct, IRowLoader
     {
-        float sum = 0;
-        for (int i = 0; i < head; i++) sum += TL.LoadScalar(w, i) * x[i];
-        return sum;
+        if (head == 0) return 0;
+        var lane = Vector256.Create(0f, 1, 2, 3, 4, 5, 6, 7);
+        var sum = Vector256<float>.Zero;
+        for (int i = 0; i < head; i += 8)
+        {
+            var keep = Vector256.LessThan(lane, Vector256.Create((float)(head - i)));
+            sum = Vector256.ConditionalSelect(keep, Fma.MultiplyAdd(TL.Load(w, i), Avx.LoadVector256(x + i), sum), sum);
+        }
+        return Vector256.Sum(sum);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
