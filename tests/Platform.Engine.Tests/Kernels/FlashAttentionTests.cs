@@ -245,6 +245,69 @@ public sealed unsafe class FlashAttentionTests(ITestOutputHelper output)
         }
     }
 
+    [Theory]
+    [InlineData(2, 4, 64, 1500, new[] { 16, 40, 0, 700 })]
+    [InlineData(1, 8, 128, 1000, new[] { 5, 300 })]
+    [InlineData(2, 1, 64, 512, new[] { 0, 1500 })]
+    [InlineData(4, 1, 64, 37, new[] { 0, 0, 3 })]
+    public void Decode_of_sequences_sharing_a_prefix_matches_float64_attention(int kvHeads, int groups, int headDim, int shared, int[] suffixes)
+    {
+        // Sequences whose first `shared` slots are the very same (one prompt's blocks, as n samples of it or
+        // requests over one document have), then slots of their own: the kernel reads a part they share once for
+        // all of them, and each must still get its own attention. Whole parts shared by k sequences make one
+        // work item; a part where they part ways (or a sequence that ends inside it) is one item per sequence.
+        var rng = new Random(shared + headDim + suffixes.Sum());
+        int heads = kvHeads * groups, sequences = suffixes.Length;
+        var lengths = suffixes.Select(x => shared + x).ToArray();
+        var (pool, tables) = Pool.Create(rng, kvHeads, headDim, [shared, .. suffixes]);
+        var slotTables = suffixes.Select((_, s) => tables[0].Concat(tables[s + 1]).ToArray()).ToArray();
+        var query = Random(rng, sequences * heads * headDim, 2);
+        double scale = 1 / Math.Sqrt(headDim);
+        var offsets = new int[sequences];
+        for (int s = 1; s < sequences; s++) offsets[s] = offsets[s - 1] + lengths[s - 1];
+        var flat = slotTables.SelectMany(t => t).ToArray();
+
+        // Expected items: per part index, one per distinct (end, slots) among the sequences that have that part.
+        int expectedItems = 0;
+        for (int l = 0; l < (lengths.Max() + PagedAttention.SplitKeys - 1) / PagedAttention.SplitKeys; l++)
+            expectedItems += Enumerable.Range(0, sequences)
+                .Where(s => l * PagedAttention.SplitKeys < Math.Max(1, lengths[s]))
+                .Select(s =>
+                {
+                    int begin = l * PagedAttention.SplitKeys, end = Math.Min(lengths[s], begin + PagedAttention.SplitKeys);
+                    return string.Join(',', slotTables[s][begin..end]);
+                })
+                .Distinct().Count();
+        try
+        {
+            foreach (var path in Paths())
+            {
+                Select(path);
+                var actual = new float[sequences * heads * headDim];
+                var logSumExp = new float[sequences * heads];
+                fixed (float* q = query) fixed (float* k = pool.Keys) fixed (float* v = pool.Values) fixed (long* sl = flat)
+                fixed (int* off = offsets) fixed (int* len = lengths) fixed (float* o = actual) fixed (float* lse = logSumExp)
+                    PagedAttention.DecodePartial(q, k, v, sl, off, len, sequences, heads, kvHeads, headDim, (float)scale, o, lse);
+                Assert.Equal(expectedItems, PagedAttention.LastWorkItems);
+                for (int s = 0; s < sequences; s++)
+                    for (int h = 0; h < heads; h++)
+                    {
+                        var (want, wantLse) = Reference(pool, slotTables[s], query, (s * heads + h) * headDim, h / groups, 0, lengths[s] - 1, scale);
+                        int r = s * heads + h;
+                        Assert.True(Math.Abs(wantLse - logSumExp[r]) < 1e-4 * Math.Max(1, Math.Abs(wantLse)),
+                            $"{path}: sequence {s} head {h} log-sum-exp {wantLse} vs {logSumExp[r]}");
+                        for (int i = 0; i < headDim; i++)
+                            Assert.True(Math.Abs(want[i] - actual[r * headDim + i]) < 2e-5,
+                                $"{path}: sequence {s} head {h} dim {i}: {want[i]} vs {actual[r * headDim + i]}");
+                    }
+            }
+        }
+        finally
+        {
+            ResetPath();
+        }
+    }
+
     [Fact]
     public void Contiguous_merge_equals_the_list_merge()
     {
