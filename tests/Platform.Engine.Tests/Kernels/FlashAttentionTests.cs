@@ -219,23 +219,10 @@ public sealed unsafe class FlashAttentionTests(ITestOutputHelper output)
             foreach (var path in Paths())
             {
                 Select(path);
-                var actual = new float[sequences * heads * headDim];
-                var logSumExp = new float[sequences * heads];
-                fixed (float* q = query) fixed (float* k = pool.Keys) fixed (float* v = pool.Values) fixed (long* sl = flat)
-                fixed (int* off = offsets) fixed (int* len = counts) fixed (float* o = actual) fixed (float* lse = logSumExp)
-                    PagedAttention.DecodePartial(q, k, v, sl, off, len, sequences, heads, kvHeads, headDim, (float)scale, o, lse);
+                var (actual, logSumExp) = DecodeAll(pool, query, flat, offsets, counts, heads, scale);
                 double worst = 0;
                 for (int r = 0; r < sequences * heads; r++)
-                {
-                    Assert.True(Math.Abs(expected[r].LogSumExp - logSumExp[r]) < 1e-4 * Math.Max(1, Math.Abs(expected[r].LogSumExp)),
-                        $"{path}: sequence {r / heads} head {r % heads} log-sum-exp {expected[r].LogSumExp} vs {logSumExp[r]}");
-                    for (int i = 0; i < headDim; i++)
-                    {
-                        double error = Math.Abs(expected[r].Output[i] - actual[r * headDim + i]);
-                        Assert.True(error < 2e-5, $"{path}: sequence {r / heads} head {r % heads} dim {i}: {expected[r].Output[i]} vs {actual[r * headDim + i]}");
-                        worst = Math.Max(worst, error);
-                    }
-                }
+                    worst = Math.Max(worst, AssertNearReference(path, expected[r], actual, logSumExp, r, heads));
                 output.WriteLine($"{path}: worst error {worst:E2}");
             }
         }
@@ -283,29 +270,46 @@ public sealed unsafe class FlashAttentionTests(ITestOutputHelper output)
             foreach (var path in Paths())
             {
                 Select(path);
-                var actual = new float[sequences * heads * headDim];
-                var logSumExp = new float[sequences * heads];
-                fixed (float* q = query) fixed (float* k = pool.Keys) fixed (float* v = pool.Values) fixed (long* sl = flat)
-                fixed (int* off = offsets) fixed (int* len = lengths) fixed (float* o = actual) fixed (float* lse = logSumExp)
-                    PagedAttention.DecodePartial(q, k, v, sl, off, len, sequences, heads, kvHeads, headDim, (float)scale, o, lse);
+                var (actual, logSumExp) = DecodeAll(pool, query, flat, offsets, lengths, heads, scale);
                 Assert.Equal(expectedItems, PagedAttention.LastWorkItems);
                 for (int s = 0; s < sequences; s++)
                     for (int h = 0; h < heads; h++)
-                    {
-                        var (want, wantLse) = Reference(pool, slotTables[s], query, (s * heads + h) * headDim, h / groups, 0, lengths[s] - 1, scale);
-                        int r = s * heads + h;
-                        Assert.True(Math.Abs(wantLse - logSumExp[r]) < 1e-4 * Math.Max(1, Math.Abs(wantLse)),
-                            $"{path}: sequence {s} head {h} log-sum-exp {wantLse} vs {logSumExp[r]}");
-                        for (int i = 0; i < headDim; i++)
-                            Assert.True(Math.Abs(want[i] - actual[r * headDim + i]) < 2e-5,
-                                $"{path}: sequence {s} head {h} dim {i}: {want[i]} vs {actual[r * headDim + i]}");
-                    }
+                        AssertNearReference(path, Reference(pool, slotTables[s], query, (s * heads + h) * headDim, h / groups, 0, lengths[s] - 1, scale),
+                            actual, logSumExp, s * heads + h, heads);
             }
         }
         finally
         {
             ResetPath();
         }
+    }
+
+    /// <summary>PagedAttention.DecodePartial on the selected path: every sequence's output and log-sum-exp per head.</summary>
+    private static (float[] Output, float[] LogSumExp) DecodeAll(Pool pool, float[] query, long[] flat, int[] offsets, int[] lengths, int heads, double scale)
+    {
+        int sequences = lengths.Length, d = pool.HeadDim;
+        var actual = new float[sequences * heads * d];
+        var logSumExp = new float[sequences * heads];
+        fixed (float* q = query) fixed (float* k = pool.Keys) fixed (float* v = pool.Values) fixed (long* sl = flat)
+        fixed (int* off = offsets) fixed (int* len = lengths) fixed (float* o = actual) fixed (float* lse = logSumExp)
+            PagedAttention.DecodePartial(q, k, v, sl, off, len, sequences, heads, pool.KvHeads, d, (float)scale, o, lse);
+        return (actual, logSumExp);
+    }
+
+    /// <summary>Row r (sequence r / heads, head r % heads) against the float64 reference; returns its worst output error.</summary>
+    private static double AssertNearReference(AttentionPath path, (double[] Output, double LogSumExp) expected, float[] actual, float[] logSumExp, int r, int heads)
+    {
+        int d = expected.Output.Length;
+        Assert.True(Math.Abs(expected.LogSumExp - logSumExp[r]) < 1e-4 * Math.Max(1, Math.Abs(expected.LogSumExp)),
+            $"{path}: sequence {r / heads} head {r % heads} log-sum-exp {expected.LogSumExp} vs {logSumExp[r]}");
+        double worst = 0;
+        for (int i = 0; i < d; i++)
+        {
+            double error = Math.Abs(expected.Output[i] - actual[r * d + i]);
+            Assert.True(error < 2e-5, $"{path}: sequence {r / heads} head {r % heads} dim {i}: {expected.Output[i]} vs {actual[r * d + i]}");
+            worst = Math.Max(worst, error);
+        }
+        return worst;
     }
 
     [Fact]
