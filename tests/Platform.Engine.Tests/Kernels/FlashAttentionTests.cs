@@ -254,35 +254,47 @@ public sealed unsafe class FlashAttentionTests(ITestOutputHelper output)
         for (int s = 1; s < sequences; s++) offsets[s] = offsets[s - 1] + lengths[s - 1];
         var flat = slotTables.SelectMany(t => t).ToArray();
 
-        // Expected items: per part index, one per distinct (end, slots) among the sequences that have that part.
-        int expectedItems = 0;
-        for (int l = 0; l < (lengths.Max() + PagedAttention.SplitKeys - 1) / PagedAttention.SplitKeys; l++)
-            expectedItems += Enumerable.Range(0, sequences)
-                .Where(s => l * PagedAttention.SplitKeys < Math.Max(1, lengths[s]))
-                .Select(s =>
-                {
-                    int begin = l * PagedAttention.SplitKeys, end = Math.Min(lengths[s], begin + PagedAttention.SplitKeys);
-                    return string.Join(',', slotTables[s][begin..end]);
-                })
-                .Distinct().Count();
+        // Expected items: per part index, per distinct (end, slots) among the sequences that have that part, one
+        // item per MembersPerItem of them. One thread lets items grow (the grouping itself); two split the larger
+        // groups so both threads get items.
+        int parts = lengths.Sum(length => Math.Max(1, (length + PagedAttention.SplitKeys - 1) / PagedAttention.SplitKeys));
+        int savedThreads = KernelThreads.Count;
         try
         {
-            foreach (var path in Paths())
+            foreach (int threads in ThreadCounts)
             {
-                Select(path);
-                var (actual, logSumExp) = DecodeAll(pool, query, flat, offsets, lengths, heads, scale);
-                Assert.Equal(expectedItems, PagedAttention.LastWorkItems);
-                for (int s = 0; s < sequences; s++)
-                    for (int h = 0; h < heads; h++)
-                        AssertNearReference(path, Reference(pool, slotTables[s], query, (s * heads + h) * headDim, h / groups, 0, lengths[s] - 1, scale),
-                            actual, logSumExp, s * heads + h, heads);
+                KernelThreads.Count = threads;
+                int cap = PagedAttention.MembersPerItem(parts, threads);
+                int expectedItems = 0;
+                for (int l = 0; l < (lengths.Max() + PagedAttention.SplitKeys - 1) / PagedAttention.SplitKeys; l++)
+                    expectedItems += Enumerable.Range(0, sequences)
+                        .Where(s => l * PagedAttention.SplitKeys < Math.Max(1, lengths[s]))
+                        .GroupBy(s =>
+                        {
+                            int begin = l * PagedAttention.SplitKeys, end = Math.Min(lengths[s], begin + PagedAttention.SplitKeys);
+                            return string.Join(',', slotTables[s][begin..end]);
+                        })
+                        .Sum(group => (group.Count() + cap - 1) / cap);
+                foreach (var path in Paths())
+                {
+                    Select(path);
+                    var (actual, logSumExp) = DecodeAll(pool, query, flat, offsets, lengths, heads, scale);
+                    Assert.Equal(expectedItems, PagedAttention.LastWorkItems);
+                    for (int s = 0; s < sequences; s++)
+                        for (int h = 0; h < heads; h++)
+                            AssertNearReference(path, Reference(pool, slotTables[s], query, (s * heads + h) * headDim, h / groups, 0, lengths[s] - 1, scale),
+                                actual, logSumExp, s * heads + h, heads);
+                }
             }
         }
         finally
         {
+            KernelThreads.Count = savedThreads;
             ResetPath();
         }
     }
+
+    private static readonly int[] ThreadCounts = [1, 2];
 
     /// <summary>PagedAttention.DecodePartial on the selected path: every sequence's output and log-sum-exp per head.</summary>
     private static (float[] Output, float[] LogSumExp) DecodeAll(Pool pool, float[] query, long[] flat, int[] offsets, int[] lengths, int heads, double scale)

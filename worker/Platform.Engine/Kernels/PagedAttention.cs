@@ -113,7 +113,7 @@ public static unsafe class PagedAttention
         int groupInts = 3 * parts + 1;
         var groups = _groups;
         if (groups is null || groups.Length < groupInts) _groups = groups = new int[Math.Max(groupInts, 256)];
-        int items = PlanGroups(groups, partStarts, slots, slotOffsets, contextLengths, sequences, parts);
+        int items = PlanGroups(groups, partStarts, slots, slotOffsets, contextLengths, sequences, parts, MembersPerItem(parts, KernelThreads.Count));
         LastWorkItems = items;
         // Partials of split sequences, indexed by global part; unsplit sequences write their output directly.
         long partialFloats = (long)parts * heads * (headDim + 1);
@@ -137,19 +137,30 @@ public static unsafe class PagedAttention
     }
 
     /// <summary>
+    /// Most sequences one work item serves: enough items for every thread (2 per thread where the parts allow), and
+    /// at most MaxMembers (each member's query and accumulators stay in L1/L2 while the rows stream). Eight samples
+    /// of one 300-token prompt would otherwise be one item on one core.
+    /// </summary>
+    internal static int MembersPerItem(int parts, int threads) => Math.Clamp(parts / (2 * Math.Max(1, threads)), 1, MaxMembers);
+
+    private const int MaxMembers = 8;
+
+    /// <summary>
     /// Fills plan with [group starts: parts + 1][members: parts][each part's sequence: parts] and returns the
     /// number of work items. A part joins the item of an earlier sequence's part when both cover the same keys
-    /// through the same slots.
+    /// through the same slots, up to cap members per item (then a new item of those slots opens).
     /// </summary>
-    private static int PlanGroups(int[] plan, int[] partStarts, long* slots, int* slotOffsets, int* contextLengths, int sequences, int parts)
+    private static int PlanGroups(int[] plan, int[] partStarts, long* slots, int* slotOffsets, int* contextLengths, int sequences, int parts, int cap)
     {
         var groupStarts = plan.AsSpan(0, parts + 1);
         var members = plan.AsSpan(parts + 1, parts);
         var sequenceOf = plan.AsSpan(2 * parts + 1, parts);
         var scratch = _leaders;
-        if (scratch is null || scratch.Length < 2 * parts) _leaders = scratch = new int[Math.Max(2 * parts, 256)];
+        if (scratch is null || scratch.Length < 4 * parts) _leaders = scratch = new int[Math.Max(4 * parts, 256)];
         var leader = scratch.AsSpan(0, parts);   // the part whose item each part joins (itself when it leads one)
         var itemOf = scratch.AsSpan(parts, parts);
+        var openItem = scratch.AsSpan(2 * parts, parts); // per leader: the item its next member joins, and that item's size
+        var openSize = scratch.AsSpan(3 * parts, parts);
         int items = 0;
         for (int s = 0; s < sequences; s++)
         {
@@ -169,7 +180,15 @@ public static unsafe class PagedAttention
                     if (otherEnd != end || slots[slotOffsets[t] + begin] != mine[0]) continue;
                     if (mine.SequenceEqual(new ReadOnlySpan<long>(slots + slotOffsets[t] + begin, end - begin))) leader[p] = other;
                 }
-                itemOf[p] = leader[p] == p ? items++ : itemOf[leader[p]];
+                int lead = leader[p];
+                if (lead == p || openSize[lead] == cap)
+                {
+                    // A new item: for a part that leads one, or when its leader's open item holds cap members.
+                    openItem[lead] = items++;
+                    openSize[lead] = 0;
+                }
+                itemOf[p] = openItem[lead];
+                openSize[lead]++;
             }
         }
         // Counting sort of the parts by item: the members of item i are members[groupStarts[i] .. groupStarts[i + 1]).
