@@ -12,9 +12,9 @@
 // sequence whose slots there are the same (PlanGroups): sequences that share a
 // prompt prefix (n samples of one prompt, requests over one document) read the
 // shared rows once per step instead of once each; at 32K on the small preset,
-// batch 8 over one shared context decoded 304 tok/s against 161 before.
-// At batch 1 a 16K context then runs on every thread instead of one per KV head,
-// and the step ends evenly. Each part runs one pass of online softmax
+// batch 8 over one shared context decoded 304 tok/s against 161 before. At
+// batch 1 the parts put a 16K context on every thread instead of one per KV
+// head, and the step ends evenly. Each part runs one pass of online softmax
 // (OnlineSoftmax, shared with FlashAttention) over blocks of KeyBlock keys:
 // per block, each KV head's G query heads attend as G rows over the block's rows,
 // and the part writes its partial output and log-sum-exp; a sequence cut in
@@ -38,7 +38,7 @@ public static unsafe class PagedAttention
 {
     /// <summary>Keys per part of a sequence's context (see the header).</summary>
     internal const int SplitKeys = 512;
-    /// <summary>How far ahead, in keys, the rows are prefetched (see AttendPart).</summary>
+    /// <summary>How far ahead, in keys, the rows are prefetched (see AttendGroup).</summary>
     private const int PrefetchAhead = 2 * KeyBlock;
     private const int KeyBlock = FlashAttention.KeyBlock;
 
@@ -47,7 +47,7 @@ public static unsafe class PagedAttention
     // The caller's partials and item map, reused across calls (one call at a time per thread).
     [ThreadStatic] private static float[]? _partials;
     [ThreadStatic] private static int[]? _partStarts;
-    /// <summary>Work items of this thread's last call (parts, a part shared by several sequences counted once); for tests.</summary>
+    /// <summary>Work items of this thread's last call (see PlanGroups); for tests.</summary>
     [ThreadStatic] internal static int LastWorkItems;
     [ThreadStatic] private static int[]? _groups;  // the work items' plan (PlanGroups)
     [ThreadStatic] private static int[]? _leaders; // PlanGroups' scratch
@@ -102,7 +102,7 @@ public static unsafe class PagedAttention
         for (int s = 0; s < sequences; s++)
         {
             partStarts[s] = parts;
-            int count = Math.Max(1, (contextLengths[s] + SplitKeys - 1) / SplitKeys);
+            int count = PartsOf(contextLengths[s]);
             parts += count;
             if (count > 1) splitFloats += (long)count * heads * (headDim + 1);
         }
@@ -145,6 +145,12 @@ public static unsafe class PagedAttention
 
     private const int MaxMembers = 8;
 
+    /// <summary>Parts a context of <paramref name="length"/> keys is cut into (one for an empty context).</summary>
+    private static int PartsOf(int length) => Math.Max(1, (length + SplitKeys - 1) / SplitKeys);
+
+    /// <summary>The keys [Begin, End) of part <paramref name="local"/> of a context of <paramref name="length"/> keys.</summary>
+    private static (int Begin, int End) PartKeys(int length, int local) => (local * SplitKeys, Math.Min(length, (local + 1) * SplitKeys));
+
     /// <summary>
     /// Fills plan with [group starts: parts + 1][members: parts][each part's sequence: parts] and returns the
     /// number of work items. A part joins the item of an earlier sequence's part when both cover the same keys
@@ -170,14 +176,13 @@ public static unsafe class PagedAttention
                 int p = first + l;
                 sequenceOf[p] = s;
                 leader[p] = p;
-                int begin = l * SplitKeys, end = count == 1 ? length : Math.Min(length, begin + SplitKeys);
+                var (begin, end) = PartKeys(length, l);
                 var mine = new ReadOnlySpan<long>(slots + slotOffsets[s] + begin, Math.Max(0, end - begin));
                 for (int t = 0; t < s && leader[p] == p && mine.Length > 0; t++)
                 {
                     int otherCount = partStarts[t + 1] - partStarts[t], other = partStarts[t] + l;
                     if (l >= otherCount || leader[other] != other) continue;
-                    int otherEnd = otherCount == 1 ? contextLengths[t] : Math.Min(contextLengths[t], begin + SplitKeys);
-                    if (otherEnd != end || slots[slotOffsets[t] + begin] != mine[0]) continue;
+                    if (PartKeys(contextLengths[t], l).End != end || slots[slotOffsets[t] + begin] != mine[0]) continue;
                     if (mine.SequenceEqual(new ReadOnlySpan<long>(slots + slotOffsets[t] + begin, end - begin))) leader[p] = other;
                 }
                 int lead = leader[p];
@@ -227,9 +232,7 @@ public static unsafe class PagedAttention
     {
         int heads = job.Heads, kvHeads = job.KvHeads, groups = heads / kvHeads, d = job.HeadDim, w = TL.Width;
         int leadPart = members[0], leadSeq = job.PartSequence[leadPart];
-        int parts = job.PartStarts[leadSeq + 1] - job.PartStarts[leadSeq], local = leadPart - job.PartStarts[leadSeq];
-        int length = job.ContextLengths[leadSeq];
-        int begin = local * SplitKeys, end = parts == 1 ? length : Math.Min(length, begin + SplitKeys);
+        var (begin, end) = PartKeys(job.ContextLengths[leadSeq], leadPart - job.PartStarts[leadSeq]);
         long* slots = job.Slots + job.SlotOffsets[leadSeq];
         long rowStride = (long)kvHeads * d;
 
