@@ -1,10 +1,11 @@
 // Samples a step's rows where their logits are (a GPU), so the only copy back to the host is one int32 per row.
 // It draws the same token as Sampler for the same logits, seed and output index: the same weights
 // (exp((l - max) / T) rounded to fp32, min-p as a threshold on them), the same order (descending, ties by index,
-// when top-k or top-p is set; vocabulary order otherwise), the same top-k and top-p cut, and the same uniform
-// (Sampler.UniformFor, computed on the host and uploaded with the row's parameters). Sums run in float64 as on the
-// host; only their summation order may differ (a parallel scan), which moves a draw only when u lands within
-// ~1e-15 of a boundary. Rows that need their logits on the host (logprobs, logit bias, penalties, returned logits)
+// when top-k or top-p is set; vocabulary order otherwise), the same top-k and top-p cut, and the same exponential
+// race: each kept token's E = -log u from the same SplitMix64 stream (Sampler.StepKey uploaded per row, the per-token
+// mixing done here in wrapping int64 arithmetic), the largest weight / E winning, ties to the lower id. The top-p
+// shares are float64 sums as on the host, in a parallel scan's order, and the device's log may differ from the host's
+// by an ulp: either moves a draw only when two candidates are within ~1e-15 of each other. Rows that need their logits on the host (logprobs, logit bias, penalties, returned logits)
 // are the caller's to exclude: this class sees only logits and sampling parameters.
 using TorchSharp;
 using static TorchSharp.torch;
@@ -40,28 +41,29 @@ public static class DeviceSampler
 
         long vocab = logits.shape[1];
         int n = rows.Count;
-        // Per-row parameters, one upload: 1/T, min-p, top-k (vocab when off), top-p (2 when off), u, sorted?, greedy?.
-        var parameters = new double[n * 7];
+        // Per-row parameters, one upload: 1/T, min-p, top-k (vocab when off), top-p (2 when off), sorted?, greedy?; and
+        // each row's draw key.
+        var parameters = new double[n * 6];
+        var keys = new long[n];
         for (int i = 0; i < n; i++)
         {
             var r = rows[i];
-            var p = parameters.AsSpan(i * 7, 7);
+            var p = parameters.AsSpan(i * 6, 6);
             p[0] = r.Greedy ? 1 : 1.0 / r.Temperature;
             p[1] = r.MinP > 0 ? r.MinP : 0;
             p[2] = r.TopK > 0 && r.TopK < vocab ? r.TopK : vocab;
             p[3] = r.TopP < 1.0 ? r.TopP : 2;
-            p[4] = Sampler.UniformFor(r.Seed, r.OutputIndex);
-            p[5] = SortsRow(r, vocab) ? 1 : 0;
-            p[6] = r.Greedy ? 1 : 0;
+            p[4] = SortsRow(r, vocab) ? 1 : 0;
+            p[5] = r.Greedy ? 1 : 0;
+            keys[i] = unchecked((long)Sampler.StepKey(r.Seed, r.OutputIndex));
         }
-        var table = tensor(parameters, [n, 7], ScalarType.Float64).to(device);
+        var table = tensor(parameters, [n, 6], ScalarType.Float64).to(device);
         var invT = table[.., 0..1];
         var minP = table[.., 1..2];
         var topK = table[.., 2..3];
         var topP = table[.., 3..4];
-        var u = table[.., 4..5];
-        var sorts = table[.., 5..6].to_type(ScalarType.Bool);
-        var greedy = table[.., 6].to_type(ScalarType.Bool);
+        var sorts = table[.., 4..5].to_type(ScalarType.Bool);
+        var greedy = table[.., 5].to_type(ScalarType.Bool);
 
         // Weights as the host makes them: float64 arithmetic, stored as fp32; the most likely token weighs 1.
         // The host subtracts the max in fp32 and scales in float64.
@@ -88,16 +90,30 @@ public static class DeviceSampler
         var kept = values.masked_fill(inTopK.logical_not(), 0.0);
         var shareBefore = (kept.cumsum(1) - kept) / kept.sum(1, keepdim: true);
         var keep = inTopK.logical_and_(shareBefore < topP);
-        kept = values.masked_fill(keep.logical_not(), 0.0);
-        var keepCount = keep.sum(1, keepdim: true, type: ScalarType.Int64);
 
-        // The first position whose running sum passes u × total; the last kept position if rounding runs past it.
-        var running = kept.cumsum(1);
-        var target = u * running[.., (int)(vocab - 1)..(int)vocab];
-        var pick = searchsorted(running, target, right: true).minimum(keepCount - 1).clamp_min(0);
-        var sampled = order.gather(1, pick).squeeze(1);
+        // The race, in vocabulary order: the kept positions back to their token ids, weight / E for those with weight.
+        var keptTokens = zeros([n, vocab], ScalarType.Bool, device).scatter_(1, order, keep);
+        var w = weights.to_type(ScalarType.Float64);
+        var e = Exponentials(tensor(keys, [n, 1], ScalarType.Int64).to(device), vocab);
+        var score = where(keptTokens.logical_and_(w > 0), w / e, -1.0);
+        var sampled = score.argmax(1);      // the first of equal maxima: the lower id, as on the host
         return ToHost(where(greedy, argmax, sampled));
     }
+
+    /// <summary>-log u for every token of every row, u from <see cref="Sampler.Uniform"/> (bit for bit: SplitMix64 in wrapping int64).</summary>
+    private static Tensor Exponentials(Tensor keys, long vocab)
+    {
+        const long Golden = unchecked((long)0x9E3779B97F4A7C15UL);
+        var z = keys + (arange(1, vocab + 1, ScalarType.Int64, keys.device) * Golden).unsqueeze(0);
+        z = (z ^ ShiftRight(z, 30)) * unchecked((long)0xBF58476D1CE4E5B9UL);
+        z = (z ^ ShiftRight(z, 27)) * unchecked((long)0x94D049BB133111EBUL);
+        z ^= ShiftRight(z, 31);
+        var u = (ShiftRight(z, 11) + 1).to_type(ScalarType.Float64) * (1.0 / (1UL << 53));
+        return u.log_().neg_();
+    }
+
+    /// <summary>A logical right shift of int64 lanes (torch shifts signed values arithmetically).</summary>
+    private static Tensor ShiftRight(Tensor z, int bits) => z.bitwise_right_shift(bits).bitwise_and((1L << (64 - bits)) - 1);
 
     /// <summary>Whether the host sorts this row by weight before drawing (top-k or top-p in effect).</summary>
     private static bool SortsRow(Row r, long vocab) => (r.TopK > 0 && r.TopK < vocab) || r.TopP < 1.0;

@@ -1,7 +1,13 @@
 // Turns one row of logits into the next token: greedy, or temperature with
 // min-p, top-k and top-p (vLLM's order: min-p on the tempered distribution first). Randomness comes from a counter-based stream keyed by
-// (request seed, output index), so a request gives the same tokens whether it
+// (request seed, output index, token id), so a request gives the same tokens whether it
 // runs alone, in a batch, or is preempted and recomputed.
+//
+// The draw is an exponential race, as vLLM's sampler does it: every kept token i gets E_i ~ Exp(1) and the token with the
+// largest w_i / E_i wins, which picks i with probability w_i / Σw. Unlike walking the cumulative sum to a uniform, it depends
+// only on how the two best candidates compare, not on a sum over the whole vocabulary: a recomputed row whose logits moved
+// by float rounding (a migrated request re-prefills what another worker decoded) changes the draw only when those two
+// are within that rounding of each other, not whenever the thousands of weights before the drawn one shift the sum past u.
 namespace Platform.Engine.Sampling;
 
 public sealed class Sampler
@@ -58,16 +64,56 @@ public sealed class Sampler
             }
         }
 
-        double sum = 0;
-        for (int i = 0; i < keep; i++) sum += probs[order[i]];
-        double u = UniformFor(seed, outputIndex) * sum;
-        double acc = 0;
-        for (int i = 0; i < keep; i++)
+        ulong key = StepKey(seed, outputIndex);
+        var race = new Race();
+        if (keep < n)
+            for (int i = 0; i < keep; i++) race.Enter(order[i], probs[order[i]], key);
+        else
+            for (int i = 0; i < n; i++) race.Enter(i, probs[i], key);
+        return race.Winner;
+    }
+
+    /// <summary>
+    /// The exponential race over the tokens entered: the largest weight / E wins (ties: the lower token id). E is only
+    /// computed where it could win: E ≥ 1 - u for the uniform u behind it, so a token with weight / (1 - u) at or below
+    /// the best so far cannot, and most of a vocabulary skips the logarithm.
+    /// </summary>
+    private struct Race
+    {
+        private double _best;
+        private int _winner;
+
+        public readonly int Winner => _winner;
+
+        public void Enter(int token, float weight, ulong key)
         {
-            acc += probs[order[i]];
-            if (u < acc) return order[i];
+            if (weight <= 0) return;
+            double u = Uniform(key, token);     // in (0, 1]
+            // E = -log u ≥ 1 - u (exact in double), with room for the logarithm's rounding: weight / E < best.
+            if (weight < _best * (1.0 - u) * (1 - 1e-12)) return;
+            double e = -Math.Log(u);
+            double score = e > 0 ? weight / e : double.PositiveInfinity;
+            if (score > _best || (score == _best && token < _winner))
+            {
+                _best = score;
+                _winner = token;
+            }
         }
-        return order[keep - 1];
+    }
+
+    /// <summary>The key of one draw: (seed, output index) by one SplitMix64 round.</summary>
+    public static ulong StepKey(ulong seed, int outputIndex) => Mix(seed + 0x9E3779B97F4A7C15UL * (ulong)(outputIndex + 1));
+
+    /// <summary>Uniform in (0, 1] for one token of one draw, from 53 bits of a SplitMix64 round: stateless, so replay-safe.</summary>
+    public static double Uniform(ulong stepKey, int token) =>
+        ((Mix(stepKey + 0x9E3779B97F4A7C15UL * (ulong)(token + 1)) >> 11) + 1) * (1.0 / (1UL << 53));
+
+    /// <summary>SplitMix64's finalizer.</summary>
+    public static ulong Mix(ulong z)
+    {
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+        return z ^ (z >> 31);
     }
 
     public static int ArgMax(ReadOnlySpan<float> logits)
@@ -77,15 +123,5 @@ public sealed class Sampler
         for (int i = 0; i < logits.Length; i++)
             if (logits[i] > bestValue) { bestValue = logits[i]; best = i; }
         return best;
-    }
-
-    /// <summary>Uniform in [0, 1) from (seed, index) by one SplitMix64 round: stateless, so replay-safe.</summary>
-    public static double UniformFor(ulong seed, int index)
-    {
-        ulong z = seed + 0x9E3779B97F4A7C15UL * (ulong)(index + 1);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
-        z ^= z >> 31;
-        return (z >> 11) * (1.0 / (1UL << 53));
     }
 }
