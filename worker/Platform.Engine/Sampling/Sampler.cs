@@ -14,6 +14,7 @@ public sealed class Sampler
 {
     private float[] _probs = [];
     private int[] _order = [];
+    private readonly SortedHead _head = new();
 
     /// <param name="logits">One row of logits (not modified).</param>
     /// <param name="seed">The request's seed.</param>
@@ -34,39 +35,19 @@ public sealed class Sampler
         float max = float.NegativeInfinity;
         foreach (float l in logits) if (l > max) max = l;
         double invT = 1.0 / temperature;
-        for (int i = 0; i < n; i++)
-        {
-            probs[i] = (float)Math.Exp((logits[i] - max) * invT);
-            order[i] = i;
-        }
+        for (int i = 0; i < n; i++) probs[i] = (float)Math.Exp((logits[i] - max) * invT);
         // The most likely token has weight 1 here, so min-p is a plain threshold on the weights.
         if (minP > 0)
             for (int i = 0; i < n; i++)
                 if (probs[i] < minP) probs[i] = 0;
 
         int keep = n;
-        if ((topK > 0 && topK < n) || topP < 1.0)
-        {
-            // Sort indices by probability, descending; ties by index for determinism.
-            var p = _probs;
-            order.Sort((a, b) => p[b] != p[a] ? p[b].CompareTo(p[a]) : a.CompareTo(b));
-            if (topK > 0 && topK < n) keep = topK;
-            if (topP < 1.0)
-            {
-                double total = 0;
-                for (int i = 0; i < keep; i++) total += probs[order[i]];
-                double cumulative = 0;
-                for (int i = 0; i < keep; i++)
-                {
-                    cumulative += probs[order[i]] / total;
-                    if (cumulative >= topP) { keep = i + 1; break; }
-                }
-            }
-        }
+        bool cut = (topK > 0 && topK < n) || topP < 1.0;
+        if (cut) keep = _head.Cut(probs, topK > 0 && topK < n ? topK : 0, topP, order);
 
         ulong key = StepKey(seed, outputIndex);
         var race = new Race();
-        if (keep < n)
+        if (cut)
             for (int i = 0; i < keep; i++) race.Enter(order[i], probs[order[i]], key);
         else
             for (int i = 0; i < n; i++) race.Enter(i, probs[i], key);
