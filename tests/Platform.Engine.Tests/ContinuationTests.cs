@@ -41,6 +41,9 @@ public sealed class ContinuationTests
     public async Task A_continuation_from_any_cut_yields_the_undisturbed_runs_tokens_and_text(string name, double temperature)
     {
         using var engine = TestModels.Engine(TestModels.TinyLlama);
+        // The continuations run where a migrated request does: on another engine, which holds none of the reference's
+        // blocks and prefills prompt + earlier outputs (its logits then differ from the decoded ones by rounding).
+        using var next = TestModels.Engine(TestModels.TinyLlama);
         var prompt = Prompt(40, 3);
         var sampling = new SamplingParams
         {
@@ -55,7 +58,7 @@ public sealed class ContinuationTests
         {
             // What the client had at the cut: the first `cut` tokens and the text streamed with them.
             string streamed = string.Concat(reference.Texts.Take(cut));
-            var continued = await Run(engine, new GenerationRequest(prompt, sampling, GeneratedTokens: reference.Tokens.Take(cut).ToList()));
+            var continued = await Run(next, new GenerationRequest(prompt, sampling, GeneratedTokens: reference.Tokens.Take(cut).ToList()));
             Assert.Equal(reference.Tokens.Skip(cut), continued.Tokens);
             Assert.Equal(fullText, streamed + string.Concat(continued.Texts));
             // Outputs count the earlier tokens too; the prompt stays the prompt.
