@@ -8,6 +8,7 @@
 // and scores q·k/sqrt(d) have std ≈ 1 — attention is neither uniform nor one-hot.
 // Norm weights are 1 ± 0.1 so a missing norm shows in the logits.
 using System.Text.Json;
+using Platform.Core.Hashing;
 using Platform.Core.Safetensors;
 
 namespace Platform.Core.Models;
@@ -198,7 +199,7 @@ public static class RandomModelGenerator
         var rng = new SplitMix64(seed ^ StableHash(name));
         if (name.EndsWith("norm.weight", StringComparison.Ordinal))
         {
-            for (long i = 0; i < count; i++) values[i] = 1f + 0.1f * rng.NextSymmetric();
+            for (long i = 0; i < count; i++) values[i] = 1f + 0.1f * Symmetric(rng.Next());
             return values;
         }
         double std = name switch
@@ -212,7 +213,7 @@ public static class RandomModelGenerator
         };
         // Uniform on [-a, a] has std a/sqrt(3).
         float a = (float)(std * Math.Sqrt(3.0));
-        for (long i = 0; i < count; i++) values[i] = a * rng.NextSymmetric();
+        for (long i = 0; i < count; i++) values[i] = a * Symmetric(rng.Next());
         return values;
     }
 
@@ -247,20 +248,6 @@ public static class RandomModelGenerator
 
     private static ulong StableHash(string s) => System.IO.Hashing.XxHash3.HashToUInt64(System.Text.Encoding.UTF8.GetBytes(s));
 
-    /// <summary>SplitMix64: tiny, fast, and the same on every platform and runtime version.</summary>
-    private struct SplitMix64(ulong state)
-    {
-        private ulong _state = state;
-
-        public ulong Next()
-        {
-            ulong z = _state += 0x9E3779B97F4A7C15UL;
-            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
-            z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
-            return z ^ (z >> 31);
-        }
-
-        /// <summary>Uniform on [-1, 1).</summary>
-        public float NextSymmetric() => (float)((Next() >> 40) * (1.0 / (1UL << 24)) * 2.0 - 1.0);
-    }
+    /// <summary>Uniform on [-1, 1) from the top 24 bits of one SplitMix64 output.</summary>
+    private static float Symmetric(ulong bits) => (float)((bits >> 40) * (1.0 / (1UL << 24)) * 2.0 - 1.0);
 }

@@ -10,19 +10,12 @@ public sealed class ExponentialRaceTests
 {
     private static readonly float[] Logits = [1.2f, 0.4f, -0.3f, 2.0f, 0.0f, -1.5f, 0.9f, 0.5f, -0.7f, 1.6f];
 
+    /// <summary>Each token's probability after top-k and top-p: its weight over the kept weights' sum.</summary>
     private static double[] Expected(double temperature, int topK, double topP)
     {
-        var w = Logits.Select(l => Math.Exp((l - Logits.Max()) / temperature)).ToArray();
-        var order = Enumerable.Range(0, w.Length).OrderByDescending(i => w[i]).ToArray();
-        int keep = topK > 0 ? topK : w.Length;
-        if (topP < 1)
-        {
-            double total = order.Take(keep).Sum(i => w[i]), cumulative = 0;
-            for (int i = 0; i < keep; i++)
-                if ((cumulative += w[order[i]] / total) >= topP) { keep = i + 1; break; }
-        }
+        var w = Logits.Select(l => (float)Math.Exp((l - Logits.Max()) / temperature)).ToArray();
         var p = new double[w.Length];
-        foreach (int i in order.Take(keep)) p[i] = w[i];
+        foreach (int i in SortedHeadTests.Reference(w, topK, topP)) p[i] = w[i];
         double sum = p.Sum();
         return p.Select(x => x / sum).ToArray();
     }

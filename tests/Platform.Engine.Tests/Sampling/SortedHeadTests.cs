@@ -7,7 +7,8 @@ namespace Platform.Engine.Tests.Sampling;
 
 public sealed class SortedHeadTests
 {
-    private static int[] Reference(float[] w, int topK, double topP)
+    /// <summary>The kept tokens, most likely first: a full sort (ties by the lower id), then the top-k and top-p cut.</summary>
+    internal static int[] Reference(float[] w, int topK, double topP)
     {
         var order = Enumerable.Range(0, w.Length).Where(i => w[i] > 0).OrderByDescending(i => w[i]).ThenBy(i => i).ToArray();
         int keep = topK > 0 ? Math.Min(topK, order.Length) : order.Length;

@@ -2,11 +2,13 @@
 // It draws the same token as Sampler for the same logits, seed and output index: the same weights
 // (exp((l - max) / T) rounded to fp32, min-p as a threshold on them), the same order (descending, ties by index,
 // when top-k or top-p is set; vocabulary order otherwise), the same top-k and top-p cut, and the same exponential
-// race: each kept token's E = -log u from the same SplitMix64 stream (Sampler.StepKey uploaded per row, the per-token
-// mixing done here in wrapping int64 arithmetic), the largest weight / E winning, ties to the lower id. The top-p
-// shares are float64 sums as on the host, in a parallel scan's order, and the device's log may differ from the host's
-// by an ulp: either moves a draw only when two candidates are within ~1e-15 of each other. Rows that need their logits on the host (logprobs, logit bias, penalties, returned logits)
-// are the caller's to exclude: this class sees only logits and sampling parameters.
+// race: each kept token's E = -log u from the same SplitMix64 stream (Sampler.StepKey uploaded per row, the
+// per-token mixing done here in wrapping int64 arithmetic), the largest weight / E winning, ties to the lower id.
+// The top-p shares are float64 sums as on the host, in a parallel scan's order, and the device's log may differ
+// from the host's by an ulp: either moves a draw only when two candidates are within ~1e-15 of each other. Rows
+// that need their logits on the host (logprobs, logit bias, penalties, returned logits) are the caller's to
+// exclude: this class sees only logits and sampling parameters.
+using Platform.Core.Hashing;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -72,6 +74,8 @@ public static class DeviceSampler
         var weights = (difference * invT).exp_().to_type(ScalarType.Float32);
         weights = weights.masked_fill(weights.to_type(ScalarType.Float64) < minP, 0f);
 
+        var w = weights.to_type(ScalarType.Float64);
+
         var positions = arange(vocab, ScalarType.Float64, device).unsqueeze(0);
         Tensor order, values;
         if (anySorted)
@@ -83,7 +87,7 @@ public static class DeviceSampler
         else
         {
             order = arange(vocab, ScalarType.Int64, device).unsqueeze(0).expand(n, vocab);
-            values = weights.to_type(ScalarType.Float64);
+            values = w;
         }
         // Top-k keeps the first k positions; top-p keeps a position while the share before it is below p.
         var inTopK = positions < topK;
@@ -93,7 +97,6 @@ public static class DeviceSampler
 
         // The race, in vocabulary order: the kept positions back to their token ids, weight / E for those with weight.
         var keptTokens = zeros([n, vocab], ScalarType.Bool, device).scatter_(1, order, keep);
-        var w = weights.to_type(ScalarType.Float64);
         var e = Exponentials(tensor(keys, [n, 1], ScalarType.Int64).to(device), vocab);
         var score = where(keptTokens.logical_and_(w > 0), w / e, -1.0);
         var sampled = score.argmax(1);      // the first of equal maxima: the lower id, as on the host
@@ -103,8 +106,8 @@ public static class DeviceSampler
     /// <summary>-log u for every token of every row, u from <see cref="Sampler.Uniform"/> (bit for bit: SplitMix64 in wrapping int64).</summary>
     private static Tensor Exponentials(Tensor keys, long vocab)
     {
-        const long Golden = unchecked((long)0x9E3779B97F4A7C15UL);
-        var z = keys + (arange(1, vocab + 1, ScalarType.Int64, keys.device) * Golden).unsqueeze(0);
+        // SplitMix64.At(key, token) for every token; the mixing is SplitMix64.Mix's.
+        var z = keys + (arange(1, vocab + 1, ScalarType.Int64, keys.device) * unchecked((long)SplitMix64.Gamma)).unsqueeze(0);
         z = (z ^ ShiftRight(z, 30)) * unchecked((long)0xBF58476D1CE4E5B9UL);
         z = (z ^ ShiftRight(z, 27)) * unchecked((long)0x94D049BB133111EBUL);
         z ^= ShiftRight(z, 31);

@@ -8,6 +8,8 @@
 // only on how the two best candidates compare, not on a sum over the whole vocabulary: a recomputed row whose logits moved
 // by float rounding (a migrated request re-prefills what another worker decoded) changes the draw only when those two
 // are within that rounding of each other, not whenever the thousands of weights before the drawn one shift the sum past u.
+using Platform.Core.Hashing;
+
 namespace Platform.Engine.Sampling;
 
 public sealed class Sampler
@@ -41,9 +43,8 @@ public sealed class Sampler
             for (int i = 0; i < n; i++)
                 if (probs[i] < minP) probs[i] = 0;
 
-        int keep = n;
         bool cut = (topK > 0 && topK < n) || topP < 1.0;
-        if (cut) keep = _head.Cut(probs, topK > 0 && topK < n ? topK : 0, topP, order);
+        int keep = cut ? _head.Cut(probs, topK > 0 && topK < n ? topK : 0, topP, order) : n;
 
         ulong key = StepKey(seed, outputIndex);
         var race = new Race();
@@ -82,20 +83,11 @@ public sealed class Sampler
         }
     }
 
-    /// <summary>The key of one draw: (seed, output index) by one SplitMix64 round.</summary>
-    public static ulong StepKey(ulong seed, int outputIndex) => Mix(seed + 0x9E3779B97F4A7C15UL * (ulong)(outputIndex + 1));
+    /// <summary>The key of one draw: output <paramref name="outputIndex"/> of the SplitMix64 stream of the request's seed.</summary>
+    public static ulong StepKey(ulong seed, int outputIndex) => SplitMix64.At(seed, outputIndex);
 
-    /// <summary>Uniform in (0, 1] for one token of one draw, from 53 bits of a SplitMix64 round: stateless, so replay-safe.</summary>
-    public static double Uniform(ulong stepKey, int token) =>
-        ((Mix(stepKey + 0x9E3779B97F4A7C15UL * (ulong)(token + 1)) >> 11) + 1) * (1.0 / (1UL << 53));
-
-    /// <summary>SplitMix64's finalizer.</summary>
-    public static ulong Mix(ulong z)
-    {
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
-        return z ^ (z >> 31);
-    }
+    /// <summary>Uniform in (0, 1] for one token of one draw, from 53 bits of the draw key's stream: stateless, so replay-safe.</summary>
+    public static double Uniform(ulong stepKey, int token) => ((SplitMix64.At(stepKey, token) >> 11) + 1) * (1.0 / (1UL << 53));
 
     public static int ArgMax(ReadOnlySpan<float> logits)
     {
