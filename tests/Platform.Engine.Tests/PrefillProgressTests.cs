@@ -54,7 +54,16 @@ public sealed class PrefillProgressTests
     {
         using var engine = TestModels.Engine(TestModels.TinyLlama, new EngineOptions { NumKvBlocks = 64, MaxRunningRequests = 1, DefaultSeed = 1, Threads = 2 });
         engine.QueuedProgressInterval = TimeSpan.FromMilliseconds(50);
-        engine.BeforeStep = () => Thread.Sleep(10);
+        // After the first request's prefill step, no step runs until the second request is in: a test thread
+        // descheduled for the first request's 40 steps (a loaded 2-core machine) would otherwise submit the second
+        // after the first had finished, and it would never queue.
+        int steps = 0;
+        using var secondSubmitted = new ManualResetEventSlim();
+        engine.BeforeStep = () =>
+        {
+            if (Interlocked.Increment(ref steps) > 1) secondSubmitted.Wait(TimeSpan.FromSeconds(30));
+            Thread.Sleep(10);
+        };
         var sampling = new SamplingParams { MaxTokens = 40, Temperature = 0, IgnoreEos = true };
         var running = new TaskCompletionSource();
         var first = Task.Run(async () =>
@@ -63,8 +72,10 @@ public sealed class PrefillProgressTests
                 if (c.TokenIds.Count > 0) running.TrySetResult();
         });
         await running.Task;
+        var second = engine.GenerateAsync(new GenerationRequest(Prompt(20, 3), sampling));
+        secondSubmitted.Set();
         var chunks = new List<GenerationChunk>();
-        await foreach (var c in engine.GenerateAsync(new GenerationRequest(Prompt(20, 3), sampling))) chunks.Add(c);
+        await foreach (var c in second) chunks.Add(c);
         await first;
 
         int firstToken = chunks.FindIndex(c => c.TokenIds.Count > 0);
