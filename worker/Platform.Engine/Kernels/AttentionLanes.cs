@@ -175,6 +175,25 @@ internal readonly unsafe struct Lanes256 : IAttentionLanes<Vector256<float>>
         Avx.Store(destination, Avx.Add(Avx.Permute2x128(u0, u1, 0x20), Avx.Permute2x128(u0, u1, 0x31)));
     }
 
+    /// <summary>
+    /// The lane sums of a score tile's accumulators (four query heads g × two keys k), s_g[k] = Σ a_gk, without a trip
+    /// through memory: per 128-bit half, two rounds of horizontal adds leave [a00, a01, a10, a11] (and the same for
+    /// heads 2, 3) summed over the half; the halves are then added. The order of the additions is SumEach's.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void StoreTileSums(Vector256<float> a00, Vector256<float> a01, Vector256<float> a10, Vector256<float> a11,
+        Vector256<float> a20, Vector256<float> a21, Vector256<float> a30, Vector256<float> a31, float* s0, float* s1, float* s2, float* s3)
+    {
+        var u0 = Avx.HorizontalAdd(Avx.HorizontalAdd(a00, a01), Avx.HorizontalAdd(a10, a11));
+        var u1 = Avx.HorizontalAdd(Avx.HorizontalAdd(a20, a21), Avx.HorizontalAdd(a30, a31));
+        var r0 = Sse.Add(u0.GetLower(), u0.GetUpper()); // [head 0 key 0, head 0 key 1, head 1 key 0, head 1 key 1]
+        var r1 = Sse.Add(u1.GetLower(), u1.GetUpper());
+        Sse.StoreLow(s0, r0);
+        Sse.StoreHigh(s1, r0);
+        Sse.StoreLow(s2, r1);
+        Sse.StoreHigh(s3, r1);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> ExpShifted(Vector256<float> x, Vector256<float> shift)
     {
