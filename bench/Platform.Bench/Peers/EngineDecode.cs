@@ -1,8 +1,10 @@
 // One batch-1 greedy generation on the engine, measured the way the peers measure themselves: the
 // time from submitting the prompt to the first generated id, and the rate of the ids after the first
-// over the time they took. Returns the ids too, for the greedy-agreement check against a peer.
+// over the time they took. Returns the ids too, for the greedy-agreement check against a peer; and
+// the engine's side of the teacher-forced agreement check (TopIds).
 using System.Diagnostics;
 using Platform.Engine;
+using Platform.Engine.Model;
 using Platform.Engine.Scheduling;
 
 namespace Platform.Bench.Peers;
@@ -26,6 +28,26 @@ internal static class EngineDecode
         }
         double decodeSeconds = clock.Elapsed.TotalMilliseconds / 1000 - firstMs / 1000;
         return new EngineDecodeResult(ids, firstMs, (ids.Count - 1) / decodeSeconds);
+    }
+
+    /// <summary>
+    /// Teacher forcing on the engine's model: one forward pass over <paramref name="ids"/> (LogitsDump) and the top id after
+    /// each prefix, as <see cref="LlamaCppPeer.ScoreAsync"/> returns for llama.cpp.
+    /// </summary>
+    public static IReadOnlyList<int> TopIds(string modelDir, IReadOnlyList<int> ids, string weightDtype, string quantization)
+    {
+        var logits = LogitsDump.Compute(modelDir, ids, TorchSharp.torch.ScalarType.Float32, weightDtype, quantization);
+        int vocab = logits.Length / ids.Count;
+        var top = new int[ids.Count];
+        for (int i = 0; i < ids.Count; i++)
+        {
+            var row = logits.AsSpan(i * vocab, vocab);
+            int best = 0;
+            for (int v = 1; v < vocab; v++)
+                if (row[v] > row[best]) best = v; // the first of equal maxima, as the driver's Argmax
+            top[i] = best;
+        }
+        return top;
     }
 
     /// <summary>How many ids agree from the start before the first difference.</summary>

@@ -61,4 +61,20 @@ internal sealed class LlamaCppPeer
         double? decode = run.Field("decode_tokens_per_s ") is { } d ? double.Parse(d, CultureInfo.InvariantCulture) : null;
         return new LlamaCppResult(ids, firstToken, decode, run.Elapsed);
     }
+
+    /// <summary>
+    /// Teacher forcing: evaluates <paramref name="ids"/> as one batch and returns the top id after each prefix (element i
+    /// is the argmax of the logits at position i).
+    /// </summary>
+    public async Task<IReadOnlyList<int>> ScoreAsync(string gguf, IReadOnlyList<int> ids, int threads)
+    {
+        var run = (await PeerProcess.RunAsync(DriverPath,
+            ["--model", gguf, "--prompt-ids", string.Join(',', ids), "--score", "--threads", threads.ToString(CultureInfo.InvariantCulture),
+             "--ctx", (ids.Count + 16).ToString(CultureInfo.InvariantCulture)])).EnsureSuccess("the llama.cpp driver (--score)");
+        var top = (run.Field("argmax ") ?? throw new InvalidOperationException($"the llama.cpp driver printed no argmax line: {run.Stdout}"))
+            .Split(',', StringSplitOptions.RemoveEmptyEntries).Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToList();
+        if (top.Count != ids.Count)
+            throw new InvalidOperationException($"the llama.cpp driver scored {top.Count} positions of {ids.Count}");
+        return top;
+    }
 }

@@ -16,22 +16,51 @@
 //
 // --peer-cases picks which of the llama.cpp cases (f32, bf16, f16, q8_0, start) run; all by default.
 // Quantization's own cost: the int8 row also reports how far the engine's int8 greedy ids follow its
-// own fp32 ids and how far llama.cpp's q8_0 ids follow its own f32 ids (same prompt, same run), and
-// whether the engine's int8 keeps at least as long an agreeing prefix as llama.cpp's q8_0
-// (QuantizedAgreement).
+// own fp32 ids and how far llama.cpp's q8_0 ids follow its own f32 ids (same prompt, same run;
+// QuantizedAgreement), and, as the check, teacher-forced top-1 agreement: each side's f32 and
+// quantized models score the same 256 random tokens in one batch, and the positions whose top id
+// the quantization kept are counted (ForcedAgreement; the engine's int8 should keep at least as many
+// as llama.cpp's q8_0).
 //
 // llama2.c: the fp32 checkpoint exported to run.c's format; engine fp32 vs run.c, rounds alternating.
 using System.Globalization;
 using Platform.Bench.Models;
 using Platform.Core.Safetensors;
 using Platform.Engine;
+using Platform.Engine.Model;
 using Spectre.Console;
 
 namespace Platform.Bench.Peers;
 
 internal sealed record PeerWidthRow(string Width, string EngineCase, string PeerFile, double? EngineTokensPerSecond,
     double? PeerTokensPerSecond, double? EngineOverPeer, int? AgreeingIds, int Tokens, string? Note,
-    QuantizedAgreement? OwnF32Agreement = null);
+    QuantizedAgreement? OwnF32Agreement = null, ForcedAgreement? OwnF32Forced = null);
+
+/// <summary>
+/// Teacher-forced top-1 agreement of each side's quantized model with its own f32 model, over the positions of one token
+/// sequence: the positions where the quantized logits' top id is the f32 logits' top id. Unlike the free-running prefix
+/// (QuantizedAgreement), where the first near-tie that flips ends the count (on a random-weight model, whose logits are
+/// nearly flat, that is a coin toss: 4 of 32 or 30 of 32 for the same quantization), every position counts once.
+/// </summary>
+internal sealed record ForcedAgreement(int Engine, int Peer, int Positions)
+{
+    public static ForcedAgreement Of(IReadOnlyList<int> engineF32, IReadOnlyList<int> engineQuantized,
+        IReadOnlyList<int> peerF32, IReadOnlyList<int> peerQuantized)
+    {
+        int positions = engineF32.Count;
+        if (engineQuantized.Count != positions || peerF32.Count != positions || peerQuantized.Count != positions)
+            throw new ArgumentException($"every side scores the same positions: got {engineF32.Count}, {engineQuantized.Count}, {peerF32.Count} and {peerQuantized.Count}");
+        static int Same(IReadOnlyList<int> a, IReadOnlyList<int> b) => Enumerable.Range(0, a.Count).Count(i => a[i] == b[i]);
+        return new ForcedAgreement(Same(engineF32, engineQuantized), Same(peerF32, peerQuantized), positions);
+    }
+
+    /// <summary>True when the engine's int8 keeps its fp32 top id at least as often as llama.cpp's q8_0 keeps its f32 one.</summary>
+    public bool EngineAtLeastAsClose => Engine >= Peer;
+
+    public override string ToString() =>
+        $"teacher-forced top-1 = own f32: engine int8 {Engine} of {Positions}, llama.cpp q8_0 {Peer} of {Positions}"
+        + (EngineAtLeastAsClose ? "" : " (ENGINE INT8 FURTHER FROM ITS F32)");
+}
 
 /// <summary>
 /// A quantized case's greedy ids against each side's own f32 ids: the leading ids the engine's int8 run shares with the
@@ -104,7 +133,9 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
                     ? QuantizedAgreement.Of(ef, eq, pf, pq, tokens) : null;
                 if (own is not null)
                     AnsiConsole.MarkupLine($"  int8 against each side's own f32: {Markup.Escape(own.ToString())}");
-                rows.Add(q8.WidthRow with { OwnF32Agreement = own });
+                var forced = await ForcedAgreementAsync(peer, f32Dir, Gguf(GgmlType.F32), Gguf(GgmlType.Q8_0));
+                AnsiConsole.MarkupLine($"  {Markup.Escape(forced.ToString())}");
+                rows.Add(q8.WidthRow with { OwnF32Agreement = own, OwnF32Forced = forced });
             }
             if (Runs("start"))
                 start = await MeasureStartAsync(peer, BenchModels.Ensure(preset, SafetensorsDtype.BF16), Gguf(GgmlType.F16), prompt);
@@ -112,6 +143,21 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
         if (llama2cBinary is not null)
             llama2c = await CompareLlama2cAsync(new Llama2cPeer(llama2cBinary), f32Dir, prompt);
         return new PeerReport(preset, threads, rounds, rows, start, llama2c);
+    }
+
+    /// <summary>Positions of the teacher-forced agreement check (one random token sequence, scored in one batch by each model).</summary>
+    private const int ScoredTokens = 256;
+
+    /// <summary>The int8 check: each side's quantized and f32 models score one random sequence (teacher forcing), see ForcedAgreement.</summary>
+    private async Task<ForcedAgreement> ForcedAgreementAsync(LlamaCppPeer peer, string f32Dir, string f32Gguf, string q8Gguf)
+    {
+        AnsiConsole.MarkupLine($"[grey]int8 agreement: each side's f32 and quantized models score the same {ScoredTokens} random tokens…[/]");
+        var sequence = BenchModels.RandomPrompt(f32Dir, ScoredTokens, seed: 29);
+        var engineF32 = EngineDecode.TopIds(f32Dir, sequence, "float32", Platform.Engine.Model.Quantization.None);
+        var engineQ8 = EngineDecode.TopIds(f32Dir, sequence, WeightDtype.Auto, Platform.Engine.Model.Quantization.Q8);
+        var peerF32 = await peer.ScoreAsync(f32Gguf, sequence, threads);
+        var peerQ8 = await peer.ScoreAsync(q8Gguf, sequence, threads);
+        return ForcedAgreement.Of(engineF32, engineQ8, peerF32, peerQ8);
     }
 
     private EngineOptions Options(string weightDtype) => new()
@@ -252,12 +298,13 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
         if (report.LlamaCpp.Count > 0)
         {
             var table = new Table().AddColumns("width", "engine", "llama.cpp file", "engine tok/s", "llama.cpp tok/s", "engine / llama.cpp", "greedy ids agree",
-                "= own f32: engine / llama.cpp", "note");
+                "leading ids = own f32: engine / llama.cpp", "teacher-forced top-1 = own f32: engine / llama.cpp", "note");
             foreach (var r in report.LlamaCpp)
                 table.AddRow(r.Width, Markup.Escape(r.EngineCase), Markup.Escape(r.PeerFile), Format(r.EngineTokensPerSecond), Format(r.PeerTokensPerSecond),
                     r.EngineOverPeer is { } x ? x.ToString("F2", CultureInfo.InvariantCulture) + "×" : "-",
                     r.AgreeingIds is { } a ? $"{a} of {r.Tokens}" : "-",
-                    r.OwnF32Agreement is { } o ? $"{o.EngineIds} / {o.PeerIds} of {o.Tokens}{(o.EngineAtLeastAsClose ? "" : " (engine drifts sooner)")}" : "-",
+                    r.OwnF32Agreement is { } o ? $"{o.EngineIds} / {o.PeerIds} of {o.Tokens}" : "-",
+                    r.OwnF32Forced is { } f ? $"{f.Engine} / {f.Peer} of {f.Positions}{(f.EngineAtLeastAsClose ? "" : " (engine further)")}" : "-",
                     Markup.Escape(r.Note ?? ""));
             AnsiConsole.Write(table);
         }

@@ -6,6 +6,9 @@
 //   decode_tokens_per_s <r>  ids after the first, over the time they took
 //   ids <id,id,...>          every generated id, the first included
 // Usage: llama_driver --model F.gguf --prompt-ids 1,2,3 [--predict N] [--threads N] [--kv f32|f16] [--ctx N]
+// With --score, it generates nothing: it evaluates the prompt ids as one batch with logits at every
+// position and prints `argmax <id,id,...>`, the top id after each prefix (teacher forcing; the bench's
+// quantization agreement check).
 #include "llama.h"
 
 #include <chrono>
@@ -55,8 +58,11 @@ int main(int argc, char** argv) {
     std::vector<llama_token> prompt;
     int predict = 32, threads = 2, contextSize = 4096;
     ggml_type kvType = GGML_TYPE_F32;
-    for (int i = 1; i + 1 < argc; i += 2) {
+    bool score = false;
+    for (int i = 1; i < argc; i += 2) {
         std::string name = argv[i];
+        if (name == "--score") { score = true; i--; continue; }
+        if (i + 1 >= argc) { std::fprintf(stderr, "%s needs a value\n", argv[i]); return 2; }
         const char* value = argv[i + 1];
         if (name == "--model") modelPath = value;
         else if (name == "--prompt-ids") prompt = ParseIds(value);
@@ -90,6 +96,31 @@ int main(int argc, char** argv) {
     llama_context* context = llama_init_from_model(model, contextParams);
     if (context == nullptr) { std::fprintf(stderr, "could not create a context\n"); return 1; }
     const int vocabSize = llama_vocab_n_tokens(llama_model_get_vocab(model));
+
+    if (score) {
+        const int count = static_cast<int>(prompt.size());
+        llama_batch batch = llama_batch_init(count, 0, 1);
+        for (int i = 0; i < count; i++) {
+            batch.token[i] = prompt[i];
+            batch.pos[i] = i;
+            batch.n_seq_id[i] = 1;
+            batch.seq_id[i][0] = 0;
+            batch.logits[i] = 1;
+        }
+        batch.n_tokens = count;
+        if (llama_decode(context, batch) != 0) {
+            std::fprintf(stderr, "evaluating the ids to score failed\n");
+            return 1;
+        }
+        std::printf("argmax ");
+        for (int i = 0; i < count; i++) std::printf(i == 0 ? "%d" : ",%d", Argmax(llama_get_logits_ith(context, i), vocabSize));
+        std::printf("\n");
+        llama_batch_free(batch);
+        llama_free(context);
+        llama_model_free(model);
+        llama_backend_free();
+        return 0;
+    }
 
     std::vector<llama_token> generated;
     Clock::time_point start = Clock::now();

@@ -1,6 +1,7 @@
 // Optional: where a llama.cpp build is given (LLAMACPP_DIR, a source tree built into build/), the
 // GGUF export of a random tiny model is run by the compiled driver and its greedy ids must equal the
-// engine's, token for token. Without the variable the test says so in its output and checks nothing
+// engine's, token for token; scored in one batch (--score), its top id after every prefix must equal
+// the engine's teacher-forced top id. Without the variable the test says so in its output and checks nothing
 // else: the suite does not depend on llama.cpp.
 using Platform.Bench.Peers;
 using Platform.Core.Models;
@@ -39,5 +40,31 @@ public sealed class LlamaCppAgreementTests(ITestOutputHelper output) : IDisposab
         output.WriteLine($"engine:    {string.Join(',', mine.Ids)}");
         output.WriteLine($"llama.cpp: {string.Join(',', theirs.Ids)}");
         Assert.Equal(mine.Ids, theirs.Ids);
+    }
+
+    [Fact]
+    public async Task Llama_cpp_teacher_forced_top_ids_equal_the_engine_s_on_the_f32_export()
+    {
+        string? llamaCpp = Environment.GetEnvironmentVariable("LLAMACPP_DIR");
+        if (string.IsNullOrEmpty(llamaCpp))
+        {
+            output.WriteLine("skipped: set LLAMACPP_DIR to a llama.cpp source tree built into build/ to run this check");
+            return;
+        }
+        string model = Path.Combine(_dir, "tiny");
+        RandomModelGenerator.Create(model, new RandomModelOptions { Preset = "tiny", Seed = 5 });
+        string gguf = Path.Combine(_dir, "tiny.f32.gguf");
+        GgufExport.Write(model, gguf, GgmlType.F32);
+        var peer = await LlamaCppPeer.PrepareAsync(llamaCpp, Path.Combine(_dir, "driver"));
+        var rng = new Random(11);
+        int[] sequence = Enumerable.Range(0, 48).Select(_ => rng.Next(3, 500)).ToArray();
+
+        var theirs = await peer.ScoreAsync(gguf, sequence, threads: 2);
+        var mine = EngineDecode.TopIds(model, sequence, "float32", Platform.Engine.Model.Quantization.None);
+
+        output.WriteLine($"engine:    {string.Join(',', mine)}");
+        output.WriteLine($"llama.cpp: {string.Join(',', theirs)}");
+        Assert.Equal(sequence.Length, theirs.Count);
+        Assert.Equal(mine, theirs);
     }
 }

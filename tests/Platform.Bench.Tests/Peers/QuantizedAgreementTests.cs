@@ -1,6 +1,7 @@
-// The peer bench's int8 check (QuantizedAgreement): each side's quantized greedy ids against its own f32
-// ids, as agreeing prefixes, and whether the engine's int8 follows its fp32 at least as far as
-// llama.cpp's q8_0 follows its f32.
+// The peer bench's int8 checks: each side's quantized greedy ids against its own f32 ids, as agreeing
+// prefixes (QuantizedAgreement), and teacher-forced top ids counted position by position
+// (ForcedAgreement); and whether the engine's int8 stays at least as close to its fp32 as llama.cpp's
+// q8_0 to its f32.
 using Platform.Bench.Peers;
 
 namespace Platform.Bench.Tests.Peers;
@@ -33,5 +34,46 @@ public sealed class QuantizedAgreementTests
         Assert.Equal(4, agreement.PeerIds);
         Assert.False(agreement.EngineAtLeastAsClose);
         Assert.Contains("ENGINE INT8 DRIFTS SOONER", agreement.ToString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Teacher_forced_agreement_counts_every_position_not_just_the_leading_ones()
+    {
+        // An early flip ends a prefix count but costs one position here.
+        int[] engineF32 = [1, 2, 3, 4, 5, 6, 7, 8];
+        int[] engineInt8 = [1, 9, 3, 4, 5, 6, 7, 8];
+        int[] peerF32 = [4, 4, 4, 4, 4, 4, 4, 4];
+        int[] peerQ8 = [4, 4, 4, 4, 4, 4, 0, 0];
+
+        var forced = ForcedAgreement.Of(engineF32, engineInt8, peerF32, peerQ8);
+
+        Assert.Equal(7, forced.Engine);
+        Assert.Equal(6, forced.Peer);
+        Assert.Equal(8, forced.Positions);
+        Assert.True(forced.EngineAtLeastAsClose);
+        Assert.DoesNotContain("FURTHER", forced.ToString(), StringComparison.Ordinal);
+
+        var prefix = QuantizedAgreement.Of(engineF32, engineInt8, peerF32, peerQ8, tokens: 8);
+        Assert.False(prefix.EngineAtLeastAsClose); // the same ids judged by their prefixes: 1 against 6
+    }
+
+    [Fact]
+    public void Teacher_forced_agreement_flags_an_engine_further_from_its_f32()
+    {
+        int[] same = [1, 2, 3, 4];
+        var forced = ForcedAgreement.Of(same, [1, 2, 0, 0], same, [1, 2, 3, 0]);
+
+        Assert.Equal(2, forced.Engine);
+        Assert.Equal(3, forced.Peer);
+        Assert.False(forced.EngineAtLeastAsClose);
+        Assert.Contains("ENGINE INT8 FURTHER FROM ITS F32", forced.ToString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Teacher_forced_agreement_needs_every_side_to_score_the_same_positions()
+    {
+        int[] four = [1, 2, 3, 4];
+        var error = Assert.Throws<ArgumentException>(() => ForcedAgreement.Of(four, four, four, [1, 2, 3]));
+        Assert.Contains("same positions", error.Message, StringComparison.Ordinal);
     }
 }
