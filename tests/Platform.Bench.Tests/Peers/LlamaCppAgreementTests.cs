@@ -19,17 +19,7 @@ public sealed class LlamaCppAgreementTests(ITestOutputHelper output) : IDisposab
     [Fact]
     public async Task Llama_cpp_greedy_ids_equal_the_engine_s_on_the_f32_export()
     {
-        string? llamaCpp = Environment.GetEnvironmentVariable("LLAMACPP_DIR");
-        if (string.IsNullOrEmpty(llamaCpp))
-        {
-            output.WriteLine("skipped: set LLAMACPP_DIR to a llama.cpp source tree built into build/ to run this check");
-            return;
-        }
-        string model = Path.Combine(_dir, "tiny");
-        RandomModelGenerator.Create(model, new RandomModelOptions { Preset = "tiny", Seed = 3 });
-        string gguf = Path.Combine(_dir, "tiny.f32.gguf");
-        GgufExport.Write(model, gguf, GgmlType.F32);
-        var peer = await LlamaCppPeer.PrepareAsync(llamaCpp, Path.Combine(_dir, "driver"));
+        if (await PrepareAsync(seed: 3) is not var (model, gguf, peer)) return;
         int[] prompt = [5, 77, 300, 12, 9, 41, 250, 3];
         const int tokens = 24;
 
@@ -45,17 +35,7 @@ public sealed class LlamaCppAgreementTests(ITestOutputHelper output) : IDisposab
     [Fact]
     public async Task Llama_cpp_teacher_forced_top_ids_equal_the_engine_s_on_the_f32_export()
     {
-        string? llamaCpp = Environment.GetEnvironmentVariable("LLAMACPP_DIR");
-        if (string.IsNullOrEmpty(llamaCpp))
-        {
-            output.WriteLine("skipped: set LLAMACPP_DIR to a llama.cpp source tree built into build/ to run this check");
-            return;
-        }
-        string model = Path.Combine(_dir, "tiny");
-        RandomModelGenerator.Create(model, new RandomModelOptions { Preset = "tiny", Seed = 5 });
-        string gguf = Path.Combine(_dir, "tiny.f32.gguf");
-        GgufExport.Write(model, gguf, GgmlType.F32);
-        var peer = await LlamaCppPeer.PrepareAsync(llamaCpp, Path.Combine(_dir, "driver"));
+        if (await PrepareAsync(seed: 5) is not var (model, gguf, peer)) return;
         var rng = new Random(11);
         int[] sequence = Enumerable.Range(0, 48).Select(_ => rng.Next(3, 500)).ToArray();
 
@@ -66,5 +46,21 @@ public sealed class LlamaCppAgreementTests(ITestOutputHelper output) : IDisposab
         output.WriteLine($"llama.cpp: {string.Join(',', theirs)}");
         Assert.Equal(sequence.Length, theirs.Count);
         Assert.Equal(mine, theirs);
+    }
+
+    /// <summary>A random tiny model, its f32 GGUF export and the compiled driver; null (and a line saying so) without LLAMACPP_DIR.</summary>
+    private async Task<(string Model, string Gguf, LlamaCppPeer Peer)?> PrepareAsync(ulong seed)
+    {
+        string? llamaCpp = Environment.GetEnvironmentVariable("LLAMACPP_DIR");
+        if (string.IsNullOrEmpty(llamaCpp))
+        {
+            output.WriteLine("skipped: set LLAMACPP_DIR to a llama.cpp source tree built into build/ to run this check");
+            return null;
+        }
+        string model = Path.Combine(_dir, "tiny");
+        RandomModelGenerator.Create(model, new RandomModelOptions { Preset = "tiny", Seed = seed });
+        string gguf = Path.Combine(_dir, "tiny.f32.gguf");
+        GgufExport.Write(model, gguf, GgmlType.F32);
+        return (model, gguf, await LlamaCppPeer.PrepareAsync(llamaCpp, Path.Combine(_dir, "driver")));
     }
 }
