@@ -5,6 +5,7 @@
 using System.Diagnostics;
 using Platform.Engine;
 using Platform.Engine.Model;
+using Platform.Engine.Sampling;
 using Platform.Engine.Scheduling;
 
 namespace Platform.Bench.Peers;
@@ -40,13 +41,7 @@ internal static class EngineDecode
         int vocab = logits.Length / ids.Count;
         var top = new int[ids.Count];
         for (int i = 0; i < ids.Count; i++)
-        {
-            var row = logits.AsSpan(i * vocab, vocab);
-            int best = 0;
-            for (int v = 1; v < vocab; v++)
-                if (row[v] > row[best]) best = v; // the first of equal maxima, as the driver's Argmax
-            top[i] = best;
-        }
+            top[i] = Sampler.ArgMax(logits.AsSpan(i * vocab, vocab)); // the engine's greedy pick: the first of equal maxima, as the driver's Argmax
         return top;
     }
 

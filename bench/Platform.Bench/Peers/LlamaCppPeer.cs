@@ -55,8 +55,7 @@ internal sealed class LlamaCppPeer
             ["--model", gguf, "--prompt-ids", string.Join(',', prompt), "--predict", tokens.ToString(CultureInfo.InvariantCulture),
              "--threads", threads.ToString(CultureInfo.InvariantCulture), "--kv", kvType,
              "--ctx", (prompt.Count + tokens + 16).ToString(CultureInfo.InvariantCulture)])).EnsureSuccess("the llama.cpp driver");
-        var ids = (run.Field("ids ") ?? throw new InvalidOperationException($"the llama.cpp driver printed no ids: {run.Stdout}"))
-            .Split(',', StringSplitOptions.RemoveEmptyEntries).Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToList();
+        var ids = Ids(run.Field("ids ") ?? throw new InvalidOperationException($"the llama.cpp driver printed no ids: {run.Stdout}"));
         double firstToken = double.Parse(run.Field("first_token_ms ")!, CultureInfo.InvariantCulture);
         double? decode = run.Field("decode_tokens_per_s ") is { } d ? double.Parse(d, CultureInfo.InvariantCulture) : null;
         return new LlamaCppResult(ids, firstToken, decode, run.Elapsed);
@@ -71,10 +70,13 @@ internal sealed class LlamaCppPeer
         var run = (await PeerProcess.RunAsync(DriverPath,
             ["--model", gguf, "--prompt-ids", string.Join(',', ids), "--score", "--threads", threads.ToString(CultureInfo.InvariantCulture),
              "--ctx", (ids.Count + 16).ToString(CultureInfo.InvariantCulture)])).EnsureSuccess("the llama.cpp driver (--score)");
-        var top = (run.Field("argmax ") ?? throw new InvalidOperationException($"the llama.cpp driver printed no argmax line: {run.Stdout}"))
-            .Split(',', StringSplitOptions.RemoveEmptyEntries).Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToList();
+        var top = Ids(run.Field("argmax ") ?? throw new InvalidOperationException($"the llama.cpp driver printed no argmax line: {run.Stdout}"));
         if (top.Count != ids.Count)
             throw new InvalidOperationException($"the llama.cpp driver scored {top.Count} positions of {ids.Count}");
         return top;
     }
+
+    /// <summary>The driver's comma-separated token ids.</summary>
+    private static List<int> Ids(string field) =>
+        field.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToList();
 }

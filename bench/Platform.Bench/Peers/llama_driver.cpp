@@ -47,6 +47,64 @@ llama_token Argmax(const float* logits, int count) {
     return static_cast<llama_token>(best);
 }
 
+void PrintIds(const char* label, const std::vector<llama_token>& ids) {
+    std::printf("%s ", label);
+    for (size_t i = 0; i < ids.size(); i++) std::printf(i == 0 ? "%d" : ",%d", ids[i]);
+    std::printf("\n");
+}
+
+// --score: the ids as one batch, logits at every position, the top id after each prefix.
+int Score(llama_context* context, const std::vector<llama_token>& ids, int vocabSize) {
+    const int count = static_cast<int>(ids.size());
+    llama_batch batch = llama_batch_init(count, 0, 1);
+    for (int i = 0; i < count; i++) {
+        batch.token[i] = ids[i];
+        batch.pos[i] = i;
+        batch.n_seq_id[i] = 1;
+        batch.seq_id[i][0] = 0;
+        batch.logits[i] = 1;
+    }
+    batch.n_tokens = count;
+    const bool evaluated = llama_decode(context, batch) == 0;
+    std::vector<llama_token> top;
+    for (int i = 0; evaluated && i < count; i++) top.push_back(Argmax(llama_get_logits_ith(context, i), vocabSize));
+    llama_batch_free(batch);
+    if (!evaluated) {
+        std::fprintf(stderr, "evaluating the ids to score failed\n");
+        return 1;
+    }
+    PrintIds("argmax", top);
+    return 0;
+}
+
+// Greedy generation: the prompt as one batch, then one token at a time.
+int Generate(llama_context* context, std::vector<llama_token>& prompt, int predict, int vocabSize) {
+    std::vector<llama_token> generated;
+    Clock::time_point start = Clock::now();
+    if (llama_decode(context, llama_batch_get_one(prompt.data(), static_cast<int32_t>(prompt.size()))) != 0) {
+        std::fprintf(stderr, "prompt evaluation failed\n");
+        return 1;
+    }
+    llama_token next = Argmax(llama_get_logits_ith(context, -1), vocabSize);
+    generated.push_back(next);
+    std::printf("first_token_ms %.3f\n", MillisecondsSince(start));
+    std::fflush(stdout);
+
+    Clock::time_point decodeStart = Clock::now();
+    while (static_cast<int>(generated.size()) < predict) {
+        if (llama_decode(context, llama_batch_get_one(&next, 1)) != 0) {
+            std::fprintf(stderr, "decode failed at token %zu\n", generated.size());
+            return 1;
+        }
+        next = Argmax(llama_get_logits_ith(context, -1), vocabSize);
+        generated.push_back(next);
+    }
+    double decodeMs = MillisecondsSince(decodeStart);
+    if (predict > 1) std::printf("decode_tokens_per_s %.4f\n", (predict - 1) / (decodeMs / 1000.0));
+    PrintIds("ids", generated);
+    return 0;
+}
+
 void QuietLog(ggml_log_level level, const char* text, void*) {
     if (level == GGML_LOG_LEVEL_ERROR) std::fputs(text, stderr);
 }
@@ -97,59 +155,9 @@ int main(int argc, char** argv) {
     if (context == nullptr) { std::fprintf(stderr, "could not create a context\n"); return 1; }
     const int vocabSize = llama_vocab_n_tokens(llama_model_get_vocab(model));
 
-    if (score) {
-        const int count = static_cast<int>(prompt.size());
-        llama_batch batch = llama_batch_init(count, 0, 1);
-        for (int i = 0; i < count; i++) {
-            batch.token[i] = prompt[i];
-            batch.pos[i] = i;
-            batch.n_seq_id[i] = 1;
-            batch.seq_id[i][0] = 0;
-            batch.logits[i] = 1;
-        }
-        batch.n_tokens = count;
-        if (llama_decode(context, batch) != 0) {
-            std::fprintf(stderr, "evaluating the ids to score failed\n");
-            return 1;
-        }
-        std::printf("argmax ");
-        for (int i = 0; i < count; i++) std::printf(i == 0 ? "%d" : ",%d", Argmax(llama_get_logits_ith(context, i), vocabSize));
-        std::printf("\n");
-        llama_batch_free(batch);
-        llama_free(context);
-        llama_model_free(model);
-        llama_backend_free();
-        return 0;
-    }
-
-    std::vector<llama_token> generated;
-    Clock::time_point start = Clock::now();
-    if (llama_decode(context, llama_batch_get_one(prompt.data(), static_cast<int32_t>(prompt.size()))) != 0) {
-        std::fprintf(stderr, "prompt evaluation failed\n");
-        return 1;
-    }
-    llama_token next = Argmax(llama_get_logits_ith(context, -1), vocabSize);
-    generated.push_back(next);
-    std::printf("first_token_ms %.3f\n", MillisecondsSince(start));
-    std::fflush(stdout);
-
-    Clock::time_point decodeStart = Clock::now();
-    while (static_cast<int>(generated.size()) < predict) {
-        if (llama_decode(context, llama_batch_get_one(&next, 1)) != 0) {
-            std::fprintf(stderr, "decode failed at token %zu\n", generated.size());
-            return 1;
-        }
-        next = Argmax(llama_get_logits_ith(context, -1), vocabSize);
-        generated.push_back(next);
-    }
-    double decodeMs = MillisecondsSince(decodeStart);
-    if (predict > 1) std::printf("decode_tokens_per_s %.4f\n", (predict - 1) / (decodeMs / 1000.0));
-    std::printf("ids ");
-    for (size_t i = 0; i < generated.size(); i++) std::printf(i == 0 ? "%d" : ",%d", generated[i]);
-    std::printf("\n");
-
+    const int status = score ? Score(context, prompt, vocabSize) : Generate(context, prompt, predict, vocabSize);
     llama_free(context);
     llama_model_free(model);
     llama_backend_free();
-    return 0;
+    return status;
 }
