@@ -354,6 +354,9 @@ public static unsafe class PagedAttention
         where TL : struct, IAttentionLanes<TV> where TV : struct
     {
         int w = TL.Width;
+        // The prefetch rows due by the end of each of the pairs tiles: (tile + 1) · spread / pairs, kept as a running
+        // quotient and remainder instead of two divisions per tile.
+        int pairs = (n + w - 1) / w * w / 2, prefetched = 0, due = 0, dueRemainder = 0;
         int g0 = 0;
         for (; g0 + 4 <= groups; g0 += 4)
         {
@@ -367,9 +370,8 @@ public static unsafe class PagedAttention
                     float* k1 = keys + rows[Math.Min(j0 + t + 1, n - 1)];
                     if (g0 == 0 && spread > 0)
                     {
-                        int pair = (j0 + t) / 2, pairs = (n + w - 1) / w * w / 2;
-                        for (int r = pair * spread / pairs, last = (pair + 1) * spread / pairs; r < last; r++)
-                            PrefetchRow(keyPool, valuePool, nextRows[r], rowFloats);
+                        for (dueRemainder += spread; dueRemainder >= pairs; dueRemainder -= pairs) due++;
+                        for (; prefetched < due; prefetched++) PrefetchRow(keyPool, valuePool, nextRows[prefetched], rowFloats);
                     }
                     TV a00 = TL.Zero, a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
                     for (int c = 0; c < d; c += w)
