@@ -95,6 +95,25 @@ public sealed class FakeApiServerTests : IAsyncLifetime
         Assert.Equal("Expired", status.Reason);
     }
 
+    [FakeOnlyFact]
+    public async Task Compaction_expires_even_a_watch_from_the_newest_resourceVersion()
+    {
+        await Client.CoreV1.CreateNamespacedConfigMapAsync(ConfigMap("newest", []), Ns);
+        // A list's version is the newest one: what a client kept current by bookmarks holds.
+        var newest = (await Client.CoreV1.ListNamespacedConfigMapAsync(Ns)).Metadata.ResourceVersion;
+        _cluster.RequireFake.ExpireWatches();
+        Exception? error = null;
+#pragma warning disable CS0618
+        var events = Client.CoreV1.ListNamespacedConfigMapWithHttpMessagesAsync(Ns, resourceVersion: newest, watch: true, timeoutSeconds: 5)
+            .WatchAsync<V1ConfigMap, V1ConfigMapList>(ex => error = ex);
+#pragma warning restore CS0618
+        await foreach (var _ in events)
+        {
+        }
+
+        Assert.Equal(410, Assert.IsType<KubernetesException>(error).Status.Code);
+    }
+
     [Fact]
     public async Task Status_subresource_is_split_from_the_main_resource_and_generation_tracks_spec()
     {

@@ -78,11 +78,13 @@ public sealed class FakeApiServer : IAsyncDisposable
     /// <summary>The collection lists counted by <see cref="ListRequests"/>, in order (path and query), for failure messages.</summary>
     public IReadOnlyList<string> ListLog => [.. _listLog];
 
+    /// <summary>Watches of whole collections (no field selector), as <see cref="ListRequests"/> counts lists:
+    /// informers' watches, not the tests' waiters or the leader election's watch of its one Lease.</summary>
     public int WatchRequests => Volatile.Read(ref _watchRequests);
 
     public int OpenWatches => _store.OpenWatches;
 
-    /// <summary>Completes once the server has received this many watch requests in total.</summary>
+    /// <summary>Completes once the server has received this many collection watches (as <see cref="WatchRequests"/> counts them).</summary>
     public Task WatchRequestsReached(int count)
     {
         lock (_watchWaiters)
@@ -160,6 +162,9 @@ public sealed class FakeApiServer : IAsyncDisposable
 
     public void CompactHistory() => _store.CompactHistory();
 
+    /// <summary>Compacts the history and ends every watch atomically: every watcher gets 410 and relists.</summary>
+    public void ExpireWatches() => _store.ExpireWatches();
+
     public void DropWatches() => _store.DropWatches();
 
     public void BreakWatches() => _store.BreakWatches();
@@ -177,6 +182,19 @@ public sealed class FakeApiServer : IAsyncDisposable
         current["status"] = status;
         current["metadata"]!.AsObject().Remove("resourceVersion");
         _store.Update(type, ns, name, current, statusOnly: true);
+    }
+
+    private void CountCollectionWatch()
+    {
+        var total = Interlocked.Increment(ref _watchRequests);
+        lock (_watchWaiters)
+        {
+            foreach (var waiter in _watchWaiters.Where(w => w.Count <= total).ToList())
+            {
+                waiter.Reached.TrySetResult();
+                _watchWaiters.Remove(waiter);
+            }
+        }
     }
 
     public async ValueTask DisposeAsync()
@@ -438,14 +456,9 @@ public sealed class FakeApiServer : IAsyncDisposable
 
     private async Task WatchAsync(HttpContext ctx, ResourceType type, string? ns)
     {
-        var total = Interlocked.Increment(ref _watchRequests);
-        lock (_watchWaiters)
+        if (string.IsNullOrEmpty(ctx.Request.Query["fieldSelector"]))
         {
-            foreach (var waiter in _watchWaiters.Where(w => w.Count <= total).ToList())
-            {
-                waiter.Reached.TrySetResult();
-                _watchWaiters.Remove(waiter);
-            }
+            CountCollectionWatch();
         }
 
         var query = ctx.Request.Query;

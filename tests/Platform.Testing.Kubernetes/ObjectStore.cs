@@ -23,6 +23,9 @@ internal sealed class WatchSubscription
     /// <summary>Set before the channel completes when the connection is to be cut, not ended cleanly.</summary>
     public volatile bool Broken;
 
+    /// <summary>Set (under the store's lock) once the watch is ended: it sends no more bookmarks.</summary>
+    public volatile bool Ended;
+
     public bool Matches(StoredEvent e) => e.TypeKey == TypeKey && (Namespace is null || e.Namespace == Namespace) && Filter(e.Object);
 }
 
@@ -84,14 +87,32 @@ internal sealed class ObjectStore
         }
     }
 
-    /// <summary>Forgets all history: a watch from any earlier resourceVersion gets 410.</summary>
+    /// <summary>Forgets all history: a watch from any version a client holds now gets 410. The version
+    /// first moves on by one, as writes to kinds nobody watches move etcd's revision in a real cluster;
+    /// otherwise a client that bookmarks kept at the newest version would resume without a 410.</summary>
     public void CompactHistory()
     {
         lock (_lock)
         {
-            _compactedThrough = _resourceVersion;
-            _history.Clear();
+            CompactLocked();
         }
+    }
+
+    /// <summary>Compacts the history and ends every open watch cleanly, in one step, so no bookmark sent
+    /// in between can carry a client past the compaction: every watcher must relist.</summary>
+    public void ExpireWatches()
+    {
+        lock (_lock)
+        {
+            CompactLocked();
+            EndWatches(broken: false);
+        }
+    }
+
+    private void CompactLocked()
+    {
+        _compactedThrough = ++_resourceVersion;
+        _history.Clear();
     }
 
     /// <summary>Ends every open watch stream cleanly (as an API server restart or timeout would).</summary>
@@ -108,6 +129,7 @@ internal sealed class ObjectStore
             foreach (var w in _watches)
             {
                 w.Broken = broken;
+                w.Ended = true;
                 w.Channel.Writer.TryComplete();
             }
 
@@ -371,16 +393,18 @@ internal sealed class ObjectStore
         lock (_lock)
         {
             _watches.Remove(sub);
+            sub.Ended = true;
             sub.Channel.Writer.TryComplete();
         }
     }
 
-    /// <summary>The resourceVersion a bookmark may carry: only when nothing is queued for the watch.</summary>
+    /// <summary>The resourceVersion a bookmark may carry: only when nothing is queued for the watch and it
+    /// has not been ended (a bookmark after the end could carry its client past a compaction).</summary>
     public long? BookmarkVersion(WatchSubscription sub)
     {
         lock (_lock)
         {
-            return sub.Channel.Reader.Count == 0 ? _resourceVersion : null;
+            return !sub.Ended && sub.Channel.Reader.Count == 0 ? _resourceVersion : null;
         }
     }
 
