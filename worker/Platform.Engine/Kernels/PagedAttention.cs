@@ -20,7 +20,9 @@
 // and the part writes its partial output and log-sum-exp; a sequence cut in
 // several parts is then merged exactly with AttentionMerge (the same merge
 // DistAttention uses across workers). The cut is fixed, not tuned to the thread
-// count, so results do not depend on it.
+// count, so results do not depend on it. Each thread claims its items one at a time, and
+// its next one shortly before the current one ends, so the prefetches run on across an
+// item's edge (AttendItems).
 // Memory: a thread reads whole slot rows (all KV heads, contiguous in the pool)
 // and prefetches whole rows ahead. Items of one KV head each (the first version)
 // had both threads read alternate half-rows of the same slots; at 32K on the small
@@ -43,7 +45,7 @@ public static unsafe class PagedAttention
     private const int KeyBlock = FlashAttention.KeyBlock;
 
     [ThreadStatic] private static float[]? _scratch;
-    [ThreadStatic] private static nint[]? _rowPointers; // a block's value rows (odd G), then the part's row offsets
+    [ThreadStatic] private static nint[]? _rowPointers; // a block's value rows (odd G), the prefetch rows at a part's end, two parts' row offsets
     // The caller's partials and item map, reused across calls (one call at a time per thread).
     [ThreadStatic] private static float[]? _partials;
     [ThreadStatic] private static int[]? _partStarts;
@@ -69,6 +71,8 @@ public static unsafe class PagedAttention
         public float* PartOutputs;    // [parts, heads, headDim] for sequences cut in several parts
         public float* PartLogSumExps; // [parts, heads]
         public int Sequences, Heads, KvHeads, HeadDim;
+        public int Items;             // work items (PlanGroups)
+        public int NextItem;          // the next item a thread claims (Interlocked)
         public float Scale;
         public AttentionPath Path;
     }
@@ -130,8 +134,10 @@ public static unsafe class PagedAttention
                 GroupStarts = plan, Members = plan + parts + 1, PartSequence = plan + 2 * parts + 1,
                 PartOutputs = partial, PartLogSumExps = partial == null ? null : partial + (long)parts * heads * headDim,
                 Sequences = sequences, Heads = heads, KvHeads = kvHeads, HeadDim = headDim, Scale = scale, Path = path,
+                Items = items,
             };
-            KernelPool.Run(&RunGroup, &job, items, KernelThreads.Count);
+            // One loop per thread, each claiming items until none is left (AttendItems).
+            KernelPool.Run(&RunWorker, &job, Math.Min(items, Math.Max(1, KernelThreads.Count)), KernelThreads.Count);
             if (splitFloats > 0) KernelPool.Run(&MergeSequence, &job, sequences, KernelThreads.Count);
         }
     }
@@ -206,54 +212,97 @@ public static unsafe class PagedAttention
         return items;
     }
 
-    private static void RunGroup(void* context, int item)
+    private static void RunWorker(void* context, int worker)
     {
         ref Job job = ref Unsafe.AsRef<Job>(context);
-        int first = job.GroupStarts[item], count = job.GroupStarts[item + 1] - first;
-        int* members = job.Members + first;
         switch (job.HeadDim % 16 == 0 ? job.Path : AttentionPath.Portable)
         {
-            case AttentionPath.Vector512: AttendGroup<Lanes512, Vector512<float>>(ref job, members, count); break;
-            case AttentionPath.Vector256: AttendGroup<Lanes256, Vector256<float>>(ref job, members, count); break;
+            case AttentionPath.Vector512: AttendItems<Lanes512, Vector512<float>>(ref job); break;
+            case AttentionPath.Vector256: AttendItems<Lanes256, Vector256<float>>(ref job); break;
             default:
-                if (job.HeadDim % Vector<float>.Count == 0) AttendGroup<LanesPortable, Vector<float>>(ref job, members, count);
-                else AttendGroup<LanesScalar, float>(ref job, members, count);
+                if (job.HeadDim % Vector<float>.Count == 0) AttendItems<LanesPortable, Vector<float>>(ref job);
+                else AttendItems<LanesScalar, float>(ref job);
                 break;
         }
     }
 
     /// <summary>
-    /// One work item: a part of one or more sequences whose slots there are the same, every KV head. Block by
-    /// block, each KV head's G query heads of each member attend over the block's rows, which the first member
-    /// brings into L1 and the others read from there.
+    /// One thread's share: it claims items one at a time until none is left. Each item claims the thread's next one
+    /// PrefetchAhead keys before its own end, so the prefetches run on into the next item's first rows. Items that
+    /// each started cold (their first PrefetchAhead keys never prefetched, a quarter of a 512-key part) left the
+    /// memory idle at every item's end and the core waiting at the next one's start: on the AVX2-only EPYC (Zen 1)
+    /// a decode call took 639-681 us per layer at 8K against 889-968 before, and 2,487-2,767 at 32K against
+    /// 3,535-4,444 (bench prefill --decode-only, two threads, three alternating runs).
+    /// </summary>
+    private static void AttendItems<TL, TV>(ref Job job) where TL : struct, IAttentionLanes<TV> where TV : struct
+    {
+        var tables = _rowPointers;
+        if (tables is null || tables.Length < 2 * KeyBlock + 2 * SplitKeys) _rowPointers = tables = new nint[2 * KeyBlock + 2 * SplitKeys];
+        fixed (nint* table = tables)
+        {
+            nint* rows = table + 2 * KeyBlock, spare = rows + SplitKeys;
+            int item = Claim(ref job, rows, out int length);
+            while (item < job.Items)
+            {
+                int next = AttendGroup<TL, TV>(ref job, item, rows, length, spare, out int nextLength, table, table + KeyBlock);
+                nint* swap = rows;
+                rows = spare;
+                spare = swap;
+                item = next;
+                length = nextLength;
+            }
+        }
+    }
+
+    /// <summary>Claims the next unclaimed item and fills rows with its rows (see ItemRows); Items when none is left.</summary>
+    private static int Claim(ref Job job, nint* rows, out int length)
+    {
+        int item = Interlocked.Increment(ref job.NextItem) - 1;
+        length = item < job.Items ? ItemRows(ref job, item, rows) : 0;
+        return item;
+    }
+
+    /// <summary>Fills rows with the element offsets of the item's rows (KV head 0; a KV head's rows are its base + these) and returns their count.</summary>
+    private static int ItemRows(ref Job job, int item, nint* rows)
+    {
+        int lead = job.Members[job.GroupStarts[item]], seq = job.PartSequence[lead];
+        var (begin, end) = PartKeys(job.ContextLengths[seq], lead - job.PartStarts[seq]);
+        long* slots = job.Slots + job.SlotOffsets[seq];
+        long rowStride = (long)job.KvHeads * job.HeadDim;
+        for (int j = begin; j < end; j++) rows[j - begin] = (nint)(slots[j] * rowStride);
+        return end - begin;
+    }
+
+    /// <summary>
+    /// One work item: a part of one or more sequences whose slots there are the same, every KV head, over the
+    /// item's <paramref name="length"/> rows (partRows, from ItemRows). Block by block, each KV head's G query heads of
+    /// each member attend over the block's rows, which the first member brings into L1 and the others read from
+    /// there. Returns the thread's next item (claimed on the way, its rows in nextRowsOut; Items when none is left).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void AttendGroup<TL, TV>(ref Job job, int* members, int count) where TL : struct, IAttentionLanes<TV> where TV : struct
+    private static int AttendGroup<TL, TV>(ref Job job, int item, nint* partRows, int length, nint* nextRowsOut, out int nextLength,
+        nint* vRows, nint* staging) where TL : struct, IAttentionLanes<TV> where TV : struct
     {
         int heads = job.Heads, kvHeads = job.KvHeads, groups = heads / kvHeads, d = job.HeadDim, w = TL.Width;
-        int leadPart = members[0], leadSeq = job.PartSequence[leadPart];
-        var (begin, end) = PartKeys(job.ContextLengths[leadSeq], leadPart - job.PartStarts[leadSeq]);
-        long* slots = job.Slots + job.SlotOffsets[leadSeq];
+        int* members = job.Members + job.GroupStarts[item];
+        int count = job.GroupStarts[item + 1] - job.GroupStarts[item];
         long rowStride = (long)kvHeads * d;
+        int next = -1;
+        nextLength = 0;
 
         int stats = (2 * count * heads + 15) / 16 * 16; // row maxima and sums, rounded up so what follows stays 64-byte aligned
         int need = 2 * count * heads * d + groups * KeyBlock + stats + 4 * w * w + 16;
         var scratch = _scratch;
         if (scratch is null || scratch.Length < need) _scratch = scratch = new float[Math.Max(need, 4096)];
-        var rowPointers = _rowPointers;
-        if (rowPointers is null || rowPointers.Length < KeyBlock + SplitKeys) _rowPointers = rowPointers = new nint[KeyBlock + SplitKeys];
         fixed (float* pinned = scratch)
-        fixed (nint* vRows = rowPointers)
         {
             // Vector stores and the loads that read them back (score lanes, accumulators) must not straddle cache
             // lines: a split store does not forward to the load after it.
             float* buffer = (float*)(((nint)pinned + 63) & ~(nint)63);
-            // vRows: the value rows of the KV head being served, for an odd G's last head. partRows: the part's rows, as
-            // element offsets of KV head 0 (a KV head's rows are its base + these), computed once per part (per block,
-            // with the prefetch rows' apart, the loops cost ~4 % of an in-cache call); a block's rows and the rows
-            // PrefetchAhead keys on are views of it.
-            nint* partRows = vRows + KeyBlock;
-            for (int j = 0, keys = end - begin; j < keys; j++) partRows[j] = (nint)(slots[begin + j] * rowStride);
+            // vRows: the value rows of the KV head being served, for an odd G's last head. partRows holds the item's
+            // rows, computed once per item (per block, with the prefetch rows' apart, the loops cost ~4 % of an
+            // in-cache call): a block's rows and the rows PrefetchAhead keys on are views of it, or, near its end,
+            // staging: its last rows and the next item's first.
             // Per member m: its scaled query q + m·H·d, accumulator o + m·H·d, row max and sum at m·H.
             int memberFloats = heads * d;
             float* q = buffer, o = q + count * memberFloats, s = o + count * memberFloats;
@@ -262,17 +311,17 @@ public static unsafe class PagedAttention
             for (int m = 0; m < count; m++)
             {
                 float* source = job.Query + (long)job.PartSequence[members[m]] * memberFloats, qm = q + m * memberFloats;
-                TV scale = TL.Broadcast(job.Scale); // heads · d is a whole number of vectors (see RunGroup)
+                TV scale = TL.Broadcast(job.Scale); // heads · d is a whole number of vectors (see RunWorker)
                 for (int i = 0; i < memberFloats; i += w) TL.Store(qm + i, TL.Multiply(TL.Load(source + i), scale));
             }
             new Span<float>(o, count * memberFloats).Clear();
             new Span<float>(rowMax, count * heads).Fill(float.NegativeInfinity);
             new Span<float>(rowSum, count * heads).Clear();
 
-            for (int kb = begin; kb < end; kb += KeyBlock)
+            for (int kb = 0; kb < length; kb += KeyBlock)
             {
-                int n = Math.Min(KeyBlock, end - kb);
-                nint* rowBases = partRows + (kb - begin);
+                int n = Math.Min(KeyBlock, length - kb);
+                nint* rowBases = partRows + kb;
                 // Whole rows (every KV head) PrefetchAhead keys on, into L2, while this block computes: the block
                 // table scatters blocks, so the hardware prefetchers see only runs of one block's rows. With a tile
                 // of four query heads they are spread evenly over every KV head's tile loop (each KV head a share);
@@ -280,8 +329,16 @@ public static unsafe class PagedAttention
                 // version) was a burst of 32 lines every ~60 ns, more than the core keeps in flight: on an
                 // AVX2-only EPYC (Zen 1) an 8K decode call took 991-1,275 us per layer that way against 755-1,217
                 // spread out, six alternating runs, faster in every one.
-                int nextCount = Math.Max(0, Math.Min(KeyBlock, end - kb - PrefetchAhead));
-                nint* nextRows = rowBases + PrefetchAhead;
+                int target = kb + PrefetchAhead, nextCount = KeyBlock;
+                nint* nextRows = partRows + target;
+                if (target + KeyBlock > length)
+                {
+                    if (next < 0) next = Claim(ref job, nextRowsOut, out nextLength);
+                    nextCount = 0;
+                    for (int j = target; j < length; j++) staging[nextCount++] = partRows[j];
+                    for (int j = Math.Max(0, target - length); j < nextLength && nextCount < KeyBlock; j++) staging[nextCount++] = nextRowsOut[j];
+                    nextRows = staging;
+                }
                 if (groups < 4)
                     for (int j = 0; j < nextCount; j++) PrefetchRow(job.Keys, job.Values, nextRows[j], (int)rowStride);
 
@@ -337,6 +394,8 @@ public static unsafe class PagedAttention
                 }
             }
         }
+        // An empty part (an empty context) has no blocks: it claims here.
+        return next < 0 ? Claim(ref job, nextRowsOut, out nextLength) : next;
     }
 
     /// <summary>
