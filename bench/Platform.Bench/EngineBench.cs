@@ -266,11 +266,10 @@ internal static class EngineBench
         return (flops / best / 1e9, flops / bestCpu / 1e9);
     }
 
-    /// <summary>The random-weight preset's model directory under the platform cache, created on first use.</summary>
-    /// <summary>Weights streamed per decode step: every projection and the output head (the embedding is a row lookup).</summary>
     /// <summary>Tokens/s if a decode step of <paramref name="batch"/> tokens only had to read its bytes at <paramref name="gbps"/>.</summary>
     private static double DecodeBound(int batch, long stepBytes, double gbps) => batch / (stepBytes / (gbps * 1e9));
 
+    /// <summary>Weights streamed per decode step: every projection and the output head (the embedding is a row lookup).</summary>
     private static long WeightBytesPerStep(ModelConfig c)
     {
         long h = c.HiddenSize, q = (long)c.NumHeads * c.HeadDim, kv = (long)c.NumKvHeads * c.HeadDim;
