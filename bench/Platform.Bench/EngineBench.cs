@@ -184,10 +184,10 @@ internal static class EngineBench
         }
 
         // Every cell against the best bandwidth of the whole run (see the header).
-        cells = [.. cells.Select(cell => cell with
+        cells = [.. cells.Select(cell =>
         {
-            DecodeBoundTokensPerSecond = DecodeBound(cell.Batch, cell.BytesPerDecodeStep, bandwidth),
-            DecodeFractionOfBound = cell.DecodeTokensPerSecond / DecodeBound(cell.Batch, cell.BytesPerDecodeStep, bandwidth),
+            double bound = DecodeBound(cell.Batch, cell.BytesPerDecodeStep, bandwidth);
+            return cell with { DecodeBoundTokensPerSecond = bound, DecodeFractionOfBound = cell.DecodeTokensPerSecond / bound };
         })];
         var table = new Table().AddColumns("preset", "path", "context", "batch", "prefill tok/s", "prefill GFLOP/s", "TTFT s", "decode tok/s", "bound tok/s", "of bound", "decode vs batch 1");
         foreach (var cell in cells)

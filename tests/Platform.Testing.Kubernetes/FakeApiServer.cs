@@ -184,6 +184,10 @@ public sealed class FakeApiServer : IAsyncDisposable
         _store.Update(type, ns, name, current, statusOnly: true);
     }
 
+    /// <summary>A list or watch of a whole collection (no field selector): what informers do, not the tests'
+    /// waiters or the leader election, which select one object by name. Both ListRequests and WatchRequests count these.</summary>
+    private static bool IsWholeCollection(HttpContext ctx) => string.IsNullOrEmpty(ctx.Request.Query["fieldSelector"]);
+
     private void CountCollectionWatch()
     {
         var total = Interlocked.Increment(ref _watchRequests);
@@ -426,7 +430,7 @@ public sealed class FakeApiServer : IAsyncDisposable
 
     private async Task ListAsync(HttpContext ctx, ResourceType type, string? ns)
     {
-        if (string.IsNullOrEmpty(ctx.Request.Query["fieldSelector"]))
+        if (IsWholeCollection(ctx))
         {
             _listLog.Enqueue(ctx.Request.Path + ctx.Request.QueryString);
         }
@@ -456,7 +460,7 @@ public sealed class FakeApiServer : IAsyncDisposable
 
     private async Task WatchAsync(HttpContext ctx, ResourceType type, string? ns)
     {
-        if (string.IsNullOrEmpty(ctx.Request.Query["fieldSelector"]))
+        if (IsWholeCollection(ctx))
         {
             CountCollectionWatch();
         }
