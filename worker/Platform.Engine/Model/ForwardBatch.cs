@@ -27,8 +27,16 @@ public sealed class ForwardBatch
     {
         int row = InputIds.Count;
         int end = start + count;
-        var context = new long[end];
-        for (int p = 0; p < end; p++) context[p] = (long)blocks[p / blockSize] * blockSize + p % blockSize;
+        // Block by block, not position by position (a division and an interface call per key cost ~0.1 ms per
+        // step of a 32K context), into an array left unzeroed since every element is written.
+        var context = GC.AllocateUninitializedArray<long>(end);
+        for (int b = 0, p = 0; p < end; b++)
+        {
+            long first = (long)blocks[b] * blockSize;
+            int n = Math.Min(blockSize, end - p);
+            for (int i = 0; i < n; i++) context[p + i] = first + i;
+            p += n;
+        }
         for (int p = start; p < end; p++)
         {
             InputIds.Add(tokens[p]);

@@ -213,8 +213,10 @@ public sealed partial class LlamaModel : IDisposable
                 lengths[i] = decodes[i].ContextLength;
                 total += lengths[i];
             }
-            var slots = new long[total];
-            for (int i = 0; i < decodes.Count; i++) decodes[i].ContextSlots.CopyTo(slots, offsets[i]);
+            // One decode sequence reads its own slot array; several are concatenated (every element written).
+            var slots = decodes.Count == 1 ? decodes[0].ContextSlots : GC.AllocateUninitializedArray<long>(total);
+            if (decodes.Count > 1)
+                for (int i = 0; i < decodes.Count; i++) decodes[i].ContextSlots.CopyTo(slots, offsets[i]);
             return new DecodeSet { Rows = decodes.Select(s => (long)s.TokenStart).ToArray(), Slots = slots, Offsets = offsets, Lengths = lengths };
         }
     }
