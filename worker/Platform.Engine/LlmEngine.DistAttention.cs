@@ -10,6 +10,7 @@
 // requests, and given back when the reservation ends.
 using System.Runtime.CompilerServices;
 using Platform.Engine.DistAttention;
+using Platform.Engine.KvCache;
 using Platform.Engine.Scheduling;
 
 namespace Platform.Engine;
@@ -120,8 +121,7 @@ public sealed partial class LlmEngine : IKvLendingPool
     private float[]? ForwardRemote(ScheduledRequest s)
     {
         var r = s.Request;
-        var local = new long[r.Dist!.LocalTokens];
-        for (int p = 0; p < local.Length; p++) local[p] = (long)r.Blocks[p / Options.BlockSize] * Options.BlockSize + p % Options.BlockSize;
+        var local = BlockTable.Slots(r.Blocks, Options.BlockSize, r.Dist!.LocalTokens);
         string reason;
         try
         {

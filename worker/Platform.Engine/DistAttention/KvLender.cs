@@ -21,6 +21,7 @@ using System.Runtime.InteropServices;
 using Google.Protobuf;
 using Platform.Core.Protos;
 using Platform.Engine.Kernels;
+using Platform.Engine.KvCache;
 
 namespace Platform.Engine.DistAttention;
 
@@ -195,8 +196,7 @@ public sealed class KvLender : IDisposable
             Tokens = tokens;
             Blocks = blocks;
             ExpiresAt = expiresAt;
-            Slots = new long[tokens];
-            for (int i = 0; i < tokens; i++) Slots[i] = (long)blocks[i / blockSize] * blockSize + i % blockSize;
+            Slots = BlockTable.Slots(blocks, blockSize, tokens);
         }
 
         public string Id { get; }

@@ -214,9 +214,13 @@ public sealed partial class LlamaModel : IDisposable
                 total += lengths[i];
             }
             // One decode sequence reads its own slot array; several are concatenated (every element written).
-            var slots = decodes.Count == 1 ? decodes[0].ContextSlots : GC.AllocateUninitializedArray<long>(total);
-            if (decodes.Count > 1)
+            long[] slots;
+            if (decodes.Count == 1) slots = decodes[0].ContextSlots;
+            else
+            {
+                slots = GC.AllocateUninitializedArray<long>(total);
                 for (int i = 0; i < decodes.Count; i++) decodes[i].ContextSlots.CopyTo(slots, offsets[i]);
+            }
             return new DecodeSet { Rows = decodes.Select(s => (long)s.TokenStart).ToArray(), Slots = slots, Offsets = offsets, Lengths = lengths };
         }
     }
