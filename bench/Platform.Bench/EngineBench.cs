@@ -13,10 +13,12 @@
 //    Decode tokens/s counts tokens after every request has started decoding,
 //    over that interval. Sharing the context is what groups of requests over
 //    one long document do (SCBench's shared-context shape), and it keeps the
-//    prefill cost of the benchmark at one context per cell; attention still
-//    reads B full contexts per step.
+//    prefill cost of the benchmark at one context per cell. The attention kernel
+//    reads the shared rows once for all B (PagedAttention.PlanGroups), so such a
+//    cell's attention is bound by arithmetic, not by reading B contexts.
 //  * bound: bytes read per decode step (all weights but the embedding, plus the
-//    KV of B contexts) divided by the two-core streaming-read bandwidth, as
+//    KV of B contexts, what B separate documents would read) divided by the
+//    two-core streaming-read bandwidth, as
 //    tokens/s; decode is reported as a fraction of it. The bandwidth is the best
 //    of the probes at the start and after every cell's decode: on a shared VM it
 //    drifts by a third within minutes, and a single low probe put one cell at 102 %

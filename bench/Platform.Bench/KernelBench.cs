@@ -281,7 +281,7 @@ internal static unsafe class KernelBench
     /// FMAs (12 accumulator chains, enough to cover FMA latency x pipes) on the active path's vector width;
     /// best of <see cref="PeakRepeats"/>, in GFLOP/s (an FMA is 2 flops per lane).
     /// </summary>
-    private static double MeasureFmaPeakGflops(int threads)
+    internal static double MeasureFmaPeakGflops(int threads)
     {
         bool wide = Gemv.ActivePath == GemvPath.Vector512;
         int lanes = wide ? 16 : 8;

@@ -5,7 +5,10 @@
 //  * decode attention: Kernels/PagedAttention.Decode of one query token over the same pools (batch 1),
 //    GB/s of K and V read per call, each call over the next layer's pools (PagedKvStore, as the engine
 //    allocates them) so that no layer's pools stay in the L3 between its calls, with the blocks shuffled
-//    and in order, against the streaming read measured in the same run;
+//    and in order, against the streaming read measured in the same run and against DecodeFloor (the same
+//    rows with the kernel's FMAs and nothing else: what the cores can do with those bytes); and batch 8
+//    over that one shared context (rows read once for all 8), GFLOP/s against the FMA peak measured in
+//    the same run;
 //  * linears: each projection of a layer (fused qkv, o, fused gate/up, down) on --chunk token rows,
 //    through Projection.Forward (our GEMM up to MaxGemvRows rows, libtorch above) and through
 //    libtorch's linear, GFLOP/s = 2 · rows · out · in;
@@ -124,11 +127,12 @@ internal static unsafe class PrefillBench
         // best of --rounds x 20 passes over every layer, rounds interleaved between the shuffled blocks and
         // blocks in order (a fresh engine's pool hands out blocks in order; churn shuffles them).
         var inOrder = Enumerable.Range(0, context).Select(p => (long)p).ToArray();
-        double shuffled = double.MaxValue, ordered = double.MaxValue;
+        double shuffled = double.MaxValue, ordered = double.MaxValue, floor = double.MaxValue;
         for (int r = 0; r < rounds; r++)
         {
             shuffled = Math.Min(shuffled, DecodeAttention(c, store, slots, query, output, scale, context));
             ordered = Math.Min(ordered, DecodeAttention(c, store, inOrder, query, output, scale, context));
+            floor = Math.Min(floor, DecodeFloor.Measure(store, c.NumLayers, slots, context, c.NumKvHeads, c.HeadDim, c.NumHeads / c.NumKvHeads));
         }
         double kvBytes = 2.0 * context * rowFloats * sizeof(float);
         double stream = MemoryBandwidth.MeasureStreamingReadGBps(threads: KernelThreads.Count);
@@ -136,6 +140,17 @@ internal static unsafe class PrefillBench
             Console.WriteLine($"decode attention ctx {context,6} batch 1, blocks {blockOrder,-8}: {decode * 1e6,8:F1} us per layer, "
                 + $"{kvBytes / decode / 1e9,6:F1} GB/s of K and V ({kvBytes / decode / 1e9 / stream:P0} of the {stream:F1} GB/s streaming read "
                 + $"measured after it), {decode * c.NumLayers * 1e3,6:F2} ms per token (all layers, each its own pools)");
+        Console.WriteLine($"decode floor     ctx {context,6} batch 1, blocks shuffled: {floor * 1e6,8:F1} us per layer, {kvBytes / floor / 1e9,6:F1} GB/s "
+            + $"({kvBytes / floor / 1e9 / stream:P0} of the read): the same rows and FMAs with nothing else (DecodeFloor); attention at {floor / shuffled:P0} of it");
+        // Batch 8 over one shared context (bench engine's batch cells, SCBench's shared-context shape): the kernel
+        // reads each row once for all 8 (PlanGroups), so this is compute, counted against the FMA peak.
+        double sharedBest = double.MaxValue;
+        var sharedQuery = new float[SharedBatch * c.NumHeads * c.HeadDim];
+        for (int i = 0; i < sharedQuery.Length; i++) sharedQuery[i] = (float)(rng.NextDouble() * 2 - 1);
+        for (int r = 0; r < rounds; r++) sharedBest = Math.Min(sharedBest, DecodeAttention(c, store, slots, sharedQuery, new float[sharedQuery.Length], scale, context, SharedBatch));
+        double sharedFlops = 4.0 * c.NumHeads * c.HeadDim * context * SharedBatch, peak = KernelBench.MeasureFmaPeakGflops(KernelThreads.Count);
+        Console.WriteLine($"decode attention ctx {context,6} batch {SharedBatch} sharing it: {sharedBest * 1e6,8:F1} us per layer, "
+            + $"{sharedFlops / sharedBest / 1e9,6:F1} GFLOP/s ({sharedFlops / sharedBest / 1e9 / peak:P0} of the {peak:F1} GFLOP/s FMA peak measured after it)");
         foreach (int n in chunks)
         {
             int first = context - n;
@@ -146,13 +161,18 @@ internal static unsafe class PrefillBench
         }
     }
 
-    /// <summary>Best of 20 decode-attention passes over every layer's pools, in seconds per layer.</summary>
-    private static double DecodeAttention(ModelConfig c, PagedKvStore store, long[] slots, float[] query, float[] output, float scale, int context)
+    /// <summary>Sequences of the shared-context decode cell.</summary>
+    private const int SharedBatch = 8;
+
+    /// <summary>Best of 20 decode-attention passes over every layer's pools (batch sequences over the same slots), in seconds per layer.</summary>
+    private static double DecodeAttention(ModelConfig c, PagedKvStore store, long[] slots, float[] query, float[] output, float scale, int context, int batch = 1)
     {
         double best = double.MaxValue;
-        int length = context, offset = 0;
+        var lengths = Enumerable.Repeat(context, batch).ToArray();
+        var offsets = new int[batch];
         fixed (float* q = query, o = output)
         fixed (long* s = slots)
+        fixed (int* length = lengths, offset = offsets)
         {
             for (int i = 0; i < 20; i++)
             {
@@ -160,7 +180,7 @@ internal static unsafe class PrefillBench
                 for (int l = 0; l < c.NumLayers; l++)
                 {
                     var (k, v) = store.Pointers(l);
-                    PagedAttention.Decode(q, (float*)k, (float*)v, s, &offset, &length, 1, c.NumHeads, c.NumKvHeads, c.HeadDim, scale, o);
+                    PagedAttention.Decode(q, (float*)k, (float*)v, s, offset, length, batch, c.NumHeads, c.NumKvHeads, c.HeadDim, scale, o);
                 }
                 best = Math.Min(best, Stopwatch.GetElapsedTime(begin).TotalSeconds / c.NumLayers);
             }
