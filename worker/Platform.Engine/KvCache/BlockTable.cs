@@ -2,8 +2,9 @@
 // blocks[p / blockSize] * blockSize + p % blockSize of the paged pools. The
 // model's step, DistAttention's local share and a lender's reservation all
 // need the slots of a whole context, so they are made here once, block by
-// block (a division and an interface call per position cost ~0.1 ms per step
-// of a 32K context, on the hot path of every decode step).
+// block. The per-position loop (a division and an interface call per key) and
+// the copy after it cost 0.4-0.7 ms per 32K sequence on every decode step
+// (docs/engine.md, "Decode step, thirteenth session").
 namespace Platform.Engine.KvCache;
 
 public static class BlockTable
