@@ -363,7 +363,11 @@ public static unsafe class PagedAttention
                         }
                         // P·V two query heads at a time: each value vector loaded feeds both heads' accumulators.
                         float* oh = o + row0 * d;
+                        // On AVX-512 (32 registers) four heads at a time: each value vector loaded feeds four accumulators.
                         int h = 0;
+                        if (typeof(TL) == typeof(Lanes512))
+                            for (; h + 4 <= groups; h += 4)
+                                AccumulateRowQuad<TL, TV>(s + h * KeyBlock, values, rowBases, n, oh + h * d, d);
                         for (; h + 2 <= groups; h += 2)
                             AccumulateRowPair<TL, TV>(s + h * KeyBlock, s + (h + 1) * KeyBlock, values, rowBases, n, oh + h * d, oh + (h + 1) * d, d);
                         if (h < groups) OnlineSoftmax.AccumulateRow<TL, TV>(s + h * KeyBlock, vRows, n, oh + h * d, d);
@@ -554,6 +558,46 @@ public static unsafe class PagedAttention
             }
             TL.Store(o0 + c, a);
             TL.Store(o1 + c, b);
+        }
+    }
+
+    /// <summary>
+    /// AccumulateRowPair for four heads (scores p, KeyBlock apart; accumulators o, d apart): 16 vector accumulators, so
+    /// only where the CPU has 32 vector registers (AVX-512). Each head's additions run in the same order as in the pair,
+    /// so the results are the same bits. On an AMD EPYC Zen 4 (`bench prefill --decode-only`, three alternating runs)
+    /// 2-4 % less time per call than two pairs in every case: batch 1 at 512, 8K and 32K keys, and eight sequences over
+    /// one context.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void AccumulateRowQuad<TL, TV>(float* p, float* values, nint* rows, int n, float* o, int d)
+        where TL : struct, IAttentionLanes<TV> where TV : struct
+    {
+        int w = TL.Width;
+        float* p1 = p + KeyBlock, p2 = p1 + KeyBlock, p3 = p2 + KeyBlock;
+        float* o1 = o + d, o2 = o1 + d, o3 = o2 + d;
+        for (int c = 0; c < d; c += 4 * w)
+        {
+            TV a0 = TL.Load(o + c), a1 = TL.Load(o + c + w), a2 = TL.Load(o + c + 2 * w), a3 = TL.Load(o + c + 3 * w);
+            TV b0 = TL.Load(o1 + c), b1 = TL.Load(o1 + c + w), b2 = TL.Load(o1 + c + 2 * w), b3 = TL.Load(o1 + c + 3 * w);
+            TV c0 = TL.Load(o2 + c), c1 = TL.Load(o2 + c + w), c2 = TL.Load(o2 + c + 2 * w), c3 = TL.Load(o2 + c + 3 * w);
+            TV d0 = TL.Load(o3 + c), d1 = TL.Load(o3 + c + w), d2 = TL.Load(o3 + c + 2 * w), d3 = TL.Load(o3 + c + 3 * w);
+            for (int j = 0; j < n; j++)
+            {
+                float* v = values + rows[j] + c;
+                TV x0 = TL.Load(v), x1 = TL.Load(v + w), x2 = TL.Load(v + 2 * w), x3 = TL.Load(v + 3 * w);
+                TV e = TL.Broadcast(p[j]);
+                a0 = TL.MultiplyAdd(e, x0, a0); a1 = TL.MultiplyAdd(e, x1, a1); a2 = TL.MultiplyAdd(e, x2, a2); a3 = TL.MultiplyAdd(e, x3, a3);
+                e = TL.Broadcast(p1[j]);
+                b0 = TL.MultiplyAdd(e, x0, b0); b1 = TL.MultiplyAdd(e, x1, b1); b2 = TL.MultiplyAdd(e, x2, b2); b3 = TL.MultiplyAdd(e, x3, b3);
+                e = TL.Broadcast(p2[j]);
+                c0 = TL.MultiplyAdd(e, x0, c0); c1 = TL.MultiplyAdd(e, x1, c1); c2 = TL.MultiplyAdd(e, x2, c2); c3 = TL.MultiplyAdd(e, x3, c3);
+                e = TL.Broadcast(p3[j]);
+                d0 = TL.MultiplyAdd(e, x0, d0); d1 = TL.MultiplyAdd(e, x1, d1); d2 = TL.MultiplyAdd(e, x2, d2); d3 = TL.MultiplyAdd(e, x3, d3);
+            }
+            TL.Store(o + c, a0); TL.Store(o + c + w, a1); TL.Store(o + c + 2 * w, a2); TL.Store(o + c + 3 * w, a3);
+            TL.Store(o1 + c, b0); TL.Store(o1 + c + w, b1); TL.Store(o1 + c + 2 * w, b2); TL.Store(o1 + c + 3 * w, b3);
+            TL.Store(o2 + c, c0); TL.Store(o2 + c + w, c1); TL.Store(o2 + c + 2 * w, c2); TL.Store(o2 + c + 3 * w, c3);
+            TL.Store(o3 + c, d0); TL.Store(o3 + c + w, d1); TL.Store(o3 + c + 2 * w, d2); TL.Store(o3 + c + 3 * w, d3);
         }
     }
 
