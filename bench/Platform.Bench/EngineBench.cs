@@ -16,14 +16,16 @@
 //    prefill cost of the benchmark at one context per cell. The attention kernel
 //    reads the shared rows once for all B (PagedAttention.PlanGroups), so such a
 //    cell's attention is bound by arithmetic, not by reading B contexts.
-//  * bound: bytes read per decode step (all weights but the embedding, plus the
-//    KV of B contexts, what B separate documents would read) divided by the
-//    two-core streaming-read bandwidth, as
-//    tokens/s; decode is reported as a fraction of it. The bandwidth is the best
-//    of the probes at the start and after every cell's decode: on a shared VM it
-//    drifts by a third within minutes, and a single low probe put one cell at 102 %
-//    of its "bound". The lines printed per cell use the best so far; the table,
-//    JSON and plots the best of the run.
+//  * bound: the step's roofline (DecodeRoofline): B tokens over the larger of its
+//    bytes (all weights but the embedding, the shared context's K/V once and each
+//    request's own tail) at the two-core streaming read and its FLOPs (weights
+//    and attention, per sequence) at the FMA peak; decode is reported as a
+//    fraction of it, with which of the two limits the cell. Batch 1 is bound by
+//    memory; shared batch cells at long contexts by arithmetic. Both rates are the
+//    best of the measurements at the start and after every cell's decode: on a
+//    shared VM the read drifts by a third within minutes, and a single low probe
+//    put one cell at 102 % of its "bound". The lines printed per cell use the best
+//    so far; the table, JSON and plots the best of the run.
 //  * prefill GFLOP/s: weight FLOPs (2 per weight per prompt token, the output head
 //    once per request) plus causal attention FLOPs (QKᵀ and PV: 4·layers·heads·
 //    head_dim·C(C+1)/2 per request) over the prefill time, beside the fp32 matmul
@@ -60,7 +62,8 @@ namespace Platform.Bench;
 internal static class EngineBench
 {
     private sealed record Cell(string Preset, string Path, int Context, int Batch, double? PrefillTokensPerSecond, double? PrefillGflopsPerSecond, double? PrefillGflopsPerCpuSecond, double? TtftSeconds,
-        double DecodeTokensPerSecond, double DecodeBoundTokensPerSecond, double DecodeFractionOfBound, long BytesPerDecodeStep);
+        double DecodeTokensPerSecond, double DecodeBoundTokensPerSecond, double DecodeFractionOfBound, long BytesPerDecodeStep, double FlopsPerDecodeStep,
+        string BoundBy);
 
     private const string Usage = "usage: engine [--preset small|medium]... [--context N[,N...]]... [--batch N[,N...]]... [--decode-tokens N] [--threads N] "
         + "[--max-prefill-tokens N] [--json FILE] [--peer-llamacpp DIR] [--peer-llama2c PATH] [--peer-preset medium] [--peer-tokens N] [--peer-cases f32,bf16,f16,q8_0,start] [--peer-recache] [--rounds N] [--device cpu|cuda[:N]] [--path generic|native]...";
@@ -134,6 +137,8 @@ internal static class EngineBench
         double bandwidth = MemoryBandwidth.MeasureStreamingReadGBps(threads: threads, repeats: 10);
         AnsiConsole.MarkupLine($"streaming read: [bold]{bandwidth:F1} GB/s[/] ({threads} threads)");
         var (matmulGflops, matmulGflopsPerCpuSecond) = MeasureMatmulGflops(threads);
+        double fmaPeak = KernelBench.MeasureFmaPeakGflops(threads);
+        AnsiConsole.MarkupLine($"FMA peak: [bold]{fmaPeak:F1} GFLOP/s[/] ({threads} threads)");
         AnsiConsole.MarkupLine($"fp32 matmul (libtorch, 2048³): [bold]{matmulGflops:F1} GFLOP/s[/], {matmulGflopsPerCpuSecond:F1} GFLOP per CPU-second");
 
         List<Cell> cells = [];
@@ -155,8 +160,6 @@ internal static class EngineBench
             AnsiConsole.MarkupLine($"[grey]loading {preset}…[/]");
             using var engine = LlmEngine.Load(dir, options);
             var c = engine.Config;
-            long weightBytes = WeightBytesPerStep(c);
-            long kvBytesPerToken = 2L * c.NumLayers * c.NumKvHeads * c.HeadDim * 4;
             int seed = 0;
             foreach (int asked in contexts)
             {
@@ -174,24 +177,31 @@ internal static class EngineBench
                     double? gflops = batch * PrefillFlops(c, context) / prefillSeconds / 1e9;
                     double? gflopsPerCpuSecond = batch * PrefillFlops(c, context) / prefillCpuSeconds / 1e9;
                     double decode = await MeasureDecode(engine, batch, context, decodeTokens, ++seed);
-                    long stepBytes = weightBytes + batch * (long)context * kvBytesPerToken;
+                    long stepBytes = DecodeRoofline.StepBytes(c, context, batch);
+                    double stepFlops = DecodeRoofline.StepFlops(c, context, batch);
                     bandwidth = Math.Max(bandwidth, MemoryBandwidth.MeasureStreamingReadGBps(threads: threads, repeats: 5));
-                    double bound = DecodeBound(batch, stepBytes, bandwidth);
-                    var cell = new Cell(preset, path.ToString().ToLowerInvariant(), context, batch, prefill, gflops, gflopsPerCpuSecond, prefillSeconds, decode, bound, decode / bound, stepBytes);
+                    fmaPeak = Math.Max(fmaPeak, KernelBench.MeasureFmaPeakGflops(threads));
+                    double bound = DecodeRoofline.TokensPerSecond(batch, stepBytes, stepFlops, bandwidth, fmaPeak);
+                    var cell = new Cell(preset, path.ToString().ToLowerInvariant(), context, batch, prefill, gflops, gflopsPerCpuSecond, prefillSeconds, decode, bound, decode / bound,
+                        stepBytes, stepFlops, DecodeRoofline.LimitedBy(stepBytes, stepFlops, bandwidth, fmaPeak));
                     cells.Add(cell);
                     AnsiConsole.MarkupLine($"{preset} {cell.Path} ctx {context,5} batch {batch,2}: prefill {(prefill is { } p ? $"{p,8:F1} tok/s, {gflops,6:F1} GFLOP/s ({gflopsPerCpuSecond:F1} per CPU-second), TTFT {prefillSeconds,7:F2} s" : "    skip")}, "
-                        + $"decode {decode,8:F1} tok/s = {decode / bound:P0} of bound {bound:F1}");
+                        + $"decode {decode,8:F1} tok/s = {decode / bound:P0} of bound {bound:F1} ({cell.BoundBy})");
                 }
             }
         }
 
-        // Every cell against the best bandwidth of the whole run (see the header).
+        // Every cell against the best bandwidth and FMA peak of the whole run (see the header).
         cells = [.. cells.Select(cell =>
         {
-            double bound = DecodeBound(cell.Batch, cell.BytesPerDecodeStep, bandwidth);
-            return cell with { DecodeBoundTokensPerSecond = bound, DecodeFractionOfBound = cell.DecodeTokensPerSecond / bound };
+            double bound = DecodeRoofline.TokensPerSecond(cell.Batch, cell.BytesPerDecodeStep, cell.FlopsPerDecodeStep, bandwidth, fmaPeak);
+            return cell with
+            {
+                DecodeBoundTokensPerSecond = bound, DecodeFractionOfBound = cell.DecodeTokensPerSecond / bound,
+                BoundBy = DecodeRoofline.LimitedBy(cell.BytesPerDecodeStep, cell.FlopsPerDecodeStep, bandwidth, fmaPeak),
+            };
         })];
-        var table = new Table().AddColumns("preset", "path", "context", "batch", "prefill tok/s", "prefill GFLOP/s", "TTFT s", "decode tok/s", "bound tok/s", "of bound", "decode vs batch 1");
+        var table = new Table().AddColumns("preset", "path", "context", "batch", "prefill tok/s", "prefill GFLOP/s", "TTFT s", "decode tok/s", "bound tok/s", "of bound", "bound by", "decode vs batch 1");
         foreach (var cell in cells)
         {
             var b1 = cells.FirstOrDefault(x => x.Preset == cell.Preset && x.Path == cell.Path && x.Context == cell.Context && x.Batch == 1);
@@ -200,14 +210,14 @@ internal static class EngineBench
                 cell.PrefillGflopsPerSecond is { } g ? g.ToString("F1") : "-",
                 cell.TtftSeconds is { } t ? t.ToString("F2") : "-",
                 cell.DecodeTokensPerSecond.ToString("F1"), cell.DecodeBoundTokensPerSecond.ToString("F1"),
-                cell.DecodeFractionOfBound.ToString("P0"), b1 is null ? "" : (cell.DecodeTokensPerSecond / b1.DecodeTokensPerSecond).ToString("F1") + "×");
+                cell.DecodeFractionOfBound.ToString("P0"), cell.BoundBy, b1 is null ? "" : (cell.DecodeTokensPerSecond / b1.DecodeTokensPerSecond).ToString("F1") + "×");
         }
         AnsiConsole.Write(table);
-        AnsiConsole.MarkupLine($"fp32 matmul rate {matmulGflops:F1} GFLOP/s ({matmulGflopsPerCpuSecond:F1} per CPU-second), streaming read {bandwidth:F1} GB/s (best of the run), {threads} threads");
+        AnsiConsole.MarkupLine($"fp32 matmul rate {matmulGflops:F1} GFLOP/s ({matmulGflopsPerCpuSecond:F1} per CPU-second), streaming read {bandwidth:F1} GB/s and FMA peak {fmaPeak:F1} GFLOP/s (best of the run), {threads} threads");
 
         jsonPath = await WriteJson(jsonPath, new
         {
-            machine = new { cores = Environment.ProcessorCount, threads, streaming_read_gbps = bandwidth, matmul_gflops = matmulGflops, matmul_gflops_per_cpu_second = matmulGflopsPerCpuSecond },
+            machine = new { cores = Environment.ProcessorCount, threads, streaming_read_gbps = bandwidth, fma_peak_gflops = fmaPeak, matmul_gflops = matmulGflops, matmul_gflops_per_cpu_second = matmulGflopsPerCpuSecond },
             cells,
             peers = peerReport,
         });
@@ -268,17 +278,6 @@ internal static class EngineBench
         return (flops / best / 1e9, flops / bestCpu / 1e9);
     }
 
-    /// <summary>Tokens/s if a decode step of <paramref name="batch"/> tokens only had to read its bytes at <paramref name="gbps"/>.</summary>
-    private static double DecodeBound(int batch, long stepBytes, double gbps) => batch / (stepBytes / (gbps * 1e9));
-
-    /// <summary>Weights streamed per decode step: every projection and the output head (the embedding is a row lookup).</summary>
-    private static long WeightBytesPerStep(ModelConfig c)
-    {
-        long h = c.HiddenSize, q = (long)c.NumHeads * c.HeadDim, kv = (long)c.NumKvHeads * c.HeadDim;
-        long perLayer = h * (q + 2 * kv) + q * h + 3 * h * c.IntermediateSize;
-        return 4 * (c.NumLayers * perLayer + (long)c.VocabSize * h);
-    }
-
     private static List<int> RandomTokens(int count, int vocab, int seed)
     {
         var rng = new Random(seed);
@@ -308,7 +307,7 @@ internal static class EngineBench
 
     private static async Task<double> MeasureDecode(LlmEngine engine, int batch, int context, int decodeTokens, int seed)
     {
-        var shared = RandomTokens(context - 16, engine.Config.VocabSize, seed);
+        var shared = RandomTokens(context - DecodeRoofline.DistinctTail, engine.Config.VocabSize, seed);
         // Two tokens: the prefill's first token and one decode step, so the decode kernels are compiled before
         // the measured steps (a 16-token measurement otherwise pays their JIT time).
         var warm = new SamplingParams { MaxTokens = 2, Temperature = 0, IgnoreEos = true };
@@ -323,7 +322,7 @@ internal static class EngineBench
         double startedAt = 0;
         await Task.WhenAll(Enumerable.Range(0, batch).Select(async b =>
         {
-            var prompt = shared.Concat(RandomTokens(16, engine.Config.VocabSize, seed * 7919 + b)).ToList();
+            var prompt = shared.Concat(RandomTokens(DecodeRoofline.DistinctTail, engine.Config.VocabSize, seed * 7919 + b)).ToList();
             bool first = true;
             await foreach (var chunk in engine.GenerateAsync(new GenerationRequest(prompt, sampling)))
             {
