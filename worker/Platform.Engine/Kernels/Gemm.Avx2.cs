@@ -1,6 +1,7 @@
 // AVX2 + FMA register tile for Gemm: 3 weight rows x 4 token rows of ymm accumulators (12), the 3
 // widened weight vectors of a k step (3) and one input vector (1): all 16 ymm registers of an AVX2
-// CPU. Per 8-weight k step: 3 aligned weight loads from the packed L1 tile, 4 input loads, 12 FMAs
+// CPU. Per 8-weight k step: 3 weight loads (from the packed L1 tile, or fp32 rows in place: rowStride
+// apart), 4 input loads, 12 FMAs
 // (7 loads per 12 FMAs, against 9 per 8 for Gemv's 1 x 8 tile). The k loop also advances the next
 // tile's L2 prefetch (Gemm.cs).
 using System.Runtime.CompilerServices;
@@ -18,7 +19,7 @@ public static unsafe partial class Gemm
         ChunkTiles<TL>((Job*)job, chunk, WeightTile256, 8, &Tile3x4Avx2);
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static byte* Tile3x4Avx2(float* w, float* x0, float* x1, float* x2, float* x3, int steps, float* acc, bool accumulate, byte* prefetch, byte* prefetchEnd)
+    private static byte* Tile3x4Avx2(float* w, long rowStride, long stepFloats, float* x0, float* x1, float* x2, float* x3, int steps, float* acc, bool accumulate, byte* prefetch, byte* prefetchEnd)
     {
         Vector256<float> c00 = Vector256<float>.Zero, c01 = c00, c02 = c00, c03 = c00;
         Vector256<float> c10 = c00, c11 = c00, c12 = c00, c13 = c00;
@@ -41,9 +42,9 @@ public static unsafe partial class Gemm
         for (int s = 0; s < steps; s++)
         {
             prefetch = PrefetchNext(prefetch, prefetchEnd);
-            Vector256<float> w0 = Avx.LoadAlignedVector256(w + 0);
-            Vector256<float> w1 = Avx.LoadAlignedVector256(w + 8);
-            Vector256<float> w2 = Avx.LoadAlignedVector256(w + 16);
+            Vector256<float> w0 = Avx.LoadVector256(w);
+            Vector256<float> w1 = Avx.LoadVector256(w + rowStride);
+            Vector256<float> w2 = Avx.LoadVector256(w + 2 * rowStride);
             Vector256<float> x = Avx.LoadVector256(x0);
             c00 = Fma.MultiplyAdd(w0, x, c00);
             c10 = Fma.MultiplyAdd(w1, x, c10);
@@ -60,7 +61,7 @@ public static unsafe partial class Gemm
             c03 = Fma.MultiplyAdd(w0, x, c03);
             c13 = Fma.MultiplyAdd(w1, x, c13);
             c23 = Fma.MultiplyAdd(w2, x, c23);
-            w += 24;
+            w += stepFloats;
             x0 += 8;
             x1 += 8;
             x2 += 8;

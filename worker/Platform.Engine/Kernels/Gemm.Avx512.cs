@@ -1,6 +1,6 @@
 // AVX-512F register tile for Gemm: 6 weight rows x 4 token rows of zmm accumulators (24), the 6
 // widened weight vectors of a k step (6) and one input vector (1): 31 of the 32 zmm registers.
-// Per 16-weight k step: 6 aligned weight loads from the packed L1 tile, 4 input loads, 24 FMAs
+// Per 16-weight k step: 6 weight loads (from the packed L1 tile, or fp32 rows in place: rowStride apart), 4 input loads, 24 FMAs
 // (10 loads per 24 FMAs; a 1 x 8 Gemv tile needs 9 per 8). Why 6 x 4 and not 3 x 8 (11 loads per
 // 24 FMAs): the token rows' inputs come from L2 (the whole panel is re-read for every weight tile),
 // and 4 input loads per 24 FMAs halve that L2 traffic against 8; batches of 8/16/32/64 are still
@@ -21,7 +21,7 @@ public static unsafe partial class Gemm
         ChunkTiles<TL>((Job*)job, chunk, WeightTile512, 16, &Tile6x4Avx512);
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static byte* Tile6x4Avx512(float* w, float* x0, float* x1, float* x2, float* x3, int steps, float* acc, bool accumulate, byte* prefetch, byte* prefetchEnd)
+    private static byte* Tile6x4Avx512(float* w, long rowStride, long stepFloats, float* x0, float* x1, float* x2, float* x3, int steps, float* acc, bool accumulate, byte* prefetch, byte* prefetchEnd)
     {
         Vector512<float> c00 = Vector512<float>.Zero, c01 = c00, c02 = c00, c03 = c00;
         Vector512<float> c10 = c00, c11 = c00, c12 = c00, c13 = c00;
@@ -60,12 +60,12 @@ public static unsafe partial class Gemm
         {
             prefetch = PrefetchNext(prefetch, prefetchEnd);
             prefetch = PrefetchNext(prefetch, prefetchEnd);
-            Vector512<float> w0 = Avx512F.LoadAlignedVector512(w + 0);
-            Vector512<float> w1 = Avx512F.LoadAlignedVector512(w + 16);
-            Vector512<float> w2 = Avx512F.LoadAlignedVector512(w + 32);
-            Vector512<float> w3 = Avx512F.LoadAlignedVector512(w + 48);
-            Vector512<float> w4 = Avx512F.LoadAlignedVector512(w + 64);
-            Vector512<float> w5 = Avx512F.LoadAlignedVector512(w + 80);
+            Vector512<float> w0 = Avx512F.LoadVector512(w);
+            Vector512<float> w1 = Avx512F.LoadVector512(w + 1 * rowStride);
+            Vector512<float> w2 = Avx512F.LoadVector512(w + 2 * rowStride);
+            Vector512<float> w3 = Avx512F.LoadVector512(w + 3 * rowStride);
+            Vector512<float> w4 = Avx512F.LoadVector512(w + 4 * rowStride);
+            Vector512<float> w5 = Avx512F.LoadVector512(w + 5 * rowStride);
             Vector512<float> x = Avx512F.LoadVector512(x0);
             c00 = Avx512F.FusedMultiplyAdd(w0, x, c00);
             c10 = Avx512F.FusedMultiplyAdd(w1, x, c10);
@@ -94,7 +94,7 @@ public static unsafe partial class Gemm
             c33 = Avx512F.FusedMultiplyAdd(w3, x, c33);
             c43 = Avx512F.FusedMultiplyAdd(w4, x, c43);
             c53 = Avx512F.FusedMultiplyAdd(w5, x, c53);
-            w += 96;
+            w += stepFloats;
             x0 += 16;
             x1 += 16;
             x2 += 16;
