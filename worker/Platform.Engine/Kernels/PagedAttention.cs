@@ -575,7 +575,8 @@ public static unsafe class PagedAttention
         int w = TL.Width;
         float* p1 = p + KeyBlock, p2 = p1 + KeyBlock, p3 = p2 + KeyBlock;
         float* o1 = o + d, o2 = o1 + d, o3 = o2 + d;
-        for (int c = 0; c < d; c += 4 * w)
+        int c = 0;
+        for (; c + 4 * w <= d; c += 4 * w)
         {
             TV a0 = TL.Load(o + c), a1 = TL.Load(o + c + w), a2 = TL.Load(o + c + 2 * w), a3 = TL.Load(o + c + 3 * w);
             TV b0 = TL.Load(o1 + c), b1 = TL.Load(o1 + c + w), b2 = TL.Load(o1 + c + 2 * w), b3 = TL.Load(o1 + c + 3 * w);
@@ -598,6 +599,19 @@ public static unsafe class PagedAttention
             TL.Store(o1 + c, b0); TL.Store(o1 + c + w, b1); TL.Store(o1 + c + 2 * w, b2); TL.Store(o1 + c + 3 * w, b3);
             TL.Store(o2 + c, c0); TL.Store(o2 + c + w, c1); TL.Store(o2 + c + 2 * w, c2); TL.Store(o2 + c + 3 * w, c3);
             TL.Store(o3 + c, d0); TL.Store(o3 + c + w, d1); TL.Store(o3 + c + 2 * w, d2); TL.Store(o3 + c + 3 * w, d3);
+        }
+        for (; c < d; c += w) // a head of whole vectors but not whole groups of four (d = 80 on AVX-512)
+        {
+            TV a = TL.Load(o + c), b = TL.Load(o1 + c), e = TL.Load(o2 + c), f = TL.Load(o3 + c);
+            for (int j = 0; j < n; j++)
+            {
+                TV x = TL.Load(values + rows[j] + c);
+                a = TL.MultiplyAdd(TL.Broadcast(p[j]), x, a);
+                b = TL.MultiplyAdd(TL.Broadcast(p1[j]), x, b);
+                e = TL.MultiplyAdd(TL.Broadcast(p2[j]), x, e);
+                f = TL.MultiplyAdd(TL.Broadcast(p3[j]), x, f);
+            }
+            TL.Store(o + c, a); TL.Store(o1 + c, b); TL.Store(o2 + c, e); TL.Store(o3 + c, f);
         }
     }
 
