@@ -51,58 +51,38 @@ internal static unsafe class DecodeFloor
         ref Job job = ref Unsafe.AsRef<Job>(context);
         int begin = (int)((long)share * job.Length / job.Threads), end = (int)((long)(share + 1) * job.Length / job.Threads);
         float sum = AttentionKernels.ActivePath == AttentionPath.Vector512 && job.RowFloats % 16 == 0
-            ? Rows<Vector512<float>>(ref job, begin, end)
-            : Rows<Vector256<float>>(ref job, begin, end);
+            ? Rows<Lanes512, Vector512<float>>(ref job, begin, end)
+            : Rows<Lanes256, Vector256<float>>(ref job, begin, end);
         job.Sink += sum; // keeps the arithmetic alive; the value is meaningless
     }
 
     /// <summary>2·G FMAs per vector of each row's K and V (the kernel's count), into eight accumulators.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Rows<TV>(ref Job job, int begin, int end) where TV : struct
+    private static float Rows<TL, TV>(ref Job job, int begin, int end) where TL : struct, IAttentionLanes<TV> where TV : struct
     {
-        int w = Unsafe.SizeOf<TV>() / sizeof(float), groups = job.Groups;
-        var q = Splat<TV>(1e-3f);
-        TV a0 = Splat<TV>(0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        int w = TL.Width, groups = job.Groups;
+        TV q = TL.Broadcast(1e-3f);
+        TV a0 = TL.Zero, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
         for (int j = begin; j < end; j++)
         {
             long row = job.Slots[j] * job.RowFloats;
             float* k = job.Keys + row, v = job.Values + row;
             for (int c = 0; c + w <= job.RowFloats; c += w) // a row narrower than a whole vector keeps its tail out
             {
-                TV x = Unsafe.ReadUnaligned<TV>(k + c), y = Unsafe.ReadUnaligned<TV>(v + c);
+                TV x = TL.Load(k + c), y = TL.Load(v + c);
                 int g = 0;
                 for (; g + 4 <= groups; g += 4)
                 {
-                    a0 = Fma(x, q, a0); a1 = Fma(y, q, a1); a2 = Fma(x, q, a2); a3 = Fma(y, q, a3);
-                    a4 = Fma(x, q, a4); a5 = Fma(y, q, a5); a6 = Fma(x, q, a6); a7 = Fma(y, q, a7);
+                    a0 = TL.MultiplyAdd(x, q, a0); a1 = TL.MultiplyAdd(y, q, a1); a2 = TL.MultiplyAdd(x, q, a2); a3 = TL.MultiplyAdd(y, q, a3);
+                    a4 = TL.MultiplyAdd(x, q, a4); a5 = TL.MultiplyAdd(y, q, a5); a6 = TL.MultiplyAdd(x, q, a6); a7 = TL.MultiplyAdd(y, q, a7);
                 }
                 for (; g < groups; g++)
                 {
-                    a0 = Fma(x, q, a0);
-                    a1 = Fma(y, q, a1);
+                    a0 = TL.MultiplyAdd(x, q, a0);
+                    a1 = TL.MultiplyAdd(y, q, a1);
                 }
             }
         }
-        return Sum(a0) + Sum(a1) + Sum(a2) + Sum(a3) + Sum(a4) + Sum(a5) + Sum(a6) + Sum(a7);
+        return TL.HorizontalSum(TL.Add(TL.Add(TL.Add(a0, a1), TL.Add(a2, a3)), TL.Add(TL.Add(a4, a5), TL.Add(a6, a7))));
     }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static TV Splat<TV>(float value) where TV : struct =>
-        typeof(TV) == typeof(Vector512<float>) ? (TV)(object)Vector512.Create(value) : (TV)(object)Vector256.Create(value);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static TV Fma<TV>(TV x, TV y, TV z) where TV : struct
-    {
-        if (typeof(TV) == typeof(Vector512<float>))
-        {
-            var r = Vector512.FusedMultiplyAdd(Unsafe.As<TV, Vector512<float>>(ref x), Unsafe.As<TV, Vector512<float>>(ref y), Unsafe.As<TV, Vector512<float>>(ref z));
-            return Unsafe.As<Vector512<float>, TV>(ref r);
-        }
-        var s = Vector256.FusedMultiplyAdd(Unsafe.As<TV, Vector256<float>>(ref x), Unsafe.As<TV, Vector256<float>>(ref y), Unsafe.As<TV, Vector256<float>>(ref z));
-        return Unsafe.As<Vector256<float>, TV>(ref s);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Sum<TV>(TV value) where TV : struct =>
-        typeof(TV) == typeof(Vector512<float>) ? Vector512.Sum(Unsafe.As<TV, Vector512<float>>(ref value)) : Vector256.Sum(Unsafe.As<TV, Vector256<float>>(ref value));
 }

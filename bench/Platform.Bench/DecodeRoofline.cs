@@ -20,13 +20,15 @@ internal static class DecodeRoofline
     public static long KvTokensRead(int context, int batch) =>
         Math.Max(0, context - DistinctTail) + (long)batch * Math.Min(context, DistinctTail);
 
-    /// <summary>Weights read per decode step: every projection and the output head (fp32; the embedding is a row lookup).</summary>
-    public static long WeightParameters(ModelConfig c)
+    /// <summary>Weights of one decoder layer: the fused qkv, o, and gate/up/down projections.</summary>
+    public static long LayerParameters(ModelConfig c)
     {
         long h = c.HiddenSize, q = (long)c.NumHeads * c.HeadDim, kv = (long)c.NumKvHeads * c.HeadDim;
-        long perLayer = h * (q + 2 * kv) + q * h + 3 * h * c.IntermediateSize;
-        return c.NumLayers * perLayer + (long)c.VocabSize * h;
+        return h * (q + 2 * kv) + q * h + 3 * h * c.IntermediateSize;
     }
+
+    /// <summary>Weights read per decode step: every projection and the output head (fp32; the embedding is a row lookup).</summary>
+    public static long WeightParameters(ModelConfig c) => c.NumLayers * LayerParameters(c) + (long)c.VocabSize * c.HiddenSize;
 
     /// <summary>Bytes a step of <paramref name="batch"/> sequences over the cell's context must read (fp32 weights and KV).</summary>
     public static long StepBytes(ModelConfig c, int context, int batch) =>
@@ -36,11 +38,13 @@ internal static class DecodeRoofline
     public static double StepFlops(ModelConfig c, int context, int batch) =>
         batch * (2.0 * WeightParameters(c) + 4.0 * c.NumLayers * c.NumHeads * c.HeadDim * context);
 
-    /// <summary>Tokens/s of a step that only had to read its bytes at <paramref name="gbps"/> and do its FLOPs at <paramref name="gflops"/>.</summary>
-    public static double TokensPerSecond(int batch, long stepBytes, double stepFlops, double gbps, double gflops) =>
-        batch / Math.Max(stepBytes / (gbps * 1e9), stepFlops / (gflops * 1e9));
-
-    /// <summary>Which of the two sets the ceiling: "memory" or "FMA".</summary>
-    public static string LimitedBy(long stepBytes, double stepFlops, double gbps, double gflops) =>
-        stepBytes / (gbps * 1e9) >= stepFlops / (gflops * 1e9) ? "memory" : "FMA";
+    /// <summary>
+    /// Tokens/s of a step that only had to read its bytes at <paramref name="gbps"/> and do its FLOPs at <paramref name="gflops"/>,
+    /// and which of the two sets it: "memory" or "FMA".
+    /// </summary>
+    public static (double TokensPerSecond, string LimitedBy) Ceiling(int batch, long stepBytes, double stepFlops, double gbps, double gflops)
+    {
+        double reading = stepBytes / (gbps * 1e9), computing = stepFlops / (gflops * 1e9);
+        return (batch / Math.Max(reading, computing), reading >= computing ? "memory" : "FMA");
+    }
 }

@@ -181,9 +181,9 @@ internal static class EngineBench
                     double stepFlops = DecodeRoofline.StepFlops(c, context, batch);
                     bandwidth = Math.Max(bandwidth, MemoryBandwidth.MeasureStreamingReadGBps(threads: threads, repeats: 5));
                     fmaPeak = Math.Max(fmaPeak, KernelBench.MeasureFmaPeakGflops(threads));
-                    double bound = DecodeRoofline.TokensPerSecond(batch, stepBytes, stepFlops, bandwidth, fmaPeak);
+                    var (bound, limitedBy) = DecodeRoofline.Ceiling(batch, stepBytes, stepFlops, bandwidth, fmaPeak);
                     var cell = new Cell(preset, path.ToString().ToLowerInvariant(), context, batch, prefill, gflops, gflopsPerCpuSecond, prefillSeconds, decode, bound, decode / bound,
-                        stepBytes, stepFlops, DecodeRoofline.LimitedBy(stepBytes, stepFlops, bandwidth, fmaPeak));
+                        stepBytes, stepFlops, limitedBy);
                     cells.Add(cell);
                     AnsiConsole.MarkupLine($"{preset} {cell.Path} ctx {context,5} batch {batch,2}: prefill {(prefill is { } p ? $"{p,8:F1} tok/s, {gflops,6:F1} GFLOP/s ({gflopsPerCpuSecond:F1} per CPU-second), TTFT {prefillSeconds,7:F2} s" : "    skip")}, "
                         + $"decode {decode,8:F1} tok/s = {decode / bound:P0} of bound {bound:F1} ({cell.BoundBy})");
@@ -194,12 +194,8 @@ internal static class EngineBench
         // Every cell against the best bandwidth and FMA peak of the whole run (see the header).
         cells = [.. cells.Select(cell =>
         {
-            double bound = DecodeRoofline.TokensPerSecond(cell.Batch, cell.BytesPerDecodeStep, cell.FlopsPerDecodeStep, bandwidth, fmaPeak);
-            return cell with
-            {
-                DecodeBoundTokensPerSecond = bound, DecodeFractionOfBound = cell.DecodeTokensPerSecond / bound,
-                BoundBy = DecodeRoofline.LimitedBy(cell.BytesPerDecodeStep, cell.FlopsPerDecodeStep, bandwidth, fmaPeak),
-            };
+            var (bound, limitedBy) = DecodeRoofline.Ceiling(cell.Batch, cell.BytesPerDecodeStep, cell.FlopsPerDecodeStep, bandwidth, fmaPeak);
+            return cell with { DecodeBoundTokensPerSecond = bound, DecodeFractionOfBound = cell.DecodeTokensPerSecond / bound, BoundBy = limitedBy };
         })];
         var table = new Table().AddColumns("preset", "path", "context", "batch", "prefill tok/s", "prefill GFLOP/s", "TTFT s", "decode tok/s", "bound tok/s", "of bound", "bound by", "decode vs batch 1");
         foreach (var cell in cells)
@@ -243,9 +239,7 @@ internal static class EngineBench
     /// <summary>FLOPs of one request's prefill of <paramref name="context"/> tokens: every projection per token, the head once, causal attention.</summary>
     internal static double PrefillFlops(ModelConfig c, int context)
     {
-        long h = c.HiddenSize, q = (long)c.NumHeads * c.HeadDim, kv = (long)c.NumKvHeads * c.HeadDim;
-        double perLayerWeights = h * (q + 2 * kv) + q * h + 3.0 * h * c.IntermediateSize;
-        double weights = 2.0 * c.NumLayers * perLayerWeights * context + 2.0 * c.VocabSize * h;
+        double weights = 2.0 * c.NumLayers * DecodeRoofline.LayerParameters(c) * context + 2.0 * c.VocabSize * c.HiddenSize;
         double attention = 4.0 * c.NumLayers * c.NumHeads * c.HeadDim * (context * (context + 1.0) / 2);
         return weights + attention;
     }

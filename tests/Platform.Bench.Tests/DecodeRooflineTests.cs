@@ -27,8 +27,9 @@ public class DecodeRooflineTests
         double flops = DecodeRoofline.StepFlops(Small, 32768, 1);
         Assert.Equal(2.0 * parameters + 4.0 * 4 * 8 * 64 * 32768, flops);
 
-        Assert.Equal("memory", DecodeRoofline.LimitedBy(bytes, flops, gbps: 50, gflops: 230));
-        Assert.Equal(50e9 / bytes, DecodeRoofline.TokensPerSecond(1, bytes, flops, 50, 230), 6);
+        var (ceiling, limitedBy) = DecodeRoofline.Ceiling(1, bytes, flops, gbps: 50, gflops: 230);
+        Assert.Equal("memory", limitedBy);
+        Assert.Equal(50e9 / bytes, ceiling, 6);
     }
 
     [Fact]
@@ -40,8 +41,8 @@ public class DecodeRooflineTests
         Assert.Equal(8 * DecodeRoofline.StepFlops(Small, 32768, 1), flops, 3);
 
         // At 50 GB/s and 230 GFLOP/s the eight sequences' attention FLOPs take longer than the bytes.
-        Assert.Equal("FMA", DecodeRoofline.LimitedBy(eight, flops, 50, 230));
-        double ceiling = DecodeRoofline.TokensPerSecond(8, eight, flops, 50, 230);
+        var (ceiling, limitedBy) = DecodeRoofline.Ceiling(8, eight, flops, 50, 230);
+        Assert.Equal("FMA", limitedBy);
         Assert.Equal(8 / (flops / 230e9), ceiling, 6);
         // It is above what reading eight separate contexts would allow: that was no ceiling for this shape.
         Assert.True(ceiling > 8 * 50e9 / (4.0 * DecodeRoofline.WeightParameters(Small) + 8 * 32768L * KvBytesPerToken));
