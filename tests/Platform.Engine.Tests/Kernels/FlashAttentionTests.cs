@@ -238,6 +238,11 @@ public sealed unsafe class FlashAttentionTests(ITestOutputHelper output)
     [InlineData(1, 8, 128, 1000, new[] { 5, 300 })]
     [InlineData(2, 1, 64, 512, new[] { 0, 1500 })]
     [InlineData(4, 1, 64, 37, new[] { 0, 0, 3 })]
+    // Query rows across the lanes (PagedAttention.AttendTransposed: sequences × G ≥ 16 per KV head): 32 rows (two AVX-512
+    // vectors), G = 8 with a head of 128, and G = 2 (lane pairs are heads of one member).
+    [InlineData(2, 4, 64, 1100, new[] { 3, 0, 9, 0, 1, 20, 0, 2 })]
+    [InlineData(1, 8, 128, 700, new[] { 0, 4, 0, 33 })]
+    [InlineData(4, 2, 64, 600, new[] { 1, 0, 0, 7, 0, 0, 0, 2 })]
     public void Decode_of_sequences_sharing_a_prefix_matches_float64_attention(int kvHeads, int groups, int headDim, int shared, int[] suffixes)
     {
         // Sequences whose first `shared` slots are the very same (one prompt's blocks, as n samples of it or
@@ -296,6 +301,46 @@ public sealed unsafe class FlashAttentionTests(ITestOutputHelper output)
     }
 
     private static readonly int[] ThreadCounts = [1, 2];
+
+    [Fact]
+    public void Identical_sequences_get_the_same_bits_whichever_item_they_fall_in()
+    {
+        // Ten samples of one 1,500-token prompt: with two threads the cap puts them in items of 7 and 3. Items with
+        // enough query rows hold them across the lanes (another order of additions), so the arithmetic must follow
+        // the sequences that read the slots, not the item's own count, or greedy samples of one prompt could differ.
+        var rng = new Random(7);
+        const int kvHeads = 2, groups = 4, headDim = 64, length = 1500, sequences = 10;
+        int heads = kvHeads * groups;
+        var (pool, tables) = Pool.Create(rng, kvHeads, headDim, length);
+        var flat = Enumerable.Repeat(tables[0], sequences).SelectMany(t => t).ToArray();
+        var one = Random(rng, heads * headDim, 2);
+        var query = Enumerable.Repeat(one, sequences).SelectMany(q => q).ToArray();
+        var offsets = Enumerable.Range(0, sequences).Select(s => s * length).ToArray();
+        var lengths = Enumerable.Repeat(length, sequences).ToArray();
+        int savedThreads = KernelThreads.Count;
+        try
+        {
+            KernelThreads.Count = 2;
+            Assert.Equal(7, PagedAttention.MembersPerItem(sequences * 3, 2));
+            foreach (var path in Paths())
+            {
+                Select(path);
+                var (actual, logSumExp) = DecodeAll(pool, query, flat, offsets, lengths, heads, 1 / Math.Sqrt(headDim));
+                Assert.Equal(3 * 2, PagedAttention.LastWorkItems);
+                for (int s = 1; s < sequences; s++)
+                {
+                    Assert.True(actual.AsSpan(0, heads * headDim).SequenceEqual(actual.AsSpan(s * heads * headDim, heads * headDim)),
+                        $"{path}: sequence {s}'s output differs from sequence 0's");
+                    Assert.True(logSumExp.AsSpan(0, heads).SequenceEqual(logSumExp.AsSpan(s * heads, heads)), $"{path}: sequence {s}'s log-sum-exp differs");
+                }
+            }
+        }
+        finally
+        {
+            KernelThreads.Count = savedThreads;
+            ResetPath();
+        }
+    }
 
     /// <summary>PagedAttention.DecodePartial on the selected path: every sequence's output and log-sum-exp per head.</summary>
     private static (float[] Output, float[] LogSumExp) DecodeAll(Pool pool, float[] query, long[] flat, int[] offsets, int[] lengths, int heads, double scale)

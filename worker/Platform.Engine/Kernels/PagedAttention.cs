@@ -23,6 +23,13 @@
 // count, so results do not depend on it. Each thread claims its items one at a time, and
 // its next one shortly before the current one ends, so the prefetches run on across an
 // item's edge (AttendItems).
+// Rows across the lanes: where the slots of an item are read for at least TransposedRows query rows per KV head
+// (sequences over one shared context × G), AttendTransposed holds those rows across the vector lanes: a key element
+// broadcast against vectors of queries gives scores as [key, row] with no horizontal sum per key, and the softmax runs
+// down the lanes. On an AMD EPYC Zen 4, eight sequences over one context (bench prefill --decode-only, three
+// alternating runs) took 906-919 us per layer at 8K against 1,120-1,131 and 3,550-3,910 at 32K against 4,813-4,827.
+// Its sums run in another order, so the choice follows all the sequences that read those slots (PlanGroups' family),
+// never the item's own count: identical sequences get the same bits whichever item the cap puts each in.
 // Memory: a thread reads whole slot rows (all KV heads, contiguous in the pool)
 // and prefetches whole rows ahead. Items of one KV head each (the first version)
 // had both threads read alternate half-rows of the same slots; at 32K on the small
@@ -68,6 +75,7 @@ public static unsafe class PagedAttention
         public int* GroupStarts;      // [items + 1]: each work item's first member in Members
         public int* Members;          // global parts, grouped: the parts of one item name the same slots
         public int* PartSequence;     // [parts]: the sequence of each global part
+        public int* ItemFamily;       // [items]: sequences that read the item's slots, over all the items of those slots
         public float* PartOutputs;    // [parts, heads, headDim] for sequences cut in several parts
         public float* PartLogSumExps; // [parts, heads]
         public int Sequences, Heads, KvHeads, HeadDim;
@@ -114,7 +122,7 @@ public static unsafe class PagedAttention
         // Work items: a part, together with the same part of every later sequence whose slots there are the very
         // same (a shared prompt prefix: SCBench's shared-context shape, n samples of one prompt). One item reads
         // those K/V rows once for all of them, where items of one part each read them once per sequence.
-        int groupInts = 3 * parts + 1;
+        int groupInts = 4 * parts + 1;
         var groups = _groups;
         if (groups is null || groups.Length < groupInts) _groups = groups = new int[Math.Max(groupInts, 256)];
         int items = PlanGroups(groups, partStarts, slots, slotOffsets, contextLengths, sequences, parts, MembersPerItem(parts, KernelThreads.Count));
@@ -131,7 +139,7 @@ public static unsafe class PagedAttention
             {
                 Query = query, Keys = keys, Values = values, Slots = slots, SlotOffsets = slotOffsets, ContextLengths = contextLengths,
                 Output = output, LogSumExp = logSumExp, PartStarts = starts,
-                GroupStarts = plan, Members = plan + parts + 1, PartSequence = plan + 2 * parts + 1,
+                GroupStarts = plan, Members = plan + parts + 1, PartSequence = plan + 2 * parts + 1, ItemFamily = plan + 3 * parts + 1,
                 PartOutputs = partial, PartLogSumExps = partial == null ? null : partial + (long)parts * heads * headDim,
                 Sequences = sequences, Heads = heads, KvHeads = kvHeads, HeadDim = headDim, Scale = scale, Path = path,
                 Items = items,
@@ -151,6 +159,9 @@ public static unsafe class PagedAttention
 
     private const int MaxMembers = 8;
 
+    /// <summary>Query rows per KV head (sequences over the same slots × G) from which an item holds its rows across the lanes (AttendTransposed).</summary>
+    internal const int TransposedRows = 16;
+
     /// <summary>Parts a context of <paramref name="length"/> keys is cut into (one for an empty context).</summary>
     private static int PartsOf(int length) => Math.Max(1, (length + SplitKeys - 1) / SplitKeys);
 
@@ -158,7 +169,8 @@ public static unsafe class PagedAttention
     private static (int Begin, int End) PartKeys(int length, int local) => (local * SplitKeys, Math.Min(length, (local + 1) * SplitKeys));
 
     /// <summary>
-    /// Fills plan with [group starts: parts + 1][members: parts][each part's sequence: parts] and returns the
+    /// Fills plan with [group starts: parts + 1][members: parts][each part's sequence: parts][each item's family: parts]
+    /// (how many sequences read its slots, over every item of them; it picks the item's arithmetic) and returns the
     /// number of work items. A part joins the item of an earlier sequence's part when both cover the same keys
     /// through the same slots, up to cap members per item (then a new item of those slots opens).
     /// </summary>
@@ -167,6 +179,7 @@ public static unsafe class PagedAttention
         var groupStarts = plan.AsSpan(0, parts + 1);
         var members = plan.AsSpan(parts + 1, parts);
         var sequenceOf = plan.AsSpan(2 * parts + 1, parts);
+        var itemFamily = plan.AsSpan(3 * parts + 1, parts);
         var scratch = _leaders;
         if (scratch is null || scratch.Length < 4 * parts) _leaders = scratch = new int[Math.Max(4 * parts, 256)];
         var leader = scratch.AsSpan(0, parts);   // the part whose item each part joins (itself when it leads one)
@@ -202,6 +215,12 @@ public static unsafe class PagedAttention
                 openSize[lead]++;
             }
         }
+        // Every item of one leader's slots gets the family's size, so all the sequences reading the same slots take the
+        // same arithmetic (AttendGroup), whichever item the cap put each of them in.
+        var familySize = openItem;
+        familySize.Clear();
+        for (int p = 0; p < parts; p++) familySize[leader[p]]++;
+        for (int p = 0; p < parts; p++) itemFamily[itemOf[p]] = familySize[leader[p]];
         // Counting sort of the parts by item: the members of item i are members[groupStarts[i] .. groupStarts[i + 1]).
         groupStarts[..(items + 1)].Clear();
         for (int p = 0; p < parts; p++) groupStarts[itemOf[p] + 1]++;
@@ -291,7 +310,12 @@ public static unsafe class PagedAttention
         nextLength = 0;
 
         int stats = (2 * count * heads + 15) / 16 * 16; // row maxima and sums, rounded up so what follows stays 64-byte aligned
-        int need = 2 * count * heads * d + groups * KeyBlock + stats + 4 * w * w + 16;
+        // Rows across the lanes (AttendTransposed) where the item's slots are read for enough query rows to fill vectors.
+        bool transposed = (typeof(TL) == typeof(Lanes512) || typeof(TL) == typeof(Lanes256))
+            && groups % 2 == 0 && job.ItemFamily[item] * groups >= TransposedRows;
+        int r = count * groups, rp = (r + w - 1) / w * w, rowStats = (rp + 15) / 16 * 16;
+        int need = 2 * count * heads * d + groups * KeyBlock + stats + 4 * w * w + 16
+            + (transposed ? (kvHeads * d + KeyBlock) * rp + (2 * kvHeads + 1) * rowStats : 0);
         var scratch = _scratch;
         if (scratch is null || scratch.Length < need) _scratch = scratch = new float[Math.Max(need, 4096)];
         fixed (float* pinned = scratch)
@@ -308,6 +332,10 @@ public static unsafe class PagedAttention
             float* q = buffer, o = q + count * memberFloats, s = o + count * memberFloats;
             float* rowMax = s + groups * KeyBlock, rowSum = rowMax + count * heads;
             float* lanes = rowMax + stats; // per query head of a tile, w rows of w partial sums, reduced w at a time (SumEach)
+            // Transposed: per KV head the queries as [d, rp] (lane = member · G + head in its group, padded with zeros),
+            // the block's scores and then weights as [KeyBlock, rp], and per KV head each lane's running max and sum.
+            float* qT = lanes + 4 * w * w, sT = qT + kvHeads * d * rp, maxT = sT + KeyBlock * rp, sumT = maxT + kvHeads * rowStats;
+            float* alphaT = sumT + kvHeads * rowStats;
             for (int m = 0; m < count; m++)
             {
                 float* source = job.Query + (long)job.PartSequence[members[m]] * memberFloats, qm = q + m * memberFloats;
@@ -317,6 +345,17 @@ public static unsafe class PagedAttention
             new Span<float>(o, count * memberFloats).Clear();
             new Span<float>(rowMax, count * heads).Fill(float.NegativeInfinity);
             new Span<float>(rowSum, count * heads).Clear();
+            if (transposed)
+            {
+                for (int kvHead = 0; kvHead < kvHeads; kvHead++)
+                    for (int lane = 0; lane < rp; lane++)
+                    {
+                        float* source = q + lane / groups * memberFloats + (kvHead * groups + lane % groups) * d, line = qT + kvHead * d * rp + lane;
+                        for (int c = 0; c < d; c++) line[c * rp] = lane < r ? source[c] : 0f;
+                    }
+                new Span<float>(maxT, kvHeads * rowStats).Fill(float.NegativeInfinity);
+                new Span<float>(sumT, kvHeads * rowStats).Clear();
+            }
 
             for (int kb = 0; kb < length; kb += KeyBlock)
             {
@@ -346,6 +385,15 @@ public static unsafe class PagedAttention
                 {
                     int firstHead = kvHead * groups;
                     float* keys = job.Keys + (long)kvHead * d, values = job.Values + (long)kvHead * d;
+                    if (transposed)
+                    {
+                        // This KV head's share of the rows to prefetch, spread over its score tiles (as Scores does).
+                        int first = kvHead * nextCount / kvHeads, last = (kvHead + 1) * nextCount / kvHeads;
+                        AttendTransposed<TL, TV>(qT + kvHead * d * rp, keys, values, rowBases, n, rp, r, d, sT, maxT + kvHead * rowStats,
+                            sumT + kvHead * rowStats, alphaT, o + firstHead * d, memberFloats, groups,
+                            job.Keys, job.Values, nextRows + first, last - first, (int)rowStride);
+                        continue;
+                    }
                     if (groups % 2 == 1) // the last head's P·V (AccumulateRow) takes row addresses
                         for (int j = 0; j < n; j++) vRows[j] = (nint)(values + rowBases[j]);
                     for (int m = 0; m < count; m++)
@@ -367,13 +415,21 @@ public static unsafe class PagedAttention
                         int h = 0;
                         if (typeof(TL) == typeof(Lanes512))
                             for (; h + 4 <= groups; h += 4)
-                                AccumulateRowQuad<TL, TV>(s + h * KeyBlock, values, rowBases, n, oh + h * d, d);
+                                AccumulateRowQuad<TL, TV>(s + h * KeyBlock, KeyBlock, 1, values, rowBases, n, oh + h * d, d);
                         for (; h + 2 <= groups; h += 2)
-                            AccumulateRowPair<TL, TV>(s + h * KeyBlock, s + (h + 1) * KeyBlock, values, rowBases, n, oh + h * d, oh + (h + 1) * d, d);
+                            AccumulateRowPair<TL, TV>(s + h * KeyBlock, s + (h + 1) * KeyBlock, 1, values, rowBases, n, oh + h * d, oh + (h + 1) * d, d);
                         if (h < groups) OnlineSoftmax.AccumulateRow<TL, TV>(s + h * KeyBlock, vRows, n, oh + h * d, d);
                     }
                 }
             }
+            if (transposed) // each lane's max and sum back to its (member, head) row
+                for (int kvHead = 0; kvHead < kvHeads; kvHead++)
+                    for (int lane = 0; lane < r; lane++)
+                    {
+                        int row = lane / groups * heads + kvHead * groups + lane % groups;
+                        rowMax[row] = maxT[kvHead * rowStats + lane];
+                        rowSum[row] = sumT[kvHead * rowStats + lane];
+                    }
             for (int m = 0; m < count; m++)
             {
                 // Where this member's result goes: straight to the output, or to its partial when its sequence is cut.
@@ -517,10 +573,13 @@ public static unsafe class PagedAttention
         return Unsafe.As<TV, Vector256<float>>(ref value);
     }
 
-    /// <summary>o0 += Σ_j p0[j] · v_j and o1 += Σ_j p1[j] · v_j: OnlineSoftmax.AccumulateRow for two heads over one read of the values.</summary>
+    /// <summary>
+    /// o0 += Σ_j p0[j·pKey] · v_j and o1 += Σ_j p1[j·pKey] · v_j: OnlineSoftmax.AccumulateRow for two heads over one read
+    /// of the values (pKey: 1 for a head's row of weights, the lane count for weights held as [key, lane]).
+    /// </summary>
     // Not inlined: inside AttendGroup the JIT kept its row table and pool base on the stack (two reloads per key).
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static void AccumulateRowPair<TL, TV>(float* p0, float* p1, float* values, nint* rows, int n, float* o0, float* o1, int d)
+    private static void AccumulateRowPair<TL, TV>(float* p0, float* p1, int pKey, float* values, nint* rows, int n, float* o0, float* o1, int d)
         where TL : struct, IAttentionLanes<TV> where TV : struct
     {
         int w = TL.Width;
@@ -533,12 +592,12 @@ public static unsafe class PagedAttention
             {
                 float* v = values + rows[j] + c;
                 TV x0 = TL.Load(v), x1 = TL.Load(v + w), x2 = TL.Load(v + 2 * w), x3 = TL.Load(v + 3 * w);
-                TV e = TL.Broadcast(p0[j]);
+                TV e = TL.Broadcast(p0[j * pKey]);
                 a0 = TL.MultiplyAdd(e, x0, a0);
                 a1 = TL.MultiplyAdd(e, x1, a1);
                 a2 = TL.MultiplyAdd(e, x2, a2);
                 a3 = TL.MultiplyAdd(e, x3, a3);
-                e = TL.Broadcast(p1[j]);
+                e = TL.Broadcast(p1[j * pKey]);
                 b0 = TL.MultiplyAdd(e, x0, b0);
                 b1 = TL.MultiplyAdd(e, x1, b1);
                 b2 = TL.MultiplyAdd(e, x2, b2);
@@ -553,8 +612,8 @@ public static unsafe class PagedAttention
             for (int j = 0; j < n; j++)
             {
                 TV x = TL.Load(values + rows[j] + c);
-                a = TL.MultiplyAdd(TL.Broadcast(p0[j]), x, a);
-                b = TL.MultiplyAdd(TL.Broadcast(p1[j]), x, b);
+                a = TL.MultiplyAdd(TL.Broadcast(p0[j * pKey]), x, a);
+                b = TL.MultiplyAdd(TL.Broadcast(p1[j * pKey]), x, b);
             }
             TL.Store(o0 + c, a);
             TL.Store(o1 + c, b);
@@ -562,18 +621,18 @@ public static unsafe class PagedAttention
     }
 
     /// <summary>
-    /// AccumulateRowPair for four heads (scores p, KeyBlock apart; accumulators o, d apart): 16 vector accumulators, so
+    /// AccumulateRowPair for four heads (head h's weight for key j at p[h·pHead + j·pKey]; accumulators o, d apart): 16 vector accumulators, so
     /// only where the CPU has 32 vector registers (AVX-512). Each head's additions run in the same order as in the pair,
     /// so the results are the same bits. On an AMD EPYC Zen 4 (`bench prefill --decode-only`, three alternating runs)
     /// 2-4 % less time per call than two pairs in every case: batch 1 at 512, 8K and 32K keys, and eight sequences over
     /// one context.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static void AccumulateRowQuad<TL, TV>(float* p, float* values, nint* rows, int n, float* o, int d)
+    private static void AccumulateRowQuad<TL, TV>(float* p, int pHead, int pKey, float* values, nint* rows, int n, float* o, int d)
         where TL : struct, IAttentionLanes<TV> where TV : struct
     {
         int w = TL.Width;
-        float* p1 = p + KeyBlock, p2 = p1 + KeyBlock, p3 = p2 + KeyBlock;
+        float* p1 = p + pHead, p2 = p1 + pHead, p3 = p2 + pHead;
         float* o1 = o + d, o2 = o1 + d, o3 = o2 + d;
         int c = 0;
         for (; c + 4 * w <= d; c += 4 * w)
@@ -586,13 +645,13 @@ public static unsafe class PagedAttention
             {
                 float* v = values + rows[j] + c;
                 TV x0 = TL.Load(v), x1 = TL.Load(v + w), x2 = TL.Load(v + 2 * w), x3 = TL.Load(v + 3 * w);
-                TV e = TL.Broadcast(p[j]);
+                TV e = TL.Broadcast(p[j * pKey]);
                 a0 = TL.MultiplyAdd(e, x0, a0); a1 = TL.MultiplyAdd(e, x1, a1); a2 = TL.MultiplyAdd(e, x2, a2); a3 = TL.MultiplyAdd(e, x3, a3);
-                e = TL.Broadcast(p1[j]);
+                e = TL.Broadcast(p1[j * pKey]);
                 b0 = TL.MultiplyAdd(e, x0, b0); b1 = TL.MultiplyAdd(e, x1, b1); b2 = TL.MultiplyAdd(e, x2, b2); b3 = TL.MultiplyAdd(e, x3, b3);
-                e = TL.Broadcast(p2[j]);
+                e = TL.Broadcast(p2[j * pKey]);
                 c0 = TL.MultiplyAdd(e, x0, c0); c1 = TL.MultiplyAdd(e, x1, c1); c2 = TL.MultiplyAdd(e, x2, c2); c3 = TL.MultiplyAdd(e, x3, c3);
-                e = TL.Broadcast(p3[j]);
+                e = TL.Broadcast(p3[j * pKey]);
                 d0 = TL.MultiplyAdd(e, x0, d0); d1 = TL.MultiplyAdd(e, x1, d1); d2 = TL.MultiplyAdd(e, x2, d2); d3 = TL.MultiplyAdd(e, x3, d3);
             }
             TL.Store(o + c, a0); TL.Store(o + c + w, a1); TL.Store(o + c + 2 * w, a2); TL.Store(o + c + 3 * w, a3);
@@ -606,12 +665,120 @@ public static unsafe class PagedAttention
             for (int j = 0; j < n; j++)
             {
                 TV x = TL.Load(values + rows[j] + c);
-                a = TL.MultiplyAdd(TL.Broadcast(p[j]), x, a);
-                b = TL.MultiplyAdd(TL.Broadcast(p1[j]), x, b);
-                e = TL.MultiplyAdd(TL.Broadcast(p2[j]), x, e);
-                f = TL.MultiplyAdd(TL.Broadcast(p3[j]), x, f);
+                a = TL.MultiplyAdd(TL.Broadcast(p[j * pKey]), x, a);
+                b = TL.MultiplyAdd(TL.Broadcast(p1[j * pKey]), x, b);
+                e = TL.MultiplyAdd(TL.Broadcast(p2[j * pKey]), x, e);
+                f = TL.MultiplyAdd(TL.Broadcast(p3[j * pKey]), x, f);
             }
             TL.Store(o + c, a); TL.Store(o1 + c, b); TL.Store(o2 + c, e); TL.Store(o3 + c, f);
+        }
+    }
+
+    /// <summary>
+    /// One KV head of a block for r query rows held across the lanes (rp: r rounded up to whole vectors): scores as
+    /// [key, lane] (ScoresTransposed, no horizontal sums), the online softmax down each lane (a row's max and sum are
+    /// lanes of maxT and sumT; alphaT is scratch), then P·V as the other path's, its weights read a lane apart.
+    /// Lane l is query head firstHead + l % G of member l / G; its accumulator row is o + (l / G)·memberFloats + (l % G)·d.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void AttendTransposed<TL, TV>(float* qT, float* keys, float* values, nint* rows, int n, int rp, int r, int d,
+        float* sT, float* maxT, float* sumT, float* alphaT, float* o, int memberFloats, int groups,
+        float* keyPool, float* valuePool, nint* prefetchRows, int prefetchCount, int rowFloats)
+        where TL : struct, IAttentionLanes<TV> where TV : struct
+    {
+        int w = TL.Width;
+        ScoresTransposed<TL, TV>(qT, keys, rows, n, rp, d, sT, keyPool, valuePool, prefetchRows, prefetchCount, rowFloats);
+        for (int v = 0; v < rp; v += w)
+        {
+            TV blockMax = TL.Load(sT + v);
+            for (int j = 1; j < n; j++) blockMax = TL.Max(blockMax, TL.Load(sT + j * rp + v));
+            TV newMax = TL.Max(blockMax, TL.Load(maxT + v)), sum = TL.Zero;
+            for (int j = 0; j < n; j++)
+            {
+                TV e = TL.ExpShifted(TL.Load(sT + j * rp + v), newMax);
+                TL.Store(sT + j * rp + v, e);
+                sum = TL.Add(sum, e);
+            }
+            TL.Store(alphaT + v, newMax);
+            for (int lane = v; lane < v + w; lane++)
+            {
+                // As OnlineSoftmax.Update: a row whose max moved rescales its accumulator by e^(m_old − m_new).
+                float before = maxT[lane], after = alphaT[lane];
+                float alpha = before == after ? 1f : float.IsNegativeInfinity(before) ? 0f : MathF.Exp(before - after);
+                maxT[lane] = after;
+                alphaT[lane] = alpha;
+                if (alpha == 1f || lane >= r) continue;
+                float* row = o + lane / groups * memberFloats + lane % groups * d;
+                TV a = TL.Broadcast(alpha);
+                for (int c = 0; c < d; c += w) TL.Store(row + c, TL.Multiply(TL.Load(row + c), a));
+            }
+            TL.Store(sumT + v, TL.MultiplyAdd(TL.Load(sumT + v), TL.Load(alphaT + v), sum));
+        }
+        int l = 0;
+        if (typeof(TL) == typeof(Lanes512) && groups % 4 == 0) // four lanes are four heads of one member: rows d apart
+            for (; l + 4 <= r; l += 4)
+                AccumulateRowQuad<TL, TV>(sT + l, 1, rp, values, rows, n, o + l / groups * memberFloats + l % groups * d, d);
+        for (; l + 2 <= r; l += 2) // G is even, so both lanes are heads of one member
+        {
+            float* row = o + l / groups * memberFloats + l % groups * d;
+            AccumulateRowPair<TL, TV>(sT + l, sT + l + 1, rp, values, rows, n, row, row + d, d);
+        }
+    }
+
+    /// <summary>
+    /// sT[j, lane] = Σ_c qT[c, lane] · k_j[c] over a block's n key rows: each key element broadcast against vectors of
+    /// query lanes, four keys × two vectors of lanes per register tile, so each dot product ends in one lane and needs no
+    /// horizontal sum. Rows past n within the last tile repeat the last key (the caller reads only the first n).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ScoresTransposed<TL, TV>(float* qT, float* keys, nint* rows, int n, int rp, int d, float* sT,
+        float* keyPool, float* valuePool, nint* prefetchRows, int prefetchCount, int rowFloats)
+        where TL : struct, IAttentionLanes<TV> where TV : struct
+    {
+        int w = TL.Width, tiles = (n + 3) / 4, prefetched = 0;
+        for (int j0 = 0; j0 < n; j0 += 4)
+        {
+            for (int due = (j0 / 4 + 1) * prefetchCount / tiles; prefetched < due; prefetched++)
+                PrefetchRow(keyPool, valuePool, prefetchRows[prefetched], rowFloats);
+            float* k0 = keys + rows[j0], k1 = keys + rows[Math.Min(j0 + 1, n - 1)];
+            float* k2 = keys + rows[Math.Min(j0 + 2, n - 1)], k3 = keys + rows[Math.Min(j0 + 3, n - 1)];
+            float* s0 = sT + j0 * rp, s1 = s0 + rp, s2 = s1 + rp, s3 = s2 + rp;
+            int v = 0;
+            for (; v + 2 * w <= rp; v += 2 * w)
+            {
+                TV a00 = TL.Zero, a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+                float* line = qT + v;
+                for (int c = 0; c < d; c++, line += rp)
+                {
+                    TV y0 = TL.Load(line), y1 = TL.Load(line + w);
+                    TV x = TL.Broadcast(k0[c]);
+                    a00 = TL.MultiplyAdd(x, y0, a00); a01 = TL.MultiplyAdd(x, y1, a01);
+                    x = TL.Broadcast(k1[c]);
+                    a10 = TL.MultiplyAdd(x, y0, a10); a11 = TL.MultiplyAdd(x, y1, a11);
+                    x = TL.Broadcast(k2[c]);
+                    a20 = TL.MultiplyAdd(x, y0, a20); a21 = TL.MultiplyAdd(x, y1, a21);
+                    x = TL.Broadcast(k3[c]);
+                    a30 = TL.MultiplyAdd(x, y0, a30); a31 = TL.MultiplyAdd(x, y1, a31);
+                }
+                TL.Store(s0 + v, a00); TL.Store(s0 + v + w, a01);
+                TL.Store(s1 + v, a10); TL.Store(s1 + v + w, a11);
+                TL.Store(s2 + v, a20); TL.Store(s2 + v + w, a21);
+                TL.Store(s3 + v, a30); TL.Store(s3 + v + w, a31);
+            }
+            for (; v < rp; v += w)
+            {
+                TV a0 = TL.Zero, a1 = a0, a2 = a0, a3 = a0;
+                float* line = qT + v;
+                for (int c = 0; c < d; c++, line += rp)
+                {
+                    TV y = TL.Load(line);
+                    a0 = TL.MultiplyAdd(TL.Broadcast(k0[c]), y, a0);
+                    a1 = TL.MultiplyAdd(TL.Broadcast(k1[c]), y, a1);
+                    a2 = TL.MultiplyAdd(TL.Broadcast(k2[c]), y, a2);
+                    a3 = TL.MultiplyAdd(TL.Broadcast(k3[c]), y, a3);
+                }
+                TL.Store(s0 + v, a0); TL.Store(s1 + v, a1); TL.Store(s2 + v, a2); TL.Store(s3 + v, a3);
+            }
         }
     }
 
