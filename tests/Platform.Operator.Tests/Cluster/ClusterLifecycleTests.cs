@@ -41,19 +41,38 @@ public sealed class ClusterLifecycleTests
         return JsonNode.Parse(text)!.AsObject();
     }
 
-    /// <summary>Like CompleteAsync, retrying only while the router answers 503 no_workers (its pool is empty), up to <paramref name="timeout"/>.</summary>
+    /// <summary>
+    /// Like CompleteAsync, retrying only while the router answers 503 no_workers (its pool is empty) or its Service has
+    /// no ready endpoint, up to <paramref name="timeout"/>. The router's readiness is "serving" (docs/router.md): with its
+    /// only worker gone its probe fails and it leaves its Service, and it comes back one probe period after the worker
+    /// does, so in between a connection finds no endpoint (refused on a real ClusterIP, closed by the test proxy).
+    /// </summary>
     private static async Task<JsonObject> CompleteOnceAWorkerIsBackAsync(RunningCluster running, string name, object body, TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;
         while (true)
         {
-            var (status, text) = await PostCompletionAsync(running, name, body);
+            int status;
+            string text;
+            try
+            {
+                (status, text) = await PostCompletionAsync(running, name, body);
+            }
+            catch (HttpRequestException e) when (NoEndpoint(e) && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(200);
+                continue;
+            }
             if (status is >= 200 and < 300) return JsonNode.Parse(text)!.AsObject();
             bool noWorkers = status == 503 && text.Contains("\"no_workers\"", StringComparison.Ordinal);
             Assert.True(noWorkers && DateTime.UtcNow < deadline, $"{status}: {text}\npods: {string.Join(", ", running.Kubelet.Pods)}");
             await Task.Delay(200);
         }
     }
+
+    /// <summary>A connection refused, or closed before any response: what a Service without a ready endpoint gives.</summary>
+    private static bool NoEndpoint(HttpRequestException e) =>
+        (e.InnerException is HttpIOException io ? io.HttpRequestError : e.HttpRequestError) is HttpRequestError.ConnectionError or HttpRequestError.ResponseEnded;
 
     /// <summary>One worker pod's own /metrics (by pod IP), as Prometheus would scrape it.</summary>
     private static async Task<double> WorkerMetricAsync(RunningCluster running, string pod, string metric)

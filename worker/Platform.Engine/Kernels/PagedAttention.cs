@@ -731,7 +731,7 @@ public static unsafe class PagedAttention
     /// horizontal sum. Rows past n within the last tile repeat the last key (the caller reads only the first n).
     /// </summary>
     // Too large to inline, so AggressiveOptimization as Scores: without it a short decode ran it unoptimized (Tier0,
-    // every lane helper a call; bench engine 8K batch 8: 408-586 tok/s against 818-886 before this path).
+    // every lane helper a call; bench engine 8K batch 8: 408-586 tok/s against 760-886 before this path).
     [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
     private static void ScoresTransposed<TL, TV>(float* qT, float* keys, nint* rows, int n, int rp, int d, float* sT,
         float* keyPool, float* valuePool, nint* prefetchRows, int prefetchCount, int rowFloats)
