@@ -26,6 +26,13 @@ public sealed class HealthAndDrainTests
         Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/readyz")).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/healthz")).StatusCode);
 
+        // A KV event subscriber stays connected through the drain and is ended when it completes. It subscribes before
+        // the stream starts: the tiny model can store all the stream's blocks in milliseconds, and a subscription after
+        // that would find them in its snapshot and wait for events that never come (until the grace ends).
+        using var kvEvents = w.Client.SubscribeKvEvents(new SubscribeKvEventsRequest());
+        Assert.True(await kvEvents.ResponseStream.MoveNext(CancellationToken.None));
+        Assert.True(kvEvents.ResponseStream.Current.IsSnapshot);
+
         // A stream in flight when the drain starts, plus a held admission so the drain cannot end
         // before the assertions below (the tiny model may finish the stream in milliseconds).
         var drain = w.Worker.Services.GetRequiredService<DrainCoordinator>();
@@ -38,11 +45,6 @@ public sealed class HealthAndDrainTests
         using var watch = health.Watch(new HealthCheckRequest());
         Assert.True(await watch.ResponseStream.MoveNext(CancellationToken.None));
         Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, watch.ResponseStream.Current.Status);
-
-        // A KV event subscriber stays connected through the drain and is ended when it completes.
-        using var kvEvents = w.Client.SubscribeKvEvents(new SubscribeKvEventsRequest());
-        Assert.True(await kvEvents.ResponseStream.MoveNext(CancellationToken.None));
-        Assert.True(kvEvents.ResponseStream.Current.IsSnapshot);
 
         var stopping = w.Worker.StopAsync();
         Assert.False(stopping.IsCompleted);
@@ -70,8 +72,9 @@ public sealed class HealthAndDrainTests
         Assert.Equal(FinishReason.Length, last.FinishReason);
         Assert.Equal(200, tokens.Count);
 
-        // The in-flight stream stored blocks: the subscriber still receives events while draining.
-        Assert.True(await kvEvents.ResponseStream.MoveNext(CancellationToken.None));
+        // The in-flight stream stored blocks after the snapshot: the subscriber receives those events, and stays connected through the drain.
+        using (var eventTimeout = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
+            Assert.True(await kvEvents.ResponseStream.MoveNext(eventTimeout.Token));
         Assert.NotEmpty(kvEvents.ResponseStream.Current.Events);
 
         held.Dispose();
