@@ -350,7 +350,7 @@ public static unsafe class PagedAttention
                 for (int kvHead = 0; kvHead < kvHeads; kvHead++)
                     for (int lane = 0; lane < rp; lane++)
                     {
-                        float* source = q + lane / groups * memberFloats + (kvHead * groups + lane % groups) * d, line = qT + kvHead * d * rp + lane;
+                        float* source = LaneRow(q + kvHead * groups * d, lane, groups, memberFloats, d), line = qT + kvHead * d * rp + lane;
                         for (int c = 0; c < d; c++) line[c * rp] = lane < r ? source[c] : 0f;
                     }
                 new Span<float>(maxT, kvHeads * rowStats).Fill(float.NegativeInfinity);
@@ -385,21 +385,19 @@ public static unsafe class PagedAttention
                 {
                     int firstHead = kvHead * groups;
                     float* keys = job.Keys + (long)kvHead * d, values = job.Values + (long)kvHead * d;
+                    // This KV head's share of the rows to prefetch, spread over its score tiles (see the header).
+                    int share0 = kvHead * nextCount / kvHeads, share1 = (kvHead + 1) * nextCount / kvHeads;
                     if (transposed)
                     {
-                        // This KV head's share of the rows to prefetch, spread over its score tiles (as Scores does).
-                        int first = kvHead * nextCount / kvHeads, last = (kvHead + 1) * nextCount / kvHeads;
                         AttendTransposed<TL, TV>(qT + kvHead * d * rp, keys, values, rowBases, n, rp, r, d, sT, maxT + kvHead * rowStats,
                             sumT + kvHead * rowStats, alphaT, o + firstHead * d, memberFloats, groups,
-                            job.Keys, job.Values, nextRows + first, last - first, (int)rowStride);
+                            job.Keys, job.Values, nextRows + share0, share1 - share0, (int)rowStride);
                         continue;
                     }
                     if (groups % 2 == 1) // the last head's P·V (AccumulateRow) takes row addresses
                         for (int j = 0; j < n; j++) vRows[j] = (nint)(values + rowBases[j]);
                     for (int m = 0; m < count; m++)
                     {
-                        // This KV head's share of the rows to prefetch, spread over its score tiles (see the header).
-                        int share0 = kvHead * nextCount / kvHeads, share1 = (kvHead + 1) * nextCount / kvHeads;
                         int spread = m == 0 && groups >= 4 ? share1 - share0 : 0;
                         int row0 = m * heads + firstHead; // this member's first query head of the KV head, as a row of o
                         Scores<TL, TV>(q + row0 * d, keys, rowBases, n, groups, d, s, lanes, spread, job.Keys, job.Values, nextRows + share0, (int)rowStride);
@@ -478,9 +476,8 @@ public static unsafe class PagedAttention
         int w = TL.Width;
         // A head of four vectors on AVX-512 (d = 64) keeps the tile's four query heads in 16 registers for the block.
         bool held = typeof(TL) == typeof(Lanes512) && d == 4 * w;
-        // The prefetch rows due by the end of each of the pairs tiles: (tile + 1) · spread / pairs, kept as a running
-        // quotient and remainder instead of two divisions per tile.
-        int pairs = held ? (n + 1) / 2 : (n + w - 1) / w * w / 2, prefetched = 0, due = 0, dueRemainder = 0;
+        // The spread rows go out evenly over the key-pair tiles of the first group of heads.
+        var prefetch = new PrefetchSpread(nextRows, spread, held ? (n + 1) / 2 : (n + w - 1) / w * w / 2);
         int g0 = 0;
         if (held)
             for (; g0 + 4 <= groups; g0 += 4)
@@ -500,11 +497,7 @@ public static unsafe class PagedAttention
                 TV y30 = TL.Load(qq), y31 = TL.Load(qq + w), y32 = TL.Load(qq + 2 * w), y33 = TL.Load(qq + 3 * w);
                 for (int j = 0; j < n; j += 2)
                 {
-                    if (g0 == 0 && spread > 0)
-                    {
-                        for (dueRemainder += spread; dueRemainder >= pairs; dueRemainder -= pairs) due++;
-                        for (; prefetched < due; prefetched++) PrefetchRow(keyPool, valuePool, nextRows[prefetched], rowFloats);
-                    }
+                    if (g0 == 0 && spread > 0) prefetch.Next(keyPool, valuePool, rowFloats);
                     float* k0 = keys + rows[j], k1 = keys + rows[Math.Min(j + 1, n - 1)];
                     TV x0 = TL.Load(k0), x1 = TL.Load(k1);
                     TV z = TL.Zero; // an FMA into zero, as the tiles below start (a product alone could differ in a zero's sign)
@@ -534,11 +527,7 @@ public static unsafe class PagedAttention
                 {
                     float* k0 = keys + rows[Math.Min(j0 + t, n - 1)];
                     float* k1 = keys + rows[Math.Min(j0 + t + 1, n - 1)];
-                    if (g0 == 0 && spread > 0)
-                    {
-                        for (dueRemainder += spread; dueRemainder >= pairs; dueRemainder -= pairs) due++;
-                        for (; prefetched < due; prefetched++) PrefetchRow(keyPool, valuePool, nextRows[prefetched], rowFloats);
-                    }
+                    if (g0 == 0 && spread > 0) prefetch.Next(keyPool, valuePool, rowFloats);
                     TV a00 = TL.Zero, a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
                     for (int c = 0; c < d; c += w)
                     {
@@ -752,7 +741,7 @@ public static unsafe class PagedAttention
                 maxT[lane] = after;
                 alphaT[lane] = alpha;
                 if (alpha == 1f || lane >= r) continue;
-                float* row = o + lane / groups * memberFloats + lane % groups * d;
+                float* row = LaneRow(o, lane, groups, memberFloats, d);
                 TV a = TL.Broadcast(alpha);
                 for (int c = 0; c < d; c += w) TL.Store(row + c, TL.Multiply(TL.Load(row + c), a));
             }
@@ -761,13 +750,17 @@ public static unsafe class PagedAttention
         int l = 0;
         if (typeof(TL) == typeof(Lanes512) && groups % 4 == 0) // four lanes are four heads of one member: rows d apart
             for (; l + 4 <= r; l += 4)
-                AccumulateRowQuad<TL, TV>(sT + l, 1, rp, values, rows, n, o + l / groups * memberFloats + l % groups * d, d);
+                AccumulateRowQuad<TL, TV>(sT + l, 1, rp, values, rows, n, LaneRow(o, l, groups, memberFloats, d), d);
         for (; l + 2 <= r; l += 2) // G is even, so both lanes are heads of one member
         {
-            float* row = o + l / groups * memberFloats + l % groups * d;
+            float* row = LaneRow(o, l, groups, memberFloats, d);
             AccumulateRowPair<TL, TV>(sT + l, sT + l + 1, rp, values, rows, n, row, row + d, d);
         }
     }
+
+    /// <summary>Lane l's accumulator row: query head l % G (of the KV head's group at o) of member l / G.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float* LaneRow(float* o, int lane, int groups, int memberFloats, int d) => o + lane / groups * memberFloats + lane % groups * d;
 
     /// <summary>
     /// sT[j, lane] = Σ_c qT[c, lane] · k_j[c] over a block's n key rows: each key element broadcast against vectors of
@@ -781,11 +774,11 @@ public static unsafe class PagedAttention
         float* keyPool, float* valuePool, nint* prefetchRows, int prefetchCount, int rowFloats)
         where TL : struct, IAttentionLanes<TV> where TV : struct
     {
-        int w = TL.Width, tiles = (n + 3) / 4, prefetched = 0;
+        int w = TL.Width;
+        var prefetch = new PrefetchSpread(prefetchRows, prefetchCount, (n + 3) / 4);
         for (int j0 = 0; j0 < n; j0 += 4)
         {
-            for (int due = (j0 / 4 + 1) * prefetchCount / tiles; prefetched < due; prefetched++)
-                PrefetchRow(keyPool, valuePool, prefetchRows[prefetched], rowFloats);
+            prefetch.Next(keyPool, valuePool, rowFloats);
             float* k0 = keys + rows[j0], k1 = keys + rows[Math.Min(j0 + 1, n - 1)];
             float* k2 = keys + rows[Math.Min(j0 + 2, n - 1)], k3 = keys + rows[Math.Min(j0 + 3, n - 1)];
             float* s0 = sT + j0 * rp, s1 = s0 + rp, s2 = s1 + rp, s3 = s2 + rp;
@@ -825,6 +818,22 @@ public static unsafe class PagedAttention
                 }
                 TL.Store(s0 + v, a0); TL.Store(s1 + v, a1); TL.Store(s2 + v, a2); TL.Store(s3 + v, a3);
             }
+        }
+    }
+
+    /// <summary>
+    /// Spreads <c>count</c> prefetch rows evenly over <c>steps</c> calls of <see cref="Next"/>: by the end of call t,
+    /// (t + 1)·count / steps rows are out, kept as a running quotient and remainder instead of a division per call.
+    /// </summary>
+    private struct PrefetchSpread(nint* rows, int count, int steps)
+    {
+        private int _issued, _due, _remainder;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Next(float* keys, float* values, int rowFloats)
+        {
+            for (_remainder += count; _remainder >= steps; _remainder -= steps) _due++;
+            for (; _issued < _due; _issued++) PrefetchRow(keys, values, rows[_issued], rowFloats);
         }
     }
 
