@@ -43,7 +43,10 @@
 // cpu|cuda[:N] picks where the engine runs (off cpu only generic applies).
 // With --peer-llamacpp DIR and/or --peer-llama2c PATH it also sets the engine beside
 // those programs (Peers/PeerBench.cs); given alone, only the peers run; --peer-cases picks
-// llama.cpp's rows (e.g. `start` alone: process start to first token against its driver); --peer-recache reads
+// llama.cpp's rows (e.g. `start` alone: process start to first token against its driver). With cells, llama.cpp
+// also runs beside each one (the `context` case, on unless --peer-cases leaves it out): its driver on the f32 GGUF
+// of the cell's preset, f32 KV, the cell's context, and at batch B, B sequences over the one prompt (its KV shared),
+// measured right after the engine's cell and shown as engine / llama.cpp; --peer-recache reads
 // both sides' files into the page cache afresh before each case (PageCacheFolios: each case prints how much of
 // each file the cache holds in 2 MB folios, which moves decode speed on these VMs).
 using System.Diagnostics;
@@ -63,7 +66,7 @@ internal static class EngineBench
 {
     private sealed record Cell(string Preset, string Path, int Context, int Batch, double? PrefillTokensPerSecond, double? PrefillGflopsPerSecond, double? PrefillGflopsPerCpuSecond, double? TtftSeconds,
         double DecodeTokensPerSecond, double DecodeBoundTokensPerSecond, double DecodeFractionOfBound, long BytesPerDecodeStep, double FlopsPerDecodeStep,
-        string BoundBy);
+        string BoundBy, double? PeerDecodeTokensPerSecond = null, double? PeerPrefillTokensPerSecond = null);
 
     private const string Usage = "usage: engine [--preset small|medium]... [--context N[,N...]]... [--batch N[,N...]]... [--decode-tokens N] [--threads N] "
         + "[--max-prefill-tokens N] [--json FILE] [--peer-llamacpp DIR] [--peer-llama2c PATH] [--peer-preset medium] [--peer-tokens N] [--peer-cases f32,bf16,f16,q8_0,start] [--peer-recache] [--rounds N] [--device cpu|cuda[:N]] [--path generic|native]...";
@@ -114,12 +117,14 @@ internal static class EngineBench
             Console.Error.WriteLine($"--peer-cases: unknown case '{unknownCase}' (cases: {string.Join(',', PeerBench.CaseNames)})");
             return 2;
         }
-        bool peers = llamaCppDir is not null || llama2cBinary is not null;
+        bool peerRows = llama2cBinary is not null || (llamaCppDir is not null && PeerBench.AnyRows(peerCases));
+        bool peerCells = llamaCppDir is not null && (peerCases.Count == 0 || peerCases.Contains(PeerBench.ContextCase, StringComparer.OrdinalIgnoreCase));
         PeerReport? peerReport = null;
-        if (peers)
+        if (peerRows)
         {
             KernelThreads.Count = threads;
-            peerReport = await new PeerBench(peerPreset, threads, peerTokens, rounds, peerCases, peerRecache).RunAsync(llamaCppDir, llama2cBinary);
+            peerReport = await new PeerBench(peerPreset, threads, peerTokens, rounds, peerCases, peerRecache)
+                .RunAsync(PeerBench.AnyRows(peerCases) ? llamaCppDir : null, llama2cBinary);
             PeerBench.Print(peerReport);
             if (presets.Count == 0 && contexts.Count == 0 && batches.Count == 0)
             {
@@ -141,10 +146,13 @@ internal static class EngineBench
         AnsiConsole.MarkupLine($"FMA peak: [bold]{fmaPeak:F1} GFLOP/s[/] ({threads} threads)");
         AnsiConsole.MarkupLine($"fp32 matmul (libtorch, 2048³): [bold]{matmulGflops:F1} GFLOP/s[/], {matmulGflopsPerCpuSecond:F1} GFLOP per CPU-second");
 
+        // llama.cpp beside each cell (the `context` peer case): its driver on the f32 GGUF of the cell's preset.
+        var cellPeer = peerCells ? await LlamaCppPeer.PrepareAsync(llamaCppDir!, PeerBench.CacheDir) : null;
         List<Cell> cells = [];
         foreach (var preset in presets)
         {
             string dir = BenchModels.Ensure(preset);
+            string? gguf = cellPeer is null ? null : PeerBench.EnsureGguf(dir, GgmlType.F32);
             int maxContext = contexts.Max() + decodeTokens + 64;
             int maxBatch = batches.Max();
             long kvTokens = (long)maxContext * batches.Max() + maxContext * 2;
@@ -184,6 +192,20 @@ internal static class EngineBench
                     var (bound, limitedBy) = DecodeRoofline.Ceiling(batch, stepBytes, stepFlops, bandwidth, fmaPeak);
                     var cell = new Cell(preset, path.ToString().ToLowerInvariant(), context, batch, prefill, gflops, gflopsPerCpuSecond, prefillSeconds, decode, bound, decode / bound,
                         stepBytes, stepFlops, limitedBy);
+                    if (cellPeer is not null && path == paths[0])
+                    {
+                        // The same context and batch in llama.cpp, right after the engine's (f32 KV, as the engine's; the B
+                        // sequences share the prompt's KV, as the engine's requests share its blocks). Prefill is compared at
+                        // batch 1 only, where both evaluate one prompt.
+                        var theirs = await cellPeer.GenerateAsync(gguf!, BenchModels.RandomPrompt(dir, context, ++seed), decodeTokens, threads, "f32", batch);
+                        cell = cell with
+                        {
+                            PeerDecodeTokensPerSecond = theirs.DecodeTokensPerSecond,
+                            PeerPrefillTokensPerSecond = batch == 1 ? context / (theirs.FirstTokenMs / 1000) : null,
+                        };
+                        AnsiConsole.MarkupLine($"  llama.cpp ctx {context,5} batch {batch,2}: decode {theirs.DecodeTokensPerSecond,8:F1} tok/s"
+                            + (cell.PeerPrefillTokensPerSecond is { } pp ? $", prefill {pp:F1} tok/s" : ""));
+                    }
                     cells.Add(cell);
                     AnsiConsole.MarkupLine($"{preset} {cell.Path} ctx {context,5} batch {batch,2}: prefill {(prefill is { } p ? $"{p,8:F1} tok/s, {gflops,6:F1} GFLOP/s ({gflopsPerCpuSecond:F1} per CPU-second), TTFT {prefillSeconds,7:F2} s" : "    skip")}, "
                         + $"decode {decode,8:F1} tok/s = {decode / bound:P0} of bound {bound:F1} ({cell.BoundBy})");
@@ -209,6 +231,18 @@ internal static class EngineBench
                 cell.DecodeFractionOfBound.ToString("P0"), cell.BoundBy, b1 is null ? "" : (cell.DecodeTokensPerSecond / b1.DecodeTokensPerSecond).ToString("F1") + "×");
         }
         AnsiConsole.Write(table);
+        if (cells.Any(x => x.PeerDecodeTokensPerSecond is not null))
+        {
+            var beside = new Table().AddColumns("preset", "context", "batch", "engine decode tok/s", "llama.cpp decode tok/s", "engine / llama.cpp",
+                "engine prefill tok/s", "llama.cpp prefill tok/s");
+            foreach (var cell in cells.Where(x => x.PeerDecodeTokensPerSecond is not null))
+                beside.AddRow(cell.Preset, cell.Context.ToString(), cell.Batch.ToString(), cell.DecodeTokensPerSecond.ToString("F1"),
+                    cell.PeerDecodeTokensPerSecond!.Value.ToString("F1"), (cell.DecodeTokensPerSecond / cell.PeerDecodeTokensPerSecond.Value).ToString("F2") + "×",
+                    cell.Batch == 1 && cell.PrefillTokensPerSecond is { } p ? p.ToString("F1") : "-",
+                    cell.PeerPrefillTokensPerSecond is { } q ? q.ToString("F1") : "-");
+            AnsiConsole.Write(beside);
+            AnsiConsole.MarkupLine("[grey]llama.cpp: the same weights as f32 GGUF, f32 KV, flash attention as its default picks, the same threads; each cell measured right after the engine's[/]");
+        }
         AnsiConsole.MarkupLine($"fp32 matmul rate {matmulGflops:F1} GFLOP/s ({matmulGflopsPerCpuSecond:F1} per CPU-second), streaming read {bandwidth:F1} GB/s and FMA peak {fmaPeak:F1} GFLOP/s (best of the run), {threads} threads");
 
         jsonPath = await WriteJson(jsonPath, new

@@ -49,12 +49,18 @@ internal sealed class LlamaCppPeer
         return new LlamaCppPeer(dir, driver);
     }
 
-    public async Task<LlamaCppResult> GenerateAsync(string gguf, IReadOnlyList<int> prompt, int tokens, int threads, string kvType = "f32")
+    /// <summary>
+    /// Greedy generation of <paramref name="tokens"/> ids after <paramref name="prompt"/>; with <paramref name="parallel"/> &gt; 1,
+    /// that many sequences decode over the one prompt (evaluated once, its KV shared), one batch per step, and the decode rate
+    /// counts every sequence's tokens (the ids are the first sequence's).
+    /// </summary>
+    public async Task<LlamaCppResult> GenerateAsync(string gguf, IReadOnlyList<int> prompt, int tokens, int threads, string kvType = "f32", int parallel = 1)
     {
         var run = (await PeerProcess.RunAsync(DriverPath,
             ["--model", gguf, "--prompt-ids", string.Join(',', prompt), "--predict", tokens.ToString(CultureInfo.InvariantCulture),
              "--threads", threads.ToString(CultureInfo.InvariantCulture), "--kv", kvType,
-             "--ctx", (prompt.Count + tokens + 16).ToString(CultureInfo.InvariantCulture)])).EnsureSuccess("the llama.cpp driver");
+             "--parallel", parallel.ToString(CultureInfo.InvariantCulture),
+             "--ctx", (prompt.Count + (long)parallel * tokens + 16).ToString(CultureInfo.InvariantCulture)])).EnsureSuccess("the llama.cpp driver");
         var ids = Ids(run.Field("ids ") ?? throw new InvalidOperationException($"the llama.cpp driver printed no ids: {run.Stdout}"));
         double firstToken = double.Parse(run.Field("first_token_ms ")!, CultureInfo.InvariantCulture);
         double? decode = run.Field("decode_tokens_per_s ") is { } d ? double.Parse(d, CultureInfo.InvariantCulture) : null;

@@ -14,7 +14,8 @@
 // Start: process start to exit after one generated token, `platform generate` on the bf16 checkpoint
 // vs the driver on the f16 GGUF, after one unmeasured run of each (warm page cache).
 //
-// --peer-cases picks which of the llama.cpp cases (f32, bf16, f16, q8_0, start) run; all by default.
+// --peer-cases picks which of the llama.cpp cases (f32, bf16, f16, q8_0, start) run; all by default. The
+// `context` case is EngineBench's: llama.cpp beside each --context/--batch cell.
 // Quantization's own cost: the int8 row also reports how far the engine's int8 greedy ids follow its
 // own fp32 ids and how far llama.cpp's q8_0 ids follow its own f32 ids (same prompt, same run;
 // QuantizedAgreement), and, as the check, teacher-forced top-1 agreement: each side's f32 and
@@ -88,13 +89,23 @@ internal sealed record PeerReport(string Preset, int Threads, int Rounds, IReadO
 
 internal sealed class PeerBench(string preset, int threads, int tokens, int rounds, IReadOnlyCollection<string>? cases = null, bool recache = false)
 {
+    /// <summary>
+    /// The case that sets llama.cpp beside each --context/--batch cell of `bench engine` (EngineBench, not this class): its
+    /// decode at the cell's context and batch, on the f32 GGUF of the cell's preset.
+    /// </summary>
+    public const string ContextCase = "context";
+
     /// <summary>The llama.cpp cases --peer-cases may name (none named: all run).</summary>
-    public static readonly IReadOnlyList<string> CaseNames = ["f32", "bf16", "f16", "q8_0", "start"];
+    public static readonly IReadOnlyList<string> CaseNames = ["f32", "bf16", "f16", "q8_0", "start", ContextCase];
+
+    /// <summary>True when <paramref name="cases"/> (as given to --peer-cases) asks for any of this class's rows.</summary>
+    public static bool AnyRows(IReadOnlyCollection<string> cases) =>
+        cases.Count == 0 || cases.Any(c => !c.Equals(ContextCase, StringComparison.OrdinalIgnoreCase));
 
     private bool Runs(string name) => cases is null || cases.Count == 0 || cases.Contains(name, StringComparer.OrdinalIgnoreCase);
 
     private const int PromptTokens = 16;
-    private static readonly string CacheDir = Path.Combine(BenchModels.CacheRoot, "peers");
+    internal static readonly string CacheDir = Path.Combine(BenchModels.CacheRoot, "peers");
 
     public async Task<PeerReport> RunAsync(string? llamaCppDir, string? llama2cBinary)
     {
@@ -283,7 +294,7 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
         return new Llama2cRow(bestEngine, bestPeer, bestEngine / bestPeer, llama2cTokens);
     }
 
-    private static string EnsureGguf(string modelDir, GgmlType type)
+    internal static string EnsureGguf(string modelDir, GgmlType type)
     {
         Directory.CreateDirectory(CacheDir);
         string path = Path.Combine(CacheDir, $"{Path.GetFileName(modelDir)}.{type.ToString().ToLowerInvariant()}.gguf");

@@ -5,7 +5,11 @@
 //   first_token_ms <ms>      prompt evaluation to the first generated id
 //   decode_tokens_per_s <r>  ids after the first, over the time they took
 //   ids <id,id,...>          every generated id, the first included
-// Usage: llama_driver --model F.gguf --prompt-ids 1,2,3 [--predict N] [--threads N] [--kv f32|f16] [--ctx N]
+// Usage: llama_driver --model F.gguf --prompt-ids 1,2,3 [--predict N] [--threads N] [--kv f32|f16] [--ctx N] [--parallel B]
+// With --parallel B (> 1), B sequences decode over the one prompt: it is evaluated once (sequence 0) and its
+// KV copied to sequences 1..B-1 (llama.cpp's own prefix sharing, a unified KV buffer), then every step decodes
+// one token of each sequence in one batch. decode_tokens_per_s counts all B sequences' tokens; ids are
+// sequence 0's.
 // With --score, it generates nothing: it evaluates the prompt ids as one batch with logits at every
 // position and prints `argmax <id,id,...>`, the top id after each prefix (teacher forcing; the bench's
 // quantization agreement check).
@@ -77,6 +81,48 @@ int Score(llama_context* context, const std::vector<llama_token>& ids, int vocab
     return 0;
 }
 
+// Greedy generation of B sequences over one prompt: the prompt once, its KV copied to the other sequences, then
+// one batch of B tokens (one per sequence, each its own argmax) per step.
+int GenerateParallel(llama_context* context, std::vector<llama_token>& prompt, int predict, int parallel, int vocabSize) {
+    std::vector<llama_token> generated;
+    const int promptLength = static_cast<int>(prompt.size());
+    Clock::time_point start = Clock::now();
+    if (llama_decode(context, llama_batch_get_one(prompt.data(), promptLength)) != 0) {
+        std::fprintf(stderr, "prompt evaluation failed\n");
+        return 1;
+    }
+    std::vector<llama_token> next(parallel, Argmax(llama_get_logits_ith(context, -1), vocabSize));
+    for (int s = 1; s < parallel; s++) llama_memory_seq_cp(llama_get_memory(context), 0, s, -1, -1);
+    generated.push_back(next[0]);
+    std::printf("first_token_ms %.3f\n", MillisecondsSince(start));
+    std::fflush(stdout);
+
+    llama_batch batch = llama_batch_init(parallel, 0, 1);
+    Clock::time_point decodeStart = Clock::now();
+    for (int step = 1; step < predict; step++) {
+        for (int s = 0; s < parallel; s++) {
+            batch.token[s] = next[s];
+            batch.pos[s] = promptLength + step - 1;
+            batch.n_seq_id[s] = 1;
+            batch.seq_id[s][0] = s;
+            batch.logits[s] = 1;
+        }
+        batch.n_tokens = parallel;
+        if (llama_decode(context, batch) != 0) {
+            std::fprintf(stderr, "decode failed at step %d\n", step);
+            llama_batch_free(batch);
+            return 1;
+        }
+        for (int s = 0; s < parallel; s++) next[s] = Argmax(llama_get_logits_ith(context, s), vocabSize);
+        generated.push_back(next[0]);
+    }
+    double decodeMs = MillisecondsSince(decodeStart);
+    llama_batch_free(batch);
+    if (predict > 1) std::printf("decode_tokens_per_s %.4f\n", static_cast<double>(parallel) * (predict - 1) / (decodeMs / 1000.0));
+    PrintIds("ids", generated);
+    return 0;
+}
+
 // Greedy generation: the prompt as one batch, then one token at a time.
 int Generate(llama_context* context, std::vector<llama_token>& prompt, int predict, int vocabSize) {
     std::vector<llama_token> generated;
@@ -114,7 +160,7 @@ void QuietLog(ggml_log_level level, const char* text, void*) {
 int main(int argc, char** argv) {
     std::string modelPath;
     std::vector<llama_token> prompt;
-    int predict = 32, threads = 2, contextSize = 4096;
+    int predict = 32, threads = 2, contextSize = 4096, parallel = 1;
     ggml_type kvType = GGML_TYPE_F32;
     bool score = false;
     for (int i = 1; i < argc; i += 2) {
@@ -127,11 +173,12 @@ int main(int argc, char** argv) {
         else if (name == "--predict") predict = std::atoi(value);
         else if (name == "--threads") threads = std::atoi(value);
         else if (name == "--ctx") contextSize = std::atoi(value);
+        else if (name == "--parallel") parallel = std::atoi(value);
         else if (name == "--kv") kvType = std::strcmp(value, "f16") == 0 ? GGML_TYPE_F16 : GGML_TYPE_F32;
         else { std::fprintf(stderr, "unknown argument %s\n", argv[i]); return 2; }
     }
-    if (modelPath.empty() || prompt.empty() || predict < 1) {
-        std::fprintf(stderr, "usage: llama_driver --model F.gguf --prompt-ids 1,2,3 [--predict N] [--threads N] [--kv f32|f16] [--ctx N]\n");
+    if (modelPath.empty() || prompt.empty() || predict < 1 || parallel < 1 || (score && parallel > 1)) {
+        std::fprintf(stderr, "usage: llama_driver --model F.gguf --prompt-ids 1,2,3 [--predict N] [--threads N] [--kv f32|f16] [--ctx N] [--parallel B]\n");
         return 2;
     }
 
@@ -151,11 +198,15 @@ int main(int argc, char** argv) {
     contextParams.type_k = kvType;
     contextParams.type_v = kvType;
     contextParams.no_perf = true;
+    contextParams.n_seq_max = static_cast<uint32_t>(parallel);
+    if (parallel > 1) contextParams.kv_unified = true; // the sequences share the prompt's cells, as the engine's requests share its blocks
     llama_context* context = llama_init_from_model(model, contextParams);
     if (context == nullptr) { std::fprintf(stderr, "could not create a context\n"); return 1; }
     const int vocabSize = llama_vocab_n_tokens(llama_model_get_vocab(model));
 
-    const int status = score ? Score(context, prompt, vocabSize) : Generate(context, prompt, predict, vocabSize);
+    const int status = score ? Score(context, prompt, vocabSize)
+        : parallel > 1 ? GenerateParallel(context, prompt, predict, parallel, vocabSize)
+        : Generate(context, prompt, predict, vocabSize);
     llama_free(context);
     llama_model_free(model);
     llama_backend_free();

@@ -33,6 +33,28 @@ public sealed class LlamaCppAgreementTests(ITestOutputHelper output) : IDisposab
     }
 
     [Fact]
+    public async Task Llama_cpp_sequences_sharing_a_prompt_each_decode_what_one_sequence_decodes()
+    {
+        // The driver's --parallel mode (bench engine's `context` peer case at batch > 1): the prompt's KV copied to the
+        // other sequences, one batch per step. A wrong position or a sequence reading another's cells would change the ids.
+        if (await PrepareAsync(seed: 7) is not var (model, gguf, peer)) return;
+        int[] prompt = Enumerable.Range(0, 40).Select(i => 3 + i * 37 % 480).ToArray();
+        const int tokens = 16;
+
+        var alone = await peer.GenerateAsync(gguf, prompt, tokens, threads: 2);
+        var shared = await peer.GenerateAsync(gguf, prompt, tokens, threads: 2, parallel: 3);
+        using var engine = LlmEngine.Load(model, new EngineOptions { Threads = 2, NumKvBlocks = 16, DefaultSeed = 1 });
+        var mine = await EngineDecode.RunAsync(engine, prompt, tokens);
+
+        output.WriteLine($"engine:              {string.Join(',', mine.Ids)}");
+        output.WriteLine($"llama.cpp, 1 seq:    {string.Join(',', alone.Ids)} ({alone.DecodeTokensPerSecond:F1} tok/s)");
+        output.WriteLine($"llama.cpp, 3 seqs:   {string.Join(',', shared.Ids)} ({shared.DecodeTokensPerSecond:F1} tok/s)");
+        Assert.Equal(mine.Ids, alone.Ids);
+        Assert.Equal(alone.Ids, shared.Ids);
+        Assert.True(shared.DecodeTokensPerSecond > 0);
+    }
+
+    [Fact]
     public async Task Llama_cpp_teacher_forced_top_ids_equal_the_engine_s_on_the_f32_export()
     {
         if (await PrepareAsync(seed: 5) is not var (model, gguf, peer)) return;
