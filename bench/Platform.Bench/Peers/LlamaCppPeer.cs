@@ -56,11 +56,22 @@ internal sealed class LlamaCppPeer
     /// </summary>
     public async Task<LlamaCppResult> GenerateAsync(string gguf, IReadOnlyList<int> prompt, int tokens, int threads, string kvType = "f32", int parallel = 1)
     {
-        var run = (await PeerProcess.RunAsync(DriverPath,
-            ["--model", gguf, "--prompt-ids", string.Join(',', prompt), "--predict", tokens.ToString(CultureInfo.InvariantCulture),
-             "--threads", threads.ToString(CultureInfo.InvariantCulture), "--kv", kvType,
-             "--parallel", parallel.ToString(CultureInfo.InvariantCulture),
-             "--ctx", (prompt.Count + (long)parallel * tokens + 16).ToString(CultureInfo.InvariantCulture)])).EnsureSuccess("the llama.cpp driver");
+        // The ids go through a file: one argument may hold at most 128 KB (a 32K prompt is ~160 KB of text).
+        string promptFile = Path.Combine(Path.GetTempPath(), $"llama-driver-prompt-{Guid.NewGuid():N}.txt");
+        await File.WriteAllTextAsync(promptFile, string.Join(',', prompt));
+        PeerRun run;
+        try
+        {
+            run = (await PeerProcess.RunAsync(DriverPath,
+                ["--model", gguf, "--prompt-file", promptFile, "--predict", tokens.ToString(CultureInfo.InvariantCulture),
+                 "--threads", threads.ToString(CultureInfo.InvariantCulture), "--kv", kvType,
+                 "--parallel", parallel.ToString(CultureInfo.InvariantCulture),
+                 "--ctx", (prompt.Count + (long)parallel * tokens + 16).ToString(CultureInfo.InvariantCulture)])).EnsureSuccess("the llama.cpp driver");
+        }
+        finally
+        {
+            File.Delete(promptFile);
+        }
         var ids = Ids(run.Field("ids ") ?? throw new InvalidOperationException($"the llama.cpp driver printed no ids: {run.Stdout}"));
         double firstToken = double.Parse(run.Field("first_token_ms ")!, CultureInfo.InvariantCulture);
         double? decode = run.Field("decode_tokens_per_s ") is { } d ? double.Parse(d, CultureInfo.InvariantCulture) : null;

@@ -6,6 +6,8 @@
 //   decode_tokens_per_s <r>  ids after the first, over the time they took
 //   ids <id,id,...>          every generated id, the first included
 // Usage: llama_driver --model F.gguf --prompt-ids 1,2,3 [--predict N] [--threads N] [--kv f32|f16] [--ctx N] [--parallel B]
+// --prompt-file PATH reads the ids (the same comma-separated form) from a file instead: a long context's ids pass the
+// kernel's limit on one argument (128 KB).
 // With --parallel B (> 1), B sequences decode over the one prompt: it is evaluated once (sequence 0) and its
 // KV copied to sequences 1..B-1 (llama.cpp's own prefix sharing, a unified KV buffer), then every step decodes
 // one token of each sequence in one batch. decode_tokens_per_s counts all B sequences' tokens; ids are
@@ -19,6 +21,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -170,6 +174,13 @@ int main(int argc, char** argv) {
         const char* value = argv[i + 1];
         if (name == "--model") modelPath = value;
         else if (name == "--prompt-ids") prompt = ParseIds(value);
+        else if (name == "--prompt-file") {
+            std::ifstream file(value);
+            if (!file) { std::fprintf(stderr, "could not read %s\n", value); return 2; }
+            std::stringstream text;
+            text << file.rdbuf();
+            prompt = ParseIds(text.str().c_str());
+        }
         else if (name == "--predict") predict = std::atoi(value);
         else if (name == "--threads") threads = std::atoi(value);
         else if (name == "--ctx") contextSize = std::atoi(value);
@@ -178,7 +189,7 @@ int main(int argc, char** argv) {
         else { std::fprintf(stderr, "unknown argument %s\n", argv[i]); return 2; }
     }
     if (modelPath.empty() || prompt.empty() || predict < 1 || parallel < 1 || (score && parallel > 1)) {
-        std::fprintf(stderr, "usage: llama_driver --model F.gguf --prompt-ids 1,2,3 [--predict N] [--threads N] [--kv f32|f16] [--ctx N] [--parallel B]\n");
+        std::fprintf(stderr, "usage: llama_driver --model F.gguf (--prompt-ids 1,2,3 | --prompt-file F) [--predict N] [--threads N] [--kv f32|f16] [--ctx N] [--parallel B]\n");
         return 2;
     }
 
