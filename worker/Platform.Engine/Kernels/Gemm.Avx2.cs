@@ -15,6 +15,7 @@ public static unsafe partial class Gemm
     /// <summary>Weight rows per AVX2 register tile.</summary>
     private const int WeightTile256 = 3;
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void ChunkAvx2<TL>(void* job, int chunk) where TL : struct, Gemv.IRowLoader =>
         ChunkTiles<TL>((Job*)job, chunk, WeightTile256, 8, &Tile3x4Avx2);
 

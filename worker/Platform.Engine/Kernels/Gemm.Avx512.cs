@@ -17,6 +17,7 @@ public static unsafe partial class Gemm
     /// <summary>Weight rows per AVX-512 register tile.</summary>
     private const int WeightTile512 = 6;
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void ChunkAvx512<TL>(void* job, int chunk) where TL : struct, IRowLoader =>
         ChunkTiles<TL>((Job*)job, chunk, WeightTile512, 16, &Tile6x4Avx512);
 

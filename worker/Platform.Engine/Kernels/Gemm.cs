@@ -151,6 +151,7 @@ public static unsafe partial class Gemm
         public int RowsPerChunk;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Run<TL>(void* weight, int outFeatures, int inFeatures, float* input, int rows, float* output, float* bias, float inputScale, float outputScale)
         where TL : struct, IRowLoader
     {
@@ -185,6 +186,7 @@ public static unsafe partial class Gemm
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Dispatch<TL>(Job* job) where TL : struct, IRowLoader
     {
         int outFeatures = job->OutFeatures, inFeatures = job->InFeatures, rows = job->Rows;

@@ -253,6 +253,7 @@ public static unsafe class PagedAttention
     /// a decode call took 639-681 us per layer at 8K against 889-968 before, and 2,487-2,767 at 32K against
     /// 3,535-4,444 (bench prefill --decode-only, two threads, three alternating runs).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void AttendItems<TL, TV>(ref Job job) where TL : struct, IAttentionLanes<TV> where TV : struct
     {
         var tables = _rowPointers;
