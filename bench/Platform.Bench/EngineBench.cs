@@ -251,7 +251,8 @@ internal static class EngineBench
             cells,
             peers = peerReport,
         });
-        var points = cells.Select(x => new SweepPoint(x.Preset, x.Batch, x.Context, x.DecodeTokensPerSecond, x.DecodeBoundTokensPerSecond, x.PrefillGflopsPerSecond)).ToList();
+        var points = cells.Select(x => new SweepPoint(x.Preset, x.Batch, x.Context, x.DecodeTokensPerSecond, x.DecodeBoundTokensPerSecond, x.PrefillGflopsPerSecond,
+            x.PeerDecodeTokensPerSecond)).ToList();
         string caption = $"{Environment.ProcessorCount} cores, {threads} threads, streaming read {bandwidth:F1} GB/s, {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC";
         string decodePng = Path.ChangeExtension(jsonPath, ".decode.png"), prefillPng = Path.ChangeExtension(jsonPath, ".prefill.png");
         EngineSweepPlots.WriteDecode(decodePng, points, caption);
