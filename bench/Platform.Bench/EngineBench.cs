@@ -69,7 +69,7 @@ internal static class EngineBench
         string BoundBy, double? PeerDecodeTokensPerSecond = null, double? PeerPrefillTokensPerSecond = null);
 
     private const string Usage = "usage: engine [--preset small|medium]... [--context N[,N...]]... [--batch N[,N...]]... [--decode-tokens N] [--threads N] "
-        + "[--max-prefill-tokens N] [--json FILE] [--peer-llamacpp DIR] [--peer-llama2c PATH] [--peer-preset medium] [--peer-tokens N] [--peer-cases f32,bf16,f16,q8_0,start] [--peer-recache] [--rounds N] [--device cpu|cuda[:N]] [--path generic|native]...";
+        + "[--max-prefill-tokens N] [--json FILE] [--peer-llamacpp DIR] [--peer-llama2c PATH] [--peer-preset medium] [--peer-tokens N] [--peer-cases f32,bf16,f16,q8_0,start,context] [--peer-recache] [--rounds N] [--device cpu|cuda[:N]] [--path generic|native]...";
 
     public static async Task<int> Run(string[] args)
     {
