@@ -197,14 +197,22 @@ internal static class EngineBench
                         // The same context and batch in llama.cpp, right after the engine's (f32 KV, as the engine's; the B
                         // sequences share the prompt's KV, as the engine's requests share its blocks). Prefill is compared at
                         // batch 1 only, where both evaluate one prompt.
-                        var theirs = await cellPeer.GenerateAsync(gguf!, BenchModels.RandomPrompt(dir, context, ++seed), decodeTokens, threads, "f32", batch);
-                        cell = cell with
+                        // A failing peer (say, out of memory at a large batch × context) leaves its cell empty, not the run.
+                        try
                         {
-                            PeerDecodeTokensPerSecond = theirs.DecodeTokensPerSecond,
-                            PeerPrefillTokensPerSecond = batch == 1 ? context / (theirs.FirstTokenMs / 1000) : null,
-                        };
-                        AnsiConsole.MarkupLine($"  llama.cpp ctx {context,5} batch {batch,2}: decode {theirs.DecodeTokensPerSecond,8:F1} tok/s"
-                            + (cell.PeerPrefillTokensPerSecond is { } pp ? $", prefill {pp:F1} tok/s" : ""));
+                            var theirs = await cellPeer.GenerateAsync(gguf!, BenchModels.RandomPrompt(dir, context, ++seed), decodeTokens, threads, "f32", batch);
+                            cell = cell with
+                            {
+                                PeerDecodeTokensPerSecond = theirs.DecodeTokensPerSecond,
+                                PeerPrefillTokensPerSecond = batch == 1 ? context / (theirs.FirstTokenMs / 1000) : null,
+                            };
+                            AnsiConsole.MarkupLine($"  llama.cpp ctx {context,5} batch {batch,2}: decode {theirs.DecodeTokensPerSecond,8:F1} tok/s"
+                                + (cell.PeerPrefillTokensPerSecond is { } pp ? $", prefill {pp:F1} tok/s" : ""));
+                        }
+                        catch (Exception e) when (e is InvalidOperationException or TimeoutException or System.ComponentModel.Win32Exception)
+                        {
+                            AnsiConsole.MarkupLine($"  [yellow]llama.cpp ctx {context,5} batch {batch,2}: no figure: {Markup.Escape(e.Message)}[/]");
+                        }
                     }
                     cells.Add(cell);
                     AnsiConsole.MarkupLine($"{preset} {cell.Path} ctx {context,5} batch {batch,2}: prefill {(prefill is { } p ? $"{p,8:F1} tok/s, {gflops,6:F1} GFLOP/s ({gflopsPerCpuSecond:F1} per CPU-second), TTFT {prefillSeconds,7:F2} s" : "    skip")}, "
