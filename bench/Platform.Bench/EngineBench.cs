@@ -117,14 +117,14 @@ internal static class EngineBench
             Console.Error.WriteLine($"--peer-cases: unknown case '{unknownCase}' (cases: {string.Join(',', PeerBench.CaseNames)})");
             return 2;
         }
-        bool peerRows = llama2cBinary is not null || (llamaCppDir is not null && PeerBench.AnyRows(peerCases));
-        bool peerCells = llamaCppDir is not null && (peerCases.Count == 0 || peerCases.Contains(PeerBench.ContextCase, StringComparer.OrdinalIgnoreCase));
+        bool llamaCppRows = llamaCppDir is not null && PeerBench.AnyRows(peerCases);
+        bool peerCells = llamaCppDir is not null && PeerBench.Selects(peerCases, PeerBench.ContextCase);
         PeerReport? peerReport = null;
-        if (peerRows)
+        if (llamaCppRows || llama2cBinary is not null)
         {
             KernelThreads.Count = threads;
             peerReport = await new PeerBench(peerPreset, threads, peerTokens, rounds, peerCases, peerRecache)
-                .RunAsync(PeerBench.AnyRows(peerCases) ? llamaCppDir : null, llama2cBinary);
+                .RunAsync(llamaCppRows ? llamaCppDir : null, llama2cBinary);
             PeerBench.Print(peerReport);
             if (presets.Count == 0 && contexts.Count == 0 && batches.Count == 0)
             {

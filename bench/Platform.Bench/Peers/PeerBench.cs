@@ -102,7 +102,11 @@ internal sealed class PeerBench(string preset, int threads, int tokens, int roun
     public static bool AnyRows(IReadOnlyCollection<string> cases) =>
         cases.Count == 0 || cases.Any(c => !c.Equals(ContextCase, StringComparison.OrdinalIgnoreCase));
 
-    private bool Runs(string name) => cases is null || cases.Count == 0 || cases.Contains(name, StringComparer.OrdinalIgnoreCase);
+    /// <summary>True when <paramref name="cases"/> (as given to --peer-cases; none named: all) selects the case <paramref name="name"/>.</summary>
+    public static bool Selects(IReadOnlyCollection<string>? cases, string name) =>
+        cases is null || cases.Count == 0 || cases.Contains(name, StringComparer.OrdinalIgnoreCase);
+
+    private bool Runs(string name) => Selects(cases, name);
 
     private const int PromptTokens = 16;
     internal static readonly string CacheDir = Path.Combine(BenchModels.CacheRoot, "peers");

@@ -85,9 +85,9 @@ int Score(llama_context* context, const std::vector<llama_token>& ids, int vocab
     return 0;
 }
 
-// Greedy generation of B sequences over one prompt: the prompt once, its KV copied to the other sequences, then
-// one batch of B tokens (one per sequence, each its own argmax) per step.
-int GenerateParallel(llama_context* context, std::vector<llama_token>& prompt, int predict, int parallel, int vocabSize) {
+// Greedy generation of B sequences over one prompt (B = 1: plain greedy decoding): the prompt as one batch, its
+// KV copied to sequences 1..B-1, then one batch of B tokens (one per sequence, each its own argmax) per step.
+int Generate(llama_context* context, std::vector<llama_token>& prompt, int predict, int parallel, int vocabSize) {
     std::vector<llama_token> generated;
     const int promptLength = static_cast<int>(prompt.size());
     Clock::time_point start = Clock::now();
@@ -123,34 +123,6 @@ int GenerateParallel(llama_context* context, std::vector<llama_token>& prompt, i
     double decodeMs = MillisecondsSince(decodeStart);
     llama_batch_free(batch);
     if (predict > 1) std::printf("decode_tokens_per_s %.4f\n", static_cast<double>(parallel) * (predict - 1) / (decodeMs / 1000.0));
-    PrintIds("ids", generated);
-    return 0;
-}
-
-// Greedy generation: the prompt as one batch, then one token at a time.
-int Generate(llama_context* context, std::vector<llama_token>& prompt, int predict, int vocabSize) {
-    std::vector<llama_token> generated;
-    Clock::time_point start = Clock::now();
-    if (llama_decode(context, llama_batch_get_one(prompt.data(), static_cast<int32_t>(prompt.size()))) != 0) {
-        std::fprintf(stderr, "prompt evaluation failed\n");
-        return 1;
-    }
-    llama_token next = Argmax(llama_get_logits_ith(context, -1), vocabSize);
-    generated.push_back(next);
-    std::printf("first_token_ms %.3f\n", MillisecondsSince(start));
-    std::fflush(stdout);
-
-    Clock::time_point decodeStart = Clock::now();
-    while (static_cast<int>(generated.size()) < predict) {
-        if (llama_decode(context, llama_batch_get_one(&next, 1)) != 0) {
-            std::fprintf(stderr, "decode failed at token %zu\n", generated.size());
-            return 1;
-        }
-        next = Argmax(llama_get_logits_ith(context, -1), vocabSize);
-        generated.push_back(next);
-    }
-    double decodeMs = MillisecondsSince(decodeStart);
-    if (predict > 1) std::printf("decode_tokens_per_s %.4f\n", (predict - 1) / (decodeMs / 1000.0));
     PrintIds("ids", generated);
     return 0;
 }
@@ -215,9 +187,7 @@ int main(int argc, char** argv) {
     if (context == nullptr) { std::fprintf(stderr, "could not create a context\n"); return 1; }
     const int vocabSize = llama_vocab_n_tokens(llama_model_get_vocab(model));
 
-    const int status = score ? Score(context, prompt, vocabSize)
-        : parallel > 1 ? GenerateParallel(context, prompt, predict, parallel, vocabSize)
-        : Generate(context, prompt, predict, vocabSize);
+    const int status = score ? Score(context, prompt, vocabSize) : Generate(context, prompt, predict, parallel, vocabSize);
     llama_free(context);
     llama_model_free(model);
     llama_backend_free();
